@@ -1,0 +1,375 @@
+//! The in-process counter store.
+
+use std::hash::{BuildHasher, Hasher};
+use std::time::Duration;
+
+use hashbrown::{DefaultHashBuilder, HashTable};
+use parking_lot::{Mutex, MutexGuard};
+use smallvec::SmallVec;
+
+use super::clock::Timestamp;
+use super::store::{ChargeOutcome, ChargeRequest, CounterKey, CounterStore, ScopeKey, StoreError};
+use super::window::WindowState;
+
+/// The default number of shards.
+const DEFAULT_SHARDS: usize = 64;
+
+/// Separates the parts of an encoded key; `0xFF` never occurs in UTF-8.
+const SEP: u8 = 0xFF;
+
+/// An in-process [`CounterStore`]: counters in a sharded hash table, one short
+/// [`parking_lot`] lock per shard that a batch touches, no allocation to charge a counter that
+/// exists, and expired windows dropped as the store is used (see
+/// [`retain_recent`](MemoryStore::retain_recent)).
+///
+/// ```
+/// use mcp_policy::{ChargeOutcome, ChargeRequest, CounterKey, CounterStore, MemoryStore, ScopeKey,
+///                  Timestamp, WindowSpec};
+///
+/// let store = MemoryStore::new();
+/// let request = ChargeRequest {
+///     key: CounterKey { counter: "calls", scope: ScopeKey::Grant("alice") },
+///     window: WindowSpec { seconds: 60, sliding: false },
+///     max: 1,
+///     units: 1,
+/// };
+/// let now = Timestamp::from_unix_seconds(30.0);
+/// assert!(matches!(store.charge(now, &[request])?, ChargeOutcome::Admitted { .. }));
+/// assert!(matches!(store.charge(now, &[request])?, ChargeOutcome::Refused { index: 0, .. }));
+/// # Ok::<(), mcp_policy::StoreError>(())
+/// ```
+pub struct MemoryStore {
+    shards: Box<[Padded<Mutex<Shard>>]>,
+    hasher: DefaultHashBuilder,
+}
+
+/// Keeps each shard's lock on its own cache line, so that threads working on different shards do
+/// not slow each other down.
+#[repr(align(128))]
+struct Padded<T>(T);
+
+/// The smallest table size at which a shard sweeps.
+const MIN_SWEEP: usize = 64;
+
+struct Shard {
+    table: HashTable<Entry>,
+    /// Sweep expired entries when the table grows to this size; after a sweep it is set to
+    /// twice the live entries, so sweeping costs O(1) per insertion and the table holds at most
+    /// about twice the live counters.
+    sweep_at: usize,
+}
+
+struct Entry {
+    hash: u64,
+    /// The key, encoded: a scope tag, the counter name, then the grant and session.
+    key: Box<[u8]>,
+    window_seconds: u64,
+    state: WindowState,
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore").field("shards", &self.shards.len()).finish_non_exhaustive()
+    }
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        MemoryStore::new()
+    }
+}
+
+impl MemoryStore {
+    /// A store with the default number of shards (64).
+    pub fn new() -> Self {
+        MemoryStore::with_shards(DEFAULT_SHARDS)
+    }
+
+    /// A store with `shards` shards (rounded up to a power of two, at least 1). More shards mean
+    /// less contention between threads that charge different counters.
+    pub fn with_shards(shards: usize) -> Self {
+        let n = shards.max(1).next_power_of_two();
+        MemoryStore {
+            shards: (0..n)
+                .map(|_| Padded(Mutex::new(Shard { table: HashTable::new(), sweep_at: MIN_SWEEP })))
+                .collect(),
+            hasher: DefaultHashBuilder::default(),
+        }
+    }
+
+    /// The number of counters held, expired or not.
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.0.lock().table.len()).sum()
+    }
+
+    /// Whether the store holds no counter.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Drops every counter whose window has ended by `now`. The store also does this by itself,
+    /// a shard at a time, as it is used; call this to free memory at a moment of your choosing.
+    pub fn retain_recent(&self, now: Timestamp) {
+        for shard in self.shards.iter() {
+            let mut shard = shard.0.lock();
+            shard.sweep(now);
+        }
+    }
+
+    fn hash(&self, key: &CounterKey<'_>) -> u64 {
+        let mut h = self.hasher.build_hasher();
+        let (tag, grant, session) = parts(key);
+        h.write_u8(tag);
+        h.write(key.counter.as_bytes());
+        h.write_u8(SEP);
+        h.write(grant.as_bytes());
+        h.write_u8(SEP);
+        h.write(session.as_bytes());
+        h.finish()
+    }
+
+    fn shard_of(&self, hash: u64) -> usize {
+        // The top bits pick the shard; hashbrown uses the low bits within it.
+        let bits = self.shards.len().trailing_zeros();
+        if bits == 0 { 0 } else { usize::try_from(hash >> (64 - bits)).unwrap_or(0) }
+    }
+
+    /// Locks the distinct shards of `hashes` in ascending order (so two batches never wait for
+    /// each other in a cycle) and returns, for each request, the index of its guard.
+    fn lock<'s>(
+        &'s self,
+        hashes: &[u64],
+    ) -> (SmallVec<[MutexGuard<'s, Shard>; 4]>, SmallVec<[usize; 8]>) {
+        let mut ids: SmallVec<[usize; 8]> = hashes.iter().map(|h| self.shard_of(*h)).collect();
+        let mut order: SmallVec<[usize; 8]> = ids.clone();
+        order.sort_unstable();
+        order.dedup();
+        let guards = order
+            .iter()
+            .filter_map(|i| self.shards.get(*i).map(|s| s.0.lock()))
+            .collect();
+        for id in ids.iter_mut() {
+            *id = order.binary_search(id).unwrap_or(0);
+        }
+        (guards, ids)
+    }
+}
+
+/// The scope tag and the grant and session parts of a key.
+fn parts<'a>(key: &CounterKey<'a>) -> (u8, &'a str, &'a str) {
+    match key.scope {
+        ScopeKey::Global => (0, "", ""),
+        ScopeKey::Grant(g) => (1, g, ""),
+        ScopeKey::Session { grant, session: None } => (2, grant, ""),
+        ScopeKey::Session { grant, session: Some(s) } => (3, grant, s),
+    }
+}
+
+fn encode(key: &CounterKey<'_>) -> Box<[u8]> {
+    let (tag, grant, session) = parts(key);
+    let mut v = Vec::with_capacity(3 + key.counter.len() + grant.len() + session.len());
+    v.push(tag);
+    v.extend_from_slice(key.counter.as_bytes());
+    v.push(SEP);
+    v.extend_from_slice(grant.as_bytes());
+    v.push(SEP);
+    v.extend_from_slice(session.as_bytes());
+    v.into_boxed_slice()
+}
+
+/// Whether an encoded key is `key`, without allocating.
+fn same_key(encoded: &[u8], key: &CounterKey<'_>) -> bool {
+    let (tag, grant, session) = parts(key);
+    let mut rest = encoded;
+    for part in [&[tag][..], key.counter.as_bytes(), &[SEP], grant.as_bytes(), &[SEP], session.as_bytes()] {
+        match rest.strip_prefix(part) {
+            Some(r) => rest = r,
+            None => return false,
+        }
+    }
+    rest.is_empty()
+}
+
+impl Shard {
+    fn find(&self, hash: u64, key: &CounterKey<'_>) -> Option<&Entry> {
+        self.table.find(hash, |e| e.hash == hash && same_key(&e.key, key))
+    }
+
+    fn find_mut(&mut self, hash: u64, key: &CounterKey<'_>) -> Option<&mut Entry> {
+        self.table.find_mut(hash, |e| e.hash == hash && same_key(&e.key, key))
+    }
+
+    fn sweep(&mut self, now: Timestamp) {
+        self.table.retain(|e| e.state.expires_at(e.window_seconds) > now);
+        self.sweep_at = (self.table.len() * 2).max(MIN_SWEEP);
+    }
+}
+
+impl Entry {
+    /// The count that applies to a request with this window, resetting a state made for another
+    /// window (after a reload changed the counter's window).
+    fn count(&self, now: Timestamp, req: &ChargeRequest<'_>) -> u64 {
+        if self.matches(req) { self.state.count(now, req.window.seconds) } else { 0 }
+    }
+
+    fn matches(&self, req: &ChargeRequest<'_>) -> bool {
+        self.window_seconds == req.window.seconds && self.state.is_sliding() == req.window.sliding
+    }
+}
+
+impl CounterStore for MemoryStore {
+    fn charge(&self, now: Timestamp, batch: &[ChargeRequest<'_>]) -> Result<ChargeOutcome, StoreError> {
+        let hashes: SmallVec<[u64; 8]> = batch.iter().map(|r| self.hash(&r.key)).collect();
+        let (mut guards, slots) = self.lock(&hashes);
+
+        // Check every request, counting what earlier requests of the batch add to the same
+        // counter, before charging anything.
+        let mut refused: Option<(usize, Duration)> = None;
+        for (j, req) in batch.iter().enumerate() {
+            let (hash, slot) = (hashes.get(j).copied().unwrap_or(0), slots.get(j).copied().unwrap_or(0));
+            let shard = guards.get(slot).ok_or_else(|| StoreError::new("shard lock missing"))?;
+            let entry = shard.find(hash, &req.key);
+            let stored = entry.map_or(0, |e| e.count(now, req));
+            let earlier: u64 = batch
+                .iter()
+                .take(j)
+                .filter(|r| r.key == req.key)
+                .map(|r| r.units)
+                .fold(0, u64::saturating_add);
+            let total = stored.saturating_add(earlier).saturating_add(req.units);
+            if total > req.max {
+                let excess = total - req.max;
+                let wait = match entry.filter(|e| e.matches(req)) {
+                    Some(e) if excess <= stored => e.state.retry_after(now, req.window.seconds, excess),
+                    // The batch alone is over the limit: the units can never be admitted.
+                    _ => Duration::MAX,
+                };
+                refused = Some(match refused {
+                    None => (j, wait),
+                    Some((first, w)) => (first, w.max(wait)),
+                });
+            }
+        }
+        if let Some((index, retry_after)) = refused {
+            return Ok(ChargeOutcome::Refused { index, retry_after });
+        }
+
+        for (j, req) in batch.iter().enumerate() {
+            let (hash, slot) = (hashes.get(j).copied().unwrap_or(0), slots.get(j).copied().unwrap_or(0));
+            let shard = guards.get_mut(slot).ok_or_else(|| StoreError::new("shard lock missing"))?;
+            match shard.find_mut(hash, &req.key) {
+                Some(e) => {
+                    if !e.matches(req) {
+                        e.window_seconds = req.window.seconds;
+                        e.state = WindowState::new(now, req.window.seconds, req.window.sliding);
+                    }
+                    e.state.add(now, req.window.seconds, req.units);
+                }
+                None => {
+                    if shard.table.len() >= shard.sweep_at {
+                        shard.sweep(now);
+                    }
+                    let mut state = WindowState::new(now, req.window.seconds, req.window.sliding);
+                    state.add(now, req.window.seconds, req.units);
+                    shard.table.insert_unique(
+                        hash,
+                        Entry { hash, key: encode(&req.key), window_seconds: req.window.seconds, state },
+                        |e| e.hash,
+                    );
+                }
+            }
+        }
+        Ok(ChargeOutcome::Admitted { at: now })
+    }
+
+    fn refund(
+        &self,
+        now: Timestamp,
+        charged_at: Timestamp,
+        batch: &[ChargeRequest<'_>],
+    ) -> Result<(), StoreError> {
+        let hashes: SmallVec<[u64; 8]> = batch.iter().map(|r| self.hash(&r.key)).collect();
+        let (mut guards, slots) = self.lock(&hashes);
+        for (j, req) in batch.iter().enumerate() {
+            let (hash, slot) = (hashes.get(j).copied().unwrap_or(0), slots.get(j).copied().unwrap_or(0));
+            let shard = guards.get_mut(slot).ok_or_else(|| StoreError::new("shard lock missing"))?;
+            if let Some(e) = shard.find_mut(hash, &req.key) {
+                if e.matches(req) {
+                    e.state.remove(now, charged_at, req.window.seconds, req.units);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::counter::store::WindowSpec;
+
+    fn req<'a>(counter: &'a str, grant: &'a str, max: u64, units: u64) -> ChargeRequest<'a> {
+        ChargeRequest {
+            key: CounterKey { counter, scope: ScopeKey::Grant(grant) },
+            window: WindowSpec { seconds: 60, sliding: false },
+            max,
+            units,
+        }
+    }
+
+    #[test]
+    fn keys_do_not_collide_across_parts() {
+        let a = CounterKey { counter: "ab", scope: ScopeKey::Grant("c") };
+        let b = CounterKey { counter: "a", scope: ScopeKey::Grant("bc") };
+        assert!(same_key(&encode(&a), &a));
+        assert!(!same_key(&encode(&a), &b));
+        let none = CounterKey { counter: "a", scope: ScopeKey::Session { grant: "g", session: None } };
+        let empty =
+            CounterKey { counter: "a", scope: ScopeKey::Session { grant: "g", session: Some("") } };
+        assert!(!same_key(&encode(&none), &empty));
+    }
+
+    #[test]
+    fn batch_is_all_or_nothing() {
+        let store = MemoryStore::with_shards(4);
+        let now = Timestamp::from_unix_seconds(10.0);
+        let batch = [req("a", "g", 5, 1), req("b", "g", 1, 1)];
+        assert!(matches!(store.charge(now, &batch).unwrap(), ChargeOutcome::Admitted { .. }));
+        // `b` is exhausted, so `a` must not be charged either.
+        assert!(matches!(store.charge(now, &batch).unwrap(), ChargeOutcome::Refused { index: 1, .. }));
+        let only_a = [req("a", "g", 2, 1)];
+        assert!(matches!(store.charge(now, &only_a).unwrap(), ChargeOutcome::Admitted { .. }));
+        assert!(matches!(store.charge(now, &only_a).unwrap(), ChargeOutcome::Refused { .. }));
+    }
+
+    #[test]
+    fn same_counter_twice_in_a_batch_counts_both() {
+        let store = MemoryStore::new();
+        let now = Timestamp::from_unix_seconds(10.0);
+        let batch = [req("calls", "g", 3, 1), req("calls", "g", 3, 2)];
+        assert!(matches!(store.charge(now, &batch).unwrap(), ChargeOutcome::Admitted { .. }));
+        assert!(matches!(store.charge(now, &batch).unwrap(), ChargeOutcome::Refused { index: 0, .. }));
+    }
+
+    #[test]
+    fn expired_windows_are_dropped() {
+        let store = MemoryStore::with_shards(1);
+        for i in 0..1000 {
+            let g = format!("grant-{i}");
+            store.charge(Timestamp::from_unix_seconds(10.0), &[req("c", &g, 5, 1)]).unwrap();
+        }
+        assert_eq!(store.len(), 1000);
+        store.retain_recent(Timestamp::from_unix_seconds(60.0));
+        assert_eq!(store.len(), 0);
+        // And by itself, as it is used in later windows.
+        for i in 0..1000 {
+            let g = format!("grant-{i}");
+            store.charge(Timestamp::from_unix_seconds(70.0), &[req("c", &g, 5, 1)]).unwrap();
+        }
+        for i in 0..2000 {
+            let g = format!("other-{i}");
+            store.charge(Timestamp::from_unix_seconds(130.0), &[req("c", &g, 5, 1)]).unwrap();
+        }
+        assert!(store.len() <= 2000 + MIN_SWEEP, "{}", store.len());
+    }
+}

@@ -1,0 +1,169 @@
+//! The counter-store contract.
+
+use std::future::Future;
+use std::time::Duration;
+
+use super::clock::Timestamp;
+
+/// Whose count a counter keeps: the scope part of a counter's identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ScopeKey<'a> {
+    /// One count for every caller.
+    Global,
+    /// One count per grant.
+    Grant(&'a str),
+    /// One count per (grant, session); calls without a session share their grant's
+    /// "no session" bucket.
+    Session {
+        /// The caller's grant.
+        grant: &'a str,
+        /// The session, if any.
+        session: Option<&'a str>,
+    },
+}
+
+/// A counter's identity: its name and its scope value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CounterKey<'a> {
+    /// The counter's name, as the policy names it.
+    pub counter: &'a str,
+    /// Whose count.
+    pub scope: ScopeKey<'a>,
+}
+
+/// The window of a counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct WindowSpec {
+    /// The window's length in seconds (at least 1).
+    pub seconds: u64,
+    /// Sliding (at most `max` in any interval of this length) rather than fixed and aligned to
+    /// the Unix epoch.
+    pub sliding: bool,
+}
+
+/// One counter to check and charge, as part of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChargeRequest<'a> {
+    /// Which counter.
+    pub key: CounterKey<'a>,
+    /// Its window.
+    pub window: WindowSpec,
+    /// The most units this request admits per window (counting the units that earlier requests
+    /// of the same batch add to the same counter).
+    pub max: u64,
+    /// The units this request charges.
+    pub units: u64,
+}
+
+/// The answer of a store to a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChargeOutcome {
+    /// Every counter was charged, at the store's time `at` (pass it back to refund).
+    Admitted {
+        /// When the store charged the batch, by the store's clock.
+        at: Timestamp,
+    },
+    /// No counter was charged.
+    Refused {
+        /// The index in the batch of the first request that could not be admitted.
+        index: usize,
+        /// How long until every exhausted counter would admit its request.
+        retry_after: Duration,
+    },
+}
+
+/// A counter store failed (unreachable, timed out, corrupt state).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("counter store error: {message}")]
+pub struct StoreError {
+    message: String,
+}
+
+impl StoreError {
+    /// A store error with a message in plain words.
+    pub fn new(message: impl Into<String>) -> Self {
+        StoreError { message: message.into() }
+    }
+
+    /// What went wrong.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+/// Where counters live. The contract:
+///
+/// - [`charge`](CounterStore::charge) checks and charges a whole batch atomically: either every
+///   request is admitted and charged, or none is charged. Request `j` is admitted when the
+///   counter's count in its window, plus the units of the earlier requests of the batch on the
+///   same counter, plus its own units, is at most its `max`.
+/// - [`refund`](CounterStore::refund) returns the units of an admitted batch where they still
+///   count: in the same fixed window, or, for a sliding window, while they are inside it.
+/// - Expired state is dropped, so memory is bounded by the counters active in their window.
+///
+/// Stores that do I/O implement [`AsyncCounterStore`] instead.
+pub trait CounterStore: Send + Sync {
+    /// Checks and charges `batch` atomically at time `now`.
+    fn charge(&self, now: Timestamp, batch: &[ChargeRequest<'_>]) -> Result<ChargeOutcome, StoreError>;
+
+    /// Returns the units of a batch admitted at `charged_at`, as seen at `now`.
+    fn refund(
+        &self,
+        now: Timestamp,
+        charged_at: Timestamp,
+        batch: &[ChargeRequest<'_>],
+    ) -> Result<(), StoreError>;
+}
+
+/// The asynchronous face of a counter store, for stores that do I/O (such as Redis) and must not
+/// block an executor's thread. Every [`CounterStore`] is one, at no cost.
+pub trait AsyncCounterStore: Send + Sync {
+    /// Checks and charges `batch` atomically; see [`CounterStore::charge`].
+    fn charge_async(
+        &self,
+        now: Timestamp,
+        batch: &[ChargeRequest<'_>],
+    ) -> impl Future<Output = Result<ChargeOutcome, StoreError>> + Send;
+
+    /// Returns the units of an admitted batch; see [`CounterStore::refund`].
+    fn refund_async(
+        &self,
+        now: Timestamp,
+        charged_at: Timestamp,
+        batch: &[ChargeRequest<'_>],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+impl<S: CounterStore> AsyncCounterStore for S {
+    fn charge_async(
+        &self,
+        now: Timestamp,
+        batch: &[ChargeRequest<'_>],
+    ) -> impl Future<Output = Result<ChargeOutcome, StoreError>> + Send {
+        std::future::ready(self.charge(now, batch))
+    }
+
+    fn refund_async(
+        &self,
+        now: Timestamp,
+        charged_at: Timestamp,
+        batch: &[ChargeRequest<'_>],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        std::future::ready(self.refund(now, charged_at, batch))
+    }
+}
+
+impl<S: CounterStore + ?Sized> CounterStore for std::sync::Arc<S> {
+    fn charge(&self, now: Timestamp, batch: &[ChargeRequest<'_>]) -> Result<ChargeOutcome, StoreError> {
+        (**self).charge(now, batch)
+    }
+
+    fn refund(
+        &self,
+        now: Timestamp,
+        charged_at: Timestamp,
+        batch: &[ChargeRequest<'_>],
+    ) -> Result<(), StoreError> {
+        (**self).refund(now, charged_at, batch)
+    }
+}

@@ -1,0 +1,280 @@
+//! Decisions: allow, deny, limit or approve, with the rule that decided and why.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use smallvec::SmallVec;
+
+use crate::counter::Timestamp;
+use crate::policy::pointer::join;
+
+/// The four outcomes of a decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DecisionKind {
+    /// Dispatch the call.
+    Allow,
+    /// Do not dispatch the call.
+    Deny,
+    /// A rate or quota limit is exhausted: do not dispatch now, the caller may retry later.
+    Limit,
+    /// A human must approve the call first.
+    Approve,
+}
+
+impl DecisionKind {
+    /// The kind as written in decision JSON: `"allow"`, `"deny"`, `"limit"` or `"approve"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DecisionKind::Allow => "allow",
+            DecisionKind::Deny => "deny",
+            DecisionKind::Limit => "limit",
+            DecisionKind::Approve => "approve",
+        }
+    }
+}
+
+impl fmt::Display for DecisionKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which rule decided: rendered as a JSON Pointer into the policy only when asked for, so that
+/// deciding never formats a string.
+#[derive(Debug, Clone)]
+pub(crate) enum RuleRef<'a> {
+    /// The exact `tools` key equal to the tool's name.
+    Tool(&'a str),
+    /// `/hide/N`.
+    Hide(usize),
+    /// A pointer of the policy.
+    Shared(Arc<str>),
+    /// A fixed pointer (`/default`, or `""` for a malformed call).
+    Static(&'static str),
+}
+
+impl RuleRef<'_> {
+    fn render(&self) -> Cow<'_, str> {
+        match self {
+            RuleRef::Tool(t) => Cow::Owned(join("/tools", t)),
+            RuleRef::Hide(i) => Cow::Owned(format!("/hide/{i}")),
+            RuleRef::Shared(s) => Cow::Borrowed(s),
+            RuleRef::Static(s) => Cow::Borrowed(s),
+        }
+    }
+}
+
+/// A message: fixed text, text of the policy, or text made for this decision.
+#[derive(Debug, Clone)]
+pub(crate) enum Text {
+    Static(&'static str),
+    Shared(Arc<str>),
+    Owned(String),
+}
+
+impl Text {
+    fn as_str(&self) -> &str {
+        match self {
+            Text::Static(s) => s,
+            Text::Shared(s) => s,
+            Text::Owned(s) => s,
+        }
+    }
+}
+
+/// What an allowed call charged, so that it can be rolled back.
+#[derive(Debug, Clone)]
+pub(crate) struct Charge<'a> {
+    pub(crate) generation: u64,
+    pub(crate) at: Timestamp,
+    pub(crate) grant: &'a str,
+    pub(crate) session: Option<&'a str>,
+    /// (index of the limit in the policy, units charged).
+    pub(crate) entries: SmallVec<[(u32, u64); 4]>,
+}
+
+/// The outcome of evaluating one call, borrowing the call's tool name (and, for rollback, its
+/// grant and session).
+///
+/// Serialises to the decision JSON of the policy language:
+///
+/// ```
+/// use mcp_policy::{Evaluator, Policy, ToolCall};
+///
+/// let policy: Policy = r#"{"version": "1", "default": "deny"}"#.parse()?;
+/// let evaluator = Evaluator::new(policy);
+/// let decision = evaluator.evaluate(&ToolCall::new("drop_database"));
+/// assert_eq!(
+///     serde_json::to_value(&decision)?,
+///     serde_json::json!({
+///         "decision": "deny",
+///         "tool": "drop_database",
+///         "rule": "/default",
+///         "message": "tool `drop_database` is not allowed by this policy"
+///     })
+/// );
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Decision<'a> {
+    pub(crate) kind: DecisionKind,
+    pub(crate) tool: &'a str,
+    pub(crate) rule: RuleRef<'a>,
+    pub(crate) message: Text,
+    pub(crate) retry_after: Option<Duration>,
+    pub(crate) approval_key: Option<String>,
+    pub(crate) charge: Option<Charge<'a>>,
+}
+
+impl<'a> Decision<'a> {
+    pub(crate) fn new(kind: DecisionKind, tool: &'a str, rule: RuleRef<'a>, message: Text) -> Self {
+        Decision { kind, tool, rule, message, retry_after: None, approval_key: None, charge: None }
+    }
+
+    /// Allow, deny, limit or approve.
+    pub fn kind(&self) -> DecisionKind {
+        self.kind
+    }
+
+    /// Whether the call may be dispatched.
+    pub fn is_allowed(&self) -> bool {
+        self.kind == DecisionKind::Allow
+    }
+
+    /// The tool the decision is about.
+    pub fn tool(&self) -> &'a str {
+        self.tool
+    }
+
+    /// The JSON Pointer of the rule that decided (`/tools/cancel_run/limits/0`, `/default`,
+    /// `/hide/2`); `""` (the whole policy) for a malformed call.
+    pub fn rule(&self) -> Cow<'_, str> {
+        self.rule.render()
+    }
+
+    /// Why, in words for a person.
+    pub fn message(&self) -> &str {
+        self.message.as_str()
+    }
+
+    /// On `limit`: how long until the call would be admitted.
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
+    }
+
+    /// On `approve`: the key to pass back (with [`ToolCall::with_approval_key`]) once a human has
+    /// approved this exact call.
+    ///
+    /// [`ToolCall::with_approval_key`]: crate::ToolCall::with_approval_key
+    pub fn approval_key(&self) -> Option<&str> {
+        self.approval_key.as_deref()
+    }
+
+    /// Whether this allowed decision charged counters that [`rollback`] can return.
+    ///
+    /// [`rollback`]: crate::Evaluator::rollback
+    pub fn has_charge(&self) -> bool {
+        self.charge.is_some()
+    }
+
+    /// The text an MCP client should see in the `isError` tool result of a call that was not
+    /// allowed: what happened, why, and what the model can do about it. `None` for `allow`.
+    ///
+    /// ```
+    /// # use mcp_policy::{Evaluator, Policy, ToolCall};
+    /// # let policy: Policy = r#"{"version": "1", "default": "deny"}"#.parse().unwrap();
+    /// # let evaluator = Evaluator::new(policy);
+    /// let decision = evaluator.evaluate(&ToolCall::new("drop_database"));
+    /// assert_eq!(
+    ///     decision.client_text().unwrap(),
+    ///     "Denied by policy: tool `drop_database` is not allowed by this policy. \
+    ///      Do not retry this call; choose another way to reach the goal."
+    /// );
+    /// ```
+    pub fn client_text(&self) -> Option<String> {
+        let message = self.message();
+        match self.kind {
+            DecisionKind::Allow => None,
+            DecisionKind::Deny => Some(format!(
+                "Denied by policy: {message}. Do not retry this call; choose another way to reach \
+                 the goal."
+            )),
+            DecisionKind::Limit => {
+                let secs = self.retry_after.map_or(0.0, |d| d.as_secs_f64());
+                Some(format!(
+                    "Rate limited by policy: {message}. Retry after {} seconds.",
+                    format_seconds(secs)
+                ))
+            }
+            DecisionKind::Approve => Some(format!(
+                "Approval required by policy: {message}. A human must approve this exact call \
+                 before it can run."
+            )),
+        }
+    }
+
+    /// The decision JSON: `{"decision", "tool", "rule", "message"}`, with `retry_after` (seconds)
+    /// on `limit` and `approval_key` on `approve`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut map = serde_json::Map::new();
+        map.insert("decision".into(), self.kind.as_str().into());
+        map.insert("tool".into(), self.tool.into());
+        map.insert("rule".into(), self.rule().into_owned().into());
+        map.insert("message".into(), self.message().into());
+        if let Some(r) = self.retry_after_seconds() {
+            map.insert("retry_after".into(), r.into());
+        }
+        if let Some(k) = &self.approval_key {
+            map.insert("approval_key".into(), k.as_str().into());
+        }
+        serde_json::Value::Object(map)
+    }
+
+    fn retry_after_seconds(&self) -> Option<f64> {
+        if self.kind != DecisionKind::Limit {
+            return None;
+        }
+        self.retry_after.map(|d| {
+            // Millisecond precision keeps the JSON readable and exact enough to act on.
+            (d.as_secs_f64() * 1000.0).ceil() / 1000.0
+        })
+    }
+}
+
+fn format_seconds(s: f64) -> String {
+    let rounded = (s * 1000.0).ceil() / 1000.0;
+    let text = format!("{rounded:.3}");
+    text.trim_end_matches('0').trim_end_matches('.').to_owned()
+}
+
+impl Serialize for Decision<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let retry = self.retry_after_seconds();
+        let n = 4 + usize::from(retry.is_some()) + usize::from(self.approval_key.is_some());
+        let mut map = serializer.serialize_map(Some(n))?;
+        map.serialize_entry("decision", self.kind.as_str())?;
+        map.serialize_entry("tool", self.tool)?;
+        map.serialize_entry("rule", &self.rule())?;
+        map.serialize_entry("message", self.message())?;
+        if let Some(r) = retry {
+            map.serialize_entry("retry_after", &r)?;
+        }
+        if let Some(k) = &self.approval_key {
+            map.serialize_entry("approval_key", k)?;
+        }
+        map.end()
+    }
+}
+
+impl fmt::Display for Decision<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} `{}` by {}: {}", self.kind, self.tool, self.rule(), self.message())?;
+        if let Some(r) = self.retry_after_seconds() {
+            write!(f, " (retry after {}s)", format_seconds(r))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,700 @@
+//! The evaluator: the policy in force, the counter store, the clock, and the decision procedure.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use serde_json::Value;
+use smallvec::SmallVec;
+
+use super::approval::{self, Approvals, Pending};
+use super::call::ToolCall;
+use super::condition::{Found, Truth, resolve};
+use super::decision::{Charge, Decision, DecisionKind, RuleRef, Text};
+use crate::counter::{
+    AsyncCounterStore, ChargeOutcome, ChargeRequest, Clock, CounterKey, CounterStore, MemoryStore,
+    ScopeKey, StoreError, SystemClock, Timestamp, WindowSpec,
+};
+use crate::policy::compiled::{Compiled, CompiledCheck, CompiledLimit, CompiledRule, RuleName, Units};
+use crate::policy::model::{DefaultDecision, MAX_LIMIT, Scope};
+use crate::policy::{Policy, PolicyError};
+
+/// Decides tool calls against the policy in force.
+///
+/// An `Evaluator` is shared by every thread of a server (`&self` everywhere; put it in an `Arc`).
+/// It holds the policy, which [`reload`](Evaluator::reload) swaps while evaluations go on, the
+/// counter store ([`MemoryStore`] by default), and the clock.
+///
+/// ```
+/// use mcp_policy::{DecisionKind, Evaluator, Policy, ToolCall};
+/// use serde_json::json;
+///
+/// let policy: Policy = r#"{
+///   "version": "1",
+///   "default": "deny",
+///   "tools": {
+///     "cancel_run": {
+///       "limits": [{ "counter": "cancel_run_rate", "window": "minute", "max": 10 }]
+///     }
+///   }
+/// }"#.parse()?;
+/// let evaluator = Evaluator::new(policy);
+///
+/// let args = json!({ "run_id": 7 });
+/// let call = ToolCall::new("cancel_run").with_arguments(&args).with_grant("alice");
+/// let decision = evaluator.evaluate(&call);
+/// assert_eq!(decision.kind(), DecisionKind::Allow);
+/// # Ok::<(), mcp_policy::PolicyError>(())
+/// ```
+pub struct Evaluator<S = MemoryStore> {
+    current: ArcSwap<Installed>,
+    store: S,
+    clock: Arc<dyn Clock>,
+    fail_open: bool,
+    approvals: Approvals,
+    generations: AtomicU64,
+}
+
+struct Installed {
+    policy: Policy,
+    generation: u64,
+}
+
+impl<S> std::fmt::Debug for Evaluator<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Evaluator")
+            .field("policy", &self.current.load().policy)
+            .field("fail_open", &self.fail_open)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why [`Evaluator::rollback`] could not return a call's units.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RollbackError {
+    /// The policy was reloaded since the call was charged; its units stay charged (refusing
+    /// early is the safe side).
+    #[error("the policy was reloaded since the call was charged; its units stay charged")]
+    PolicyReloaded,
+    /// The counter store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Evaluator<MemoryStore> {
+    /// An evaluator with an in-memory counter store and the system clock.
+    pub fn new(policy: Policy) -> Self {
+        Evaluator::with_store(policy, MemoryStore::new())
+    }
+}
+
+impl<S> Evaluator<S> {
+    /// An evaluator with the given counter store and the system clock.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use mcp_policy::{Evaluator, MemoryStore, Policy};
+    ///
+    /// let policy: Policy = r#"{"version": "1", "default": "allow"}"#.parse()?;
+    /// let store = Arc::new(MemoryStore::with_shards(256));
+    /// let evaluator = Evaluator::with_store(policy, store);
+    /// # Ok::<(), mcp_policy::PolicyError>(())
+    /// ```
+    pub fn with_store(policy: Policy, store: S) -> Self {
+        Evaluator {
+            current: ArcSwap::from_pointee(Installed { policy, generation: 0 }),
+            store,
+            clock: Arc::new(SystemClock),
+            fail_open: false,
+            approvals: Approvals::new(approval::DEFAULT_TTL),
+            generations: AtomicU64::new(0),
+        }
+    }
+
+    /// Uses `clock` for windows and approvals (a [`ManualClock`](crate::ManualClock) in tests and
+    /// replays).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use mcp_policy::{Evaluator, ManualClock, Policy, Timestamp};
+    ///
+    /// let clock = Arc::new(ManualClock::new(Timestamp::from_unix_seconds(0.0)));
+    /// let policy: Policy = r#"{"version": "1", "default": "allow"}"#.parse()?;
+    /// let evaluator = Evaluator::new(policy).with_clock(clock.clone());
+    /// # Ok::<(), mcp_policy::PolicyError>(())
+    /// ```
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// With `true`, a counter-store error lets the call through uncounted instead of denying it.
+    /// The default, `false`, fails closed.
+    ///
+    /// ```
+    /// # let policy: mcp_policy::Policy = r#"{"version": "1", "default": "allow"}"#.parse()?;
+    /// let evaluator = mcp_policy::Evaluator::new(policy).fail_open_on_store_error(true);
+    /// # Ok::<(), mcp_policy::PolicyError>(())
+    /// ```
+    pub fn fail_open_on_store_error(mut self, fail_open: bool) -> Self {
+        self.fail_open = fail_open;
+        self
+    }
+
+    /// How long an approval key stays valid (default one hour).
+    ///
+    /// ```
+    /// # let policy: mcp_policy::Policy = r#"{"version": "1", "default": "allow"}"#.parse()?;
+    /// let evaluator = mcp_policy::Evaluator::new(policy)
+    ///     .with_approval_ttl(std::time::Duration::from_secs(600));
+    /// # Ok::<(), mcp_policy::PolicyError>(())
+    /// ```
+    pub fn with_approval_ttl(mut self, ttl: Duration) -> Self {
+        self.approvals.set_ttl(ttl);
+        self
+    }
+
+    /// The policy in force.
+    ///
+    /// ```
+    /// # let policy: mcp_policy::Policy = r#"{"version": "1", "default": "allow"}"#.parse()?;
+    /// let evaluator = mcp_policy::Evaluator::new(policy.clone());
+    /// assert_eq!(evaluator.policy().digest(), policy.digest());
+    /// # Ok::<(), mcp_policy::PolicyError>(())
+    /// ```
+    pub fn policy(&self) -> Policy {
+        self.current.load().policy.clone()
+    }
+
+    /// The counter store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// Puts `policy` in force, while other threads go on evaluating. Counters are kept by name:
+    /// a counter that the new policy still uses (with the same window) keeps its count.
+    ///
+    /// ```
+    /// # use mcp_policy::{Evaluator, Policy, ToolCall};
+    /// let evaluator = Evaluator::new(r#"{"version": "1", "default": "deny"}"#.parse()?);
+    /// assert!(!evaluator.evaluate(&ToolCall::new("t")).is_allowed());
+    /// evaluator.reload(r#"{"version": "1", "default": "allow"}"#.parse()?);
+    /// assert!(evaluator.evaluate(&ToolCall::new("t")).is_allowed());
+    /// # Ok::<(), mcp_policy::PolicyError>(())
+    /// ```
+    pub fn reload(&self, policy: Policy) {
+        let generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
+        self.current.store(Arc::new(Installed { policy, generation }));
+    }
+
+    /// Loads `text` and puts it in force; a text that fails to load leaves the policy in force
+    /// untouched and returns every problem.
+    ///
+    /// ```
+    /// # use mcp_policy::{Evaluator, ToolCall};
+    /// let evaluator = Evaluator::new(r#"{"version": "1", "default": "allow"}"#.parse()?);
+    /// assert!(evaluator.reload_from_str(r#"{"version": "2"}"#).is_err());
+    /// assert!(evaluator.evaluate(&ToolCall::new("t")).is_allowed());
+    /// # Ok::<(), mcp_policy::PolicyError>(())
+    /// ```
+    pub fn reload_from_str(&self, text: &str) -> Result<(), PolicyError> {
+        let policy = Policy::from_json_str(text)?;
+        self.reload(policy);
+        Ok(())
+    }
+
+    /// Steps 1 to 7 of the evaluation order, up to (not including) the counter store.
+    fn prepare<'p, 'a: 'p>(&self, installed: &'p Installed, call: &ToolCall<'a>) -> Step<'p, 'a> {
+        let policy = installed.policy.compiled();
+        let tool = call.tool();
+
+        // A malformed call is denied before anything else.
+        if let Some(d) = malformed(call) {
+            return Step::Done(d);
+        }
+        // 1. hide
+        if let Some(i) = policy.hidden_by(tool) {
+            return Step::Done(Decision::new(
+                DecisionKind::Deny,
+                tool,
+                RuleRef::Hide(i),
+                Text::Static("this tool is hidden by the policy"),
+            ));
+        }
+        // 2. the rule
+        let (rule, rule_ref) = match policy.rule_for(tool) {
+            Some(rule) => (rule, rule_ref(rule, tool)),
+            None if policy.default == DefaultDecision::Allow => {
+                (&policy.default_rule, RuleRef::Static("/default"))
+            }
+            None => {
+                return Step::Done(Decision::new(
+                    DecisionKind::Deny,
+                    tool,
+                    RuleRef::Static("/default"),
+                    Text::Static("no rule allows this tool and the default is deny"),
+                ));
+            }
+        };
+        let rules = [Some(rule), policy.all_tools.as_ref()];
+        let rules = rules.iter().flatten();
+
+        // 3. arguments
+        for r in rules.clone() {
+            if let Some(args) = &r.arguments {
+                let value = call.arguments_value();
+                if !args.validator.is_valid(value) {
+                    let message = match args.validator.iter_errors(value).next() {
+                        Some(e) => {
+                            let at = e.instance_path().as_str();
+                            let at = if at.is_empty() { "/" } else { at };
+                            format!("argument `{at}` is invalid: {e}")
+                        }
+                        None => "the arguments do not match the tool's schema".to_owned(),
+                    };
+                    return Step::Done(Decision::new(
+                        DecisionKind::Deny,
+                        tool,
+                        RuleRef::Shared(args.pointer.clone()),
+                        Text::Owned(message),
+                    ));
+                }
+            }
+        }
+        // 4. require: holds only when true.
+        for r in rules.clone() {
+            if let Some(c) = r.require.iter().find(|c| truth(c, call) != Truth::True) {
+                return Step::Done(deny_by(tool, c));
+            }
+        }
+        // 5. deny_if: fires on true or unknown.
+        for r in rules.clone() {
+            if let Some(c) = r.deny_if.iter().find(|c| truth(c, call) != Truth::False) {
+                return Step::Done(deny_by(tool, c));
+            }
+        }
+        // 6. approve_if: fires on true or unknown, unless the call carries its approval.
+        let mut now: Option<Timestamp> = None;
+        let mut approval: Option<(&'a str, Pending)> = None;
+        let firing = rules.clone().find_map(|r| r.approve_if.iter().find(|c| truth(c, call) != Truth::False));
+        if let Some(check) = firing {
+            let t = self.clock.now();
+            now = Some(t);
+            let digest = installed.policy.digest();
+            match call.approval_key() {
+                Some(key) => match self.approvals.take(key, call, digest, t) {
+                    Some(p) => approval = Some((key, p)),
+                    None => {
+                        return Step::Done(Decision::new(
+                            DecisionKind::Deny,
+                            tool,
+                            RuleRef::Shared(check.pointer.clone()),
+                            Text::Static(
+                                "the approval key is not valid for this call: it was used \
+                                 already, has expired, or was issued for another call, grant, \
+                                 session or policy",
+                            ),
+                        ));
+                    }
+                },
+                None => {
+                    let mut d = Decision::new(
+                        DecisionKind::Approve,
+                        tool,
+                        RuleRef::Shared(check.pointer.clone()),
+                        Text::Shared(check.message.clone()),
+                    );
+                    d.approval_key = Some(self.approvals.issue(call, digest, t));
+                    return Step::Done(d);
+                }
+            }
+        }
+
+        // 7. limits: the units of every limit first, then one atomic charge.
+        let limit_ids = rules.flat_map(|r| r.limits.iter().copied());
+        let mut requests: SmallVec<[ChargeRequest<'p>; 4]> = SmallVec::new();
+        let mut entries: SmallVec<[(u32, u64); 4]> = SmallVec::new();
+        for id in limit_ids {
+            let Some(limit) = policy.limits.get(id as usize) else { continue };
+            let units = match units_of(limit, call) {
+                Ok(u) => u,
+                Err(d) => return Step::Done(d.into_decision(tool, approval, &self.approvals)),
+            };
+            let earlier: u64 = requests
+                .iter()
+                .filter(|r| r.key.counter == &*limit.counter)
+                .map(|r| r.units)
+                .fold(0, u64::saturating_add);
+            if units.saturating_add(earlier) > limit.max {
+                let message = format!(
+                    "this call needs {units} units of counter `{}`{} but the limit admits at most \
+                     {} per window: it can never be admitted",
+                    limit.counter,
+                    if earlier > 0 { format!(" after {earlier} charged by earlier limits") } else { String::new() },
+                    limit.max
+                );
+                let d = Refusal::Deny(RuleRef::Shared(limit.pointer.clone()), Text::Owned(message));
+                return Step::Done(d.into_decision(tool, approval, &self.approvals));
+            }
+            requests.push(ChargeRequest {
+                key: CounterKey { counter: &limit.counter, scope: scope_key(limit.scope, call) },
+                window: WindowSpec { seconds: limit.window_seconds, sliding: limit.sliding },
+                max: limit.max,
+                units,
+            });
+            entries.push((id, units));
+        }
+        let allow = Decision::new(DecisionKind::Allow, tool, rule_ref, Text::Static("allowed"));
+        if requests.is_empty() {
+            return Step::Done(allow);
+        }
+        Step::Charge(Plan {
+            policy,
+            generation: installed.generation,
+            now: now.unwrap_or_else(|| self.clock.now()),
+            requests,
+            entries,
+            allow,
+            approval,
+        })
+    }
+
+    /// Turns the store's answer into the decision.
+    fn finish<'a>(
+        &self,
+        plan: Plan<'_, 'a>,
+        outcome: Result<ChargeOutcome, StoreError>,
+        call: &ToolCall<'a>,
+    ) -> Decision<'a> {
+        let Plan { policy, generation, requests, entries, mut allow, approval, .. } = plan;
+        let first_limit = |i: usize| {
+            entries.get(i).and_then(|(id, _)| policy.limits.get(*id as usize))
+        };
+        let refusal = match outcome {
+            Ok(ChargeOutcome::Admitted { at }) => {
+                allow.charge = Some(Charge {
+                    generation,
+                    at,
+                    grant: call.grant(),
+                    session: call.session(),
+                    entries,
+                });
+                return allow;
+            }
+            Ok(ChargeOutcome::Refused { index, retry_after }) => {
+                let Some(limit) = first_limit(index) else {
+                    return Refusal::Deny(RuleRef::Static(""), Text::Static("counter store refused an unknown limit"))
+                        .into_decision(allow.tool, approval, &self.approvals);
+                };
+                let message = format!(
+                    "limit reached: counter `{}` admits {} per {} {}",
+                    limit.counter,
+                    limit.max,
+                    window_words(limit.window_seconds),
+                    scope_words(limit.scope)
+                );
+                Refusal::Limit(RuleRef::Shared(limit.pointer.clone()), message, retry_after)
+            }
+            Err(e) => {
+                let rule = first_limit(0).map_or(RuleRef::Static(""), |l| RuleRef::Shared(l.pointer.clone()));
+                if self.fail_open {
+                    allow.message = Text::Owned(format!("allowed uncounted: {e} (fail-open)"));
+                    allow.rule = rule;
+                    return allow;
+                }
+                let _ = requests;
+                Refusal::Deny(rule, Text::Owned(format!("{e}; the call is denied (fail-closed)")))
+            }
+        };
+        refusal.into_decision(allow.tool, approval, &self.approvals)
+    }
+
+    /// The charge requests of an allowed decision, rebuilt for a rollback.
+    fn refund_plan<'p, 'd>(
+        &self,
+        installed: &'p Installed,
+        charge: &Charge<'d>,
+    ) -> Result<SmallVec<[ChargeRequest<'p>; 4]>, RollbackError>
+    where
+        'd: 'p,
+    {
+        if installed.generation != charge.generation {
+            return Err(RollbackError::PolicyReloaded);
+        }
+        let policy = installed.policy.compiled();
+        let call = ToolCall::new("").with_grant(charge.grant).with_optional_session(charge.session);
+        Ok(charge
+            .entries
+            .iter()
+            .filter_map(|(id, units)| {
+                let limit = policy.limits.get(*id as usize)?;
+                Some(ChargeRequest {
+                    key: CounterKey { counter: &limit.counter, scope: scope_key(limit.scope, &call) },
+                    window: WindowSpec { seconds: limit.window_seconds, sliding: limit.sliding },
+                    max: limit.max,
+                    units: *units,
+                })
+            })
+            .collect())
+    }
+}
+
+impl<S: CounterStore> Evaluator<S> {
+    /// Decides `call`: allow, deny, limit or approve. Never panics, never fails: anything that
+    /// goes wrong while deciding denies, and the decision says why.
+    ///
+    /// ```
+    /// use mcp_policy::{DecisionKind, Evaluator, Policy, ToolCall};
+    /// use serde_json::json;
+    ///
+    /// let policy: Policy = r#"{"version": "1", "default": "deny", "tools": {"execute_sql": {
+    ///   "deny_if": [{"conditions": [{"path": "args.statement", "op": "regex",
+    ///                                "value": "(?i)\\bdrop\\b"}],
+    ///                "on_deny": "DROP is not allowed"}]}}}"#.parse()?;
+    /// let evaluator = Evaluator::new(policy);
+    /// let args = json!({"statement": "DROP TABLE users"});
+    /// let decision = evaluator.evaluate(&ToolCall::new("execute_sql").with_arguments(&args));
+    /// assert_eq!(decision.kind(), DecisionKind::Deny);
+    /// assert_eq!(decision.rule(), "/tools/execute_sql/deny_if/0");
+    /// assert_eq!(decision.message(), "DROP is not allowed");
+    /// # Ok::<(), mcp_policy::PolicyError>(())
+    /// ```
+    pub fn evaluate<'a>(&self, call: &ToolCall<'a>) -> Decision<'a> {
+        let installed = self.current.load();
+        match self.prepare(&installed, call) {
+            Step::Done(d) => d,
+            Step::Charge(plan) => {
+                let outcome = self.store.charge(plan.now, &plan.requests);
+                self.finish(plan, outcome, call)
+            }
+        }
+    }
+
+    /// Returns the units an allowed decision charged, for a call whose upstream tool call never
+    /// happened. The units come back where they still count (the same fixed window; a sliding
+    /// window while they are inside it). A second rollback of the same decision does nothing.
+    ///
+    /// ```
+    /// # use mcp_policy::{Evaluator, Policy, ToolCall};
+    /// let policy: Policy = r#"{"version": "1", "default": "deny", "tools": {"t": {
+    ///     "limits": [{"counter": "c", "window": "hour", "max": 1}]}}}"#.parse()?;
+    /// let evaluator = Evaluator::new(policy);
+    /// let call = ToolCall::new("t");
+    /// let mut first = evaluator.evaluate(&call);
+    /// assert!(first.is_allowed());
+    /// evaluator.rollback(&mut first).unwrap(); // the upstream call failed
+    /// assert!(evaluator.evaluate(&call).is_allowed());
+    /// # Ok::<(), mcp_policy::PolicyError>(())
+    /// ```
+    pub fn rollback(&self, decision: &mut Decision<'_>) -> Result<(), RollbackError> {
+        let Some(charge) = decision.charge.take() else { return Ok(()) };
+        let installed = self.current.load();
+        let requests = self.refund_plan(&installed, &charge)?;
+        self.store.refund(self.clock.now(), charge.at, &requests)?;
+        Ok(())
+    }
+}
+
+impl<S: AsyncCounterStore> Evaluator<S> {
+    /// [`evaluate`](Evaluator::evaluate) for stores that do I/O: the store is awaited, never
+    /// blocked on. With a [`CounterStore`] such as [`MemoryStore`] the future is ready at once.
+    ///
+    /// ```
+    /// # use mcp_policy::{Evaluator, Policy, ToolCall};
+    /// # let policy: Policy = r#"{"version": "1", "default": "allow"}"#.parse()?;
+    /// let evaluator = Evaluator::new(policy);
+    /// let call = ToolCall::new("t");
+    /// let future = evaluator.evaluate_async(&call);
+    /// # let _ = future;
+    /// # Ok::<(), mcp_policy::PolicyError>(())
+    /// ```
+    pub async fn evaluate_async<'a>(&self, call: &ToolCall<'a>) -> Decision<'a> {
+        let installed = self.current.load_full();
+        match self.prepare(&installed, call) {
+            Step::Done(d) => d,
+            Step::Charge(plan) => {
+                let outcome = self.store.charge_async(plan.now, &plan.requests).await;
+                self.finish(plan, outcome, call)
+            }
+        }
+    }
+
+    /// [`rollback`](Evaluator::rollback) for stores that do I/O.
+    pub async fn rollback_async(&self, decision: &mut Decision<'_>) -> Result<(), RollbackError> {
+        let Some(charge) = decision.charge.take() else { return Ok(()) };
+        let installed = self.current.load_full();
+        let requests = self.refund_plan(&installed, &charge)?;
+        self.store.refund_async(self.clock.now(), charge.at, &requests).await?;
+        Ok(())
+    }
+}
+
+/// Boxing the plan would allocate on every call with limits; it lives on the stack instead.
+#[allow(clippy::large_enum_variant)]
+enum Step<'p, 'a> {
+    Done(Decision<'a>),
+    Charge(Plan<'p, 'a>),
+}
+
+struct Plan<'p, 'a> {
+    policy: &'p Compiled,
+    generation: u64,
+    now: Timestamp,
+    requests: SmallVec<[ChargeRequest<'p>; 4]>,
+    entries: SmallVec<[(u32, u64); 4]>,
+    allow: Decision<'a>,
+    approval: Option<(&'a str, Pending)>,
+}
+
+/// A call refused at or after the limits step, which must give back an approval it took.
+enum Refusal<'a> {
+    Deny(RuleRef<'a>, Text),
+    Limit(RuleRef<'a>, String, Duration),
+}
+
+impl<'a> Refusal<'a> {
+    fn into_decision(
+        self,
+        tool: &'a str,
+        approval: Option<(&'a str, Pending)>,
+        approvals: &Approvals,
+    ) -> Decision<'a> {
+        if let Some((key, pending)) = approval {
+            approvals.restore(key, pending);
+        }
+        match self {
+            Refusal::Deny(rule, message) => Decision::new(DecisionKind::Deny, tool, rule, message),
+            Refusal::Limit(rule, message, retry_after) => {
+                let mut d = Decision::new(DecisionKind::Limit, tool, rule, Text::Owned(message));
+                d.retry_after = Some(retry_after);
+                d
+            }
+        }
+    }
+}
+
+fn rule_ref<'a>(rule: &CompiledRule, tool: &'a str) -> RuleRef<'a> {
+    match &rule.name {
+        RuleName::ExactTool => RuleRef::Tool(tool),
+        RuleName::Pointer(p) => RuleRef::Shared(p.clone()),
+    }
+}
+
+fn truth(check: &CompiledCheck, call: &ToolCall<'_>) -> Truth {
+    let mut result = Truth::True;
+    for c in &check.conditions {
+        match c.eval(call) {
+            Truth::False => return Truth::False,
+            Truth::Unknown => result = Truth::Unknown,
+            Truth::True => {}
+        }
+    }
+    result
+}
+
+fn deny_by<'a>(tool: &'a str, check: &CompiledCheck) -> Decision<'a> {
+    Decision::new(
+        DecisionKind::Deny,
+        tool,
+        RuleRef::Shared(check.pointer.clone()),
+        Text::Shared(check.message.clone()),
+    )
+}
+
+fn malformed<'a>(call: &ToolCall<'a>) -> Option<Decision<'a>> {
+    let bad = |what: &str, v: &Value| {
+        Decision::new(
+            DecisionKind::Deny,
+            call.tool(),
+            RuleRef::Static(""),
+            Text::Owned(format!("malformed call: `{what}` must be a JSON object, found {}", kind_of(v))),
+        )
+    };
+    if let Some(v) = call.arguments().filter(|v| !v.is_object()) {
+        return Some(bad("arguments", v));
+    }
+    if let Some(v) = call.context().filter(|v| !v.is_object()) {
+        return Some(bad("context", v));
+    }
+    None
+}
+
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// The units a limit charges for `call`.
+fn units_of<'a>(limit: &CompiledLimit, call: &ToolCall<'a>) -> Result<u64, Refusal<'a>> {
+    let (path, pointer) = match &limit.units {
+        Units::Fixed(n) => return Ok(*n),
+        Units::From { path, pointer } => (path, pointer),
+    };
+    let refuse = |why: String| {
+        Refusal::Deny(
+            RuleRef::Shared(pointer.clone()),
+            Text::Owned(format!(
+                "`{path}` must be a non-negative number to count against counter `{}`: {why}",
+                limit.counter
+            )),
+        )
+    };
+    match resolve(path, call) {
+        Found::Json(Value::Number(n)) => {
+            if let Some(u) = n.as_u64() {
+                Ok(u)
+            } else if let Some(f) = n.as_f64().filter(|f| *f >= 0.0) {
+                let up = f.ceil();
+                // Compared as floats first, so the conversion below cannot saturate wrongly.
+                #[allow(clippy::cast_precision_loss)]
+                let max = MAX_LIMIT as f64;
+                if up > max {
+                    Ok(MAX_LIMIT.saturating_add(1))
+                } else {
+                    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                    let u = up as u64;
+                    Ok(u)
+                }
+            } else {
+                Err(refuse(format!("found the negative number {n}")))
+            }
+        }
+        Found::Absent => Err(refuse("it is absent".to_owned())),
+        Found::Json(v) => Err(refuse(format!("found {}", kind_of(v)))),
+        Found::Str(_) => Err(refuse("found a string".to_owned())),
+    }
+}
+
+fn scope_key<'a>(scope: Scope, call: &ToolCall<'a>) -> ScopeKey<'a> {
+    match scope {
+        Scope::Global => ScopeKey::Global,
+        Scope::Grant => ScopeKey::Grant(call.grant()),
+        Scope::Session => ScopeKey::Session { grant: call.grant(), session: call.session() },
+    }
+}
+
+fn window_words(seconds: u64) -> String {
+    match seconds {
+        1 => "second".to_owned(),
+        60 => "minute".to_owned(),
+        3600 => "hour".to_owned(),
+        86_400 => "day".to_owned(),
+        s => format!("{s} seconds"),
+    }
+}
+
+fn scope_words(scope: Scope) -> &'static str {
+    match scope {
+        Scope::Grant => "per grant",
+        Scope::Session => "per session",
+        Scope::Global => "for all callers",
+    }
+}

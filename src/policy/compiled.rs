@@ -1,0 +1,90 @@
+//! The compiled form of a policy: what the evaluator reads on every call.
+
+use std::sync::Arc;
+
+use hashbrown::HashMap;
+
+use super::model::{DefaultDecision, PolicyDocument, Scope};
+use super::path::Path;
+use super::pattern::Pattern;
+use crate::eval::condition::Condition;
+
+/// A policy compiled for evaluation: regexes and schemas built, tools indexed.
+pub(crate) struct Compiled {
+    pub(crate) document: PolicyDocument,
+    pub(crate) digest: String,
+    pub(crate) default: DefaultDecision,
+    /// Exact `hide` entries, each with the index of its first occurrence.
+    pub(crate) hide_exact: HashMap<Box<str>, usize>,
+    /// Pattern `hide` entries with their indexes, in document order.
+    pub(crate) hide_patterns: Vec<(Pattern, usize)>,
+    /// Exact `tools` keys to their rule.
+    pub(crate) exact: HashMap<Box<str>, usize>,
+    /// Pattern `tools` keys with their rule, most specific first.
+    pub(crate) patterns: Vec<(Pattern, usize)>,
+    pub(crate) rules: Vec<CompiledRule>,
+    pub(crate) all_tools: Option<CompiledRule>,
+    /// The empty rule of `default: allow`.
+    pub(crate) default_rule: CompiledRule,
+    /// Every limit of the policy, referenced by index from the rules.
+    pub(crate) limits: Vec<CompiledLimit>,
+}
+
+/// What identifies a rule in decisions.
+#[derive(Debug, Clone)]
+pub(crate) enum RuleName {
+    /// An exact `tools` key: the pointer is `/tools/` followed by the escaped tool name.
+    ExactTool,
+    /// Any other rule, with its pointer.
+    Pointer(Arc<str>),
+}
+
+pub(crate) struct CompiledRule {
+    pub(crate) name: RuleName,
+    pub(crate) arguments: Option<Arguments>,
+    pub(crate) require: Vec<CompiledCheck>,
+    pub(crate) deny_if: Vec<CompiledCheck>,
+    pub(crate) approve_if: Vec<CompiledCheck>,
+    /// Indexes into [`Compiled::limits`].
+    pub(crate) limits: Vec<u32>,
+}
+
+impl CompiledRule {
+    pub(crate) fn empty(name: RuleName) -> Self {
+        CompiledRule {
+            name,
+            arguments: None,
+            require: Vec::new(),
+            deny_if: Vec::new(),
+            approve_if: Vec::new(),
+            limits: Vec::new(),
+        }
+    }
+}
+
+pub(crate) struct Arguments {
+    pub(crate) pointer: Arc<str>,
+    pub(crate) validator: jsonschema::Validator,
+}
+
+pub(crate) struct CompiledCheck {
+    pub(crate) pointer: Arc<str>,
+    /// `on_deny` or `reason`, else a message naming the check.
+    pub(crate) message: Arc<str>,
+    pub(crate) conditions: Vec<Condition>,
+}
+
+pub(crate) struct CompiledLimit {
+    pub(crate) pointer: Arc<str>,
+    pub(crate) counter: Arc<str>,
+    pub(crate) window_seconds: u64,
+    pub(crate) sliding: bool,
+    pub(crate) scope: Scope,
+    pub(crate) max: u64,
+    pub(crate) units: Units,
+}
+
+pub(crate) enum Units {
+    Fixed(u64),
+    From { path: Path, pointer: Arc<str> },
+}

@@ -1,0 +1,211 @@
+//! Policy documents: the model, the loader and its diagnostics.
+//!
+//! A policy is a JSON document (the language is described in `docs/policy.md`). Loading it
+//! checks everything at once (unknown and duplicate keys, types, ranges, regexes, argument
+//! schemas, paths, ambiguous patterns, conflicting counters) and compiles it into an immutable
+//! [`Policy`] that is cheap to share between threads.
+
+pub(crate) mod canonical;
+pub(crate) mod compiled;
+mod diagnostics;
+mod load;
+pub mod model;
+pub(crate) mod path;
+pub(crate) mod pattern;
+pub(crate) mod pointer;
+mod source;
+pub(crate) mod suggest;
+
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+
+pub use diagnostics::{Diagnostic, DiagnosticKind, InvalidPolicy, PolicyError, ReadError};
+use model::{DefaultDecision, PolicyDocument};
+
+use compiled::{Compiled, CompiledRule};
+
+/// A loaded, validated and compiled policy.
+///
+/// Immutable and cheap to clone (the compiled form is shared), so one policy can serve every
+/// thread of a server.
+///
+/// ```
+/// use mcp_policy::Policy;
+///
+/// let policy: Policy = r#"{
+///     "version": "1",
+///     "default": "deny",
+///     "hide": ["delete_*"],
+///     "tools": { "list_clusters": {} }
+/// }"#.parse()?;
+/// assert!(policy.is_visible("list_clusters"));
+/// assert!(!policy.is_visible("delete_job"));   // hidden
+/// assert!(!policy.is_visible("start_cluster")); // only the default names it: denied
+/// # Ok::<(), mcp_policy::PolicyError>(())
+/// ```
+#[derive(Clone)]
+pub struct Policy {
+    inner: Arc<Compiled>,
+}
+
+impl fmt::Debug for Policy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Policy")
+            .field("digest", &self.inner.digest)
+            .field("tools", &self.inner.document.tools.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Policy {
+    /// Loads a policy from JSON text, reporting every problem of the text at once.
+    ///
+    /// ```
+    /// use mcp_policy::{DiagnosticKind, Policy};
+    ///
+    /// let err = Policy::from_json_str(r#"{"version": "1", "default": "deny",
+    ///   "tools": {"cancel_run": {"limts": []}}}"#).unwrap_err();
+    /// let d = &err.diagnostics()[0];
+    /// assert_eq!(d.kind(), DiagnosticKind::UnknownKey);
+    /// assert_eq!(d.pointer(), "/tools/cancel_run/limts");
+    /// assert!(d.message().contains("did you mean `limits`?"));
+    /// ```
+    pub fn from_json_str(text: &str) -> Result<Policy, PolicyError> {
+        let compiled = load::load(text)?;
+        Ok(Policy { inner: Arc::new(compiled) })
+    }
+
+    /// Reads and loads a policy file.
+    ///
+    /// ```no_run
+    /// let policy = mcp_policy::Policy::from_path("policy.json")?;
+    /// # Ok::<(), mcp_policy::PolicyError>(())
+    /// ```
+    pub fn from_path(path: impl AsRef<Path>) -> Result<Policy, PolicyError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| ReadError::new(path, e))?;
+        Policy::from_json_str(&text)
+    }
+
+    /// The document as loaded.
+    ///
+    /// ```
+    /// let policy: mcp_policy::Policy = r#"{"version": "1", "default": "allow"}"#.parse()?;
+    /// assert_eq!(policy.document().default, mcp_policy::model::DefaultDecision::Allow);
+    /// # Ok::<(), mcp_policy::PolicyError>(())
+    /// ```
+    pub fn document(&self) -> &PolicyDocument {
+        &self.inner.document
+    }
+
+    /// The SHA-256 (lowercase hex) of the document in canonical JSON (RFC 8785): the same for
+    /// two documents that differ only in formatting, key order or number spelling.
+    ///
+    /// ```
+    /// use mcp_policy::Policy;
+    /// let a: Policy = r#"{"version": "1", "default": "deny"}"#.parse()?;
+    /// let b: Policy = "{ \"default\":\"deny\",\n  \"version\":\"1\" }".parse()?;
+    /// assert_eq!(a.digest(), b.digest());
+    /// assert_eq!(a.digest().len(), 64);
+    /// # Ok::<(), mcp_policy::PolicyError>(())
+    /// ```
+    pub fn digest(&self) -> &str {
+        &self.inner.digest
+    }
+
+    /// Whether `tool` matches a `hide` entry: it is left out of `tools/list` and denied.
+    ///
+    /// ```
+    /// let policy: mcp_policy::Policy =
+    ///     r#"{"version": "1", "default": "allow", "hide": ["dbfs_*"]}"#.parse()?;
+    /// assert!(policy.is_hidden("dbfs_delete"));
+    /// assert!(!policy.is_hidden("list_jobs"));
+    /// # Ok::<(), mcp_policy::PolicyError>(())
+    /// ```
+    pub fn is_hidden(&self, tool: &str) -> bool {
+        self.hidden_by(tool).is_some()
+    }
+
+    /// Whether `tool` belongs in `tools/list`: it is not hidden, and a `tools` rule matches it or
+    /// the default is `allow`. Tools with explicit rules stay visible even when a check may deny
+    /// some of their calls.
+    ///
+    /// ```
+    /// let policy: mcp_policy::Policy =
+    ///     r#"{"version": "1", "default": "deny", "tools": {"get_*": {}}}"#.parse()?;
+    /// assert!(policy.is_visible("get_cluster"));
+    /// assert!(!policy.is_visible("create_cluster"));
+    /// # Ok::<(), mcp_policy::PolicyError>(())
+    /// ```
+    pub fn is_visible(&self, tool: &str) -> bool {
+        !self.is_hidden(tool)
+            && (self.rule_for(tool).is_some() || self.inner.default == DefaultDecision::Allow)
+    }
+
+    /// The JSON Schema (2020-12) of the policy document, as published at
+    /// `docs/policy.schema.json`.
+    ///
+    /// ```
+    /// let schema = mcp_policy::Policy::json_schema();
+    /// assert_eq!(schema["properties"]["version"]["const"], "1");
+    /// ```
+    pub fn json_schema() -> serde_json::Value {
+        let schema = schemars::schema_for!(PolicyDocument);
+        serde_json::to_value(schema).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// [`Policy::json_schema`] as pretty-printed text with a final newline: the exact bytes of
+    /// `docs/policy.schema.json`.
+    ///
+    /// ```
+    /// assert!(mcp_policy::Policy::json_schema_text().ends_with("}\n"));
+    /// ```
+    pub fn json_schema_text() -> String {
+        let mut s = serde_json::to_string_pretty(&Policy::json_schema()).unwrap_or_default();
+        s.push('\n');
+        s
+    }
+
+    pub(crate) fn compiled(&self) -> &Arc<Compiled> {
+        &self.inner
+    }
+
+    /// The index of the first `hide` entry matching `tool`.
+    pub(crate) fn hidden_by(&self, tool: &str) -> Option<usize> {
+        self.inner.hidden_by(tool)
+    }
+
+    /// The rule of `tool` (not counting the default), with the `tools` key it was found under.
+    pub(crate) fn rule_for(&self, tool: &str) -> Option<&CompiledRule> {
+        self.inner.rule_for(tool)
+    }
+}
+
+impl Compiled {
+    pub(crate) fn hidden_by(&self, tool: &str) -> Option<usize> {
+        let exact = self.hide_exact.get(tool).copied();
+        let pattern = self.hide_patterns.iter().find(|(p, _)| p.matches(tool)).map(|(_, i)| *i);
+        match (exact, pattern) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    pub(crate) fn rule_for(&self, tool: &str) -> Option<&CompiledRule> {
+        let index = match self.exact.get(tool) {
+            Some(i) => *i,
+            None => self.patterns.iter().find(|(p, _)| p.matches(tool)).map(|(_, i)| *i)?,
+        };
+        self.rules.get(index)
+    }
+}
+
+impl FromStr for Policy {
+    type Err = PolicyError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Policy::from_json_str(s)
+    }
+}

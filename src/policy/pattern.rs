@@ -1,0 +1,174 @@
+//! Tool patterns: an exact tool name, or a pattern in which `*` matches any run of characters.
+//!
+//! Matching is case-sensitive and byte-exact. Among `tools` keys an exact name beats every
+//! pattern, and among patterns the one with the most literal (non-`*`) characters wins; two
+//! patterns with as many literal characters that can both match one name are ambiguous.
+
+/// A compiled tool pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Pattern {
+    /// The literal runs between the stars, in order (empty runs removed).
+    parts: Box<[Box<str>]>,
+    starts_with_star: bool,
+    ends_with_star: bool,
+    literal_chars: usize,
+}
+
+impl Pattern {
+    /// Compiles a pattern that contains at least one `*`.
+    pub(crate) fn new(text: &str) -> Self {
+        Pattern {
+            parts: text.split('*').filter(|p| !p.is_empty()).map(Into::into).collect(),
+            starts_with_star: text.starts_with('*'),
+            ends_with_star: text.ends_with('*'),
+            literal_chars: literal_chars(text),
+        }
+    }
+
+    /// The number of literal (non-`*`) characters: the pattern's specificity.
+    pub(crate) fn specificity(&self) -> usize {
+        self.literal_chars
+    }
+
+    /// Whether the pattern matches `name`.
+    pub(crate) fn matches(&self, name: &str) -> bool {
+        let mut rest = name;
+        let n = self.parts.len();
+        for (i, part) in self.parts.iter().enumerate() {
+            let first = i == 0 && !self.starts_with_star;
+            let last = i + 1 == n && !self.ends_with_star;
+            if first {
+                match rest.strip_prefix(&**part) {
+                    Some(r) => rest = r,
+                    None => return false,
+                }
+                if last {
+                    // A pattern like `a*` has one part that is first but not last; `a` alone has
+                    // no star and never gets here. `a*` with `ends_with_star` is handled above.
+                    return rest.is_empty();
+                }
+            } else if last {
+                return rest.ends_with(&**part);
+            } else {
+                match rest.find(&**part) {
+                    Some(at) => rest = rest.get(at + part.len()..).unwrap_or(""),
+                    None => return false,
+                }
+            }
+        }
+        // All parts matched in order; without a trailing star the name must be used up, which
+        // only matters when there were no parts to anchor the end (`*` alone matches anything).
+        true
+    }
+}
+
+/// Number of non-`*` characters of a pattern.
+pub(crate) fn literal_chars(text: &str) -> usize {
+    text.chars().filter(|c| *c != '*').count()
+}
+
+/// Whether `text` is a pattern (contains `*`) rather than an exact name.
+pub(crate) fn is_pattern(text: &str) -> bool {
+    text.contains('*')
+}
+
+/// Whether the patterns `a` and `b` can both match one name; if so, the shortest such name.
+pub(crate) fn common_match(a: &str, b: &str) -> Option<String> {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let (n, m) = (a.len(), b.len());
+    // Breadth-first search over (i, j) positions, recording how each state was reached, so the
+    // first time (n, m) is reached gives a shortest example.
+    let idx = |i: usize, j: usize| i * (m + 1) + j;
+    let mut from: Vec<Option<(usize, Option<char>)>> = vec![None; (n + 1) * (m + 1)];
+    let mut seen = vec![false; (n + 1) * (m + 1)];
+    let mut queue = std::collections::VecDeque::new();
+    queue.push_back((0usize, 0usize));
+    if let Some(s) = seen.get_mut(0) {
+        *s = true;
+    }
+    while let Some((i, j)) = queue.pop_front() {
+        if i == n && j == m {
+            let mut out = Vec::new();
+            let mut at = idx(i, j);
+            while let Some(Some((prev, c))) = from.get(at) {
+                if let Some(c) = c {
+                    out.push(*c);
+                }
+                at = *prev;
+            }
+            out.reverse();
+            return Some(out.into_iter().collect());
+        }
+        let (ca, cb) = (a.get(i).copied(), b.get(j).copied());
+        let mut next: Vec<(usize, usize, Option<char>)> = Vec::with_capacity(3);
+        // Zero-width moves first, so the search prefers short examples.
+        if ca == Some('*') {
+            next.push((i + 1, j, None));
+        }
+        if cb == Some('*') {
+            next.push((i, j + 1, None));
+        }
+        match (ca, cb) {
+            (Some('*'), Some('*')) => {}
+            (Some('*'), Some(c)) => next.push((i, j + 1, Some(c))),
+            (Some(c), Some('*')) => next.push((i + 1, j, Some(c))),
+            (Some(x), Some(y)) if x == y => next.push((i + 1, j + 1, Some(x))),
+            _ => {}
+        }
+        for (ni, nj, c) in next {
+            let k = idx(ni, nj);
+            if let Some(s) = seen.get_mut(k) {
+                if !*s {
+                    *s = true;
+                    if let Some(f) = from.get_mut(k) {
+                        *f = Some((idx(i, j), c));
+                    }
+                    queue.push_back((ni, nj));
+                }
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(p: &str, s: &str) -> bool {
+        Pattern::new(p).matches(s)
+    }
+
+    #[test]
+    fn matching() {
+        assert!(m("*", ""));
+        assert!(m("*", "anything"));
+        assert!(m("dbfs_*", "dbfs_"));
+        assert!(m("dbfs_*", "dbfs_delete"));
+        assert!(!m("dbfs_*", "DBFS_delete"));
+        assert!(!m("dbfs_*", "xdbfs_delete"));
+        assert!(m("*_run", "cancel_run"));
+        assert!(!m("*_run", "cancel_runs"));
+        assert!(m("a*b*c", "abc"));
+        assert!(m("a*b*c", "aXbYc"));
+        assert!(!m("a*b*c", "aXbY"));
+        assert!(m("a*a", "aa"));
+        assert!(!m("a*a", "a"));
+        assert!(m("*ab*", "xaby"));
+        assert!(m("**", "x"));
+        assert!(m("a*b", "ab"));
+        assert!(!m("ab*ba", "aba"));
+    }
+
+    #[test]
+    fn intersections() {
+        assert_eq!(common_match("a*", "*b").as_deref(), Some("ab"));
+        assert_eq!(common_match("list_*", "*_jobs").as_deref(), Some("list_jobs"));
+        assert_eq!(common_match("a*", "b*"), None);
+        assert_eq!(common_match("*a", "*b"), None);
+        let ex = common_match("*x*", "*y*").unwrap();
+        assert!(m("*x*", &ex) && m("*y*", &ex), "{ex}");
+        assert_eq!(common_match("ab", "a*"), Some("ab".into()));
+    }
+}

@@ -1,0 +1,484 @@
+//! A strict JSON reader that remembers where every value came from.
+//!
+//! `serde_json` keeps the last of two duplicate keys without a word and forgets positions once a
+//! value is built. A policy loader needs both: a second `"cancel_run"` entry must be an error, and
+//! every error must point at a line and column. This reader builds a [`serde_json::Value`] while
+//!
+//! - reporting every duplicate key (the first occurrence is kept, so nothing is silently replaced),
+//! - optionally recording the byte offset of every value and every object key by JSON Pointer, and
+//! - refusing documents nested deeper than [`MAX_DEPTH`], so hostile input cannot exhaust the stack.
+//!
+//! Positions are only recorded when asked for: the loader reads a document once without them and
+//! reads it again with them only when it has something to report.
+
+use std::collections::HashMap;
+
+use serde_json::{Map, Number, Value};
+
+use super::pointer::push_token;
+
+/// The deepest nesting of arrays and objects accepted in a policy document.
+pub(crate) const MAX_DEPTH: usize = 128;
+
+/// A problem found while reading, located by byte offset.
+#[derive(Debug, Clone)]
+pub(crate) struct SourceProblem {
+    pub(crate) offset: usize,
+    pub(crate) pointer: String,
+    pub(crate) message: String,
+    pub(crate) kind: SourceProblemKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SourceProblemKind {
+    Syntax,
+    DuplicateKey,
+    TooDeep,
+}
+
+/// Byte offsets of the values (and object keys) of a document, by JSON Pointer.
+#[derive(Debug, Default)]
+pub(crate) struct Spans {
+    values: HashMap<String, usize>,
+    keys: HashMap<String, usize>,
+}
+
+impl Spans {
+    /// The offset of the value at `pointer`, or of its nearest recorded ancestor.
+    pub(crate) fn value_offset(&self, pointer: &str) -> usize {
+        let mut p = pointer;
+        loop {
+            if let Some(o) = self.values.get(p) {
+                return *o;
+            }
+            match p.rfind('/') {
+                Some(i) => p = p.get(..i).unwrap_or(""),
+                None => return 0,
+            }
+        }
+    }
+
+    /// The offset of the key of the object member at `pointer`, falling back to its value.
+    pub(crate) fn key_offset(&self, pointer: &str) -> usize {
+        match self.keys.get(pointer) {
+            Some(o) => *o,
+            None => self.value_offset(pointer),
+        }
+    }
+}
+
+/// The result of reading a document: the value (absent after a syntax error), the problems found,
+/// and the spans when they were asked for.
+pub(crate) struct Read {
+    pub(crate) value: Option<Value>,
+    pub(crate) problems: Vec<SourceProblem>,
+    pub(crate) spans: Spans,
+}
+
+/// Reads `text` as one JSON document.
+pub(crate) fn read(text: &str, record_spans: bool) -> Read {
+    let mut r = Reader {
+        bytes: text.as_bytes(),
+        text,
+        pos: 0,
+        record_spans,
+        spans: Spans::default(),
+        problems: Vec::new(),
+        pointer: String::new(),
+    };
+    let value = r.document();
+    Read { value, problems: r.problems, spans: r.spans }
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+pub(crate) fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = text.get(..offset).unwrap_or("");
+    let line = before.bytes().filter(|b| *b == b'\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before.get(line_start..).map_or(0, |s| s.chars().count()) + 1;
+    (line, column)
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    text: &'a str,
+    pos: usize,
+    record_spans: bool,
+    spans: Spans,
+    problems: Vec<SourceProblem>,
+    pointer: String,
+}
+
+/// A syntax error stops the reader; it has already been pushed to `problems`.
+struct Stop;
+
+impl Reader<'_> {
+    fn document(&mut self) -> Option<Value> {
+        self.skip_ws();
+        if self.pos == 0 && self.text.starts_with('\u{feff}') {
+            self.pos = 3;
+            self.skip_ws();
+        }
+        let value = self.value(0).ok()?;
+        self.skip_ws();
+        if self.pos < self.bytes.len() {
+            self.syntax("unexpected text after the end of the document");
+            return None;
+        }
+        Some(value)
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.pos).copied()
+    }
+
+    fn skip_ws(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
+            self.pos += 1;
+        }
+    }
+
+    fn syntax(&mut self, message: &str) -> Stop {
+        self.problems.push(SourceProblem {
+            offset: self.pos,
+            pointer: self.pointer.clone(),
+            message: message.to_owned(),
+            kind: SourceProblemKind::Syntax,
+        });
+        Stop
+    }
+
+    fn unexpected(&mut self, expected: &str) -> Stop {
+        let message = match self.text.get(self.pos..).and_then(|s| s.chars().next()) {
+            None => format!("unexpected end of the document: expected {expected}"),
+            Some(c) => format!("unexpected `{}`: expected {expected}", c.escape_default()),
+        };
+        self.syntax(&message)
+    }
+
+    fn value(&mut self, depth: usize) -> Result<Value, Stop> {
+        if self.record_spans {
+            self.spans.values.insert(self.pointer.clone(), self.pos);
+        }
+        match self.peek() {
+            Some(b'{') => self.object(depth),
+            Some(b'[') => self.array(depth),
+            Some(b'"') => self.string().map(Value::String),
+            Some(b't') => self.literal("true", Value::Bool(true)),
+            Some(b'f') => self.literal("false", Value::Bool(false)),
+            Some(b'n') => self.literal("null", Value::Null),
+            Some(b'-' | b'0'..=b'9') => self.number(),
+            _ => Err(self.unexpected("a value")),
+        }
+    }
+
+    fn enter(&mut self, depth: usize) -> Result<(), Stop> {
+        if depth >= MAX_DEPTH {
+            self.problems.push(SourceProblem {
+                offset: self.pos,
+                pointer: self.pointer.clone(),
+                message: format!("the document is nested more than {MAX_DEPTH} levels deep"),
+                kind: SourceProblemKind::TooDeep,
+            });
+            return Err(Stop);
+        }
+        self.pos += 1;
+        self.skip_ws();
+        Ok(())
+    }
+
+    fn object(&mut self, depth: usize) -> Result<Value, Stop> {
+        self.enter(depth)?;
+        let mut map = Map::new();
+        if self.peek() == Some(b'}') {
+            self.pos += 1;
+            return Ok(Value::Object(map));
+        }
+        loop {
+            if self.peek() != Some(b'"') {
+                return Err(self.unexpected("a key in double quotes"));
+            }
+            let key_offset = self.pos;
+            let key = self.string()?;
+            self.skip_ws();
+            if self.peek() != Some(b':') {
+                return Err(self.unexpected("`:` after the key"));
+            }
+            self.pos += 1;
+            self.skip_ws();
+            let parent_len = self.pointer.len();
+            push_token(&mut self.pointer, &key);
+            let duplicate = map.contains_key(&key);
+            if duplicate {
+                self.problems.push(SourceProblem {
+                    offset: key_offset,
+                    pointer: self.pointer.clone(),
+                    message: format!(
+                        "duplicate key `{key}`: a JSON object may name a key only once, and the \
+                         first one is used"
+                    ),
+                    kind: SourceProblemKind::DuplicateKey,
+                });
+            } else if self.record_spans {
+                self.spans.keys.insert(self.pointer.clone(), key_offset);
+            }
+            // The value of a duplicate must not overwrite the spans of the first one.
+            let record = self.record_spans;
+            self.record_spans = record && !duplicate;
+            let value = self.value(depth + 1);
+            self.record_spans = record;
+            self.pointer.truncate(parent_len);
+            let value = value?;
+            if !duplicate {
+                map.insert(key, value);
+            }
+            self.skip_ws();
+            match self.peek() {
+                Some(b',') => {
+                    self.pos += 1;
+                    self.skip_ws();
+                }
+                Some(b'}') => {
+                    self.pos += 1;
+                    return Ok(Value::Object(map));
+                }
+                _ => return Err(self.unexpected("`,` or `}`")),
+            }
+        }
+    }
+
+    fn array(&mut self, depth: usize) -> Result<Value, Stop> {
+        self.enter(depth)?;
+        let mut items = Vec::new();
+        if self.peek() == Some(b']') {
+            self.pos += 1;
+            return Ok(Value::Array(items));
+        }
+        loop {
+            let parent_len = self.pointer.len();
+            self.pointer.push('/');
+            self.pointer.push_str(&items.len().to_string());
+            let value = self.value(depth + 1);
+            self.pointer.truncate(parent_len);
+            items.push(value?);
+            self.skip_ws();
+            match self.peek() {
+                Some(b',') => {
+                    self.pos += 1;
+                    self.skip_ws();
+                }
+                Some(b']') => {
+                    self.pos += 1;
+                    return Ok(Value::Array(items));
+                }
+                _ => return Err(self.unexpected("`,` or `]`")),
+            }
+        }
+    }
+
+    fn literal(&mut self, word: &str, value: Value) -> Result<Value, Stop> {
+        if self.bytes.get(self.pos..self.pos + word.len()) == Some(word.as_bytes()) {
+            self.pos += word.len();
+            Ok(value)
+        } else {
+            Err(self.unexpected("a value"))
+        }
+    }
+
+    fn number(&mut self) -> Result<Value, Stop> {
+        let start = self.pos;
+        if self.peek() == Some(b'-') {
+            self.pos += 1;
+        }
+        match self.peek() {
+            Some(b'0') => self.pos += 1,
+            Some(b'1'..=b'9') => self.digits(),
+            _ => return Err(self.unexpected("a digit")),
+        }
+        let mut integer = true;
+        if self.peek() == Some(b'.') {
+            integer = false;
+            self.pos += 1;
+            if !matches!(self.peek(), Some(b'0'..=b'9')) {
+                return Err(self.unexpected("a digit after the decimal point"));
+            }
+            self.digits();
+        }
+        if let Some(b'e' | b'E') = self.peek() {
+            integer = false;
+            self.pos += 1;
+            if let Some(b'+' | b'-') = self.peek() {
+                self.pos += 1;
+            }
+            if !matches!(self.peek(), Some(b'0'..=b'9')) {
+                return Err(self.unexpected("a digit in the exponent"));
+            }
+            self.digits();
+        }
+        let text = self.text.get(start..self.pos).unwrap_or("");
+        if integer {
+            if let Ok(u) = text.parse::<u64>() {
+                return Ok(Value::Number(u.into()));
+            }
+            if let Ok(i) = text.parse::<i64>() {
+                return Ok(Value::Number(i.into()));
+            }
+        }
+        match text.parse::<f64>().ok().and_then(Number::from_f64) {
+            Some(n) => Ok(Value::Number(n)),
+            None => {
+                self.pos = start;
+                Err(self.syntax("number out of range: it does not fit in a 64-bit float"))
+            }
+        }
+    }
+
+    fn digits(&mut self) {
+        while let Some(b'0'..=b'9') = self.peek() {
+            self.pos += 1;
+        }
+    }
+
+    fn string(&mut self) -> Result<String, Stop> {
+        self.pos += 1; // the opening quote
+        let mut out = String::new();
+        loop {
+            let run_start = self.pos;
+            while let Some(b) = self.peek() {
+                if b == b'"' || b == b'\\' || b < 0x20 {
+                    break;
+                }
+                self.pos += 1;
+            }
+            out.push_str(self.text.get(run_start..self.pos).unwrap_or(""));
+            match self.peek() {
+                None => return Err(self.syntax("unterminated string")),
+                Some(b'"') => {
+                    self.pos += 1;
+                    return Ok(out);
+                }
+                Some(b'\\') => {
+                    self.pos += 1;
+                    let c = self.escape()?;
+                    out.push(c);
+                }
+                Some(_) => {
+                    return Err(
+                        self.syntax("control character in a string: write it as an escape (`\\n`)")
+                    );
+                }
+            }
+        }
+    }
+
+    fn escape(&mut self) -> Result<char, Stop> {
+        let c = match self.peek() {
+            Some(b'"') => '"',
+            Some(b'\\') => '\\',
+            Some(b'/') => '/',
+            Some(b'b') => '\u{8}',
+            Some(b'f') => '\u{c}',
+            Some(b'n') => '\n',
+            Some(b'r') => '\r',
+            Some(b't') => '\t',
+            Some(b'u') => {
+                self.pos += 1;
+                let first = self.hex4()?;
+                return match first {
+                    0xD800..=0xDBFF => {
+                        if self.bytes.get(self.pos..self.pos + 2) != Some(b"\\u") {
+                            return Err(self.syntax("lone surrogate in a `\\u` escape"));
+                        }
+                        self.pos += 2;
+                        let second = self.hex4()?;
+                        if !(0xDC00..=0xDFFF).contains(&second) {
+                            return Err(self.syntax("lone surrogate in a `\\u` escape"));
+                        }
+                        let code = 0x10000 + ((first - 0xD800) << 10) + (second - 0xDC00);
+                        char::from_u32(code).ok_or_else(|| self.syntax("invalid `\\u` escape"))
+                    }
+                    0xDC00..=0xDFFF => Err(self.syntax("lone surrogate in a `\\u` escape")),
+                    _ => char::from_u32(first).ok_or_else(|| self.syntax("invalid `\\u` escape")),
+                };
+            }
+            _ => return Err(self.unexpected("an escape (`\\n`, `\\\"`, `\\u0041`, ...)")),
+        };
+        self.pos += 1;
+        Ok(c)
+    }
+
+    fn hex4(&mut self) -> Result<u32, Stop> {
+        let digits = self.text.get(self.pos..self.pos + 4);
+        match digits.and_then(|d| {
+            d.bytes().all(|b| b.is_ascii_hexdigit()).then(|| u32::from_str_radix(d, 16).ok())?
+        }) {
+            Some(v) => {
+                self.pos += 4;
+                Ok(v)
+            }
+            None => Err(self.syntax("expected four hex digits after `\\u`")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_like_serde_json() {
+        let text = r#"{"a": [1, -2, 3.5, 1e2, true, false, null, "x\u00e9\ud83d\ude00\n"], "b": {}}"#;
+        let read = read(text, false);
+        assert!(read.problems.is_empty());
+        assert_eq!(read.value.unwrap(), serde_json::from_str::<Value>(text).unwrap());
+    }
+
+    #[test]
+    fn duplicate_keys_are_reported_and_first_wins() {
+        let read = read("{\"a\": 1,\n \"a\": 2}", true);
+        assert_eq!(read.problems.len(), 1);
+        assert_eq!(read.problems[0].kind, SourceProblemKind::DuplicateKey);
+        assert_eq!(read.problems[0].pointer, "/a");
+        assert_eq!(line_column("{\"a\": 1,\n \"a\": 2}", read.problems[0].offset), (2, 2));
+        assert_eq!(read.value.unwrap()["a"], 1);
+    }
+
+    #[test]
+    fn depth_is_bounded() {
+        let text = "[".repeat(100_000);
+        let read = read(&text, false);
+        assert_eq!(read.problems[0].kind, SourceProblemKind::TooDeep);
+    }
+
+    #[test]
+    fn syntax_errors_have_positions() {
+        for (text, line, col) in [
+            ("{\n  \"a\": tru\n}", 2, 8),
+            ("{\"a\" 1}", 1, 6),
+            ("[1,]", 1, 4),
+            ("\"abc", 1, 5),
+            ("{} x", 1, 4),
+            ("1e999", 1, 1),
+            ("\"\\ud800\"", 1, 8),
+        ] {
+            let read = read(text, false);
+            assert_eq!(read.problems.len(), 1, "{text}");
+            let (l, c) = line_column(text, read.problems[0].offset);
+            assert_eq!((l, c), (line, col), "{text}: {}", read.problems[0].message);
+        }
+    }
+
+    #[test]
+    fn spans_by_pointer() {
+        let text = "{\n  \"tools\": {\n    \"a/b\": {\"limits\": [1]}\n  }\n}";
+        let read = read(text, true);
+        let off = read.spans.value_offset("/tools/a~1b/limits/0");
+        assert_eq!(line_column(text, off), (3, 24));
+        let off = read.spans.key_offset("/tools/a~1b");
+        assert_eq!(line_column(text, off), (3, 5));
+        // An absent member falls back to its parent.
+        let off = read.spans.value_offset("/tools/a~1b/nope");
+        assert_eq!(line_column(text, off), (3, 12));
+    }
+}
