@@ -59,12 +59,9 @@ pub(crate) fn load(text: &str) -> Result<Compiled, InvalidPolicy> {
             at_key: p.kind == SourceProblemKind::DuplicateKey,
         })
         .collect();
-    // Syntax errors and excessive depth carry their own offsets.
-    let mut offsets: Vec<Option<usize>> = read
-        .problems
-        .iter()
-        .map(|p| (p.kind != SourceProblemKind::DuplicateKey).then_some(p.offset))
-        .collect();
+    // Problems of the reader carry their own offsets (a duplicate key's is its second
+    // occurrence, which a pointer cannot tell from the first).
+    let mut offsets: Vec<Option<usize>> = read.problems.iter().map(|p| Some(p.offset)).collect();
 
     let compiled = match &read.value {
         Some(value) => {
@@ -399,7 +396,12 @@ impl Walker {
         if !self.problems.is_empty() {
             return None;
         }
-        let digest = canonical::digest_hex(v);
+        // The digest is of the model, so that spelling out a default (`"scope": "grant"`) or
+        // reordering keys does not change it.
+        let digest = match serde_json::to_value(&document) {
+            Ok(normal) => canonical::digest_hex(&normal),
+            Err(_) => canonical::digest_hex(v),
+        };
         Some(Compiled {
             default: document.default,
             document,

@@ -153,7 +153,9 @@ impl Policy {
     /// ```
     pub fn json_schema() -> serde_json::Value {
         let schema = schemars::schema_for!(PolicyDocument);
-        serde_json::to_value(schema).unwrap_or(serde_json::Value::Null)
+        let mut value = serde_json::to_value(schema).unwrap_or(serde_json::Value::Null);
+        strip_null(&mut value);
+        value
     }
 
     /// [`Policy::json_schema`] as pretty-printed text with a final newline: the exact bytes of
@@ -199,6 +201,36 @@ impl Compiled {
             None => self.patterns.iter().find(|(p, _)| p.matches(tool)).map(|(_, i)| *i)?,
         };
         self.rules.get(index)
+    }
+}
+
+/// Optional keys may be absent but not `null` (the loader says so too): removes the `null`
+/// alternatives that schemars gives `Option` fields.
+fn strip_null(v: &mut serde_json::Value) {
+    use serde_json::Value;
+    let null = serde_json::json!({ "type": "null" });
+    if let Value::Object(map) = v {
+        if let Some(Value::Array(types)) = map.get_mut("type") {
+            types.retain(|t| t != "null");
+            if let [only] = types.as_slice() {
+                let only = only.clone();
+                map.insert("type".into(), only);
+            }
+        }
+        if let Some(Value::Array(alternatives)) = map.get("anyOf") {
+            if alternatives.len() == 2 && alternatives.contains(&null) {
+                let kept: Vec<Value> = alternatives.iter().filter(|a| **a != null).cloned().collect();
+                map.remove("anyOf");
+                for alt in kept {
+                    if let Value::Object(alt) = alt {
+                        map.extend(alt);
+                    }
+                }
+            }
+        }
+        map.values_mut().for_each(strip_null);
+    } else if let Value::Array(items) = v {
+        items.iter_mut().for_each(strip_null);
     }
 }
 
