@@ -51,4 +51,6 @@ pub use counter::{
     MemoryStore, ScopeKey, StoreError, SystemClock, Timestamp, WindowSpec,
 };
 pub use eval::{Decision, DecisionKind, Evaluator, RollbackError, ToolCall};
-pub use policy::{Diagnostic, DiagnosticKind, InvalidPolicy, Policy, PolicyError, ReadError, model};
+pub use policy::{
+    Diagnostic, DiagnosticKind, InvalidPolicy, Policy, PolicyError, ReadError, model,
+};

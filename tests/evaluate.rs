@@ -1,5 +1,7 @@
 //! The evaluation rules of the policy language (sections 2 to 7), one test or more per rule.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -61,16 +63,23 @@ fn exact_key_beats_patterns_and_longer_patterns_beat_shorter() {
         "list_secrets": {}
     }}));
     assert_eq!(h.decide("list_jobs", json!({})), (Allow, "/tools/list_*".into()));
-    assert_eq!(h.decide("list_secret_keys", json!({})), (Deny, "/tools/list_secret*/deny_if/0".into()));
+    assert_eq!(
+        h.decide("list_secret_keys", json!({})),
+        (Deny, "/tools/list_secret*/deny_if/0".into())
+    );
     assert_eq!(h.decide("list_secrets", json!({})), (Allow, "/tools/list_secrets".into()));
     assert_eq!(h.decide("other", json!({})), (Deny, "/tools/*/deny_if/0".into()));
 }
 
 #[test]
 fn matching_is_case_sensitive_and_byte_exact() {
-    let h = harness(json!({"version": "1", "default": "deny", "tools": {"list_jobs": {}, "get_*": {}}}));
+    let h = harness(
+        json!({"version": "1", "default": "deny", "tools": {"list_jobs": {}, "get_*": {}}}),
+    );
     assert_eq!(h.kind("list_jobs", json!({})), Allow);
-    for name in ["List_jobs", "list_jobs ", " list_jobs", "list_jobs\u{200b}", "list_job\u{0455}", "GET_x"] {
+    for name in
+        ["List_jobs", "list_jobs ", " list_jobs", "list_jobs\u{200b}", "list_job\u{0455}", "GET_x"]
+    {
         assert_eq!(h.kind(name, json!({})), Deny, "{name:?}");
     }
 }
@@ -132,14 +141,18 @@ fn all_tools_does_not_apply_to_calls_already_denied() {
 
 #[test]
 fn steps_run_in_order_and_the_tool_comes_before_all_tools() {
-    let rule = |n: &str| json!({
-        "arguments": {"type": "object", "required": [format!("{n}_arg")]},
-        "require": [{"conditions": [{"path": format!("args.{n}_req"), "op": "exists"}]}],
-        "deny_if": [{"conditions": [{"path": format!("args.{n}_deny"), "op": "exists"}]}],
-        "approve_if": [{"conditions": [{"path": format!("args.{n}_approve"), "op": "exists"}]}],
-        "limits": [{"counter": format!("{n}_c"), "window": "minute", "max": 1}]
-    });
-    let h = harness(json!({"version": "1", "default": "deny", "all_tools": rule("all"), "tools": {"t": rule("t")}}));
+    let rule = |n: &str| {
+        json!({
+            "arguments": {"type": "object", "required": [format!("{n}_arg")]},
+            "require": [{"conditions": [{"path": format!("args.{n}_req"), "op": "exists"}]}],
+            "deny_if": [{"conditions": [{"path": format!("args.{n}_deny"), "op": "exists"}]}],
+            "approve_if": [{"conditions": [{"path": format!("args.{n}_approve"), "op": "exists"}]}],
+            "limits": [{"counter": format!("{n}_c"), "window": "minute", "max": 1}]
+        })
+    };
+    let h = harness(
+        json!({"version": "1", "default": "deny", "all_tools": rule("all"), "tools": {"t": rule("t")}}),
+    );
     let base = json!({"t_arg": 1, "all_arg": 1, "t_req": 1, "all_req": 1});
     let with = |extra: &[&str]| {
         let mut v = base.clone();
@@ -152,11 +165,23 @@ fn steps_run_in_order_and_the_tool_comes_before_all_tools() {
     assert_eq!(h.decide("t", json!({})).1, "/tools/t/arguments");
     assert_eq!(h.decide("t", json!({"t_arg": 1})).1, "/all_tools/arguments");
     // require before deny_if before approve_if; tool before all_tools at each step.
-    assert_eq!(h.decide("t", json!({"t_arg": 1, "all_arg": 1, "t_deny": 1})).1, "/tools/t/require/0");
-    assert_eq!(h.decide("t", json!({"t_arg": 1, "all_arg": 1, "t_req": 1, "t_deny": 1})).1, "/all_tools/require/0");
-    assert_eq!(h.decide("t", with(&["all_deny", "t_approve"])), (Deny, "/all_tools/deny_if/0".into()));
+    assert_eq!(
+        h.decide("t", json!({"t_arg": 1, "all_arg": 1, "t_deny": 1})).1,
+        "/tools/t/require/0"
+    );
+    assert_eq!(
+        h.decide("t", json!({"t_arg": 1, "all_arg": 1, "t_req": 1, "t_deny": 1})).1,
+        "/all_tools/require/0"
+    );
+    assert_eq!(
+        h.decide("t", with(&["all_deny", "t_approve"])),
+        (Deny, "/all_tools/deny_if/0".into())
+    );
     assert_eq!(h.decide("t", with(&["t_deny", "all_deny"])), (Deny, "/tools/t/deny_if/0".into()));
-    assert_eq!(h.decide("t", with(&["all_approve", "t_approve"])), (Approve, "/tools/t/approve_if/0".into()));
+    assert_eq!(
+        h.decide("t", with(&["all_approve", "t_approve"])),
+        (Approve, "/tools/t/approve_if/0".into())
+    );
     assert_eq!(h.decide("t", with(&["all_approve"])), (Approve, "/all_tools/approve_if/0".into()));
     assert_eq!(h.decide("t", base.clone()), (Allow, "/tools/t".into()));
     assert_eq!(h.decide("t", base), (Limit, "/tools/t/limits/0".into()));
@@ -185,7 +210,11 @@ fn malformed_calls_are_denied() {
         let d = h.evaluator.evaluate(&ToolCall::new("t").with_arguments(&args));
         assert_eq!(d.kind(), Deny, "{args}");
         assert_eq!(d.rule(), "");
-        assert!(d.message().starts_with("malformed call: `arguments` must be a JSON object"), "{}", d.message());
+        assert!(
+            d.message().starts_with("malformed call: `arguments` must be a JSON object"),
+            "{}",
+            d.message()
+        );
     }
     let ctx = json!("admin");
     let d = h.evaluator.evaluate(&ToolCall::new("t").with_context(&ctx));
@@ -220,12 +249,13 @@ fn require(op: &str, operand: Value, v: Option<Value>) -> DecisionKind {
 /// Asserts a condition is true (`deny_if` denies, `require` allows), false (the reverse) or
 /// unknown (both deny).
 fn assert_truth(op: &str, operand: Value, v: Option<Value>, expected: &str) {
-    let got = match (deny_if(op, operand.clone(), v.clone()), require(op, operand.clone(), v.clone())) {
-        (Deny, Allow) => "true",
-        (Allow, Deny) => "false",
-        (Deny, Deny) => "unknown",
-        other => panic!("impossible {other:?}"),
-    };
+    let got =
+        match (deny_if(op, operand.clone(), v.clone()), require(op, operand.clone(), v.clone())) {
+            (Deny, Allow) => "true",
+            (Allow, Deny) => "false",
+            (Deny, Deny) => "unknown",
+            other => panic!("impossible {other:?}"),
+        };
     assert_eq!(got, expected, "{op} {operand} on {v:?}");
 }
 
@@ -234,7 +264,12 @@ fn eq_and_neq_compare_numbers_numerically_at_every_depth() {
     assert_truth("eq", json!(1), Some(json!(1.0)), "true");
     assert_truth("eq", json!({"a": [1, 2.0]}), Some(json!({"a": [1.0, 2]})), "true");
     assert_truth("eq", json!("1"), Some(json!(1)), "false");
-    assert_truth("eq", json!(9_007_199_254_740_993u64), Some(json!(9_007_199_254_740_992u64)), "false");
+    assert_truth(
+        "eq",
+        json!(9_007_199_254_740_993u64),
+        Some(json!(9_007_199_254_740_992u64)),
+        "false",
+    );
     assert_truth("eq", json!(null), None, "true");
     assert_truth("eq", json!(null), Some(json!(null)), "true");
     assert_truth("neq", json!("safe"), None, "true");
@@ -331,10 +366,10 @@ fn within_normalises_lexically() {
 #[test]
 fn a_check_is_false_when_any_condition_is_false_else_unknown_when_any_is_unknown() {
     let h = harness(json!({"version": "1", "default": "deny", "tools": {"t": {
-        "deny_if": [{"conditions": [
-            {"path": "args.amount", "op": "exists"},
-            {"path": "args.amount", "op": "gt", "value": 10000}
-        ]}]}}}));
+    "deny_if": [{"conditions": [
+        {"path": "args.amount", "op": "exists"},
+        {"path": "args.amount", "op": "gt", "value": 10000}
+    ]}]}}}));
     assert_eq!(h.kind("t", json!({})), Allow, "absent: `exists` is false, so the check is false");
     assert_eq!(h.kind("t", json!({"amount": 5})), Allow);
     assert_eq!(h.kind("t", json!({"amount": 50000})), Deny);
@@ -369,27 +404,40 @@ fn messages_come_from_on_deny_and_reason() {
 
 #[test]
 fn paths_read_every_part_of_the_call_document() {
-    let h = harness(json!({"version": "1", "default": "deny", "tools": {"t": {"require": [{"conditions": [
-        {"path": "tool", "op": "eq", "value": "t"},
-        {"path": "grant", "op": "eq", "value": "alice"},
-        {"path": "session", "op": "eq", "value": "s1"},
-        {"path": "context.claims.role", "op": "eq", "value": "admin"},
-        {"path": "/args/a.b/1", "op": "eq", "value": "second"},
-        {"path": "args.list.0.name", "op": "eq", "value": "n"},
-        {"path": "args.obj.0", "op": "eq", "value": "key zero"},
-        {"path": "args.list.01", "op": "exists", "value": false}
-    ]}]}}}));
-    let args = json!({"a.b": ["first", "second"], "list": [{"name": "n"}], "obj": {"0": "key zero"}});
+    let h = harness(
+        json!({"version": "1", "default": "deny", "tools": {"t": {"require": [{"conditions": [
+            {"path": "tool", "op": "eq", "value": "t"},
+            {"path": "grant", "op": "eq", "value": "alice"},
+            {"path": "session", "op": "eq", "value": "s1"},
+            {"path": "context.claims.role", "op": "eq", "value": "admin"},
+            {"path": "/args/a.b/1", "op": "eq", "value": "second"},
+            {"path": "args.list.0.name", "op": "eq", "value": "n"},
+            {"path": "args.obj.0", "op": "eq", "value": "key zero"},
+            {"path": "args.list.01", "op": "exists", "value": false}
+        ]}]}}}),
+    );
+    let args =
+        json!({"a.b": ["first", "second"], "list": [{"name": "n"}], "obj": {"0": "key zero"}});
     let ctx = json!({"claims": {"role": "admin"}});
-    let call = ToolCall::new("t").with_arguments(&args).with_grant("alice").with_session("s1").with_context(&ctx);
+    let call = ToolCall::new("t")
+        .with_arguments(&args)
+        .with_grant("alice")
+        .with_session("s1")
+        .with_context(&ctx);
     assert_eq!(h.evaluator.evaluate(&call).kind(), Allow);
-    let other = ToolCall::new("t").with_arguments(&args).with_grant("bob").with_session("s1").with_context(&ctx);
+    let other = ToolCall::new("t")
+        .with_arguments(&args)
+        .with_grant("bob")
+        .with_session("s1")
+        .with_context(&ctx);
     assert_eq!(h.evaluator.evaluate(&other).kind(), Deny);
     // No session reads as an explicit null; no context as {}.
-    let h = harness(json!({"version": "1", "default": "deny", "tools": {"t": {"require": [{"conditions": [
-        {"path": "session", "op": "exists"}, {"path": "session", "op": "eq", "value": null},
-        {"path": "context", "op": "eq", "value": {}}, {"path": "grant", "op": "eq", "value": ""}
-    ]}]}}}));
+    let h = harness(
+        json!({"version": "1", "default": "deny", "tools": {"t": {"require": [{"conditions": [
+            {"path": "session", "op": "exists"}, {"path": "session", "op": "eq", "value": null},
+            {"path": "context", "op": "eq", "value": {}}, {"path": "grant", "op": "eq", "value": ""}
+        ]}]}}}),
+    );
     assert_eq!(h.evaluator.evaluate(&ToolCall::new("t")).kind(), Allow);
 }
 
@@ -539,16 +587,31 @@ fn increment_charges_that_many_units() {
 
 #[test]
 fn increment_from_takes_units_from_the_call() {
-    let h = limited(json!({"counter": "spend", "window": "day", "max": 100, "increment_from": "args.amount"}));
+    let h = limited(
+        json!({"counter": "spend", "window": "day", "max": 100, "increment_from": "args.amount"}),
+    );
     assert_eq!(h.kind("t", json!({"amount": 60})), Allow);
     assert_eq!(h.kind("t", json!({"amount": 39.2})), Allow, "rounded up to 40: 100 in all");
     assert_eq!(h.kind("t", json!({"amount": 0.001})), Limit, "rounded up to 1");
     assert_eq!(h.kind("t", json!({"amount": 0})), Allow, "zero units fit");
-    for bad in [json!({}), json!({"amount": -5}), json!({"amount": -0.5}), json!({"amount": "10"}), json!({"amount": null}), json!({"amount": [1]})] {
-        assert_eq!(h.decide("t", bad.clone()), (Deny, "/tools/t/limits/0/increment_from".into()), "{bad}");
+    for bad in [
+        json!({}),
+        json!({"amount": -5}),
+        json!({"amount": -0.5}),
+        json!({"amount": "10"}),
+        json!({"amount": null}),
+        json!({"amount": [1]}),
+    ] {
+        assert_eq!(
+            h.decide("t", bad.clone()),
+            (Deny, "/tools/t/limits/0/increment_from".into()),
+            "{bad}"
+        );
     }
     // More units than `max` can never be admitted: deny, naming the limit.
-    let h = limited(json!({"counter": "spend", "window": "day", "max": 100, "increment_from": "args.amount"}));
+    let h = limited(
+        json!({"counter": "spend", "window": "day", "max": 100, "increment_from": "args.amount"}),
+    );
     assert_eq!(h.decide("t", json!({"amount": 101})), (Deny, "/tools/t/limits/0".into()));
     assert_eq!(h.decide("t", json!({"amount": 1e300})), (Deny, "/tools/t/limits/0".into()));
     assert_eq!(h.kind("t", json!({"amount": 100})), Allow);
@@ -631,7 +694,8 @@ fn rollback_after_a_reload_keeps_the_units() {
     let h = limited(json!({"counter": "c", "window": "minute", "max": 1}));
     let call = ToolCall::new("t").with_grant("g");
     let mut d = h.evaluator.evaluate(&call);
-    h.evaluator.reload(policy(json!({"version": "1", "default": "deny", "tools": {"t": {"limits": [
+    h.evaluator
+        .reload(policy(json!({"version": "1", "default": "deny", "tools": {"t": {"limits": [
         {"counter": "c", "window": "minute", "max": 1}]}}})));
     assert!(matches!(h.evaluator.rollback(&mut d), Err(mcp_policy::RollbackError::PolicyReloaded)));
     assert_eq!(h.evaluator.evaluate(&call).kind(), Limit);
@@ -640,11 +704,11 @@ fn rollback_after_a_reload_keeps_the_units() {
 #[test]
 fn type_confused_arguments_never_pass() {
     let h = harness(json!({"version": "1", "default": "deny", "tools": {"transfer": {
-        "require": [{"conditions": [{"path": "args.amount", "op": "lte", "value": 100}]}],
-        "deny_if": [
-            {"conditions": [{"path": "args.to", "op": "starts_with", "value": "EXT-"}]},
-            {"conditions": [{"path": "args.note", "op": "regex", "value": "(?i)urgent"}]}
-        ]}}}));
+    "require": [{"conditions": [{"path": "args.amount", "op": "lte", "value": 100}]}],
+    "deny_if": [
+        {"conditions": [{"path": "args.to", "op": "starts_with", "value": "EXT-"}]},
+        {"conditions": [{"path": "args.note", "op": "regex", "value": "(?i)urgent"}]}
+    ]}}}));
     assert_eq!(h.kind("transfer", json!({"amount": 50, "to": "A-1", "note": "ok"})), Allow);
     for args in [
         json!({"amount": "50", "to": "A-1", "note": "ok"}),
@@ -677,7 +741,8 @@ fn approvals() -> Harness {
 fn an_approved_call_passes_once() {
     let h = approvals();
     let args = json!({"statement": "DELETE FROM t WHERE id = 1"});
-    let call = ToolCall::new("execute_sql").with_arguments(&args).with_grant("alice").with_session("s");
+    let call =
+        ToolCall::new("execute_sql").with_arguments(&args).with_grant("alice").with_session("s");
     let d = h.evaluator.evaluate(&call);
     assert_eq!(d.kind(), Approve);
     assert_eq!(d.rule(), "/tools/execute_sql/approve_if/0");
@@ -694,11 +759,15 @@ fn an_approved_call_passes_once() {
 fn an_approval_key_is_refused_for_any_other_call() {
     let h = approvals();
     let args = json!({"statement": "DELETE FROM t WHERE id = 1"});
-    let call = ToolCall::new("execute_sql").with_arguments(&args).with_grant("alice").with_session("s");
+    let call =
+        ToolCall::new("execute_sql").with_arguments(&args).with_grant("alice").with_session("s");
     let key = h.evaluator.evaluate(&call).approval_key().unwrap().to_owned();
 
     let other_args = json!({"statement": "DELETE FROM t WHERE id = 2"});
-    let changed = ToolCall::new("execute_sql").with_arguments(&other_args).with_grant("alice").with_session("s");
+    let changed = ToolCall::new("execute_sql")
+        .with_arguments(&other_args)
+        .with_grant("alice")
+        .with_session("s");
     let other_grant = call.with_grant("mallory");
     let other_session = call.with_session("s2");
     for wrong in [changed, other_grant, other_session] {
@@ -720,8 +789,15 @@ fn the_same_arguments_in_another_spelling_are_the_same_call() {
     let h = approvals();
     let a = json!({"statement": "DELETE FROM t", "limit": 1.0});
     let b = json!({"limit": 1, "statement": "DELETE FROM t"});
-    let key = h.evaluator.evaluate(&ToolCall::new("execute_sql").with_arguments(&a)).approval_key().unwrap().to_owned();
-    let d = h.evaluator.evaluate(&ToolCall::new("execute_sql").with_arguments(&b).with_approval_key(&key));
+    let key = h
+        .evaluator
+        .evaluate(&ToolCall::new("execute_sql").with_arguments(&a))
+        .approval_key()
+        .unwrap()
+        .to_owned();
+    let d = h
+        .evaluator
+        .evaluate(&ToolCall::new("execute_sql").with_arguments(&b).with_approval_key(&key));
     assert_eq!(d.kind(), Allow);
 }
 
@@ -769,7 +845,10 @@ fn decision_json_has_exactly_the_documented_shape() {
         "lim": {"limits": [{"counter": "c", "window": "minute", "max": 1}]},
         "ask": {"approve_if": [{"conditions": [], "reason": "why"}]}}}));
     let allow = h.json(&ToolCall::new("ok"));
-    assert_eq!(allow, json!({"decision": "allow", "tool": "ok", "rule": "/tools/ok", "message": "allowed"}));
+    assert_eq!(
+        allow,
+        json!({"decision": "allow", "tool": "ok", "rule": "/tools/ok", "message": "allowed"})
+    );
     let deny = h.json(&ToolCall::new("nope"));
     assert_eq!(deny["decision"], "deny");
     assert_eq!(deny.as_object().unwrap().len(), 4);
@@ -793,7 +872,12 @@ fn client_text_tells_the_model_what_to_do() {
     let call = ToolCall::new("t").with_grant("g");
     assert_eq!(h.evaluator.evaluate(&call).client_text(), None);
     let text = h.evaluator.evaluate(&call).client_text().unwrap();
-    assert!(text.starts_with("Rate limited by policy: limit reached: counter `c` admits 1 per minute per grant"), "{text}");
+    assert!(
+        text.starts_with(
+            "Rate limited by policy: limit reached: counter `c` admits 1 per minute per grant"
+        ),
+        "{text}"
+    );
     assert!(text.ends_with("Retry after 60 seconds."), "{text}");
 }
 
@@ -804,12 +888,17 @@ fn reload_keeps_counts_of_counters_that_still_exist() {
     let h = limited(json!({"counter": "c", "window": "minute", "max": 2}));
     assert_eq!(h.kind("t", json!({})), Allow);
     assert_eq!(h.kind("t", json!({})), Allow);
-    h.evaluator.reload(policy(json!({"version": "1", "default": "deny", "tools": {"t2": {"limits": [
+    h.evaluator
+        .reload(policy(json!({"version": "1", "default": "deny", "tools": {"t2": {"limits": [
         {"counter": "c", "window": "minute", "max": 3}]}}})));
     assert_eq!(h.kind("t2", json!({})), Allow);
     assert_eq!(h.kind("t2", json!({})), Limit);
     // A failed reload leaves the policy in force.
-    assert!(h.evaluator.reload_from_str("{\"version\": \"1\", \"default\": \"allow\", \"x\": 1}").is_err());
+    assert!(
+        h.evaluator
+            .reload_from_str("{\"version\": \"1\", \"default\": \"allow\", \"x\": 1}")
+            .is_err()
+    );
     assert_eq!(h.kind("other", json!({})), Deny);
 }
 
@@ -819,7 +908,12 @@ impl CounterStore for BrokenStore {
     fn charge(&self, _: Timestamp, _: &[ChargeRequest<'_>]) -> Result<ChargeOutcome, StoreError> {
         Err(StoreError::new("connection refused"))
     }
-    fn refund(&self, _: Timestamp, _: Timestamp, _: &[ChargeRequest<'_>]) -> Result<(), StoreError> {
+    fn refund(
+        &self,
+        _: Timestamp,
+        _: Timestamp,
+        _: &[ChargeRequest<'_>],
+    ) -> Result<(), StoreError> {
         Err(StoreError::new("connection refused"))
     }
 }
@@ -832,7 +926,11 @@ fn a_store_error_denies_unless_fail_open_was_chosen() {
     let d = closed.evaluate(&ToolCall::new("t"));
     assert_eq!(d.kind(), Deny);
     assert_eq!(d.rule(), "/tools/t/limits/0");
-    assert!(d.message().contains("connection refused") && d.message().contains("fail-closed"), "{}", d.message());
+    assert!(
+        d.message().contains("connection refused") && d.message().contains("fail-closed"),
+        "{}",
+        d.message()
+    );
     // Calls without limits never touch the store.
     assert_eq!(closed.evaluate(&ToolCall::new("free")).kind(), Allow);
     let open = Evaluator::with_store(p, BrokenStore).fail_open_on_store_error(true);

@@ -144,10 +144,7 @@ impl MemoryStore {
         let mut order: SmallVec<[usize; 8]> = ids.clone();
         order.sort_unstable();
         order.dedup();
-        let guards = order
-            .iter()
-            .filter_map(|i| self.shards.get(*i).map(|s| s.0.lock()))
-            .collect();
+        let guards = order.iter().filter_map(|i| self.shards.get(*i).map(|s| s.0.lock())).collect();
         for id in ids.iter_mut() {
             *id = order.binary_search(id).unwrap_or(0);
         }
@@ -181,7 +178,9 @@ fn encode(key: &CounterKey<'_>) -> Box<[u8]> {
 fn same_key(encoded: &[u8], key: &CounterKey<'_>) -> bool {
     let (tag, grant, session) = parts(key);
     let mut rest = encoded;
-    for part in [&[tag][..], key.counter.as_bytes(), &[SEP], grant.as_bytes(), &[SEP], session.as_bytes()] {
+    for part in
+        [&[tag][..], key.counter.as_bytes(), &[SEP], grant.as_bytes(), &[SEP], session.as_bytes()]
+    {
         match rest.strip_prefix(part) {
             Some(r) => rest = r,
             None => return false,
@@ -218,7 +217,11 @@ impl Entry {
 }
 
 impl CounterStore for MemoryStore {
-    fn charge(&self, now: Timestamp, batch: &[ChargeRequest<'_>]) -> Result<ChargeOutcome, StoreError> {
+    fn charge(
+        &self,
+        now: Timestamp,
+        batch: &[ChargeRequest<'_>],
+    ) -> Result<ChargeOutcome, StoreError> {
         let hashes: SmallVec<[u64; 8]> = batch.iter().map(|r| self.hash(&r.key)).collect();
         let (mut guards, slots) = self.lock(&hashes);
 
@@ -226,7 +229,8 @@ impl CounterStore for MemoryStore {
         // counter, before charging anything.
         let mut refused: Option<(usize, Duration)> = None;
         for (j, req) in batch.iter().enumerate() {
-            let (hash, slot) = (hashes.get(j).copied().unwrap_or(0), slots.get(j).copied().unwrap_or(0));
+            let (hash, slot) =
+                (hashes.get(j).copied().unwrap_or(0), slots.get(j).copied().unwrap_or(0));
             let shard = guards.get(slot).ok_or_else(|| StoreError::new("shard lock missing"))?;
             let entry = shard.find(hash, &req.key);
             let stored = entry.map_or(0, |e| e.count(now, req));
@@ -240,7 +244,9 @@ impl CounterStore for MemoryStore {
             if total > req.max {
                 let excess = total - req.max;
                 let wait = match entry.filter(|e| e.matches(req)) {
-                    Some(e) if excess <= stored => e.state.retry_after(now, req.window.seconds, excess),
+                    Some(e) if excess <= stored => {
+                        e.state.retry_after(now, req.window.seconds, excess)
+                    }
                     // The batch alone is over the limit: the units can never be admitted.
                     _ => Duration::MAX,
                 };
@@ -255,8 +261,10 @@ impl CounterStore for MemoryStore {
         }
 
         for (j, req) in batch.iter().enumerate() {
-            let (hash, slot) = (hashes.get(j).copied().unwrap_or(0), slots.get(j).copied().unwrap_or(0));
-            let shard = guards.get_mut(slot).ok_or_else(|| StoreError::new("shard lock missing"))?;
+            let (hash, slot) =
+                (hashes.get(j).copied().unwrap_or(0), slots.get(j).copied().unwrap_or(0));
+            let shard =
+                guards.get_mut(slot).ok_or_else(|| StoreError::new("shard lock missing"))?;
             match shard.find_mut(hash, &req.key) {
                 Some(e) => {
                     if !e.matches(req) {
@@ -273,7 +281,12 @@ impl CounterStore for MemoryStore {
                     state.add(now, req.window.seconds, req.units);
                     shard.table.insert_unique(
                         hash,
-                        Entry { hash, key: encode(&req.key), window_seconds: req.window.seconds, state },
+                        Entry {
+                            hash,
+                            key: encode(&req.key),
+                            window_seconds: req.window.seconds,
+                            state,
+                        },
                         |e| e.hash,
                     );
                 }
@@ -291,8 +304,10 @@ impl CounterStore for MemoryStore {
         let hashes: SmallVec<[u64; 8]> = batch.iter().map(|r| self.hash(&r.key)).collect();
         let (mut guards, slots) = self.lock(&hashes);
         for (j, req) in batch.iter().enumerate() {
-            let (hash, slot) = (hashes.get(j).copied().unwrap_or(0), slots.get(j).copied().unwrap_or(0));
-            let shard = guards.get_mut(slot).ok_or_else(|| StoreError::new("shard lock missing"))?;
+            let (hash, slot) =
+                (hashes.get(j).copied().unwrap_or(0), slots.get(j).copied().unwrap_or(0));
+            let shard =
+                guards.get_mut(slot).ok_or_else(|| StoreError::new("shard lock missing"))?;
             if let Some(e) = shard.find_mut(hash, &req.key) {
                 if e.matches(req) {
                     e.state.remove(now, charged_at, req.window.seconds, req.units);
@@ -323,7 +338,8 @@ mod tests {
         let b = CounterKey { counter: "a", scope: ScopeKey::Grant("bc") };
         assert!(same_key(&encode(&a), &a));
         assert!(!same_key(&encode(&a), &b));
-        let none = CounterKey { counter: "a", scope: ScopeKey::Session { grant: "g", session: None } };
+        let none =
+            CounterKey { counter: "a", scope: ScopeKey::Session { grant: "g", session: None } };
         let empty =
             CounterKey { counter: "a", scope: ScopeKey::Session { grant: "g", session: Some("") } };
         assert!(!same_key(&encode(&none), &empty));
@@ -336,7 +352,10 @@ mod tests {
         let batch = [req("a", "g", 5, 1), req("b", "g", 1, 1)];
         assert!(matches!(store.charge(now, &batch).unwrap(), ChargeOutcome::Admitted { .. }));
         // `b` is exhausted, so `a` must not be charged either.
-        assert!(matches!(store.charge(now, &batch).unwrap(), ChargeOutcome::Refused { index: 1, .. }));
+        assert!(matches!(
+            store.charge(now, &batch).unwrap(),
+            ChargeOutcome::Refused { index: 1, .. }
+        ));
         let only_a = [req("a", "g", 2, 1)];
         assert!(matches!(store.charge(now, &only_a).unwrap(), ChargeOutcome::Admitted { .. }));
         assert!(matches!(store.charge(now, &only_a).unwrap(), ChargeOutcome::Refused { .. }));
@@ -348,7 +367,10 @@ mod tests {
         let now = Timestamp::from_unix_seconds(10.0);
         let batch = [req("calls", "g", 3, 1), req("calls", "g", 3, 2)];
         assert!(matches!(store.charge(now, &batch).unwrap(), ChargeOutcome::Admitted { .. }));
-        assert!(matches!(store.charge(now, &batch).unwrap(), ChargeOutcome::Refused { index: 0, .. }));
+        assert!(matches!(
+            store.charge(now, &batch).unwrap(),
+            ChargeOutcome::Refused { index: 0, .. }
+        ));
     }
 
     #[test]

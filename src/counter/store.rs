@@ -104,7 +104,11 @@ impl StoreError {
 /// Stores that do I/O implement [`AsyncCounterStore`] instead.
 pub trait CounterStore: Send + Sync {
     /// Checks and charges `batch` atomically at time `now`.
-    fn charge(&self, now: Timestamp, batch: &[ChargeRequest<'_>]) -> Result<ChargeOutcome, StoreError>;
+    fn charge(
+        &self,
+        now: Timestamp,
+        batch: &[ChargeRequest<'_>],
+    ) -> Result<ChargeOutcome, StoreError>;
 
     /// Returns the units of a batch admitted at `charged_at`, as seen at `now`.
     fn refund(
@@ -154,7 +158,11 @@ impl<S: CounterStore> AsyncCounterStore for S {
 }
 
 impl<S: CounterStore + ?Sized> CounterStore for std::sync::Arc<S> {
-    fn charge(&self, now: Timestamp, batch: &[ChargeRequest<'_>]) -> Result<ChargeOutcome, StoreError> {
+    fn charge(
+        &self,
+        now: Timestamp,
+        batch: &[ChargeRequest<'_>],
+    ) -> Result<ChargeOutcome, StoreError> {
         (**self).charge(now, batch)
     }
 

@@ -122,7 +122,13 @@ impl WindowState {
     }
 
     /// Takes back `units` charged at `charged_at`, where they still count at `now`.
-    pub(crate) fn remove(&mut self, now: Timestamp, charged_at: Timestamp, seconds: u64, units: u64) {
+    pub(crate) fn remove(
+        &mut self,
+        now: Timestamp,
+        charged_at: Timestamp,
+        seconds: u64,
+        units: u64,
+    ) {
         match self {
             WindowState::Fixed { window, count } => {
                 let w = window_nanos(seconds);

@@ -39,7 +39,14 @@ pub struct ToolCall<'a> {
 impl<'a> ToolCall<'a> {
     /// A call of `tool` with no arguments, the empty grant, no session and no context.
     pub fn new(tool: &'a str) -> Self {
-        ToolCall { tool, arguments: None, grant: "", session: None, context: None, approval_key: None }
+        ToolCall {
+            tool,
+            arguments: None,
+            grant: "",
+            session: None,
+            context: None,
+            approval_key: None,
+        }
     }
 
     /// The call's arguments. They must be a JSON object: anything else is a malformed call, which

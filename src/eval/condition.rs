@@ -96,12 +96,10 @@ pub(crate) fn resolve<'a>(path: &Path, call: &ToolCall<'a>) -> Found<'a> {
             Found::Json(Value::Object(map)) => {
                 map.get(&*seg.key).map_or(Found::Absent, Found::Json)
             }
-            Found::Json(Value::Array(items)) => {
-                match seg.index.and_then(|i| items.get(i)) {
-                    Some(v) => Found::Json(v),
-                    None => Found::Absent,
-                }
-            }
+            Found::Json(Value::Array(items)) => match seg.index.and_then(|i| items.get(i)) {
+                Some(v) => Found::Json(v),
+                None => Found::Absent,
+            },
             _ => Found::Absent,
         };
         if let Found::Absent = at {
@@ -141,7 +139,9 @@ impl Test {
                 }
                 _ => Truth::Unknown,
             },
-            Test::StartsWith(p) => as_str(found).map_or(Truth::Unknown, |s| s.starts_with(&**p).into()),
+            Test::StartsWith(p) => {
+                as_str(found).map_or(Truth::Unknown, |s| s.starts_with(&**p).into())
+            }
             Test::EndsWith(p) => as_str(found).map_or(Truth::Unknown, |s| s.ends_with(&**p).into()),
             Test::Regex(re) => as_str(found).map_or(Truth::Unknown, |s| re.is_match(s).into()),
             Test::Within(dirs) => match as_str(found) {
@@ -182,8 +182,7 @@ pub(crate) fn json_eq(a: &Value, b: &Value) -> bool {
             x.len() == y.len() && x.iter().zip(y).all(|(a, b)| json_eq(a, b))
         }
         (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len()
-                && x.iter().all(|(k, a)| y.get(k).is_some_and(|b| json_eq(a, b)))
+            x.len() == y.len() && x.iter().all(|(k, a)| y.get(k).is_some_and(|b| json_eq(a, b)))
         }
         (Value::String(x), Value::String(y)) => x == y,
         (Value::Bool(x), Value::Bool(y)) => x == y,

@@ -16,7 +16,9 @@ use crate::counter::{
     AsyncCounterStore, ChargeOutcome, ChargeRequest, Clock, CounterKey, CounterStore, MemoryStore,
     ScopeKey, StoreError, SystemClock, Timestamp, WindowSpec,
 };
-use crate::policy::compiled::{Compiled, CompiledCheck, CompiledLimit, CompiledRule, RuleName, Units};
+use crate::policy::compiled::{
+    Compiled, CompiledCheck, CompiledLimit, CompiledRule, RuleName, Units,
+};
 use crate::policy::model::{DefaultDecision, MAX_LIMIT, Scope};
 use crate::policy::{Policy, PolicyError};
 
@@ -278,7 +280,9 @@ impl<S> Evaluator<S> {
         // 6. approve_if: fires on true or unknown, unless the call carries its approval.
         let mut now: Option<Timestamp> = None;
         let mut approval: Option<(&'a str, Pending)> = None;
-        let firing = rules.clone().find_map(|r| r.approve_if.iter().find(|c| truth(c, call) != Truth::False));
+        let firing = rules
+            .clone()
+            .find_map(|r| r.approve_if.iter().find(|c| truth(c, call) != Truth::False));
         if let Some(check) = firing {
             let t = self.clock.now();
             now = Some(t);
@@ -332,7 +336,11 @@ impl<S> Evaluator<S> {
                     "this call needs {units} units of counter `{}`{} but the limit admits at most \
                      {} per window: it can never be admitted",
                     limit.counter,
-                    if earlier > 0 { format!(" after {earlier} charged by earlier limits") } else { String::new() },
+                    if earlier > 0 {
+                        format!(" after {earlier} charged by earlier limits")
+                    } else {
+                        String::new()
+                    },
                     limit.max
                 );
                 let d = Refusal::Deny(RuleRef::Shared(limit.pointer.clone()), Text::Owned(message));
@@ -369,9 +377,8 @@ impl<S> Evaluator<S> {
         call: &ToolCall<'a>,
     ) -> Decision<'a> {
         let Plan { policy, generation, requests, entries, mut allow, approval, .. } = plan;
-        let first_limit = |i: usize| {
-            entries.get(i).and_then(|(id, _)| policy.limits.get(*id as usize))
-        };
+        let first_limit =
+            |i: usize| entries.get(i).and_then(|(id, _)| policy.limits.get(*id as usize));
         let refusal = match outcome {
             Ok(ChargeOutcome::Admitted { at }) => {
                 allow.charge = Some(Charge {
@@ -385,8 +392,11 @@ impl<S> Evaluator<S> {
             }
             Ok(ChargeOutcome::Refused { index, retry_after }) => {
                 let Some(limit) = first_limit(index) else {
-                    return Refusal::Deny(RuleRef::Static(""), Text::Static("counter store refused an unknown limit"))
-                        .into_decision(allow.tool, approval, &self.approvals);
+                    return Refusal::Deny(
+                        RuleRef::Static(""),
+                        Text::Static("counter store refused an unknown limit"),
+                    )
+                    .into_decision(allow.tool, approval, &self.approvals);
                 };
                 let message = format!(
                     "limit reached: counter `{}` admits {} per {} {}",
@@ -398,7 +408,8 @@ impl<S> Evaluator<S> {
                 Refusal::Limit(RuleRef::Shared(limit.pointer.clone()), message, retry_after)
             }
             Err(e) => {
-                let rule = first_limit(0).map_or(RuleRef::Static(""), |l| RuleRef::Shared(l.pointer.clone()));
+                let rule = first_limit(0)
+                    .map_or(RuleRef::Static(""), |l| RuleRef::Shared(l.pointer.clone()));
                 if self.fail_open {
                     allow.message = Text::Owned(format!("allowed uncounted: {e} (fail-open)"));
                     allow.rule = rule;
@@ -431,7 +442,10 @@ impl<S> Evaluator<S> {
             .filter_map(|(id, units)| {
                 let limit = policy.limits.get(*id as usize)?;
                 Some(ChargeRequest {
-                    key: CounterKey { counter: &limit.counter, scope: scope_key(limit.scope, &call) },
+                    key: CounterKey {
+                        counter: &limit.counter,
+                        scope: scope_key(limit.scope, &call),
+                    },
                     window: WindowSpec { seconds: limit.window_seconds, sliding: limit.sliding },
                     max: limit.max,
                     units: *units,
@@ -609,7 +623,10 @@ fn malformed<'a>(call: &ToolCall<'a>) -> Option<Decision<'a>> {
             DecisionKind::Deny,
             call.tool(),
             RuleRef::Static(""),
-            Text::Owned(format!("malformed call: `{what}` must be a JSON object, found {}", kind_of(v))),
+            Text::Owned(format!(
+                "malformed call: `{what}` must be a JSON object, found {}",
+                kind_of(v)
+            )),
         )
     };
     if let Some(v) = call.arguments().filter(|v| !v.is_object()) {

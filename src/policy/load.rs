@@ -115,8 +115,20 @@ const CONDITION_KEYS: &[&str] = &["path", "op", "value"];
 const LIMIT_KEYS: &[&str] =
     &["counter", "window", "max", "scope", "increment", "increment_from", "sliding"];
 const OPS: &[&str] = &[
-    "eq", "neq", "in", "not_in", "lt", "lte", "gt", "gte", "contains", "starts_with", "ends_with",
-    "regex", "exists", "within",
+    "eq",
+    "neq",
+    "in",
+    "not_in",
+    "lt",
+    "lte",
+    "gt",
+    "gte",
+    "contains",
+    "starts_with",
+    "ends_with",
+    "regex",
+    "exists",
+    "within",
 ];
 const WINDOWS: &[&str] = &["second", "minute", "hour", "day"];
 const SCOPES: &[&str] = &["grant", "session", "global"];
@@ -239,7 +251,8 @@ impl Walker {
         if choices.contains(&s.as_str()) {
             return Some(s.clone());
         }
-        let hint = did_you_mean(s, choices).map(|c| format!("; did you mean `{c}`?")).unwrap_or_default();
+        let hint =
+            did_you_mean(s, choices).map(|c| format!("; did you mean `{c}`?")).unwrap_or_default();
         self.problem(
             ptr,
             DiagnosticKind::InvalidValue,
@@ -253,11 +266,8 @@ impl Walker {
 
     /// An integer in `min..=max`, written as an integer.
     fn integer(&mut self, v: &Value, ptr: &str, what: &str, min: u64, max: u64) -> Option<u64> {
-        let range = if max == MAX_LIMIT {
-            format!("{min} to 2^53")
-        } else {
-            format!("{min} to {max}")
-        };
+        let range =
+            if max == MAX_LIMIT { format!("{min} to 2^53") } else { format!("{min} to {max}") };
         match v {
             Value::Number(n) => match n.as_u64() {
                 Some(x) if (min..=max).contains(&x) => Some(x),
@@ -283,7 +293,8 @@ impl Walker {
     }
 
     fn document(&mut self, v: &Value) -> Option<Compiled> {
-        let map = self.object(v, "", "a policy document", DOCUMENT_KEYS, &["version", "default"])?;
+        let map =
+            self.object(v, "", "a policy document", DOCUMENT_KEYS, &["version", "default"])?;
 
         let schema = self.opt_string(map, "$schema", "");
         let version = match map.get("version") {
@@ -303,9 +314,8 @@ impl Walker {
             None => None,
         };
         let default = map.get("default").and_then(|d| {
-            self.choice(d, "/default", "default decision", &["allow", "deny"]).map(|s| {
-                if s == "allow" { DefaultDecision::Allow } else { DefaultDecision::Deny }
-            })
+            self.choice(d, "/default", "default decision", &["allow", "deny"])
+                .map(|s| if s == "allow" { DefaultDecision::Allow } else { DefaultDecision::Deny })
         });
         let description = self.opt_string(map, "description", "");
 
@@ -336,9 +346,9 @@ impl Walker {
             }
         }
 
-        let all_tools = map.get("all_tools").and_then(|r| {
-            self.rule(r, "/all_tools", RuleName::Pointer("/all_tools".into()))
-        });
+        let all_tools = map
+            .get("all_tools")
+            .and_then(|r| self.rule(r, "/all_tools", RuleName::Pointer("/all_tools".into())));
 
         let mut tools = BTreeMap::new();
         let mut rules = Vec::new();
@@ -454,7 +464,9 @@ impl Walker {
             compiled.arguments = self.arguments_schema(schema, &aptr);
             model.arguments = Some(schema.clone());
         }
-        for (key, message_key) in [("require", "on_deny"), ("deny_if", "on_deny"), ("approve_if", "reason")] {
+        for (key, message_key) in
+            [("require", "on_deny"), ("deny_if", "on_deny"), ("approve_if", "reason")]
+        {
             let Some(list) = map.get(key) else { continue };
             let lptr = join(ptr, key);
             let Some(items) = self.array(list, &lptr, "checks") else { continue };
@@ -469,7 +481,9 @@ impl Walker {
                     ("approve_if", Some(n)) => format!("approval required by check `{n}`"),
                     ("approve_if", None) => format!("approval required by `{cptr}`"),
                     ("require", Some(n)) => format!("the call does not meet requirement `{n}`"),
-                    ("require", None) => format!("the call does not meet the requirement at `{cptr}`"),
+                    ("require", None) => {
+                        format!("the call does not meet the requirement at `{cptr}`")
+                    }
                     (_, Some(n)) => format!("denied by check `{n}`"),
                     (_, None) => format!("denied by `{cptr}`"),
                 };
@@ -594,10 +608,7 @@ impl Walker {
             None => None,
         };
         let ((text, path), op, test) = (path?, op?, test?);
-        Some((
-            Condition { path: text, op, value: value.cloned() },
-            cond::Condition { path, test },
-        ))
+        Some((Condition { path: text, op, value: value.cloned() }, cond::Condition { path, test }))
     }
 
     /// Compiles the operand of `op`, checking its type.
@@ -734,17 +745,21 @@ impl Walker {
             }
             None => None,
         };
-        let max = map.get("max").and_then(|m| self.integer(m, &join(ptr, "max"), "`max`", 1, MAX_LIMIT));
+        let max =
+            map.get("max").and_then(|m| self.integer(m, &join(ptr, "max"), "`max`", 1, MAX_LIMIT));
         let scope = match map.get("scope") {
-            Some(s) => self.choice(s, &join(ptr, "scope"), "scope", SCOPES).map(|s| match s.as_str() {
-                "session" => Scope::Session,
-                "global" => Scope::Global,
-                _ => Scope::Grant,
-            }),
+            Some(s) => {
+                self.choice(s, &join(ptr, "scope"), "scope", SCOPES).map(|s| match s.as_str() {
+                    "session" => Scope::Session,
+                    "global" => Scope::Global,
+                    _ => Scope::Grant,
+                })
+            }
             None => Some(Scope::Grant),
         };
         let iptr = join(ptr, "increment");
-        let increment = map.get("increment").and_then(|i| self.integer(i, &iptr, "`increment`", 1, MAX_LIMIT));
+        let increment =
+            map.get("increment").and_then(|i| self.integer(i, &iptr, "`increment`", 1, MAX_LIMIT));
         if let (Some(inc), Some(max)) = (increment, max) {
             if inc > max {
                 self.problem(
@@ -785,7 +800,11 @@ impl Walker {
                     diffs.push(format!("`window` {}s here, {w}s there", window.seconds()));
                 }
                 if *s != scope {
-                    diffs.push(format!("`scope` `{}` here, `{}` there", scope.as_str(), s.as_str()));
+                    diffs.push(format!(
+                        "`scope` `{}` here, `{}` there",
+                        scope.as_str(),
+                        s.as_str()
+                    ));
                 }
                 if *sl != sliding {
                     diffs.push(format!("`sliding` {sliding} here, {sl} there"));

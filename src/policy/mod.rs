@@ -219,7 +219,8 @@ fn strip_null(v: &mut serde_json::Value) {
         }
         if let Some(Value::Array(alternatives)) = map.get("anyOf") {
             if alternatives.len() == 2 && alternatives.contains(&null) {
-                let kept: Vec<Value> = alternatives.iter().filter(|a| **a != null).cloned().collect();
+                let kept: Vec<Value> =
+                    alternatives.iter().filter(|a| **a != null).cloned().collect();
                 map.remove("anyOf");
                 for alt in kept {
                     if let Value::Object(alt) = alt {

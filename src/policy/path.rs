@@ -73,9 +73,8 @@ pub(crate) fn parse(text: &str) -> Result<Path, String> {
             ));
         }
     };
-    let segments = tokens
-        .map(|t| Segment { index: array_index(&t), key: t.into_boxed_str() })
-        .collect();
+    let segments =
+        tokens.map(|t| Segment { index: array_index(&t), key: t.into_boxed_str() }).collect();
     Ok(Path { root, segments, text: text.into() })
 }
 
@@ -83,7 +82,8 @@ const ROOTS: &[&str] = &["tool", "args", "context", "grant", "session"];
 
 /// `Some(n)` when `token` is a non-negative integer written without leading zeros.
 fn array_index(token: &str) -> Option<usize> {
-    let valid = token.bytes().all(|b| b.is_ascii_digit()) && (token == "0" || !token.starts_with('0'));
+    let valid =
+        token.bytes().all(|b| b.is_ascii_digit()) && (token == "0" || !token.starts_with('0'));
     if valid { token.parse().ok() } else { None }
 }
 

@@ -428,7 +428,8 @@ mod tests {
 
     #[test]
     fn reads_like_serde_json() {
-        let text = r#"{"a": [1, -2, 3.5, 1e2, true, false, null, "x\u00e9\ud83d\ude00\n"], "b": {}}"#;
+        let text =
+            r#"{"a": [1, -2, 3.5, 1e2, true, false, null, "x\u00e9\ud83d\ude00\n"], "b": {}}"#;
         let read = read(text, false);
         assert!(read.problems.is_empty());
         assert_eq!(read.value.unwrap(), serde_json::from_str::<Value>(text).unwrap());
