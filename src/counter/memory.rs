@@ -177,16 +177,18 @@ fn encode(key: &CounterKey<'_>) -> Box<[u8]> {
 /// Whether an encoded key is `key`, without allocating.
 fn same_key(encoded: &[u8], key: &CounterKey<'_>) -> bool {
     let (tag, grant, session) = parts(key);
-    let mut rest = encoded;
-    for part in
-        [&[tag][..], key.counter.as_bytes(), &[SEP], grant.as_bytes(), &[SEP], session.as_bytes()]
-    {
-        match rest.strip_prefix(part) {
-            Some(r) => rest = r,
-            None => return false,
-        }
+    let (c, g) = (key.counter.as_bytes(), grant.as_bytes());
+    // The length and the tag reject almost every other key before any bytes are compared.
+    if encoded.len() != 3 + c.len() + g.len() + session.len() || encoded.first() != Some(&tag) {
+        return false;
     }
-    rest.is_empty()
+    let g_at = 2 + c.len();
+    let s_at = g_at + 1 + g.len();
+    encoded.get(1..1 + c.len()) == Some(c)
+        && encoded.get(g_at..g_at + g.len()) == Some(g)
+        && encoded.get(s_at..) == Some(session.as_bytes())
+        && encoded.get(g_at - 1) == Some(&SEP)
+        && encoded.get(s_at - 1) == Some(&SEP)
 }
 
 impl Shard {
@@ -216,40 +218,91 @@ impl Entry {
     }
 }
 
+/// `Some(wait)` when `req` cannot be admitted, counting `earlier` units that earlier requests of
+/// the batch add to the same counter.
+fn refusal(
+    entry: Option<&Entry>,
+    now: Timestamp,
+    req: &ChargeRequest<'_>,
+    earlier: u64,
+) -> Option<Duration> {
+    let stored = entry.map_or(0, |e| e.count(now, req));
+    let total = stored.saturating_add(earlier).saturating_add(req.units);
+    if total <= req.max {
+        return None;
+    }
+    let excess = total - req.max;
+    Some(match entry.filter(|e| e.matches(req)) {
+        Some(e) if excess <= stored => e.state.retry_after(now, req.window.seconds, excess),
+        // The batch alone is over the limit: the units can never be admitted.
+        _ => Duration::MAX,
+    })
+}
+
+impl Shard {
+    /// Charges `req`, creating its counter if needed.
+    fn apply(&mut self, hash: u64, now: Timestamp, req: &ChargeRequest<'_>) {
+        match self.find_mut(hash, &req.key) {
+            Some(e) => {
+                if !e.matches(req) {
+                    e.window_seconds = req.window.seconds;
+                    e.state = WindowState::new(now, req.window.seconds, req.window.sliding);
+                }
+                e.state.add(now, req.window.seconds, req.units);
+            }
+            None => {
+                if self.table.len() >= self.sweep_at {
+                    self.sweep(now);
+                }
+                let mut state = WindowState::new(now, req.window.seconds, req.window.sliding);
+                state.add(now, req.window.seconds, req.units);
+                let entry = Entry {
+                    hash,
+                    key: encode(&req.key),
+                    window_seconds: req.window.seconds,
+                    state,
+                };
+                self.table.insert_unique(hash, entry, |e| e.hash);
+            }
+        }
+    }
+}
+
 impl CounterStore for MemoryStore {
     fn charge(
         &self,
         now: Timestamp,
         batch: &[ChargeRequest<'_>],
     ) -> Result<ChargeOutcome, StoreError> {
+        // One counter (the common case): one lock, no bookkeeping.
+        if let [req] = batch {
+            let hash = self.hash(&req.key);
+            let shard =
+                self.shards.get(self.shard_of(hash)).ok_or_else(|| StoreError::new("no shard"))?;
+            let mut shard = shard.0.lock();
+            if let Some(retry_after) = refusal(shard.find(hash, &req.key), now, req, 0) {
+                return Ok(ChargeOutcome::Refused { index: 0, retry_after });
+            }
+            shard.apply(hash, now, req);
+            return Ok(ChargeOutcome::Admitted { at: now });
+        }
+
         let hashes: SmallVec<[u64; 8]> = batch.iter().map(|r| self.hash(&r.key)).collect();
         let (mut guards, slots) = self.lock(&hashes);
 
-        // Check every request, counting what earlier requests of the batch add to the same
-        // counter, before charging anything.
+        // Check every request before charging anything.
         let mut refused: Option<(usize, Duration)> = None;
         for (j, req) in batch.iter().enumerate() {
             let (hash, slot) =
                 (hashes.get(j).copied().unwrap_or(0), slots.get(j).copied().unwrap_or(0));
             let shard = guards.get(slot).ok_or_else(|| StoreError::new("shard lock missing"))?;
-            let entry = shard.find(hash, &req.key);
-            let stored = entry.map_or(0, |e| e.count(now, req));
             let earlier: u64 = batch
                 .iter()
                 .take(j)
                 .filter(|r| r.key == req.key)
                 .map(|r| r.units)
                 .fold(0, u64::saturating_add);
-            let total = stored.saturating_add(earlier).saturating_add(req.units);
-            if total > req.max {
-                let excess = total - req.max;
-                let wait = match entry.filter(|e| e.matches(req)) {
-                    Some(e) if excess <= stored => {
-                        e.state.retry_after(now, req.window.seconds, excess)
-                    }
-                    // The batch alone is over the limit: the units can never be admitted.
-                    _ => Duration::MAX,
-                };
+            if let Some(wait) = refusal(shard.find(hash, &req.key), now, req, earlier) {
                 refused = Some(match refused {
                     None => (j, wait),
                     Some((first, w)) => (first, w.max(wait)),
@@ -259,38 +312,12 @@ impl CounterStore for MemoryStore {
         if let Some((index, retry_after)) = refused {
             return Ok(ChargeOutcome::Refused { index, retry_after });
         }
-
         for (j, req) in batch.iter().enumerate() {
             let (hash, slot) =
                 (hashes.get(j).copied().unwrap_or(0), slots.get(j).copied().unwrap_or(0));
             let shard =
                 guards.get_mut(slot).ok_or_else(|| StoreError::new("shard lock missing"))?;
-            match shard.find_mut(hash, &req.key) {
-                Some(e) => {
-                    if !e.matches(req) {
-                        e.window_seconds = req.window.seconds;
-                        e.state = WindowState::new(now, req.window.seconds, req.window.sliding);
-                    }
-                    e.state.add(now, req.window.seconds, req.units);
-                }
-                None => {
-                    if shard.table.len() >= shard.sweep_at {
-                        shard.sweep(now);
-                    }
-                    let mut state = WindowState::new(now, req.window.seconds, req.window.sliding);
-                    state.add(now, req.window.seconds, req.units);
-                    shard.table.insert_unique(
-                        hash,
-                        Entry {
-                            hash,
-                            key: encode(&req.key),
-                            window_seconds: req.window.seconds,
-                            state,
-                        },
-                        |e| e.hash,
-                    );
-                }
-            }
+            shard.apply(hash, now, req);
         }
         Ok(ChargeOutcome::Admitted { at: now })
     }

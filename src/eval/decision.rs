@@ -113,7 +113,7 @@ pub(crate) struct Charge<'a> {
 ///         "decision": "deny",
 ///         "tool": "drop_database",
 ///         "rule": "/default",
-///         "message": "tool `drop_database` is not allowed by this policy"
+///         "message": "no rule allows this tool and the default is deny"
 ///     })
 /// );
 /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -124,14 +124,25 @@ pub struct Decision<'a> {
     pub(crate) tool: &'a str,
     pub(crate) rule: RuleRef<'a>,
     pub(crate) message: Text,
-    pub(crate) retry_after: Option<Duration>,
-    pub(crate) approval_key: Option<String>,
-    pub(crate) charge: Option<Charge<'a>>,
+    pub(crate) extra: Extra<'a>,
+}
+
+/// What only some kinds of decision carry.
+#[derive(Debug, Clone, Default)]
+pub(crate) enum Extra<'a> {
+    #[default]
+    None,
+    /// On `limit`.
+    RetryAfter(Duration),
+    /// On `approve`.
+    Approval(String),
+    /// On `allow`, when counters were charged.
+    Charge(Charge<'a>),
 }
 
 impl<'a> Decision<'a> {
     pub(crate) fn new(kind: DecisionKind, tool: &'a str, rule: RuleRef<'a>, message: Text) -> Self {
-        Decision { kind, tool, rule, message, retry_after: None, approval_key: None, charge: None }
+        Decision { kind, tool, rule, message, extra: Extra::None }
     }
 
     /// Allow, deny, limit or approve.
@@ -162,7 +173,10 @@ impl<'a> Decision<'a> {
 
     /// On `limit`: how long until the call would be admitted.
     pub fn retry_after(&self) -> Option<Duration> {
-        self.retry_after
+        match self.extra {
+            Extra::RetryAfter(d) => Some(d),
+            _ => None,
+        }
     }
 
     /// On `approve`: the key to pass back (with [`ToolCall::with_approval_key`]) once a human has
@@ -170,14 +184,17 @@ impl<'a> Decision<'a> {
     ///
     /// [`ToolCall::with_approval_key`]: crate::ToolCall::with_approval_key
     pub fn approval_key(&self) -> Option<&str> {
-        self.approval_key.as_deref()
+        match &self.extra {
+            Extra::Approval(k) => Some(k),
+            _ => None,
+        }
     }
 
     /// Whether this allowed decision charged counters that [`rollback`] can return.
     ///
     /// [`rollback`]: crate::Evaluator::rollback
     pub fn has_charge(&self) -> bool {
-        self.charge.is_some()
+        matches!(self.extra, Extra::Charge(_))
     }
 
     /// The text an MCP client should see in the `isError` tool result of a call that was not
@@ -203,7 +220,7 @@ impl<'a> Decision<'a> {
                  the goal."
             )),
             DecisionKind::Limit => {
-                let secs = self.retry_after.map_or(0.0, |d| d.as_secs_f64());
+                let secs = self.retry_after().map_or(0.0, |d| d.as_secs_f64());
                 Some(format!(
                     "Rate limited by policy: {message}. Retry after {} seconds.",
                     format_seconds(secs)
@@ -227,17 +244,14 @@ impl<'a> Decision<'a> {
         if let Some(r) = self.retry_after_seconds() {
             map.insert("retry_after".into(), r.into());
         }
-        if let Some(k) = &self.approval_key {
-            map.insert("approval_key".into(), k.as_str().into());
+        if let Some(k) = self.approval_key() {
+            map.insert("approval_key".into(), k.into());
         }
         serde_json::Value::Object(map)
     }
 
     fn retry_after_seconds(&self) -> Option<f64> {
-        if self.kind != DecisionKind::Limit {
-            return None;
-        }
-        self.retry_after.map(|d| {
+        self.retry_after().map(|d| {
             // Millisecond precision keeps the JSON readable and exact enough to act on.
             (d.as_secs_f64() * 1000.0).ceil() / 1000.0
         })
@@ -253,7 +267,7 @@ fn format_seconds(s: f64) -> String {
 impl Serialize for Decision<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let retry = self.retry_after_seconds();
-        let n = 4 + usize::from(retry.is_some()) + usize::from(self.approval_key.is_some());
+        let n = 4 + usize::from(retry.is_some()) + usize::from(self.approval_key().is_some());
         let mut map = serializer.serialize_map(Some(n))?;
         map.serialize_entry("decision", self.kind.as_str())?;
         map.serialize_entry("tool", self.tool)?;
@@ -262,7 +276,7 @@ impl Serialize for Decision<'_> {
         if let Some(r) = retry {
             map.serialize_entry("retry_after", &r)?;
         }
-        if let Some(k) = &self.approval_key {
+        if let Some(k) = self.approval_key() {
             map.serialize_entry("approval_key", k)?;
         }
         map.end()

@@ -11,7 +11,7 @@ use smallvec::SmallVec;
 use super::approval::{self, Approvals, Pending};
 use super::call::ToolCall;
 use super::condition::{Found, Truth, resolve};
-use super::decision::{Charge, Decision, DecisionKind, RuleRef, Text};
+use super::decision::{Charge, Decision, DecisionKind, Extra, RuleRef, Text};
 use crate::counter::{
     AsyncCounterStore, ChargeOutcome, ChargeRequest, Clock, CounterKey, CounterStore, MemoryStore,
     ScopeKey, StoreError, SystemClock, Timestamp, WindowSpec,
@@ -208,17 +208,26 @@ impl<S> Evaluator<S> {
     }
 
     /// Steps 1 to 7 of the evaluation order, up to (not including) the counter store.
-    fn prepare<'p, 'a: 'p>(&self, installed: &'p Installed, call: &ToolCall<'a>) -> Step<'p, 'a> {
+    ///
+    /// Returns the decision when one of them decides; otherwise fills `plan` with the counters
+    /// to charge and returns `None`. The plan lives in the caller's frame, so that nothing
+    /// large is moved on the hot path.
+    fn prepare<'p, 'a: 'p>(
+        &self,
+        installed: &'p Installed,
+        call: &ToolCall<'a>,
+        plan: &mut Plan<'p, 'a>,
+    ) -> Option<Decision<'a>> {
         let policy = installed.policy.compiled();
         let tool = call.tool();
 
         // A malformed call is denied before anything else.
         if let Some(d) = malformed(call) {
-            return Step::Done(d);
+            return Some(d);
         }
         // 1. hide
         if let Some(i) = policy.hidden_by(tool) {
-            return Step::Done(Decision::new(
+            return Some(Decision::new(
                 DecisionKind::Deny,
                 tool,
                 RuleRef::Hide(i),
@@ -232,7 +241,7 @@ impl<S> Evaluator<S> {
                 (&policy.default_rule, RuleRef::Static("/default"))
             }
             None => {
-                return Step::Done(Decision::new(
+                return Some(Decision::new(
                     DecisionKind::Deny,
                     tool,
                     RuleRef::Static("/default"),
@@ -256,7 +265,7 @@ impl<S> Evaluator<S> {
                         }
                         None => "the arguments do not match the tool's schema".to_owned(),
                     };
-                    return Step::Done(Decision::new(
+                    return Some(Decision::new(
                         DecisionKind::Deny,
                         tool,
                         RuleRef::Shared(args.pointer.clone()),
@@ -268,18 +277,17 @@ impl<S> Evaluator<S> {
         // 4. require: holds only when true.
         for r in rules.clone() {
             if let Some(c) = r.require.iter().find(|c| truth(c, call) != Truth::True) {
-                return Step::Done(deny_by(tool, c));
+                return Some(deny_by(tool, c));
             }
         }
         // 5. deny_if: fires on true or unknown.
         for r in rules.clone() {
             if let Some(c) = r.deny_if.iter().find(|c| truth(c, call) != Truth::False) {
-                return Step::Done(deny_by(tool, c));
+                return Some(deny_by(tool, c));
             }
         }
         // 6. approve_if: fires on true or unknown, unless the call carries its approval.
         let mut now: Option<Timestamp> = None;
-        let mut approval: Option<(&'a str, Pending)> = None;
         let firing = rules
             .clone()
             .find_map(|r| r.approve_if.iter().find(|c| truth(c, call) != Truth::False));
@@ -289,9 +297,9 @@ impl<S> Evaluator<S> {
             let digest = installed.policy.digest();
             match call.approval_key() {
                 Some(key) => match self.approvals.take(key, call, digest, t) {
-                    Some(p) => approval = Some((key, p)),
+                    Some(p) => plan.approval = Some((key, p)),
                     None => {
-                        return Step::Done(Decision::new(
+                        return Some(Decision::new(
                             DecisionKind::Deny,
                             tool,
                             RuleRef::Shared(check.pointer.clone()),
@@ -310,23 +318,24 @@ impl<S> Evaluator<S> {
                         RuleRef::Shared(check.pointer.clone()),
                         Text::Shared(check.message.clone()),
                     );
-                    d.approval_key = Some(self.approvals.issue(call, digest, t));
-                    return Step::Done(d);
+                    d.extra = Extra::Approval(self.approvals.issue(call, digest, t));
+                    return Some(d);
                 }
             }
         }
 
         // 7. limits: the units of every limit first, then one atomic charge.
         let limit_ids = rules.flat_map(|r| r.limits.iter().copied());
-        let mut requests: SmallVec<[ChargeRequest<'p>; 4]> = SmallVec::new();
-        let mut entries: SmallVec<[(u32, u64); 4]> = SmallVec::new();
         for id in limit_ids {
             let Some(limit) = policy.limits.get(id as usize) else { continue };
             let units = match units_of(limit, call) {
                 Ok(u) => u,
-                Err(d) => return Step::Done(d.into_decision(tool, approval, &self.approvals)),
+                Err(d) => {
+                    return Some(d.into_decision(tool, plan.approval.take(), &self.approvals));
+                }
             };
-            let earlier: u64 = requests
+            let earlier: u64 = plan
+                .requests
                 .iter()
                 .filter(|r| r.key.counter == &*limit.counter)
                 .map(|r| r.units)
@@ -344,82 +353,89 @@ impl<S> Evaluator<S> {
                     limit.max
                 );
                 let d = Refusal::Deny(RuleRef::Shared(limit.pointer.clone()), Text::Owned(message));
-                return Step::Done(d.into_decision(tool, approval, &self.approvals));
+                return Some(d.into_decision(tool, plan.approval.take(), &self.approvals));
             }
-            requests.push(ChargeRequest {
+            plan.requests.push(ChargeRequest {
                 key: CounterKey { counter: &limit.counter, scope: scope_key(limit.scope, call) },
                 window: WindowSpec { seconds: limit.window_seconds, sliding: limit.sliding },
                 max: limit.max,
                 units,
             });
-            entries.push((id, units));
+            plan.ids.push(id);
         }
-        let allow = Decision::new(DecisionKind::Allow, tool, rule_ref, Text::Static("allowed"));
-        if requests.is_empty() {
-            return Step::Done(allow);
+        if plan.requests.is_empty() {
+            return Some(Decision::new(
+                DecisionKind::Allow,
+                tool,
+                rule_ref,
+                Text::Static("allowed"),
+            ));
         }
-        Step::Charge(Plan {
-            policy,
-            generation: installed.generation,
-            now: now.unwrap_or_else(|| self.clock.now()),
-            requests,
-            entries,
-            allow,
-            approval,
-        })
+        plan.policy = Some(policy);
+        plan.generation = installed.generation;
+        plan.now = now.unwrap_or_else(|| self.clock.now());
+        plan.rule = Some(rule_ref);
+        None
     }
 
     /// Turns the store's answer into the decision.
     fn finish<'a>(
         &self,
-        plan: Plan<'_, 'a>,
+        plan: &mut Plan<'_, 'a>,
         outcome: Result<ChargeOutcome, StoreError>,
         call: &ToolCall<'a>,
     ) -> Decision<'a> {
-        let Plan { policy, generation, requests, entries, mut allow, approval, .. } = plan;
-        let first_limit =
-            |i: usize| entries.get(i).and_then(|(id, _)| policy.limits.get(*id as usize));
+        let tool = call.tool();
+        let limit_at = |i: usize| {
+            let id = plan.ids.get(i)?;
+            plan.policy?.limits.get(*id as usize)
+        };
         let refusal = match outcome {
             Ok(ChargeOutcome::Admitted { at }) => {
-                allow.charge = Some(Charge {
-                    generation,
+                let rule = plan.rule.take().unwrap_or(RuleRef::Static(""));
+                let mut allow =
+                    Decision::new(DecisionKind::Allow, tool, rule, Text::Static("allowed"));
+                allow.extra = Extra::Charge(Charge {
+                    generation: plan.generation,
                     at,
                     grant: call.grant(),
                     session: call.session(),
-                    entries,
+                    entries: plan
+                        .ids
+                        .iter()
+                        .copied()
+                        .zip(plan.requests.iter().map(|r| r.units))
+                        .collect(),
                 });
                 return allow;
             }
-            Ok(ChargeOutcome::Refused { index, retry_after }) => {
-                let Some(limit) = first_limit(index) else {
-                    return Refusal::Deny(
-                        RuleRef::Static(""),
-                        Text::Static("counter store refused an unknown limit"),
-                    )
-                    .into_decision(allow.tool, approval, &self.approvals);
-                };
-                let message = format!(
-                    "limit reached: counter `{}` admits {} per {} {}",
-                    limit.counter,
-                    limit.max,
-                    window_words(limit.window_seconds),
-                    scope_words(limit.scope)
-                );
-                Refusal::Limit(RuleRef::Shared(limit.pointer.clone()), message, retry_after)
-            }
-            Err(e) => {
-                let rule = first_limit(0)
-                    .map_or(RuleRef::Static(""), |l| RuleRef::Shared(l.pointer.clone()));
-                if self.fail_open {
-                    allow.message = Text::Owned(format!("allowed uncounted: {e} (fail-open)"));
-                    allow.rule = rule;
-                    return allow;
+            Ok(ChargeOutcome::Refused { index, retry_after }) => match limit_at(index) {
+                Some(limit) => {
+                    let message = format!(
+                        "limit reached: counter `{}` admits {} per {} {}",
+                        limit.counter,
+                        limit.max,
+                        window_words(limit.window_seconds),
+                        scope_words(limit.scope)
+                    );
+                    Refusal::Limit(RuleRef::Shared(limit.pointer.clone()), message, retry_after)
                 }
-                let _ = requests;
+                None => Refusal::Deny(
+                    RuleRef::Static(""),
+                    Text::Static("the counter store refused a limit this call does not have"),
+                ),
+            },
+            Err(e) => {
+                let rule =
+                    limit_at(0).map_or(RuleRef::Static(""), |l| RuleRef::Shared(l.pointer.clone()));
+                if self.fail_open {
+                    let message = Text::Owned(format!("allowed uncounted: {e} (fail-open)"));
+                    return Decision::new(DecisionKind::Allow, tool, rule, message);
+                }
                 Refusal::Deny(rule, Text::Owned(format!("{e}; the call is denied (fail-closed)")))
             }
         };
-        refusal.into_decision(allow.tool, approval, &self.approvals)
+        refusal.into_decision(tool, plan.approval.take(), &self.approvals)
     }
 
     /// The charge requests of an allowed decision, rebuilt for a rollback.
@@ -477,13 +493,12 @@ impl<S: CounterStore> Evaluator<S> {
     /// ```
     pub fn evaluate<'a>(&self, call: &ToolCall<'a>) -> Decision<'a> {
         let installed = self.current.load();
-        match self.prepare(&installed, call) {
-            Step::Done(d) => d,
-            Step::Charge(plan) => {
-                let outcome = self.store.charge(plan.now, &plan.requests);
-                self.finish(plan, outcome, call)
-            }
+        let mut plan = Plan::new();
+        if let Some(d) = self.prepare(&installed, call, &mut plan) {
+            return d;
         }
+        let outcome = self.store.charge(plan.now, &plan.requests);
+        self.finish(&mut plan, outcome, call)
     }
 
     /// Returns the units an allowed decision charged, for a call whose upstream tool call never
@@ -503,7 +518,7 @@ impl<S: CounterStore> Evaluator<S> {
     /// # Ok::<(), mcp_policy::PolicyError>(())
     /// ```
     pub fn rollback(&self, decision: &mut Decision<'_>) -> Result<(), RollbackError> {
-        let Some(charge) = decision.charge.take() else { return Ok(()) };
+        let Extra::Charge(charge) = std::mem::take(&mut decision.extra) else { return Ok(()) };
         let installed = self.current.load();
         let requests = self.refund_plan(&installed, &charge)?;
         self.store.refund(self.clock.now(), charge.at, &requests)?;
@@ -526,18 +541,17 @@ impl<S: AsyncCounterStore> Evaluator<S> {
     /// ```
     pub async fn evaluate_async<'a>(&self, call: &ToolCall<'a>) -> Decision<'a> {
         let installed = self.current.load_full();
-        match self.prepare(&installed, call) {
-            Step::Done(d) => d,
-            Step::Charge(plan) => {
-                let outcome = self.store.charge_async(plan.now, &plan.requests).await;
-                self.finish(plan, outcome, call)
-            }
+        let mut plan = Plan::new();
+        if let Some(d) = self.prepare(&installed, call, &mut plan) {
+            return d;
         }
+        let outcome = self.store.charge_async(plan.now, &plan.requests).await;
+        self.finish(&mut plan, outcome, call)
     }
 
     /// [`rollback`](Evaluator::rollback) for stores that do I/O.
     pub async fn rollback_async(&self, decision: &mut Decision<'_>) -> Result<(), RollbackError> {
-        let Some(charge) = decision.charge.take() else { return Ok(()) };
+        let Extra::Charge(charge) = std::mem::take(&mut decision.extra) else { return Ok(()) };
         let installed = self.current.load_full();
         let requests = self.refund_plan(&installed, &charge)?;
         self.store.refund_async(self.clock.now(), charge.at, &requests).await?;
@@ -545,21 +559,32 @@ impl<S: AsyncCounterStore> Evaluator<S> {
     }
 }
 
-/// Boxing the plan would allocate on every call with limits; it lives on the stack instead.
-#[allow(clippy::large_enum_variant)]
-enum Step<'p, 'a> {
-    Done(Decision<'a>),
-    Charge(Plan<'p, 'a>),
-}
-
+/// What step 7 charges: filled by `prepare`, read by `finish`.
 struct Plan<'p, 'a> {
-    policy: &'p Compiled,
+    policy: Option<&'p Compiled>,
     generation: u64,
     now: Timestamp,
     requests: SmallVec<[ChargeRequest<'p>; 4]>,
-    entries: SmallVec<[(u32, u64); 4]>,
-    allow: Decision<'a>,
+    /// The limit of each request, by index in the policy.
+    ids: SmallVec<[u32; 4]>,
+    /// The rule an allow decision names.
+    rule: Option<RuleRef<'a>>,
+    /// An approval taken at step 6, to put back if the call is refused.
     approval: Option<(&'a str, Pending)>,
+}
+
+impl Plan<'_, '_> {
+    fn new() -> Self {
+        Plan {
+            policy: None,
+            generation: 0,
+            now: Timestamp::EPOCH,
+            requests: SmallVec::new(),
+            ids: SmallVec::new(),
+            rule: None,
+            approval: None,
+        }
+    }
 }
 
 /// A call refused at or after the limits step, which must give back an approval it took.
@@ -582,7 +607,7 @@ impl<'a> Refusal<'a> {
             Refusal::Deny(rule, message) => Decision::new(DecisionKind::Deny, tool, rule, message),
             Refusal::Limit(rule, message, retry_after) => {
                 let mut d = Decision::new(DecisionKind::Limit, tool, rule, Text::Owned(message));
-                d.retry_after = Some(retry_after);
+                d.extra = Extra::RetryAfter(retry_after);
                 d
             }
         }

@@ -6,13 +6,14 @@ use hashbrown::HashMap;
 
 use super::model::{DefaultDecision, PolicyDocument, Scope};
 use super::path::Path;
-use super::pattern::Pattern;
+use super::pattern::{Pattern, PatternIndex};
 use crate::eval::condition::Condition;
 
 /// A policy compiled for evaluation: regexes and schemas built, tools indexed.
 pub(crate) struct Compiled {
     pub(crate) document: PolicyDocument,
-    pub(crate) digest: String,
+    /// The digest, computed at first use (it costs a full serialisation of the document).
+    pub(crate) digest: std::sync::OnceLock<String>,
     pub(crate) default: DefaultDecision,
     /// Exact `hide` entries, each with the index of its first occurrence.
     pub(crate) hide_exact: HashMap<Box<str>, usize>,
@@ -20,8 +21,8 @@ pub(crate) struct Compiled {
     pub(crate) hide_patterns: Vec<(Pattern, usize)>,
     /// Exact `tools` keys to their rule.
     pub(crate) exact: HashMap<Box<str>, usize>,
-    /// Pattern `tools` keys with their rule, most specific first.
-    pub(crate) patterns: Vec<(Pattern, usize)>,
+    /// Pattern `tools` keys with their rule.
+    pub(crate) patterns: PatternIndex,
     pub(crate) rules: Vec<CompiledRule>,
     pub(crate) all_tools: Option<CompiledRule>,
     /// The empty rule of `default: allow`.
@@ -47,6 +48,20 @@ pub(crate) struct CompiledRule {
     pub(crate) approve_if: Vec<CompiledCheck>,
     /// Indexes into [`Compiled::limits`].
     pub(crate) limits: Vec<u32>,
+}
+
+impl Compiled {
+    /// SHA-256 of the document's model in canonical JSON: spelling out a default
+    /// (`"scope": "grant"`), reordering keys or reformatting does not change it.
+    pub(crate) fn digest(&self) -> &str {
+        self.digest.get_or_init(|| match serde_json::to_value(&self.document) {
+            Ok(normal) => super::canonical::digest_hex(&normal),
+            // Serialising plain data cannot fail; hash the debug form rather than nothing.
+            Err(_) => super::canonical::hex(&<sha2::Sha256 as sha2::Digest>::digest(
+                format!("{:?}", self.document).as_bytes(),
+            )),
+        })
+    }
 }
 
 impl CompiledRule {

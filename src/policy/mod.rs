@@ -53,7 +53,7 @@ pub struct Policy {
 impl fmt::Debug for Policy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Policy")
-            .field("digest", &self.inner.digest)
+            .field("digest", &self.inner.digest())
             .field("tools", &self.inner.document.tools.len())
             .finish_non_exhaustive()
     }
@@ -112,7 +112,7 @@ impl Policy {
     /// # Ok::<(), mcp_policy::PolicyError>(())
     /// ```
     pub fn digest(&self) -> &str {
-        &self.inner.digest
+        self.inner.digest()
     }
 
     /// Whether `tool` matches a `hide` entry: it is left out of `tools/list` and denied.
@@ -198,7 +198,7 @@ impl Compiled {
     pub(crate) fn rule_for(&self, tool: &str) -> Option<&CompiledRule> {
         let index = match self.exact.get(tool) {
             Some(i) => *i,
-            None => self.patterns.iter().find(|(p, _)| p.matches(tool)).map(|(_, i)| *i)?,
+            None => self.patterns.find(tool)?,
         };
         self.rules.get(index)
     }

@@ -62,6 +62,84 @@ impl Pattern {
     }
 }
 
+/// Patterns indexed by their literal prefix (the text before the first `*`), so that finding the
+/// most specific pattern for a name only tries the patterns whose prefix the name starts with:
+/// the cost depends on the name's length, not on the number of patterns.
+#[derive(Debug, Default)]
+pub(crate) struct PatternIndex {
+    /// A byte trie of the prefixes; node 0 is the root (the empty prefix).
+    nodes: Vec<TrieNode>,
+    /// Each pattern with its payload (the index of its rule).
+    patterns: Vec<(Pattern, usize)>,
+}
+
+#[derive(Debug, Default)]
+struct TrieNode {
+    /// (byte, child node), sorted by byte.
+    children: Vec<(u8, u32)>,
+    /// The patterns whose prefix ends at this node.
+    here: Vec<u32>,
+}
+
+impl PatternIndex {
+    /// Indexes `patterns` (text, payload).
+    pub(crate) fn new<'a>(patterns: impl IntoIterator<Item = (&'a str, usize)>) -> Self {
+        let mut index = PatternIndex { nodes: vec![TrieNode::default()], patterns: Vec::new() };
+        for (text, payload) in patterns {
+            let prefix = text.split('*').next().unwrap_or("");
+            let mut node = 0usize;
+            for b in prefix.bytes() {
+                node = index.child_or_insert(node, b);
+            }
+            let id = u32::try_from(index.patterns.len()).unwrap_or(u32::MAX);
+            index.patterns.push((Pattern::new(text), payload));
+            if let Some(n) = index.nodes.get_mut(node) {
+                n.here.push(id);
+            }
+        }
+        index
+    }
+
+    fn child_or_insert(&mut self, node: usize, b: u8) -> usize {
+        let next = u32::try_from(self.nodes.len()).unwrap_or(u32::MAX);
+        let Some(n) = self.nodes.get_mut(node) else { return 0 };
+        match n.children.binary_search_by_key(&b, |(c, _)| *c) {
+            Ok(i) => n.children.get(i).map_or(0, |(_, child)| *child as usize),
+            Err(i) => {
+                n.children.insert(i, (b, next));
+                self.nodes.push(TrieNode::default());
+                next as usize
+            }
+        }
+    }
+
+    /// The payload of the most specific pattern matching `name`.
+    pub(crate) fn find(&self, name: &str) -> Option<usize> {
+        let mut best: Option<(usize, usize)> = None;
+        let mut consider = |node: &TrieNode| {
+            for id in &node.here {
+                if let Some((p, payload)) = self.patterns.get(*id as usize) {
+                    if best.is_none_or(|(s, _)| p.specificity() > s) && p.matches(name) {
+                        best = Some((p.specificity(), *payload));
+                    }
+                }
+            }
+        };
+        let mut node = self.nodes.first()?;
+        consider(node);
+        for b in name.bytes() {
+            let Ok(i) = node.children.binary_search_by_key(&b, |(c, _)| *c) else { break };
+            let Some(next) = node.children.get(i).and_then(|(_, n)| self.nodes.get(*n as usize))
+            else {
+                break;
+            };
+            node = next;
+            consider(node);
+        }
+        best.map(|(_, payload)| payload)
+    }
+}
+
 /// Number of non-`*` characters of a pattern.
 pub(crate) fn literal_chars(text: &str) -> usize {
     text.chars().filter(|c| *c != '*').count()
@@ -74,6 +152,13 @@ pub(crate) fn is_pattern(text: &str) -> bool {
 
 /// Whether the patterns `a` and `b` can both match one name; if so, the shortest such name.
 pub(crate) fn common_match(a: &str, b: &str) -> Option<String> {
+    // Fast rejection: the literal prefixes (before the first `*`) must agree, and so must the
+    // literal suffixes; most pairs of real patterns differ there.
+    let (pa, pb) = (a.split('*').next().unwrap_or(""), b.split('*').next().unwrap_or(""));
+    let (sa, sb) = (a.rsplit('*').next().unwrap_or(""), b.rsplit('*').next().unwrap_or(""));
+    if !(pa.starts_with(pb) || pb.starts_with(pa)) || !(sa.ends_with(sb) || sb.ends_with(sa)) {
+        return None;
+    }
     let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
     let (n, m) = (a.len(), b.len());
@@ -159,6 +244,26 @@ mod tests {
         assert!(m("**", "x"));
         assert!(m("a*b", "ab"));
         assert!(!m("ab*ba", "aba"));
+    }
+
+    #[test]
+    fn index_finds_the_most_specific_match() {
+        let index = PatternIndex::new([
+            ("*", 0),
+            ("list_*", 1),
+            ("list_secret*", 2),
+            ("*_run", 3),
+            ("l*s", 4),
+        ]);
+        assert_eq!(index.find("list_jobs"), Some(1));
+        assert_eq!(index.find("list_secrets"), Some(2));
+        assert_eq!(index.find("cancel_run"), Some(3));
+        assert_eq!(index.find("x"), Some(0));
+        assert_eq!(index.find(""), Some(0));
+        let none = PatternIndex::new([("a*", 0)]);
+        assert_eq!(none.find("b"), None);
+        assert_eq!(none.find("é"), None);
+        assert_eq!(none.find("a"), Some(0));
     }
 
     #[test]

@@ -1,0 +1,146 @@
+//! The evaluate() hot path, next to governor's keyed rate limiter.
+//!
+//! `cargo bench --bench evaluate`
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod support;
+
+use std::hint::black_box;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use mcp_policy::{Evaluator, ManualClock, Policy, Timestamp, ToolCall};
+use serde_json::json;
+
+fn evaluator(doc: &str) -> Evaluator {
+    Evaluator::new(Policy::from_json_str(doc).unwrap())
+}
+
+const HUGE: u64 = 1 << 53;
+
+fn single(c: &mut Criterion) {
+    let mut g = c.benchmark_group("evaluate");
+    let args = json!({"statement": "select * from sales where region = 'emea'", "limit": 100, "path": "/srv/data/report.csv"});
+
+    let deny = evaluator(r#"{"version": "1", "default": "deny", "tools": {"list_jobs": {}}}"#);
+    g.bench_function("deny_by_default", |b| {
+        let call = ToolCall::new("cancel_run").with_arguments(&args).with_grant("agent-1");
+        b.iter(|| black_box(deny.evaluate(black_box(&call))).kind())
+    });
+
+    let allow = evaluator(r#"{"version": "1", "default": "deny", "tools": {"execute_sql": {}}}"#);
+    g.bench_function("allow_no_limit", |b| {
+        let call = ToolCall::new("execute_sql").with_arguments(&args).with_grant("agent-1");
+        b.iter(|| black_box(allow.evaluate(black_box(&call))).kind())
+    });
+
+    let limited = evaluator(
+        &json!({"version": "1", "default": "deny", "tools": {"execute_sql": {
+        "limits": [{"counter": "sql", "window": "minute", "max": HUGE, "scope": "grant"}]}}})
+        .to_string(),
+    );
+    g.bench_function("allow_one_grant_limit", |b| {
+        let call = ToolCall::new("execute_sql").with_arguments(&args).with_grant("agent-1");
+        b.iter(|| black_box(limited.evaluate(black_box(&call))).kind())
+    });
+
+    let conditions = evaluator(
+        &json!({"version": "1", "default": "deny", "tools": {"execute_sql": {
+        "require": [{"conditions": [{"path": "grant", "op": "starts_with", "value": "agent-"}]}],
+        "deny_if": [{"conditions": [
+            {"path": "args.limit", "op": "gt", "value": 10000},
+            {"path": "args.statement", "op": "contains", "value": "; drop"}]}],
+        "limits": [{"counter": "sql", "window": "minute", "max": HUGE, "scope": "grant"}]}}})
+        .to_string(),
+    );
+    g.bench_function("allow_three_conditions_one_limit", |b| {
+        let call = ToolCall::new("execute_sql").with_arguments(&args).with_grant("agent-1");
+        b.iter(|| black_box(conditions.evaluate(black_box(&call))).kind())
+    });
+
+    let regex = evaluator(&json!({"version": "1", "default": "deny", "tools": {"execute_sql": {
+        "deny_if": [{"conditions": [{"path": "args.statement", "op": "regex", "value": "(?i)\\b(drop|truncate)\\b"}]}]}}}).to_string());
+    g.bench_function("allow_one_regex", |b| {
+        let call = ToolCall::new("execute_sql").with_arguments(&args).with_grant("agent-1");
+        b.iter(|| black_box(regex.evaluate(black_box(&call))).kind())
+    });
+
+    let schema = evaluator(
+        &json!({"version": "1", "default": "deny", "tools": {"execute_sql": {
+        "arguments": {"type": "object", "required": ["statement"], "properties": {
+            "statement": {"type": "string", "maxLength": 10000}, "limit": {"type": "integer"}}}}}})
+        .to_string(),
+    );
+    g.bench_function("allow_arguments_schema", |b| {
+        let call = ToolCall::new("execute_sql").with_arguments(&args).with_grant("agent-1");
+        b.iter(|| black_box(schema.evaluate(black_box(&call))).kind())
+    });
+
+    let big = evaluator(&support::many_tools(10_000));
+    g.bench_function("allow_no_limit_10000_tools_100_patterns", |b| {
+        let call = ToolCall::new("tool_05000").with_arguments(&args).with_grant("agent-1");
+        b.iter(|| black_box(big.evaluate(black_box(&call))).kind())
+    });
+    g.bench_function("allow_pattern_10000_tools_100_patterns", |b| {
+        let call = ToolCall::new("pattern_050_x").with_arguments(&args).with_grant("agent-1");
+        b.iter(|| black_box(big.evaluate(black_box(&call))).kind())
+    });
+    g.bench_function("deny_by_default_10000_tools_100_patterns", |b| {
+        let call = ToolCall::new("cancel_run").with_arguments(&args).with_grant("agent-1");
+        b.iter(|| black_box(big.evaluate(black_box(&call))).kind())
+    });
+
+    // The seed policy's limit being hit: the refused path.
+    let clock = Arc::new(ManualClock::new(Timestamp::from_unix_seconds(1_767_225_600.0)));
+    let seed = evaluator(include_str!("../examples/seed-policy.json")).with_clock(clock);
+    g.bench_function("limit_refused_seed_policy", |b| {
+        let call = ToolCall::new("cancel_run").with_arguments(&args).with_grant("agent-1");
+        b.iter(|| black_box(seed.evaluate(black_box(&call))).kind())
+    });
+    g.finish();
+
+    // governor's keyed rate limiter on the same key, in the same run.
+    let mut g = c.benchmark_group("governor");
+    let limiter = governor::RateLimiter::keyed(governor::Quota::per_second(NonZeroU32::MAX));
+    let key = "agent-1".to_owned();
+    g.bench_function("check_key", |b| {
+        b.iter(|| black_box(limiter.check_key(black_box(&key))).is_ok())
+    });
+    g.finish();
+}
+
+/// Throughput of one thread, then of two threads on distinct grants: same total work.
+fn scaling(c: &mut Criterion) {
+    let doc = json!({"version": "1", "default": "deny", "tools": {"execute_sql": {
+        "limits": [{"counter": "sql", "window": "minute", "max": HUGE, "scope": "grant"}]}}})
+    .to_string();
+    let e = evaluator(&doc);
+    let run = |threads: usize, per_thread: u64| -> Duration {
+        let start = Instant::now();
+        std::thread::scope(|s| {
+            for t in 0..threads {
+                let e = &e;
+                s.spawn(move || {
+                    let grant = format!("agent-{t}");
+                    let call = ToolCall::new("execute_sql").with_grant(&grant);
+                    for _ in 0..per_thread {
+                        black_box(e.evaluate(black_box(&call)).kind());
+                    }
+                });
+            }
+        });
+        start.elapsed()
+    };
+    let mut g = c.benchmark_group("scaling");
+    // Each iteration is one evaluation per thread: the time per iteration of the two-thread
+    // run over the one-thread run shows how well two cores share the work.
+    g.bench_function("one_thread_per_call", |b| b.iter_custom(|iters| run(1, iters)));
+    g.bench_function("two_threads_per_call_each", |b| b.iter_custom(|iters| run(2, iters)));
+    g.finish();
+}
+
+criterion_group!(benches, single, scaling);
+criterion_main!(benches);
