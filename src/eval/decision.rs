@@ -207,7 +207,7 @@ impl<'a> Decision<'a> {
     /// let decision = evaluator.evaluate(&ToolCall::new("drop_database"));
     /// assert_eq!(
     ///     decision.client_text().unwrap(),
-    ///     "Denied by policy: tool `drop_database` is not allowed by this policy. \
+    ///     "Denied by policy: no rule allows this tool and the default is deny. \
     ///      Do not retry this call; choose another way to reach the goal."
     /// );
     /// ```
