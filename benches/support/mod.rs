@@ -1,4 +1,5 @@
-//! Policies shared by the benchmarks.
+//! Policies shared by the benchmarks (each bench uses some of them).
+#![allow(dead_code, unreachable_pub, clippy::indexing_slicing)]
 
 use serde_json::{Value, json};
 
