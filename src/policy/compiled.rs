@@ -24,6 +24,8 @@ pub(crate) struct Compiled {
     /// Pattern `tools` keys with their rule.
     pub(crate) patterns: PatternIndex,
     pub(crate) rules: Vec<CompiledRule>,
+    /// The `tools` key of each rule.
+    pub(crate) rule_keys: Vec<Box<str>>,
     pub(crate) all_tools: Option<CompiledRule>,
     /// The empty rule of `default: allow`.
     pub(crate) default_rule: CompiledRule,

@@ -355,6 +355,7 @@ impl Walker {
 
         let mut tools = BTreeMap::new();
         let mut rules = Vec::new();
+        let mut rule_keys: Vec<Box<str>> = Vec::new();
         let mut exact = HashMap::new();
         let mut patterns: Vec<(Pattern, usize, String)> = Vec::new();
         match map.get("tools") {
@@ -383,6 +384,7 @@ impl Walker {
                     };
                     let index = rules.len();
                     rules.push(compiled);
+                    rule_keys.push(key.as_str().into());
                     if is_pattern {
                         patterns.push((Pattern::new(key), index, key.clone()));
                     } else {
@@ -417,6 +419,7 @@ impl Walker {
             exact,
             patterns: PatternIndex::new(patterns.iter().map(|(_, i, key)| (key.as_str(), *i))),
             rules,
+            rule_keys,
             all_tools: all_tools.map(|(_, c)| c),
             default_rule: CompiledRule::empty(RuleName::Pointer("/default".into())),
             limits: std::mem::take(&mut self.limits),

@@ -144,6 +144,26 @@ impl Policy {
             && (self.rule_for(tool).is_some() || self.inner.default == DefaultDecision::Allow)
     }
 
+    /// The `tools` key whose rule governs `tool` (the exact key, else the most specific
+    /// pattern), or `None` when only the default does. Hidden tools are not considered hidden
+    /// here: ask [`is_hidden`](Policy::is_hidden).
+    ///
+    /// ```
+    /// let policy: mcp_policy::Policy = r#"{"version": "1", "default": "deny",
+    ///     "tools": {"list_*": {}, "list_secrets": {}}}"#.parse()?;
+    /// assert_eq!(policy.rule_key("list_jobs"), Some("list_*"));
+    /// assert_eq!(policy.rule_key("list_secrets"), Some("list_secrets"));
+    /// assert_eq!(policy.rule_key("cancel_run"), None);
+    /// # Ok::<(), mcp_policy::PolicyError>(())
+    /// ```
+    pub fn rule_key(&self, tool: &str) -> Option<&str> {
+        let index = match self.inner.exact.get(tool) {
+            Some(i) => *i,
+            None => self.inner.patterns.find(tool)?,
+        };
+        self.inner.rule_keys.get(index).map(|k| &**k)
+    }
+
     /// The JSON Schema (2020-12) of the policy document, as published at
     /// `docs/policy.schema.json`.
     ///
@@ -201,6 +221,37 @@ impl Compiled {
             None => self.patterns.find(tool)?,
         };
         self.rules.get(index)
+    }
+}
+
+/// The 1-based line and column (in characters) of the value at `pointer` in the JSON `text`, or
+/// of its nearest ancestor present in the text: for tools that report their own findings about a
+/// policy (such as `mcp-policy validate --tools`) in the same form as load errors.
+///
+/// ```
+/// let text = "{\n  \"version\": \"1\",\n  \"tools\": { \"a\": {} }\n}";
+/// assert_eq!(mcp_policy::policy::locate(text, "/tools/a"), (3, 19));
+/// assert_eq!(mcp_policy::policy::locate(text, "/tools/b"), (3, 12));
+/// ```
+pub fn locate(text: &str, pointer: &str) -> (usize, usize) {
+    let spans = source::read(text, true).spans;
+    source::line_column(text, spans.value_offset(pointer))
+}
+
+/// Whether the tool pattern `pattern` (a `tools` key or `hide` entry: an exact name, or `*` for
+/// any run of characters) matches the tool name `tool`, case-sensitively and byte for byte.
+///
+/// ```
+/// use mcp_policy::policy::pattern_matches;
+/// assert!(pattern_matches("dbfs_*", "dbfs_delete"));
+/// assert!(pattern_matches("cancel_run", "cancel_run"));
+/// assert!(!pattern_matches("cancel_run", "Cancel_run"));
+/// ```
+pub fn pattern_matches(pattern: &str, tool: &str) -> bool {
+    if pattern::is_pattern(pattern) {
+        pattern::Pattern::new(pattern).matches(tool)
+    } else {
+        pattern == tool
     }
 }
 

@@ -212,7 +212,7 @@ pub struct Limit {
     #[schemars(range(min = 1, max = 9_007_199_254_740_992u64))]
     pub max: u64,
     /// Whose count: per grant (default), per session, or one count for everyone.
-    #[serde(default, skip_serializing_if = "is_default")]
+    #[serde(default)]
     pub scope: Scope,
     /// Units one call consumes (default 1, at most `max`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1,0 +1,119 @@
+//! `mcp-policy init`: a starter policy from a server's tool list.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use mcp_policy::model::{
+    ApprovalCheck, DefaultDecision, Limit, PolicyDocument, Rule, Scope, Window, WindowUnit,
+};
+
+use crate::classify::{Class, classify};
+use crate::tools;
+
+/// Calls a minute per grant for a write tool.
+const WRITES_PER_MINUTE: u64 = 30;
+/// Calls a minute per grant for an execute tool.
+const EXECUTIONS_PER_MINUTE: u64 = 10;
+
+pub(crate) fn run(
+    tools_path: &Path,
+    out: Option<&Path>,
+    approve_destructive: bool,
+) -> Result<u8, String> {
+    let tools = tools::read(tools_path)?;
+    let document = starter_policy(&tools, approve_destructive)?;
+    let mut text = serde_json::to_string_pretty(&document).map_err(|e| e.to_string())?;
+    text.push('\n');
+    // The output must load: check it before writing it anywhere.
+    if let Err(e) = mcp_policy::Policy::from_json_str(&text) {
+        return Err(format!("internal error: the starter policy does not load: {e}"));
+    }
+    match out {
+        Some(path) => std::fs::write(path, &text)
+            .map_err(|e| format!("cannot write `{}`: {e}", path.display()))?,
+        None => print!("{text}"),
+    }
+    Ok(0)
+}
+
+fn limit(tool: &str, max: u64) -> Limit {
+    Limit {
+        counter: format!("{tool}_rate"),
+        window: Window::Named(WindowUnit::Minute),
+        max,
+        scope: Scope::Grant,
+        increment: None,
+        increment_from: None,
+        sliding: false,
+    }
+}
+
+fn approval(reason: &str) -> ApprovalCheck {
+    ApprovalCheck { name: None, conditions: Vec::new(), reason: Some(reason.to_owned()) }
+}
+
+pub(crate) fn starter_policy(
+    tools: &[tools::Tool],
+    approve_destructive: bool,
+) -> Result<PolicyDocument, String> {
+    let mut rules = BTreeMap::new();
+    let mut hide = Vec::new();
+    let mut counts: BTreeMap<Class, usize> = BTreeMap::new();
+    for tool in tools {
+        let name = tool.name.as_str();
+        if name.is_empty() || name.contains('*') {
+            eprintln!("warning: skipping tool `{name}`: a policy cannot name it exactly");
+            continue;
+        }
+        if rules.contains_key(name) {
+            continue;
+        }
+        let (class, basis) = classify(tool);
+        *counts.entry(class).or_default() += 1;
+        let mut rule = Rule::default();
+        let note = match class {
+            Class::Read => "allowed".to_owned(),
+            Class::Write => {
+                rule.limits.push(limit(name, WRITES_PER_MINUTE));
+                format!("{WRITES_PER_MINUTE} calls a minute per grant")
+            }
+            Class::Execute => {
+                rule.limits.push(limit(name, EXECUTIONS_PER_MINUTE));
+                format!("{EXECUTIONS_PER_MINUTE} calls a minute per grant")
+            }
+            Class::Destructive => {
+                rule.approve_if.push(approval("destructive: a human approves every call"));
+                if approve_destructive {
+                    "a human approves every call".to_owned()
+                } else {
+                    hide.push(name.to_owned());
+                    "hidden; to allow it, remove it from `hide` (a human then approves every call)"
+                        .to_owned()
+                }
+            }
+            Class::Financial => {
+                rule.approve_if.push(approval("financial: a human approves every call"));
+                "a human approves every call".to_owned()
+            }
+        };
+        rule.description = Some(format!("{class} ({basis}): {note}"));
+        rules.insert(name.to_owned(), rule);
+    }
+    if rules.is_empty() {
+        return Err("the tool list has no tool a policy can name".to_owned());
+    }
+    let summary: Vec<String> = counts.iter().map(|(c, n)| format!("{n} {c}")).collect();
+    Ok(PolicyDocument {
+        schema: None,
+        version: "1".to_owned(),
+        default: DefaultDecision::Deny,
+        description: Some(format!(
+            "starter policy written by `mcp-policy init` for {} tools: {}",
+            rules.len(),
+            summary.join(", ")
+        )),
+        hide,
+        all_tools: None,
+        tools: rules,
+    })
+}

@@ -1,0 +1,67 @@
+//! Replaying calls against a policy under a manual clock, shared by `check` and `test`.
+
+use std::sync::Arc;
+
+use mcp_policy::{Decision, DecisionKind, Evaluator, ManualClock, Policy, Timestamp, ToolCall};
+use serde_json::Value;
+
+/// An evaluator whose clock only moves forward, as the calls say.
+pub(crate) struct Replay {
+    evaluator: Evaluator,
+    clock: Arc<ManualClock>,
+    last: Option<Timestamp>,
+    /// The time of a first call without `at`.
+    start: Timestamp,
+}
+
+impl Replay {
+    /// A replay of `policy` whose first call without `at` happens at `start`.
+    pub(crate) fn new(policy: Policy, start: Timestamp) -> Self {
+        let clock = Arc::new(ManualClock::new(start));
+        let evaluator = Evaluator::new(policy).with_clock(clock.clone());
+        Replay { evaluator, clock, last: None, start }
+    }
+
+    /// Decides `call` at `at` (the previous call's time when absent; never earlier than it) and
+    /// hands the decision to `then`. With `approved`, a call that needs approval is approved by
+    /// a human and decided again.
+    pub(crate) fn decide<R>(
+        &mut self,
+        call: &ToolCall<'_>,
+        at: Option<Timestamp>,
+        approved: bool,
+        then: impl FnOnce(&Decision<'_>) -> R,
+    ) -> R {
+        let previous = self.last.unwrap_or(self.start);
+        let now = match (at, self.last) {
+            (Some(t), Some(last)) => t.max(last),
+            (Some(t), None) => t,
+            (None, _) => previous,
+        };
+        self.last = Some(now);
+        self.clock.set(now);
+        let decision = self.evaluator.evaluate(call);
+        if approved
+            && decision.kind() == DecisionKind::Approve
+            && let Some(key) = decision.approval_key()
+        {
+            let with_key = call.with_approval_key(key);
+            return then(&self.evaluator.evaluate(&with_key));
+        }
+        then(&decision)
+    }
+}
+
+/// The `at` of a call: Unix seconds (a number) or an RFC 3339 string.
+pub(crate) fn parse_at(v: &Value) -> Result<Timestamp, String> {
+    match v {
+        Value::Number(n) => match n.as_f64() {
+            Some(s) if s >= 0.0 && s.is_finite() => Ok(Timestamp::from_unix_seconds(s)),
+            _ => Err(format!("`at` must be non-negative Unix seconds, found {n}")),
+        },
+        Value::String(s) => crate::time::parse_rfc3339(s).ok_or_else(|| {
+            format!("`at` must be Unix seconds or an RFC 3339 date-time, found `{s}`")
+        }),
+        other => Err(format!("`at` must be Unix seconds or an RFC 3339 date-time, found {other}")),
+    }
+}

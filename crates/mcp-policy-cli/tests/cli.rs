@@ -1,0 +1,487 @@
+//! The built `mcp-policy` binary, command by command: output, formats and exit codes.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::{Value, json};
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_mcp-policy"));
+    c.env("NO_COLOR", "1");
+    c
+}
+
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
+}
+
+fn example(name: &str) -> String {
+    examples().join(name).to_string_lossy().into_owned()
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().unwrap()
+}
+
+fn run_stdin(args: &[&str], input: &str) -> Output {
+    let mut child = bin()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8(o.stderr.clone()).unwrap()
+}
+
+/// A scratch directory for one test.
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("mcp-policy-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p.to_string_lossy().into_owned()
+}
+
+// ------------------------------------------------------------------------------- validate
+
+#[test]
+fn validate_accepts_every_example_policy() {
+    let policies = ["seed-policy.json", "databricks-policy.json", "spend-policy.json"].map(example);
+    let mut args = vec!["validate"];
+    args.extend(policies.iter().map(String::as_str));
+    let o = run(&args);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o).lines().filter(|l| l.contains(": valid (")).count(), 3, "{}", stdout(&o));
+}
+
+const BAD: &str = "{\"version\": \"1\",\n  \"default\": \"deny\",\n  \"tools\": {\n    \"cancel_run\": { \"limts\": [] },\n    \"x\": {\"limits\": [{\"counter\": \"c\", \"window\": \"minute\", \"max\": 0}]}\n  }\n}\n";
+
+#[test]
+fn validate_reports_every_error_with_the_source_line_and_a_caret() {
+    let dir = scratch("validate-text");
+    let bad = write(&dir, "bad.json", BAD);
+    let o = run(&["validate", &bad]);
+    assert_eq!(o.status.code(), Some(1));
+    let out = stdout(&o);
+    let expected = format!(
+        "{bad}:4:21: error: unknown key `limts` in a rule; did you mean `limits`? (at /tools/cancel_run/limts)\n\
+         4     \"cancel_run\": {{ \"limts\": [] }},\n{}^\n",
+        " ".repeat(22)
+    );
+    assert!(out.starts_with(&expected), "{out}\n---\n{expected}");
+    assert!(out.contains(&format!("{bad}:5:66: error: `max` must be a whole number from 1 to 2^53, found `0` (at /tools/x/limits/0/max)")), "{out}");
+    assert!(stderr(&o).contains("2 errors, 0 warnings"));
+}
+
+#[test]
+fn validate_json_is_an_array_of_findings() {
+    let dir = scratch("validate-json");
+    let bad = write(&dir, "bad.json", BAD);
+    let o = run(&["validate", "--format", "json", &bad, &example("seed-policy.json")]);
+    assert_eq!(o.status.code(), Some(1));
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let findings = v.as_array().unwrap();
+    assert_eq!(findings.len(), 2);
+    assert_eq!(findings[0]["file"], bad.as_str());
+    assert_eq!(findings[0]["line"], 4);
+    assert_eq!(findings[0]["column"], 21);
+    assert_eq!(findings[0]["pointer"], "/tools/cancel_run/limts");
+    assert_eq!(findings[0]["severity"], "error");
+    assert_eq!(findings[0]["kind"], "UnknownKey");
+    // A valid policy alone gives an empty array and exit 0.
+    let o = run(&["validate", "--format", "json", &example("seed-policy.json")]);
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(serde_json::from_str::<Value>(&stdout(&o)).unwrap(), json!([]));
+}
+
+#[test]
+fn validate_exit_2_on_unreadable_files_and_usage_errors() {
+    let o = run(&["validate", "/nonexistent/policy.json"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("cannot read `/nonexistent/policy.json`"), "{}", stderr(&o));
+    assert_eq!(run(&["validate"]).status.code(), Some(2));
+    assert_eq!(run(&["frobnicate"]).status.code(), Some(2));
+    assert_eq!(run(&["validate", "--format", "xml", "x.json"]).status.code(), Some(2));
+    let o = run(&["validate", &example("seed-policy.json"), "--tools", "/nonexistent/tools.json"]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn validate_with_tools_warns_of_rules_and_hide_entries_matching_no_tool() {
+    let dir = scratch("validate-tools");
+    let policy = write(
+        &dir,
+        "p.json",
+        r#"{
+  "version": "1",
+  "default": "deny",
+  "hide": ["delete_jobs", "dbfs_*"],
+  "tools": {
+    "cancel_runs": {},
+    "list_*": {},
+    "list_jobs": {},
+    "get_*": {}
+  }
+}"#,
+    );
+    let tools = example("databricks-tools.json");
+    let o = run(&["validate", &policy, "--tools", &tools]);
+    assert_eq!(o.status.code(), Some(0), "warnings alone pass");
+    let out = stdout(&o);
+    assert!(out.contains(&format!("{policy}:6:20: warning: rule `cancel_runs` matches no tool of the server; did you mean `cancel_run`? (at /tools/cancel_runs)")), "{out}");
+    assert!(out.contains("warning: hide entry `delete_jobs` matches no tool of the server; did you mean `delete_job`? (at /hide/0)"), "{out}");
+    assert!(!out.contains("`dbfs_*`"), "dbfs_* matches dbfs_put and dbfs_delete: {out}");
+    assert!(!out.contains("`list_*`") && !out.contains("`get_*`"), "{out}");
+    assert!(stderr(&o).contains("0 errors, 2 warnings"));
+    let o = run(&["validate", &policy, "--tools", &tools, "--deny-warnings"]);
+    assert_eq!(o.status.code(), Some(1));
+}
+
+#[test]
+fn validate_with_tools_warns_of_risky_tools_that_default_allow_leaves_unguarded() {
+    let dir = scratch("validate-unguarded");
+    let policy = write(
+        &dir,
+        "p.json",
+        r#"{"version": "1", "default": "allow", "hide": ["dbfs_delete"],
+        "tools": {"delete_job": {"approve_if": [{"conditions": []}]}}}"#,
+    );
+    let tools = write(
+        &dir,
+        "tools.json",
+        r#"[{"name": "delete_job"}, {"name": "delete_workspace_object"},
+        {"name": "dbfs_delete"}, {"name": "run_job"}, {"name": "list_jobs"},
+        {"name": "wipe", "annotations": {"readOnlyHint": true}}]"#,
+    );
+    let o = run(&["validate", "--format", "json", &policy, "--tools", &tools]);
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let messages: Vec<&str> =
+        v.as_array().unwrap().iter().map(|f| f["message"].as_str().unwrap()).collect();
+    assert_eq!(messages.len(), 2, "{messages:?}");
+    assert!(
+        messages[0].starts_with(
+            "tool `delete_workspace_object` is destructive (from its name) and has no rule"
+        ),
+        "{messages:?}"
+    );
+    assert!(messages[1].starts_with("tool `run_job` is execute (from its name)"), "{messages:?}");
+    assert!(
+        v.as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["pointer"] == "/default" && f["severity"] == "warning")
+    );
+}
+
+// ---------------------------------------------------------------------------------- check
+
+fn calls_12_cancel_run() -> String {
+    (0..12)
+        .map(|i| json!({"tool": "cancel_run", "arguments": {"run_id": i}, "grant": "agent-7", "at": 1_767_225_600.0 + f64::from(i) * 2.5}).to_string() + "\n")
+        .collect()
+}
+
+#[test]
+fn check_replays_12_cancel_runs_as_10_allows_then_2_limits() {
+    let dir = scratch("check-12");
+    let calls = write(&dir, "calls.jsonl", &calls_12_cancel_run());
+    let o = run(&["check", &example("seed-policy.json"), &calls]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let lines: Vec<Value> = stdout(&o).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 12);
+    for l in &lines[..10] {
+        assert_eq!(l["decision"], "allow");
+    }
+    // Call 11 at 25 s into the minute, call 12 at 27.5 s: the window ends at 60 s.
+    assert_eq!(
+        lines[10],
+        json!({"decision": "limit", "tool": "cancel_run", "rule": "/tools/cancel_run/limits/0",
+        "message": "limit reached: counter `cancel_run_rate` admits 10 per minute per grant", "retry_after": 35.0})
+    );
+    assert_eq!(lines[11]["retry_after"], json!(32.5));
+}
+
+#[test]
+fn check_reads_stdin_and_reports_malformed_lines_in_place() {
+    let input = [
+        r#"{"tool": "cancel_run", "at": "2026-01-01T00:00:00Z"}"#,
+        "not json",
+        r#"[1]"#,
+        r#"{"arguments": {}}"#,
+        r#"{"tool": 7}"#,
+        r#"{"tool": "cancel_run", "arguments": [1]}"#,
+        r#"{"tool": "cancel_run", "at": "yesterday"}"#,
+        r#"{"tool": "cancel_run", "at": true}"#,
+        r#"{"tool": "cancel_run", "grant": 5}"#,
+        "",
+        r#"{"tool": "list_jobs"}"#,
+    ]
+    .join("\n");
+    let o = run_stdin(&["check", &example("seed-policy.json")], &input);
+    assert_eq!(o.status.code(), Some(1));
+    let lines: Vec<Value> = stdout(&o).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 10, "the blank line is skipped");
+    assert_eq!(lines[0]["decision"], "allow");
+    for (i, line_no) in (1..9).zip(2..) {
+        assert_eq!(lines[i]["line"], line_no, "{}", lines[i]);
+        assert!(lines[i]["error"].is_string());
+    }
+    assert!(lines[3]["error"].as_str().unwrap().contains("`tool` is missing"));
+    assert!(lines[5]["error"].as_str().unwrap().contains("`arguments` must be an object"));
+    assert_eq!(lines[9]["decision"], "deny");
+    assert!(stderr(&o).contains("8 malformed lines"));
+}
+
+#[test]
+fn check_clock_never_goes_back_and_lines_without_at_keep_the_time() {
+    let dir = scratch("check-clock");
+    let policy = write(
+        &dir,
+        "p.json",
+        r#"{"version": "1", "default": "deny", "tools": {"t": {"limits": [{"counter": "c", "window": "minute", "max": 1}]}}}"#,
+    );
+    let input = [
+        r#"{"tool": "t", "at": 1767225659}"#,
+        r#"{"tool": "t", "at": 1767225600}"#, // earlier: counts as 59 s, same window
+        r#"{"tool": "t"}"#,                   // no `at`: still 59 s
+        r#"{"tool": "t", "at": "2026-01-01T00:01:00Z"}"#,
+    ]
+    .join("\n");
+    let o = run_stdin(&["check", &policy], &input);
+    let kinds: Vec<String> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["decision"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(kinds, ["allow", "limit", "limit", "allow"]);
+}
+
+#[test]
+fn check_replays_approved_calls() {
+    let input = [
+        r#"{"tool": "execute_sql", "arguments": {"statement": "DELETE FROM t"}, "grant": "g", "at": 1767225600}"#,
+        r#"{"tool": "execute_sql", "arguments": {"statement": "DELETE FROM t"}, "grant": "g", "approved": true}"#,
+    ]
+    .join("\n");
+    let o = run_stdin(&["check", &example("databricks-policy.json")], &input);
+    let lines: Vec<Value> = stdout(&o).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines[0]["decision"], "approve");
+    assert!(lines[0]["approval_key"].is_string());
+    assert_eq!(lines[1]["decision"], "allow");
+}
+
+#[test]
+fn check_refuses_an_invalid_policy_with_exit_2() {
+    let dir = scratch("check-bad");
+    let bad = write(&dir, "bad.json", BAD);
+    let o = run_stdin(&["check", &bad], "");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("is not a valid policy"), "{}", stderr(&o));
+}
+
+// ----------------------------------------------------------------------------------- test
+
+#[test]
+fn test_runs_the_example_cases() {
+    let o = run(&["test", &example("seed-policy.json"), &example("seed-policy.cases.json")]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert_eq!(stdout(&o).lines().last(), Some("3 passed, 0 failed"));
+}
+
+#[test]
+fn test_reports_what_was_expected_and_what_was_decided() {
+    let dir = scratch("test-fail");
+    let cases = write(
+        &dir,
+        "cases.json",
+        r#"[
+      {"name": "passes", "calls": [{"tool": "cancel_run", "expect": "allow"}]},
+      {"name": "wrong kind", "calls": [{"tool": "cancel_run", "repeat": 11, "expect": "allow"}]},
+      {"name": "wrong rule", "calls": [{"tool": "nope", "expect": "deny", "rule": "/hide/0"}]},
+      {"name": "wrong retry", "calls": [{"tool": "cancel_run", "repeat": 10, "expect": "allow", "at": 0},
+                                          {"tool": "cancel_run", "expect": "limit", "retry_after": 1}]}
+    ]"#,
+    );
+    let o = run(&["test", &example("seed-policy.json"), &cases]);
+    assert_eq!(o.status.code(), Some(1));
+    let out = stdout(&o);
+    assert!(out.contains("FAIL wrong kind\n     call 11 (`cancel_run`): expected allow, got limit by `/tools/cancel_run/limits/0`"), "{out}");
+    assert!(
+        out.contains(
+            "FAIL wrong rule\n     call 1 (`nope`): expected rule `/hide/0`, got deny by `/default`"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("expected retry_after 1, got Some(60.0)"), "{out}");
+    assert_eq!(out.lines().last(), Some("1 passed, 3 failed"));
+}
+
+#[test]
+fn test_rejects_a_malformed_cases_file() {
+    let dir = scratch("test-bad");
+    let cases = write(
+        &dir,
+        "cases.json",
+        r#"[{"name": "x", "calls": [{"tool": "t", "expekt": "allow"}]}]"#,
+    );
+    let o = run(&["test", &example("seed-policy.json"), &cases]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("unknown field `expekt`"), "{}", stderr(&o));
+}
+
+// --------------------------------------------------------------------------------- schema
+
+#[test]
+fn schema_prints_the_published_schema() {
+    let o = run(&["schema"]);
+    assert_eq!(o.status.code(), Some(0));
+    let published = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/policy.schema.json"),
+    )
+    .unwrap();
+    assert_eq!(stdout(&o), published);
+}
+
+// ----------------------------------------------------------------------------------- init
+
+fn init_databricks(extra: &[&str]) -> Value {
+    let tools = example("databricks-tools.json");
+    let mut args = vec!["init", "--tools", tools.as_str()];
+    args.extend_from_slice(extra);
+    let o = run(&args);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    serde_json::from_str(&stdout(&o)).unwrap()
+}
+
+#[test]
+fn init_on_the_databricks_tools_gives_the_expected_starter_policy() {
+    let p = init_databricks(&[]);
+    assert_eq!(p["default"], "deny");
+    assert_eq!(
+        p["tools"]["cancel_run"]["limits"],
+        json!([{"counter": "cancel_run_rate", "window": "minute", "max": 10, "scope": "grant"}])
+    );
+    let hide: Vec<&str> =
+        p["hide"].as_array().unwrap().iter().map(|h| h.as_str().unwrap()).collect();
+    for t in ["delete_job", "delete_workspace_object", "dbfs_delete"] {
+        assert!(hide.contains(&t), "{t} hidden: {hide:?}");
+    }
+    let tools = p["tools"].as_object().unwrap();
+    assert_eq!(tools.len(), 38);
+    for (name, rule) in tools {
+        let description = rule["description"].as_str().unwrap();
+        assert!(
+            ["read", "write", "execute", "destructive", "financial"]
+                .iter()
+                .any(|c| description.starts_with(c)),
+            "{name}: {description}"
+        );
+        if name.starts_with("list_") || name.starts_with("get_") {
+            assert!(description.starts_with("read"), "{name}: {description}");
+            assert_eq!(
+                rule.as_object().unwrap().len(),
+                1,
+                "{name}: a read tool is only allowed: {rule}"
+            );
+        }
+    }
+    assert_eq!(p["tools"]["create_cluster"]["limits"][0]["max"], 30);
+}
+
+#[test]
+fn init_output_passes_validate_with_tools_without_a_warning() {
+    let dir = scratch("init-validate");
+    let out = dir.join("policy.json").to_string_lossy().into_owned();
+    let tools = example("databricks-tools.json");
+    let o = run(&["init", "--tools", &tools, "--out", &out]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(stdout(&o).is_empty());
+    let o = run(&["validate", &out, "--tools", &tools, "--deny-warnings"]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    // And under the policy, the hidden tools are denied and the read tools allowed.
+    let input = [
+        r#"{"tool": "delete_job"}"#,
+        r#"{"tool": "list_jobs"}"#,
+        r#"{"tool": "execute_sql", "arguments": {"statement": "select 1"}}"#,
+    ]
+    .join("\n");
+    let o = run_stdin(&["check", &out], &input);
+    let kinds: Vec<String> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["decision"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(kinds, ["deny", "allow", "allow"]);
+}
+
+#[test]
+fn init_with_approve_destructive_asks_a_human_instead_of_hiding() {
+    let p = init_databricks(&["--approve-destructive"]);
+    assert!(p.get("hide").is_none(), "{}", p["hide"]);
+    assert_eq!(p["tools"]["delete_job"]["approve_if"][0]["conditions"], json!([]));
+}
+
+#[test]
+fn init_reads_annotations_and_bare_arrays() {
+    let dir = scratch("init-annotations");
+    let tools = write(
+        &dir,
+        "tools.json",
+        r#"[
+      {"name": "purge_cache", "annotations": {"readOnlyHint": true}},
+      {"name": "read_file", "annotations": {"readOnlyHint": false, "destructiveHint": true}},
+      {"name": "send_payment", "description": "Send money"},
+      {"name": "frobnicate"}
+    ]"#,
+    );
+    let o = run(&["init", "--tools", &tools]);
+    let p: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert!(
+        p["tools"]["purge_cache"]["description"]
+            .as_str()
+            .unwrap()
+            .starts_with("read (from its MCP annotations)")
+    );
+    assert!(
+        p["tools"]["read_file"]["description"]
+            .as_str()
+            .unwrap()
+            .starts_with("destructive (from its MCP annotations)")
+    );
+    assert_eq!(p["hide"], json!(["read_file"]));
+    assert!(p["tools"]["send_payment"]["description"].as_str().unwrap().starts_with("financial"));
+    assert_eq!(
+        p["tools"]["send_payment"]["approve_if"][0]["reason"],
+        "financial: a human approves every call"
+    );
+    assert!(
+        p["tools"]["frobnicate"]["description"]
+            .as_str()
+            .unwrap()
+            .starts_with("write (unrecognised")
+    );
+}
+
+#[test]
+fn init_refuses_what_is_not_a_tool_list() {
+    let dir = scratch("init-bad");
+    let tools = write(&dir, "tools.json", r#"{"tool": []}"#);
+    let o = run(&["init", "--tools", &tools]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("is not a tool list"), "{}", stderr(&o));
+}
