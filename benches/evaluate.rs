@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use mcp_policy::{Evaluator, ManualClock, Policy, Timestamp, ToolCall};
+use mcp_policy::{Clock, Evaluator, ManualClock, Policy, Timestamp, ToolCall};
 use serde_json::json;
 
 fn evaluator(doc: &str) -> Evaluator {
@@ -46,6 +46,20 @@ fn single(c: &mut Criterion) {
         let call = ToolCall::new("execute_sql").with_arguments(&args).with_grant("agent-1");
         b.iter(|| black_box(limited.evaluate(black_box(&call))).kind())
     });
+
+    // The same with a manual clock: the difference is the cost of reading the system clock.
+    let manual = Arc::new(ManualClock::new(Timestamp::from_unix_seconds(1_767_225_600.0)));
+    let limited_manual = evaluator(
+        &json!({"version": "1", "default": "deny", "tools": {"execute_sql": {
+        "limits": [{"counter": "sql", "window": "minute", "max": HUGE, "scope": "grant"}]}}})
+        .to_string(),
+    )
+    .with_clock(manual);
+    g.bench_function("allow_one_grant_limit_manual_clock", |b| {
+        let call = ToolCall::new("execute_sql").with_arguments(&args).with_grant("agent-1");
+        b.iter(|| black_box(limited_manual.evaluate(black_box(&call))).kind())
+    });
+    g.bench_function("system_clock_now", |b| b.iter(|| black_box(mcp_policy::SystemClock.now())));
 
     let conditions = evaluator(
         &json!({"version": "1", "default": "deny", "tools": {"execute_sql": {
