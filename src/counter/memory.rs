@@ -239,32 +239,35 @@ fn refusal(
     })
 }
 
+impl Entry {
+    /// Adds the units of `req`, first resetting a state made for another window.
+    fn charge(&mut self, now: Timestamp, req: &ChargeRequest<'_>) {
+        if !self.matches(req) {
+            self.window_seconds = req.window.seconds;
+            self.state = WindowState::new(now, req.window.seconds, req.window.sliding);
+        }
+        self.state.add(now, req.window.seconds, req.units);
+    }
+}
+
 impl Shard {
     /// Charges `req`, creating its counter if needed.
     fn apply(&mut self, hash: u64, now: Timestamp, req: &ChargeRequest<'_>) {
         match self.find_mut(hash, &req.key) {
-            Some(e) => {
-                if !e.matches(req) {
-                    e.window_seconds = req.window.seconds;
-                    e.state = WindowState::new(now, req.window.seconds, req.window.sliding);
-                }
-                e.state.add(now, req.window.seconds, req.units);
-            }
-            None => {
-                if self.table.len() >= self.sweep_at {
-                    self.sweep(now);
-                }
-                let mut state = WindowState::new(now, req.window.seconds, req.window.sliding);
-                state.add(now, req.window.seconds, req.units);
-                let entry = Entry {
-                    hash,
-                    key: encode(&req.key),
-                    window_seconds: req.window.seconds,
-                    state,
-                };
-                self.table.insert_unique(hash, entry, |e| e.hash);
-            }
+            Some(e) => e.charge(now, req),
+            None => self.insert(hash, now, req),
         }
+    }
+
+    /// Adds a counter for `req`, charged with its units.
+    fn insert(&mut self, hash: u64, now: Timestamp, req: &ChargeRequest<'_>) {
+        if self.table.len() >= self.sweep_at {
+            self.sweep(now);
+        }
+        let mut state = WindowState::new(now, req.window.seconds, req.window.sliding);
+        state.add(now, req.window.seconds, req.units);
+        let entry = Entry { hash, key: encode(&req.key), window_seconds: req.window.seconds, state };
+        self.table.insert_unique(hash, entry, |e| e.hash);
     }
 }
 
@@ -280,10 +283,18 @@ impl CounterStore for MemoryStore {
             let shard =
                 self.shards.get(self.shard_of(hash)).ok_or_else(|| StoreError::new("no shard"))?;
             let mut shard = shard.0.lock();
-            if let Some(retry_after) = refusal(shard.find(hash, &req.key), now, req, 0) {
-                return Ok(ChargeOutcome::Refused { index: 0, retry_after });
+            // One lookup both checks and charges an existing counter.
+            if let Some(e) = shard.find_mut(hash, &req.key) {
+                if let Some(retry_after) = refusal(Some(e), now, req, 0) {
+                    return Ok(ChargeOutcome::Refused { index: 0, retry_after });
+                }
+                e.charge(now, req);
+            } else {
+                if let Some(retry_after) = refusal(None, now, req, 0) {
+                    return Ok(ChargeOutcome::Refused { index: 0, retry_after });
+                }
+                shard.insert(hash, now, req);
             }
-            shard.apply(hash, now, req);
             return Ok(ChargeOutcome::Admitted { at: now });
         }
 
