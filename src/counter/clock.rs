@@ -39,7 +39,8 @@ impl Timestamp {
     /// The timestamp of a [`SystemTime`] (the epoch for times before it).
     pub fn from_system_time(t: SystemTime) -> Self {
         let d = t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
-        let nanos = d.as_secs().saturating_mul(1_000_000_000).saturating_add(u64::from(d.subsec_nanos()));
+        let nanos =
+            d.as_secs().saturating_mul(1_000_000_000).saturating_add(u64::from(d.subsec_nanos()));
         Timestamp(nanos)
     }
 

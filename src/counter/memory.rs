@@ -266,7 +266,8 @@ impl Shard {
         }
         let mut state = WindowState::new(now, req.window.seconds, req.window.sliding);
         state.add(now, req.window.seconds, req.units);
-        let entry = Entry { hash, key: encode(&req.key), window_seconds: req.window.seconds, state };
+        let entry =
+            Entry { hash, key: encode(&req.key), window_seconds: req.window.seconds, state };
         self.table.insert_unique(hash, entry, |e| e.hash);
     }
 }

@@ -1,0 +1,70 @@
+//! Decision latency on Redis next to a bare `INCR` round trip, against a `redis-server` the
+//! bench starts on a free loopback port.
+//!
+//! `cargo bench -p mcp-policy-redis`
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::hint::black_box;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use mcp_policy::{Evaluator, Policy, ToolCall};
+use mcp_policy_redis::RedisStore;
+
+fn redis(c: &mut Criterion) {
+    if !support::available() {
+        return;
+    }
+    let server = support::RedisServer::start();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let policy: Policy = r#"{"version": "1", "default": "deny", "tools": {
+        "one": {"limits": [{"counter": "one", "window": "minute", "max": 9007199254740992}]},
+        "two": {"limits": [{"counter": "two_a", "window": "minute", "max": 9007199254740992},
+                           {"counter": "two_b", "window": "hour", "max": 9007199254740992, "scope": "global"}]},
+        "sliding": {"limits": [{"counter": "s", "window": "minute", "max": 9007199254740992, "sliding": true}]}}}"#
+        .parse()
+        .unwrap();
+    let store = rt.block_on(RedisStore::connect(&server.url())).unwrap();
+    let evaluator = Evaluator::with_store(policy, store);
+    let client = redis::Client::open(server.url()).unwrap();
+    let con = rt.block_on(client.get_multiplexed_async_connection()).unwrap();
+
+    let mut g = c.benchmark_group("redis");
+    g.bench_function("bare_incr_round_trip", |b| {
+        b.to_async(&rt).iter(|| {
+            let mut con = con.clone();
+            async move {
+                let v: u64 =
+                    redis::cmd("INCR").arg("bench:incr").query_async(&mut con).await.unwrap();
+                black_box(v)
+            }
+        })
+    });
+    // The floor of any script: EVALSHA of a script that only reads the server's clock.
+    let noop = redis::Script::new("return redis.call('TIME')[1]");
+    g.bench_function("bare_evalsha_time_round_trip", |b| {
+        b.to_async(&rt).iter(|| {
+            let mut con = con.clone();
+            let noop = &noop;
+            async move {
+                let v: String = noop.invoke_async(&mut con).await.unwrap();
+                black_box(v)
+            }
+        })
+    });
+    for tool in ["one", "two", "sliding"] {
+        g.bench_function(format!("decision_{tool}_limit"), |b| {
+            let call = ToolCall::new(tool).with_grant("agent-1");
+            b.to_async(&rt)
+                .iter(|| async { black_box(evaluator.evaluate_async(&call).await.kind()) })
+        });
+    }
+    g.finish();
+    drop(con);
+}
+
+criterion_group!(benches, redis);
+criterion_main!(benches);

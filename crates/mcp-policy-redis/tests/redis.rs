@@ -1,0 +1,286 @@
+//! The Redis store against a real `redis-server` that each test starts on a free loopback port.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+mod support;
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mcp_policy::{DecisionKind, Evaluator, Policy, ToolCall};
+use mcp_policy_redis::{RedisOptions, RedisStore};
+use redis::Commands;
+use support::RedisServer;
+
+fn policy(doc: serde_json::Value) -> Policy {
+    Policy::from_json_str(&doc.to_string()).unwrap()
+}
+
+async fn evaluator(server: &RedisServer, doc: serde_json::Value) -> Evaluator<RedisStore> {
+    let store = RedisStore::connect_with(
+        &server.url(),
+        RedisOptions::new().timeout(Duration::from_millis(200)),
+    )
+    .await
+    .unwrap();
+    Evaluator::with_store(policy(doc), store)
+}
+
+fn global_limit(max: u64) -> serde_json::Value {
+    serde_json::json!({"version": "1", "default": "deny", "tools": {"t": {"limits": [
+        {"counter": "c", "window": "hour", "max": max, "scope": "global"}]}}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn exactly_max_admitted_across_four_evaluators_in_tasks() {
+    if !support::available() {
+        return;
+    }
+    let server = RedisServer::start();
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let e = Arc::new(evaluator(&server, global_limit(100)).await);
+        tasks.push(tokio::spawn(async move {
+            let mut admitted = 0;
+            for _ in 0..100 {
+                if e.evaluate_async(&ToolCall::new("t")).await.is_allowed() {
+                    admitted += 1;
+                }
+            }
+            admitted
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.unwrap();
+    }
+    assert_eq!(total, 100);
+}
+
+/// Run by `exactly_max_admitted_across_four_processes` in child processes.
+#[tokio::test]
+#[ignore = "a worker for the multi-process test"]
+async fn worker() {
+    let Ok(url) = std::env::var("MCP_POLICY_REDIS_WORKER_URL") else { return };
+    let store = RedisStore::connect_with(&url, RedisOptions::new().timeout(Duration::from_secs(1)))
+        .await
+        .unwrap();
+    let e = Evaluator::with_store(policy(global_limit(100)), store);
+    let mut admitted = 0;
+    for _ in 0..100 {
+        if e.evaluate_async(&ToolCall::new("t")).await.is_allowed() {
+            admitted += 1;
+        }
+    }
+    println!("ADMITTED {admitted}");
+}
+
+#[test]
+fn exactly_max_admitted_across_four_processes() {
+    if !support::available() {
+        return;
+    }
+    let server = RedisServer::start();
+    let exe = std::env::current_exe().unwrap();
+    let children: Vec<_> = (0..4)
+        .map(|_| {
+            Command::new(&exe)
+                .args(["--exact", "worker", "--ignored", "--nocapture", "--test-threads", "1"])
+                .env("MCP_POLICY_REDIS_WORKER_URL", server.url())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut total = 0;
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+        let text = String::from_utf8(out.stdout).unwrap();
+        let n: u32 = text
+            .split("ADMITTED ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no count from a worker: {text}"))
+            .parse()
+            .unwrap();
+        total += n;
+    }
+    assert_eq!(total, 100);
+}
+
+#[tokio::test]
+async fn a_refused_multi_limit_call_charges_nothing() {
+    if !support::available() {
+        return;
+    }
+    let server = RedisServer::start();
+    let e = evaluator(
+        &server,
+        serde_json::json!({"version": "1", "default": "allow",
+        "all_tools": {"limits": [{"counter": "calls", "window": "hour", "max": 3}]},
+        "tools": {"t": {"limits": [{"counter": "t", "window": "hour", "max": 1}]}}}),
+    )
+    .await;
+    let call = |tool: &'static str| ToolCall::new(tool).with_grant("g");
+    assert_eq!(e.evaluate_async(&call("t")).await.kind(), DecisionKind::Allow);
+    for _ in 0..5 {
+        let d = e.evaluate_async(&call("t")).await;
+        assert_eq!(d.kind(), DecisionKind::Limit);
+        assert_eq!(d.rule(), "/tools/t/limits/0");
+    }
+    // `calls` holds 1: two more calls of another tool fit, the third does not.
+    assert_eq!(e.evaluate_async(&call("u")).await.kind(), DecisionKind::Allow);
+    assert_eq!(e.evaluate_async(&call("u")).await.kind(), DecisionKind::Allow);
+    let d = e.evaluate_async(&call("u")).await;
+    assert_eq!(d.kind(), DecisionKind::Limit);
+    assert!(d.retry_after().unwrap() <= Duration::from_secs(3600));
+    let mut con = server.connection();
+    let count: u64 = con.hget("{mcp-policy}:calls:3600f:g:g", "c").unwrap();
+    assert_eq!(count, 3);
+}
+
+#[tokio::test]
+async fn rollback_returns_the_units() {
+    if !support::available() {
+        return;
+    }
+    let server = RedisServer::start();
+    let e = evaluator(&server, global_limit(1)).await;
+    let call = ToolCall::new("t");
+    let mut d = e.evaluate_async(&call).await;
+    assert!(d.is_allowed());
+    e.rollback_async(&mut d).await.unwrap();
+    assert!(e.evaluate_async(&call).await.is_allowed());
+    assert_eq!(e.evaluate_async(&call).await.kind(), DecisionKind::Limit);
+}
+
+#[tokio::test]
+async fn sliding_windows_do_not_restart_at_a_boundary() {
+    if !support::available() {
+        return;
+    }
+    let server = RedisServer::start();
+    let e = evaluator(
+        &server,
+        serde_json::json!({"version": "1", "default": "deny", "tools": {"t": {"limits": [
+        {"counter": "s", "window": 2, "max": 2, "scope": "global", "sliding": true}]}}}),
+    )
+    .await;
+    let call = ToolCall::new("t");
+    assert!(e.evaluate_async(&call).await.is_allowed());
+    assert!(e.evaluate_async(&call).await.is_allowed());
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // A fixed 2 s window might have restarted by now; the sliding one still counts both.
+    let d = e.evaluate_async(&call).await;
+    assert_eq!(d.kind(), DecisionKind::Limit);
+    let wait = d.retry_after().unwrap();
+    assert!(wait <= Duration::from_millis(1000), "{wait:?}");
+    tokio::time::sleep(wait + Duration::from_millis(20)).await;
+    assert!(e.evaluate_async(&call).await.is_allowed());
+}
+
+#[tokio::test]
+async fn keys_follow_the_documented_layout_and_expire() {
+    if !support::available() {
+        return;
+    }
+    let server = RedisServer::start();
+    let e = evaluator(
+        &server,
+        serde_json::json!({"version": "1", "default": "deny", "tools": {
+        "t": {"limits": [{"counter": "c", "window": 1, "max": 5, "scope": "session"}]}}}),
+    )
+    .await;
+    let call = ToolCall::new("t").with_grant("alice:1").with_session("s{1}");
+    assert!(e.evaluate_async(&call).await.is_allowed());
+    let mut con = server.connection();
+    let keys: Vec<String> = con.keys("*").unwrap();
+    assert_eq!(keys, vec!["{mcp-policy}:c:1f:s:alice%3A1:s%7B1%7D".to_owned()]);
+    let ttl: i64 = con.pttl(&keys[0]).unwrap();
+    assert!(ttl > 0 && ttl <= 2000, "{ttl}");
+    tokio::time::sleep(Duration::from_millis(2300)).await;
+    let keys: Vec<String> = con.keys("*").unwrap();
+    assert!(keys.is_empty(), "{keys:?}");
+}
+
+#[tokio::test]
+async fn denies_within_the_timeout_while_redis_is_down_and_recovers() {
+    if !support::available() {
+        return;
+    }
+    let mut server = RedisServer::start();
+    let e = evaluator(&server, global_limit(1000)).await;
+    let call = ToolCall::new("t");
+    assert!(e.evaluate_async(&call).await.is_allowed());
+    server.stop();
+    let start = Instant::now();
+    let d = e.evaluate_async(&call).await;
+    assert_eq!(d.kind(), DecisionKind::Deny);
+    assert!(d.message().contains("fail-closed"), "{}", d.message());
+    assert!(start.elapsed() < Duration::from_secs(1), "{:?}", start.elapsed());
+    // Back on the same port, with an empty script cache: the store reconnects and reloads.
+    server.restart();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let d = e.evaluate_async(&call).await;
+        if d.is_allowed() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no recovery: {}", d.message());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_flushed_script_cache_is_reloaded() {
+    if !support::available() {
+        return;
+    }
+    let server = RedisServer::start();
+    let e = evaluator(&server, global_limit(10)).await;
+    assert!(e.evaluate_async(&ToolCall::new("t")).await.is_allowed());
+    let mut con = server.connection();
+    let _: () = redis::cmd("SCRIPT").arg("FLUSH").query(&mut con).unwrap();
+    assert!(e.evaluate_async(&ToolCall::new("t")).await.is_allowed());
+}
+
+#[tokio::test]
+async fn fail_open_lets_calls_through_uncounted() {
+    if !support::available() {
+        return;
+    }
+    let mut server = RedisServer::start();
+    let store = RedisStore::connect_with(
+        &server.url(),
+        RedisOptions::new().timeout(Duration::from_millis(100)),
+    )
+    .await
+    .unwrap();
+    let e = Evaluator::with_store(policy(global_limit(1)), store).fail_open_on_store_error(true);
+    server.stop();
+    let d = e.evaluate_async(&ToolCall::new("t")).await;
+    assert_eq!(d.kind(), DecisionKind::Allow);
+    assert!(d.message().contains("fail-open"));
+}
+
+#[tokio::test]
+async fn large_counts_and_units_stay_exact() {
+    if !support::available() {
+        return;
+    }
+    let server = RedisServer::start();
+    let max = 9_007_199_254_740_992u64;
+    let e = evaluator(&server, serde_json::json!({"version": "1", "default": "deny", "tools": {"spend": {"limits": [
+        {"counter": "eur", "window": "day", "max": max, "increment_from": "args.amount", "scope": "global"}]}}}))
+    .await;
+    let big = serde_json::json!({"amount": max - 1});
+    let one = serde_json::json!({"amount": 1});
+    assert!(e.evaluate_async(&ToolCall::new("spend").with_arguments(&big)).await.is_allowed());
+    assert!(e.evaluate_async(&ToolCall::new("spend").with_arguments(&one)).await.is_allowed());
+    assert_eq!(
+        e.evaluate_async(&ToolCall::new("spend").with_arguments(&one)).await.kind(),
+        DecisionKind::Limit
+    );
+}
