@@ -96,6 +96,30 @@ pub(crate) struct Charge<'a> {
     pub(crate) entries: SmallVec<[(u32, u64); 4]>,
 }
 
+/// What an allowed decision charged, owned: taken out of the decision with
+/// [`Decision::take_receipt`] and returned with
+/// [`Evaluator::rollback_receipt`](crate::Evaluator::rollback_receipt).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChargeReceipt {
+    generation: u64,
+    at: Timestamp,
+    grant: String,
+    session: Option<String>,
+    entries: Vec<(u32, u64)>,
+}
+
+impl ChargeReceipt {
+    pub(crate) fn as_charge(&self) -> Charge<'_> {
+        Charge {
+            generation: self.generation,
+            at: self.at,
+            grant: &self.grant,
+            session: self.session.as_deref(),
+            entries: self.entries.iter().copied().collect(),
+        }
+    }
+}
+
 /// The outcome of evaluating one call, borrowing the call's tool name (and, for rollback, its
 /// grant and session).
 ///
@@ -195,6 +219,25 @@ impl<'a> Decision<'a> {
     /// [`rollback`]: crate::Evaluator::rollback
     pub fn has_charge(&self) -> bool {
         matches!(self.extra, Extra::Charge(_))
+    }
+
+    /// Takes out what this allowed decision charged, as an owned receipt for
+    /// [`Evaluator::rollback_receipt`](crate::Evaluator::rollback_receipt); `None` when it
+    /// charged nothing (or the receipt was taken already).
+    pub fn take_receipt(&mut self) -> Option<ChargeReceipt> {
+        match std::mem::take(&mut self.extra) {
+            Extra::Charge(c) => Some(ChargeReceipt {
+                generation: c.generation,
+                at: c.at,
+                grant: c.grant.to_owned(),
+                session: c.session.map(str::to_owned),
+                entries: c.entries.to_vec(),
+            }),
+            other => {
+                self.extra = other;
+                None
+            }
+        }
     }
 
     /// The text an MCP client should see in the `isError` tool result of a call that was not

@@ -11,7 +11,7 @@ use smallvec::SmallVec;
 use super::approval::{self, Approvals, Pending};
 use super::call::ToolCall;
 use super::condition::{Found, Truth, resolve};
-use super::decision::{Charge, Decision, DecisionKind, Extra, RuleRef, Text};
+use super::decision::{Charge, ChargeReceipt, Decision, DecisionKind, Extra, RuleRef, Text};
 use crate::counter::{
     AsyncCounterStore, ChargeOutcome, ChargeRequest, Clock, CounterKey, CounterStore, MemoryStore,
     ScopeKey, StoreError, SystemClock, Timestamp, WindowSpec,
@@ -439,14 +439,11 @@ impl<S> Evaluator<S> {
     }
 
     /// The charge requests of an allowed decision, rebuilt for a rollback.
-    fn refund_plan<'p, 'd>(
+    fn refund_plan<'p>(
         &self,
         installed: &'p Installed,
-        charge: &Charge<'d>,
-    ) -> Result<SmallVec<[ChargeRequest<'p>; 4]>, RollbackError>
-    where
-        'd: 'p,
-    {
+        charge: &Charge<'p>,
+    ) -> Result<SmallVec<[ChargeRequest<'p>; 4]>, RollbackError> {
         if installed.generation != charge.generation {
             return Err(RollbackError::PolicyReloaded);
         }
@@ -524,6 +521,28 @@ impl<S: CounterStore> Evaluator<S> {
         self.store.refund(self.clock.now(), charge.at, &requests)?;
         Ok(())
     }
+
+    /// [`rollback`](Evaluator::rollback) from a receipt taken with
+    /// [`Decision::take_receipt`], for embedders that must let the decision go before the
+    /// upstream call ends.
+    ///
+    /// ```
+    /// # use mcp_policy::{Evaluator, Policy, ToolCall};
+    /// # let policy: Policy = r#"{"version": "1", "default": "deny", "tools": {"t": {
+    /// #     "limits": [{"counter": "c", "window": "hour", "max": 1}]}}}"#.parse()?;
+    /// let evaluator = Evaluator::new(policy);
+    /// let receipt = evaluator.evaluate(&ToolCall::new("t")).take_receipt().unwrap();
+    /// evaluator.rollback_receipt(&receipt).unwrap();
+    /// assert!(evaluator.evaluate(&ToolCall::new("t")).is_allowed());
+    /// # Ok::<(), mcp_policy::PolicyError>(())
+    /// ```
+    pub fn rollback_receipt(&self, receipt: &ChargeReceipt) -> Result<(), RollbackError> {
+        let installed = self.current.load();
+        let charge = receipt.as_charge();
+        let requests = self.refund_plan(&installed, &charge)?;
+        self.store.refund(self.clock.now(), charge.at, &requests)?;
+        Ok(())
+    }
 }
 
 impl<S: AsyncCounterStore> Evaluator<S> {
@@ -553,6 +572,15 @@ impl<S: AsyncCounterStore> Evaluator<S> {
     pub async fn rollback_async(&self, decision: &mut Decision<'_>) -> Result<(), RollbackError> {
         let Extra::Charge(charge) = std::mem::take(&mut decision.extra) else { return Ok(()) };
         let installed = self.current.load_full();
+        let requests = self.refund_plan(&installed, &charge)?;
+        self.store.refund_async(self.clock.now(), charge.at, &requests).await?;
+        Ok(())
+    }
+
+    /// [`rollback_receipt`](Evaluator::rollback_receipt) for stores that do I/O.
+    pub async fn rollback_receipt_async(&self, receipt: &ChargeReceipt) -> Result<(), RollbackError> {
+        let installed = self.current.load_full();
+        let charge = receipt.as_charge();
         let requests = self.refund_plan(&installed, &charge)?;
         self.store.refund_async(self.clock.now(), charge.at, &requests).await?;
         Ok(())

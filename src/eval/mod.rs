@@ -11,5 +11,5 @@ mod decision;
 mod evaluator;
 
 pub use call::ToolCall;
-pub use decision::{Decision, DecisionKind};
+pub use decision::{ChargeReceipt, Decision, DecisionKind};
 pub use evaluator::{Evaluator, RollbackError};
