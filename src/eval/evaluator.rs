@@ -578,7 +578,10 @@ impl<S: AsyncCounterStore> Evaluator<S> {
     }
 
     /// [`rollback_receipt`](Evaluator::rollback_receipt) for stores that do I/O.
-    pub async fn rollback_receipt_async(&self, receipt: &ChargeReceipt) -> Result<(), RollbackError> {
+    pub async fn rollback_receipt_async(
+        &self,
+        receipt: &ChargeReceipt,
+    ) -> Result<(), RollbackError> {
         let installed = self.current.load_full();
         let charge = receipt.as_charge();
         let requests = self.refund_plan(&installed, &charge)?;
