@@ -433,3 +433,9 @@ fn approval_answer(request: &mut CallToolRequestParams) -> Option<Answer> {
         _ => Some(Answer::Declined),
     }
 }
+
+/// The code of `docs/embedding.md`, compiled with the crate's doctests so that the guide cannot
+/// drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/embedding.md")]
+struct EmbeddingGuide;
