@@ -4,6 +4,10 @@ use std::sync::LazyLock;
 
 use serde_json::{Map, Value};
 
+/// The deepest nesting of arguments that the steps which walk them recursively (argument
+/// schemas, approval keys) accept; serde_json's own parser stops at the same depth.
+pub(crate) const MAX_ARGUMENT_DEPTH: usize = 128;
+
 static EMPTY_OBJECT: LazyLock<Value> = LazyLock::new(|| Value::Object(Map::new()));
 
 /// One MCP `tools/call`, as the policy sees it.
@@ -121,6 +125,31 @@ impl<'a> ToolCall<'a> {
     /// The arguments, `{}` when absent.
     pub(crate) fn arguments_value(&self) -> &'a Value {
         self.arguments.unwrap_or(&EMPTY_OBJECT)
+    }
+
+    /// Whether the arguments nest deeper than [`MAX_ARGUMENT_DEPTH`], found without recursion so
+    /// that even a hostile value cannot exhaust the stack.
+    pub(crate) fn arguments_too_deep(&self) -> bool {
+        let mut stack: smallvec::SmallVec<[(&Value, usize); 16]> =
+            smallvec::smallvec![(self.arguments_value(), 1)];
+        while let Some((v, depth)) = stack.pop() {
+            match v {
+                Value::Array(items) if !items.is_empty() => {
+                    if depth > MAX_ARGUMENT_DEPTH {
+                        return true;
+                    }
+                    stack.extend(items.iter().map(|c| (c, depth + 1)));
+                }
+                Value::Object(map) if !map.is_empty() => {
+                    if depth > MAX_ARGUMENT_DEPTH {
+                        return true;
+                    }
+                    stack.extend(map.values().map(|c| (c, depth + 1)));
+                }
+                _ => {}
+            }
+        }
+        false
     }
 
     /// The context, `{}` when absent.

@@ -253,8 +253,19 @@ impl<S> Evaluator<S> {
         let rules = rules.iter().flatten();
 
         // 3. arguments
+        let too_deep = || {
+            Decision::new(
+                DecisionKind::Deny,
+                tool,
+                RuleRef::Static(""),
+                Text::Static("malformed call: the arguments are nested more than 128 levels deep"),
+            )
+        };
         for r in rules.clone() {
             if let Some(args) = &r.arguments {
+                if call.arguments_too_deep() {
+                    return Some(too_deep());
+                }
                 let value = call.arguments_value();
                 if !args.validator.is_valid(value) {
                     let message = match args.validator.iter_errors(value).next() {
@@ -292,6 +303,10 @@ impl<S> Evaluator<S> {
             .clone()
             .find_map(|r| r.approve_if.iter().find(|c| truth(c, call) != Truth::False));
         if let Some(check) = firing {
+            // The approval key hashes the arguments' canonical form, a recursive walk.
+            if call.arguments_too_deep() {
+                return Some(too_deep());
+            }
             let t = self.clock.now();
             now = Some(t);
             let digest = installed.policy.digest();
