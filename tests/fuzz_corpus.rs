@@ -14,6 +14,9 @@ fn replay(target: &str, run: fn(&[u8])) {
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
         let data = std::fs::read(&path).unwrap();
+        if std::env::var_os("FUZZ_CORPUS_VERBOSE").is_some() {
+            eprintln!("replaying {}", path.display());
+        }
         let result = std::panic::catch_unwind(|| run(&data));
         assert!(result.is_ok(), "{target}: {} broke an invariant", path.display());
         n += 1;

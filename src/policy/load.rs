@@ -645,7 +645,9 @@ impl Walker {
                 if let Some(re) = self.regexes.get(s) {
                     return Some(Test::Regex(re.clone()));
                 }
-                match regex::RegexBuilder::new(s).size_limit(1 << 20).build() {
+                // A nest limit well below the crate's default keeps the parser's recursion shallow
+                // on any thread's stack (`a***...` nests one level per `*`).
+                match regex::RegexBuilder::new(s).size_limit(1 << 20).nest_limit(64).build() {
                     Ok(re) => {
                         self.regexes.insert(s.clone(), re.clone());
                         Test::Regex(re)
