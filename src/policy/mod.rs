@@ -238,6 +238,21 @@ pub fn locate(text: &str, pointer: &str) -> (usize, usize) {
     source::line_column(text, spans.value_offset(pointer))
 }
 
+/// The candidate closest to `word` by edit distance, when it is close enough to be a likely typo:
+/// the "did you mean" of load errors, for tools that report on policies.
+///
+/// ```
+/// use mcp_policy::policy::did_you_mean;
+/// assert_eq!(did_you_mean("cancel_runs", ["cancel_run", "list_jobs"]), Some("cancel_run"));
+/// assert_eq!(did_you_mean("zzz", ["cancel_run"]), None);
+/// ```
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
+    suggest::closest(word, candidates.into_iter())
+}
+
 /// Whether the tool pattern `pattern` (a `tools` key or `hide` entry: an exact name, or `*` for
 /// any run of characters) matches the tool name `tool`, case-sensitively and byte for byte.
 ///

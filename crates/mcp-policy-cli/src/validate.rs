@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use mcp_policy::model::DefaultDecision;
-use mcp_policy::policy::{locate, pattern_matches};
+use mcp_policy::policy::{did_you_mean, locate, pattern_matches};
 use mcp_policy::{Policy, PolicyError};
 
 use crate::classify::{Class, classify};
@@ -155,37 +155,9 @@ fn warnings(policy: &Policy, text: &str, file: &str, tools: &[Tool]) -> Vec<Find
 
 /// "; did you mean `x`?" for the tool name closest to `key`, when it is close.
 fn hint(key: &str, names: &[&str]) -> String {
-    let limit = (key.chars().count() / 3).clamp(1, 4);
-    names
-        .iter()
-        .map(|n| (distance(key, n), *n))
-        .filter(|(d, _)| *d <= limit)
-        .min()
-        .map(|(_, n)| format!("; did you mean `{n}`?"))
+    did_you_mean(key, names.iter().copied())
+        .map(|n| format!("; did you mean `{n}`?"))
         .unwrap_or_default()
-}
-
-/// Levenshtein distance between two names.
-fn distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut diagonal = i;
-        let mut left = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let up = row.get(j + 1).copied().unwrap_or(usize::MAX);
-            let here = (diagonal + usize::from(ca != *cb)).min(up + 1).min(left + 1);
-            diagonal = up;
-            if let Some(slot) = row.get_mut(j + 1) {
-                *slot = here;
-            }
-            left = here;
-        }
-        if let Some(first) = row.first_mut() {
-            *first = i + 1;
-        }
-    }
-    row.last().copied().unwrap_or(0)
 }
 
 /// A tool key as a JSON Pointer token.
@@ -198,13 +170,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn distances() {
-        assert_eq!(distance("cancel_runs", "cancel_run"), 1);
-        assert_eq!(distance("", "ab"), 2);
-        assert_eq!(distance("kitten", "sitting"), 3);
+    fn hints() {
         assert_eq!(
             hint("cancle_run", &["cancel_run", "list_jobs"]),
             "; did you mean `cancel_run`?"
         );
+        assert_eq!(hint("zzzzzz", &["cancel_run"]), "");
     }
 }
