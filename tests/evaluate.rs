@@ -959,3 +959,30 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
         std::task::Poll::Pending => panic!("the memory store must not wait"),
     }
 }
+
+#[test]
+fn a_clock_that_goes_back_keeps_counting_the_newer_window() {
+    let h = limited(json!({"counter": "c", "window": "minute", "max": 1}));
+    h.at(61.0);
+    assert_eq!(h.kind("t", json!({})), Allow);
+    // Back into the previous minute: the unit charged in the newer window still counts.
+    h.at(59.0);
+    assert_eq!(h.kind("t", json!({})), Limit);
+    let s = limited(json!({"counter": "c", "window": 16, "max": 1, "sliding": true}));
+    s.at(10.0);
+    assert_eq!(s.kind("t", json!({})), Allow);
+    s.at(5.0);
+    assert_eq!(s.kind("t", json!({})), Limit);
+}
+
+#[test]
+fn a_reload_that_changes_a_counters_window_starts_it_afresh() {
+    let h = limited(json!({"counter": "c", "window": "minute", "max": 1}));
+    assert_eq!(h.kind("t", json!({})), Allow);
+    assert_eq!(h.kind("t", json!({})), Limit);
+    h.evaluator
+        .reload(policy(json!({"version": "1", "default": "deny", "tools": {"t": {"limits": [
+        {"counter": "c", "window": "hour", "max": 1}]}}})));
+    assert_eq!(h.kind("t", json!({})), Allow, "a new window length is a new count");
+    assert_eq!(h.kind("t", json!({})), Limit);
+}
