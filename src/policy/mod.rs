@@ -207,7 +207,9 @@ impl Policy {
 
 impl Compiled {
     pub(crate) fn hidden_by(&self, tool: &str) -> Option<usize> {
-        let exact = self.hide_exact.get(tool).copied();
+        // Most policies hide nothing, or only patterns: skip hashing the name then.
+        let exact =
+            if self.hide_exact.is_empty() { None } else { self.hide_exact.get(tool).copied() };
         let pattern = self.hide_patterns.iter().find(|(p, _)| p.matches(tool)).map(|(_, i)| *i);
         match (exact, pattern) {
             (Some(a), Some(b)) => Some(a.min(b)),
