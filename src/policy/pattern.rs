@@ -43,8 +43,7 @@ impl Pattern {
                     None => return false,
                 }
                 if last {
-                    // A pattern like `a*` has one part that is first but not last; `a` alone has
-                    // no star and never gets here. `a*` with `ends_with_star` is handled above.
+                    // Anchored at both ends: only a text without `*` (an exact name) gets here.
                     return rest.is_empty();
                 }
             } else if last {

@@ -326,7 +326,6 @@ impl<S: AsyncCounterStore> PolicyGuard<S> {
     }
 
     fn audit(&self, call: &ToolCall<'_>, d: &Decision<'_>) {
-        let level = if d.is_allowed() { tracing::Level::INFO } else { tracing::Level::WARN };
         // Nothing to build when nobody listens.
         let enabled = if d.is_allowed() {
             tracing::enabled!(target: "mcp_policy::audit", tracing::Level::INFO)
@@ -336,7 +335,6 @@ impl<S: AsyncCounterStore> PolicyGuard<S> {
         if !enabled {
             return;
         }
-        let _ = level;
         let keys: Vec<&str> = call
             .arguments()
             .and_then(Value::as_object)
