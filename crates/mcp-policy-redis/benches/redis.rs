@@ -55,6 +55,28 @@ fn redis(c: &mut Criterion) {
             }
         })
     });
+    // The charge script itself, called directly: the store's client side is the difference to
+    // `decision_one_limit`.
+    let charge = redis::Script::new(include_str!("../src/charge.lua"));
+    g.bench_function("bare_charge_script_one_counter", |b| {
+        b.to_async(&rt).iter(|| {
+            let mut con = con.clone();
+            let charge = &charge;
+            async move {
+                let v: Vec<redis::Value> = charge
+                    .key("{mcp-policy}:bench:60f:g:agent-1")
+                    .arg(1)
+                    .arg(60_000_000u64)
+                    .arg("0")
+                    .arg(9_007_199_254_740_992u64)
+                    .arg(1)
+                    .invoke_async(&mut con)
+                    .await
+                    .unwrap();
+                black_box(v)
+            }
+        })
+    });
     for tool in ["one", "two", "sliding"] {
         g.bench_function(format!("decision_{tool}_limit"), |b| {
             let call = ToolCall::new(tool).with_grant("agent-1");
