@@ -23,7 +23,10 @@ const NANOS: u64 = 1_000_000_000;
 /// The state of one counter.
 #[derive(Debug, Clone)]
 pub(crate) enum WindowState {
-    Fixed { window: u64, count: u64 },
+    /// `ends`: when the window of `count` ends (nanoseconds since the epoch). Keeping the end
+    /// rather than the window's index spares the hot path a division: a new window's end is only
+    /// computed when one starts.
+    Fixed { ends: u64, count: u64 },
     Sliding(Box<Sliding>),
 }
 
@@ -39,6 +42,12 @@ fn window_nanos(seconds: u64) -> u64 {
     seconds.saturating_mul(NANOS).max(1)
 }
 
+/// The end of the fixed window that holds `now_ns`.
+fn window_end(now_ns: u64, seconds: u64) -> u64 {
+    let w = window_nanos(seconds);
+    (now_ns / w).saturating_add(1).saturating_mul(w)
+}
+
 fn bucket_nanos(seconds: u64) -> u64 {
     (window_nanos(seconds) / SLIDING_BUCKETS).max(1)
 }
@@ -49,7 +58,7 @@ impl WindowState {
             let newest = now.as_unix_nanos() / bucket_nanos(seconds);
             WindowState::Sliding(Box::new(Sliding { newest, counts: [0; RING] }))
         } else {
-            WindowState::Fixed { window: now.as_unix_nanos() / window_nanos(seconds), count: 0 }
+            WindowState::Fixed { ends: window_end(now.as_unix_nanos(), seconds), count: 0 }
         }
     }
 
@@ -61,9 +70,9 @@ impl WindowState {
     /// The units that count against a request at `now`.
     pub(crate) fn count(&self, now: Timestamp, seconds: u64) -> u64 {
         match self {
-            WindowState::Fixed { window, count } => {
+            WindowState::Fixed { ends, count } => {
                 // A clock that went back still sees the newer window's count.
-                if now.as_unix_nanos() / window_nanos(seconds) <= *window { *count } else { 0 }
+                if now.as_unix_nanos() < *ends { *count } else { 0 }
             }
             WindowState::Sliding(s) => {
                 let cur = now.as_unix_nanos() / bucket_nanos(seconds);
@@ -76,9 +85,8 @@ impl WindowState {
     pub(crate) fn retry_after(&self, now: Timestamp, seconds: u64, excess: u64) -> Duration {
         let now_ns = now.as_unix_nanos();
         match self {
-            WindowState::Fixed { .. } => {
-                let w = window_nanos(seconds);
-                let end = (now_ns / w).saturating_add(1).saturating_mul(w);
+            WindowState::Fixed { ends, .. } => {
+                let end = if now_ns < *ends { *ends } else { window_end(now_ns, seconds) };
                 Duration::from_nanos(end.saturating_sub(now_ns))
             }
             WindowState::Sliding(s) => {
@@ -103,10 +111,10 @@ impl WindowState {
     /// Adds `units` at `now`.
     pub(crate) fn add(&mut self, now: Timestamp, seconds: u64, units: u64) {
         match self {
-            WindowState::Fixed { window, count } => {
-                let w = now.as_unix_nanos() / window_nanos(seconds);
-                if w > *window {
-                    *window = w;
+            WindowState::Fixed { ends, count } => {
+                let now = now.as_unix_nanos();
+                if now >= *ends {
+                    *ends = window_end(now, seconds);
                     *count = 0;
                 }
                 *count = count.saturating_add(units);
@@ -130,10 +138,10 @@ impl WindowState {
         units: u64,
     ) {
         match self {
-            WindowState::Fixed { window, count } => {
-                let w = window_nanos(seconds);
-                let then = charged_at.as_unix_nanos() / w;
-                if *window == then && now.as_unix_nanos() / w == then {
+            WindowState::Fixed { ends, count } => {
+                // Only in the window the units were charged in, while it lasts.
+                let then = window_end(charged_at.as_unix_nanos(), seconds);
+                if *ends == then && now.as_unix_nanos() < then {
                     *count = count.saturating_sub(units);
                 }
             }
@@ -154,10 +162,7 @@ impl WindowState {
     /// When this state stops mattering: after this time its count is zero.
     pub(crate) fn expires_at(&self, seconds: u64) -> Timestamp {
         match self {
-            WindowState::Fixed { window, .. } => {
-                let w = window_nanos(seconds);
-                Timestamp::from_unix_nanos(window.saturating_add(1).saturating_mul(w))
-            }
+            WindowState::Fixed { ends, .. } => Timestamp::from_unix_nanos(*ends),
             WindowState::Sliding(s) => {
                 let g = bucket_nanos(seconds);
                 Timestamp::from_unix_nanos(
