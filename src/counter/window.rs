@@ -26,7 +26,10 @@ pub(crate) enum WindowState {
     /// `ends`: when the window of `count` ends (nanoseconds since the epoch). Keeping the end
     /// rather than the window's index spares the hot path a division: a new window's end is only
     /// computed when one starts.
-    Fixed { ends: u64, count: u64 },
+    Fixed {
+        ends: u64,
+        count: u64,
+    },
     Sliding(Box<Sliding>),
 }
 
