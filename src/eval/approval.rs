@@ -29,6 +29,7 @@ pub(crate) const MAX_PENDING: usize = 100_000;
 pub(crate) struct Approvals {
     pending: Mutex<HashMap<String, Pending>>,
     ttl: Duration,
+    max_pending: usize,
     secret: [u64; 2],
     counter: AtomicU64,
 }
@@ -47,6 +48,7 @@ impl Approvals {
         Approvals {
             pending: Mutex::new(HashMap::new()),
             ttl,
+            max_pending: MAX_PENDING,
             secret: [a.build_hasher().finish(), b.hash_one(0x5eed_u64)],
             counter: AtomicU64::new(0),
         }
@@ -68,10 +70,10 @@ impl Approvals {
         h.update(now.as_unix_nanos().to_le_bytes());
         let key = canonical::hex(&h.finalize());
         let mut pending = self.pending.lock();
-        if pending.len() >= MAX_PENDING {
+        if pending.len() >= self.max_pending {
             let ttl = self.ttl;
             pending.retain(|_, p| now.saturating_duration_since(p.issued) < ttl);
-            if pending.len() >= MAX_PENDING {
+            if pending.len() >= self.max_pending {
                 if let Some(oldest) =
                     pending.iter().min_by_key(|(_, p)| p.issued).map(|(k, _)| k.clone())
                 {
@@ -143,6 +145,29 @@ mod tests {
         assert_eq!(binding(&ca, "d"), binding(&cb, "d"));
         assert_ne!(binding(&ca, "d"), binding(&ca, "e"));
         assert_ne!(binding(&ca, "d"), binding(&ca.with_session("s"), "d"));
+    }
+
+    #[test]
+    fn pending_keys_are_bounded_and_the_oldest_go_first() {
+        let mut approvals = Approvals::new(Duration::from_secs(3600));
+        approvals.max_pending = 3;
+        let call = ToolCall::new("t");
+        let keys: Vec<String> = (0..5u64)
+            .map(|i| approvals.issue(&call, "d", Timestamp::from_unix_seconds(100.0 + i as f64)))
+            .collect();
+        assert_eq!(approvals.pending.lock().len(), 3);
+        let now = Timestamp::from_unix_seconds(200.0);
+        assert!(approvals.take(&keys[0], &call, "d", now).is_none(), "the oldest was forgotten");
+        assert!(approvals.take(&keys[1], &call, "d", now).is_none());
+        assert!(approvals.take(&keys[4], &call, "d", now).is_some());
+        // Expired keys are swept before the oldest live one is dropped.
+        let mut approvals = Approvals::new(Duration::from_secs(10));
+        approvals.max_pending = 2;
+        let old = approvals.issue(&call, "d", Timestamp::from_unix_seconds(0.0));
+        let live = approvals.issue(&call, "d", Timestamp::from_unix_seconds(95.0));
+        let _new = approvals.issue(&call, "d", Timestamp::from_unix_seconds(100.0));
+        assert!(approvals.take(&live, &call, "d", Timestamp::from_unix_seconds(100.0)).is_some());
+        assert!(approvals.take(&old, &call, "d", Timestamp::from_unix_seconds(100.0)).is_none());
     }
 
     #[test]

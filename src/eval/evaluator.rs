@@ -371,7 +371,10 @@ impl<S> Evaluator<S> {
                 return Some(d.into_decision(tool, plan.approval.take(), &self.approvals));
             }
             plan.requests.push(ChargeRequest {
-                key: CounterKey { counter: &limit.counter, scope: scope_key(limit.scope, call) },
+                key: CounterKey {
+                    counter: &limit.counter,
+                    scope: scope_key(limit.scope, call.grant(), call.session()),
+                },
                 window: WindowSpec { seconds: limit.window_seconds, sliding: limit.sliding },
                 max: limit.max,
                 units,
@@ -463,7 +466,6 @@ impl<S> Evaluator<S> {
             return Err(RollbackError::PolicyReloaded);
         }
         let policy = installed.policy.compiled();
-        let call = ToolCall::new("").with_grant(charge.grant).with_optional_session(charge.session);
         Ok(charge
             .entries
             .iter()
@@ -472,7 +474,7 @@ impl<S> Evaluator<S> {
                 Some(ChargeRequest {
                     key: CounterKey {
                         counter: &limit.counter,
-                        scope: scope_key(limit.scope, &call),
+                        scope: scope_key(limit.scope, charge.grant, charge.session),
                     },
                     window: WindowSpec { seconds: limit.window_seconds, sliding: limit.sliding },
                     max: limit.max,
@@ -761,11 +763,11 @@ fn units_of<'a>(limit: &CompiledLimit, call: &ToolCall<'a>) -> Result<u64, Refus
     }
 }
 
-fn scope_key<'a>(scope: Scope, call: &ToolCall<'a>) -> ScopeKey<'a> {
+fn scope_key<'a>(scope: Scope, grant: &'a str, session: Option<&'a str>) -> ScopeKey<'a> {
     match scope {
         Scope::Global => ScopeKey::Global,
-        Scope::Grant => ScopeKey::Grant(call.grant()),
-        Scope::Session => ScopeKey::Session { grant: call.grant(), session: call.session() },
+        Scope::Grant => ScopeKey::Grant(grant),
+        Scope::Session => ScopeKey::Session { grant, session },
     }
 }
 
