@@ -50,7 +50,10 @@ pub use counter::{
     AsyncCounterStore, ChargeOutcome, ChargeRequest, Clock, CounterKey, CounterStore, ManualClock,
     MemoryStore, ScopeKey, StoreError, SystemClock, Timestamp, WindowSpec,
 };
-pub use eval::{ChargeReceipt, Decision, DecisionKind, Evaluator, RollbackError, ToolCall};
+pub use eval::{
+    ChargeReceipt, Decision, DecisionKind, Evaluator, Mode, PendingApproval, ResolveApprovalError,
+    RollbackError, ToolCall,
+};
 pub use policy::{
     Diagnostic, DiagnosticKind, InvalidPolicy, Policy, PolicyError, ReadError, model,
 };

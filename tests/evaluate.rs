@@ -804,12 +804,13 @@ fn the_same_arguments_in_another_spelling_are_the_same_call() {
 #[test]
 fn an_approved_call_still_meets_the_limits_and_keeps_its_key_when_limited() {
     let h = approvals();
+    let args = json!({"statement": "delete from t"});
+    let call = ToolCall::new("execute_sql").with_arguments(&args).with_grant("g");
+    // Asked while the limit had room; the limit is exhausted before the human answers.
+    let key = h.evaluator.evaluate(&call).approval_key().unwrap().to_owned();
     for _ in 0..2 {
         assert_eq!(h.kind("execute_sql", json!({"statement": "select 1"})), Allow);
     }
-    let args = json!({"statement": "delete from t"});
-    let call = ToolCall::new("execute_sql").with_arguments(&args).with_grant("g");
-    let key = h.evaluator.evaluate(&call).approval_key().unwrap().to_owned();
     assert_eq!(h.evaluator.evaluate(&call.with_approval_key(&key)).kind(), Limit);
     h.at(60.0);
     assert_eq!(h.evaluator.evaluate(&call.with_approval_key(&key)).kind(), Allow);

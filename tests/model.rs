@@ -211,7 +211,9 @@ impl Model {
         };
         let all = doc.get("all_tools").cloned().unwrap_or(json!({}));
         let rules = [(rule, rule_ptr.clone()), (all, "/all_tools".to_owned())];
-        for (list, fires) in
+        // Step 6 (approve_if) decides only after the limits of step 7 are checked.
+        let mut approve: Option<String> = None;
+        'steps: for (list, fires) in
             [("require", None), ("deny_if", Some(Deny)), ("approve_if", Some(Approve))]
         {
             for (r, p) in &rules {
@@ -228,6 +230,10 @@ impl Model {
                         None => t != T::True,
                         Some(_) => t != T::False,
                     };
+                    if hit && fires == Some(Approve) {
+                        approve = Some(format!("{p}/{list}/{i}"));
+                        break 'steps;
+                    }
                     if hit {
                         return (fires.unwrap_or(Deny), format!("{p}/{list}/{i}"));
                     }
@@ -277,6 +283,10 @@ impl Model {
             if self.count(counter, scope, now) + earlier + units > *max {
                 return (Limit, pointer.clone());
             }
+        }
+        // An approve decision charges nothing: it is asked only when the limits have room.
+        if let Some(pointer) = approve {
+            return (Approve, pointer);
         }
         for (counter, scope, units, _, _) in planned {
             self.charges.push(Charge { counter, scope, at: now, units });

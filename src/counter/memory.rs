@@ -272,7 +272,50 @@ impl Shard {
     }
 }
 
+/// The first request of `batch` that cannot be admitted, and the longest wait of all that
+/// cannot, with the shards of the batch locked.
+fn refused(
+    guards: &[MutexGuard<'_, Shard>],
+    hashes: &[u64],
+    slots: &[usize],
+    now: Timestamp,
+    batch: &[ChargeRequest<'_>],
+) -> Result<Option<(usize, Duration)>, StoreError> {
+    let mut refused: Option<(usize, Duration)> = None;
+    for (j, req) in batch.iter().enumerate() {
+        let (hash, slot) =
+            (hashes.get(j).copied().unwrap_or(0), slots.get(j).copied().unwrap_or(0));
+        let shard = guards.get(slot).ok_or_else(|| StoreError::new("shard lock missing"))?;
+        let earlier: u64 = batch
+            .iter()
+            .take(j)
+            .filter(|r| r.key == req.key)
+            .map(|r| r.units)
+            .fold(0, u64::saturating_add);
+        if let Some(wait) = refusal(shard.find(hash, &req.key), now, req, earlier) {
+            refused = Some(match refused {
+                None => (j, wait),
+                Some((first, w)) => (first, w.max(wait)),
+            });
+        }
+    }
+    Ok(refused)
+}
+
 impl CounterStore for MemoryStore {
+    fn check(
+        &self,
+        now: Timestamp,
+        batch: &[ChargeRequest<'_>],
+    ) -> Result<ChargeOutcome, StoreError> {
+        let hashes: SmallVec<[u64; 8]> = batch.iter().map(|r| self.hash(&r.key)).collect();
+        let (guards, slots) = self.lock(&hashes);
+        Ok(match refused(&guards, &hashes, &slots, now, batch)? {
+            Some((index, retry_after)) => ChargeOutcome::Refused { index, retry_after },
+            None => ChargeOutcome::Admitted { at: now },
+        })
+    }
+
     fn charge(
         &self,
         now: Timestamp,
@@ -303,25 +346,7 @@ impl CounterStore for MemoryStore {
         let (mut guards, slots) = self.lock(&hashes);
 
         // Check every request before charging anything.
-        let mut refused: Option<(usize, Duration)> = None;
-        for (j, req) in batch.iter().enumerate() {
-            let (hash, slot) =
-                (hashes.get(j).copied().unwrap_or(0), slots.get(j).copied().unwrap_or(0));
-            let shard = guards.get(slot).ok_or_else(|| StoreError::new("shard lock missing"))?;
-            let earlier: u64 = batch
-                .iter()
-                .take(j)
-                .filter(|r| r.key == req.key)
-                .map(|r| r.units)
-                .fold(0, u64::saturating_add);
-            if let Some(wait) = refusal(shard.find(hash, &req.key), now, req, earlier) {
-                refused = Some(match refused {
-                    None => (j, wait),
-                    Some((first, w)) => (first, w.max(wait)),
-                });
-            }
-        }
-        if let Some((index, retry_after)) = refused {
+        if let Some((index, retry_after)) = refused(&guards, &hashes, &slots, now, batch)? {
             return Ok(ChargeOutcome::Refused { index, retry_after });
         }
         for (j, req) in batch.iter().enumerate() {
@@ -398,6 +423,28 @@ mod tests {
         let only_a = [req("a", "g", 2, 1)];
         assert!(matches!(store.charge(now, &only_a).unwrap(), ChargeOutcome::Admitted { .. }));
         assert!(matches!(store.charge(now, &only_a).unwrap(), ChargeOutcome::Refused { .. }));
+    }
+
+    #[test]
+    fn check_answers_like_charge_and_charges_nothing() {
+        let store = MemoryStore::with_shards(4);
+        let now = Timestamp::from_unix_seconds(10.0);
+        let batch = [req("a", "g", 2, 1), req("b", "g", 1, 1)];
+        for _ in 0..3 {
+            assert!(matches!(store.check(now, &batch).unwrap(), ChargeOutcome::Admitted { .. }));
+        }
+        assert!(store.is_empty(), "a check creates no counter");
+        assert!(matches!(store.charge(now, &batch).unwrap(), ChargeOutcome::Admitted { .. }));
+        let checked = store.check(now, &batch).unwrap();
+        assert_eq!(checked, store.charge(now, &batch).unwrap());
+        assert!(matches!(checked, ChargeOutcome::Refused { index: 1, .. }), "{checked:?}");
+        // `a` still has one unit of room: the checks charged nothing.
+        assert!(matches!(store.charge(now, &[req("a", "g", 2, 1)]).unwrap(), ChargeOutcome::Admitted { .. }));
+        let too_big = [req("c", "g", 1, 2)];
+        assert!(matches!(
+            store.check(now, &too_big).unwrap(),
+            ChargeOutcome::Refused { index: 0, retry_after } if retry_after == Duration::MAX
+        ));
     }
 
     #[test]

@@ -99,6 +99,7 @@ impl StoreError {
 ///   same counter, plus its own units, is at most its `max`.
 /// - [`refund`](CounterStore::refund) returns the units of an admitted batch where they still
 ///   count: in the same fixed window, or, for a sliding window, while they are inside it.
+/// - [`check`](CounterStore::check) answers as `charge` would, and charges nothing.
 /// - Expired state is dropped, so memory is bounded by the counters active in their window.
 ///
 /// Stores that do I/O implement [`AsyncCounterStore`] instead.
@@ -117,6 +118,23 @@ pub trait CounterStore: Send + Sync {
         charged_at: Timestamp,
         batch: &[ChargeRequest<'_>],
     ) -> Result<(), StoreError>;
+
+    /// Checks `batch` as [`charge`](CounterStore::charge) would at time `now`, and charges
+    /// nothing: [`ChargeOutcome::Admitted`] when every request has room (nothing was charged),
+    /// else [`ChargeOutcome::Refused`] with the index and wait that `charge` would answer.
+    ///
+    /// The evaluator asks this before it answers `approve`, so that nobody is asked to approve a
+    /// call that a limit would then refuse. The default answers `Admitted` without looking: a
+    /// store that does not implement it still enforces every limit when the call is charged,
+    /// but cannot spare a human the prompt for a call that will be limited.
+    fn check(
+        &self,
+        now: Timestamp,
+        batch: &[ChargeRequest<'_>],
+    ) -> Result<ChargeOutcome, StoreError> {
+        let _ = batch;
+        Ok(ChargeOutcome::Admitted { at: now })
+    }
 }
 
 /// The asynchronous face of a counter store, for stores that do I/O (such as Redis) and must not
@@ -136,6 +154,17 @@ pub trait AsyncCounterStore: Send + Sync {
         charged_at: Timestamp,
         batch: &[ChargeRequest<'_>],
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Checks `batch` without charging anything; see [`CounterStore::check`], whose default
+    /// (`Admitted`, without looking) this shares.
+    fn check_async(
+        &self,
+        now: Timestamp,
+        batch: &[ChargeRequest<'_>],
+    ) -> impl Future<Output = Result<ChargeOutcome, StoreError>> + Send {
+        let _ = batch;
+        std::future::ready(Ok(ChargeOutcome::Admitted { at: now }))
+    }
 }
 
 impl<S: CounterStore> AsyncCounterStore for S {
@@ -155,6 +184,14 @@ impl<S: CounterStore> AsyncCounterStore for S {
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
         std::future::ready(self.refund(now, charged_at, batch))
     }
+
+    fn check_async(
+        &self,
+        now: Timestamp,
+        batch: &[ChargeRequest<'_>],
+    ) -> impl Future<Output = Result<ChargeOutcome, StoreError>> + Send {
+        std::future::ready(self.check(now, batch))
+    }
 }
 
 impl<S: CounterStore + ?Sized> CounterStore for std::sync::Arc<S> {
@@ -173,5 +210,13 @@ impl<S: CounterStore + ?Sized> CounterStore for std::sync::Arc<S> {
         batch: &[ChargeRequest<'_>],
     ) -> Result<(), StoreError> {
         (**self).refund(now, charged_at, batch)
+    }
+
+    fn check(
+        &self,
+        now: Timestamp,
+        batch: &[ChargeRequest<'_>],
+    ) -> Result<ChargeOutcome, StoreError> {
+        (**self).check(now, batch)
     }
 }

@@ -85,8 +85,9 @@ impl Text {
     }
 }
 
-/// What an allowed call charged, so that it can be rolled back.
-#[derive(Debug, Clone)]
+/// What an allowed call charged, so that it can be rolled back. Not `Clone`: a charge is
+/// returned once.
+#[derive(Debug)]
 pub(crate) struct Charge<'a> {
     pub(crate) generation: u64,
     pub(crate) at: Timestamp,
@@ -98,8 +99,27 @@ pub(crate) struct Charge<'a> {
 
 /// What an allowed decision charged, owned: taken out of the decision with
 /// [`Decision::take_receipt`] and returned with
-/// [`Evaluator::rollback_receipt`](crate::Evaluator::rollback_receipt).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// [`Evaluator::rollback_receipt`](crate::Evaluator::rollback_receipt), which consumes it.
+///
+/// A receipt is move-only: it cannot be cloned, so the units it names come back once at most.
+///
+/// ```compile_fail
+/// # use mcp_policy::{Evaluator, Policy, ToolCall};
+/// # let policy: Policy = r#"{"version": "1", "default": "allow"}"#.parse().unwrap();
+/// # let evaluator = Evaluator::new(policy);
+/// let receipt = evaluator.evaluate(&ToolCall::new("t")).take_receipt().unwrap();
+/// let copy = receipt.clone(); // error: `ChargeReceipt` is not `Clone`
+/// ```
+///
+/// ```compile_fail
+/// # use mcp_policy::{Evaluator, Policy, ToolCall};
+/// # let policy: Policy = r#"{"version": "1", "default": "allow"}"#.parse().unwrap();
+/// # let evaluator = Evaluator::new(policy);
+/// let receipt = evaluator.evaluate(&ToolCall::new("t")).take_receipt().unwrap();
+/// evaluator.rollback_receipt(receipt).unwrap();
+/// evaluator.rollback_receipt(receipt).unwrap(); // error: use of a moved value
+/// ```
+#[derive(Debug)]
 pub struct ChargeReceipt {
     generation: u64,
     at: Timestamp,
@@ -142,31 +162,46 @@ impl ChargeReceipt {
 /// );
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Debug, Clone)]
+///
+/// A decision is not `Clone`: an allowed decision carries its charge, which must be returned
+/// once at most.
+///
+/// ```compile_fail
+/// # use mcp_policy::{Evaluator, Policy, ToolCall};
+/// # let policy: Policy = r#"{"version": "1", "default": "allow"}"#.parse().unwrap();
+/// # let evaluator = Evaluator::new(policy);
+/// let decision = evaluator.evaluate(&ToolCall::new("t"));
+/// let copy = decision.clone(); // error: `Decision` is not `Clone`
+/// ```
+#[derive(Debug)]
 pub struct Decision<'a> {
     pub(crate) kind: DecisionKind,
     pub(crate) tool: &'a str,
     pub(crate) rule: RuleRef<'a>,
     pub(crate) message: Text,
     pub(crate) extra: Extra<'a>,
+    pub(crate) monitored: bool,
 }
 
 /// What only some kinds of decision carry.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub(crate) enum Extra<'a> {
     #[default]
     None,
     /// On `limit`.
     RetryAfter(Duration),
-    /// On `approve`.
-    Approval(String),
+    /// On `approve` (in enforce mode): the secret key and the public id of the pending entry.
+    Approval {
+        key: String,
+        id: String,
+    },
     /// On `allow`, when counters were charged.
     Charge(Charge<'a>),
 }
 
 impl<'a> Decision<'a> {
     pub(crate) fn new(kind: DecisionKind, tool: &'a str, rule: RuleRef<'a>, message: Text) -> Self {
-        Decision { kind, tool, rule, message, extra: Extra::None }
+        Decision { kind, tool, rule, message, extra: Extra::None, monitored: false }
     }
 
     /// Allow, deny, limit or approve.
@@ -174,9 +209,33 @@ impl<'a> Decision<'a> {
         self.kind
     }
 
-    /// Whether the call may be dispatched.
+    /// Whether the policy allows the call. In [monitor mode](crate::Mode::Monitor) this is what
+    /// enforcing would do; gate the dispatch on [`should_dispatch`](Decision::should_dispatch).
     pub fn is_allowed(&self) -> bool {
         self.kind == DecisionKind::Allow
+    }
+
+    /// Whether the decision was made in [monitor mode](crate::Mode::Monitor): the embedder
+    /// dispatches the call whatever its kind, and logs what the policy would have done.
+    pub fn is_monitored(&self) -> bool {
+        self.monitored
+    }
+
+    /// Whether the embedder should dispatch the call: allowed, or decided in monitor mode.
+    /// Embedders gate on this rather than on [`is_allowed`](Decision::is_allowed).
+    ///
+    /// ```
+    /// use mcp_policy::{DecisionKind, Evaluator, Mode, Policy, ToolCall};
+    ///
+    /// let policy: Policy = r#"{"version": "1", "default": "deny"}"#.parse()?;
+    /// let monitor = Evaluator::new(policy).with_mode(Mode::Monitor);
+    /// let decision = monitor.evaluate(&ToolCall::new("drop_database"));
+    /// assert_eq!(decision.kind(), DecisionKind::Deny); // what enforcing would do
+    /// assert!(decision.is_monitored() && decision.should_dispatch());
+    /// # Ok::<(), mcp_policy::PolicyError>(())
+    /// ```
+    pub fn should_dispatch(&self) -> bool {
+        self.is_allowed() || self.monitored
     }
 
     /// The tool the decision is about.
@@ -204,12 +263,27 @@ impl<'a> Decision<'a> {
     }
 
     /// On `approve`: the key to pass back (with [`ToolCall::with_approval_key`]) once a human has
-    /// approved this exact call.
+    /// approved this exact call. The key is a secret: whoever holds it approves the call, so it
+    /// must never reach the client (the agent). `None` in monitor mode, which creates no
+    /// pending approval.
     ///
     /// [`ToolCall::with_approval_key`]: crate::ToolCall::with_approval_key
     pub fn approval_key(&self) -> Option<&str> {
         match &self.extra {
-            Extra::Approval(k) => Some(k),
+            Extra::Approval { key, .. } => Some(key),
+            _ => None,
+        }
+    }
+
+    /// On `approve`: the public id of the pending approval, which names it (not secret) for an
+    /// out-of-band approver: see [`Evaluator::pending_approvals`] and
+    /// [`Evaluator::resolve_approval`]. An identical call already pending has the same id.
+    ///
+    /// [`Evaluator::pending_approvals`]: crate::Evaluator::pending_approvals
+    /// [`Evaluator::resolve_approval`]: crate::Evaluator::resolve_approval
+    pub fn approval_id(&self) -> Option<&str> {
+        match &self.extra {
+            Extra::Approval { id, .. } => Some(id),
             _ => None,
         }
     }
@@ -277,7 +351,7 @@ impl<'a> Decision<'a> {
     }
 
     /// The decision JSON: `{"decision", "tool", "rule", "message"}`, with `retry_after` (seconds)
-    /// on `limit` and `approval_key` on `approve`.
+    /// on `limit`, `approval_key` on `approve`, and `"monitor": true` on a monitored decision.
     pub fn to_json(&self) -> serde_json::Value {
         let mut map = serde_json::Map::new();
         map.insert("decision".into(), self.kind.as_str().into());
@@ -289,6 +363,9 @@ impl<'a> Decision<'a> {
         }
         if let Some(k) = self.approval_key() {
             map.insert("approval_key".into(), k.into());
+        }
+        if self.monitored {
+            map.insert("monitor".into(), true.into());
         }
         serde_json::Value::Object(map)
     }
@@ -310,7 +387,10 @@ fn format_seconds(s: f64) -> String {
 impl Serialize for Decision<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let retry = self.retry_after_seconds();
-        let n = 4 + usize::from(retry.is_some()) + usize::from(self.approval_key().is_some());
+        let n = 4
+            + usize::from(retry.is_some())
+            + usize::from(self.approval_key().is_some())
+            + usize::from(self.monitored);
         let mut map = serializer.serialize_map(Some(n))?;
         map.serialize_entry("decision", self.kind.as_str())?;
         map.serialize_entry("tool", self.tool)?;
@@ -321,6 +401,9 @@ impl Serialize for Decision<'_> {
         }
         if let Some(k) = self.approval_key() {
             map.serialize_entry("approval_key", k)?;
+        }
+        if self.monitored {
+            map.serialize_entry("monitor", &true)?;
         }
         map.end()
     }

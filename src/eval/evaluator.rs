@@ -8,10 +8,13 @@ use arc_swap::ArcSwap;
 use serde_json::Value;
 use smallvec::SmallVec;
 
-use super::approval::{self, Approvals, Pending};
+use super::approval::{
+    self, Approvals, Ask, Binding, Earlier, Entry, KeyUse, PendingApproval, ResolveApprovalError,
+};
 use super::call::ToolCall;
 use super::condition::{Found, Truth, resolve};
 use super::decision::{Charge, ChargeReceipt, Decision, DecisionKind, Extra, RuleRef, Text};
+use super::mode::Mode;
 use crate::counter::{
     AsyncCounterStore, ChargeOutcome, ChargeRequest, Clock, CounterKey, CounterStore, MemoryStore,
     ScopeKey, StoreError, SystemClock, Timestamp, WindowSpec,
@@ -54,9 +57,15 @@ pub struct Evaluator<S = MemoryStore> {
     store: S,
     clock: Arc<dyn Clock>,
     fail_open: bool,
+    mode: Mode,
     approvals: Approvals,
     generations: AtomicU64,
 }
+
+/// The message of a call that no rule allows under `default: deny`, and of a hidden tool: a
+/// hidden tool answers exactly as a tool nobody has heard of, so that the hide list stays
+/// secret (the rule pointer, `/hide/N`, still tells the operator).
+const UNKNOWN_TOOL: &str = "no rule allows this tool and the default is deny";
 
 struct Installed {
     policy: Policy,
@@ -68,6 +77,7 @@ impl<S> std::fmt::Debug for Evaluator<S> {
         f.debug_struct("Evaluator")
             .field("policy", &self.current.load().policy)
             .field("fail_open", &self.fail_open)
+            .field("mode", &self.mode)
             .finish_non_exhaustive()
     }
 }
@@ -110,6 +120,7 @@ impl<S> Evaluator<S> {
             store,
             clock: Arc::new(SystemClock),
             fail_open: false,
+            mode: Mode::Enforce,
             approvals: Approvals::new(approval::DEFAULT_TTL),
             generations: AtomicU64::new(0),
         }
@@ -143,6 +154,28 @@ impl<S> Evaluator<S> {
     pub fn fail_open_on_store_error(mut self, fail_open: bool) -> Self {
         self.fail_open = fail_open;
         self
+    }
+
+    /// Enforce the policy ([`Mode::Enforce`], the default) or only report what it would do
+    /// ([`Mode::Monitor`]).
+    ///
+    /// ```
+    /// use mcp_policy::{Evaluator, Mode, Policy, ToolCall};
+    ///
+    /// let policy: Policy = r#"{"version": "1", "default": "deny"}"#.parse()?;
+    /// let evaluator = Evaluator::new(policy).with_mode(Mode::Monitor);
+    /// let decision = evaluator.evaluate(&ToolCall::new("drop_database"));
+    /// assert!(!decision.is_allowed() && decision.should_dispatch());
+    /// # Ok::<(), mcp_policy::PolicyError>(())
+    /// ```
+    pub fn with_mode(mut self, mode: Mode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// The mode: enforce or monitor.
+    pub fn mode(&self) -> Mode {
+        self.mode
     }
 
     /// How long an approval key stays valid (default one hour).
@@ -186,9 +219,110 @@ impl<S> Evaluator<S> {
     /// assert!(evaluator.evaluate(&ToolCall::new("t")).is_allowed());
     /// # Ok::<(), mcp_policy::PolicyError>(())
     /// ```
+    ///
+    /// Pending approvals issued under another policy (another digest) are dropped: a human's
+    /// approval holds for the policy it was asked under.
     pub fn reload(&self, policy: Policy) {
         let generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
+        let digest = policy.digest().to_owned();
         self.current.store(Arc::new(Installed { policy, generation }));
+        self.approvals.retain_policy(&digest);
+    }
+
+    /// The calls waiting for a human's approval under the policy in force, oldest first: for an
+    /// approver who is not in the conversation (an admin UI). Each has a public `id` to pass to
+    /// [`resolve_approval`](Evaluator::resolve_approval). Identical calls pending at once share
+    /// one entry.
+    ///
+    /// ```
+    /// use mcp_policy::{DecisionKind, Evaluator, Policy, ToolCall};
+    ///
+    /// let policy: Policy = r#"{"version": "1", "default": "deny", "tools": {"refund": {
+    ///   "approve_if": [{"conditions": [], "reason": "refunds need a human"}]}}}"#.parse()?;
+    /// let evaluator = Evaluator::new(policy);
+    /// let args = serde_json::json!({"order": 7});
+    /// let call = ToolCall::new("refund").with_arguments(&args).with_grant("agent-7");
+    /// assert_eq!(evaluator.evaluate(&call).kind(), DecisionKind::Approve);
+    ///
+    /// let pending = evaluator.pending_approvals();
+    /// assert_eq!(pending.len(), 1);
+    /// assert_eq!((pending[0].tool.as_str(), pending[0].grant.as_str()), ("refund", "agent-7"));
+    /// assert_eq!(pending[0].reason, "refunds need a human");
+    ///
+    /// evaluator.resolve_approval(&pending[0].id, true).unwrap();
+    /// assert_eq!(evaluator.evaluate(&call).kind(), DecisionKind::Allow); // the retry passes once
+    /// assert_eq!(evaluator.evaluate(&call).kind(), DecisionKind::Approve); // then asks again
+    /// # Ok::<(), mcp_policy::PolicyError>(())
+    /// ```
+    pub fn pending_approvals(&self) -> Vec<PendingApproval> {
+        let installed = self.current.load();
+        self.approvals.list(installed.policy.digest(), self.clock.now())
+    }
+
+    /// Records a human's answer to the pending approval `id`. Approved: the next evaluation of
+    /// the identical call (same tool, arguments, grant, session and policy), with or without
+    /// the key, passes the `approve_if` step once; the limits still apply, and a call they
+    /// refuse keeps the approval. Denied: the next identical call is denied once, with a
+    /// message that a human refused it, and the entry is gone.
+    ///
+    /// An id that is unknown (never issued, used, evicted, or issued under another policy),
+    /// expired, or resolved already is an error, and changes nothing.
+    pub fn resolve_approval(&self, id: &str, approve: bool) -> Result<(), ResolveApprovalError> {
+        let installed = self.current.load();
+        self.approvals.resolve(id, approve, installed.policy.digest(), self.clock.now())
+    }
+
+    /// A decision as this evaluator's mode marks it.
+    fn mark<'a>(&self, mut d: Decision<'a>) -> Decision<'a> {
+        d.monitored = self.mode == Mode::Monitor;
+        d
+    }
+
+    /// The `approve` decision of step 6, with its pending entry (none in monitor mode).
+    fn approve<'a>(
+        &self,
+        installed: &Installed,
+        ask: &Asking,
+        call: &ToolCall<'a>,
+        now: Timestamp,
+    ) -> Decision<'a> {
+        let mut d = Decision::new(
+            DecisionKind::Approve,
+            call.tool(),
+            RuleRef::Shared(ask.pointer.clone()),
+            Text::Shared(ask.message.clone()),
+        );
+        if self.mode == Mode::Enforce {
+            let (key, id) = self.approvals.issue(
+                call,
+                &ask.binding,
+                installed.policy.digest(),
+                Ask { rule: &ask.pointer, reason: &ask.message },
+                now,
+            );
+            d.extra = Extra::Approval { key, id };
+        }
+        d
+    }
+
+    /// Step 6 once the store has checked the limits: ask when they have room, else the decision
+    /// of step 7 (which charged nothing).
+    fn ask<'a>(
+        &self,
+        installed: &Installed,
+        plan: &mut Plan<'_, 'a>,
+        outcome: Result<ChargeOutcome, StoreError>,
+        call: &ToolCall<'a>,
+    ) -> Decision<'a> {
+        let Some(ask) = plan.ask.take() else {
+            return self.finish(plan, outcome, call);
+        };
+        match outcome {
+            Ok(ChargeOutcome::Admitted { .. }) => self.approve(installed, &ask, call, plan.now),
+            // Fail-open lets an unchecked call be asked about; charging it still counts.
+            Err(_) if self.fail_open => self.approve(installed, &ask, call, plan.now),
+            refused => self.finish(plan, refused, call),
+        }
     }
 
     /// Loads `text` and puts it in force; a text that fails to load leaves the policy in force
@@ -225,13 +359,13 @@ impl<S> Evaluator<S> {
         if let Some(d) = malformed(call) {
             return Some(d);
         }
-        // 1. hide
+        // 1. hide: answered as an unknown tool is, the rule pointer aside.
         if let Some(i) = policy.hidden_by(tool) {
             return Some(Decision::new(
                 DecisionKind::Deny,
                 tool,
                 RuleRef::Hide(i),
-                Text::Static("this tool is hidden by the policy"),
+                Text::Static(UNKNOWN_TOOL),
             ));
         }
         // 2. the rule
@@ -245,7 +379,7 @@ impl<S> Evaluator<S> {
                     DecisionKind::Deny,
                     tool,
                     RuleRef::Static("/default"),
-                    Text::Static("no rule allows this tool and the default is deny"),
+                    Text::Static(UNKNOWN_TOOL),
                 ));
             }
         };
@@ -297,7 +431,9 @@ impl<S> Evaluator<S> {
                 return Some(deny_by(tool, c));
             }
         }
-        // 6. approve_if: fires on true or unknown, unless the call carries its approval.
+        // 6. approve_if: fires on true or unknown, unless the call carries its approval (a key,
+        // or an identical call approved out of band). Before asking, the limits are checked
+        // (charging nothing): a call that step 7 would refuse gets that decision instead.
         let mut now: Option<Timestamp> = None;
         let firing = rules
             .clone()
@@ -309,11 +445,20 @@ impl<S> Evaluator<S> {
             }
             let t = self.clock.now();
             now = Some(t);
-            let digest = installed.policy.digest();
+            let binding = Approvals::binding(call, installed.policy.digest());
+            let refused_by_human = || {
+                Decision::new(
+                    DecisionKind::Deny,
+                    tool,
+                    RuleRef::Shared(check.pointer.clone()),
+                    Text::Static("a human refused to approve this exact call"),
+                )
+            };
             match call.approval_key() {
-                Some(key) => match self.approvals.take(key, call, digest, t) {
-                    Some(p) => plan.approval = Some((key, p)),
-                    None => {
+                Some(key) => match self.approvals.take(key, &binding, t) {
+                    KeyUse::Valid(e) => plan.approval = Some(e),
+                    KeyUse::Denied => return Some(refused_by_human()),
+                    KeyUse::Invalid => {
                         return Some(Decision::new(
                             DecisionKind::Deny,
                             tool,
@@ -326,16 +471,17 @@ impl<S> Evaluator<S> {
                         ));
                     }
                 },
-                None => {
-                    let mut d = Decision::new(
-                        DecisionKind::Approve,
-                        tool,
-                        RuleRef::Shared(check.pointer.clone()),
-                        Text::Shared(check.message.clone()),
-                    );
-                    d.extra = Extra::Approval(self.approvals.issue(call, digest, t));
-                    return Some(d);
-                }
+                None => match self.approvals.earlier(&binding, t) {
+                    Earlier::Approved(e) => plan.approval = Some(e),
+                    Earlier::Denied => return Some(refused_by_human()),
+                    Earlier::None => {
+                        plan.ask = Some(Asking {
+                            pointer: check.pointer.clone(),
+                            message: check.message.clone(),
+                            binding,
+                        });
+                    }
+                },
             }
         }
 
@@ -382,6 +528,10 @@ impl<S> Evaluator<S> {
             plan.ids.push(id);
         }
         if plan.requests.is_empty() {
+            if let Some(ask) = plan.ask.take() {
+                let t = now.unwrap_or_else(|| self.clock.now());
+                return Some(self.approve(installed, &ask, call, t));
+            }
             return Some(Decision::new(
                 DecisionKind::Allow,
                 tool,
@@ -509,10 +659,16 @@ impl<S: CounterStore> Evaluator<S> {
         let installed = self.current.load();
         let mut plan = Plan::new();
         if let Some(d) = self.prepare(&installed, call, &mut plan) {
-            return d;
+            return self.mark(d);
         }
-        let outcome = self.store.charge(plan.now, &plan.requests);
-        self.finish(&mut plan, outcome, call)
+        let d = if plan.ask.is_some() {
+            let outcome = self.store.check(plan.now, &plan.requests);
+            self.ask(&installed, &mut plan, outcome, call)
+        } else {
+            let outcome = self.store.charge(plan.now, &plan.requests);
+            self.finish(&mut plan, outcome, call)
+        };
+        self.mark(d)
     }
 
     /// Returns the units an allowed decision charged, for a call whose upstream tool call never
@@ -549,11 +705,11 @@ impl<S: CounterStore> Evaluator<S> {
     /// #     "limits": [{"counter": "c", "window": "hour", "max": 1}]}}}"#.parse()?;
     /// let evaluator = Evaluator::new(policy);
     /// let receipt = evaluator.evaluate(&ToolCall::new("t")).take_receipt().unwrap();
-    /// evaluator.rollback_receipt(&receipt).unwrap();
+    /// evaluator.rollback_receipt(receipt).unwrap(); // consumed: it cannot be used twice
     /// assert!(evaluator.evaluate(&ToolCall::new("t")).is_allowed());
     /// # Ok::<(), mcp_policy::PolicyError>(())
     /// ```
-    pub fn rollback_receipt(&self, receipt: &ChargeReceipt) -> Result<(), RollbackError> {
+    pub fn rollback_receipt(&self, receipt: ChargeReceipt) -> Result<(), RollbackError> {
         let installed = self.current.load();
         let charge = receipt.as_charge();
         let requests = self.refund_plan(&installed, &charge)?;
@@ -579,10 +735,16 @@ impl<S: AsyncCounterStore> Evaluator<S> {
         let installed = self.current.load_full();
         let mut plan = Plan::new();
         if let Some(d) = self.prepare(&installed, call, &mut plan) {
-            return d;
+            return self.mark(d);
         }
-        let outcome = self.store.charge_async(plan.now, &plan.requests).await;
-        self.finish(&mut plan, outcome, call)
+        let d = if plan.ask.is_some() {
+            let outcome = self.store.check_async(plan.now, &plan.requests).await;
+            self.ask(&installed, &mut plan, outcome, call)
+        } else {
+            let outcome = self.store.charge_async(plan.now, &plan.requests).await;
+            self.finish(&mut plan, outcome, call)
+        };
+        self.mark(d)
     }
 
     /// [`rollback`](Evaluator::rollback) for stores that do I/O.
@@ -597,7 +759,7 @@ impl<S: AsyncCounterStore> Evaluator<S> {
     /// [`rollback_receipt`](Evaluator::rollback_receipt) for stores that do I/O.
     pub async fn rollback_receipt_async(
         &self,
-        receipt: &ChargeReceipt,
+        receipt: ChargeReceipt,
     ) -> Result<(), RollbackError> {
         let installed = self.current.load_full();
         let charge = receipt.as_charge();
@@ -618,7 +780,16 @@ struct Plan<'p, 'a> {
     /// The rule an allow decision names.
     rule: Option<RuleRef<'a>>,
     /// An approval taken at step 6, to put back if the call is refused.
-    approval: Option<(&'a str, Pending)>,
+    approval: Option<Entry>,
+    /// Step 6 asks for approval, once the store has checked the limits.
+    ask: Option<Asking>,
+}
+
+/// An `approve_if` check that fired for a call without its approval.
+struct Asking {
+    pointer: Arc<str>,
+    message: Arc<str>,
+    binding: Binding,
 }
 
 impl Plan<'_, '_> {
@@ -631,6 +802,7 @@ impl Plan<'_, '_> {
             ids: SmallVec::new(),
             rule: None,
             approval: None,
+            ask: None,
         }
     }
 }
@@ -645,11 +817,11 @@ impl<'a> Refusal<'a> {
     fn into_decision(
         self,
         tool: &'a str,
-        approval: Option<(&'a str, Pending)>,
+        approval: Option<Entry>,
         approvals: &Approvals,
     ) -> Decision<'a> {
-        if let Some((key, pending)) = approval {
-            approvals.restore(key, pending);
+        if let Some(entry) = approval {
+            approvals.restore(entry);
         }
         match self {
             Refusal::Deny(rule, message) => Decision::new(DecisionKind::Deny, tool, rule, message),

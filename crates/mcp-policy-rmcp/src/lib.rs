@@ -252,7 +252,7 @@ impl<S: AsyncCounterStore> PolicyGuard<S> {
                 };
                 if failed
                     && let Some(receipt) = receipt
-                    && let Err(e) = self.evaluator.rollback_receipt_async(&receipt).await
+                    && let Err(e) = self.evaluator.rollback_receipt_async(receipt).await
                 {
                     tracing::warn!(
                         target: "mcp_policy::audit",
