@@ -7,11 +7,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use mcp_policy::{
-    ChargeOutcome, ChargeRequest, CounterStore, DecisionKind, Evaluator,
-    ManualClock, Policy, ResolveApprovalError, StoreError, Timestamp, ToolCall,
-};
 use mcp_policy::eval::MAX_PENDING_PER_GRANT;
+use mcp_policy::{
+    ChargeOutcome, ChargeRequest, CounterStore, DecisionKind, Evaluator, ManualClock, Policy,
+    ResolveApprovalError, StoreError, Timestamp, ToolCall,
+};
 use serde_json::{Value, json};
 
 use DecisionKind::{Allow, Approve, Deny, Limit};
@@ -184,7 +184,12 @@ impl CounterStore for BrokenStore {
     fn charge(&self, _: Timestamp, _: &[ChargeRequest<'_>]) -> Result<ChargeOutcome, StoreError> {
         Err(StoreError::new("connection refused"))
     }
-    fn refund(&self, _: Timestamp, _: Timestamp, _: &[ChargeRequest<'_>]) -> Result<(), StoreError> {
+    fn refund(
+        &self,
+        _: Timestamp,
+        _: Timestamp,
+        _: &[ChargeRequest<'_>],
+    ) -> Result<(), StoreError> {
         Err(StoreError::new("connection refused"))
     }
     fn check(&self, _: Timestamp, _: &[ChargeRequest<'_>]) -> Result<ChargeOutcome, StoreError> {
@@ -199,7 +204,12 @@ impl CounterStore for NoCheckStore {
     fn charge(&self, n: Timestamp, b: &[ChargeRequest<'_>]) -> Result<ChargeOutcome, StoreError> {
         self.0.charge(n, b)
     }
-    fn refund(&self, n: Timestamp, a: Timestamp, b: &[ChargeRequest<'_>]) -> Result<(), StoreError> {
+    fn refund(
+        &self,
+        n: Timestamp,
+        a: Timestamp,
+        b: &[ChargeRequest<'_>],
+    ) -> Result<(), StoreError> {
         self.0.refund(n, a, b)
     }
 }
@@ -214,7 +224,8 @@ fn a_store_error_while_checking_denies_and_a_store_without_check_still_limits() 
     assert_eq!((d.kind(), d.rule().into_owned()), (Deny, "/tools/t/limits/0".into()));
     assert!(d.message().contains("connection refused"), "{}", d.message());
     assert!(closed.pending_approvals().is_empty());
-    let open = Evaluator::with_store(policy(doc.clone()), BrokenStore).fail_open_on_store_error(true);
+    let open =
+        Evaluator::with_store(policy(doc.clone()), BrokenStore).fail_open_on_store_error(true);
     assert_eq!(open.evaluate(&ToolCall::new("t")).kind(), Approve);
 
     // A store without `check` asks as before; the limit still holds when the call is charged.
@@ -328,7 +339,8 @@ fn a_hidden_tool_answers_exactly_like_a_tool_nobody_has_heard_of() {
 fn pending_approvals_list_the_call_and_an_approval_passes_the_identical_retry_once() {
     let (e, clock) = sql(100);
     let args = json!({"statement": "DELETE FROM t WHERE id = 1"});
-    let call = ToolCall::new("execute_sql").with_arguments(&args).with_grant("alice").with_session("s");
+    let call =
+        ToolCall::new("execute_sql").with_arguments(&args).with_grant("alice").with_session("s");
     let d = e.evaluate(&call);
     assert_eq!(d.kind(), Approve);
     let id = d.approval_id().unwrap().to_owned();
@@ -353,7 +365,10 @@ fn pending_approvals_list_the_call_and_an_approval_passes_the_identical_retry_on
     assert_eq!(e.evaluate(&call).approval_id(), Some(id.as_str()));
     e.resolve_approval(&id, true).unwrap();
     assert!(e.pending_approvals().is_empty(), "resolved: no longer waiting for a human");
-    assert_eq!(e.resolve_approval(&id, false), Err(ResolveApprovalError::AlreadyResolved(id.clone())));
+    assert_eq!(
+        e.resolve_approval(&id, false),
+        Err(ResolveApprovalError::AlreadyResolved(id.clone()))
+    );
 
     // Another grant's or session's identical-looking call does not consume it.
     assert_eq!(e.evaluate(&call.with_grant("mallory")).kind(), Approve);
@@ -362,7 +377,8 @@ fn pending_approvals_list_the_call_and_an_approval_passes_the_identical_retry_on
     assert_eq!(e.evaluate(&no_session).kind(), Approve);
     // Nor does a call with other arguments.
     let other = json!({"statement": "DELETE FROM t WHERE id = 2"});
-    let changed = ToolCall::new("execute_sql").with_arguments(&other).with_grant("alice").with_session("s");
+    let changed =
+        ToolCall::new("execute_sql").with_arguments(&other).with_grant("alice").with_session("s");
     assert_eq!(e.evaluate(&changed).kind(), Approve);
 
     // The identical retry passes once, then asks again with a new entry.
@@ -407,7 +423,10 @@ fn an_approved_call_that_is_limited_keeps_its_approval() {
     let id = e.evaluate(&call).approval_id().unwrap().to_owned();
     e.resolve_approval(&id, true).unwrap();
     let select = json!({"statement": "select 1"});
-    assert_eq!(e.evaluate(&ToolCall::new("execute_sql").with_arguments(&select).with_grant("g")).kind(), Allow);
+    assert_eq!(
+        e.evaluate(&ToolCall::new("execute_sql").with_arguments(&select).with_grant("g")).kind(),
+        Allow
+    );
     assert_eq!(e.evaluate(&call).kind(), Limit);
     assert_eq!(e.evaluate(&call).kind(), Limit, "kept, not consumed");
     clock.set(Timestamp::from_unix_seconds(T0 + 60.0));

@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use mcp_policy::{
-    ChargeOutcome, ChargeRequest, CounterStore, DecisionKind, Evaluator, ManualClock, Mode,
-    Policy, StoreError, Timestamp, ToolCall,
+    ChargeOutcome, ChargeRequest, CounterStore, DecisionKind, Evaluator, ManualClock, Mode, Policy,
+    StoreError, Timestamp, ToolCall,
 };
 use serde_json::{Value, json};
 
@@ -29,13 +29,13 @@ fn pair(doc: &Value) -> (Evaluator, Evaluator, Arc<ManualClock>) {
 
 fn doc() -> Value {
     json!({"version": "1", "default": "deny", "hide": ["secret"],
-        "all_tools": {"limits": [{"counter": "calls", "window": "minute", "max": 6}]},
-        "tools": {
-            "read": {"deny_if": [{"conditions": [{"path": "args.path", "op": "starts_with", "value": "/etc"}],
-                                  "on_deny": "no system files"}]},
-            "pay": {"approve_if": [{"conditions": [{"path": "args.amount", "op": "gt", "value": 100}]}],
-                    "limits": [{"counter": "eur", "window": "hour", "max": 300, "increment_from": "args.amount"}]}
-        }})
+    "all_tools": {"limits": [{"counter": "calls", "window": "minute", "max": 6}]},
+    "tools": {
+        "read": {"deny_if": [{"conditions": [{"path": "args.path", "op": "starts_with", "value": "/etc"}],
+                              "on_deny": "no system files"}]},
+        "pay": {"approve_if": [{"conditions": [{"path": "args.amount", "op": "gt", "value": 100}]}],
+                "limits": [{"counter": "eur", "window": "hour", "max": 300, "increment_from": "args.amount"}]}
+    }})
 }
 
 #[test]
@@ -122,7 +122,10 @@ fn monitor_mode_creates_no_pending_approval() {
         assert_eq!(d.kind(), Allow);
     }
     let args = json!({"amount": 1});
-    assert_eq!(monitor.evaluate(&ToolCall::new("pay").with_arguments(&args).with_grant("g")).kind(), Limit);
+    assert_eq!(
+        monitor.evaluate(&ToolCall::new("pay").with_arguments(&args).with_grant("g")).kind(),
+        Limit
+    );
 }
 
 #[test]
@@ -145,7 +148,12 @@ impl CounterStore for BrokenStore {
     fn charge(&self, _: Timestamp, _: &[ChargeRequest<'_>]) -> Result<ChargeOutcome, StoreError> {
         Err(StoreError::new("connection refused"))
     }
-    fn refund(&self, _: Timestamp, _: Timestamp, _: &[ChargeRequest<'_>]) -> Result<(), StoreError> {
+    fn refund(
+        &self,
+        _: Timestamp,
+        _: Timestamp,
+        _: &[ChargeRequest<'_>],
+    ) -> Result<(), StoreError> {
         Err(StoreError::new("connection refused"))
     }
 }

@@ -439,7 +439,10 @@ mod tests {
         assert_eq!(checked, store.charge(now, &batch).unwrap());
         assert!(matches!(checked, ChargeOutcome::Refused { index: 1, .. }), "{checked:?}");
         // `a` still has one unit of room: the checks charged nothing.
-        assert!(matches!(store.charge(now, &[req("a", "g", 2, 1)]).unwrap(), ChargeOutcome::Admitted { .. }));
+        assert!(matches!(
+            store.charge(now, &[req("a", "g", 2, 1)]).unwrap(),
+            ChargeOutcome::Admitted { .. }
+        ));
         let too_big = [req("c", "g", 1, 2)];
         assert!(matches!(
             store.check(now, &too_big).unwrap(),

@@ -601,7 +601,8 @@ mod tests {
         let b = json!({"s": "abcdefghij"});
         let c = json!({"s": "ABCDEFGHIJ"});
         let t = Timestamp::from_unix_seconds(1.0);
-        let other = issue(&approvals, &ToolCall::new("t").with_arguments(&a).with_grant("h"), "d", t);
+        let other =
+            issue(&approvals, &ToolCall::new("t").with_arguments(&a).with_grant("h"), "d", t);
         let ka = issue(&approvals, &ToolCall::new("t").with_arguments(&a).with_grant("g"), "d", t);
         let kb = issue(&approvals, &ToolCall::new("t").with_arguments(&b).with_grant("g"), "d", t);
         let kc = issue(&approvals, &ToolCall::new("t").with_arguments(&c).with_grant("g"), "d", t);

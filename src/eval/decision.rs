@@ -191,10 +191,7 @@ pub(crate) enum Extra<'a> {
     /// On `limit`.
     RetryAfter(Duration),
     /// On `approve` (in enforce mode): the secret key and the public id of the pending entry.
-    Approval {
-        key: String,
-        id: String,
-    },
+    Approval { key: String, id: String },
     /// On `allow`, when counters were charged.
     Charge(Charge<'a>),
 }

@@ -11,11 +11,11 @@ mod decision;
 mod evaluator;
 mod mode;
 
-pub use call::ToolCall;
-pub use decision::{ChargeReceipt, Decision, DecisionKind};
 pub use approval::{
     MAX_ARGUMENT_BYTES, MAX_ARGUMENT_BYTES_PER_GRANT, MAX_PENDING, MAX_PENDING_PER_GRANT,
     PendingApproval, ResolveApprovalError,
 };
+pub use call::ToolCall;
+pub use decision::{ChargeReceipt, Decision, DecisionKind};
 pub use evaluator::{Evaluator, RollbackError};
 pub use mode::Mode;

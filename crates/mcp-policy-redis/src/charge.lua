@@ -3,6 +3,7 @@
 -- KEYS[i]  the hash of counter i
 -- ARGV[1]  the number of requests n
 -- then, for each request: window (microseconds), sliding ("1" or "0"), max, units
+-- then, optionally, `check`: answer without charging (read-only)
 --
 -- Fixed windows: the hash holds `w` (the window's index since the epoch) and `c` (its count).
 -- Sliding windows: the hash holds one field per bucket (window / 16) with that bucket's units;
@@ -10,6 +11,7 @@
 --
 -- Returns {1, now_us} when every request was admitted and charged, or {0, index, retry_us}
 -- (index 0-based, retry_us -1 when the units can never be admitted) when none was charged.
+-- A check answers the same and charges nothing.
 
 local B = 16
 -- Integers as digits: Lua would write large numbers in exponent form.
@@ -104,6 +106,11 @@ end
 
 if refused ~= nil then
   return { 0, refused, int(retry) }
+end
+-- A check (a trailing argument `check`) ends here: it answers as a charge would and never
+-- writes.
+if ARGV[n * 4 + 2] == 'check' then
+  return { 1, int(now) }
 end
 
 -- Each counter is written once, with the units of every request of the batch on it. Expiry is

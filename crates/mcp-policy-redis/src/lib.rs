@@ -219,11 +219,12 @@ fn int(v: &Value) -> Option<i64> {
     }
 }
 
-impl AsyncCounterStore for RedisStore {
-    async fn charge_async(
+impl RedisStore {
+    /// Runs the charge script on `batch`; with `check`, read-only (nothing is charged).
+    async fn run_charge(
         &self,
-        _now: Timestamp,
         batch: &[ChargeRequest<'_>],
+        check: bool,
     ) -> Result<ChargeOutcome, StoreError> {
         let mut invocation = self.charge.prepare_invoke();
         invocation.arg(batch.len());
@@ -235,9 +236,13 @@ impl AsyncCounterStore for RedisStore {
                 .arg(req.max)
                 .arg(req.units);
         }
+        if check {
+            invocation.arg("check");
+        }
+        let what = if check { "check" } else { "charge" };
         let mut connection = self.connection.clone();
         let reply: Vec<Value> =
-            self.with_timeout("charge", invocation.invoke_async(&mut connection)).await?;
+            self.with_timeout(what, invocation.invoke_async(&mut connection)).await?;
         match reply.as_slice() {
             [ok, now] if int(ok) == Some(1) => {
                 let now = int(now)
@@ -257,6 +262,26 @@ impl AsyncCounterStore for RedisStore {
             }
             _ => Err(StoreError::new("malformed reply from the charge script")),
         }
+    }
+}
+
+impl AsyncCounterStore for RedisStore {
+    async fn charge_async(
+        &self,
+        _now: Timestamp,
+        batch: &[ChargeRequest<'_>],
+    ) -> Result<ChargeOutcome, StoreError> {
+        self.run_charge(batch, false).await
+    }
+
+    /// Checks the batch with the charge script in its read-only mode (it returns before any
+    /// write): one round trip, on the server's clock, charging nothing.
+    async fn check_async(
+        &self,
+        _now: Timestamp,
+        batch: &[ChargeRequest<'_>],
+    ) -> Result<ChargeOutcome, StoreError> {
+        self.run_charge(batch, true).await
     }
 
     async fn refund_async(

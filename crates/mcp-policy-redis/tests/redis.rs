@@ -284,3 +284,92 @@ async fn large_counts_and_units_stay_exact() {
         DecisionKind::Limit
     );
 }
+
+#[tokio::test]
+async fn a_check_answers_like_a_charge_and_writes_nothing() {
+    if !support::available() {
+        return;
+    }
+    use mcp_policy::{
+        AsyncCounterStore, ChargeOutcome, ChargeRequest, CounterKey, ScopeKey, Timestamp,
+        WindowSpec,
+    };
+    let server = RedisServer::start();
+    let store = RedisStore::connect(&server.url()).await.unwrap();
+    let req = |counter, max, units, sliding| ChargeRequest {
+        key: CounterKey { counter, scope: ScopeKey::Grant("g") },
+        window: WindowSpec { seconds: 60, sliding },
+        max,
+        units,
+    };
+    let now = Timestamp::EPOCH;
+    let mut con = server.connection();
+    for sliding in [false, true] {
+        let _: () = redis::cmd("FLUSHALL").query(&mut con).unwrap();
+        let batch = [req("a", 2, 1, sliding), req("b", 1, 1, sliding)];
+        for _ in 0..3 {
+            let checked = store.check_async(now, &batch).await.unwrap();
+            assert!(matches!(checked, ChargeOutcome::Admitted { .. }), "{checked:?}");
+        }
+        let keys: Vec<String> = con.keys("*").unwrap();
+        assert!(keys.is_empty(), "a check wrote {keys:?}");
+        assert!(matches!(
+            store.charge_async(now, &batch).await.unwrap(),
+            ChargeOutcome::Admitted { .. }
+        ));
+        let before: Vec<(String, String)> = con
+            .hgetall("{mcp-policy}:b:60".to_owned() + if sliding { "s:g:g" } else { "f:g:g" })
+            .unwrap();
+        let checked = store.check_async(now, &batch).await.unwrap();
+        assert!(matches!(checked, ChargeOutcome::Refused { index: 1, .. }), "{checked:?}");
+        let after: Vec<(String, String)> = con
+            .hgetall("{mcp-policy}:b:60".to_owned() + if sliding { "s:g:g" } else { "f:g:g" })
+            .unwrap();
+        assert_eq!(before, after, "a refused check writes nothing");
+        // `a` still has room for one: the checks charged nothing.
+        assert!(matches!(
+            store.charge_async(now, &[req("a", 2, 1, sliding)]).await.unwrap(),
+            ChargeOutcome::Admitted { .. }
+        ));
+        let never = store.check_async(now, &[req("c", 1, 2, sliding)]).await.unwrap();
+        assert!(
+            matches!(never, ChargeOutcome::Refused { index: 0, retry_after } if retry_after == Duration::MAX),
+            "{never:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn approval_prompts_stop_when_the_redis_limit_is_exhausted() {
+    if !support::available() {
+        return;
+    }
+    let server = RedisServer::start();
+    let e = evaluator(
+        &server,
+        serde_json::json!({"version": "1", "default": "deny",
+        "all_tools": {"limits": [{"counter": "calls", "window": "hour", "max": 3}]},
+        "tools": {"refund": {"approve_if": [{"conditions": []}]}}}),
+    )
+    .await;
+    let (mut prompts, mut limited) = (0, 0);
+    for i in 0..20 {
+        let args = serde_json::json!({ "order": i });
+        let call = ToolCall::new("refund").with_arguments(&args).with_grant("g");
+        let d = e.evaluate_async(&call).await;
+        match d.kind() {
+            DecisionKind::Approve => {
+                prompts += 1;
+                let key = d.approval_key().unwrap().to_owned();
+                let again = e.evaluate_async(&call.with_approval_key(&key)).await;
+                assert_eq!(again.kind(), DecisionKind::Allow);
+            }
+            DecisionKind::Limit => limited += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!((prompts, limited), (3, 17));
+    let mut con = server.connection();
+    let count: u64 = con.hget("{mcp-policy}:calls:3600f:g:g", "c").unwrap();
+    assert_eq!(count, 3, "the prompts charged nothing");
+}
