@@ -185,7 +185,7 @@ pub(crate) enum Earlier {
     /// No entry, or one still waiting for a human.
     None,
     /// Approved out of band: taken out, to put back if the call is refused later.
-    Approved(Entry),
+    Approved(Box<Entry>),
     /// Denied out of band: removed.
     Denied,
 }
@@ -193,7 +193,7 @@ pub(crate) enum Earlier {
 /// What a key is worth for a call.
 pub(crate) enum KeyUse {
     /// Valid: the entry, taken out.
-    Valid(Entry),
+    Valid(Box<Entry>),
     /// The entry was denied out of band: removed.
     Denied,
     /// Unknown, used, expired or bound to another call.
@@ -318,7 +318,9 @@ impl Approvals {
         }
         match e.state {
             State::Pending => Earlier::None,
-            State::Approved => inner.take(seq).map_or(Earlier::None, Earlier::Approved),
+            State::Approved => {
+                inner.take(seq).map_or(Earlier::None, |e| Earlier::Approved(Box::new(e)))
+            }
             State::Denied => {
                 inner.remove(seq);
                 Earlier::Denied
@@ -343,12 +345,12 @@ impl Approvals {
             inner.remove(seq);
             return KeyUse::Denied;
         }
-        inner.take(seq).map_or(KeyUse::Invalid, KeyUse::Valid)
+        inner.take(seq).map_or(KeyUse::Invalid, |e| KeyUse::Valid(Box::new(e)))
     }
 
     /// Puts back an entry taken for a call that was then refused.
-    pub(crate) fn restore(&self, e: Entry) {
-        self.inner.lock().insert(e);
+    pub(crate) fn restore(&self, e: Box<Entry>) {
+        self.inner.lock().insert(*e);
     }
 
     /// The entries waiting for a human under the policy with digest `policy_digest`, oldest

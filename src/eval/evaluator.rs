@@ -780,7 +780,7 @@ struct Plan<'p, 'a> {
     /// The rule an allow decision names.
     rule: Option<RuleRef<'a>>,
     /// An approval taken at step 6, to put back if the call is refused.
-    approval: Option<Entry>,
+    approval: Option<Box<Entry>>,
     /// Step 6 asks for approval, once the store has checked the limits.
     ask: Option<Asking>,
 }
@@ -817,7 +817,7 @@ impl<'a> Refusal<'a> {
     fn into_decision(
         self,
         tool: &'a str,
-        approval: Option<Entry>,
+        approval: Option<Box<Entry>>,
         approvals: &Approvals,
     ) -> Decision<'a> {
         if let Some(entry) = approval {
