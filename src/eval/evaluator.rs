@@ -307,7 +307,10 @@ impl<S> Evaluator<S> {
             if call.arguments_too_deep() {
                 return Some(too_deep());
             }
-            let t = self.clock.now();
+            let t = match self.now(tool) {
+                Ok(t) => t,
+                Err(d) => return Some(d),
+            };
             now = Some(t);
             let digest = installed.policy.digest();
             match call.approval_key() {
@@ -391,9 +394,34 @@ impl<S> Evaluator<S> {
         }
         plan.policy = Some(policy);
         plan.generation = installed.generation;
-        plan.now = now.unwrap_or_else(|| self.clock.now());
+        plan.now = match now {
+            Some(t) => t,
+            None => match self.now(tool) {
+                Ok(t) => t,
+                Err(d) => return Some(d),
+            },
+        };
         plan.rule = Some(rule_ref);
         None
+    }
+
+    /// Reads the clock: a time outside the supported range (see [`Timestamp`]) denies, so that
+    /// a saturated or broken clock can never stop windows from counting.
+    fn now<'a>(&self, tool: &'a str) -> Result<Timestamp, Decision<'a>> {
+        let t = self.clock.now();
+        if t.is_supported() {
+            Ok(t)
+        } else {
+            Err(Decision::new(
+                DecisionKind::Deny,
+                tool,
+                RuleRef::Static(""),
+                Text::Static(
+                    "the clock is out of range: it reads a time outside 1970 to the end of 2500, \
+                     so no limit or approval can be decided; the call is denied (fail-closed)",
+                ),
+            ))
+        }
     }
 
     /// Turns the store's answer into the decision.
