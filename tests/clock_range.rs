@@ -103,10 +103,8 @@ fn an_approval_is_not_issued_on_a_clock_out_of_range() {
 
 #[test]
 fn a_call_that_needs_no_time_is_decided_whatever_the_clock() {
-    let policy: Policy = json!({"version": "1", "default": "deny", "tools": {"t": {}}})
-        .to_string()
-        .parse()
-        .unwrap();
+    let policy: Policy =
+        json!({"version": "1", "default": "deny", "tools": {"t": {}}}).to_string().parse().unwrap();
     let clock = Arc::new(ManualClock::new(Timestamp::from_unix_nanos(u64::MAX)));
     let evaluator = Evaluator::new(policy).with_clock(clock);
     assert!(evaluator.evaluate(&ToolCall::new("t")).is_allowed());

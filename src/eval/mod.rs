@@ -9,6 +9,7 @@ mod call;
 pub(crate) mod condition;
 mod decision;
 mod evaluator;
+mod text;
 
 pub use call::ToolCall;
 pub use decision::{ChargeReceipt, Decision, DecisionKind};

@@ -150,11 +150,7 @@ fn shortest_digits(f: f64) -> (String, i64) {
     let rounded = format!("{f:.precision$e}");
     let reads_back = rounded.parse::<f64>().is_ok_and(|g| g == f);
     let (close, close_exp) = split_exp(&rounded);
-    if reads_back && close.len() == short.len() {
-        (close, close_exp)
-    } else {
-        (short, short_exp)
-    }
+    if reads_back && close.len() == short.len() { (close, close_exp) } else { (short, short_exp) }
 }
 
 /// `d.ddde±x` → (`dddd`, x): the digits without the point, and the exponent.
@@ -254,11 +250,19 @@ mod vectors {
             lines += 1;
         }
         assert_eq!(lines, 10_000);
-        assert!(wrong.is_empty(), "{} wrong, first: {:?}", wrong.len(), &wrong[..wrong.len().min(5)]);
+        assert!(
+            wrong.is_empty(),
+            "{} wrong, first: {:?}",
+            wrong.len(),
+            &wrong[..wrong.len().min(5)]
+        );
     }
 
     #[test]
+    #[allow(clippy::excessive_precision)]
     fn rfc_8785_examples() {
+        // Both literals are exact floats; the first is the tie of RFC 8785's own example.
+        assert_eq!(1424953923781206.25, 1424953923781206.0 + 0.25);
         for (f, s) in [
             (1424953923781206.25, "1424953923781206.2"),
             (333333333.33333329, "333333333.3333333"),

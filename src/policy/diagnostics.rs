@@ -27,6 +27,8 @@ pub enum DiagnosticKind {
     InvalidRegex,
     /// An `arguments` value that is not a valid JSON Schema.
     InvalidSchema,
+    /// A `format` in an `arguments` schema that the validator does not know.
+    UnknownFormat,
     /// A condition or `increment_from` path that is not valid.
     InvalidPath,
     /// Two equally specific `tools` patterns that can match one tool name.
