@@ -52,5 +52,5 @@ pub use counter::{
 };
 pub use eval::{ChargeReceipt, Decision, DecisionKind, Evaluator, RollbackError, ToolCall};
 pub use policy::{
-    Diagnostic, DiagnosticKind, InvalidPolicy, Policy, PolicyError, ReadError, model,
+    Diagnostic, DiagnosticKind, InvalidPolicy, Policy, PolicyError, ReadError, Severity, model,
 };

@@ -22,6 +22,7 @@ use super::compiled::{
     Arguments, Compiled, CompiledCheck, CompiledLimit, CompiledRule, RuleName, Units,
 };
 use super::diagnostics::{Diagnostic, DiagnosticKind, InvalidPolicy};
+use super::lint;
 use super::model::{
     ApprovalCheck, Check, Condition, DefaultDecision, Limit, MAX_LIMIT, MAX_WINDOW_SECONDS, Op,
     PolicyDocument, Rule, Scope, Window, WindowUnit,
@@ -74,7 +75,23 @@ pub(crate) fn load(text: &str) -> Result<Compiled, InvalidPolicy> {
         None => None,
     };
     match compiled {
-        Some(c) if problems.is_empty() => Ok(c),
+        Some(mut c) if problems.is_empty() => {
+            let findings = lint::document(&c.document);
+            if !findings.is_empty() {
+                let found: Vec<Problem> = findings
+                    .into_iter()
+                    .map(|f| Problem {
+                        pointer: f.pointer,
+                        message: f.message,
+                        kind: f.kind,
+                        at_key: false,
+                    })
+                    .collect();
+                let offsets = vec![None; found.len()];
+                c.warnings = locate(text, found, offsets).diagnostics().to_vec();
+            }
+            Ok(c)
+        }
         _ => Err(locate(text, problems, offsets)),
     }
 }
@@ -456,6 +473,7 @@ impl Walker {
             all_tools: all_tools.map(|(_, c)| c),
             default_rule: CompiledRule::empty(RuleName::Pointer("/default".into())),
             limits: std::mem::take(&mut self.limits),
+            warnings: Vec::new(),
         })
     }
 

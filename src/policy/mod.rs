@@ -8,6 +8,7 @@
 pub(crate) mod canonical;
 pub(crate) mod compiled;
 mod diagnostics;
+mod lint;
 mod load;
 pub mod model;
 pub(crate) mod path;
@@ -21,7 +22,9 @@ use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 
-pub use diagnostics::{Diagnostic, DiagnosticKind, InvalidPolicy, PolicyError, ReadError};
+pub use diagnostics::{
+    Diagnostic, DiagnosticKind, InvalidPolicy, PolicyError, ReadError, Severity,
+};
 use model::{DefaultDecision, PolicyDocument};
 
 use compiled::{Compiled, CompiledRule};
@@ -87,6 +90,28 @@ impl Policy {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).map_err(|e| ReadError::new(path, e))?;
         Policy::from_json_str(&text)
+    }
+
+    /// The warnings of the document: constructs that load but rarely mean what they say
+    /// (`exists` on `grant` or `session`, `in: []`, a `regex` anchored with `$` or using
+    /// Unicode `\d` / `\w`, a `deny_if` on an argument no `arguments` schema types). Each has
+    /// its line, column, pointer and a stable [`DiagnosticKind`]; [`Severity::Warning`] always.
+    ///
+    /// ```
+    /// use mcp_policy::{DiagnosticKind, Policy, Severity};
+    ///
+    /// let policy: Policy = r#"{"version": "1", "default": "deny", "tools": {"t": {
+    ///   "approve_if": [{"conditions": [
+    ///     {"path": "args.sql", "op": "regex", "value": "^SELECT [a-z]+$"}]}]}}}"#.parse()?;
+    /// let w = &policy.warnings()[0];
+    /// assert_eq!(w.kind(), DiagnosticKind::DollarAnchor);
+    /// assert_eq!(w.severity(), Severity::Warning);
+    /// assert_eq!((w.line(), w.column()), (3, 50));
+    /// assert_eq!(w.pointer(), "/tools/t/approve_if/0/conditions/0/value");
+    /// # Ok::<(), mcp_policy::PolicyError>(())
+    /// ```
+    pub fn warnings(&self) -> &[Diagnostic] {
+        &self.inner.warnings
     }
 
     /// The document as loaded.
