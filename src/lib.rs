@@ -55,5 +55,5 @@ pub use eval::{
     RollbackError, ToolCall,
 };
 pub use policy::{
-    Diagnostic, DiagnosticKind, InvalidPolicy, Policy, PolicyError, ReadError, model,
+    Diagnostic, DiagnosticKind, InvalidPolicy, Policy, PolicyError, ReadError, Severity, model,
 };

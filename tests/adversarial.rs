@@ -55,7 +55,12 @@ fn numbers_in_disguise() {
         &[
             (json!(1e3), Deny, "1e3 is 1000"),
             (json!(1000.0), Deny, "1000.0 is 1000"),
-            (json!("1000"), Allow, "a string is never a number"),
+            (
+                json!("1000"),
+                Deny,
+                "a string is another JSON type than the number: unknown, so deny_if fires",
+            ),
+            (json!([1000]), Deny, "an array holding the number: unknown, so deny_if fires"),
             (json!(1000.0000001), Allow, "not 1000"),
         ],
     );

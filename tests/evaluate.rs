@@ -263,7 +263,11 @@ fn assert_truth(op: &str, operand: Value, v: Option<Value>, expected: &str) {
 fn eq_and_neq_compare_numbers_numerically_at_every_depth() {
     assert_truth("eq", json!(1), Some(json!(1.0)), "true");
     assert_truth("eq", json!({"a": [1, 2.0]}), Some(json!({"a": [1.0, 2]})), "true");
-    assert_truth("eq", json!("1"), Some(json!(1)), "false");
+    // Another JSON type than the operand: unknown (language §3), so `deny_if` fires.
+    assert_truth("eq", json!("1"), Some(json!(1)), "unknown");
+    assert_truth("neq", json!("1"), Some(json!(1)), "unknown");
+    assert_truth("eq", json!("a"), Some(json!(["a"])), "unknown");
+    assert_truth("eq", json!("a"), Some(json!(null)), "false");
     assert_truth(
         "eq",
         json!(9_007_199_254_740_993u64),
@@ -282,6 +286,9 @@ fn in_and_not_in() {
     assert_truth("in", json!(["a", 2]), Some(json!(2.0)), "true");
     assert_truth("in", json!(["a", 2]), Some(json!("b")), "false");
     assert_truth("in", json!([null]), None, "true");
+    assert_truth("in", json!(["a"]), None, "false");
+    assert_truth("in", json!(["a"]), Some(json!(["a"])), "unknown");
+    assert_truth("not_in", json!(["a"]), Some(json!(1)), "unknown");
     assert_truth("not_in", json!(["a"]), Some(json!("b")), "true");
     assert_truth("not_in", json!(["a"]), Some(json!("a")), "false");
 }

@@ -83,6 +83,53 @@ fn same(a: &Value, b: &Value) -> bool {
     }
 }
 
+/// The JSON type of a value, as the language's type rule sees it.
+fn kind(v: &Value) -> u8 {
+    match v {
+        Value::Null => 0,
+        Value::Bool(_) => 1,
+        Value::Number(_) => 2,
+        Value::String(_) => 3,
+        Value::Array(_) => 4,
+        Value::Object(_) => 5,
+    }
+}
+
+fn not3(t: T) -> T {
+    match t {
+        T::True => T::False,
+        T::False => T::True,
+        T::Unknown => T::Unknown,
+    }
+}
+
+/// `eq` (section 3): another JSON type than the operand is unknown, but `null` (absent
+/// included) is simply not equal, and a `null` operand tests for null.
+fn eq3(found: &Value, value: &Value) -> T {
+    if found.is_null() || value.is_null() {
+        return if found.is_null() && value.is_null() { T::True } else { T::False };
+    }
+    if kind(found) != kind(value) {
+        return T::Unknown;
+    }
+    if same(found, value) { T::True } else { T::False }
+}
+
+/// `in`: unknown when no element has the value's type; `null` is in when `null` is.
+fn in3(found: &Value, list: &[Value]) -> T {
+    if found.is_null() {
+        return if list.iter().any(Value::is_null) { T::True } else { T::False };
+    }
+    let typed: Vec<&Value> = list.iter().filter(|v| kind(v) == kind(found)).collect();
+    if typed.is_empty() {
+        T::Unknown
+    } else if typed.iter().any(|v| same(found, v)) {
+        T::True
+    } else {
+        T::False
+    }
+}
+
 impl Model {
     fn resolve(&self, path: &str, call: &Call) -> Option<Value> {
         match path {
@@ -99,10 +146,10 @@ impl Model {
         let or_null = found.clone().unwrap_or(Value::Null);
         let string = found.as_ref().and_then(Value::as_str);
         match c["op"].as_str().unwrap() {
-            "eq" => b(same(&or_null, value)),
-            "neq" => b(!same(&or_null, value)),
-            "in" => b(value.as_array().unwrap().iter().any(|v| same(&or_null, v))),
-            "not_in" => b(!value.as_array().unwrap().iter().any(|v| same(&or_null, v))),
+            "eq" => eq3(&or_null, value),
+            "neq" => not3(eq3(&or_null, value)),
+            "in" => in3(&or_null, value.as_array().unwrap()),
+            "not_in" => not3(in3(&or_null, value.as_array().unwrap())),
             op @ ("lt" | "lte" | "gt" | "gte") => match found.as_ref().and_then(num) {
                 None => T::Unknown,
                 Some(x) => {

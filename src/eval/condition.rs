@@ -2,8 +2,9 @@
 //!
 //! A condition compares the value at a path of the call document with a value of the policy and
 //! answers true, false or **unknown**. Unknown is the answer when the value has a type the op does
-//! not take (`gt` on a string, `regex` on a number, `within` on `null`), so that a value of the
-//! wrong type can never let a call through: `require` holds only when its check is true, while
+//! not take (`gt` on a string, `regex` on a number, `within` on `null`) or, for `eq`, `neq`, `in`
+//! and `not_in`, another JSON type than the operand (`null` and absent excepted: simply not
+//! equal), so that a value of the wrong type can never let a call through: `require` holds only when its check is true, while
 //! `deny_if` and `approve_if` fire when their check is true *or unknown*.
 
 use std::cmp::Ordering;
@@ -113,10 +114,10 @@ impl Test {
     pub(crate) fn eval(&self, found: Found<'_>) -> Truth {
         match self {
             Test::Exists(want) => Truth::from(!matches!(found, Found::Absent) == *want),
-            Test::Eq(v) => Truth::from(found_eq(found, v)),
-            Test::Neq(v) => Truth::from(!found_eq(found, v)),
-            Test::In(vs) => Truth::from(vs.iter().any(|v| found_eq(found, v))),
-            Test::NotIn(vs) => Truth::from(!vs.iter().any(|v| found_eq(found, v))),
+            Test::Eq(v) => found_eq(found, v),
+            Test::Neq(v) => found_eq(found, v).not(),
+            Test::In(vs) => found_in(found, vs),
+            Test::NotIn(vs) => found_in(found, vs).not(),
             Test::Compare(op, n) => match found {
                 Found::Json(Value::Number(x)) => match number_cmp(x, n) {
                     Some(ord) => Truth::from(match op {
@@ -165,13 +166,84 @@ fn as_str<'a>(found: Found<'a>) -> Option<&'a str> {
     }
 }
 
-/// Equality of a found value with a policy value; an absent value reads as `null`.
-fn found_eq(found: Found<'_>, v: &Value) -> bool {
+impl Truth {
+    /// Three-valued negation: unknown stays unknown.
+    fn not(self) -> Truth {
+        match self {
+            Truth::True => Truth::False,
+            Truth::False => Truth::True,
+            Truth::Unknown => Truth::Unknown,
+        }
+    }
+}
+
+/// The JSON type of a value, for the type rule of `eq` and `in` (`1` and `1.0` share one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum JsonType {
+    Null,
+    Bool,
+    Number,
+    String,
+    Array,
+    Object,
+}
+
+fn json_type(v: &Value) -> JsonType {
+    match v {
+        Value::Null => JsonType::Null,
+        Value::Bool(_) => JsonType::Bool,
+        Value::Number(_) => JsonType::Number,
+        Value::String(_) => JsonType::String,
+        Value::Array(_) => JsonType::Array,
+        Value::Object(_) => JsonType::Object,
+    }
+}
+
+/// The JSON type of a found value; an absent value reads as `null`.
+fn found_type(found: Found<'_>) -> JsonType {
     match found {
-        Found::Absent => v.is_null(),
+        Found::Absent => JsonType::Null,
+        Found::Str(_) => JsonType::String,
+        Found::Json(j) => json_type(j),
+    }
+}
+
+/// Equality of a found value with a policy value, three-valued: a value of another JSON type
+/// than the operand is unknown (so `["ceo@corp.com"]` is neither equal nor unequal to
+/// `"ceo@corp.com"`), except `null` and an absent value, which are simply not equal to a
+/// non-null operand (and equal to a `null` one); a `null` operand likewise tests for
+/// null-or-absent, definitely.
+fn found_eq(found: Found<'_>, v: &Value) -> Truth {
+    let t = found_type(found);
+    if t == JsonType::Null || v.is_null() {
+        return Truth::from(t == JsonType::Null && v.is_null());
+    }
+    if t != json_type(v) {
+        return Truth::Unknown;
+    }
+    Truth::from(match found {
+        Found::Absent => false,
         Found::Str(s) => matches!(v, Value::String(t) if t == s),
         Found::Json(j) => json_eq(j, v),
+    })
+}
+
+/// Membership, three-valued: true when an element equals the found value; unknown when no
+/// element has the found value's JSON type (a `null` or absent value is never unknown: it is
+/// in the list exactly when `null` is); false otherwise.
+fn found_in(found: Found<'_>, vs: &[Value]) -> Truth {
+    let t = found_type(found);
+    if t == JsonType::Null {
+        return Truth::from(vs.iter().any(Value::is_null));
     }
+    let mut comparable = false;
+    for v in vs.iter().filter(|v| json_type(v) == t) {
+        comparable = true;
+        if found_eq(found, v) == Truth::True {
+            return Truth::True;
+        }
+    }
+    if comparable { Truth::False } else { Truth::Unknown }
 }
 
 /// Deep JSON equality in which numbers compare numerically (`1` equals `1.0`), exactly.
@@ -284,6 +356,51 @@ mod tests {
         assert!(json_eq(&json!({"a": [1, {"b": 2.0}]}), &json!({"a": [1.0, {"b": 2}]})));
         assert!(!json_eq(&json!({"a": 1}), &json!({"a": 1, "b": 2})));
         assert!(!json_eq(&json!("1"), &json!(1)));
+    }
+
+    #[test]
+    fn eq_and_in_are_unknown_across_json_types() {
+        fn j(v: &Value) -> Found<'_> {
+            Found::Json(v)
+        }
+        let list = json!(["ceo@corp.com"]);
+        let s = json!("ceo@corp.com");
+        let eq = Test::Eq(s.clone());
+        assert_eq!(eq.eval(j(&s)), Truth::True);
+        assert_eq!(eq.eval(j(&list)), Truth::Unknown);
+        assert_eq!(Test::Neq(s.clone()).eval(j(&list)), Truth::Unknown);
+        assert_eq!(eq.eval(j(&json!("x"))), Truth::False);
+        assert_eq!(eq.eval(Found::Absent), Truth::False);
+        assert_eq!(eq.eval(j(&Value::Null)), Truth::False);
+        assert_eq!(Test::Neq(s.clone()).eval(Found::Absent), Truth::True);
+        assert_eq!(Test::Eq(json!(5)).eval(j(&json!("5"))), Truth::Unknown);
+        assert_eq!(Test::Eq(json!(5)).eval(j(&json!(5.0))), Truth::True);
+        assert_eq!(Test::Eq(json!(true)).eval(j(&json!(1))), Truth::Unknown);
+        assert_eq!(Test::Eq(json!({"a": 1})).eval(j(&json!({"a": 1.0}))), Truth::True);
+        assert_eq!(Test::Eq(json!([1])).eval(j(&json!(["1"]))), Truth::False);
+        // A `null` operand tests for null or absent, definitely.
+        assert_eq!(Test::Eq(Value::Null).eval(Found::Absent), Truth::True);
+        assert_eq!(Test::Eq(Value::Null).eval(j(&json!("x"))), Truth::False);
+        assert_eq!(Test::Neq(Value::Null).eval(j(&json!("x"))), Truth::True);
+        // The tool name, grant and session are strings.
+        assert_eq!(Test::Eq(json!(1)).eval(Found::Str("1")), Truth::Unknown);
+        assert_eq!(Test::Eq(json!("g")).eval(Found::Str("g")), Truth::True);
+
+        let emails = Test::In(vec![json!("a@corp.com"), json!("b@corp.com")]);
+        assert_eq!(emails.eval(j(&json!("a@corp.com"))), Truth::True);
+        assert_eq!(emails.eval(j(&json!("c@corp.com"))), Truth::False);
+        assert_eq!(emails.eval(j(&json!(["a@corp.com"]))), Truth::Unknown);
+        assert_eq!(emails.eval(Found::Absent), Truth::False);
+        let not_in = Test::NotIn(vec![json!("a@corp.com")]);
+        assert_eq!(not_in.eval(j(&json!(["a@corp.com"]))), Truth::Unknown);
+        assert_eq!(not_in.eval(Found::Absent), Truth::True);
+        let mixed = Test::In(vec![json!(1), json!("1"), Value::Null]);
+        assert_eq!(mixed.eval(j(&json!(1.0))), Truth::True);
+        assert_eq!(mixed.eval(j(&json!(2))), Truth::False);
+        assert_eq!(mixed.eval(j(&json!(true))), Truth::Unknown);
+        assert_eq!(mixed.eval(Found::Absent), Truth::True);
+        assert_eq!(Test::In(vec![]).eval(j(&json!(1))), Truth::Unknown);
+        assert_eq!(Test::In(vec![]).eval(Found::Absent), Truth::False);
     }
 
     #[test]

@@ -15,6 +15,7 @@ use super::call::ToolCall;
 use super::condition::{Found, Truth, resolve};
 use super::decision::{Charge, ChargeReceipt, Decision, DecisionKind, Extra, RuleRef, Text};
 use super::mode::Mode;
+use super::text;
 use crate::counter::{
     AsyncCounterStore, ChargeOutcome, ChargeRequest, Clock, CounterKey, CounterStore, MemoryStore,
     ScopeKey, StoreError, SystemClock, Timestamp, WindowSpec,
@@ -402,12 +403,9 @@ impl<S> Evaluator<S> {
                 }
                 let value = call.arguments_value();
                 if !args.validator.is_valid(value) {
+                    // The pointer and the rule broken, never the value (see `text`).
                     let message = match args.validator.iter_errors(value).next() {
-                        Some(e) => {
-                            let at = e.instance_path().as_str();
-                            let at = if at.is_empty() { "/" } else { at };
-                            format!("argument `{at}` is invalid: {e}")
-                        }
+                        Some(e) => text::schema_failure(&e),
                         None => "the arguments do not match the tool's schema".to_owned(),
                     };
                     return Some(Decision::new(
@@ -443,7 +441,7 @@ impl<S> Evaluator<S> {
             if call.arguments_too_deep() {
                 return Some(too_deep());
             }
-            let t = self.clock.now();
+            let Some(t) = self.now() else { return Some(clock_out_of_range(tool)) };
             now = Some(t);
             let binding = Approvals::binding(call, installed.policy.digest());
             let refused_by_human = || {
@@ -502,17 +500,22 @@ impl<S> Evaluator<S> {
                 .map(|r| r.units)
                 .fold(0, u64::saturating_add);
             if units.saturating_add(earlier) > limit.max {
-                let message = format!(
-                    "this call needs {units} units of counter `{}`{} but the limit admits at most \
+                // Units taken from the call are a value of the call: not quoted.
+                let needs = match limit.units {
+                    Units::Fixed(_) => format!("{units} units"),
+                    Units::From { .. } => "more units (taken from the call)".to_owned(),
+                };
+                let message = text::bounded_message(format!(
+                    "this call needs {needs} of counter `{}`{} but the limit admits at most \
                      {} per window: it can never be admitted",
-                    limit.counter,
+                    text::bounded(&limit.counter, 256),
                     if earlier > 0 {
                         format!(" after {earlier} charged by earlier limits")
                     } else {
                         String::new()
                     },
                     limit.max
-                );
+                ));
                 let d = Refusal::Deny(RuleRef::Shared(limit.pointer.clone()), Text::Owned(message));
                 return Some(d.into_decision(tool, plan.approval.take(), &self.approvals));
             }
@@ -541,9 +544,22 @@ impl<S> Evaluator<S> {
         }
         plan.policy = Some(policy);
         plan.generation = installed.generation;
-        plan.now = now.unwrap_or_else(|| self.clock.now());
+        plan.now = match now {
+            Some(t) => t,
+            None => match self.now() {
+                Some(t) => t,
+                None => return Some(clock_out_of_range(tool)),
+            },
+        };
         plan.rule = Some(rule_ref);
         None
+    }
+
+    /// Reads the clock: `None` for a time outside the supported range (see [`Timestamp`]), which
+    /// the caller turns into [`clock_out_of_range`], so that a saturated or broken clock can
+    /// never stop windows from counting.
+    fn now(&self) -> Option<Timestamp> {
+        Some(self.clock.now()).filter(|t| t.is_supported())
     }
 
     /// Turns the store's answer into the decision.
@@ -853,6 +869,19 @@ fn truth(check: &CompiledCheck, call: &ToolCall<'_>) -> Truth {
     result
 }
 
+/// The decision when the clock reads a time outside the supported range.
+fn clock_out_of_range(tool: &str) -> Decision<'_> {
+    Decision::new(
+        DecisionKind::Deny,
+        tool,
+        RuleRef::Static(""),
+        Text::Static(
+            "the clock is out of range: it reads a time outside 1970 to the end of 2500, so no \
+             limit or approval can be decided; the call is denied (fail-closed)",
+        ),
+    )
+}
+
 fn deny_by<'a>(tool: &'a str, check: &CompiledCheck) -> Decision<'a> {
     Decision::new(
         DecisionKind::Deny,
@@ -900,13 +929,11 @@ fn units_of<'a>(limit: &CompiledLimit, call: &ToolCall<'a>) -> Result<u64, Refus
         Units::Fixed(n) => return Ok(*n),
         Units::From { path, pointer } => (path, pointer),
     };
-    let refuse = |why: String| {
+    // The type or sign of the value, never the value (see `text`).
+    let refuse = |why: &str| {
         Refusal::Deny(
             RuleRef::Shared(pointer.clone()),
-            Text::Owned(format!(
-                "`{path}` must be a non-negative number to count against counter `{}`: {why}",
-                limit.counter
-            )),
+            Text::Owned(text::units_refused(&path.to_string(), &limit.counter, why)),
         )
     };
     match resolve(path, call) {
@@ -926,12 +953,12 @@ fn units_of<'a>(limit: &CompiledLimit, call: &ToolCall<'a>) -> Result<u64, Refus
                     Ok(u)
                 }
             } else {
-                Err(refuse(format!("found the negative number {n}")))
+                Err(refuse("found a negative number"))
             }
         }
-        Found::Absent => Err(refuse("it is absent".to_owned())),
-        Found::Json(v) => Err(refuse(format!("found {}", kind_of(v)))),
-        Found::Str(_) => Err(refuse("found a string".to_owned())),
+        Found::Absent => Err(refuse("it is absent")),
+        Found::Json(v) => Err(refuse(&format!("found {}", kind_of(v)))),
+        Found::Str(_) => Err(refuse("found a string")),
     }
 }
 

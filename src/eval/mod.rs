@@ -10,6 +10,7 @@ pub(crate) mod condition;
 mod decision;
 mod evaluator;
 mod mode;
+mod text;
 
 pub use approval::{
     MAX_ARGUMENT_BYTES, MAX_ARGUMENT_BYTES_PER_GRANT, MAX_PENDING, MAX_PENDING_PER_GRANT,

@@ -96,15 +96,15 @@ fn write_number(n: &Number, out: &mut String) {
 }
 
 /// A finite float as ECMAScript's `Number.prototype.toString` writes it.
+///
+/// The digits are the fewest that read back as `f`; when several such digit strings exist,
+/// the one closest to `f`, ties to the even one (ECMA-262, Number::toString): so
+/// `1424953923781206.25` is written `1424953923781206.2`.
 pub(crate) fn es_number(f: f64) -> String {
     if f == 0.0 || !f.is_finite() {
         return "0".to_owned();
     }
-    // Rust's `{:e}` gives the shortest digits that round-trip, as ECMAScript requires.
-    let sci = format!("{:e}", f.abs());
-    let (mantissa, exp) = sci.split_once('e').unwrap_or((sci.as_str(), "0"));
-    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
-    let exp: i64 = exp.parse().unwrap_or(0);
+    let (digits, exp) = shortest_digits(f.abs());
     let k = i64::try_from(digits.len()).unwrap_or(1);
     let n = exp + 1;
     let mut s = String::new();
@@ -134,6 +134,35 @@ pub(crate) fn es_number(f: f64) -> String {
         let _ = write!(s, "e{}{}", if e >= 0 { "+" } else { "-" }, e.abs());
     }
     s
+}
+
+/// The shortest round-trip significant digits of a positive finite `f` and the decimal exponent
+/// of the first digit, choosing among equally short candidates the closest to `f` (ties to
+/// even).
+fn shortest_digits(f: f64) -> (String, i64) {
+    // Rust's shortest formatting gives the fewest digits that round-trip, but between two
+    // equally short candidates it does not always pick the closer one, nor the even one on a
+    // tie. Rounding the exact binary value to that many digits (which Rust does exactly,
+    // ties to even) gives the closest candidate; it is kept when it reads back as `f` (it may
+    // not, next to a power of two, where the interval of `f` is narrower below than above).
+    let (short, short_exp) = split_exp(&format!("{f:e}"));
+    let precision = short.len().saturating_sub(1);
+    let rounded = format!("{f:.precision$e}");
+    let reads_back = rounded.parse::<f64>().is_ok_and(|g| g == f);
+    let (close, close_exp) = split_exp(&rounded);
+    if reads_back && close.len() == short.len() { (close, close_exp) } else { (short, short_exp) }
+}
+
+/// `d.ddde±x` → (`dddd`, x): the digits without the point, and the exponent.
+fn split_exp(sci: &str) -> (String, i64) {
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((sci, "0"));
+    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    // `{:.Ne}` may pad with trailing zeros; the shortest digits never end in zero.
+    let digits = match digits.trim_end_matches('0') {
+        "" => "0".to_owned(),
+        d => d.to_owned(),
+    };
+    (digits, exp.parse().unwrap_or(0))
 }
 
 #[cfg(test)]
@@ -171,5 +200,82 @@ mod tests {
         );
         assert_eq!(to_string(&json!(9_007_199_254_740_993u64)), "9007199254740993");
         assert_eq!(digest_hex(&json!({"a": 1})), digest_hex(&json!({"a": 1.0})));
+    }
+}
+
+/// The reference implementation's published test vectors (tests/data/jcs, see its README).
+#[cfg(test)]
+mod vectors {
+    use super::*;
+
+    const NUMBERS: &[u8] = include_bytes!("../../tests/data/jcs/es6testfile10k.txt");
+
+    macro_rules! docs {
+        ($($name:literal),*) => {
+            [$((
+                $name,
+                include_str!(concat!("../../tests/data/jcs/input/", $name, ".json")),
+                include_str!(concat!("../../tests/data/jcs/output/", $name, ".json")),
+            )),*]
+        };
+    }
+
+    #[test]
+    fn reference_documents_canonicalise_to_the_published_bytes() {
+        let docs = docs!("arrays", "french", "structures", "unicode", "values", "weird");
+        for (name, input, expected) in docs {
+            let v: Value = serde_json::from_str(input).unwrap();
+            assert_eq!(to_string(&v), expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn reference_number_file_sample() {
+        // The file is the published one: its SHA-256 is the value the reference README gives
+        // for the first 10,000 lines of `es6testfile100m.txt`.
+        assert_eq!(
+            hex(&Sha256::digest(NUMBERS)),
+            "b9f7a8e75ef22a835685a52ccba7f7d6bdc99e34b010992cbc5864cd12be6892"
+        );
+        let text = std::str::from_utf8(NUMBERS).unwrap();
+        let mut lines = 0;
+        let mut wrong = Vec::new();
+        for line in text.lines() {
+            let (bits, expected) = line.split_once(',').unwrap();
+            let f = f64::from_bits(u64::from_str_radix(bits, 16).unwrap());
+            let got = to_string(&serde_json::json!(f));
+            if got != expected {
+                wrong.push(format!("{bits}: expected {expected}, got {got}"));
+            }
+            lines += 1;
+        }
+        assert_eq!(lines, 10_000);
+        assert!(
+            wrong.is_empty(),
+            "{} wrong, first: {:?}",
+            wrong.len(),
+            &wrong[..wrong.len().min(5)]
+        );
+    }
+
+    #[test]
+    #[allow(clippy::excessive_precision)]
+    fn rfc_8785_examples() {
+        // Both literals are exact floats; the first is the tie of RFC 8785's own example.
+        assert_eq!(1424953923781206.25, 1424953923781206.0 + 0.25);
+        for (f, s) in [
+            (1424953923781206.25, "1424953923781206.2"),
+            (333333333.33333329, "333333333.3333333"),
+            (1e30, "1e+30"),
+            (4.50, "4.5"),
+            (2e-3, "0.002"),
+            (0.000000000000000000000000001, "1e-27"),
+            (-0.0, "0"),
+            (9007199254740994.0, "9007199254740994"),
+            (1e21, "1e+21"),
+            (9.999999999999997e-7, "9.999999999999997e-7"),
+        ] {
+            assert_eq!(to_string(&serde_json::json!(f)), s, "{f}");
+        }
     }
 }

@@ -31,6 +31,8 @@ pub(crate) struct Compiled {
     pub(crate) default_rule: CompiledRule,
     /// Every limit of the policy, referenced by index from the rules.
     pub(crate) limits: Vec<CompiledLimit>,
+    /// The lint's warnings, located, in document order.
+    pub(crate) warnings: Vec<super::Diagnostic>,
 }
 
 /// What identifies a rule in decisions.

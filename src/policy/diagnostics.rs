@@ -4,7 +4,17 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 /// What kind of problem a [`Diagnostic`] reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+///
+/// Serialises as a stable snake_case name (`unknown_key`, `dollar_anchor`), the same as
+/// [`as_str`](DiagnosticKind::as_str): tools may match on it.
+///
+/// ```
+/// use mcp_policy::DiagnosticKind;
+/// assert_eq!(serde_json::to_value(DiagnosticKind::UnknownKey).unwrap(), "unknown_key");
+/// assert_eq!(DiagnosticKind::DollarAnchor.as_str(), "dollar_anchor");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum DiagnosticKind {
     /// The text is not JSON.
@@ -27,22 +37,97 @@ pub enum DiagnosticKind {
     InvalidRegex,
     /// An `arguments` value that is not a valid JSON Schema.
     InvalidSchema,
+    /// A `format` in an `arguments` schema that the validator does not know.
+    UnknownFormat,
     /// A condition or `increment_from` path that is not valid.
     InvalidPath,
     /// Two equally specific `tools` patterns that can match one tool name.
     AmbiguousPattern,
     /// Limits on one counter that disagree on `window`, `scope` or `sliding`.
     ConflictingCounter,
+    /// Warning: `exists` on `grant` or `session`, which always exist (a call without a session
+    /// reads `null`).
+    ExistsAlwaysTrue,
+    /// Warning: `in: []` (never true) or `not_in: []` (never false).
+    EmptyList,
+    /// Warning: a `regex` anchored with `$`, which also matches before a final newline.
+    DollarAnchor,
+    /// Warning: `\d` or `\w` (or `\D`, `\W`) in a `regex`, which match non-ASCII digits and
+    /// letters.
+    UnicodeClass,
+    /// Warning: a `deny_if` condition on an argument that no `arguments` schema gives a type.
+    UntypedArgument,
 }
 
-/// One problem in a policy document.
-#[derive(Debug, Clone, PartialEq, Eq)]
+impl DiagnosticKind {
+    /// The stable snake_case name of the kind.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DiagnosticKind::Syntax => "syntax",
+            DiagnosticKind::TooDeep => "too_deep",
+            DiagnosticKind::DuplicateKey => "duplicate_key",
+            DiagnosticKind::UnknownKey => "unknown_key",
+            DiagnosticKind::MissingKey => "missing_key",
+            DiagnosticKind::WrongType => "wrong_type",
+            DiagnosticKind::InvalidValue => "invalid_value",
+            DiagnosticKind::UnsupportedVersion => "unsupported_version",
+            DiagnosticKind::InvalidRegex => "invalid_regex",
+            DiagnosticKind::InvalidSchema => "invalid_schema",
+            DiagnosticKind::UnknownFormat => "unknown_format",
+            DiagnosticKind::InvalidPath => "invalid_path",
+            DiagnosticKind::AmbiguousPattern => "ambiguous_pattern",
+            DiagnosticKind::ConflictingCounter => "conflicting_counter",
+            DiagnosticKind::ExistsAlwaysTrue => "exists_always_true",
+            DiagnosticKind::EmptyList => "empty_list",
+            DiagnosticKind::DollarAnchor => "dollar_anchor",
+            DiagnosticKind::UnicodeClass => "unicode_class",
+            DiagnosticKind::UntypedArgument => "untyped_argument",
+        }
+    }
+
+    /// The severity of a diagnostic of this kind: the warnings are the lint's kinds.
+    pub fn severity(self) -> Severity {
+        match self {
+            DiagnosticKind::ExistsAlwaysTrue
+            | DiagnosticKind::EmptyList
+            | DiagnosticKind::DollarAnchor
+            | DiagnosticKind::UnicodeClass
+            | DiagnosticKind::UntypedArgument => Severity::Warning,
+            _ => Severity::Error,
+        }
+    }
+}
+
+impl std::fmt::Display for DiagnosticKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How bad a [`Diagnostic`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Severity {
+    /// The policy loads, but the construct rarely means what it says
+    /// ([`Policy::warnings`](crate::Policy::warnings)).
+    Warning,
+    /// The document does not load.
+    Error,
+}
+
+/// One problem in a policy document: an error (the document does not load) or a warning.
+///
+/// Serialises as `{"line", "column", "pointer", "message", "kind", "severity"}`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Diagnostic {
     line: usize,
     column: usize,
     pointer: String,
     message: String,
     kind: DiagnosticKind,
+    #[serde(rename = "severity")]
+    severity: Severity,
 }
 
 impl Diagnostic {
@@ -53,7 +138,7 @@ impl Diagnostic {
         message: String,
         kind: DiagnosticKind,
     ) -> Self {
-        Diagnostic { line, column, pointer, message, kind }
+        Diagnostic { line, column, pointer, message, kind, severity: kind.severity() }
     }
 
     /// The 1-based line of the offending text.
@@ -80,11 +165,20 @@ impl Diagnostic {
     pub fn kind(&self) -> DiagnosticKind {
         self.kind
     }
+
+    /// Whether this is an error or a warning (the severity of its kind).
+    pub fn severity(&self) -> Severity {
+        self.kind.severity()
+    }
 }
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}: {}", self.line, self.column, self.message)?;
+        if self.severity == Severity::Warning {
+            write!(f, "{}:{}: warning: {}", self.line, self.column, self.message)?;
+        } else {
+            write!(f, "{}:{}: {}", self.line, self.column, self.message)?;
+        }
         if !self.pointer.is_empty() {
             write!(f, " (at {})", self.pointer)?;
         }

@@ -22,6 +22,7 @@ use super::compiled::{
     Arguments, Compiled, CompiledCheck, CompiledLimit, CompiledRule, RuleName, Units,
 };
 use super::diagnostics::{Diagnostic, DiagnosticKind, InvalidPolicy};
+use super::lint;
 use super::model::{
     ApprovalCheck, Check, Condition, DefaultDecision, Limit, MAX_LIMIT, MAX_WINDOW_SECONDS, Op,
     PolicyDocument, Rule, Scope, Window, WindowUnit,
@@ -74,7 +75,23 @@ pub(crate) fn load(text: &str) -> Result<Compiled, InvalidPolicy> {
         None => None,
     };
     match compiled {
-        Some(c) if problems.is_empty() => Ok(c),
+        Some(mut c) if problems.is_empty() => {
+            let findings = lint::document(&c.document);
+            if !findings.is_empty() {
+                let found: Vec<Problem> = findings
+                    .into_iter()
+                    .map(|f| Problem {
+                        pointer: f.pointer,
+                        message: f.message,
+                        kind: f.kind,
+                        at_key: false,
+                    })
+                    .collect();
+                let offsets = vec![None; found.len()];
+                c.warnings = locate(text, found, offsets).diagnostics().to_vec();
+            }
+            Ok(c)
+        }
         _ => Err(locate(text, problems, offsets)),
     }
 }
@@ -95,6 +112,39 @@ fn locate(text: &str, problems: Vec<Problem>, offsets: Vec<Option<usize>>) -> In
         .collect();
     located.sort_by_key(|(offset, _)| *offset);
     InvalidPolicy::new(located.into_iter().map(|(_, d)| d).collect())
+}
+
+/// The `format` values that argument schemas assert (draft 2020-12, as the validator checks
+/// them). Any other `format` is a load error: it would silently check nothing.
+pub(crate) const FORMATS: &[&str] = &[
+    "date",
+    "date-time",
+    "duration",
+    "email",
+    "hostname",
+    "ipv4",
+    "ipv6",
+    "iri",
+    "iri-reference",
+    "json-pointer",
+    "regex",
+    "relative-json-pointer",
+    "time",
+    "uri",
+    "uri-reference",
+    "uri-template",
+    "uuid",
+];
+
+/// The validator of an `arguments` schema: draft 2020-12, `format` asserted (not merely
+/// annotated), an unknown `format` an error.
+pub(crate) fn argument_validator(
+    schema: &Value,
+) -> Result<jsonschema::Validator, jsonschema::ValidationError<'_>> {
+    jsonschema::draft202012::options()
+        .should_validate_formats(true)
+        .should_ignore_unknown_formats(false)
+        .build(schema)
 }
 
 #[derive(Default)]
@@ -423,6 +473,7 @@ impl Walker {
             all_tools: all_tools.map(|(_, c)| c),
             default_rule: CompiledRule::empty(RuleName::Pointer("/default".into())),
             limits: std::mem::take(&mut self.limits),
+            warnings: Vec::new(),
         })
     }
 
@@ -539,14 +590,34 @@ impl Walker {
         if bad {
             return None;
         }
-        match jsonschema::draft202012::new(schema) {
+        match argument_validator(schema) {
             Ok(validator) => Some(Arguments { pointer: ptr.into(), validator }),
             Err(e) => {
-                self.problem(
-                    ptr,
-                    DiagnosticKind::InvalidSchema,
-                    format!("invalid JSON Schema for `arguments`: {}", flatten(&e.to_string())),
-                );
+                let at = e.schema_path().as_str();
+                let unknown_format = match (e.kind(), e.instance().as_ref()) {
+                    (jsonschema::error::ValidationErrorKind::Custom { .. }, Value::String(f))
+                        if at.ends_with("/format") =>
+                    {
+                        Some(f.clone())
+                    }
+                    _ => None,
+                };
+                match unknown_format {
+                    Some(format) => self.problem(
+                        format!("{ptr}{at}"),
+                        DiagnosticKind::UnknownFormat,
+                        format!(
+                            "unknown `format` `{format}` in `arguments`: an argument could never \
+                             be checked against it; the supported formats are {}",
+                            FORMATS.iter().map(|f| format!("`{f}`")).collect::<Vec<_>>().join(", ")
+                        ),
+                    ),
+                    None => self.problem(
+                        ptr,
+                        DiagnosticKind::InvalidSchema,
+                        format!("invalid JSON Schema for `arguments`: {}", flatten(&e.to_string())),
+                    ),
+                }
                 None
             }
         }

@@ -8,6 +8,7 @@
 pub(crate) mod canonical;
 pub(crate) mod compiled;
 mod diagnostics;
+mod lint;
 mod load;
 pub mod model;
 pub(crate) mod path;
@@ -21,7 +22,9 @@ use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 
-pub use diagnostics::{Diagnostic, DiagnosticKind, InvalidPolicy, PolicyError, ReadError};
+pub use diagnostics::{
+    Diagnostic, DiagnosticKind, InvalidPolicy, PolicyError, ReadError, Severity,
+};
 use model::{DefaultDecision, PolicyDocument};
 
 use compiled::{Compiled, CompiledRule};
@@ -89,6 +92,28 @@ impl Policy {
         Policy::from_json_str(&text)
     }
 
+    /// The warnings of the document: constructs that load but rarely mean what they say
+    /// (`exists` on `grant` or `session`, `in: []`, a `regex` anchored with `$` or using
+    /// Unicode `\d` / `\w`, a `deny_if` on an argument no `arguments` schema types). Each has
+    /// its line, column, pointer and a stable [`DiagnosticKind`]; [`Severity::Warning`] always.
+    ///
+    /// ```
+    /// use mcp_policy::{DiagnosticKind, Policy, Severity};
+    ///
+    /// let policy: Policy = r#"{"version": "1", "default": "deny", "tools": {"t": {
+    ///   "approve_if": [{"conditions": [
+    ///     {"path": "args.sql", "op": "regex", "value": "^SELECT [a-z]+$"}]}]}}}"#.parse()?;
+    /// let w = &policy.warnings()[0];
+    /// assert_eq!(w.kind(), DiagnosticKind::DollarAnchor);
+    /// assert_eq!(w.severity(), Severity::Warning);
+    /// assert_eq!((w.line(), w.column()), (3, 50));
+    /// assert_eq!(w.pointer(), "/tools/t/approve_if/0/conditions/0/value");
+    /// # Ok::<(), mcp_policy::PolicyError>(())
+    /// ```
+    pub fn warnings(&self) -> &[Diagnostic] {
+        &self.inner.warnings
+    }
+
     /// The document as loaded.
     ///
     /// ```
@@ -103,12 +128,28 @@ impl Policy {
     /// The SHA-256 (lowercase hex) of the document in canonical JSON (RFC 8785): the same for
     /// two documents that differ only in formatting, key order or number spelling.
     ///
+    /// One deliberate difference from RFC 8785: an integer written without a fraction or
+    /// exponent that a 64-bit float cannot hold exactly (beyond ±2^53, up to the 64-bit range)
+    /// keeps all of its digits, where RFC 8785 would round it to the nearest float. So
+    /// `9007199254740993` and `9007199254740992` give two digests (RFC 8785 writes both as
+    /// `9007199254740992`), as the evaluator compares such integers exactly too. Every other
+    /// number is written as RFC 8785 writes it (ECMAScript's shortest round-trip form).
+    ///
     /// ```
     /// use mcp_policy::Policy;
     /// let a: Policy = r#"{"version": "1", "default": "deny"}"#.parse()?;
     /// let b: Policy = "{ \"default\":\"deny\",\n  \"version\":\"1\" }".parse()?;
     /// assert_eq!(a.digest(), b.digest());
     /// assert_eq!(a.digest().len(), 64);
+    ///
+    /// let doc = |n: &str| format!(r#"{{"version": "1", "default": "deny", "tools": {{"t": {{
+    ///     "deny_if": [{{"conditions": [{{"path": "args.n", "op": "eq", "value": {n}}}]}}]}}}}}}"#);
+    /// let exact: Policy = doc("9007199254740993").parse()?;
+    /// let rounded: Policy = doc("9007199254740992").parse()?;
+    /// assert_ne!(exact.digest(), rounded.digest());
+    /// let one: Policy = doc("1").parse()?;
+    /// let one_point_zero: Policy = doc("1.0").parse()?;
+    /// assert_eq!(one.digest(), one_point_zero.digest());
     /// # Ok::<(), mcp_policy::PolicyError>(())
     /// ```
     pub fn digest(&self) -> &str {
