@@ -236,8 +236,8 @@ mod tests {
         assert_eq!(at("/tools/a"), (3, 19));
         // Deeper than the scan: the nearest recorded ancestor.
         assert_eq!(at("/tools/a/limits/1"), (3, 19));
-        assert_eq!(at(&join("/tools", "é/~\"")), (4, 10));
-        assert_eq!(at("/hide/1"), (5, 18));
+        assert_eq!(at(&join("/tools", "é/~\"")), (4, 11));
+        assert_eq!(at("/hide/1"), (5, 17));
         assert_eq!(at("/nope"), (1, 1));
     }
 

@@ -68,7 +68,8 @@ fn validate_accepts_every_example_policy() {
     args.extend(policies.iter().map(String::as_str));
     let o = run(&args);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    assert_eq!(stdout(&o).lines().filter(|l| l.contains(": valid (")).count(), 3, "{}", stdout(&o));
+    assert_eq!(stderr(&o).lines().filter(|l| l.contains(": valid (")).count(), 3, "{}", stderr(&o));
+    assert!(stdout(&o).is_empty(), "text output is for people: standard error");
 }
 
 const BAD: &str = "{\"version\": \"1\",\n  \"default\": \"deny\",\n  \"tools\": {\n    \"cancel_run\": { \"limts\": [] },\n    \"x\": {\"limits\": [{\"counter\": \"c\", \"window\": \"minute\", \"max\": 0}]}\n  }\n}\n";
@@ -79,7 +80,8 @@ fn validate_reports_every_error_with_the_source_line_and_a_caret() {
     let bad = write(&dir, "bad.json", BAD);
     let o = run(&["validate", &bad]);
     assert_eq!(o.status.code(), Some(1));
-    let out = stdout(&o);
+    assert!(stdout(&o).is_empty(), "diagnostics go to standard error: {}", stdout(&o));
+    let out = stderr(&o);
     let expected = format!(
         "{bad}:4:21: error: unknown key `limts` in a rule; did you mean `limits`? (at /tools/cancel_run/limts)\n\
          4     \"cancel_run\": {{ \"limts\": [] }},\n{}^\n",
@@ -144,7 +146,8 @@ fn validate_with_tools_warns_of_rules_and_hide_entries_matching_no_tool() {
     let tools = example("databricks-tools.json");
     let o = run(&["validate", &policy, "--tools", &tools]);
     assert_eq!(o.status.code(), Some(0), "warnings alone pass");
-    let out = stdout(&o);
+    assert!(stdout(&o).is_empty());
+    let out = stderr(&o);
     assert!(out.contains(&format!("{policy}:6:20: warning: rule `cancel_runs` matches no tool of the server; did you mean `cancel_run`? (at /tools/cancel_runs)")), "{out}");
     assert!(out.contains("warning: hide entry `delete_jobs` matches no tool of the server; did you mean `delete_job`? (at /hide/0)"), "{out}");
     assert!(!out.contains("`dbfs_*`"), "dbfs_* matches dbfs_put and dbfs_delete: {out}");
@@ -174,7 +177,8 @@ fn validate_with_tools_warns_of_risky_tools_that_default_allow_leaves_unguarded(
     let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
     let messages: Vec<&str> =
         v.as_array().unwrap().iter().map(|f| f["message"].as_str().unwrap()).collect();
-    assert_eq!(messages.len(), 2, "{messages:?}");
+    // `wipe` says it is read-only, but its name destroys: a hint never makes a tool safe.
+    assert_eq!(messages.len(), 3, "{messages:?}");
     assert!(
         messages[0].starts_with(
             "tool `delete_workspace_object` is destructive (from its name) and has no rule"
@@ -182,6 +186,7 @@ fn validate_with_tools_warns_of_risky_tools_that_default_allow_leaves_unguarded(
         "{messages:?}"
     );
     assert!(messages[1].starts_with("tool `run_job` is execute (from its name)"), "{messages:?}");
+    assert!(messages[2].starts_with("tool `wipe` is destructive (from its name)"), "{messages:?}");
     assert!(
         v.as_array()
             .unwrap()
@@ -212,7 +217,7 @@ fn check_replays_12_cancel_runs_as_10_allows_then_2_limits() {
     // Call 11 at 25 s into the minute, call 12 at 27.5 s: the window ends at 60 s.
     assert_eq!(
         lines[10],
-        json!({"decision": "limit", "tool": "cancel_run", "rule": "/tools/cancel_run/limits/0",
+        json!({"line": 11, "decision": "limit", "tool": "cancel_run", "rule": "/tools/cancel_run/limits/0",
         "message": "limit reached: counter `cancel_run_rate` admits 10 per minute per grant", "retry_after": 35.0})
     );
     assert_eq!(lines[11]["retry_after"], json!(32.5));
@@ -451,11 +456,14 @@ fn init_reads_annotations_and_bare_arrays() {
     );
     let o = run(&["init", "--tools", &tools]);
     let p: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    // A read-only hint does not make a purge safe (issue 10): the name decides, and says so.
     assert!(
         p["tools"]["purge_cache"]["description"]
             .as_str()
             .unwrap()
-            .starts_with("read (from its MCP annotations)")
+            .starts_with("destructive (from its name)"),
+        "{}",
+        p["tools"]["purge_cache"]
     );
     assert!(
         p["tools"]["read_file"]["description"]
@@ -463,7 +471,7 @@ fn init_reads_annotations_and_bare_arrays() {
             .unwrap()
             .starts_with("destructive (from its MCP annotations)")
     );
-    assert_eq!(p["hide"], json!(["read_file"]));
+    assert_eq!(p["hide"], json!(["purge_cache", "read_file"]));
     assert!(p["tools"]["send_payment"]["description"].as_str().unwrap().starts_with("financial"));
     assert_eq!(
         p["tools"]["send_payment"]["approve_if"][0]["reason"],
