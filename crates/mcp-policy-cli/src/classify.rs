@@ -137,14 +137,15 @@ fn words(text: &str) -> Vec<String> {
 }
 
 /// Whether `word`, or `word` without an inflection (`removes`, `deleted`, `running`), is in
-/// `list`.
-fn names(word: &str, list: &[&str]) -> bool {
+/// `list`. Without `past`, the past participle (`deleted`, `terminated`) does not count: in a
+/// sentence it is mostly an adjective ("start a terminated cluster").
+fn names(word: &str, list: &[&str], past: bool) -> bool {
     let stems = [
         Some(word),
         word.strip_suffix('s'),
         word.strip_suffix("es"),
-        word.strip_suffix('d'),
-        word.strip_suffix("ed"),
+        word.strip_suffix('d').filter(|_| past),
+        word.strip_suffix("ed").filter(|_| past),
         word.strip_suffix("ing"),
         word.strip_suffix("ning"),
     ];
@@ -153,9 +154,10 @@ fn names(word: &str, list: &[&str]) -> bool {
 
 /// The class `words` name: a financial or destructive word anywhere decides (the riskiest
 /// first); otherwise the first word that names an action does (`get_run_status` reads, even
-/// though `run` executes).
-fn by_words(words: &[String]) -> Option<Class> {
-    let has = |list: &[&str]| words.iter().any(|w| names(w, list));
+/// though `run` executes). `past` counts past participles (in a name, `deleted` is an action; in
+/// a description, mostly an adjective).
+fn by_words(words: &[String], past: bool) -> Option<Class> {
+    let has = |list: &[&str]| words.iter().any(|w| names(w, list, past));
     if has(FINANCIAL) {
         return Some(Class::Financial);
     }
@@ -163,11 +165,11 @@ fn by_words(words: &[String]) -> Option<Class> {
         return Some(Class::Destructive);
     }
     words.iter().find_map(|w| {
-        if names(w, EXECUTE) {
+        if names(w, EXECUTE, past) {
             Some(Class::Execute)
-        } else if names(w, WRITE) {
+        } else if names(w, WRITE, past) {
             Some(Class::Write)
-        } else if names(w, READ) {
+        } else if names(w, READ, past) {
             Some(Class::Read)
         } else {
             None
@@ -193,8 +195,8 @@ fn by_annotations(a: &Annotations) -> Option<Class> {
 pub(crate) fn classify(tool: &Tool) -> (Class, Basis) {
     let candidates = [
         (tool.annotations.as_ref().and_then(by_annotations), Basis::Annotations),
-        (by_words(&words(&tool.name)), Basis::Name),
-        (tool.description.as_deref().and_then(|d| by_words(&words(d))), Basis::Description),
+        (by_words(&words(&tool.name), true), Basis::Name),
+        (tool.description.as_deref().and_then(|d| by_words(&words(d), false)), Basis::Description),
     ];
     let mut best: Option<(Class, Basis)> = None;
     for (class, basis) in candidates {
@@ -281,5 +283,25 @@ mod tests {
         let mut t = tool("frobnicate");
         t.description = Some("Permanently removes the widget".into());
         assert_eq!(classify(&t), (Class::Destructive, Basis::Description));
+    }
+
+    #[test]
+    fn a_past_participle_in_a_description_is_an_adjective() {
+        let mut t = tool("start_cluster");
+        t.description = Some("Start a terminated cluster".into());
+        assert_eq!(classify(&t), (Class::Execute, Basis::Name));
+        let mut t = tool("frobnicate");
+        t.description = Some("Lists deleted widgets".into());
+        assert_eq!(classify(&t), (Class::Read, Basis::Description));
+    }
+
+    #[test]
+    fn a_dangerous_description_outweighs_a_safe_name() {
+        let mut t = tool("get_widget");
+        t.description = Some("Gets a widget, then deletes it".into());
+        assert_eq!(classify(&t), (Class::Destructive, Basis::Description));
+        let mut t = tool("list_jobs");
+        t.description = Some("List jobs".into());
+        assert_eq!(classify(&t), (Class::Read, Basis::Name));
     }
 }
