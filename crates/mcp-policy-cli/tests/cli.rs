@@ -543,7 +543,11 @@ fn test_refuses_a_time_out_of_range_with_its_line() {
     let e = stderr(&o);
     assert!(e.contains("found `1e") && e.contains("the end of the year 2500"), "{e}");
     assert!(e.contains("line 3"), "{e}");
-    let cases = write(&dir, "neg.json", "[{\"name\": \"x\", \"calls\": [\n{\"tool\": \"t\", \"at\": \"0001-01-01T00:00:00Z\", \"expect\": \"allow\"}]}]");
+    let cases = write(
+        &dir,
+        "neg.json",
+        "[{\"name\": \"x\", \"calls\": [\n{\"tool\": \"t\", \"at\": \"0001-01-01T00:00:00Z\", \"expect\": \"allow\"}]}]",
+    );
     let o = run(&["test", &policy, &cases]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("line 2"), "{}", stderr(&o));
@@ -672,7 +676,10 @@ fn init_trusts_no_annotation_over_a_dangerous_name() {
             .starts_with("read (from its MCP annotations)")
     );
     assert!(
-        p["tools"]["get_report"]["description"].as_str().unwrap().starts_with("read (from its name)")
+        p["tools"]["get_report"]["description"]
+            .as_str()
+            .unwrap()
+            .starts_with("read (from its name)")
     );
     // And the policy denies it.
     let dir_policy = write(&dir, "p.json", &stdout(&o));
