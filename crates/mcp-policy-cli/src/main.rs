@@ -106,7 +106,7 @@ enum Command {
         #[arg(long, requires = "command")]
         server: bool,
         /// The server's command and arguments (after `--`).
-        #[arg(last = true, value_name = "COMMAND")]
+        #[arg(last = true, value_name = "COMMAND", requires = "server")]
         command: Vec<String>,
         /// Seconds to wait for each answer of the server.
         #[arg(long, value_name = "SECONDS", default_value_t = 30)]

@@ -38,24 +38,87 @@ pub(crate) fn note_line(message: &str) {
     let _ = writeln!(std::io::stderr().lock(), "{message}");
 }
 
-/// The candidate closest to `word` (optimal string alignment distance: an adjacent swap is one
-/// edit), when it is close enough to be a likely typo: 1 edit for words of up to 2 characters,
-/// 2 up to 5, 3 beyond.
+/// The candidate closest to `word` (optimal string alignment distance, `strsim::osa_distance`:
+/// an adjacent swap is one edit), when it is close enough to be a likely typo: 1 edit for words
+/// of up to 2 characters, 2 up to 5, 3 beyond. The first of equally close candidates wins.
+///
+/// `validate --tools` asks this for every rule that matches no tool, against every tool name:
+/// a cheap lower bound (the characters one string has and the other lacks, counted as a
+/// multiset) skips most candidates before the distance is computed.
 pub(crate) fn closest<'a>(
     word: &str,
     candidates: impl IntoIterator<Item = &'a str>,
 ) -> Option<&'a str> {
-    let limit = match word.chars().count() {
+    let mut bound = match word.chars().count() {
         0..=2 => 1,
         3..=5 => 2,
         _ => 3,
     };
-    candidates
-        .into_iter()
-        .map(|c| (strsim::osa_distance(word, c), c))
-        .filter(|(d, _)| *d <= limit)
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, c)| c)
+    let mut bag = CharBag::new(word);
+    let mut best = None;
+    for c in candidates {
+        if bag.lower_bound(c) > bound {
+            continue;
+        }
+        let d = strsim::osa_distance(word, c);
+        if d <= bound {
+            best = Some(c);
+            if d == 0 {
+                break;
+            }
+            // Only a strictly closer candidate can replace this one.
+            bound = d - 1;
+        }
+    }
+    best
+}
+
+/// Counts of a word's characters (folded into 64 buckets, which only lowers the bound).
+struct CharBag {
+    counts: [i32; 64],
+    len: usize,
+}
+
+impl CharBag {
+    fn new(word: &str) -> Self {
+        let mut counts = [0; 64];
+        let mut len = 0;
+        for c in word.chars() {
+            if let Some(n) = counts.get_mut(bucket(c)) {
+                *n += 1;
+            }
+            len += 1;
+        }
+        CharBag { counts, len }
+    }
+
+    /// A lower bound of the edit distance between the word and `other`: an edit adds, removes
+    /// or replaces at most one character on each side, so the distance is at least the larger of
+    /// the characters only the word has and the characters only `other` has.
+    fn lower_bound(&mut self, other: &str) -> usize {
+        let (mut only_other, mut other_len) = (0usize, 0usize);
+        for c in other.chars() {
+            if let Some(n) = self.counts.get_mut(bucket(c)) {
+                *n -= 1;
+                if *n < 0 {
+                    only_other += 1;
+                }
+            }
+            other_len += 1;
+        }
+        for c in other.chars() {
+            if let Some(n) = self.counts.get_mut(bucket(c)) {
+                *n += 1;
+            }
+        }
+        let shared = other_len - only_other;
+        let only_word = self.len - shared;
+        only_word.max(only_other)
+    }
+}
+
+fn bucket(c: char) -> usize {
+    (u32::from(c) & 63) as usize
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -137,6 +200,43 @@ mod tests {
         assert_eq!(closest("cancle_run", ["cancel_run", "list_jobs"]), Some("cancel_run"));
         assert_eq!(closest("zzzzzz", ["cancel_run"]), None);
         assert_eq!(closest("ab", ["abcd"]), None);
+        // The closest wins, and the first of equals.
+        assert_eq!(
+            closest("tool_0001", ["tool_0012", "tool_0002", "tool_0003"]),
+            Some("tool_0002")
+        );
+        assert_eq!(closest("délete_job", ["delete_job"]), Some("delete_job"));
+    }
+
+    #[test]
+    fn the_lower_bound_never_exceeds_the_distance() {
+        let words = [
+            "",
+            "a",
+            "ab",
+            "ba",
+            "grant",
+            "grnat",
+            "tool_00020",
+            "gone_00020",
+            "délete",
+            "delete",
+            "ĀĀĀ",
+            "ĀĀA",
+            "cancel_run",
+            "cancle_run",
+            "xyz",
+            "zyx",
+            "list_jobs",
+            "list_job",
+        ];
+        for a in words {
+            let mut bag = CharBag::new(a);
+            for b in words {
+                let d = strsim::osa_distance(a, b);
+                assert!(bag.lower_bound(b) <= d, "{a} {b}");
+            }
+        }
     }
 
     #[test]

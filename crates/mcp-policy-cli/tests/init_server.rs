@@ -191,6 +191,8 @@ fn init_needs_tools_or_a_server_but_not_both() {
     assert_eq!(init(&[]).status.code(), Some(2));
     assert_eq!(init(&["--server"]).status.code(), Some(2));
     assert_eq!(init(&["--tools", "t.json", "--server", "--", "x"]).status.code(), Some(2));
+    // A command without `--server` is a mistake, not something to ignore.
+    assert_eq!(init(&["--tools", "t.json", "--", "x"]).status.code(), Some(2));
 }
 
 /// The reference server of the MCP project, through `npx`. Skipped loudly when `npx` or the
