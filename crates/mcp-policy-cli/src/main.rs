@@ -58,10 +58,10 @@ enum Command {
     /// Replay calls (JSON lines) against a policy and print one decision per line.
     ///
     /// Each line: {"tool", "arguments", "grant", "session", "context", "at", "approved"}; only
-    /// `tool` is required, and a field outside this list is an error. `at` (Unix seconds or RFC 3339, from
-    /// 1970 to the end of the year 2500) drives the clock, so a replay is deterministic. Each
-    /// output line carries the `line` of its input line. Exit status: 0, or 1 when a line was
-    /// malformed; 2 on I/O errors.
+    /// `tool` is required, and a field outside this list is an error. `at` (Unix seconds or
+    /// RFC 3339, from 1970 to the end of the year 2500) drives the clock, so a replay is
+    /// deterministic. Each output line carries the `line` of its input line. Exit status: 0, or
+    /// 1 when a line was malformed; 2 on I/O errors.
     Check {
         /// The policy file.
         #[arg(value_name = "POLICY")]
