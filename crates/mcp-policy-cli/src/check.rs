@@ -36,6 +36,7 @@ pub(crate) fn run(
     let mut input = BufReader::with_capacity(1 << 16, input);
     let mut tally = summary.then(Tally::default);
     let mut buf = Vec::new();
+    let mut scratch = Vec::with_capacity(256);
     let mut line_no = 0usize;
     let mut malformed = 0usize;
     loop {
@@ -49,7 +50,7 @@ pub(crate) fn run(
         line_no += 1;
         let result = match std::str::from_utf8(&buf) {
             Ok(line) if line.trim().is_empty() => continue,
-            Ok(line) => one(&mut replay, line.trim(), line_no, tally.as_mut(), out),
+            Ok(line) => one(&mut replay, line.trim(), line_no, tally.as_mut(), &mut scratch, out),
             Err(_) => Err(Line::Malformed("the line is not UTF-8".to_owned())),
         };
         match result {
@@ -110,6 +111,7 @@ fn one(
     line: &str,
     line_no: usize,
     tally: Option<&mut Tally>,
+    scratch: &mut Vec<u8>,
     out: &mut Out<'_>,
 ) -> std::result::Result<(), Line> {
     let v: Value =
@@ -122,9 +124,12 @@ fn one(
         if let Some(t) = tally {
             t.add(d);
         }
-        serde_json::to_writer(&mut *out, &Printed { line: line_no, decision: d })
+        // One write per line: serde_json writes in small pieces, each a dynamic call on `out`.
+        scratch.clear();
+        serde_json::to_writer(&mut *scratch, &Printed { line: line_no, decision: d })
             .map_err(|e| Line::Output(e.into()))?;
-        out.write_all(b"\n").map_err(Line::Output)
+        scratch.push(b'\n');
+        out.write_all(scratch).map_err(Line::Output)
     })
 }
 

@@ -40,14 +40,37 @@ fn from_seconds(n: &Number) -> Option<Timestamp> {
     if !(f.is_finite() && (0.0..END_SECONDS as f64).contains(&f)) {
         return None;
     }
-    // The shortest decimal that reads back as `f` (Rust never writes an exponent here), read
-    // exactly: `1767225600.1` is 1767225600 s and 100,000,000 ns, not a float product's rounding.
-    let text = f.to_string();
-    let (whole, fraction) = text.split_once('.').unwrap_or((&text, ""));
-    let seconds: u64 = whole.parse().ok()?;
-    let digits: String = fraction.chars().chain(std::iter::repeat('0')).take(9).collect();
-    let nanos: u64 = digits.parse().ok()?;
-    (seconds < END_SECONDS).then(|| Timestamp::from_unix_nanos(seconds * NANOS_PER_SECOND + nanos))
+    // The shortest decimal that reads back as `f`, read exactly: `1767225600.1` is 1767225600 s
+    // and 100,000,000 ns, not a float product's rounding (1767225600.0999999046 s).
+    let mut buf = ryu::Buffer::new();
+    let nanos = decimal_nanos(buf.format_finite(f))?;
+    u64::try_from(nanos)
+        .ok()
+        .filter(|n| *n < END_SECONDS * NANOS_PER_SECOND)
+        .map(Timestamp::from_unix_nanos)
+}
+
+/// Nanoseconds in a non-negative decimal (`1767225600.1`, `1e9`, `1.5e-7`), digits beyond the
+/// ninth decimal dropped; `None` when it is not such a decimal or too large.
+fn decimal_nanos(text: &str) -> Option<u128> {
+    let (mantissa, exponent) = match text.split_once(['e', 'E']) {
+        Some((m, e)) => (m, e.parse::<i32>().ok()?),
+        None => (text, 0),
+    };
+    let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    if whole.is_empty() || !whole.bytes().chain(fraction.bytes()).all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let mut digits: u128 = 0;
+    for b in whole.bytes().chain(fraction.bytes()) {
+        digits = digits.checked_mul(10)?.checked_add(u128::from(b - b'0'))?;
+    }
+    let scale = exponent.checked_add(9)?.checked_sub(i32::try_from(fraction.len()).ok()?)?;
+    if scale >= 0 {
+        digits.checked_mul(10u128.checked_pow(u32::try_from(scale).ok()?)?)
+    } else {
+        Some(10u128.checked_pow(scale.unsigned_abs()).map_or(0, |p| digits / p))
+    }
 }
 
 /// Parses an RFC 3339 date-time (`2026-01-01T00:00:00Z`, `2026-01-01T01:30:00.5+01:30`; `t` or a
@@ -118,6 +141,19 @@ mod tests {
         assert_eq!(nanos(json!(1_767_225_600.1)), Ok(1_767_225_600_100_000_000));
         assert_eq!(nanos(json!(0.000_000_001)), Ok(1));
         assert_eq!(nanos(json!(16_756_761_599u64)), Ok(16_756_761_599_000_000_000));
+    }
+
+    #[test]
+    fn decimals_to_nanoseconds() {
+        assert_eq!(decimal_nanos("1767225600.1"), Some(1_767_225_600_100_000_000));
+        assert_eq!(decimal_nanos("1e9"), Some(1_000_000_000_000_000_000));
+        assert_eq!(decimal_nanos("1.5e-7"), Some(150));
+        assert_eq!(decimal_nanos("1e-10"), Some(0));
+        assert_eq!(decimal_nanos("1e-400"), Some(0));
+        assert_eq!(decimal_nanos("0.0"), Some(0));
+        assert_eq!(decimal_nanos("1e300"), None);
+        assert_eq!(decimal_nanos("-1.0"), None);
+        assert_eq!(decimal_nanos(".5"), None);
     }
 
     #[test]
