@@ -217,7 +217,13 @@ fn init_asks_the_reference_everything_server() {
         "stdio",
     ]);
     let stderr = String::from_utf8_lossy(&o.stderr);
-    if o.status.code() != Some(0) && !required && stderr.contains("before answering `initialize`") {
+    // No answer to `initialize` (npx could not fetch the package, offline, or it timed out):
+    // the package is missing, not broken.
+    if o.status.code() != Some(0)
+        && !required
+        && stderr.contains("answer")
+        && stderr.contains("`initialize`")
+    {
         eprintln!(
             "SKIPPED: @modelcontextprotocol/server-everything could not be started (offline?): {stderr}"
         );
