@@ -1,12 +1,15 @@
 //! Classifying tools as read, write, execute, destructive or financial.
 //!
-//! MCP annotations decide when a server sets them (`destructiveHint`, `readOnlyHint`). Otherwise
-//! the words of the tool's name decide, then the words of its description. The order of the
-//! checks puts the riskier class first: a `sync_and_delete` tool is destructive, not a write.
+//! Three sources each may name a class: the tool's MCP annotations (`destructiveHint`,
+//! `readOnlyHint`), the words of its name and the words of its description. The most dangerous
+//! class any of them names wins. MCP calls annotations from a server *hints*, which a client must
+//! not trust: `delete_database` annotated `readOnlyHint: true` is still destructive (issue 10).
+//! Within one text, a financial or destructive word anywhere decides: a `sync_and_delete` tool is
+//! destructive, not a write.
 
 use std::fmt;
 
-use crate::tools::Tool;
+use crate::tools::{Annotations, Tool};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Class {
@@ -134,14 +137,15 @@ fn words(text: &str) -> Vec<String> {
 }
 
 /// Whether `word`, or `word` without an inflection (`removes`, `deleted`, `running`), is in
-/// `list`.
-fn names(word: &str, list: &[&str]) -> bool {
+/// `list`. Without `past`, the past participle (`deleted`, `terminated`) does not count: in a
+/// sentence it is mostly an adjective ("start a terminated cluster").
+fn names(word: &str, list: &[&str], past: bool) -> bool {
     let stems = [
         Some(word),
         word.strip_suffix('s'),
         word.strip_suffix("es"),
-        word.strip_suffix('d'),
-        word.strip_suffix("ed"),
+        word.strip_suffix('d').filter(|_| past),
+        word.strip_suffix("ed").filter(|_| past),
         word.strip_suffix("ing"),
         word.strip_suffix("ning"),
     ];
@@ -150,9 +154,10 @@ fn names(word: &str, list: &[&str]) -> bool {
 
 /// The class `words` name: a financial or destructive word anywhere decides (the riskiest
 /// first); otherwise the first word that names an action does (`get_run_status` reads, even
-/// though `run` executes).
-fn by_words(words: &[String]) -> Option<Class> {
-    let has = |list: &[&str]| words.iter().any(|w| names(w, list));
+/// though `run` executes). `past` counts past participles (in a name, `deleted` is an action; in
+/// a description, mostly an adjective).
+fn by_words(words: &[String], past: bool) -> Option<Class> {
+    let has = |list: &[&str]| words.iter().any(|w| names(w, list, past));
     if has(FINANCIAL) {
         return Some(Class::Financial);
     }
@@ -160,11 +165,11 @@ fn by_words(words: &[String]) -> Option<Class> {
         return Some(Class::Destructive);
     }
     words.iter().find_map(|w| {
-        if names(w, EXECUTE) {
+        if names(w, EXECUTE, past) {
             Some(Class::Execute)
-        } else if names(w, WRITE) {
+        } else if names(w, WRITE, past) {
             Some(Class::Write)
-        } else if names(w, READ) {
+        } else if names(w, READ, past) {
             Some(Class::Read)
         } else {
             None
@@ -172,42 +177,41 @@ fn by_words(words: &[String]) -> Option<Class> {
     })
 }
 
-/// The class of a tool, and what it was decided from.
+/// The class a tool's annotations give, when they say anything about its effects.
+fn by_annotations(a: &Annotations) -> Option<Class> {
+    match (a.destructive_hint, a.read_only_hint) {
+        (Some(true), _) => Some(Class::Destructive),
+        (_, Some(true)) => Some(Class::Read),
+        (Some(false), _) => Some(Class::Write),
+        // MCP's default for `destructiveHint` is true when the tool is not read-only.
+        (None, Some(false)) => Some(Class::Destructive),
+        (None, None) => None,
+    }
+}
+
+/// The class of a tool, and what it was decided from: the most dangerous class that its
+/// annotations, its name or its description names. On a tie the first source in that order is
+/// named.
 pub(crate) fn classify(tool: &Tool) -> (Class, Basis) {
-    if let Some(a) = &tool.annotations {
-        // A financial name outweighs the hints: moving money always needs a human.
-        if by_words(&words(&tool.name)) == Some(Class::Financial) {
-            return (Class::Financial, Basis::Name);
-        }
-        match (a.destructive_hint, a.read_only_hint) {
-            (_, Some(true)) => return (Class::Read, Basis::Annotations),
-            (Some(true), _) => return (Class::Destructive, Basis::Annotations),
-            (Some(false), Some(false)) => {
-                // Not destructive and not read-only: a write, or an execution by its name.
-                let class = match by_words(&words(&tool.name)) {
-                    Some(Class::Execute) => Class::Execute,
-                    _ => Class::Write,
-                };
-                return (class, Basis::Annotations);
-            }
-            // MCP's default for `destructiveHint` is true when the tool is not read-only.
-            (None, Some(false)) => return (Class::Destructive, Basis::Annotations),
-            _ => {}
+    let candidates = [
+        (tool.annotations.as_ref().and_then(by_annotations), Basis::Annotations),
+        (by_words(&words(&tool.name), true), Basis::Name),
+        (tool.description.as_deref().and_then(|d| by_words(&words(d), false)), Basis::Description),
+    ];
+    let mut best: Option<(Class, Basis)> = None;
+    for (class, basis) in candidates {
+        if let Some(c) = class
+            && best.is_none_or(|(b, _)| c > b)
+        {
+            best = Some((c, basis));
         }
     }
-    if let Some(c) = by_words(&words(&tool.name)) {
-        return (c, Basis::Name);
-    }
-    if let Some(c) = tool.description.as_deref().and_then(|d| by_words(&words(d))) {
-        return (c, Basis::Description);
-    }
-    (Class::Write, Basis::Unknown)
+    best.unwrap_or((Class::Write, Basis::Unknown))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tools::Annotations;
 
     fn tool(name: &str) -> Tool {
         Tool { name: name.into(), description: None, annotations: None }
@@ -229,18 +233,49 @@ mod tests {
         assert_eq!(classify(&tool("frobnicate")), (Class::Write, Basis::Unknown));
     }
 
-    #[test]
-    fn annotations_first() {
-        let mut t = tool("delete_cache");
-        t.annotations = Some(Annotations { read_only_hint: Some(true), ..Default::default() });
-        assert_eq!(classify(&t), (Class::Read, Basis::Annotations));
-        let mut t = tool("list_things");
-        t.annotations = Some(Annotations { destructive_hint: Some(true), ..Default::default() });
-        assert_eq!(classify(&t), (Class::Destructive, Basis::Annotations));
-        let mut t = tool("pay_invoice");
+    fn annotated(name: &str, read_only: Option<bool>, destructive: Option<bool>) -> Tool {
+        let mut t = tool(name);
         t.annotations =
-            Some(Annotations { read_only_hint: Some(false), destructive_hint: Some(false) });
-        assert_eq!(classify(&t).0, Class::Financial);
+            Some(Annotations { read_only_hint: read_only, destructive_hint: destructive });
+        t
+    }
+
+    #[test]
+    fn annotations_never_make_a_dangerous_name_safe() {
+        // Issue 10: a server's hints are not trusted over the name.
+        let t = annotated("delete_database", Some(true), None);
+        assert_eq!(classify(&t), (Class::Destructive, Basis::Name));
+        let t = annotated("delete_cache", Some(true), Some(false));
+        assert_eq!(classify(&t), (Class::Destructive, Basis::Name));
+        let t = annotated("pay_invoice", Some(false), Some(false));
+        assert_eq!(classify(&t), (Class::Financial, Basis::Name));
+        let t = annotated("run_job", Some(true), None);
+        assert_eq!(classify(&t), (Class::Execute, Basis::Name));
+        // Nor over the description.
+        let mut t = annotated("frobnicate", Some(true), None);
+        t.description = Some("Drops the whole table".into());
+        assert_eq!(classify(&t), (Class::Destructive, Basis::Description));
+    }
+
+    #[test]
+    fn annotations_make_a_tool_more_dangerous_and_say_so() {
+        let t = annotated("list_things", None, Some(true));
+        assert_eq!(classify(&t), (Class::Destructive, Basis::Annotations));
+        let t = annotated("list_things", Some(false), None);
+        assert_eq!(classify(&t), (Class::Destructive, Basis::Annotations));
+        let t = annotated("list_things", Some(false), Some(false));
+        assert_eq!(classify(&t), (Class::Write, Basis::Annotations));
+        let t = annotated("frobnicate", Some(true), None);
+        assert_eq!(classify(&t), (Class::Read, Basis::Annotations));
+        // A tie names the annotations only when they gave the class first.
+        let t = annotated("delete_job", None, Some(true));
+        assert_eq!(classify(&t), (Class::Destructive, Basis::Annotations));
+        // A read-only hint on a read name: read, from the annotations.
+        let t = annotated("list_jobs", Some(true), None);
+        assert_eq!(classify(&t), (Class::Read, Basis::Annotations));
+        // Hints that say nothing of effects leave the name to decide.
+        let t = annotated("list_jobs", None, None);
+        assert_eq!(classify(&t), (Class::Read, Basis::Name));
     }
 
     #[test]
@@ -248,5 +283,25 @@ mod tests {
         let mut t = tool("frobnicate");
         t.description = Some("Permanently removes the widget".into());
         assert_eq!(classify(&t), (Class::Destructive, Basis::Description));
+    }
+
+    #[test]
+    fn a_past_participle_in_a_description_is_an_adjective() {
+        let mut t = tool("start_cluster");
+        t.description = Some("Start a terminated cluster".into());
+        assert_eq!(classify(&t), (Class::Execute, Basis::Name));
+        let mut t = tool("frobnicate");
+        t.description = Some("Lists deleted widgets".into());
+        assert_eq!(classify(&t), (Class::Read, Basis::Description));
+    }
+
+    #[test]
+    fn a_dangerous_description_outweighs_a_safe_name() {
+        let mut t = tool("get_widget");
+        t.description = Some("Gets a widget, then deletes it".into());
+        assert_eq!(classify(&t), (Class::Destructive, Basis::Description));
+        let mut t = tool("list_jobs");
+        t.description = Some("List jobs".into());
+        assert_eq!(classify(&t), (Class::Read, Basis::Name));
     }
 }

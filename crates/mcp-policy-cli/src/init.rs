@@ -1,39 +1,78 @@
 //! `mcp-policy init`: a starter policy from a server's tool list.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use mcp_policy::model::{
     ApprovalCheck, DefaultDecision, Limit, PolicyDocument, Rule, Scope, Window, WindowUnit,
 };
 
 use crate::classify::{Class, classify};
-use crate::tools;
+use crate::{Out, Result, mcp_client, tools};
 
 /// Calls a minute per grant for a write tool.
 const WRITES_PER_MINUTE: u64 = 30;
 /// Calls a minute per grant for an execute tool.
 const EXECUTIONS_PER_MINUTE: u64 = 10;
 
+/// Where `init` gets the tool list.
+pub(crate) enum Source {
+    /// A file holding a `tools/list` result.
+    File(PathBuf),
+    /// A stdio MCP server to start and ask.
+    Server {
+        /// The program and its arguments.
+        command: Vec<String>,
+        /// How long to wait for each answer.
+        timeout: Duration,
+        /// Where to also write the tool list, when asked.
+        save_tools: Option<PathBuf>,
+    },
+}
+
 pub(crate) fn run(
-    tools_path: &Path,
-    out: Option<&Path>,
+    source: Source,
+    out_path: Option<&Path>,
     approve_destructive: bool,
-) -> Result<u8, String> {
-    let tools = tools::read(tools_path)?;
+    out: &mut Out<'_>,
+) -> Result<u8> {
+    let tools = match source {
+        Source::File(path) => tools::read(&path)?,
+        Source::Server { command, timeout, save_tools } => {
+            let listed = mcp_client::list_tools(&command, timeout)?;
+            if let Some(path) = save_tools {
+                let mut text = serde_json::to_string_pretty(&serde_json::json!({
+                    "tools": listed
+                }))
+                .map_err(|e| e.to_string())?;
+                text.push('\n');
+                std::fs::write(&path, text)
+                    .map_err(|e| format!("cannot write `{}`: {e}", path.display()))?;
+            }
+            tools::from_values(listed).map_err(|e| {
+                format!("the server `{}` listed a tool `init` cannot read: {e}", command.join(" "))
+            })?
+        }
+    };
     let document = starter_policy(&tools, approve_destructive)?;
     let mut text = serde_json::to_string_pretty(&document).map_err(|e| e.to_string())?;
     text.push('\n');
     // The output must load: check it before writing it anywhere.
     if let Err(e) = mcp_policy::Policy::from_json_str(&text) {
-        return Err(format!("internal error: the starter policy does not load: {e}"));
+        return Err(format!("internal error: the starter policy does not load: {e}").into());
     }
-    match out {
+    match out_path {
         Some(path) => std::fs::write(path, &text)
             .map_err(|e| format!("cannot write `{}`: {e}", path.display()))?,
-        None => print!("{text}"),
+        None => out.write_all(text.as_bytes())?,
     }
     Ok(0)
+}
+
+/// The `$id` of the policy JSON Schema, which a written policy names as its `$schema`.
+fn schema_id() -> Option<String> {
+    mcp_policy::Policy::json_schema().get("$id").and_then(|v| v.as_str()).map(str::to_owned)
 }
 
 fn limit(tool: &str, max: u64) -> Limit {
@@ -55,14 +94,16 @@ fn approval(reason: &str) -> ApprovalCheck {
 pub(crate) fn starter_policy(
     tools: &[tools::Tool],
     approve_destructive: bool,
-) -> Result<PolicyDocument, String> {
+) -> std::result::Result<PolicyDocument, String> {
     let mut rules = BTreeMap::new();
     let mut hide = Vec::new();
     let mut counts: BTreeMap<Class, usize> = BTreeMap::new();
     for tool in tools {
         let name = tool.name.as_str();
         if name.is_empty() || name.contains('*') {
-            eprintln!("warning: skipping tool `{name}`: a policy cannot name it exactly");
+            crate::report::warning_line(&format!(
+                "skipping tool `{name}`: a policy cannot name it exactly"
+            ));
             continue;
         }
         if rules.contains_key(name) {
@@ -104,7 +145,7 @@ pub(crate) fn starter_policy(
     }
     let summary: Vec<String> = counts.iter().map(|(c, n)| format!("{n} {c}")).collect();
     Ok(PolicyDocument {
-        schema: None,
+        schema: schema_id(),
         version: "1".to_owned(),
         default: DefaultDecision::Deny,
         description: Some(format!(

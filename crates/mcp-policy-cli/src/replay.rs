@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use mcp_policy::{Decision, DecisionKind, Evaluator, ManualClock, Policy, Timestamp, ToolCall};
-use serde_json::Value;
 
 /// An evaluator whose clock only moves forward, as the calls say.
 pub(crate) struct Replay {
@@ -49,19 +48,5 @@ impl Replay {
             return then(&self.evaluator.evaluate(&with_key));
         }
         then(&decision)
-    }
-}
-
-/// The `at` of a call: Unix seconds (a number) or an RFC 3339 string.
-pub(crate) fn parse_at(v: &Value) -> Result<Timestamp, String> {
-    match v {
-        Value::Number(n) => match n.as_f64() {
-            Some(s) if s >= 0.0 && s.is_finite() => Ok(Timestamp::from_unix_seconds(s)),
-            _ => Err(format!("`at` must be non-negative Unix seconds, found {n}")),
-        },
-        Value::String(s) => crate::time::parse_rfc3339(s).ok_or_else(|| {
-            format!("`at` must be Unix seconds or an RFC 3339 date-time, found `{s}`")
-        }),
-        other => Err(format!("`at` must be Unix seconds or an RFC 3339 date-time, found {other}")),
     }
 }

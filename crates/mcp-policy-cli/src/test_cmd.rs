@@ -16,20 +16,21 @@
 
 use std::path::Path;
 
-use mcp_policy::{Decision, DecisionKind, Policy, Timestamp};
-use serde::Deserialize;
+use mcp_policy::{Decision, DecisionKind, Policy, Timestamp, ToolCall};
+use serde::{Deserialize, Deserializer, de::Error as _};
 use serde_json::Value;
 
 use crate::replay::Replay;
+use crate::{Out, Result};
 
 /// Where each case's clock starts: 2026-01-01T00:00:00Z.
 const START: u64 = 1_767_225_600_000_000_000;
 
+/// `{"cases": [...]}`: any other key is an error, as in a case and a call.
 #[derive(Deserialize)]
-#[serde(untagged)]
-enum CasesFile {
-    Wrapped { cases: Vec<Case> },
-    Bare(Vec<Case>),
+#[serde(deny_unknown_fields)]
+struct Wrapped {
+    cases: Vec<Case>,
 }
 
 #[derive(Deserialize)]
@@ -43,7 +44,7 @@ struct Case {
 #[serde(deny_unknown_fields)]
 struct Step {
     tool: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "object")]
     arguments: Option<Value>,
     #[serde(default)]
     grant: Option<String>,
@@ -51,8 +52,9 @@ struct Step {
     session: Option<String>,
     #[serde(default)]
     context: Option<Value>,
-    #[serde(default)]
-    at: Option<Value>,
+    /// Read as `check` reads it; an out-of-range time is an error at its line.
+    #[serde(default, deserialize_with = "at")]
+    at: Option<Timestamp>,
     #[serde(default)]
     approved: bool,
     /// How many times to make this call (default 1); each must get the expected decision.
@@ -72,6 +74,21 @@ struct Step {
 
 fn one() -> u64 {
     1
+}
+
+fn at<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<Timestamp>, D::Error> {
+    let v = Value::deserialize(d)?;
+    crate::time::parse_at(&v).map(Some).map_err(D::Error::custom)
+}
+
+fn object<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<Value>, D::Error> {
+    match Value::deserialize(d)? {
+        v @ Value::Object(_) => Ok(Some(v)),
+        other => Err(D::Error::custom(format!(
+            "`arguments` must be an object, found {}",
+            crate::time::type_name(&other)
+        ))),
+    }
 }
 
 #[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -94,70 +111,61 @@ impl Expect {
     }
 }
 
-pub(crate) fn run(policy_path: &Path, cases_path: &Path) -> Result<u8, String> {
-    let policy = Policy::from_path(policy_path).map_err(|e| e.to_string())?;
+/// Reads a cases file: `{"cases": [...]}` or a bare array, told apart by the first character
+/// so that an error inside either names its field and line.
+fn parse_cases(text: &str) -> std::result::Result<Vec<Case>, serde_json::Error> {
+    if text.trim_start().starts_with('[') {
+        serde_json::from_str::<Vec<Case>>(text)
+    } else {
+        serde_json::from_str::<Wrapped>(text).map(|w| w.cases)
+    }
+}
+
+pub(crate) fn run(policy_path: &Path, cases_path: &Path, out: &mut Out<'_>) -> Result<u8> {
+    let policy = crate::check::load_policy(policy_path)?;
     let text = std::fs::read_to_string(cases_path)
         .map_err(|e| format!("cannot read `{}`: {e}", cases_path.display()))?;
-    let cases = match serde_json::from_str::<CasesFile>(&text) {
-        Ok(CasesFile::Wrapped { cases } | CasesFile::Bare(cases)) => cases,
-        Err(_) => {
-            // Untagged enums hide the reason; ask the plain shape for it.
-            let why = serde_json::from_str::<Vec<Case>>(&text)
-                .err()
-                .or_else(|| serde_json::from_str::<Wrapped>(&text).err())
-                .map(|e| e.to_string())
-                .unwrap_or_default();
-            return Err(format!("`{}` is not a cases file: {why}", cases_path.display()));
-        }
-    };
+    let cases = parse_cases(&text).map_err(|e| {
+        format!(
+            "`{}` is not a cases file (`{{\"cases\": [...]}}` or an array of cases): {e}",
+            cases_path.display()
+        )
+    })?;
     let (mut passed, mut failed) = (0usize, 0usize);
     for case in &cases {
         match run_case(&policy, case) {
             Ok(()) => {
                 passed += 1;
-                println!("ok   {}", case.name);
+                writeln!(out, "ok   {}", case.name)?;
             }
             Err(why) => {
                 failed += 1;
-                println!("FAIL {}\n     {why}", case.name);
+                writeln!(out, "FAIL {}\n     {why}", case.name)?;
             }
         }
     }
-    println!("{passed} passed, {failed} failed");
+    writeln!(out, "{passed} passed, {failed} failed")?;
     Ok(u8::from(failed > 0))
 }
 
-#[derive(Deserialize)]
-struct Wrapped {
-    #[allow(dead_code)]
-    cases: Vec<Case>,
-}
-
-fn run_case(policy: &Policy, case: &Case) -> Result<(), String> {
+fn run_case(policy: &Policy, case: &Case) -> std::result::Result<(), String> {
     let mut replay = Replay::new(policy.clone(), Timestamp::from_unix_nanos(START));
     let mut number = 0u64;
     for step in &case.calls {
-        let value = serde_json::json!({
-            "tool": step.tool,
-            "arguments": step.arguments,
-            "grant": step.grant,
-            "session": step.session,
-            "context": step.context,
-            "at": step.at,
-            "approved": step.approved,
-        });
-        // Absent fields are null in `value`; drop them so they read as absent.
-        let value = match value {
-            Value::Object(map) => {
-                Value::Object(map.into_iter().filter(|(_, v)| !v.is_null()).collect())
-            }
-            other => other,
-        };
-        let (call, at, approved) = crate::check::call_of(&value)?;
+        let mut call = ToolCall::new(&step.tool).with_optional_session(step.session.as_deref());
+        if let Some(a) = &step.arguments {
+            call = call.with_arguments(a);
+        }
+        if let Some(g) = &step.grant {
+            call = call.with_grant(g);
+        }
+        if let Some(c) = &step.context {
+            call = call.with_context(c);
+        }
         for _ in 0..step.repeat.max(1) {
             number += 1;
             replay
-                .decide(&call, at, approved, |d| check(step, d))
+                .decide(&call, step.at, step.approved, |d| check(step, d))
                 .map_err(|why| format!("call {number} (`{}`): {why}", step.tool))?;
         }
     }
@@ -165,7 +173,7 @@ fn run_case(policy: &Policy, case: &Case) -> Result<(), String> {
 }
 
 /// Whether `d` is what `step` expects; if not, what differs.
-fn check(step: &Step, d: &Decision<'_>) -> Result<(), String> {
+fn check(step: &Step, d: &Decision<'_>) -> std::result::Result<(), String> {
     let got = format!("got {} by `{}`: {}", d.kind(), d.rule(), d.message());
     if d.kind() != step.expect.kind() {
         return Err(format!("expected {}, {got}", step.expect.kind()));

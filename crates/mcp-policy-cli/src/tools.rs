@@ -45,3 +45,14 @@ pub(crate) fn read(path: &Path) -> Result<Vec<Tool>, String> {
         )),
     }
 }
+
+/// Reads the tools of a `tools/list` result's `tools` array.
+pub(crate) fn from_values(values: Vec<serde_json::Value>) -> Result<Vec<Tool>, String> {
+    values
+        .into_iter()
+        .map(|v| {
+            let name = v.get("name").and_then(|n| n.as_str()).unwrap_or("?").to_owned();
+            serde_json::from_value(v).map_err(|e| format!("`{name}`: {e}"))
+        })
+        .collect()
+}

@@ -1,24 +1,34 @@
 //! `mcp-policy validate`: every problem of every policy file, and with `--tools`, the warnings
 //! that only the server's tool list can reveal.
 
+use std::collections::HashSet;
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use mcp_policy::model::DefaultDecision;
-use mcp_policy::policy::{did_you_mean, locate, pattern_matches};
+use mcp_policy::policy::pattern_matches;
 use mcp_policy::{Policy, PolicyError};
 
 use crate::classify::{Class, classify};
-use crate::report::{self, Finding, Severity};
+use crate::locate::{LineIndex, Spans, join};
+use crate::report::{self, Finding, Severity, closest};
 use crate::tools::{self, Tool};
+use crate::{Failure, Out, Result};
 
+/// Finds every problem of every file in `paths`. Text goes to standard error (findings, the
+/// line of each valid file, the count); with `json`, only the array of findings is written, to
+/// `out`.
 pub(crate) fn run(
     paths: &[PathBuf],
     tools_path: Option<&Path>,
     json: bool,
     deny_warnings: bool,
-) -> Result<u8, String> {
+    out: &mut Out<'_>,
+) -> Result<u8> {
     let tools = tools_path.map(tools::read).transpose()?;
-    let color = !json && report::stdout_is_terminal();
+    let color = !json && report::stderr_is_terminal();
+    let stderr = std::io::stderr();
+    let mut err = BufWriter::with_capacity(1 << 16, stderr.lock());
     let mut all: Vec<Finding> = Vec::new();
     let mut unreadable = false;
     for path in paths {
@@ -26,14 +36,13 @@ pub(crate) fn run(
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
             Err(e) => {
-                eprintln!(
-                    "{}: cannot read `{file}`: {e}",
-                    report::paint("error", report::RED, report::stderr_is_terminal())
-                );
+                let label = report::paint("error", report::RED, color);
+                writeln!(err, "{label}: cannot read `{file}`: {e}")?;
                 unreadable = true;
                 continue;
             }
         };
+        let lines = LineIndex::new(&text);
         let findings = match Policy::from_json_str(&text) {
             Err(PolicyError::Invalid(e)) => e
                 .diagnostics()
@@ -48,38 +57,41 @@ pub(crate) fn run(
                     message: d.message().to_owned(),
                 })
                 .collect(),
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(Failure::Usage(e.to_string())),
             Ok(policy) => {
                 let warnings = match &tools {
-                    Some(tools) => warnings(&policy, &text, &file, tools),
+                    Some(tools) => warnings(&policy, &text, &lines, &file, tools),
                     None => Vec::new(),
                 };
                 if !json && warnings.is_empty() {
                     let rules = policy.document().tools.len();
-                    println!(
+                    writeln!(
+                        err,
                         "{file}: valid ({rules} rule{}, digest {})",
                         plural(rules),
                         policy.digest().get(..12).unwrap_or_default()
-                    );
+                    )?;
                 }
                 warnings
             }
         };
         if !json {
             for f in &findings {
-                print!("{}", report::text(f, Some(&text), color));
+                err.write_all(report::text(f, Some(&lines), color).as_bytes())?;
             }
         }
         all.extend(findings);
     }
     if json {
-        println!("{}", serde_json::to_string_pretty(&all).map_err(|e| e.to_string())?);
+        serde_json::to_writer_pretty(&mut *out, &all).map_err(std::io::Error::from)?;
+        out.write_all(b"\n")?;
     }
     let errors = all.iter().filter(|f| f.severity == Severity::Error).count();
     let warnings = all.len() - errors;
     if !json && (errors > 0 || warnings > 0) {
-        eprintln!("{errors} error{}, {warnings} warning{}", plural(errors), plural(warnings));
+        writeln!(err, "{errors} error{}, {warnings} warning{}", plural(errors), plural(warnings))?;
     }
+    err.flush()?;
     Ok(if unreadable {
         crate::EXIT_USAGE
     } else if errors > 0 || (deny_warnings && warnings > 0) {
@@ -95,11 +107,32 @@ fn plural(n: usize) -> &'static str {
 
 /// What the tool list reveals: rules and hide entries that match no tool, and risky tools that
 /// `default: allow` leaves without a rule.
-fn warnings(policy: &Policy, text: &str, file: &str, tools: &[Tool]) -> Vec<Finding> {
+///
+/// Linear in the size of the policy and of the tool list (apart from the suggestions for the
+/// entries that match nothing): the text is scanned once for positions, each tool's rule is
+/// found once.
+fn warnings(
+    policy: &Policy,
+    text: &str,
+    lines: &LineIndex<'_>,
+    file: &str,
+    tools: &[Tool],
+) -> Vec<Finding> {
     let names: Vec<&str> = tools.iter().map(|t| t.name.as_str()).collect();
+    let name_set: HashSet<&str> = names.iter().copied().collect();
+    let matches_a_tool = |pattern: &str| {
+        if pattern.contains('*') {
+            names.iter().any(|n| pattern_matches(pattern, n))
+        } else {
+            name_set.contains(pattern)
+        }
+    };
+    // The rule key each tool is governed by: a key no tool reaches is unused.
+    let used: HashSet<&str> = names.iter().filter_map(|n| policy.rule_key(n)).collect();
+    let spans = Spans::new(text, 2);
     let mut out = Vec::new();
     let mut warn = |pointer: String, kind: &str, message: String| {
-        let (line, column) = locate(text, &pointer);
+        let (line, column) = lines.line_column(spans.offset(&pointer));
         out.push(Finding {
             file: file.to_owned(),
             line,
@@ -111,11 +144,11 @@ fn warnings(policy: &Policy, text: &str, file: &str, tools: &[Tool]) -> Vec<Find
         });
     };
     for key in policy.document().tools.keys() {
-        if names.iter().any(|n| policy.rule_key(n) == Some(key.as_str())) {
+        if used.contains(key.as_str()) {
             continue;
         }
-        let pointer = format!("/tools/{}", escape(key));
-        let message = if names.iter().any(|n| pattern_matches(key, n)) {
+        let pointer = join("/tools", key);
+        let message = if matches_a_tool(key) {
             format!(
                 "rule `{key}` applies to no tool of the server: a more specific rule governs every tool it matches"
             )
@@ -125,7 +158,7 @@ fn warnings(policy: &Policy, text: &str, file: &str, tools: &[Tool]) -> Vec<Find
         warn(pointer, "UnusedRule", message);
     }
     for (i, entry) in policy.document().hide.iter().enumerate() {
-        if !names.iter().any(|n| pattern_matches(entry, n)) {
+        if !matches_a_tool(entry) {
             let message = format!(
                 "hide entry `{entry}` matches no tool of the server{}",
                 hint(entry, &names)
@@ -155,14 +188,9 @@ fn warnings(policy: &Policy, text: &str, file: &str, tools: &[Tool]) -> Vec<Find
 
 /// "; did you mean `x`?" for the tool name closest to `key`, when it is close.
 fn hint(key: &str, names: &[&str]) -> String {
-    did_you_mean(key, names.iter().copied())
+    closest(key, names.iter().copied())
         .map(|n| format!("; did you mean `{n}`?"))
         .unwrap_or_default()
-}
-
-/// A tool key as a JSON Pointer token.
-fn escape(key: &str) -> String {
-    key.replace('~', "~0").replace('/', "~1")
 }
 
 #[cfg(test)]

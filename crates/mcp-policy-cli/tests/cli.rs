@@ -68,7 +68,8 @@ fn validate_accepts_every_example_policy() {
     args.extend(policies.iter().map(String::as_str));
     let o = run(&args);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    assert_eq!(stdout(&o).lines().filter(|l| l.contains(": valid (")).count(), 3, "{}", stdout(&o));
+    assert_eq!(stderr(&o).lines().filter(|l| l.contains(": valid (")).count(), 3, "{}", stderr(&o));
+    assert!(stdout(&o).is_empty(), "text output is for people: standard error");
 }
 
 const BAD: &str = "{\"version\": \"1\",\n  \"default\": \"deny\",\n  \"tools\": {\n    \"cancel_run\": { \"limts\": [] },\n    \"x\": {\"limits\": [{\"counter\": \"c\", \"window\": \"minute\", \"max\": 0}]}\n  }\n}\n";
@@ -79,7 +80,8 @@ fn validate_reports_every_error_with_the_source_line_and_a_caret() {
     let bad = write(&dir, "bad.json", BAD);
     let o = run(&["validate", &bad]);
     assert_eq!(o.status.code(), Some(1));
-    let out = stdout(&o);
+    assert!(stdout(&o).is_empty(), "diagnostics go to standard error: {}", stdout(&o));
+    let out = stderr(&o);
     let expected = format!(
         "{bad}:4:21: error: unknown key `limts` in a rule; did you mean `limits`? (at /tools/cancel_run/limts)\n\
          4     \"cancel_run\": {{ \"limts\": [] }},\n{}^\n",
@@ -144,7 +146,8 @@ fn validate_with_tools_warns_of_rules_and_hide_entries_matching_no_tool() {
     let tools = example("databricks-tools.json");
     let o = run(&["validate", &policy, "--tools", &tools]);
     assert_eq!(o.status.code(), Some(0), "warnings alone pass");
-    let out = stdout(&o);
+    assert!(stdout(&o).is_empty());
+    let out = stderr(&o);
     assert!(out.contains(&format!("{policy}:6:20: warning: rule `cancel_runs` matches no tool of the server; did you mean `cancel_run`? (at /tools/cancel_runs)")), "{out}");
     assert!(out.contains("warning: hide entry `delete_jobs` matches no tool of the server; did you mean `delete_job`? (at /hide/0)"), "{out}");
     assert!(!out.contains("`dbfs_*`"), "dbfs_* matches dbfs_put and dbfs_delete: {out}");
@@ -174,7 +177,8 @@ fn validate_with_tools_warns_of_risky_tools_that_default_allow_leaves_unguarded(
     let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
     let messages: Vec<&str> =
         v.as_array().unwrap().iter().map(|f| f["message"].as_str().unwrap()).collect();
-    assert_eq!(messages.len(), 2, "{messages:?}");
+    // `wipe` says it is read-only, but its name destroys: a hint never makes a tool safe.
+    assert_eq!(messages.len(), 3, "{messages:?}");
     assert!(
         messages[0].starts_with(
             "tool `delete_workspace_object` is destructive (from its name) and has no rule"
@@ -182,6 +186,7 @@ fn validate_with_tools_warns_of_risky_tools_that_default_allow_leaves_unguarded(
         "{messages:?}"
     );
     assert!(messages[1].starts_with("tool `run_job` is execute (from its name)"), "{messages:?}");
+    assert!(messages[2].starts_with("tool `wipe` is destructive (from its name)"), "{messages:?}");
     assert!(
         v.as_array()
             .unwrap()
@@ -212,7 +217,7 @@ fn check_replays_12_cancel_runs_as_10_allows_then_2_limits() {
     // Call 11 at 25 s into the minute, call 12 at 27.5 s: the window ends at 60 s.
     assert_eq!(
         lines[10],
-        json!({"decision": "limit", "tool": "cancel_run", "rule": "/tools/cancel_run/limits/0",
+        json!({"line": 11, "decision": "limit", "tool": "cancel_run", "rule": "/tools/cancel_run/limits/0",
         "message": "limit reached: counter `cancel_run_rate` admits 10 per minute per grant", "retry_after": 35.0})
     );
     assert_eq!(lines[11]["retry_after"], json!(32.5));
@@ -451,11 +456,14 @@ fn init_reads_annotations_and_bare_arrays() {
     );
     let o = run(&["init", "--tools", &tools]);
     let p: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    // A read-only hint does not make a purge safe (issue 10): the name decides, and says so.
     assert!(
         p["tools"]["purge_cache"]["description"]
             .as_str()
             .unwrap()
-            .starts_with("read (from its MCP annotations)")
+            .starts_with("destructive (from its name)"),
+        "{}",
+        p["tools"]["purge_cache"]
     );
     assert!(
         p["tools"]["read_file"]["description"]
@@ -463,7 +471,7 @@ fn init_reads_annotations_and_bare_arrays() {
             .unwrap()
             .starts_with("destructive (from its MCP annotations)")
     );
-    assert_eq!(p["hide"], json!(["read_file"]));
+    assert_eq!(p["hide"], json!(["purge_cache", "read_file"]));
     assert!(p["tools"]["send_payment"]["description"].as_str().unwrap().starts_with("financial"));
     assert_eq!(
         p["tools"]["send_payment"]["approve_if"][0]["reason"],
@@ -484,4 +492,325 @@ fn init_refuses_what_is_not_a_tool_list() {
     let o = run(&["init", "--tools", &tools]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("is not a tool list"), "{}", stderr(&o));
+}
+
+// ------------------------------------------------------------ times out of range (issue 10)
+
+const ONE_A_MINUTE: &str = r#"{"version": "1", "default": "deny", "tools": {"t": {"limits": [{"counter": "c", "window": "minute", "max": 1}]}}}"#;
+
+#[test]
+fn check_refuses_times_out_of_range_with_their_line_instead_of_saturating() {
+    let dir = scratch("check-at-range");
+    let policy = write(&dir, "p.json", ONE_A_MINUTE);
+    let input = [
+        r#"{"tool": "t", "at": 1767225600}"#,
+        r#"{"tool": "t", "at": 1e300}"#,
+        r#"{"tool": "t", "at": -1}"#,
+        r#"{"tool": "t", "at": "2600-01-01T00:00:00Z"}"#,
+        r#"{"tool": "t", "at": 16756761600}"#,
+        r#"{"tool": "t", "at": "1969-12-31T23:59:59Z"}"#,
+        r#"{"tool": "t", "at": 1767225601}"#,
+    ]
+    .join("\n");
+    let o = run_stdin(&["check", &policy], &input);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let lines: Vec<Value> = stdout(&o).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 7);
+    assert_eq!(lines[0]["decision"], "allow");
+    for (i, line) in lines.iter().enumerate().take(6).skip(1) {
+        assert_eq!(line["line"], i + 1, "{line}");
+        let e = line["error"].as_str().unwrap();
+        assert!(e.contains("the end of the year 2500"), "{e}");
+    }
+    assert!(lines[1]["error"].as_str().unwrap().contains("found `1e"), "{}", lines[1]);
+    // None of the refused times moved the clock: the next second is still in the first
+    // minute, and the limit of 1 a minute holds.
+    assert_eq!(lines[6]["decision"], "limit", "{}", lines[6]);
+    assert_eq!(lines[6]["line"], 7);
+}
+
+#[test]
+fn test_refuses_a_time_out_of_range_with_its_line() {
+    let dir = scratch("test-at-range");
+    let policy = write(&dir, "p.json", ONE_A_MINUTE);
+    let cases = write(
+        &dir,
+        "cases.json",
+        "{\"cases\": [\n  {\"name\": \"far future\", \"calls\": [\n    {\"tool\": \"t\", \"at\": 1e300, \"expect\": \"allow\"}\n  ]}\n]}\n",
+    );
+    let o = run(&["test", &policy, &cases]);
+    assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
+    let e = stderr(&o);
+    assert!(e.contains("found `1e") && e.contains("the end of the year 2500"), "{e}");
+    assert!(e.contains("line 3"), "{e}");
+    let cases = write(
+        &dir,
+        "neg.json",
+        "[{\"name\": \"x\", \"calls\": [\n{\"tool\": \"t\", \"at\": \"0001-01-01T00:00:00Z\", \"expect\": \"allow\"}]}]",
+    );
+    let o = run(&["test", &policy, &cases]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("line 2"), "{}", stderr(&o));
+}
+
+// ------------------------------------------------------------------ check edges (issue 13)
+
+#[test]
+fn check_rejects_unknown_fields_with_their_line() {
+    let dir = scratch("check-unknown");
+    let policy = write(&dir, "p.json", ONE_A_MINUTE);
+    let input = [
+        r#"{"tool": "t", "grant": "a", "at": 1767225600}"#,
+        r#"{"tool": "t", "grnat": "b"}"#,
+        r#"{"tool": "t", "frobnicate": 1}"#,
+    ]
+    .join("\n");
+    let o = run_stdin(&["check", &policy], &input);
+    assert_eq!(o.status.code(), Some(1));
+    let lines: Vec<Value> = stdout(&o).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines[0]["line"], 1);
+    // The typo is not replayed as the anonymous grant (which would have been allowed).
+    assert_eq!(
+        lines[1],
+        json!({"line": 2, "error": "unknown field `grnat`; did you mean `grant`?"})
+    );
+    assert_eq!(lines[2]["line"], 3);
+    let e = lines[2]["error"].as_str().unwrap();
+    assert!(e.starts_with("unknown field `frobnicate`; a call has `tool`, `arguments`"), "{e}");
+}
+
+#[test]
+fn check_names_the_input_line_of_every_decision() {
+    // Blank lines and errors in between: each output line still names its own input line.
+    let input = "\n{\"tool\": \"list_jobs\"}\n\nnot json\n{\"tool\": \"cancel_run\"}\n";
+    let o = run_stdin(&["check", &example("seed-policy.json")], input);
+    let numbers: Vec<Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["line"].clone())
+        .collect();
+    assert_eq!(numbers, [json!(2), json!(4), json!(5)]);
+}
+
+#[test]
+fn check_summary_counts_decisions_per_tool_and_per_rule() {
+    let dir = scratch("check-summary");
+    let mut calls = calls_12_cancel_run();
+    calls.push_str("{\"tool\": \"nope\"}\n{\"tool\": \"nope\", \"grnat\": 1}\n");
+    let calls = write(&dir, "calls.jsonl", &calls);
+    let o = run(&["check", "--summary", &example("seed-policy.json"), &calls]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(stdout(&o).lines().count(), 14, "the summary is not in the machine output");
+    let e = stderr(&o);
+    let expected = "summary: 13 calls: 10 allow, 1 deny, 2 limit; 1 malformed line\n\
+                    by tool:\n\
+                    \x20 cancel_run  10 allow, 2 limit\n\
+                    \x20 nope        1 deny\n\
+                    by rule:\n\
+                    \x20 /default                    1 deny\n\
+                    \x20 /tools/cancel_run           10 allow\n\
+                    \x20 /tools/cancel_run/limits/0  2 limit\n";
+    assert!(e.contains(expected), "{e}\n---\n{expected}");
+    // Without --summary, no summary.
+    let o = run(&["check", &example("seed-policy.json"), &calls]);
+    assert!(!stderr(&o).contains("summary"), "{}", stderr(&o));
+}
+
+// ------------------------------------------------------------------- test edges (issue 13)
+
+#[test]
+fn test_names_a_misspelt_field_and_its_line_in_the_wrapped_form_too() {
+    let dir = scratch("test-wrapped-typo");
+    let wrapped = write(
+        &dir,
+        "wrapped.json",
+        "{\"cases\": [\n  {\"name\": \"x\", \"calls\": [\n    {\"tool\": \"t\", \"expct\": \"allow\"}\n  ]}\n]}\n",
+    );
+    let bare = write(
+        &dir,
+        "bare.json",
+        "[\n  {\"name\": \"x\", \"calls\": [\n    {\"tool\": \"t\", \"expct\": \"allow\"}\n  ]}\n]\n",
+    );
+    for cases in [&wrapped, &bare] {
+        let o = run(&["test", &example("seed-policy.json"), cases]);
+        assert_eq!(o.status.code(), Some(2));
+        let e = stderr(&o);
+        assert!(e.contains("unknown field `expct`"), "{cases}: {e}");
+        assert!(e.contains("line 3"), "{cases}: {e}");
+        assert!(!e.contains("expected a sequence"), "{e}");
+    }
+    // A misspelt wrapper key is named as well.
+    let typo = write(&dir, "caes.json", "{\n\"caes\": []}");
+    let o = run(&["test", &example("seed-policy.json"), &typo]);
+    assert!(stderr(&o).contains("unknown field `caes`"), "{}", stderr(&o));
+}
+
+// ---------------------------------------------------------------- init edges (issues 10, 13)
+
+#[test]
+fn init_trusts_no_annotation_over_a_dangerous_name() {
+    let dir = scratch("init-hint");
+    let tools = write(
+        &dir,
+        "tools.json",
+        r#"{"tools": [
+      {"name": "delete_database", "annotations": {"readOnlyHint": true}},
+      {"name": "list_tables", "annotations": {"readOnlyHint": true}},
+      {"name": "get_report", "description": "Fetch a report"}
+    ]}"#,
+    );
+    let o = run(&["init", "--tools", &tools]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let p: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let rule = &p["tools"]["delete_database"];
+    assert!(
+        rule["description"].as_str().unwrap().starts_with("destructive (from its name)"),
+        "{rule}"
+    );
+    assert_eq!(p["hide"], json!(["delete_database"]));
+    assert!(rule["approve_if"].is_array(), "{rule}");
+    // The basis is the source that gave the class.
+    assert!(
+        p["tools"]["list_tables"]["description"]
+            .as_str()
+            .unwrap()
+            .starts_with("read (from its MCP annotations)")
+    );
+    assert!(
+        p["tools"]["get_report"]["description"]
+            .as_str()
+            .unwrap()
+            .starts_with("read (from its name)")
+    );
+    // And the policy denies it.
+    let dir_policy = write(&dir, "p.json", &stdout(&o));
+    let o = run_stdin(&["check", &dir_policy], r#"{"tool": "delete_database"}"#);
+    assert!(stdout(&o).contains("\"decision\":\"deny\""), "{}", stdout(&o));
+}
+
+#[test]
+fn init_writes_the_schema_of_the_policy() {
+    let p = init_databricks(&[]);
+    let schema: Value = serde_json::from_slice(&run(&["schema"]).stdout).unwrap();
+    assert_eq!(p["$schema"], schema["$id"]);
+    assert!(p["$schema"].as_str().unwrap().starts_with("https://"), "{}", p["$schema"]);
+}
+
+// ------------------------------------------------------------- validate edges (issue 13)
+
+#[test]
+fn validate_prints_a_regex_error_with_its_lines_and_one_caret() {
+    let dir = scratch("validate-regex");
+    let policy = write(
+        &dir,
+        "p.json",
+        "{\"version\": \"1\", \"default\": \"deny\", \"tools\": {\"t\": {\"deny_if\": [{\"conditions\": [\n  {\"path\": \"args.q\", \"op\": \"regex\", \"value\": \"(a\"}\n]}]}}}\n",
+    );
+    let o = run(&["validate", &policy]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(stdout(&o).is_empty());
+    // However the loader words it, the heading carries the location and the source line comes
+    // with exactly one caret of ours after it.
+    let heading = e.lines().next().unwrap();
+    assert!(heading.starts_with(&format!("{policy}:2:")), "{e}");
+    assert!(heading.contains("invalid regex"), "{e}");
+    let source = e.lines().position(|l| l.starts_with("2   {\"path\"")).expect(&e);
+    assert_eq!(e.lines().nth(source + 1).unwrap().trim(), "^", "{e}");
+}
+
+#[test]
+#[ignore = "needs core loader message change"]
+fn validate_keeps_the_lines_of_a_regex_error() {
+    let dir = scratch("validate-regex-lines");
+    let policy = write(
+        &dir,
+        "p.json",
+        "{\"version\": \"1\", \"default\": \"deny\", \"tools\": {\"t\": {\"deny_if\": [{\"conditions\": [\n  {\"path\": \"args.q\", \"op\": \"regex\", \"value\": \"(a\"}\n]}]}}}\n",
+    );
+    let o = run(&["validate", "--format", "json", &policy]);
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let message = v[0]["message"].as_str().unwrap();
+    // The regex crate's own layout: the pattern, its caret, the reason, on their own lines.
+    assert!(message.contains("\n    (a\n    ^\n"), "{message:?}");
+    assert!(message.contains("unclosed group"), "{message:?}");
+    let o = run(&["validate", &policy]);
+    assert!(stderr(&o).contains(" |     ^\n"), "{}", stderr(&o));
+}
+
+#[test]
+#[ignore = "needs core loader message change"]
+fn validate_says_a_window_is_whole_seconds() {
+    let dir = scratch("validate-window");
+    let policy = write(
+        &dir,
+        "p.json",
+        r#"{"version": "1", "default": "deny", "tools": {"t": {"limits": [{"counter": "c", "window": "1m", "max": 1}]}}}"#,
+    );
+    let o = run(&["validate", "--format", "json", &policy]);
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let message = v[0]["message"].as_str().unwrap();
+    assert!(message.contains("whole seconds"), "{message}");
+    assert!(message.contains("`1m`"), "{message}");
+    assert!(message.contains("60"), "suggests 60 for 1m: {message}");
+}
+
+#[test]
+#[ignore = "needs core loader message change"]
+fn validate_suggests_args_for_a_bare_increment_from() {
+    let dir = scratch("validate-increment-from");
+    let policy = write(
+        &dir,
+        "p.json",
+        r#"{"version": "1", "default": "deny", "tools": {"t": {"limits": [{"counter": "c", "window": "day", "max": 100, "increment_from": "amount"}]}}}"#,
+    );
+    let o = run(&["validate", "--format", "json", &policy]);
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let message = v[0]["message"].as_str().unwrap();
+    assert!(message.contains("did you mean `args.amount`?"), "{message}");
+}
+
+#[test]
+#[ignore = "needs core loader message change"]
+fn validate_names_the_keyword_and_value_of_a_bad_argument_schema() {
+    let dir = scratch("validate-schema-type");
+    let policy = write(
+        &dir,
+        "p.json",
+        r#"{"version": "1", "default": "deny", "tools": {"t": {"arguments": {"type": "object", "properties": {"n": {"type": "numbr"}}}}}}"#,
+    );
+    let o = run(&["validate", "--format", "json", &policy]);
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let message = v[0]["message"].as_str().unwrap();
+    assert!(!message.contains("anyOf"), "{message}");
+    assert!(message.contains("`type`") && message.contains("`numbr`"), "{message}");
+    assert!(message.contains("did you mean `number`?"), "{message}");
+    assert_eq!(v[0]["pointer"], "/tools/t/arguments/properties/n/type");
+}
+
+#[test]
+fn validate_with_tools_locates_warnings_in_a_large_policy() {
+    // 2,000 rules, of which every 100th names no tool: each warning on its own rule's line.
+    let dir = scratch("validate-large");
+    let mut policy = String::from("{\"version\": \"1\", \"default\": \"deny\", \"tools\": {\n");
+    let mut tools = Vec::new();
+    for i in 0..2000 {
+        let comma = if i == 1999 { "" } else { "," };
+        policy.push_str(&format!("  \"tool_{i:05}\": {{}}{comma}\n"));
+        if i % 100 != 0 {
+            tools.push(json!({"name": format!("tool_{i:05}")}));
+        }
+    }
+    policy.push_str("}}\n");
+    let policy = write(&dir, "p.json", &policy);
+    let tools = write(&dir, "tools.json", &json!({ "tools": tools }).to_string());
+    let o = run(&["validate", "--format", "json", &policy, "--tools", &tools]);
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let findings = v.as_array().unwrap();
+    assert_eq!(findings.len(), 20);
+    for (k, f) in findings.iter().enumerate() {
+        let i = k * 100;
+        assert_eq!(f["pointer"], format!("/tools/tool_{i:05}"));
+        assert_eq!(f["line"], i + 2, "{f}");
+        assert_eq!(f["column"], 17, "{f}");
+    }
 }
