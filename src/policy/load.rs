@@ -98,20 +98,37 @@ pub(crate) fn load(text: &str) -> Result<Compiled, InvalidPolicy> {
 
 /// Turns pointer-located problems into diagnostics with lines and columns, in document order.
 fn locate(text: &str, problems: Vec<Problem>, offsets: Vec<Option<usize>>) -> InvalidPolicy {
-    let spans = source::read(text, true).spans;
-    let mut located: Vec<(usize, Diagnostic)> = problems
+    let spans = source::spans_of(text, problems.iter().map(|p| p.pointer.as_str()));
+    let mut at: Vec<(usize, Problem)> = problems
         .into_iter()
         .zip(offsets)
         .map(|(p, offset)| {
             let offset = offset.unwrap_or_else(|| {
                 if p.at_key { spans.key_offset(&p.pointer) } else { spans.value_offset(&p.pointer) }
             });
-            let (line, column) = source::line_column(text, offset);
-            (offset, Diagnostic::new(line, column, p.pointer, p.message, p.kind))
+            (offset.min(text.len()), p)
         })
         .collect();
-    located.sort_by_key(|(offset, _)| *offset);
-    InvalidPolicy::new(located.into_iter().map(|(_, d)| d).collect())
+    at.sort_by_key(|(offset, _)| *offset);
+    // One sweep over the text for all problems (in offset order), so that thousands of
+    // diagnostics in a large document cost one pass, not one pass each.
+    let (mut pos, mut line, mut column) = (0usize, 1usize, 1usize);
+    let located = at
+        .into_iter()
+        .map(|(offset, p)| {
+            for c in text.get(pos..offset).unwrap_or("").chars() {
+                if c == '\n' {
+                    line += 1;
+                    column = 1;
+                } else {
+                    column += 1;
+                }
+            }
+            pos = pos.max(offset);
+            Diagnostic::new(line, column, p.pointer, p.message, p.kind)
+        })
+        .collect();
+    InvalidPolicy::new(located)
 }
 
 /// The `format` values that argument schemas assert (draft 2020-12, as the validator checks

@@ -82,12 +82,44 @@ pub(crate) fn read(text: &str, record_spans: bool) -> Read {
         text,
         pos: 0,
         record_spans,
+        wanted: None,
         spans: Spans::default(),
         problems: Vec::new(),
         pointer: String::new(),
     };
     let value = r.document();
     Read { value, problems: r.problems, spans: r.spans }
+}
+
+/// The spans of `text`, recording only the pointers in `wanted` and their ancestors (the
+/// fallbacks of [`Spans::value_offset`]): locating a few diagnostics in a large document then
+/// allocates nothing per value.
+pub(crate) fn spans_of<'w>(text: &str, wanted: impl IntoIterator<Item = &'w str>) -> Spans {
+    let mut set: std::collections::HashSet<String> = std::collections::HashSet::new();
+    for p in wanted {
+        let mut p = p;
+        loop {
+            if !set.insert(p.to_owned()) {
+                break;
+            }
+            match p.rfind('/') {
+                Some(i) => p = p.get(..i).unwrap_or(""),
+                None => break,
+            }
+        }
+    }
+    let mut r = Reader {
+        bytes: text.as_bytes(),
+        text,
+        pos: 0,
+        record_spans: true,
+        wanted: Some(set),
+        spans: Spans::default(),
+        problems: Vec::new(),
+        pointer: String::new(),
+    };
+    let _ = r.document();
+    r.spans
 }
 
 /// 1-based line and column (in characters) of a byte offset.
@@ -105,6 +137,8 @@ struct Reader<'a> {
     text: &'a str,
     pos: usize,
     record_spans: bool,
+    /// When set, only these pointers are recorded.
+    wanted: Option<std::collections::HashSet<String>>,
     spans: Spans,
     problems: Vec<SourceProblem>,
     pointer: String,
@@ -157,8 +191,13 @@ impl Reader<'_> {
         self.syntax(&message)
     }
 
+    /// Whether the current pointer is to be recorded.
+    fn wants(&self) -> bool {
+        self.wanted.as_ref().is_none_or(|w| w.contains(self.pointer.as_str()))
+    }
+
     fn value(&mut self, depth: usize) -> Result<Value, Stop> {
-        if self.record_spans {
+        if self.record_spans && self.wants() {
             self.spans.values.insert(self.pointer.clone(), self.pos);
         }
         match self.peek() {
@@ -220,7 +259,7 @@ impl Reader<'_> {
                     ),
                     kind: SourceProblemKind::DuplicateKey,
                 });
-            } else if self.record_spans {
+            } else if self.record_spans && self.wants() {
                 self.spans.keys.insert(self.pointer.clone(), key_offset);
             }
             // The value of a duplicate must not overwrite the spans of the first one.
