@@ -42,7 +42,7 @@ pub const POLICY: &str = r#"{
       "deny_if": [{ "conditions": [{ "path": "args.forbidden", "op": "exists" }],
                     "on_deny": "this report is forbidden" }],
       "approve_if": [{ "conditions": [{ "path": "args.sensitive", "op": "exists" }],
-                       "reason": "sensitive reports need a human" }],
+                       "reason": "a sensitive report needs a human" }],
       "limits": [{ "counter": "reports", "window": "hour", "max": 3 }]
     },
     "execute_sql": {
