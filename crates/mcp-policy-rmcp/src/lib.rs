@@ -271,7 +271,11 @@ impl<S> PolicyGuard<S> {
     /// Not needed with [`PolicyGuard::router`], which reads the router's tools.
     pub fn with_tools(mut self, tools: &[Tool]) -> Self {
         self.output_schemas = Arc::new(
-            tools.iter().filter(|t| t.output_schema.is_some()).map(|t| t.name.to_string()).collect(),
+            tools
+                .iter()
+                .filter(|t| t.output_schema.is_some())
+                .map(|t| t.name.to_string())
+                .collect(),
         );
         self
     }
@@ -347,14 +351,19 @@ where
         let structured = self.router.get(&request.name).is_none_or(|t| t.output_schema.is_none());
         let router = self.router;
         self.guard
-            .guard_call(request, context.request_context, structured, |request, context| async move {
-                let routed = router.get(&request.name).is_some();
-                match router.call(ToolCallContext::new(service, request, context)).await {
-                    Ok(response) => Ok(response),
-                    Err(e) if !routed => Err(DispatchError::NotDispatched(e)),
-                    Err(e) => Err(DispatchError::Failed(e)),
-                }
-            })
+            .guard_call(
+                request,
+                context.request_context,
+                structured,
+                |request, context| async move {
+                    let routed = router.get(&request.name).is_some();
+                    match router.call(ToolCallContext::new(service, request, context)).await {
+                        Ok(response) => Ok(response),
+                        Err(e) if !routed => Err(DispatchError::NotDispatched(e)),
+                        Err(e) => Err(DispatchError::Failed(e)),
+                    }
+                },
+            )
             .await
     }
 }
@@ -617,11 +626,16 @@ impl<S: AsyncCounterStore> PolicyGuard<S> {
                         settle(&mut again, structured)
                     }
                     Some(Ok(_)) => {
-                        self.audit_human(call, &d.rule(), "the human declined to approve this call");
+                        self.audit_human(
+                            call,
+                            &d.rule(),
+                            "the human declined to approve this call",
+                        );
                         Outcome::Answer(declined(call.tool(), structured).into())
                     }
                     Some(Err(e)) => {
-                        let message = format!("asking the human failed ({e}), so the call is denied");
+                        let message =
+                            format!("asking the human failed ({e}), so the call is denied");
                         self.audit_human(call, &d.rule(), &message);
                         Outcome::Answer(
                             human_refusal(call.tool(), &d.rule(), &message, structured).into(),
@@ -770,7 +784,12 @@ fn declined(tool: &str, structured: bool) -> CallToolResult {
 }
 
 fn cancelled(tool: &str, structured: bool) -> CallToolResult {
-    human_refusal(tool, "", "the client cancelled this call before it ran; nothing was done", structured)
+    human_refusal(
+        tool,
+        "",
+        "the client cancelled this call before it ran; nothing was done",
+        structured,
+    )
 }
 
 /// The elicitation that asks a human to approve a call.

@@ -167,7 +167,8 @@ async fn a_call_cancelled_while_the_human_decides_never_runs() {
     let gate = Gate::default();
     let human = Human { approve: Some(true), fail: false, gate: Some(gate.clone()) };
     let c = connect_human(Some(POLICY), human, ProtocolVersion::V_2025_11_25).await;
-    let request = ClientRequest::CallToolRequest(CallToolRequest::new(params("execute_sql", DELETE())));
+    let request =
+        ClientRequest::CallToolRequest(CallToolRequest::new(params("execute_sql", DELETE())));
     let handle = c
         .client
         .peer()

@@ -204,6 +204,9 @@ async fn a_call_cancelled_before_dispatch_does_not_run_and_gets_its_units_back()
     assert_eq!(ran.load(Ordering::SeqCst), 0);
     let context = RequestContext::new(NumberOrString::Number(9), peer.clone());
     let r = guard.call_tool(params("flaky", json!({})), context, run(ran.clone())).await;
-    assert!(matches!(r, Ok(CallToolResponse::Complete(ref r)) if r.is_error != Some(true)), "{r:?}");
+    assert!(
+        matches!(r, Ok(CallToolResponse::Complete(ref r)) if r.is_error != Some(true)),
+        "{r:?}"
+    );
     assert_eq!(ran.load(Ordering::SeqCst), 1);
 }

@@ -37,6 +37,10 @@ pub const POLICY: &str = r#"{
       "arguments": { "type": "object", "required": ["cluster_name"],
                      "properties": { "num_workers": { "type": "integer", "maximum": 8 } } }
     },
+    "read_path": {
+      "require": [{ "name": "data", "conditions": [{ "path": "args.path", "op": "within", "value": "/data" }],
+                    "on_deny": "only paths under /data" }]
+    },
     "unreachable": { "limits": [{ "counter": "unreachable", "window": "hour", "max": 1 }] },
     "report": {
       "deny_if": [{ "conditions": [{ "path": "args.forbidden", "op": "exists" }],
@@ -81,12 +85,16 @@ pub fn tools() -> Vec<Tool> {
     ]
     .into_iter()
     .map(|name| Tool::new(name, format!("the {name} tool"), object(json!({"type": "object"}))))
-    .chain([Tool::new("report", "a report with an output schema", object(json!({"type": "object"})))
-        .with_raw_output_schema(object(json!({
-            "type": "object",
-            "properties": {"rows": {"type": "integer"}},
-            "required": ["rows"]
-        })))])
+    .chain([Tool::new(
+        "report",
+        "a report with an output schema",
+        object(json!({"type": "object"})),
+    )
+    .with_raw_output_schema(object(json!({
+        "type": "object",
+        "properties": {"rows": {"type": "integer"}},
+        "required": ["rows"]
+    })))])
     .collect()
 }
 
@@ -141,10 +149,9 @@ impl ServerHandler for GuardedServer {
         };
         let response = match &self.guard {
             Some(g) => g.call_tool(request, context, dispatch).await,
-            None => dispatch(request, context)
-                .await
-                .map(Into::into)
-                .map_err(|e| e.error_data().clone()),
+            None => {
+                dispatch(request, context).await.map(Into::into).map_err(|e| e.error_data().clone())
+            }
         };
         self.finished.notify_one();
         response
