@@ -303,7 +303,20 @@ impl<S> PolicyGuard<S> {
 /// A [`ToolRouter`] seen through a [`PolicyGuard`], with the three methods rmcp's
 /// `#[tool_handler]` macro calls on its `router` (`call`, `list_all`, `get`):
 ///
-/// ```ignore
+/// ```no_run
+/// use mcp_policy_rmcp::PolicyGuard;
+/// use rmcp::handler::server::router::tool::ToolRouter;
+/// use rmcp::{ServerHandler, tool, tool_handler, tool_router};
+///
+/// #[derive(Clone)]
+/// struct MyServer { guard: PolicyGuard, tool_router: ToolRouter<Self> }
+///
+/// #[tool_router]
+/// impl MyServer {
+///     #[tool(description = "List the clusters")]
+///     async fn list_clusters(&self) -> String { "etl, adhoc".to_owned() }
+/// }
+///
 /// #[tool_handler(router = self.guard.router(&self.tool_router))]
 /// impl ServerHandler for MyServer {}
 /// ```
