@@ -826,9 +826,15 @@ fn accepted(result: &ElicitResult) -> bool {
 
 /// Approval rounds handed to clients as `input_required` results: the random token the client
 /// echoes in `requestState`, mapped to the secret approval key, which never leaves the server.
-#[derive(Default)]
 struct PendingRounds {
     inner: Mutex<Rounds>,
+    ttl: Duration,
+}
+
+impl Default for PendingRounds {
+    fn default() -> Self {
+        PendingRounds { inner: Mutex::default(), ttl: PENDING_ROUND_TTL }
+    }
 }
 
 #[derive(Default)]
@@ -859,7 +865,7 @@ impl PendingRounds {
         // Forget what was redeemed or has expired, then make room within this grant alone.
         while let Some(front) = queue.front() {
             match by_token.get(front) {
-                Some(r) if r.issued.elapsed() <= PENDING_ROUND_TTL => break,
+                Some(r) if r.issued.elapsed() < self.ttl => break,
                 _ => {
                     if let Some(t) = queue.pop_front() {
                         by_token.remove(&t);
@@ -902,7 +908,7 @@ impl PendingRounds {
                 rounds.by_grant.remove(&round.grant);
             }
         }
-        (round.issued.elapsed() <= PENDING_ROUND_TTL).then_some(round.key)
+        (round.issued.elapsed() < self.ttl).then_some(round.key)
     }
 }
 
@@ -928,6 +934,19 @@ mod tests {
         assert_eq!(rounds.redeem(&token, "t", &who("g", Some("s"))).as_deref(), Some("k1"));
         assert_eq!(rounds.redeem(&token, "t", &who("g", Some("s"))), None, "single use");
         assert!(rounds.inner.lock().by_grant.is_empty());
+    }
+
+    #[test]
+    fn an_expired_round_is_refused_and_forgotten() {
+        let rounds = PendingRounds { inner: Mutex::default(), ttl: Duration::ZERO };
+        let token = rounds.issue("k".into(), "t", &who("g", None)).unwrap();
+        assert_eq!(rounds.redeem(&token, "t", &who("g", None)), None);
+        assert!(rounds.inner.lock().by_token.is_empty());
+        // Expired rounds are swept when the grant opens another.
+        rounds.issue("k2".into(), "t", &who("g", None)).unwrap();
+        rounds.issue("k3".into(), "t", &who("g", None)).unwrap();
+        assert_eq!(rounds.inner.lock().by_token.len(), 1);
+        assert_eq!(PendingRounds::default().ttl, PENDING_ROUND_TTL);
     }
 
     #[test]

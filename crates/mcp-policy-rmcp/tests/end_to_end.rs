@@ -210,3 +210,38 @@ async fn a_call_cancelled_before_dispatch_does_not_run_and_gets_its_units_back()
     );
     assert_eq!(ran.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test]
+async fn an_error_of_unknown_cause_and_a_cancel_after_dispatch_keep_the_charge() {
+    use mcp_policy_rmcp::DispatchError;
+    use rmcp::model::{CallToolResponse, NumberOrString};
+    use rmcp::service::RequestContext;
+
+    // `flaky` allows one call an hour.
+    for how in ["error", "cancelled while running"] {
+        let c = connect(Some(true), LEGACY()).await;
+        let guard = c.server.guard.clone().unwrap();
+        let peer = c.server_peer.clone().unwrap();
+        let context = RequestContext::new(NumberOrString::Number(1), peer.clone());
+        let r = guard
+            .call_tool(params("flaky", json!({})), context, |_request, context| async move {
+                if how == "error" {
+                    // What `?` makes of an `ErrorData`: the tool may have run.
+                    Err(rmcp::ErrorData::internal_error("boom", None).into())
+                } else {
+                    context.ct.cancel();
+                    Ok::<_, DispatchError>(CallToolResult::success(vec![]))
+                }
+            })
+            .await;
+        assert_eq!(r.is_err(), how == "error", "{how}: {r:?}");
+        let context = RequestContext::new(NumberOrString::Number(2), peer.clone());
+        let r = guard
+            .call_tool(params("flaky", json!({})), context, |_r, _c| async {
+                Ok::<_, DispatchError>(CallToolResult::success(vec![]))
+            })
+            .await;
+        let Ok(CallToolResponse::Complete(r)) = r else { panic!("{how}: {r:?}") };
+        assert_eq!(r.structured_content.unwrap()["decision"], "limit", "{how}");
+    }
+}

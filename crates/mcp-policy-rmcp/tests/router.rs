@@ -136,9 +136,16 @@ struct Connected {
     server_peer: Option<rmcp::service::Peer<RoleServer>>,
 }
 
+fn new_guard() -> PolicyGuard {
+    PolicyGuard::new(Arc::new(Evaluator::new(Policy::from_json_str(POLICY).unwrap())))
+        .with_fixed_grant("router-user")
+}
+
 async fn connect(protocol: ProtocolVersion) -> Connected {
-    let guard = PolicyGuard::new(Arc::new(Evaluator::new(Policy::from_json_str(POLICY).unwrap())))
-        .with_fixed_grant("router-user");
+    connect_guard(new_guard(), protocol).await
+}
+
+async fn connect_guard(guard: PolicyGuard, protocol: ProtocolVersion) -> Connected {
     let server = RouterServer {
         guard,
         tool_router: RouterServer::tool_router(),
@@ -254,4 +261,28 @@ async fn a_task_result_passes_through_the_guard_and_is_charged() {
     let CallToolResponse::Complete(r) = r else { panic!("{r:?}") };
     assert_eq!(r.structured_content.unwrap()["decision"], "limit");
     assert_eq!(c.server.ran.load(Ordering::SeqCst), 1);
+}
+
+async fn start(c: &Connected) {
+    // What comes back (a task) is not the point: the charge is.
+    let _ = c.client.call_tool_once(params("start_job", json!({}))).await;
+}
+
+#[tokio::test]
+async fn sessions_share_counts_through_one_guard_and_not_through_two() {
+    // One guard, cloned into two sessions: `start_job` (once an hour) runs once in all.
+    let guard = new_guard();
+    let a = connect_guard(guard.clone(), ProtocolVersion::V_2025_11_25).await;
+    let b = connect_guard(guard, ProtocolVersion::V_2025_11_25).await;
+    let ran = |c: &Connected| c.server.ran.load(Ordering::SeqCst);
+    start(&a).await;
+    let r = complete(&b, params("start_job", json!({}))).await;
+    assert_eq!(r.structured_content.unwrap()["decision"], "limit");
+    assert_eq!(ran(&a) + ran(&b), 1);
+    // A guard built per session counts per session: both run.
+    let c = connect(ProtocolVersion::V_2025_11_25).await;
+    let d = connect(ProtocolVersion::V_2025_11_25).await;
+    start(&c).await;
+    start(&d).await;
+    assert_eq!(ran(&c) + ran(&d), 2);
 }
