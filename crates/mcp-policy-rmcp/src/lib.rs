@@ -225,6 +225,30 @@ pub fn http_header(context: &RequestContext<RoleServer>, name: &str) -> Option<S
     parts.headers.get(name)?.to_str().ok().map(str::to_owned)
 }
 
+/// A value of type `T` that an HTTP layer put into the request's extensions, when the transport
+/// is streamable HTTP: rmcp keeps the HTTP request's [`http::request::Parts`] in the request
+/// context, and this reads `T` from their extensions. Use it for the identity your
+/// authentication middleware verified (a typed value no client can forge with a header).
+///
+/// ```no_run
+/// # use mcp_policy_rmcp::{http_extension, http_header, Identity, PolicyGuard};
+/// #[derive(Clone)]
+/// struct Caller { subject: String }
+///
+/// # fn f(guard: PolicyGuard) -> PolicyGuard {
+/// guard.with_identity(|context| Identity {
+///     grant: http_extension::<Caller>(context).map(|c| c.subject).unwrap_or_default(),
+///     session: http_header(context, "mcp-session-id"),
+///     context: None,
+/// })
+/// # }
+/// ```
+pub fn http_extension<T: Clone + Send + Sync + 'static>(
+    context: &RequestContext<RoleServer>,
+) -> Option<T> {
+    context.extensions.get::<http::request::Parts>()?.extensions.get::<T>().cloned()
+}
+
 impl<S> PolicyGuard<S> {
     /// A guard for `evaluator`. The grant is `""` (every caller shares one grant) and the session
     /// is the `mcp-session-id` HTTP header when there is one, until
