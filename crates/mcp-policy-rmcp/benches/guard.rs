@@ -42,7 +42,7 @@ fn guard(c: &mut Criterion) {
     // The guard alone, without the transport: `PolicyGuard::call_tool` with a dispatch that
     // answers at once, against calling that dispatch directly.
     let dispatch = |request: CallToolRequestParams, _context| async move {
-        Ok::<_, rmcp::ErrorData>(CallToolResult::success(vec![ContentBlock::text(
+        Ok::<_, mcp_policy_rmcp::DispatchError>(CallToolResult::success(vec![ContentBlock::text(
             request.name.to_string(),
         )]))
     };

@@ -152,12 +152,96 @@ async fn a_client_without_elicitation_gets_an_error_naming_what_needs_approval()
 }
 
 #[tokio::test]
-async fn a_failed_upstream_call_gets_its_units_back() {
+async fn a_tool_error_keeps_its_charge() {
     let c = connect(Some(true), LEGACY()).await;
-    // `flaky` allows one call an hour, and always fails upstream: its unit comes back each time.
+    // `flaky` allows one call an hour and always fails: it ran, so the unit stays spent.
+    let r = call(&c, "flaky", json!({})).await;
+    assert_eq!(text(&r), "upstream failed");
+    assert_eq!(r.is_error, Some(true));
     for _ in 0..3 {
         let r = call(&c, "flaky", json!({})).await;
-        assert_eq!(text(&r), "upstream failed");
+        assert_eq!(r.structured_content.unwrap()["decision"], "limit");
     }
-    assert_eq!(c.server.dispatched.load(Ordering::SeqCst), 3);
+    assert_eq!(c.server.dispatched.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_call_that_was_not_dispatched_gets_its_units_back() {
+    let c = connect(Some(true), LEGACY()).await;
+    // `unreachable` allows one call an hour; its dispatch says the upstream was never reached.
+    for _ in 0..3 {
+        let e = c.client.call_tool(params("unreachable", json!({}))).await.unwrap_err();
+        assert!(e.to_string().contains("upstream unreachable"), "{e}");
+    }
+    assert_eq!(c.server.dispatched.load(Ordering::SeqCst), 3, "each call was admitted");
+}
+
+#[tokio::test]
+async fn a_call_cancelled_before_dispatch_does_not_run_and_gets_its_units_back() {
+    use mcp_policy_rmcp::DispatchError;
+    use rmcp::model::{CallToolResponse, NumberOrString};
+    use rmcp::service::RequestContext;
+
+    let c = connect(Some(true), LEGACY()).await;
+    let guard = c.server.guard.clone().unwrap();
+    let peer = c.server_peer.clone().unwrap();
+    let ran = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let run = |ran: std::sync::Arc<std::sync::atomic::AtomicUsize>| {
+        move |_request: CallToolRequestParams, _context| async move {
+            ran.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, DispatchError>(CallToolResult::success(vec![]))
+        }
+    };
+    // `flaky` allows one call an hour: three cancelled calls charge nothing, so the next runs.
+    for id in 0..3 {
+        let context = RequestContext::new(NumberOrString::Number(id), peer.clone());
+        context.ct.cancel();
+        let r = guard.call_tool(params("flaky", json!({})), context, run(ran.clone())).await;
+        let Ok(CallToolResponse::Complete(r)) = r else { panic!("{r:?}") };
+        assert_eq!(r.is_error, Some(true));
+        assert!(text(&r).contains("cancelled"), "{}", text(&r));
+    }
+    assert_eq!(ran.load(Ordering::SeqCst), 0);
+    let context = RequestContext::new(NumberOrString::Number(9), peer.clone());
+    let r = guard.call_tool(params("flaky", json!({})), context, run(ran.clone())).await;
+    assert!(
+        matches!(r, Ok(CallToolResponse::Complete(ref r)) if r.is_error != Some(true)),
+        "{r:?}"
+    );
+    assert_eq!(ran.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn an_error_of_unknown_cause_and_a_cancel_after_dispatch_keep_the_charge() {
+    use mcp_policy_rmcp::DispatchError;
+    use rmcp::model::{CallToolResponse, NumberOrString};
+    use rmcp::service::RequestContext;
+
+    // `flaky` allows one call an hour.
+    for how in ["error", "cancelled while running"] {
+        let c = connect(Some(true), LEGACY()).await;
+        let guard = c.server.guard.clone().unwrap();
+        let peer = c.server_peer.clone().unwrap();
+        let context = RequestContext::new(NumberOrString::Number(1), peer.clone());
+        let r = guard
+            .call_tool(params("flaky", json!({})), context, |_request, context| async move {
+                if how == "error" {
+                    // What `?` makes of an `ErrorData`: the tool may have run.
+                    Err(rmcp::ErrorData::internal_error("boom", None).into())
+                } else {
+                    context.ct.cancel();
+                    Ok::<_, DispatchError>(CallToolResult::success(vec![]))
+                }
+            })
+            .await;
+        assert_eq!(r.is_err(), how == "error", "{how}: {r:?}");
+        let context = RequestContext::new(NumberOrString::Number(2), peer.clone());
+        let r = guard
+            .call_tool(params("flaky", json!({})), context, |_r, _c| async {
+                Ok::<_, DispatchError>(CallToolResult::success(vec![]))
+            })
+            .await;
+        let Ok(CallToolResponse::Complete(r)) = r else { panic!("{how}: {r:?}") };
+        assert_eq!(r.structured_content.unwrap()["decision"], "limit", "{how}");
+    }
 }

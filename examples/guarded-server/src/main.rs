@@ -1,4 +1,5 @@
-//! An MCP server over stdio with four file tools, every call guarded by a policy file.
+//! An MCP server over stdio with four file tools, written with rmcp's `#[tool_router]` and
+//! `#[tool_handler]` macros, every call guarded by a policy file.
 //!
 //! ```text
 //! guarded-server POLICY.json
@@ -7,8 +8,15 @@
 //! The tools (`list_dir`, `read_file`, `write_file`, `delete_file`) act on absolute paths and do
 //! no checking of their own: what they may touch is the policy's business. The policy of this
 //! directory confines every call to `/tmp/mcp-policy-demo` with `within`, hides `delete_file`,
-//! and asks a human before a `.sh` file is written. The caller's grant is `$MCP_POLICY_GRANT`
-//! (default `stdio`). Decisions are logged to standard error as `tracing` events.
+//! limits every tool to 120 calls a minute (a call that fails, say on a missing file, still
+//! counts: it ran), lets `write_file` write only plain-data files (an allow-list of extensions:
+//! `.txt`, `.md`, `.csv`, `.json`) and asks a human before anything is written under `shared/`.
+//! The caller's grant is `$MCP_POLICY_GRANT` (default `stdio`). Decisions are logged to standard
+//! error as `tracing` events.
+//!
+//! Guarding the router takes one attribute argument, `router =
+//! self.guard.router(&self.tool_router)`: `list_tools` then lists only the tools the policy lets
+//! a client see, and `call_tool` decides each call before the router runs it.
 //!
 //! To plug it into an MCP client (Claude Desktop, an IDE, `npx @modelcontextprotocol/inspector`),
 //! register the command `guarded-server /path/to/policy.json` as a stdio server.
@@ -18,99 +26,93 @@ use std::sync::Arc;
 
 use mcp_policy::{Evaluator, Policy};
 use mcp_policy_rmcp::PolicyGuard;
-use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ListToolsResult,
-    PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
-};
-use rmcp::service::RequestContext;
-use rmcp::{ErrorData, RoleServer, ServerHandler, ServiceExt};
-use serde_json::{Value, json};
+use rmcp::handler::server::router::tool::ToolRouter;
+use rmcp::handler::server::wrapper::{Json, Parameters};
+use rmcp::{ServerHandler, ServiceExt, tool, tool_handler, tool_router};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
+/// A file server whose every call the guard decides.
+#[derive(Clone)]
 struct FileServer {
     guard: PolicyGuard,
+    tool_router: ToolRouter<Self>,
 }
 
-fn tools() -> Vec<Tool> {
-    let schema = |v: Value| Arc::new(v.as_object().cloned().unwrap_or_default());
-    let path = json!({ "type": "string", "description": "an absolute path" });
-    vec![
-        Tool::new(
-            "list_dir",
-            "List a directory",
-            schema(json!({"type": "object", "properties": {"path": path}, "required": ["path"]})),
-        ),
-        Tool::new(
-            "read_file",
-            "Read a text file",
-            schema(json!({"type": "object", "properties": {"path": path}, "required": ["path"]})),
-        ),
-        Tool::new(
-            "write_file",
-            "Write a text file",
-            schema(
-                json!({"type": "object", "properties": {"path": path, "content": {"type": "string"}}, "required": ["path", "content"]}),
-            ),
-        ),
-        Tool::new(
-            "delete_file",
-            "Delete a file",
-            schema(json!({"type": "object", "properties": {"path": path}, "required": ["path"]})),
-        ),
-    ]
+#[derive(Deserialize, JsonSchema)]
+struct PathArgs {
+    /// An absolute path.
+    path: String,
 }
 
-/// Runs a tool; its errors are tool-level results the model can read.
-async fn run(request: CallToolRequestParams) -> Result<CallToolResult, ErrorData> {
-    let args = request.arguments.unwrap_or_default();
-    let arg = |k: &str| args.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
-    let path = arg("path");
-    let outcome: std::io::Result<String> = match &*request.name {
-        "list_dir" => {
-            async {
-                let mut names = Vec::new();
-                let mut entries = tokio::fs::read_dir(&path).await?;
-                while let Some(e) = entries.next_entry().await? {
-                    names.push(e.file_name().to_string_lossy().into_owned());
-                }
-                names.sort();
-                Ok(names.join("\n"))
-            }
+#[derive(Deserialize, JsonSchema)]
+struct WriteArgs {
+    /// An absolute path.
+    path: String,
+    /// The text to write.
+    content: String,
+}
+
+/// The entries of a directory, sorted.
+#[derive(Serialize, JsonSchema)]
+struct Listing {
+    entries: Vec<String>,
+}
+
+#[tool_router]
+impl FileServer {
+    fn new(guard: PolicyGuard) -> Self {
+        FileServer { guard, tool_router: Self::tool_router() }
+    }
+
+    /// Its errors are tool results the model can read (`isError`), not protocol errors.
+    #[tool(description = "List a directory")]
+    async fn list_dir(
+        &self,
+        Parameters(PathArgs { path }): Parameters<PathArgs>,
+    ) -> Result<Json<Listing>, String> {
+        let mut entries = Vec::new();
+        let mut dir = tokio::fs::read_dir(&path).await.map_err(|e| format!("list_dir: {e}"))?;
+        while let Some(e) = dir.next_entry().await.map_err(|e| format!("list_dir: {e}"))? {
+            entries.push(e.file_name().to_string_lossy().into_owned());
+        }
+        entries.sort();
+        Ok(Json(Listing { entries }))
+    }
+
+    #[tool(description = "Read a text file")]
+    async fn read_file(
+        &self,
+        Parameters(PathArgs { path }): Parameters<PathArgs>,
+    ) -> Result<String, String> {
+        tokio::fs::read_to_string(&path).await.map_err(|e| format!("read_file: {e}"))
+    }
+
+    #[tool(description = "Write a text file")]
+    async fn write_file(
+        &self,
+        Parameters(WriteArgs { path, content }): Parameters<WriteArgs>,
+    ) -> Result<String, String> {
+        tokio::fs::write(&path, content)
             .await
-        }
-        "read_file" => tokio::fs::read_to_string(&path).await,
-        "write_file" => {
-            tokio::fs::write(&path, arg("content")).await.map(|()| format!("wrote {path}"))
-        }
-        "delete_file" => tokio::fs::remove_file(&path).await.map(|()| format!("deleted {path}")),
-        other => return Err(ErrorData::invalid_params(format!("no tool `{other}`"), None)),
-    };
-    Ok(match outcome {
-        Ok(text) => CallToolResult::success(vec![ContentBlock::text(text)]),
-        Err(e) => CallToolResult::error(vec![ContentBlock::text(format!("{}: {e}", request.name))]),
-    })
+            .map(|()| format!("wrote {path}"))
+            .map_err(|e| format!("write_file: {e}"))
+    }
+
+    #[tool(description = "Delete a file")]
+    async fn delete_file(
+        &self,
+        Parameters(PathArgs { path }): Parameters<PathArgs>,
+    ) -> Result<String, String> {
+        tokio::fs::remove_file(&path)
+            .await
+            .map(|()| format!("deleted {path}"))
+            .map_err(|e| format!("delete_file: {e}"))
+    }
 }
 
-impl ServerHandler for FileServer {
-    fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
-    }
-
-    async fn list_tools(
-        &self,
-        _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
-    ) -> Result<ListToolsResult, ErrorData> {
-        Ok(ListToolsResult::with_all_items(self.guard.filter_tools(tools())))
-    }
-
-    async fn call_tool(
-        &self,
-        request: CallToolRequestParams,
-        context: RequestContext<RoleServer>,
-    ) -> Result<CallToolResponse, ErrorData> {
-        self.guard.call_tool(request, context, |request, _context| run(request)).await
-    }
-}
+#[tool_handler(router = self.guard.router(&self.tool_router))]
+impl ServerHandler for FileServer {}
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -128,7 +130,7 @@ async fn main() -> std::process::ExitCode {
     };
     let grant = std::env::var("MCP_POLICY_GRANT").unwrap_or_else(|_| "stdio".to_owned());
     let guard = PolicyGuard::new(Arc::new(Evaluator::new(policy))).with_fixed_grant(grant);
-    let server = match (FileServer { guard }).serve(rmcp::transport::stdio()).await {
+    let server = match FileServer::new(guard).serve(rmcp::transport::stdio()).await {
         Ok(s) => s,
         Err(e) => {
             eprintln!("cannot start the MCP server: {e}");

@@ -5,8 +5,10 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use tokio::sync::Notify;
+
 use mcp_policy::{Evaluator, Policy};
-use mcp_policy_rmcp::PolicyGuard;
+use mcp_policy_rmcp::{DispatchError, PolicyGuard};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ClientCapabilities, ClientConfig,
     ContentBlock, ElicitRequestParams, ElicitResult, ElicitationAction, ElicitationCapability,
@@ -35,6 +37,18 @@ pub const POLICY: &str = r#"{
       "arguments": { "type": "object", "required": ["cluster_name"],
                      "properties": { "num_workers": { "type": "integer", "maximum": 8 } } }
     },
+    "read_path": {
+      "require": [{ "name": "data", "conditions": [{ "path": "args.path", "op": "within", "value": "/data" }],
+                    "on_deny": "only paths under /data" }]
+    },
+    "unreachable": { "limits": [{ "counter": "unreachable", "window": "hour", "max": 1 }] },
+    "report": {
+      "deny_if": [{ "conditions": [{ "path": "args.forbidden", "op": "exists" }],
+                    "on_deny": "this report is forbidden" }],
+      "approve_if": [{ "conditions": [{ "path": "args.sensitive", "op": "exists" }],
+                       "reason": "a sensitive report needs a human" }],
+      "limits": [{ "counter": "reports", "window": "hour", "max": 3 }]
+    },
     "execute_sql": {
       "deny_if": [{ "conditions": [{ "path": "args.statement", "op": "regex", "value": "(?i)\\bdrop\\b" }],
                     "on_deny": "DROP is not allowed" }],
@@ -52,6 +66,9 @@ pub struct GuardedServer {
     pub dispatched: Arc<AtomicUsize>,
     /// How many calls came back with `inputResponses` (input_required rounds).
     pub retries: Arc<AtomicUsize>,
+    /// Notified each time the guard has answered a call (even one whose answer the client will
+    /// never see because it cancelled the call).
+    pub finished: Arc<Notify>,
 }
 
 pub fn tools() -> Vec<Tool> {
@@ -63,10 +80,21 @@ pub fn tools() -> Vec<Tool> {
         "create_cluster",
         "execute_sql",
         "flaky",
+        "unreachable",
         "unlisted",
     ]
     .into_iter()
     .map(|name| Tool::new(name, format!("the {name} tool"), object(json!({"type": "object"}))))
+    .chain([Tool::new(
+        "report",
+        "a report with an output schema",
+        object(json!({"type": "object"})),
+    )
+    .with_raw_output_schema(object(json!({
+        "type": "object",
+        "properties": {"rows": {"type": "integer"}},
+        "required": ["rows"]
+    })))])
     .collect()
 }
 
@@ -99,7 +127,19 @@ impl ServerHandler for GuardedServer {
         let dispatch = move |request: CallToolRequestParams, _context| async move {
             dispatched.fetch_add(1, Ordering::SeqCst);
             if request.name == "flaky" {
+                // The tool ran, and failed.
                 return Ok(CallToolResult::error(vec![ContentBlock::text("upstream failed")]));
+            }
+            if request.name == "unreachable" {
+                return Err(DispatchError::NotDispatched(ErrorData::internal_error(
+                    "upstream unreachable",
+                    None,
+                )));
+            }
+            if request.name == "report" {
+                let mut r = CallToolResult::structured(json!({"rows": 3}));
+                r.is_error = Some(false);
+                return Ok(r);
             }
             let args = serde_json::Value::Object(request.arguments.unwrap_or_default());
             Ok(CallToolResult::success(vec![ContentBlock::text(format!(
@@ -107,11 +147,35 @@ impl ServerHandler for GuardedServer {
                 request.name
             ))]))
         };
-        match &self.guard {
+        let response = match &self.guard {
             Some(g) => g.call_tool(request, context, dispatch).await,
-            None => dispatch(request, context).await.map(Into::into),
-        }
+            None => {
+                dispatch(request, context).await.map(Into::into).map_err(|e| e.error_data().clone())
+            }
+        };
+        self.finished.notify_one();
+        response
     }
+}
+
+/// Holds the human's answer back: `asked` is notified when the elicitation arrives, and the
+/// answer goes out once `release` is notified.
+#[derive(Clone, Default)]
+pub struct Gate {
+    pub asked: Arc<Notify>,
+    pub release: Arc<Notify>,
+}
+
+/// How the client's human behaves.
+#[derive(Clone, Default)]
+pub struct Human {
+    /// Approves (`Some(true)`), declines (`Some(false)`) or cannot be asked (`None`: the client
+    /// does not declare elicitation).
+    pub approve: Option<bool>,
+    /// Asking fails: the elicitation request gets a JSON-RPC error.
+    pub fail: bool,
+    /// The answer waits for the test.
+    pub gate: Option<Gate>,
 }
 
 /// A client whose human approves (`Some(true)`), declines (`Some(false)`) or cannot be asked
@@ -119,6 +183,7 @@ impl ServerHandler for GuardedServer {
 #[derive(Clone)]
 pub struct TestClient {
     pub approve: Option<bool>,
+    pub human: Human,
     pub protocol: ProtocolVersion,
     pub asked: Arc<AtomicUsize>,
 }
@@ -144,7 +209,14 @@ impl ClientHandler for TestClient {
         let ElicitRequestParams::FormElicitationParams { message, .. } = request else {
             return Ok(ElicitResult::new(ElicitationAction::Decline));
         };
-        assert!(message.contains("deleting data needs a human"), "{message}");
+        assert!(message.contains("needs a human"), "{message}");
+        if let Some(gate) = &self.human.gate {
+            gate.asked.notify_one();
+            gate.release.notified().await;
+        }
+        if self.human.fail {
+            return Err(ErrorData::internal_error("the client's form could not be shown", None));
+        }
         Ok(match self.approve {
             Some(true) => {
                 ElicitResult::new(ElicitationAction::Accept).with_content(json!({"approve": true}))
@@ -173,14 +245,25 @@ pub async fn connect_with(
     approve: Option<bool>,
     protocol: ProtocolVersion,
 ) -> Connected {
+    connect_human(policy, Human { approve, ..Human::default() }, protocol).await
+}
+
+/// A guarded server and a client whose human behaves as `human` says.
+pub async fn connect_human(
+    policy: Option<&str>,
+    human: Human,
+    protocol: ProtocolVersion,
+) -> Connected {
+    let approve = human.approve;
     let guard = policy.map(|p| {
         let evaluator = Evaluator::new(Policy::from_json_str(p).unwrap());
-        PolicyGuard::new(Arc::new(evaluator)).with_fixed_grant("agent-7")
+        PolicyGuard::new(Arc::new(evaluator)).with_fixed_grant("agent-7").with_tools(&tools())
     });
     let server = GuardedServer {
         guard,
         dispatched: Arc::new(AtomicUsize::new(0)),
         retries: Arc::new(AtomicUsize::new(0)),
+        finished: Arc::new(Notify::new()),
     };
     let (server_io, client_io) = tokio::io::duplex(64 * 1024);
     let s = server.clone();
@@ -191,7 +274,7 @@ pub async fn connect_with(
         let _ = running.waiting().await;
     });
     let asked = Arc::new(AtomicUsize::new(0));
-    let handler = TestClient { approve, protocol: protocol.clone(), asked: asked.clone() };
+    let handler = TestClient { approve, human, protocol: protocol.clone(), asked: asked.clone() };
     let client = if protocol.has_initialize() {
         handler.serve(client_io).await.unwrap()
     } else {
