@@ -431,7 +431,15 @@ impl Inner {
         let seq = e.seq;
         self.by_key.insert(e.key.clone(), seq);
         self.by_id.insert(e.id.clone(), seq);
-        self.by_binding.entry(e.binding).or_insert(seq);
+        // The binding names one entry: a resolved one (put back after a refusal) before one
+        // still waiting, so that an approval is not hidden by a prompt issued meanwhile.
+        let waiting = |s: &u64| self.entries.get(s).is_some_and(|o| o.state == State::Pending);
+        match self.by_binding.get(&e.binding) {
+            Some(old) if !(waiting(old) && e.state != State::Pending) => {}
+            _ => {
+                self.by_binding.insert(e.binding, seq);
+            }
+        }
         self.order.insert(seq);
         let g = self.grants.entry(e.grant.clone()).or_default();
         g.order.insert(seq);
@@ -614,6 +622,24 @@ mod tests {
         assert!(valid(&approvals, &kc, &g(&c), "d", t));
         let h = ToolCall::new("t").with_arguments(&a).with_grant("h");
         assert!(valid(&approvals, &other, &h, "d", t), "another grant's entry stays");
+    }
+
+    #[test]
+    fn a_restored_approval_is_found_before_a_prompt_issued_meanwhile() {
+        let approvals = Approvals::new(Duration::from_secs(3600));
+        let call = ToolCall::new("t");
+        let b = binding(&call, "d");
+        let t = Timestamp::from_unix_seconds(1.0);
+        let (_, id) = approvals.issue(&call, &b, "d", ASK, t);
+        approvals.resolve(&id, true, "d", t).unwrap();
+        let Earlier::Approved(e) = approvals.earlier(&b, t) else { panic!("approved") };
+        // Meanwhile an identical call asks again; then the approved call is refused by a limit.
+        let (_, again) = approvals.issue(&call, &b, "d", ASK, t);
+        assert_ne!(id, again);
+        approvals.restore(e);
+        assert!(matches!(approvals.earlier(&b, t), Earlier::Approved(_)));
+        assert_eq!(approvals.len(), 1, "the prompt issued meanwhile stays listed");
+        assert_eq!(approvals.list("d", t)[0].id, again);
     }
 
     #[test]
