@@ -130,8 +130,8 @@ pub(crate) struct Approvals {
 #[derive(Default)]
 struct Inner {
     entries: HashMap<u64, Entry>,
-    by_key: HashMap<String, u64>,
-    by_id: HashMap<String, u64>,
+    by_key: HashMap<[u8; 32], u64>,
+    by_id: HashMap<[u8; 16], u64>,
     by_binding: HashMap<[u8; 32], u64>,
     /// Every entry by issue order: the first is the oldest.
     order: BTreeSet<u64>,
@@ -158,8 +158,8 @@ enum State {
 /// the order) when that call is refused later.
 pub(crate) struct Entry {
     seq: u64,
-    key: String,
-    id: String,
+    key: [u8; 32],
+    id: [u8; 16],
     binding: [u8; 32],
     policy: String,
     tool: String,
@@ -246,7 +246,7 @@ impl Approvals {
         let mut inner = self.inner.lock();
         if let Some(seq) = inner.by_binding.get(&b.digest).copied() {
             match inner.entries.get(&seq) {
-                Some(e) if !self.expired(e.issued, now) => return (e.key.clone(), e.id.clone()),
+                Some(e) if !self.expired(e.issued, now) => return (hex(&e.key), hex(&e.id)),
                 _ => inner.remove(seq),
             }
         }
@@ -283,14 +283,14 @@ impl Approvals {
         h.update(self.secret[1].to_le_bytes());
         h.update(n.to_le_bytes());
         h.update(now.as_unix_nanos().to_le_bytes());
-        let key = canonical::hex(&h.finalize());
+        let key: [u8; 32] = h.finalize().into();
         let id = id_of(&key);
         let seq = inner.next;
         inner.next = inner.next.wrapping_add(1);
         let entry = Entry {
             seq,
-            key: key.clone(),
-            id: id.clone(),
+            key,
+            id,
             binding: b.digest,
             policy: policy_digest.to_owned(),
             tool: call.tool().to_owned(),
@@ -304,7 +304,7 @@ impl Approvals {
             state: State::Pending,
         };
         inner.insert(entry);
-        (key, id)
+        (hex(&key), hex(&id))
     }
 
     /// For a call without a key: takes out an identical call's entry when a human resolved it.
@@ -330,8 +330,9 @@ impl Approvals {
 
     /// Takes `key` out when it is pending, unexpired and bound to exactly this call.
     pub(crate) fn take(&self, key: &str, b: &Binding, now: Timestamp) -> KeyUse {
+        let Some(key) = unhex::<32>(key) else { return KeyUse::Invalid };
         let mut inner = self.inner.lock();
-        let Some(seq) = inner.by_key.get(key).copied() else { return KeyUse::Invalid };
+        let Some(seq) = inner.by_key.get(&key).copied() else { return KeyUse::Invalid };
         let Some(e) = inner.entries.get(&seq) else { return KeyUse::Invalid };
         if e.binding != b.digest {
             return KeyUse::Invalid;
@@ -367,7 +368,7 @@ impl Approvals {
                     && !self.expired(e.issued, now)
             })
             .map(|e| PendingApproval {
-                id: e.id.clone(),
+                id: hex(&e.id),
                 tool: e.tool.clone(),
                 arguments: e.arguments.clone(),
                 grant: e.grant.clone(),
@@ -388,9 +389,10 @@ impl Approvals {
         policy_digest: &str,
         now: Timestamp,
     ) -> Result<(), ResolveApprovalError> {
-        let mut inner = self.inner.lock();
         let unknown = || ResolveApprovalError::Unknown(id.to_owned());
-        let seq = inner.by_id.get(id).copied().ok_or_else(unknown)?;
+        let raw = unhex::<16>(id).ok_or_else(unknown)?;
+        let mut inner = self.inner.lock();
+        let seq = inner.by_id.get(&raw).copied().ok_or_else(unknown)?;
         let expired = {
             let e = inner.entries.get(&seq).ok_or_else(unknown)?;
             if e.policy != policy_digest {
@@ -429,9 +431,17 @@ impl Approvals {
 impl Inner {
     fn insert(&mut self, e: Entry) {
         let seq = e.seq;
-        self.by_key.insert(e.key.clone(), seq);
-        self.by_id.insert(e.id.clone(), seq);
-        self.by_binding.entry(e.binding).or_insert(seq);
+        self.by_key.insert(e.key, seq);
+        self.by_id.insert(e.id, seq);
+        // The binding names one entry: a resolved one (put back after a refusal) before one
+        // still waiting, so that an approval is not hidden by a prompt issued meanwhile.
+        let waiting = |s: &u64| self.entries.get(s).is_some_and(|o| o.state == State::Pending);
+        match self.by_binding.get(&e.binding) {
+            Some(old) if !(waiting(old) && e.state != State::Pending) => {}
+            _ => {
+                self.by_binding.insert(e.binding, seq);
+            }
+        }
         self.order.insert(seq);
         let g = self.grants.entry(e.grant.clone()).or_default();
         g.order.insert(seq);
@@ -473,12 +483,48 @@ impl Inner {
 }
 
 /// The public id of the entry with `key`: a one-way hash, so it does not reveal the key.
-fn id_of(key: &str) -> String {
+fn id_of(key: &[u8; 32]) -> [u8; 16] {
     let mut h = Sha256::new();
     h.update(b"mcp-policy approval id\0");
-    h.update(key.as_bytes());
-    let d = h.finalize();
-    canonical::hex(d.get(..16).unwrap_or_default())
+    h.update(key);
+    let d: [u8; 32] = h.finalize().into();
+    let mut id = [0u8; 16];
+    for (i, b) in id.iter_mut().zip(d) {
+        *i = b;
+    }
+    id
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Lowercase hexadecimal.
+fn hex(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        for nibble in [b >> 4, b & 0xf] {
+            s.push(char::from(HEX.get(usize::from(nibble)).copied().unwrap_or(b'0')));
+        }
+    }
+    s
+}
+
+/// The bytes of exactly `2 * N` lowercase hexadecimal digits.
+fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
+    let digits = s.as_bytes();
+    if digits.len() != 2 * N {
+        return None;
+    }
+    let value = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
+    let mut out = [0u8; N];
+    for (o, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
+        let [hi, lo] = pair else { return None };
+        *o = (value(*hi)? << 4) | value(*lo)?;
+    }
+    Some(out)
 }
 
 /// SHA-256 of the canonical JSON of `{"args", "grant", "policy", "session", "tool"}`, written
@@ -586,8 +632,11 @@ mod tests {
             ASK,
             Timestamp::from_unix_seconds(1.0),
         );
-        assert_eq!(id.len(), 32);
+        assert_eq!((key.len(), id.len()), (64, 32));
         assert!(!key.contains(&id));
+        assert_eq!(unhex::<32>(&key).map(|k| hex(&k)), Some(key.clone()));
+        assert!(unhex::<32>(&key.to_uppercase()).is_none() || key.to_uppercase() == key);
+        assert!(unhex::<16>("0g000000000000000000000000000000").is_none());
         let b = binding(&call, "d");
         assert!(matches!(
             approvals.take(&id, &b, Timestamp::from_unix_seconds(1.0)),
@@ -614,6 +663,24 @@ mod tests {
         assert!(valid(&approvals, &kc, &g(&c), "d", t));
         let h = ToolCall::new("t").with_arguments(&a).with_grant("h");
         assert!(valid(&approvals, &other, &h, "d", t), "another grant's entry stays");
+    }
+
+    #[test]
+    fn a_restored_approval_is_found_before_a_prompt_issued_meanwhile() {
+        let approvals = Approvals::new(Duration::from_secs(3600));
+        let call = ToolCall::new("t");
+        let b = binding(&call, "d");
+        let t = Timestamp::from_unix_seconds(1.0);
+        let (_, id) = approvals.issue(&call, &b, "d", ASK, t);
+        approvals.resolve(&id, true, "d", t).unwrap();
+        let Earlier::Approved(e) = approvals.earlier(&b, t) else { panic!("approved") };
+        // Meanwhile an identical call asks again; then the approved call is refused by a limit.
+        let (_, again) = approvals.issue(&call, &b, "d", ASK, t);
+        assert_ne!(id, again);
+        approvals.restore(e);
+        assert!(matches!(approvals.earlier(&b, t), Earlier::Approved(_)));
+        assert_eq!(approvals.len(), 1, "the prompt issued meanwhile stays listed");
+        assert_eq!(approvals.list("d", t)[0].id, again);
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! Evaluation: the call, the decision procedure, conditions, approvals and decisions.
 //!
 //! [`Evaluator::evaluate`] follows the evaluation order of the policy language step by step:
-//! hide, the rule (or the default), `arguments`, `require`, `deny_if`, `approve_if`, then every
-//! limit charged as one atomic step, and allow. The first step that decides ends evaluation.
+//! hide, the rule (or the default), `arguments`, `require`, `deny_if`, `approve_if` (which asks
+//! only when the limits have room, checked without charging), then every limit charged as one
+//! atomic step, and allow. The first step that decides ends evaluation.
 
 pub(crate) mod approval;
 mod call;
