@@ -367,6 +367,38 @@ impl<'a> Decision<'a> {
         serde_json::Value::Object(map)
     }
 
+    /// The decision JSON a client (the agent) may see, for the `structuredContent` of a refusal:
+    /// [`to_json`](Decision::to_json) without the secret `approval_key` (a client holding it could
+    /// approve its own call), and with the rule of a hidden tool shown as `/default`, so that a
+    /// refusal of a hidden tool is the refusal of a tool nobody has heard of and does not reveal
+    /// the hide list. The operator keeps the real pointer in [`rule`](Decision::rule) and
+    /// [`to_json`](Decision::to_json).
+    ///
+    /// ```
+    /// use mcp_policy::{Evaluator, Policy, ToolCall};
+    ///
+    /// let policy: Policy =
+    ///     r#"{"version": "1", "default": "deny", "hide": ["delete_*"]}"#.parse()?;
+    /// let evaluator = Evaluator::new(policy);
+    /// let hidden = evaluator.evaluate(&ToolCall::new("delete_job"));
+    /// let unknown = evaluator.evaluate(&ToolCall::new("frobnicate"));
+    /// assert_eq!(hidden.rule(), "/hide/0");
+    /// assert_eq!(hidden.client_json()["rule"], unknown.client_json()["rule"]);
+    /// assert_eq!(hidden.client_json()["message"], unknown.client_json()["message"]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn client_json(&self) -> serde_json::Value {
+        let mut json = self.to_json();
+        if let serde_json::Value::Object(map) = &mut json {
+            map.remove("approval_key");
+            if matches!(self.rule, RuleRef::Hide(_)) {
+                map.insert("rule".into(), "/default".into());
+            }
+        }
+        json
+    }
+
     fn retry_after_seconds(&self) -> Option<f64> {
         self.retry_after().map(|d| {
             // Millisecond precision keeps the JSON readable and exact enough to act on.

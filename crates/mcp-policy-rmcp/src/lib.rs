@@ -767,9 +767,9 @@ fn settle(d: &mut Decision<'_>, structured: bool) -> Outcome {
     }
 }
 
-/// The `isError` result of a decision that is not allow: its client text, and the decision JSON
-/// as structured content, without the approval key (a secret of the server: a client that had
-/// it could approve its own call).
+/// The `isError` result of a decision that is not allow: its client text, and
+/// [`Decision::client_json`] as structured content (no approval key: a secret of the server,
+/// with which a client could approve its own call; a hidden tool's rule shown as `/default`).
 ///
 /// For a tool that declares an `outputSchema`, use the text alone (`structured_content: None`):
 /// some clients validate structured content against the schema even when `isError` is true.
@@ -781,11 +781,7 @@ fn refusal_with(d: &Decision<'_>, extra: &str, structured: bool) -> CallToolResu
     let text = format!("{}{extra}", d.client_text().unwrap_or_else(|| d.message().to_owned()));
     let mut result = CallToolResult::error(vec![ContentBlock::text(text)]);
     if structured {
-        let mut json = d.to_json();
-        if let Value::Object(map) = &mut json {
-            map.remove("approval_key");
-        }
-        result.structured_content = Some(json);
+        result.structured_content = Some(d.client_json());
     }
     result
 }

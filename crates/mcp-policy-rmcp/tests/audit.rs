@@ -257,7 +257,6 @@ async fn no_deny_path_puts_an_argument_value_in_an_audit_event() {
 }
 
 #[tokio::test]
-#[ignore = "needs branch values: the arguments-schema message still quotes the value"]
 async fn an_arguments_schema_deny_puts_no_argument_value_in_an_audit_event() {
     use serde_json::json;
     let (buffer, _default) = capture();

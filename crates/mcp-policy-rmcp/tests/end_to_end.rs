@@ -83,7 +83,15 @@ async fn a_hidden_tool_is_not_listed_and_is_denied_when_called_anyway() {
     assert!(listed.contains(&"list_clusters".to_owned()), "{listed:?}");
     let r = call(&c, "delete_job", json!({"job_id": 1})).await;
     assert_eq!(r.is_error, Some(true));
-    assert_eq!(r.structured_content.unwrap()["rule"], "/hide/0");
+    // Refused exactly like a tool nobody has heard of: the hide list is not revealed.
+    let unknown = call(&c, "no_such_tool", json!({"job_id": 1})).await;
+    assert_eq!(text(&r), text(&unknown));
+    let (s, u) = (r.structured_content.unwrap(), unknown.structured_content.unwrap());
+    assert_eq!(s["rule"], "/default");
+    assert_eq!(
+        (&s["rule"], &s["message"], &s["decision"]),
+        (&u["rule"], &u["message"], &u["decision"])
+    );
 }
 
 #[tokio::test]

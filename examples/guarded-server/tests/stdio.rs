@@ -100,7 +100,9 @@ async fn the_example_server_is_guarded_over_stdio() {
 
     // The hidden tool, called anyway.
     let r = s.call("delete_file", json!({"path": format!("{sandbox}/notes.txt")})).await;
-    assert_eq!(r.structured_content.unwrap()["rule"], "/hide/0");
+    // Refused as a tool nobody has heard of: the client does not learn the hide list.
+    assert_eq!(r.structured_content.as_ref().unwrap()["rule"], "/default");
+    assert!(text(&r).contains("no rule allows this tool"), "{}", text(&r));
     assert!(Path::new(&format!("{sandbox}/notes.txt")).exists());
 
     // Only plain-data files may be written: a script under any name is refused.
