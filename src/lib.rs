@@ -44,6 +44,7 @@
 
 pub mod counter;
 pub mod eval;
+mod json;
 pub mod policy;
 
 pub use counter::{

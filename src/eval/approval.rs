@@ -39,7 +39,7 @@ use sha2::{Digest, Sha256};
 
 use super::call::ToolCall;
 use crate::counter::Timestamp;
-use crate::policy::canonical;
+use crate::json::canonical;
 
 /// The default time a human has to approve a call.
 pub(crate) const DEFAULT_TTL: Duration = Duration::from_secs(3600);

@@ -1,7 +1,10 @@
-//! Conditions and their three-valued evaluation.
+//! The three-valued evaluation of compiled conditions.
 //!
-//! A condition compares the value at a path of the call document with a value of the policy and
-//! answers true, false or **unknown**. Unknown is the answer when the value has a type the op does
+//! The compiled form of a condition ([`Condition`], [`Test`]) is data of the policy layer
+//! (`src/policy/condition.rs`); this module only evaluates it against a call.
+//!
+//! A condition compares the value at a path of the call document with a value of the policy
+//! and answers true, false or **unknown**. Unknown is the answer when the value has a type the op does
 //! not take (`gt` on a string, `regex` on a number, `within` on `null`) or, for `eq`, `neq`, `in`
 //! and `not_in`, another JSON type than the operand (`null` and absent excepted: simply not
 //! equal), so that a value of the wrong type can never let a call through: `require` holds only when its check is true, while
@@ -9,10 +12,10 @@
 
 use std::cmp::Ordering;
 
-use regex::Regex;
 use serde_json::{Number, Value};
 
 use super::call::ToolCall;
+use crate::policy::condition::{Comparison, Condition, Test, normalize};
 use crate::policy::path::{Path, Root};
 
 /// A truth value of three-valued logic.
@@ -27,38 +30,6 @@ impl From<bool> for Truth {
     fn from(b: bool) -> Self {
         if b { Truth::True } else { Truth::False }
     }
-}
-
-/// A compiled condition.
-#[derive(Debug)]
-pub(crate) struct Condition {
-    pub(crate) path: Path,
-    pub(crate) test: Test,
-}
-
-/// What a compiled condition checks.
-#[derive(Debug)]
-pub(crate) enum Test {
-    Eq(Value),
-    Neq(Value),
-    In(Vec<Value>),
-    NotIn(Vec<Value>),
-    Compare(Comparison, Number),
-    Contains(Value),
-    StartsWith(Box<str>),
-    EndsWith(Box<str>),
-    Regex(Regex),
-    Exists(bool),
-    Within(Vec<Vec<Box<str>>>),
-}
-
-/// The numeric comparisons.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Comparison {
-    Lt,
-    Lte,
-    Gt,
-    Gte,
 }
 
 /// The value a path reads in a call.
@@ -307,23 +278,6 @@ fn int_float_cmp(i: i128, f: f64) -> Option<Ordering> {
     }
 }
 
-/// Lexical normalisation of an absolute path into its components: `.` dropped, `..` removing the
-/// component before it (staying at the root), repeated and trailing `/` ignored. A backslash is
-/// an ordinary character. No file-system access.
-pub(crate) fn normalize(path: &str) -> Vec<&str> {
-    let mut out: Vec<&str> = Vec::new();
-    for part in path.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                out.pop();
-            }
-            p => out.push(p),
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -401,13 +355,5 @@ mod tests {
         assert_eq!(mixed.eval(Found::Absent), Truth::True);
         assert_eq!(Test::In(vec![]).eval(j(&json!(1))), Truth::Unknown);
         assert_eq!(Test::In(vec![]).eval(Found::Absent), Truth::False);
-    }
-
-    #[test]
-    fn normalisation() {
-        assert_eq!(normalize("/a/./b/../c//d/"), vec!["a", "c", "d"]);
-        assert_eq!(normalize("/../../etc"), vec!["etc"]);
-        assert_eq!(normalize("/"), Vec::<&str>::new());
-        assert_eq!(normalize("/a\\..\\b"), vec!["a\\..\\b"]);
     }
 }

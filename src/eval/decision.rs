@@ -9,7 +9,7 @@ use serde::ser::{Serialize, SerializeMap, Serializer};
 use smallvec::SmallVec;
 
 use crate::counter::Timestamp;
-use crate::policy::pointer::join;
+use crate::json::pointer::join;
 
 /// The four outcomes of a decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

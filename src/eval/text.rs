@@ -10,7 +10,7 @@ use jsonschema::ValidationError;
 use jsonschema::error::{TypeKind, ValidationErrorKind as K};
 use serde_json::Value;
 
-use crate::policy::pointer;
+use crate::json::pointer;
 
 /// The most bytes a message built by the evaluator holds.
 pub(crate) const MAX_MESSAGE: usize = 1024;

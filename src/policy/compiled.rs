@@ -4,10 +4,10 @@ use std::sync::Arc;
 
 use hashbrown::HashMap;
 
+use super::condition::Condition;
 use super::model::{DefaultDecision, PolicyDocument, Scope};
 use super::path::Path;
 use super::pattern::{Pattern, PatternIndex};
-use crate::eval::condition::Condition;
 
 /// A policy compiled for evaluation: regexes and schemas built, tools indexed.
 pub(crate) struct Compiled {
@@ -59,9 +59,9 @@ impl Compiled {
     /// (`"scope": "grant"`), reordering keys or reformatting does not change it.
     pub(crate) fn digest(&self) -> &str {
         self.digest.get_or_init(|| match serde_json::to_value(&self.document) {
-            Ok(normal) => super::canonical::digest_hex(&normal),
+            Ok(normal) => crate::json::canonical::digest_hex(&normal),
             // Serialising plain data cannot fail; hash the debug form rather than nothing.
-            Err(_) => super::canonical::hex(&<sha2::Sha256 as sha2::Digest>::digest(
+            Err(_) => crate::json::canonical::hex(&<sha2::Sha256 as sha2::Digest>::digest(
                 format!("{:?}", self.document).as_bytes(),
             )),
         })

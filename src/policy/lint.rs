@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::diagnostics::DiagnosticKind;
 use super::model::{Condition, Op, PolicyDocument, Rule};
 use super::path::{self, Root};
-use super::pointer::join;
+use crate::json::pointer::join;
 
 /// A warning located by pointer, before lines and columns are known.
 pub(crate) struct Finding {

@@ -21,6 +21,7 @@ use serde_json::{Map, Value};
 use super::compiled::{
     Arguments, Compiled, CompiledCheck, CompiledLimit, CompiledRule, RuleName, Units,
 };
+use super::condition::{self as cond, Comparison, Test};
 use super::diagnostics::{Diagnostic, DiagnosticKind, InvalidPolicy};
 use super::lint;
 use super::model::{
@@ -29,10 +30,9 @@ use super::model::{
 };
 use super::path;
 use super::pattern::{self, Pattern, PatternIndex};
-use super::pointer::join;
-use super::source::{self, SourceProblemKind};
 use super::suggest::did_you_mean;
-use crate::eval::condition::{self as cond, Comparison, Test};
+use crate::json::pointer::join;
+use crate::json::source::{self, SourceProblemKind};
 
 /// A problem located by pointer; turned into a [`Diagnostic`] once positions are known.
 struct Problem {

@@ -5,16 +5,14 @@
 //! schemas, paths, ambiguous patterns, conflicting counters) and compiles it into an immutable
 //! [`Policy`] that is cheap to share between threads.
 
-pub(crate) mod canonical;
 pub(crate) mod compiled;
+pub(crate) mod condition;
 mod diagnostics;
 mod lint;
 mod load;
 pub mod model;
 pub(crate) mod path;
 pub(crate) mod pattern;
-pub(crate) mod pointer;
-mod source;
 pub(crate) mod suggest;
 
 use std::fmt;
@@ -27,6 +25,7 @@ pub use diagnostics::{
 };
 use model::{DefaultDecision, PolicyDocument};
 
+use crate::json::source;
 use compiled::{Compiled, CompiledRule};
 
 /// A loaded, validated and compiled policy.

@@ -41,7 +41,7 @@ impl fmt::Display for Path {
 /// Parses a path, or says in plain words what is wrong with it.
 pub(crate) fn parse(text: &str) -> Result<Path, String> {
     let tokens: Vec<String> = if text.starts_with('/') {
-        super::pointer::tokens(text).ok_or_else(|| {
+        crate::json::pointer::tokens(text).ok_or_else(|| {
             format!(
                 "invalid JSON Pointer `{text}`: a `~` must be followed by `0` (for `~`) or `1` \
                  (for `/`)"
