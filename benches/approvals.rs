@@ -8,8 +8,8 @@ use std::cell::Cell;
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use mcp_policy::eval::{MAX_PENDING, MAX_PENDING_PER_GRANT};
 use mcp_policy::{DecisionKind, Evaluator, Policy, ToolCall};
+use mcp_policy::{MAX_PENDING, MAX_PENDING_PER_GRANT};
 use serde_json::json;
 
 /// `execute_sql` always asks a human; a limit that never refuses, so that the limits are
@@ -27,7 +27,7 @@ fn ask(e: &Evaluator, grant: &str, n: u64) {
     let call = ToolCall::new("execute_sql").with_arguments(&args).with_grant(grant);
     let d = e.evaluate(&call);
     debug_assert_eq!(d.kind(), DecisionKind::Approve);
-    black_box(d);
+    let _ = black_box(d);
 }
 
 fn approvals(c: &mut Criterion) {
@@ -64,7 +64,7 @@ fn approvals(c: &mut Criterion) {
     // An identical call already pending: its entry is reused.
     let args = json!({"statement": "delete from t where id = ?", "id": 1});
     let call = ToolCall::new("execute_sql").with_arguments(&args).with_grant("grant-0");
-    e.evaluate(&call);
+    let _ = e.evaluate(&call);
     g.bench_function("identical_pending_call_at_the_global_cap", |b| {
         b.iter(|| black_box(e.evaluate(black_box(&call))).kind())
     });

@@ -42,19 +42,29 @@
 //! ```
 #![forbid(unsafe_code)]
 
-pub mod counter;
-pub mod eval;
+// The layers (imports flow one way; `tests/layers.rs` checks it, `docs/architecture.md` explains):
+// `json` and `counter` are leaves, `policy` imports `json`, `eval` imports the three. The modules
+// are private: every public item has exactly one path, re-exported here.
+mod counter;
+mod eval;
 mod json;
-pub mod policy;
+mod policy;
 
 pub use counter::{
     AsyncCounterStore, ChargeOutcome, ChargeRequest, Clock, CounterKey, CounterStore, ManualClock,
-    MemoryStore, ScopeKey, StoreError, SystemClock, Timestamp, WindowSpec,
+    MemoryStore, SLIDING_BUCKETS, ScopeKey, StoreError, StoreErrorKind, SystemClock, Timestamp,
+    WindowSpec,
 };
 pub use eval::{
-    ChargeReceipt, Decision, DecisionKind, Evaluator, Mode, PendingApproval, ResolveApprovalError,
-    RollbackError, ToolCall,
+    ChargeReceipt, Decision, DecisionKind, Evaluator, MAX_ARGUMENT_BYTES,
+    MAX_ARGUMENT_BYTES_PER_GRANT, MAX_PENDING, MAX_PENDING_PER_GRANT, Mode, PendingApproval,
+    ResolveApprovalError, RollbackError, ToolCall,
 };
 pub use policy::{
-    Diagnostic, DiagnosticKind, InvalidPolicy, Policy, PolicyError, ReadError, Severity, model,
+    Diagnostic, DiagnosticKind, InvalidPolicy, Policy, PolicyError, ReadError, Severity,
+    did_you_mean, locate, pattern_matches,
 };
+
+// The document's types stay one public module, `mcp_policy::model`: they are many small types
+// (`Rule`, `Limit`, `Check`, `Condition`) whose names read best qualified.
+pub use policy::model;

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use mcp_policy::eval::MAX_PENDING_PER_GRANT;
+use mcp_policy::MAX_PENDING_PER_GRANT;
 use mcp_policy::{
     ChargeOutcome, ChargeRequest, CounterStore, DecisionKind, Evaluator, ManualClock, Policy,
     ResolveApprovalError, StoreError, Timestamp, ToolCall,

@@ -219,13 +219,13 @@ impl Entry {
 }
 
 /// `Some(wait)` when `req` cannot be admitted, counting `earlier` units that earlier requests of
-/// the batch add to the same counter.
+/// the batch add to the same counter; the wait is `None` when it can never be admitted.
 fn refusal(
     entry: Option<&Entry>,
     now: Timestamp,
     req: &ChargeRequest<'_>,
     earlier: u64,
-) -> Option<Duration> {
+) -> Option<Option<Duration>> {
     let stored = entry.map_or(0, |e| e.count(now, req));
     let total = stored.saturating_add(earlier).saturating_add(req.units);
     if total <= req.max {
@@ -233,9 +233,9 @@ fn refusal(
     }
     let excess = total - req.max;
     Some(match entry.filter(|e| e.matches(req)) {
-        Some(e) if excess <= stored => e.state.retry_after(now, req.window.seconds, excess),
+        Some(e) if excess <= stored => Some(e.state.retry_after(now, req.window.seconds, excess)),
         // The batch alone is over the limit: the units can never be admitted.
-        _ => Duration::MAX,
+        _ => None,
     })
 }
 
@@ -280,8 +280,8 @@ fn refused(
     slots: &[usize],
     now: Timestamp,
     batch: &[ChargeRequest<'_>],
-) -> Result<Option<(usize, Duration)>, StoreError> {
-    let mut refused: Option<(usize, Duration)> = None;
+) -> Result<Option<(usize, Option<Duration>)>, StoreError> {
+    let mut refused: Option<(usize, Option<Duration>)> = None;
     for (j, req) in batch.iter().enumerate() {
         let (hash, slot) =
             (hashes.get(j).copied().unwrap_or(0), slots.get(j).copied().unwrap_or(0));
@@ -295,7 +295,8 @@ fn refused(
         if let Some(wait) = refusal(shard.find(hash, &req.key), now, req, earlier) {
             refused = Some(match refused {
                 None => (j, wait),
-                Some((first, w)) => (first, w.max(wait)),
+                // `None` (never) outlasts every wait.
+                Some((first, w)) => (first, w.zip(wait).map(|(a, b)| a.max(b))),
             });
         }
     }
@@ -446,7 +447,7 @@ mod tests {
         let too_big = [req("c", "g", 1, 2)];
         assert!(matches!(
             store.check(now, &too_big).unwrap(),
-            ChargeOutcome::Refused { index: 0, retry_after } if retry_after == Duration::MAX
+            ChargeOutcome::Refused { index: 0, retry_after: None }
         ));
     }
 

@@ -15,6 +15,6 @@ pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use memory::MemoryStore;
 pub use store::{
     AsyncCounterStore, ChargeOutcome, ChargeRequest, CounterKey, CounterStore, ScopeKey,
-    StoreError, WindowSpec,
+    StoreError, StoreErrorKind, WindowSpec,
 };
 pub use window::SLIDING_BUCKETS;

@@ -1,6 +1,9 @@
 //! The counter-store contract.
 
+use std::error::Error;
+use std::fmt;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::clock::Timestamp;
@@ -67,22 +70,74 @@ pub enum ChargeOutcome {
     Refused {
         /// The index in the batch of the first request that could not be admitted.
         index: usize,
-        /// How long until every exhausted counter would admit its request.
-        retry_after: Duration,
+        /// How long until every exhausted counter would admit its request, or `None` when the
+        /// batch can never be admitted (its own units on one counter exceed that counter's
+        /// `max`), however long one waits.
+        retry_after: Option<Duration>,
     },
 }
 
+/// What kind of failure a [`StoreError`] is, for an embedder that reacts differently to each
+/// (retry on a timeout, alert on a protocol error). Every kind denies the call (fail-closed)
+/// unless the evaluator is configured to fail open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum StoreErrorKind {
+    /// The store did not answer in time.
+    Timeout,
+    /// The store cannot be reached (connection refused, dropped, not connected).
+    Unavailable,
+    /// The store answered something the client does not understand (a malformed reply, a
+    /// script error).
+    Protocol,
+    /// The store is configured wrongly (an invalid URL, bad options).
+    Config,
+    /// Any other failure, such as corrupt internal state.
+    Other,
+}
+
 /// A counter store failed (unreachable, timed out, corrupt state).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("counter store error: {message}")]
+///
+/// ```
+/// use mcp_policy::{StoreError, StoreErrorKind};
+/// use std::error::Error as _;
+///
+/// let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+/// let e = StoreError::with_kind(StoreErrorKind::Unavailable, "cannot connect to Redis")
+///     .with_source(io);
+/// assert_eq!(e.kind(), StoreErrorKind::Unavailable);
+/// assert_eq!(e.to_string(), "counter store error: cannot connect to Redis");
+/// assert_eq!(e.source().map(|s| s.to_string()).as_deref(), Some("refused"));
+/// assert_eq!(StoreError::new("no shard").kind(), StoreErrorKind::Other);
+/// ```
+#[derive(Debug, Clone)]
 pub struct StoreError {
+    kind: StoreErrorKind,
     message: String,
+    source: Option<Arc<dyn Error + Send + Sync + 'static>>,
 }
 
 impl StoreError {
-    /// A store error with a message in plain words.
+    /// A store error of kind [`StoreErrorKind::Other`] with a message in plain words.
     pub fn new(message: impl Into<String>) -> Self {
-        StoreError { message: message.into() }
+        StoreError::with_kind(StoreErrorKind::Other, message)
+    }
+
+    /// A store error of kind `kind` with a message in plain words.
+    pub fn with_kind(kind: StoreErrorKind, message: impl Into<String>) -> Self {
+        StoreError { kind, message: message.into(), source: None }
+    }
+
+    /// The same error, caused by `source` (returned by [`Error::source`]).
+    #[must_use]
+    pub fn with_source(mut self, source: impl Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Arc::new(source));
+        self
+    }
+
+    /// What kind of failure this is.
+    pub fn kind(&self) -> StoreErrorKind {
+        self.kind
     }
 
     /// What went wrong.
@@ -90,6 +145,27 @@ impl StoreError {
         &self.message
     }
 }
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "counter store error: {}", self.message)
+    }
+}
+
+impl Error for StoreError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        self.source.as_deref().map(|e| e as &(dyn Error + 'static))
+    }
+}
+
+/// Two store errors are equal when their kind and message are (the source is not compared).
+impl PartialEq for StoreError {
+    fn eq(&self, other: &Self) -> bool {
+        self.kind == other.kind && self.message == other.message
+    }
+}
+
+impl Eq for StoreError {}
 
 /// Where counters live. The contract:
 ///

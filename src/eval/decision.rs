@@ -91,8 +91,8 @@ impl Text {
 pub(crate) struct Charge<'a> {
     pub(crate) generation: u64,
     pub(crate) at: Timestamp,
-    pub(crate) grant: &'a str,
-    pub(crate) session: Option<&'a str>,
+    pub(crate) grant: Cow<'a, str>,
+    pub(crate) session: Option<Cow<'a, str>>,
     /// (index of the limit in the policy, units charged).
     pub(crate) entries: SmallVec<[(u32, u64); 4]>,
 }
@@ -133,8 +133,8 @@ impl ChargeReceipt {
         Charge {
             generation: self.generation,
             at: self.at,
-            grant: &self.grant,
-            session: self.session.as_deref(),
+            grant: Cow::Borrowed(&self.grant),
+            session: self.session.as_deref().map(Cow::Borrowed),
             entries: self.entries.iter().copied().collect(),
         }
     }
@@ -174,9 +174,10 @@ impl ChargeReceipt {
 /// let copy = decision.clone(); // error: `Decision` is not `Clone`
 /// ```
 #[derive(Debug)]
+#[must_use = "a decision says whether to dispatch the call; check it"]
 pub struct Decision<'a> {
     pub(crate) kind: DecisionKind,
-    pub(crate) tool: &'a str,
+    pub(crate) tool: Cow<'a, str>,
     pub(crate) rule: RuleRef<'a>,
     pub(crate) message: Text,
     pub(crate) extra: Extra<'a>,
@@ -198,7 +199,62 @@ pub(crate) enum Extra<'a> {
 
 impl<'a> Decision<'a> {
     pub(crate) fn new(kind: DecisionKind, tool: &'a str, rule: RuleRef<'a>, message: Text) -> Self {
-        Decision { kind, tool, rule, message, extra: Extra::None, monitored: false }
+        Decision {
+            kind,
+            tool: Cow::Borrowed(tool),
+            rule,
+            message,
+            extra: Extra::None,
+            monitored: false,
+        }
+    }
+
+    /// The same decision, owning everything it borrowed from the call (the tool name, and the
+    /// grant and session of its charge), for an embedder that keeps a decision past the call:
+    /// a queue of decisions to audit, a rollback after the call's arguments are gone.
+    ///
+    /// ```
+    /// use mcp_policy::{Decision, Evaluator, Policy, ToolCall};
+    ///
+    /// let policy: Policy = r#"{"version": "1", "default": "deny", "tools": {"t": {
+    ///   "limits": [{"counter": "c", "window": "minute", "max": 1}]}}}"#.parse()?;
+    /// let evaluator = Evaluator::new(policy);
+    /// let mut kept: Decision<'static> = {
+    ///     let name = String::from("t");
+    ///     evaluator.evaluate(&ToolCall::new(&name).with_grant("g")).into_owned()
+    /// }; // `name` is gone; the decision stays
+    /// assert!(kept.is_allowed());
+    /// assert_eq!(kept.tool(), "t");
+    /// evaluator.rollback(&mut kept)?; // its charge still rolls back
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn into_owned(self) -> Decision<'static> {
+        let rule = match self.rule {
+            RuleRef::Tool(_) => RuleRef::Shared(Arc::from(self.rule.render().as_ref())),
+            RuleRef::Hide(i) => RuleRef::Hide(i),
+            RuleRef::Shared(s) => RuleRef::Shared(s),
+            RuleRef::Static(s) => RuleRef::Static(s),
+        };
+        let extra = match self.extra {
+            Extra::None => Extra::None,
+            Extra::RetryAfter(d) => Extra::RetryAfter(d),
+            Extra::Approval { key, id } => Extra::Approval { key, id },
+            Extra::Charge(c) => Extra::Charge(Charge {
+                generation: c.generation,
+                at: c.at,
+                grant: Cow::Owned(c.grant.into_owned()),
+                session: c.session.map(|s| Cow::Owned(s.into_owned())),
+                entries: c.entries,
+            }),
+        };
+        Decision {
+            kind: self.kind,
+            tool: Cow::Owned(self.tool.into_owned()),
+            rule,
+            message: self.message,
+            extra,
+            monitored: self.monitored,
+        }
     }
 
     /// Allow, deny, limit or approve.
@@ -236,8 +292,8 @@ impl<'a> Decision<'a> {
     }
 
     /// The tool the decision is about.
-    pub fn tool(&self) -> &'a str {
-        self.tool
+    pub fn tool(&self) -> &str {
+        &self.tool
     }
 
     /// The JSON Pointer of the rule that decided (`/tools/cancel_run/limits/0`, `/default`,
@@ -300,8 +356,8 @@ impl<'a> Decision<'a> {
             Extra::Charge(c) => Some(ChargeReceipt {
                 generation: c.generation,
                 at: c.at,
-                grant: c.grant.to_owned(),
-                session: c.session.map(str::to_owned),
+                grant: c.grant.into_owned(),
+                session: c.session.map(Cow::into_owned),
                 entries: c.entries.to_vec(),
             }),
             other => {
@@ -352,7 +408,7 @@ impl<'a> Decision<'a> {
     pub fn to_json(&self) -> serde_json::Value {
         let mut map = serde_json::Map::new();
         map.insert("decision".into(), self.kind.as_str().into());
-        map.insert("tool".into(), self.tool.into());
+        map.insert("tool".into(), self.tool().into());
         map.insert("rule".into(), self.rule().into_owned().into());
         map.insert("message".into(), self.message().into());
         if let Some(r) = self.retry_after_seconds() {
@@ -422,7 +478,7 @@ impl Serialize for Decision<'_> {
             + usize::from(self.monitored);
         let mut map = serializer.serialize_map(Some(n))?;
         map.serialize_entry("decision", self.kind.as_str())?;
-        map.serialize_entry("tool", self.tool)?;
+        map.serialize_entry("tool", self.tool())?;
         map.serialize_entry("rule", &self.rule())?;
         map.serialize_entry("message", self.message())?;
         if let Some(r) = retry {

@@ -1,5 +1,6 @@
 //! The evaluator: the policy in force, the counter store, the clock, and the decision procedure.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -582,8 +583,8 @@ impl<S> Evaluator<S> {
                 allow.extra = Extra::Charge(Charge {
                     generation: plan.generation,
                     at,
-                    grant: call.grant(),
-                    session: call.session(),
+                    grant: Cow::Borrowed(call.grant()),
+                    session: call.session().map(Cow::Borrowed),
                     entries: plan
                         .ids
                         .iter()
@@ -602,7 +603,15 @@ impl<S> Evaluator<S> {
                         window_words(limit.window_seconds),
                         scope_words(limit.scope)
                     );
-                    Refusal::Limit(RuleRef::Shared(limit.pointer.clone()), message, retry_after)
+                    let rule = RuleRef::Shared(limit.pointer.clone());
+                    match retry_after {
+                        Some(wait) => Refusal::Limit(rule, message, wait),
+                        // No wait would help: deny rather than ask to retry.
+                        None => Refusal::Deny(
+                            rule,
+                            Text::Owned(format!("{message}: this call can never be admitted")),
+                        ),
+                    }
                 }
                 None => Refusal::Deny(
                     RuleRef::Static(""),
@@ -626,7 +635,7 @@ impl<S> Evaluator<S> {
     fn refund_plan<'p>(
         &self,
         installed: &'p Installed,
-        charge: &Charge<'p>,
+        charge: &'p Charge<'_>,
     ) -> Result<SmallVec<[ChargeRequest<'p>; 4]>, RollbackError> {
         if installed.generation != charge.generation {
             return Err(RollbackError::PolicyReloaded);
@@ -640,7 +649,7 @@ impl<S> Evaluator<S> {
                 Some(ChargeRequest {
                     key: CounterKey {
                         counter: &limit.counter,
-                        scope: scope_key(limit.scope, charge.grant, charge.session),
+                        scope: scope_key(limit.scope, &charge.grant, charge.session.as_deref()),
                     },
                     window: WindowSpec { seconds: limit.window_seconds, sliding: limit.sliding },
                     max: limit.max,
@@ -671,6 +680,7 @@ impl<S: CounterStore> Evaluator<S> {
     /// assert_eq!(decision.message(), "DROP is not allowed");
     /// # Ok::<(), mcp_policy::PolicyError>(())
     /// ```
+    #[must_use = "the decision says whether to dispatch the call"]
     pub fn evaluate<'a>(&self, call: &ToolCall<'a>) -> Decision<'a> {
         let installed = self.current.load();
         let mut plan = Plan::new();
@@ -747,6 +757,7 @@ impl<S: AsyncCounterStore> Evaluator<S> {
     /// # let _ = future;
     /// # Ok::<(), mcp_policy::PolicyError>(())
     /// ```
+    #[must_use = "the decision says whether to dispatch the call"]
     pub async fn evaluate_async<'a>(&self, call: &ToolCall<'a>) -> Decision<'a> {
         let installed = self.current.load_full();
         let mut plan = Plan::new();

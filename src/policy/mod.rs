@@ -272,8 +272,8 @@ impl Compiled {
 ///
 /// ```
 /// let text = "{\n  \"version\": \"1\",\n  \"tools\": { \"a\": {} }\n}";
-/// assert_eq!(mcp_policy::policy::locate(text, "/tools/a"), (3, 19));
-/// assert_eq!(mcp_policy::policy::locate(text, "/tools/b"), (3, 12));
+/// assert_eq!(mcp_policy::locate(text, "/tools/a"), (3, 19));
+/// assert_eq!(mcp_policy::locate(text, "/tools/b"), (3, 12));
 /// ```
 pub fn locate(text: &str, pointer: &str) -> (usize, usize) {
     let spans = source::read(text, true).spans;
@@ -284,7 +284,7 @@ pub fn locate(text: &str, pointer: &str) -> (usize, usize) {
 /// the "did you mean" of load errors, for tools that report on policies.
 ///
 /// ```
-/// use mcp_policy::policy::did_you_mean;
+/// use mcp_policy::did_you_mean;
 /// assert_eq!(did_you_mean("cancel_runs", ["cancel_run", "list_jobs"]), Some("cancel_run"));
 /// assert_eq!(did_you_mean("zzz", ["cancel_run"]), None);
 /// ```
@@ -299,7 +299,7 @@ pub fn did_you_mean<'a>(
 /// any run of characters) matches the tool name `tool`, case-sensitively and byte for byte.
 ///
 /// ```
-/// use mcp_policy::policy::pattern_matches;
+/// use mcp_policy::pattern_matches;
 /// assert!(pattern_matches("dbfs_*", "dbfs_delete"));
 /// assert!(pattern_matches("cancel_run", "cancel_run"));
 /// assert!(!pattern_matches("cancel_run", "Cancel_run"));

@@ -128,6 +128,7 @@ pub struct Condition {
 /// A condition's comparison.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Op {
     /// Equal (numbers compare numerically).
     Eq,
@@ -234,6 +235,7 @@ fn is_default<T: Default + PartialEq>(v: &T) -> bool {
 /// A window's length: a named unit or a number of seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(untagged)]
+#[non_exhaustive]
 pub enum Window {
     /// `"second"`, `"minute"`, `"hour"` or `"day"`.
     Named(WindowUnit),
@@ -271,6 +273,7 @@ pub enum WindowUnit {
 /// Whose count a limit keeps.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Scope {
     /// One count per grant (the caller's credential).
     #[default]

@@ -6,7 +6,7 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use mcp_policy::model::DefaultDecision;
-use mcp_policy::policy::pattern_matches;
+use mcp_policy::pattern_matches;
 use mcp_policy::{Policy, PolicyError};
 
 use crate::classify::{Class, classify};

@@ -30,7 +30,8 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use mcp_policy::{
-    AsyncCounterStore, ChargeOutcome, ChargeRequest, CounterKey, ScopeKey, StoreError, Timestamp,
+    AsyncCounterStore, ChargeOutcome, ChargeRequest, CounterKey, ScopeKey, StoreError,
+    StoreErrorKind, Timestamp,
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, Script, Value};
@@ -110,8 +111,10 @@ impl RedisStore {
     /// Connects to Redis at `url` with `options`. The connection reconnects by itself after
     /// Redis restarts; until it is back, decisions fail (and deny) after the timeout.
     pub async fn connect_with(url: &str, options: RedisOptions) -> Result<Self, StoreError> {
-        let client =
-            Client::open(url).map_err(|e| StoreError::new(format!("invalid Redis URL: {e}")))?;
+        let client = Client::open(url).map_err(|e| {
+            StoreError::with_kind(StoreErrorKind::Config, format!("invalid Redis URL: {e}"))
+                .with_source(e)
+        })?;
         let config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(options.timeout))
             .set_connection_timeout(Some(options.timeout.max(Duration::from_millis(250))))
@@ -120,8 +123,17 @@ impl RedisStore {
         let connect = ConnectionManager::new_with_config(client, config);
         let connection = tokio::time::timeout(options.timeout.max(Duration::from_secs(2)), connect)
             .await
-            .map_err(|_| StoreError::new("timed out connecting to Redis"))?
-            .map_err(|e| StoreError::new(format!("cannot connect to Redis: {e}")))?;
+            .map_err(|e| {
+                StoreError::with_kind(StoreErrorKind::Timeout, "timed out connecting to Redis")
+                    .with_source(e)
+            })?
+            .map_err(|e| {
+                StoreError::with_kind(
+                    StoreErrorKind::Unavailable,
+                    format!("cannot connect to Redis: {e}"),
+                )
+                .with_source(e)
+            })?;
         Ok(RedisStore {
             connection,
             options,
@@ -179,11 +191,22 @@ impl RedisStore {
     ) -> Result<T, StoreError> {
         match tokio::time::timeout(self.options.timeout, f).await {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(StoreError::new(format!("Redis {what} failed: {e}"))),
-            Err(_) => Err(StoreError::new(format!(
-                "Redis {what} timed out after {} ms",
-                self.options.timeout.as_millis()
-            ))),
+            Ok(Err(e)) => {
+                let kind = if e.is_timeout() {
+                    StoreErrorKind::Timeout
+                } else if e.is_io_error() || e.is_connection_refusal() || e.is_connection_dropped()
+                {
+                    StoreErrorKind::Unavailable
+                } else {
+                    StoreErrorKind::Protocol
+                };
+                Err(StoreError::with_kind(kind, format!("Redis {what} failed: {e}")).with_source(e))
+            }
+            Err(elapsed) => Err(StoreError::with_kind(
+                StoreErrorKind::Timeout,
+                format!("Redis {what} timed out after {} ms", self.options.timeout.as_millis()),
+            )
+            .with_source(elapsed)),
         }
     }
 }
@@ -245,22 +268,36 @@ impl RedisStore {
             self.with_timeout(what, invocation.invoke_async(&mut connection)).await?;
         match reply.as_slice() {
             [ok, now] if int(ok) == Some(1) => {
-                let now = int(now)
-                    .ok_or_else(|| StoreError::new("malformed reply from the charge script"))?;
+                let now = int(now).ok_or_else(|| {
+                    StoreError::with_kind(
+                        StoreErrorKind::Protocol,
+                        "malformed reply from the charge script",
+                    )
+                })?;
                 let nanos = u64::try_from(now).unwrap_or(0).saturating_mul(1000);
                 Ok(ChargeOutcome::Admitted { at: Timestamp::from_unix_nanos(nanos) })
             }
             [ok, index, retry] if int(ok) == Some(0) => {
                 let index = int(index).and_then(|i| usize::try_from(i).ok());
-                let index = index
-                    .ok_or_else(|| StoreError::new("malformed reply from the charge script"))?;
+                let index = index.ok_or_else(|| {
+                    StoreError::with_kind(
+                        StoreErrorKind::Protocol,
+                        "malformed reply from the charge script",
+                    )
+                })?;
+                // A negative wait from the script: the batch can never be admitted.
                 let retry_after = match int(retry) {
-                    Some(us) if us >= 0 => Duration::from_micros(u64::try_from(us).unwrap_or(0)),
-                    _ => Duration::MAX,
+                    Some(us) if us >= 0 => {
+                        Some(Duration::from_micros(u64::try_from(us).unwrap_or(0)))
+                    }
+                    _ => None,
                 };
                 Ok(ChargeOutcome::Refused { index, retry_after })
             }
-            _ => Err(StoreError::new("malformed reply from the charge script")),
+            _ => Err(StoreError::with_kind(
+                StoreErrorKind::Protocol,
+                "malformed reply from the charge script",
+            )),
         }
     }
 }

@@ -333,7 +333,7 @@ async fn a_check_answers_like_a_charge_and_writes_nothing() {
         ));
         let never = store.check_async(now, &[req("c", 1, 2, sliding)]).await.unwrap();
         assert!(
-            matches!(never, ChargeOutcome::Refused { index: 0, retry_after } if retry_after == Duration::MAX),
+            matches!(never, ChargeOutcome::Refused { index: 0, retry_after: None }),
             "{never:?}"
         );
     }
