@@ -92,8 +92,8 @@ fn strip(src: &str) -> String {
                 }
                 j += 1;
             }
-            for k in i..j.min(b.len()) {
-                out.push(if b[k] == '\n' { '\n' } else { ' ' });
+            for ch in &b[i..j.min(b.len())] {
+                out.push(if *ch == '\n' { '\n' } else { ' ' });
             }
             i = j;
         } else if c == '"' {
@@ -214,7 +214,7 @@ fn targets(src: &str, module: &[String]) -> Result<BTreeSet<String>, String> {
     let mut found = BTreeSet::new();
     let mut i = 0;
     while i < chars.len() {
-        let boundary = i == 0 || !chars[i - 1].is_alphanumeric() && chars[i - 1] != '_';
+        let boundary = i == 0 || !(chars[i - 1].is_alphanumeric() || chars[i - 1] == '_');
         if !boundary || !(chars[i] == 'c' || chars[i] == 's') {
             i += 1;
             continue;
@@ -229,10 +229,8 @@ fn targets(src: &str, module: &[String]) -> Result<BTreeSet<String>, String> {
         let mut at = end;
         let mut word = word;
         loop {
-            if word == "super" {
-                if base.pop().is_none() {
-                    return Err(format!("`super` above the crate root in `{}`", module.join("::")));
-                }
+            if word == "super" && base.pop().is_none() {
+                return Err(format!("`super` above the crate root in `{}`", module.join("::")));
             }
             let Some(after) = skip_sep(&chars, at) else { break };
             let (next, next_end) = ident_at(&chars, after);
