@@ -373,3 +373,25 @@ async fn approval_prompts_stop_when_the_redis_limit_is_exhausted() {
     let count: u64 = con.hget("{mcp-policy}:calls:3600f:g:g", "c").unwrap();
     assert_eq!(count, 3, "the prompts charged nothing");
 }
+
+#[tokio::test]
+async fn connection_errors_carry_a_kind_and_a_source() {
+    use mcp_policy::StoreErrorKind;
+    use std::error::Error as _;
+
+    let e = RedisStore::connect("not a url").await.unwrap_err();
+    assert_eq!(e.kind(), StoreErrorKind::Config, "{e}");
+    assert!(e.source().is_some(), "{e}");
+
+    // A loopback port nobody listens on: refused (or timed out), never a protocol error.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let options = RedisOptions::new().timeout(Duration::from_millis(300));
+    let e =
+        RedisStore::connect_with(&format!("redis://127.0.0.1:{port}/"), options).await.unwrap_err();
+    assert!(
+        matches!(e.kind(), StoreErrorKind::Unavailable | StoreErrorKind::Timeout),
+        "{:?}: {e}",
+        e.kind()
+    );
+    assert!(e.source().is_some(), "{e}");
+}
