@@ -1,0 +1,20 @@
+//! `mcp-policy-gateway`: see `docs/gateway.md`.
+#![forbid(unsafe_code)]
+
+use clap::Parser;
+use mcp_policy_gateway::cli::Cli;
+
+fn main() {
+    let cli = Cli::parse();
+    let runtime =
+        match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("mcp-policy-gateway: cannot start the async runtime: {e}");
+                std::process::exit(1);
+            }
+        };
+    let code = runtime.block_on(mcp_policy_gateway::run(cli));
+    // Exit at once: a read of stdin still pending must not hold the process.
+    std::process::exit(code);
+}
