@@ -100,6 +100,8 @@ pub struct Relay<S> {
     upstream_capabilities: Option<Value>,
     protocol: Option<String>,
     tools: ToolCache,
+    /// The client sent `notifications/initialized`: the gateway may make its own requests.
+    initialized: bool,
     refreshing: bool,
     refresh_again: bool,
 }
@@ -133,6 +135,7 @@ impl<S: AsyncCounterStore> Relay<S> {
             upstream_capabilities: None,
             protocol: None,
             tools: ToolCache::default(),
+            initialized: false,
             refreshing: false,
             refresh_again: false,
         };
@@ -438,6 +441,7 @@ impl<S: AsyncCounterStore> Relay<S> {
             }
             "notifications/initialized" => {
                 self.upstream(msg).await;
+                self.initialized = true;
                 if self.upstream_capabilities.as_ref().is_some_and(|c| c.get("tools").is_some()) {
                     self.refresh_tools().await;
                 }
@@ -551,7 +555,9 @@ impl<S: AsyncCounterStore> Relay<S> {
                 }
                 "notifications/tools/list_changed" => {
                     self.client(msg).await;
-                    self.refresh_tools().await;
+                    if self.initialized {
+                        self.refresh_tools().await;
+                    }
                 }
                 _ => self.client(msg).await,
             },
