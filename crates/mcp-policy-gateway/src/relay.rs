@@ -356,7 +356,8 @@ impl<S: AsyncCounterStore> Relay<S> {
         receipt: Option<mcp_policy::ChargeReceipt>,
     ) {
         let sent = Instant::now();
-        let delivered = self.forward(id, Relayed::ToolsCall { record: Box::new(record), sent }, msg).await;
+        let delivered =
+            self.forward(id, Relayed::ToolsCall { record: Box::new(record), sent }, msg).await;
         if !delivered
             && let Some(receipt) = receipt
             && let Err(e) = self.guard.evaluator().rollback_receipt_async(&receipt).await

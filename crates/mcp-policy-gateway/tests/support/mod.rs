@@ -1,6 +1,13 @@
 //! Shared test support: locating the real MCP components the tests start (installed by
 //! `.ci/run`), a raw stdio client, and an rmcp client.
-#![allow(dead_code, deprecated, unreachable_pub, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    dead_code,
+    deprecated,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
@@ -164,7 +171,29 @@ pub struct Raw {
 impl Raw {
     pub fn spawn(mut cmd: Command) -> Raw {
         cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
+        Raw::wrap(cmd.spawn().unwrap())
+    }
+
+    /// Spawns with stderr collected into the returned buffer.
+    pub fn spawn_with_stderr(mut cmd: Command) -> (Raw, Arc<std::sync::Mutex<String>>) {
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let buf = Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = buf.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(l)) = lines.next_line().await {
+                eprintln!("[gateway stderr] {l}");
+                let mut s = sink.lock().unwrap();
+                s.push_str(&l);
+                s.push('\n');
+            }
+        });
+        (Raw::wrap(child), buf)
+    }
+
+    fn wrap(mut child: Child) -> Raw {
         let stdin = child.stdin.take();
         let stdout = child.stdout.take().unwrap();
         Raw { child, stdin, lines: BufReader::new(stdout).lines(), queue: VecDeque::new() }
@@ -174,6 +203,12 @@ impl Raw {
         let stdin = self.stdin.as_mut().unwrap();
         stdin.write_all(line.as_bytes()).await.unwrap();
         stdin.write_all(b"\n").await.unwrap();
+        stdin.flush().await.unwrap();
+    }
+
+    pub async fn send_bytes(&mut self, bytes: &[u8]) {
+        let stdin = self.stdin.as_mut().unwrap();
+        stdin.write_all(bytes).await.unwrap();
         stdin.flush().await.unwrap();
     }
 
@@ -254,7 +289,10 @@ impl Raw {
     }
 
     pub async fn wait_exit(&mut self) -> ExitStatus {
-        tokio::time::timeout(PATIENCE, self.child.wait()).await.expect("the gateway did not exit").unwrap()
+        tokio::time::timeout(PATIENCE, self.child.wait())
+            .await
+            .expect("the gateway did not exit")
+            .unwrap()
     }
 }
 
@@ -305,11 +343,8 @@ impl ClientHandler for TestClient {
         _context: RequestContext<RoleClient>,
     ) -> Result<ListRootsResult, ErrorData> {
         self.roots_asked.fetch_add(1, Ordering::SeqCst);
-        let roots = self
-            .roots
-            .iter()
-            .map(|r| Root::new(format!("file://{}", r.display())))
-            .collect();
+        let roots =
+            self.roots.iter().map(|r| Root::new(format!("file://{}", r.display()))).collect();
         Ok(ListRootsResult::new(roots))
     }
 }
