@@ -1,0 +1,89 @@
+//! The official Python MCP SDK (`mcp` from PyPI) as the client, `mcp-server-time` (PyPI) as the
+//! upstream, the gateway between them.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+mod support;
+
+use serde_json::{Value, json};
+use support::{gateway_bin, python_with_sdk, time_server, write};
+
+const POLICY: &str = r#"{"version": "1", "default": "deny", "tools": {
+  "get_current_time": {"deny_if": [{"conditions": [{"path": "args.timezone", "op": "eq", "value": "Europe/Paris"}],
+                                    "on_deny": "Paris is closed"}]},
+  "convert_time": {"approve_if": [{"conditions": [], "reason": "conversions need a human"}]}}}"#;
+
+async fn run_client(approve: bool, log: &std::path::Path) -> Option<Value> {
+    let python = python_with_sdk()?;
+    let upstream = time_server()?;
+    let dir = tempfile::tempdir().unwrap();
+    let policy = write(dir.path(), "policy.json", POLICY);
+    let mut args = vec![
+        "--policy".to_owned(),
+        policy.to_str().unwrap().to_owned(),
+        "--decision-log".to_owned(),
+        log.to_str().unwrap().to_owned(),
+        "--".to_owned(),
+    ];
+    args.extend(upstream.iter().map(|a| a.to_string_lossy().into_owned()));
+    let spec = json!({
+        "command": gateway_bin(),
+        "args": args,
+        "approve": approve,
+        "calls": [
+            ["get_current_time", {"timezone": "UTC"}],
+            ["get_current_time", {"timezone": "Europe/Paris"}],
+            ["convert_time", {"source_timezone": "UTC", "time": "12:00", "target_timezone": "Asia/Tokyo"}],
+        ],
+    });
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/client.py");
+    let out = tokio::time::timeout(
+        support::PATIENCE,
+        tokio::process::Command::new(python).arg(script).arg(spec.to_string()).output(),
+    )
+    .await
+    .expect("the Python client did not finish")
+    .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    Some(serde_json::from_slice(&out.stdout).unwrap())
+}
+
+#[tokio::test]
+async fn python_sdk_client_sees_allowed_denied_and_approved_calls() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log.jsonl");
+    let Some(out) = run_client(true, &log).await else { return };
+    assert_eq!(out["server"], "mcp-time", "the upstream's identity passes through");
+    assert_eq!(out["tools"], json!(["convert_time", "get_current_time"]));
+    let calls = out["calls"].as_array().unwrap();
+    assert_eq!(calls[0]["is_error"], false);
+    assert!(calls[0]["text"].as_str().unwrap().contains("\"timezone\": \"UTC\""));
+    assert_eq!(calls[1]["is_error"], true);
+    assert_eq!(
+        calls[1]["text"],
+        "Denied by policy: Paris is closed. Do not retry this call; choose another way to reach the goal."
+    );
+    // mcp-server-time's tools declare an outputSchema: the refusal has no structured content,
+    // which the SDK would validate against it.
+    assert_eq!(calls[1]["structured"], Value::Null);
+    assert_eq!(calls[2]["is_error"], false, "{}", calls[2]);
+    assert!(calls[2]["text"].as_str().unwrap().contains("Asia/Tokyo"));
+    assert_eq!(out["asked"].as_array().unwrap().len(), 1);
+    let lines = support::log_lines(&log);
+    let decisions: Vec<&str> = lines.iter().map(|l| l["decision"].as_str().unwrap()).collect();
+    assert_eq!(decisions, vec!["allow", "deny", "approve", "allow"]);
+}
+
+#[tokio::test]
+async fn python_sdk_client_declining_an_approval_gets_a_refusal() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log.jsonl");
+    let Some(out) = run_client(false, &log).await else { return };
+    let calls = out["calls"].as_array().unwrap();
+    assert_eq!(calls[2]["is_error"], true);
+    assert!(calls[2]["text"].as_str().unwrap().starts_with("Approval declined"));
+    let lines = support::log_lines(&log);
+    let last = lines.last().unwrap();
+    assert_eq!(last["approval"], "declined");
+    assert_eq!(last["outcome"], "not_dispatched");
+}
