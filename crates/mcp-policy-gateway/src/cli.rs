@@ -33,10 +33,23 @@ pub struct Cli {
     #[arg(long, value_name = "PATH|-")]
     pub decision_log: Option<String>,
 
+    /// Give up on a request the upstream has not answered after SECS seconds: the client gets
+    /// an error and the upstream a cancellation (default: wait as long as it takes).
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
+    pub upstream_timeout: Option<std::time::Duration>,
+
     /// The upstream MCP server: a command that speaks MCP over its stdin and stdout. It inherits
     /// the gateway's environment, and its stderr passes through.
     #[arg(last = true, required = true, value_name = "COMMAND [ARGS...]")]
     pub command: Vec<OsString>,
+}
+
+fn parse_seconds(s: &str) -> Result<std::time::Duration, String> {
+    let secs: f64 = s.parse().map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    std::time::Duration::try_from_secs_f64(secs)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("`{s}` is not a positive number of seconds"))
 }
 
 /// `--mode`.

@@ -37,6 +37,8 @@ pub enum Outcome {
     Cancelled,
     /// The upstream went away before answering.
     UpstreamClosed,
+    /// The upstream did not answer within `--upstream-timeout`.
+    UpstreamTimeout,
     /// The gateway asked the human (the next line holds the decision after the answer).
     ApprovalRequested,
 }
@@ -51,6 +53,7 @@ impl Outcome {
             Outcome::Error => "error",
             Outcome::Cancelled => "cancelled",
             Outcome::UpstreamClosed => "upstream_closed",
+            Outcome::UpstreamTimeout => "upstream_timeout",
             Outcome::ApprovalRequested => "approval_requested",
         }
     }

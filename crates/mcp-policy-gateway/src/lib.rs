@@ -35,7 +35,7 @@ use nix::sys::signal::Signal;
 use crate::cli::{Cli, ModeArg};
 use crate::decision_log::DecisionLog;
 use crate::guard::{Guard, Mode};
-use crate::relay::{Relay, RelayEnd};
+use crate::relay::{Relay, RelayConfig, RelayEnd};
 use crate::reload::Reloader;
 
 /// Exit code for a usage or configuration error (bad policy, log not writable).
@@ -96,7 +96,8 @@ pub async fn run(cli: Cli) -> i32 {
     let (client, writer) = downstream::stdio::serve();
     let session = format!("stdio-{}", uuid::Uuid::new_v4());
 
-    let relay = Relay::run(guard, Arc::new(log), Some(session), client, upstream);
+    let config = RelayConfig { session: Some(session), upstream_timeout: cli.upstream_timeout };
+    let relay = Relay::run(guard, Arc::new(log), config, client, upstream);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     let end = tokio::select! {
         end = relay => Some(end),

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mcp_policy::AsyncCounterStore;
 use serde_json::{Value, json};
@@ -32,6 +32,19 @@ const ELICITATION_VERSIONS: &[&str] = &["2025-06-18", "2025-11-25"];
 /// The most pages of `tools/list` the gateway reads when it refreshes its own view.
 const MAX_REFRESH_PAGES: usize = 100;
 
+/// How long the relay waits for the upstream to take a message before it answers the client
+/// that the upstream is not reading its input.
+pub const UPSTREAM_SEND_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How a session is relayed.
+#[derive(Debug, Clone, Default)]
+pub struct RelayConfig {
+    /// The session every call of this relay is decided in.
+    pub session: Option<String>,
+    /// How long a request may wait for the upstream's answer; `None`: as long as it takes.
+    pub upstream_timeout: Option<Duration>,
+}
+
 /// Why the relay ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RelayEnd {
@@ -44,7 +57,7 @@ pub enum RelayEnd {
 /// A request the gateway sent to the upstream, awaiting its response.
 enum UpPending {
     /// Relayed from the client.
-    Client { client_id: Value, kind: Relayed },
+    Client { client_id: Value, kind: Relayed, deadline: Option<Instant> },
     /// The gateway's own `tools/list` refresh.
     Refresh { acc: ToolCache, pages: usize },
 }
@@ -86,6 +99,7 @@ pub struct Relay<S> {
     guard: Arc<Guard<S>>,
     log: Arc<DecisionLog>,
     session: Option<String>,
+    upstream_timeout: Option<Duration>,
     to_client: mpsc::Sender<Value>,
     to_upstream: mpsc::Sender<Value>,
     next_up: u64,
@@ -107,12 +121,11 @@ pub struct Relay<S> {
 }
 
 impl<S: AsyncCounterStore> Relay<S> {
-    /// Relays between `client` and `upstream` until one of them goes; `session` is the session
-    /// every call is decided in.
+    /// Relays between `client` and `upstream` until one of them goes.
     pub async fn run(
         guard: Arc<Guard<S>>,
         log: Arc<DecisionLog>,
-        session: Option<String>,
+        config: RelayConfig,
         client: ClientLink,
         upstream: UpstreamLink,
     ) -> RelayEnd {
@@ -121,7 +134,8 @@ impl<S: AsyncCounterStore> Relay<S> {
         let mut relay = Relay {
             guard,
             log,
-            session,
+            session: config.session,
+            upstream_timeout: config.upstream_timeout,
             to_client,
             to_upstream,
             next_up: 0,
@@ -139,8 +153,12 @@ impl<S: AsyncCounterStore> Relay<S> {
             refreshing: false,
             refresh_again: false,
         };
+        let timed = relay.upstream_timeout.is_some();
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                _ = tick.tick(), if timed => relay.expire().await,
                 m = from_client.recv() => match m {
                     None => return RelayEnd::ClientClosed,
                     Some(Inbound::Malformed(why)) => {
@@ -165,8 +183,10 @@ impl<S: AsyncCounterStore> Relay<S> {
         let _ = self.to_client.send(msg).await;
     }
 
+    /// Sends to the upstream; `false` when it has gone or has not taken the message within
+    /// [`UPSTREAM_SEND_TIMEOUT`] (it is not reading its input).
     async fn upstream(&self, msg: Value) -> bool {
-        self.to_upstream.send(msg).await.is_ok()
+        self.to_upstream.send_timeout(msg, UPSTREAM_SEND_TIMEOUT).await.is_ok()
     }
 
     fn up_id(&mut self) -> Value {
@@ -270,7 +290,8 @@ impl<S: AsyncCounterStore> Relay<S> {
             return false;
         }
         self.client_requests.insert(jsonrpc::id_key(&client_id), Target::Upstream(up_key.clone()));
-        self.up_pending.insert(up_key, UpPending::Client { client_id, kind });
+        let deadline = self.upstream_timeout.map(|t| Instant::now() + t);
+        self.up_pending.insert(up_key, UpPending::Client { client_id, kind, deadline });
         true
     }
 
@@ -521,7 +542,7 @@ impl<S: AsyncCounterStore> Relay<S> {
             Kind::Response { id } => {
                 let key = jsonrpc::id_key(id);
                 match self.up_pending.remove(&key) {
-                    Some(UpPending::Client { client_id, kind }) => {
+                    Some(UpPending::Client { client_id, kind, .. }) => {
                         self.client_requests.remove(&jsonrpc::id_key(&client_id));
                         jsonrpc::set_id(&mut msg, client_id);
                         self.upstream_response(kind, msg).await;
@@ -667,11 +688,50 @@ impl<S: AsyncCounterStore> Relay<S> {
         }
     }
 
+    /// Requests the upstream has not answered in time get an error, and the upstream a
+    /// cancellation.
+    async fn expire(&mut self) {
+        let now = Instant::now();
+        let expired: Vec<String> = self
+            .up_pending
+            .iter()
+            .filter_map(|(k, p)| match p {
+                UpPending::Client { deadline: Some(d), .. } if *d <= now => Some(k.clone()),
+                _ => None,
+            })
+            .collect();
+        let secs = self.upstream_timeout.map_or(0.0, |t| t.as_secs_f64());
+        for key in expired {
+            let Some(UpPending::Client { client_id, kind, .. }) = self.up_pending.remove(&key)
+            else {
+                continue;
+            };
+            self.client_requests.remove(&jsonrpc::id_key(&client_id));
+            if let Relayed::ToolsCall { record, sent } = &kind {
+                let ms = sent.elapsed().as_secs_f64() * 1e3;
+                self.log.write(record, Outcome::UpstreamTimeout, Some(ms));
+            }
+            self.client(jsonrpc::error(
+                client_id,
+                jsonrpc::INTERNAL_ERROR,
+                format!("the upstream MCP server did not answer within {secs} seconds"),
+            ))
+            .await;
+            if let Ok(up_id) = serde_json::from_str::<Value>(&key) {
+                self.upstream(jsonrpc::notification(
+                    "notifications/cancelled",
+                    json!({ "requestId": up_id, "reason": "the gateway's upstream timeout" }),
+                ))
+                .await;
+            }
+        }
+    }
+
     /// The upstream has gone: every request still waiting for it gets an error now.
     async fn upstream_gone(&mut self) {
         let pending: Vec<UpPending> = self.up_pending.drain().map(|(_, p)| p).collect();
         for p in pending {
-            if let UpPending::Client { client_id, kind } = p {
+            if let UpPending::Client { client_id, kind, .. } = p {
                 if let Relayed::ToolsCall { record, sent } = &kind {
                     let ms = sent.elapsed().as_secs_f64() * 1e3;
                     self.log.write(record, Outcome::UpstreamClosed, Some(ms));
@@ -692,6 +752,7 @@ fn upstream_gone_error(id: Value) -> Value {
     jsonrpc::error(
         id,
         jsonrpc::INTERNAL_ERROR,
-        "the upstream MCP server has gone (it exited or closed its output) before answering",
+        "the upstream MCP server has gone (it exited, closed its output or is not reading its \
+         input) before answering",
     )
 }

@@ -206,8 +206,13 @@ async fn a_client_that_leaves_takes_the_upstream_with_it() {
 
 fn everything_behind_sh(exit: i32) -> Option<Vec<OsString>> {
     let node = node_server("@modelcontextprotocol/server-everything")?;
-    let script =
-        format!("{} {} stdio; exit {exit}", node[0].to_string_lossy(), node[1].to_string_lossy());
+    // A process the upstream started keeps its stdout open after it exits: the gateway must not
+    // wait for the end of that output.
+    let script = format!(
+        "sleep 600 & {} {} stdio; exit {exit}",
+        node[0].to_string_lossy(),
+        node[1].to_string_lossy()
+    );
     Some(vec!["sh".into(), "-c".into(), script.into()])
 }
 
@@ -227,8 +232,12 @@ async fn an_upstream_crash_answers_pending_calls_and_the_gateway_exits_with_its_
     assert_eq!(progress["params"]["progressToken"], "p-1");
     let sh = children_of(g.child.id().unwrap());
     assert_eq!(sh.len(), 1);
-    let node = children_of(sh[0]);
-    assert_eq!(node.len(), 1);
+    let started = children_of(sh[0]);
+    assert_eq!(started.len(), 2, "sleep and node");
+    let comm = |p: &u32| std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default();
+    let node: Vec<u32> = started.iter().copied().filter(|p| comm(p).trim() == "node").collect();
+    let sleep: Vec<u32> = started.iter().copied().filter(|p| comm(p).trim() == "sleep").collect();
+    assert_eq!((node.len(), sleep.len()), (1, 1));
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(node[0] as i32),
         nix::sys::signal::Signal::SIGKILL,
@@ -240,6 +249,7 @@ async fn an_upstream_crash_answers_pending_calls_and_the_gateway_exits_with_its_
     let status = g.wait_exit().await;
     assert_eq!(status.code(), Some(42));
     assert!(!alive(sh[0]) && !alive(node[0]));
+    assert!(!alive(sleep[0]), "a process the upstream started was left behind");
 }
 
 #[tokio::test]
@@ -327,6 +337,36 @@ async fn hot_reload_applies_good_files_refuses_bad_ones_and_keeps_counts() {
     assert_eq!(r["result"]["content"][0]["text"], "Unknown tool: `create_directory`.");
     assert!(!fs.data.join("d").exists());
     let _ = fs.dir;
+    g.close_stdin();
+    g.wait_exit().await;
+}
+
+#[tokio::test]
+async fn a_hung_upstream_answers_errors_after_the_upstream_timeout() {
+    let Some(mut upstream) = node_server("@modelcontextprotocol/server-everything") else { return };
+    upstream.push("stdio".into());
+    let dir = tempfile::tempdir().unwrap();
+    let policy = write(dir.path(), "policy.json", r#"{"version": "1", "default": "allow"}"#);
+    let log = dir.path().join("log.jsonl");
+    let log_arg = log.to_str().unwrap().to_owned();
+    let args = ["--upstream-timeout", "1", "--decision-log", &log_arg];
+    let mut g = Raw::spawn(gateway_command(&policy, &args, &upstream));
+    g.initialize("2025-06-18", json!({})).await;
+    let node = children_of(g.child.id().unwrap());
+    assert_eq!(node.len(), 1);
+    let pid = nix::unistd::Pid::from_raw(node[0] as i32);
+    // The upstream hangs: alive, but answering nothing.
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let r = g.call(7, "echo", json!({"message": "hello"})).await;
+    assert_eq!(error_code(&r), -32603);
+    assert!(r["error"]["message"].as_str().unwrap().contains("did not answer within 1 seconds"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    // Once it is back, the session goes on; its late answer to the abandoned call is dropped.
+    let r = g.call(8, "echo", json!({"message": "again"})).await;
+    assert!(r["result"]["content"][0]["text"].as_str().unwrap().contains("again"), "{r}");
+    assert!(g.queue.iter().all(|m| m["id"] != json!(7)));
+    let outcomes: Vec<Value> = log_lines(&log).iter().map(|l| l["outcome"].clone()).collect();
+    assert_eq!(outcomes, vec![json!("upstream_timeout"), json!("ok")]);
     g.close_stdin();
     g.wait_exit().await;
 }
