@@ -93,7 +93,7 @@ pub async fn run(cli: Cli) -> i32 {
     };
     let reloader =
         Reloader::new(evaluator, cli.policy.clone(), text).spawn(reload::DEFAULT_INTERVAL);
-    let (client, writer) = downstream::stdio::serve();
+    let (client, written) = downstream::stdio::serve();
     let session = format!("stdio-{}", uuid::Uuid::new_v4());
 
     let config = RelayConfig { session: Some(session), upstream_timeout: cli.upstream_timeout };
@@ -118,7 +118,7 @@ pub async fn run(cli: Cli) -> i32 {
         }
     };
     // What is left for the client (errors for its pending requests) is written before exiting.
-    let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), written).await;
     match status {
         Some(s) => upstream::stdio::exit_code(s),
         None => 1,

@@ -6,14 +6,15 @@ use mcp_policy_gateway::cli::Cli;
 
 fn main() {
     let cli = Cli::parse();
-    let runtime =
-        match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
-            Ok(r) => r,
-            Err(e) => {
-                eprintln!("mcp-policy-gateway: cannot start the async runtime: {e}");
-                std::process::exit(1);
-            }
-        };
+    // One session over stdio: one thread runs the relay and the upstream's pipes (no hops
+    // between worker threads); stdin and stdout have their own threads.
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("mcp-policy-gateway: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
     let code = runtime.block_on(mcp_policy_gateway::run(cli));
     // Exit at once: a read of stdin still pending must not hold the process.
     std::process::exit(code);
