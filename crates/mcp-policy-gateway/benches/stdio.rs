@@ -6,7 +6,13 @@
 //! `cargo bench -p mcp-policy-gateway --bench stdio` prints criterion's figures, then p50 and
 //! p99 of 20,000 sequential calls each way.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, missing_docs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs
+)]
 
 use std::hint::black_box;
 use std::io::{BufRead, BufReader, Write};
@@ -65,8 +71,11 @@ impl Client {
         let stdin = child.stdin.take().unwrap();
         let stdout = BufReader::new(child.stdout.take().unwrap());
         let mut c = Client { child, stdin, stdout, next: 0, line: String::new() };
-        c.request("initialize", json!({"protocolVersion": "2025-06-18", "capabilities": {},
-            "clientInfo": {"name": "bench", "version": "1"}}));
+        c.request(
+            "initialize",
+            json!({"protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": {"name": "bench", "version": "1"}}),
+        );
         writeln!(c.stdin, r#"{{"jsonrpc":"2.0","method":"notifications/initialized"}}"#).unwrap();
         c.request("tools/list", json!({}));
         c
@@ -150,5 +159,9 @@ fn main() {
     println!("|---|---|---|");
     println!("| upstream directly | {:.1} µs | {:.1} µs |", us(d50), us(d99));
     println!("| through the gateway | {:.1} µs | {:.1} µs |", us(g50), us(g99));
-    println!("| added by the gateway | {:.1} µs | {:.1} µs |", us(g50) - us(d50), us(g99) - us(d99));
+    println!(
+        "| added by the gateway | {:.1} µs | {:.1} µs |",
+        us(g50) - us(d50),
+        us(g99) - us(d99)
+    );
 }

@@ -17,10 +17,7 @@ pub fn serve() -> (ClientLink, oneshot::Receiver<()>) {
     let (in_tx, in_rx) = mpsc::channel(CHANNEL_CAPACITY);
     let (out_tx, mut out_rx) = mpsc::channel::<Value>(CHANNEL_CAPACITY);
     let (done_tx, done_rx) = oneshot::channel();
-    std::thread::Builder::new()
-        .name("mcp-stdin".into())
-        .spawn(move || read_stdin(&in_tx))
-        .ok();
+    std::thread::Builder::new().name("mcp-stdin".into()).spawn(move || read_stdin(&in_tx)).ok();
     let spawned = std::thread::Builder::new().name("mcp-stdout".into()).spawn(move || {
         let stdout = std::io::stdout();
         let mut out = stdout.lock();
