@@ -177,7 +177,7 @@ impl<S: AsyncCounterStore> Guard<S> {
             session: session.map(str::to_owned),
             decision: decision.kind().as_str(),
             rule: decision.rule().into_owned(),
-            message: decision.message().to_owned(),
+            message: value_free_message(&decision),
             policy: policy.digest().to_owned(),
             eval_us,
             monitor,
@@ -219,6 +219,35 @@ impl<S: AsyncCounterStore> Guard<S> {
     }
 }
 
+/// The most of a decision's message the gateway writes (log and refusals).
+pub const MESSAGE_MAX: usize = 1024;
+
+/// The decision's message with no argument value in it, at most [`MESSAGE_MAX`] bytes.
+///
+/// An `arguments` schema failure's message from the core quotes the offending value after
+/// ``argument `/ptr` is invalid:``; the gateway keeps the pointer and drops the rest, so that
+/// neither its decision log nor its refusals carry argument values, whatever the core's version.
+pub fn value_free_message(d: &Decision<'_>) -> String {
+    let message = d.message();
+    let mut out = if d.rule().ends_with("/arguments")
+        && message.starts_with("argument `")
+        && let Some(end) = message.find(" is invalid")
+    {
+        format!("{} is invalid (it does not match the tool's `arguments` schema)", &message[..end])
+    } else {
+        message.to_owned()
+    };
+    if out.len() > MESSAGE_MAX {
+        let mut cut = MESSAGE_MAX;
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.truncate(cut);
+        out.push('…');
+    }
+    out
+}
+
 /// Appended to an approval refusal when nobody can be asked.
 pub const NO_APPROVER: &str = " No approver is configured: this client cannot ask a human (it \
 did not declare form elicitation) and the gateway has no approvals admin API.";
@@ -237,11 +266,17 @@ pub fn error_result(text: &str, structured: Option<Value>) -> Value {
 /// The refusal of a decision that is not allow: its client text (plus `extra`), and, when
 /// `structured`, the decision JSON without the approval key.
 pub fn refusal(d: &Decision<'_>, extra: &str, structured: bool) -> Value {
-    let text = format!("{}{extra}", d.client_text().unwrap_or_else(|| d.message().to_owned()));
+    let message = value_free_message(d);
+    let mut text = d.client_text().unwrap_or_else(|| d.message().to_owned());
+    if message != d.message() {
+        text = text.replace(d.message(), &message);
+    }
+    text.push_str(extra);
     let structured = structured.then(|| {
         let mut json = d.to_json();
         if let Some(obj) = json.as_object_mut() {
             obj.remove("approval_key");
+            obj.insert("message".into(), message.clone().into());
         }
         json
     });
@@ -347,6 +382,34 @@ mod tests {
         };
         assert_eq!(result["structuredContent"]["decision"], "deny");
         assert_eq!(result["isError"], true);
+    }
+
+    #[tokio::test]
+    async fn schema_failures_are_logged_and_refused_without_the_value() {
+        let g = guard(
+            r#"{"version": "1", "default": "deny", "tools": {"t": {"arguments": {"type": "object",
+                "properties": {"n": {"type": "integer"}}}}}}"#,
+            Mode::Enforce,
+        );
+        let mut cache = ToolCache::default();
+        cache.record(&[json!({"name": "t"})]);
+        let secret = "SELECT secret_column FROM users";
+        let Verdict::Refuse { result, record } =
+            g.decide("t", &json!({"n": secret}), None, None, &cache).await
+        else {
+            panic!("expected refusal")
+        };
+        assert!(!record.message.contains("secret_column"), "{}", record.message);
+        assert!(record.message.contains("`/n`"), "{}", record.message);
+        assert!(!result.to_string().contains("secret_column"), "{result}");
+        let long = "x".repeat(100_000);
+        let Verdict::Refuse { result, record } =
+            g.decide("t", &json!({"n": long}), None, None, &cache).await
+        else {
+            panic!("expected refusal")
+        };
+        assert!(record.message.len() <= MESSAGE_MAX + 4);
+        assert!(result.to_string().len() < 4 * MESSAGE_MAX);
     }
 
     #[tokio::test]
