@@ -412,6 +412,35 @@ mod tests {
         assert!(result.to_string().len() < 4 * MESSAGE_MAX);
     }
 
+    /// What README.md and docs/gateway.md show the agent on the 11th `cancel_run`.
+    #[tokio::test]
+    async fn the_seed_policy_limits_the_eleventh_cancel_run_as_documented() {
+        let g = guard(include_str!("../../../examples/seed-policy.json"), Mode::Enforce);
+        let mut cache = ToolCache::default();
+        cache.record(&[json!({"name": "cancel_run"})]);
+        for i in 0..10 {
+            let v = g.decide("cancel_run", &json!({"run_id": i}), None, None, &cache).await;
+            assert!(matches!(v, Verdict::Dispatch { .. }), "call {i}: {v:?}");
+        }
+        let Verdict::Refuse { result, .. } =
+            g.decide("cancel_run", &json!({"run_id": 10}), None, None, &cache).await
+        else {
+            panic!("expected a refusal")
+        };
+        let text = result["content"][0]["text"].as_str().unwrap();
+        assert!(
+            text.starts_with(
+                "Rate limited by policy: limit reached: counter `cancel_run_rate` admits 10 per \
+                 minute per grant. Retry after "
+            ),
+            "{text}"
+        );
+        assert!(text.ends_with(" seconds."), "{text}");
+        assert_eq!(result["isError"], true);
+        assert_eq!(result["structuredContent"]["decision"], "limit");
+        assert!(result["structuredContent"]["retry_after"].is_number());
+    }
+
     #[tokio::test]
     async fn monitor_dispatches_what_enforce_refuses() {
         let g = guard(POLICY, Mode::Monitor);
