@@ -33,6 +33,11 @@ pub struct Cli {
     #[arg(long, value_name = "PATH|-")]
     pub decision_log: Option<String>,
 
+    /// How often the policy file is looked at for changes, in seconds; 0 turns polling off
+    /// (SIGHUP still reloads).
+    #[arg(long, value_name = "SECS", default_value = "0.5", value_parser = parse_poll)]
+    pub policy_poll: std::time::Duration,
+
     /// Give up on a request the upstream has not answered after SECS seconds: the client gets
     /// an error and the upstream a cancellation (default: wait as long as it takes).
     #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
@@ -50,6 +55,12 @@ fn parse_seconds(s: &str) -> Result<std::time::Duration, String> {
         .ok()
         .filter(|d| !d.is_zero())
         .ok_or_else(|| format!("`{s}` is not a positive number of seconds"))
+}
+
+fn parse_poll(s: &str) -> Result<std::time::Duration, String> {
+    let secs: f64 = s.parse().map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    std::time::Duration::try_from_secs_f64(secs)
+        .map_err(|_| format!("`{s}` is not a number of seconds (0 or more)"))
 }
 
 /// `--mode`.

@@ -91,8 +91,7 @@ pub async fn run(cli: Cli) -> i32 {
             return EXIT_SPAWN;
         }
     };
-    let reloader =
-        Reloader::new(evaluator, cli.policy.clone(), text).spawn(reload::DEFAULT_INTERVAL);
+    let reloader = Reloader::new(evaluator, cli.policy.clone(), text).spawn(cli.policy_poll);
     let (client, written) = downstream::stdio::serve();
     let session = format!("stdio-{}", uuid::Uuid::new_v4());
 

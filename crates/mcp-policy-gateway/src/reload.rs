@@ -14,9 +14,6 @@ use std::time::Duration;
 
 use mcp_policy::{Evaluator, PolicyError};
 
-/// How often the policy file is looked at.
-pub const DEFAULT_INTERVAL: Duration = Duration::from_millis(500);
-
 /// What identifies one version of the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Fingerprint {
@@ -136,8 +133,12 @@ pub fn describe_error(path: &Path, e: &PolicyError) -> String {
 }
 
 impl<S: Send + Sync + 'static> Reloader<S> {
-    /// Polls every `interval` and reloads on SIGHUP, until the runtime stops.
+    /// Polls every `interval` (never when it is zero) and reloads on SIGHUP, until the runtime
+    /// stops.
     pub fn spawn(mut self, interval: Duration) -> tokio::task::JoinHandle<()> {
+        let polling = !interval.is_zero();
+        // An interval of a day when polling is off: only SIGHUP wakes the task in practice.
+        let interval = if polling { interval } else { Duration::from_secs(86_400) };
         tokio::spawn(async move {
             let mut hup =
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
@@ -154,6 +155,9 @@ impl<S: Send + Sync + 'static> Reloader<S> {
                         false
                     }
                 };
+                if !force && !polling {
+                    continue;
+                }
                 // Reading a small file is quick; keep it off the relay's threads anyway.
                 self = match tokio::task::spawn_blocking(move || {
                     self.check(force);

@@ -370,3 +370,32 @@ async fn a_hung_upstream_answers_errors_after_the_upstream_timeout() {
     g.close_stdin();
     g.wait_exit().await;
 }
+
+#[tokio::test]
+async fn sighup_reloads_the_policy_when_polling_is_off() {
+    let Some((fs, upstream)) = fs_setup(FS_POLICY) else { return };
+    std::fs::write(fs.data.join("r.txt"), "readable").unwrap();
+    let mut g = Raw::spawn(gateway_command(&fs.policy, &["--policy-poll", "0"], &upstream));
+    g.initialize("2025-06-18", json!({})).await;
+    let r = g.call(1, "read_text_file", json!({"path": fs.path("r.txt")})).await;
+    assert_eq!(r["result"]["content"][0]["text"], "Unknown tool: `read_text_file`.");
+    replace(&fs.policy, r#"{"version": "1", "default": "deny", "tools": {"read_text_file": {}}}"#);
+    // Polling is off: the old policy stays until SIGHUP.
+    let r = g.call(2, "read_text_file", json!({"path": fs.path("r.txt")})).await;
+    assert_eq!(r["result"]["isError"], true);
+    let pid = nix::unistd::Pid::from_raw(g.child.id().unwrap() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    let mut id = 10;
+    loop {
+        id += 1;
+        let r = g.call(id, "read_text_file", json!({"path": fs.path("r.txt")})).await;
+        if r["result"]["isError"] != true {
+            assert!(r.to_string().contains("readable"));
+            break;
+        }
+        assert!(id < 1000, "SIGHUP did not reload the policy");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    g.close_stdin();
+    g.wait_exit().await;
+}
