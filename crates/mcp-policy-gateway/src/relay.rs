@@ -756,3 +756,141 @@ fn upstream_gone_error(id: Value) -> Value {
          input) before answering",
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::guard::Mode;
+    use mcp_policy::Evaluator;
+    use tokio::task::JoinHandle;
+
+    struct Harness {
+        client_in: mpsc::Sender<Inbound>,
+        client_out: mpsc::Receiver<Value>,
+        upstream_in: mpsc::Receiver<Value>,
+        upstream_out: Option<mpsc::Sender<Value>>,
+        task: JoinHandle<RelayEnd>,
+    }
+
+    fn start(policy: &str) -> Harness {
+        let evaluator = Arc::new(Evaluator::new(policy.parse().unwrap()));
+        let guard = Arc::new(Guard::new(evaluator, "g", Mode::Enforce));
+        let (client_in, rx) = mpsc::channel(16);
+        let (tx, client_out) = mpsc::channel(16);
+        let (up_tx, upstream_in) = mpsc::channel(16);
+        let (upstream_out, up_rx) = mpsc::channel(16);
+        let task = tokio::spawn(Relay::run(
+            guard,
+            Arc::new(DecisionLog::disabled()),
+            RelayConfig::default(),
+            ClientLink { tx, rx },
+            UpstreamLink { tx: up_tx, rx: up_rx },
+        ));
+        Harness { client_in, client_out, upstream_in, upstream_out: Some(upstream_out), task }
+    }
+
+    impl Harness {
+        async fn client_sends(&self, v: Value) {
+            self.client_in.send(Inbound::Message(v)).await.unwrap();
+        }
+        async fn upstream_sends(&self, v: Value) {
+            self.upstream_out.as_ref().unwrap().send(v).await.unwrap();
+        }
+        async fn upstream_gets(&mut self) -> Value {
+            self.upstream_in.recv().await.unwrap()
+        }
+        async fn client_gets(&mut self) -> Value {
+            self.client_out.recv().await.unwrap()
+        }
+    }
+
+    const POLICY: &str = r#"{"version": "1", "default": "deny", "hide": ["h_*"], "tools": {"a": {}, "b": {}, "h_x": {}}}"#;
+
+    #[tokio::test]
+    async fn pages_pass_through_and_each_is_filtered() {
+        let mut h = start(POLICY);
+        h.client_sends(json!({"jsonrpc": "2.0", "id": "first", "method": "tools/list"})).await;
+        let req = h.upstream_gets().await;
+        assert_eq!(req["method"], "tools/list");
+        h.upstream_sends(json!({"jsonrpc": "2.0", "id": req["id"], "result": {
+            "tools": [{"name": "a"}, {"name": "h_x"}, {"name": "zzz"}],
+            "nextCursor": "page-2", "x-new-field": 1}}))
+            .await;
+        let page = h.client_gets().await;
+        assert_eq!(page["id"], "first");
+        assert_eq!(page["result"]["tools"], json!([{"name": "a"}]));
+        assert_eq!(page["result"]["nextCursor"], "page-2");
+        assert_eq!(page["result"]["x-new-field"], 1, "unknown fields pass through");
+        h.client_sends(json!({"jsonrpc": "2.0", "id": "second", "method": "tools/list",
+            "params": {"cursor": "page-2"}}))
+            .await;
+        let req = h.upstream_gets().await;
+        assert_eq!(req["params"]["cursor"], "page-2");
+        h.upstream_sends(json!({"jsonrpc": "2.0", "id": req["id"], "result": {
+            "tools": [{"name": "h_y"}, {"name": "b"}]}}))
+            .await;
+        let page = h.client_gets().await;
+        assert_eq!(page["id"], "second");
+        assert_eq!(page["result"]["tools"], json!([{"name": "b"}]));
+    }
+
+    #[tokio::test]
+    async fn the_gateways_own_requests_never_collide_with_the_peers_ids() {
+        let mut h = start(POLICY);
+        h.client_sends(json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}))
+            .await;
+        let init = h.upstream_gets().await;
+        h.upstream_sends(json!({"jsonrpc": "2.0", "id": init["id"], "result": {
+            "protocolVersion": "2025-06-18", "capabilities": {"tools": {"listChanged": true}},
+            "serverInfo": {"name": "u", "version": "1"}}}))
+            .await;
+        assert_eq!(h.client_gets().await["id"], 1);
+        h.client_sends(json!({"jsonrpc": "2.0", "method": "notifications/initialized"})).await;
+        assert_eq!(h.upstream_gets().await["method"], "notifications/initialized");
+        // The gateway lists the tools for itself, with an id of its own numbering.
+        let own = h.upstream_gets().await;
+        assert_eq!(own["method"], "tools/list");
+        // The client happens to use the same id for a request of its own.
+        h.client_sends(json!({"jsonrpc": "2.0", "id": own["id"], "method": "ping"})).await;
+        let ping = h.upstream_gets().await;
+        assert_ne!(ping["id"], own["id"]);
+        // The upstream answers both; the client sees only its own answer, with its id.
+        h.upstream_sends(json!({"jsonrpc": "2.0", "id": own["id"], "result": {"tools": [
+            {"name": "a", "outputSchema": {"type": "object"}}]}}))
+            .await;
+        h.upstream_sends(json!({"jsonrpc": "2.0", "id": ping["id"], "result": {}})).await;
+        let answer = h.client_gets().await;
+        assert_eq!(answer, json!({"jsonrpc": "2.0", "id": own["id"], "result": {}}));
+
+        // A server-to-client request whose id equals one of the client's: mapped both ways.
+        h.upstream_sends(json!({"jsonrpc": "2.0", "id": 1, "method": "roots/list"})).await;
+        let ask = h.client_gets().await;
+        assert_eq!(ask["method"], "roots/list");
+        h.client_sends(json!({"jsonrpc": "2.0", "id": ask["id"], "result": {"roots": []}})).await;
+        let back = h.upstream_gets().await;
+        assert_eq!(back, json!({"jsonrpc": "2.0", "id": 1, "result": {"roots": []}}));
+    }
+
+    #[tokio::test]
+    async fn the_upstream_going_answers_every_waiting_request() {
+        let mut h = start(POLICY);
+        h.client_sends(json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+            "params": {"name": "a", "arguments": {}}}))
+            .await;
+        h.client_sends(json!({"jsonrpc": "2.0", "id": 8, "method": "resources/list"})).await;
+        assert_eq!(h.upstream_gets().await["method"], "tools/call");
+        assert_eq!(h.upstream_gets().await["method"], "resources/list");
+        h.upstream_out = None;
+        let mut ids = vec![h.client_gets().await, h.client_gets().await]
+            .into_iter()
+            .map(|m| {
+                assert_eq!(m["error"]["code"], jsonrpc::INTERNAL_ERROR);
+                m["id"].as_i64().unwrap()
+            })
+            .collect::<Vec<_>>();
+        ids.sort();
+        assert_eq!(ids, vec![7, 8]);
+        assert_eq!(h.task.await.unwrap(), RelayEnd::UpstreamClosed);
+    }
+}
