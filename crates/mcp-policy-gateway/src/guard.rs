@@ -100,6 +100,7 @@ pub struct Guard<S = mcp_policy::MemoryStore> {
     evaluator: Arc<Evaluator<S>>,
     grant: String,
     mode: Mode,
+    context: Option<Value>,
 }
 
 impl<S> std::fmt::Debug for Guard<S> {
@@ -114,7 +115,14 @@ const PROMPT_ARGUMENTS_MAX: usize = 2000;
 impl<S> Guard<S> {
     /// A guard deciding every call with the grant `grant`.
     pub fn new(evaluator: Arc<Evaluator<S>>, grant: impl Into<String>, mode: Mode) -> Self {
-        Guard { evaluator, grant: grant.into(), mode }
+        Guard { evaluator, grant: grant.into(), mode, context: None }
+    }
+
+    /// What conditions read under `context` for every call of this guard (for example
+    /// `{"claims": {...}}` from a verified token); `None` is `{}`.
+    pub fn with_context(mut self, context: Value) -> Self {
+        self.context = Some(context);
+        self
     }
 
     /// The evaluator (for reloads).
@@ -165,6 +173,9 @@ impl<S: AsyncCounterStore> Guard<S> {
             .with_optional_session(session);
         if let Some(key) = approval_key {
             call = call.with_approval_key(key);
+        }
+        if let Some(context) = &self.context {
+            call = call.with_context(context);
         }
         let started = Instant::now();
         let mut decision = self.evaluator.evaluate_async(&call).await;
@@ -439,6 +450,27 @@ mod tests {
         assert_eq!(result["isError"], true);
         assert_eq!(result["structuredContent"]["decision"], "limit");
         assert!(result["structuredContent"]["retry_after"].is_number());
+    }
+
+    #[tokio::test]
+    async fn conditions_read_the_guards_context() {
+        let policy: Policy = r#"{"version": "1", "default": "deny", "tools": {"t": {"require": [
+            {"conditions": [{"path": "context.claims.role", "op": "eq", "value": "admin"}]}]}}}"#
+            .parse()
+            .unwrap();
+        let evaluator = Arc::new(Evaluator::new(policy));
+        let cache = ToolCache::default();
+        let admin = Guard::new(evaluator.clone(), "a", Mode::Enforce)
+            .with_context(json!({"claims": {"role": "admin"}}));
+        let other = Guard::new(evaluator, "b", Mode::Enforce);
+        assert!(matches!(
+            admin.decide("t", &json!({}), None, None, &cache).await,
+            Verdict::Dispatch { .. }
+        ));
+        assert!(matches!(
+            other.decide("t", &json!({}), None, None, &cache).await,
+            Verdict::Refuse { .. }
+        ));
     }
 
     #[tokio::test]

@@ -330,6 +330,8 @@ async fn hot_reload_applies_good_files_refuses_bad_ones_and_keeps_counts() {
     }
     let err = stderr.lock().unwrap().clone();
     assert!(err.contains("is refused"), "{err}");
+    // The upstream's own stderr passes through the gateway's.
+    assert!(err.contains("Secure MCP Filesystem Server running on stdio"), "{err}");
     assert!(err.contains("policy.json:1:"), "diagnostics with line and column: {err}");
     let r = g.call(3, "read_text_file", json!({"path": fs.path("w0")})).await;
     assert_ne!(r["result"]["isError"], true, "{r}");
