@@ -11,7 +11,7 @@ use std::ffi::OsString;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{Raw, alive, children_of, gateway_command, log_lines, node_server, replace, write};
+use support::{Raw, children_of, gateway_command, gone, log_lines, node_server, replace, write};
 
 const FS_POLICY: &str = r#"{
   "version": "1",
@@ -200,7 +200,7 @@ async fn a_client_that_leaves_takes_the_upstream_with_it() {
     g.close_stdin();
     g.wait_exit().await;
     for pid in upstream_pids {
-        assert!(!alive(pid), "upstream {pid} left behind");
+        assert!(gone(pid).await, "upstream {pid} left behind");
     }
 }
 
@@ -248,8 +248,8 @@ async fn an_upstream_crash_answers_pending_calls_and_the_gateway_exits_with_its_
     assert!(r["error"]["message"].as_str().unwrap().contains("upstream"));
     let status = g.wait_exit().await;
     assert_eq!(status.code(), Some(42));
-    assert!(!alive(sh[0]) && !alive(node[0]));
-    assert!(!alive(sleep[0]), "a process the upstream started was left behind");
+    assert!(gone(sh[0]).await && gone(node[0]).await);
+    assert!(gone(sleep[0]).await, "a process the upstream started was left behind");
 }
 
 #[tokio::test]

@@ -157,6 +157,19 @@ pub fn alive(pid: u32) -> bool {
     }
 }
 
+/// Whether `pid` is gone, waiting up to [`PATIENCE`] for a killed process to finish dying (a
+/// signal is delivered when the process next runs, which can take a while on a loaded machine).
+pub async fn gone(pid: u32) -> bool {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while alive(pid) {
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    true
+}
+
 // ---- a raw client: bytes over the gateway's stdin/stdout ----
 
 /// The gateway driven by hand over stdio.
