@@ -1,0 +1,3 @@
+//! Transports towards the client.
+
+pub mod stdio;

@@ -1,0 +1,3 @@
+//! Transports towards the upstream MCP server.
+
+pub mod stdio;
