@@ -381,7 +381,7 @@ impl<S: AsyncCounterStore> Relay<S> {
             self.forward(id, Relayed::ToolsCall { record: Box::new(record), sent }, msg).await;
         if !delivered
             && let Some(receipt) = receipt
-            && let Err(e) = self.guard.evaluator().rollback_receipt_async(&receipt).await
+            && let Err(e) = self.guard.evaluator().rollback_receipt_async(receipt).await
         {
             eprintln!(
                 "mcp-policy-gateway: could not give back the units of an undelivered call: {e}"
