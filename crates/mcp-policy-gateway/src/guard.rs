@@ -100,6 +100,10 @@ pub struct Guard<S = mcp_policy::MemoryStore> {
     evaluator: Arc<Evaluator<S>>,
     grant: String,
     mode: Mode,
+    /// Branch `http`: the call context (`{"claims": ...}` of a verified JWT).
+    context: Option<Value>,
+    /// Branch `http`: out-of-band approvals (the admin API).
+    approvals: Option<Arc<crate::approvals::OutOfBand>>,
 }
 
 impl<S> std::fmt::Debug for Guard<S> {
@@ -114,7 +118,25 @@ const PROMPT_ARGUMENTS_MAX: usize = 2000;
 impl<S> Guard<S> {
     /// A guard deciding every call with the grant `grant`.
     pub fn new(evaluator: Arc<Evaluator<S>>, grant: impl Into<String>, mode: Mode) -> Self {
-        Guard { evaluator, grant: grant.into(), mode }
+        Guard { evaluator, grant: grant.into(), mode, context: None, approvals: None }
+    }
+
+    /// The same guard, deciding every call with `context` (conditions see it as `context.*`).
+    pub fn with_context(mut self, context: Value) -> Self {
+        self.context = Some(context);
+        self
+    }
+
+    /// The same guard, with approvals out of band: an `approve` decision the client cannot ask
+    /// a human about waits in `approvals` for an administrator.
+    pub fn with_approvals(mut self, approvals: Arc<crate::approvals::OutOfBand>) -> Self {
+        self.approvals = Some(approvals);
+        self
+    }
+
+    /// Whether approvals can be given out of band.
+    pub fn out_of_band(&self) -> bool {
+        self.approvals.is_some()
     }
 
     /// The evaluator (for reloads).
@@ -166,6 +188,9 @@ impl<S: AsyncCounterStore> Guard<S> {
         if let Some(key) = approval_key {
             call = call.with_approval_key(key);
         }
+        if let Some(context) = &self.context {
+            call = call.with_context(context);
+        }
         let started = Instant::now();
         let mut decision = self.evaluator.evaluate_async(&call).await;
         let eval_us = started.elapsed().as_secs_f64() * 1e6;
@@ -183,6 +208,55 @@ impl<S: AsyncCounterStore> Guard<S> {
             monitor,
             approval: None,
         };
+        // Branch `http`: out-of-band approvals (see `approvals`).
+        let mut pending_id = None;
+        if approval_key.is_none()
+            && !monitor
+            && decision.kind() == DecisionKind::Approve
+            && let Some(queue) = &self.approvals
+        {
+            let binding =
+                crate::approvals::binding(tool, arguments, &self.grant, session, &record.policy);
+            match queue.lookup(&binding) {
+                Some(crate::approvals::Resolution::Approved(key)) => {
+                    // An administrator approved this very call: decide it again with its key.
+                    let mut verdict =
+                        Box::pin(self.decide(tool, arguments, session, Some(&key), cache)).await;
+                    if let Verdict::Dispatch { record, .. } | Verdict::Refuse { record, .. } =
+                        &mut verdict
+                    {
+                        record.approval = Some("approved_out_of_band");
+                    }
+                    // Once: the approval is spent by a dispatched call; a call limited after
+                    // its approval keeps it for the next retry.
+                    if matches!(verdict, Verdict::Dispatch { .. }) {
+                        queue.consume(&binding);
+                    }
+                    return verdict;
+                }
+                Some(crate::approvals::Resolution::Refused) => {
+                    queue.consume(&binding);
+                    let mut record = record;
+                    record.approval = Some("refused_out_of_band");
+                    return Verdict::Refuse { result: declined(tool, "refused"), record };
+                }
+                None => {
+                    let key = decision.approval_key().unwrap_or_default().to_owned();
+                    pending_id = Some(queue.submit(
+                        &binding,
+                        crate::approvals::Submitted {
+                            tool,
+                            arguments,
+                            grant: &self.grant,
+                            session,
+                            rule: &record.rule,
+                            reason: decision.message(),
+                        },
+                        key,
+                    ));
+                }
+            }
+        }
         // CORE-MODE: when the core's `Mode` lands (notes/API.md), build the evaluator
         // `.with_mode(mcp_policy::Mode::Monitor)` and replace `monitor ||` below with
         // `decision.should_dispatch()`; the core then charges exactly what enforcing would.
@@ -211,7 +285,14 @@ impl<S: AsyncCounterStore> Guard<S> {
                     "Approve the call of `{tool}` with arguments {args}? Policy: {}",
                     decision.message()
                 );
-                let refusal = refusal(&decision, NO_APPROVER, structured);
+                let waiting = pending_id.map(|id| {
+                    format!(
+                        " Waiting for an administrator to approve it (approval `{id}`): retry \
+                         the same call once it is approved."
+                    )
+                });
+                let refusal =
+                    refusal(&decision, waiting.as_deref().unwrap_or(NO_APPROVER), structured);
                 Verdict::Approve { key, prompt, refusal, record }
             }
             _ => Verdict::Refuse { result: refusal(&decision, "", structured), record },

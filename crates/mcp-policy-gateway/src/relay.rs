@@ -311,7 +311,9 @@ impl<S: AsyncCounterStore> Relay<S> {
             }
             Verdict::Approve { key, prompt, refusal, mut record } => {
                 if !self.can_elicit() {
-                    record.approval = Some("unavailable");
+                    // Branch `http`: with the admin API the call waits out of band.
+                    record.approval =
+                        Some(if self.guard.out_of_band() { "pending" } else { "unavailable" });
                     self.log.write(&record, Outcome::NotDispatched, None);
                     self.client(jsonrpc::result(id, refusal)).await;
                     return;
@@ -356,7 +358,8 @@ impl<S: AsyncCounterStore> Relay<S> {
         receipt: Option<mcp_policy::ChargeReceipt>,
     ) {
         let sent = Instant::now();
-        let delivered = self.forward(id, Relayed::ToolsCall { record: Box::new(record), sent }, msg).await;
+        let delivered =
+            self.forward(id, Relayed::ToolsCall { record: Box::new(record), sent }, msg).await;
         if !delivered
             && let Some(receipt) = receipt
             && let Err(e) = self.guard.evaluator().rollback_receipt_async(&receipt).await

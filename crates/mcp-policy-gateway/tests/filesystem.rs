@@ -8,9 +8,9 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 
+use rmcp::RoleClient;
 use rmcp::model::{CallToolRequestParams, CallToolResult};
 use rmcp::service::RunningService;
-use rmcp::RoleClient;
 use serde_json::{Value, json};
 use support::{TestClient, gateway_command, log_lines, node_server, rmcp_client, write};
 
@@ -111,11 +111,16 @@ async fn a_denied_call_never_reaches_the_server() {
     )
     .await;
     assert_eq!(r.is_error, Some(true));
-    assert!(text(&r).starts_with("Denied by policy: editing files is not allowed."), "{}", text(&r));
+    assert!(
+        text(&r).starts_with("Denied by policy: editing files is not allowed."),
+        "{}",
+        text(&r)
+    );
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "original");
 
     // A default-denied tool (not listed) is refused as an unknown tool; the file is unchanged.
-    let r = call(&s, "write_file", json!({"path": path_in(&s.data, "w.txt"), "content": "x"})).await;
+    let r =
+        call(&s, "write_file", json!({"path": path_in(&s.data, "w.txt"), "content": "x"})).await;
     assert_ne!(r.is_error, Some(true), "write_file is allowed: {r:?}");
     s.client.cancel().await.unwrap();
 }
@@ -125,11 +130,13 @@ async fn the_eleventh_write_is_limited_and_leaves_no_file() {
     let Some(s) = setup(POLICY, &[], TestClient::default()).await else { return };
     for i in 0..10 {
         let name = format!("f{i}.txt");
-        let r = call(&s, "write_file", json!({"path": path_in(&s.data, &name), "content": "x"})).await;
+        let r =
+            call(&s, "write_file", json!({"path": path_in(&s.data, &name), "content": "x"})).await;
         assert_ne!(r.is_error, Some(true), "call {i}: {r:?}");
         assert!(s.data.join(&name).exists());
     }
-    let r = call(&s, "write_file", json!({"path": path_in(&s.data, "f10.txt"), "content": "x"})).await;
+    let r =
+        call(&s, "write_file", json!({"path": path_in(&s.data, "f10.txt"), "content": "x"})).await;
     assert_eq!(r.is_error, Some(true));
     assert!(text(&r).starts_with("Rate limited by policy:"), "{}", text(&r));
     assert!(text(&r).contains("Retry after"), "{}", text(&r));
@@ -202,7 +209,10 @@ async fn approval_without_elicitation_is_denied_with_no_approver() {
     let r = call(&s, "create_directory", json!({"path": path_in(&s.data, "nobody")})).await;
     assert_eq!(r.is_error, Some(true));
     let t = text(&r);
-    assert!(t.starts_with("Approval required by policy: creating directories needs a human."), "{t}");
+    assert!(
+        t.starts_with("Approval required by policy: creating directories needs a human."),
+        "{t}"
+    );
     assert!(t.contains("No approver is configured"), "{t}");
     // The secret approval key never reaches the client.
     let structured = r.structured_content.clone().unwrap_or_default();
@@ -250,7 +260,19 @@ async fn the_decision_log_never_holds_argument_values() {
     let lines = log_lines(&s.log);
     assert_eq!(lines.len(), 3);
     for l in &lines {
-        for field in ["time", "tool", "grant", "session", "decision", "rule", "message", "policy", "eval_us", "upstream_ms", "outcome"] {
+        for field in [
+            "time",
+            "tool",
+            "grant",
+            "session",
+            "decision",
+            "rule",
+            "message",
+            "policy",
+            "eval_us",
+            "upstream_ms",
+            "outcome",
+        ] {
             assert!(l.get(field).is_some(), "{field} missing in {l}");
         }
         assert_eq!(l["policy"].as_str().unwrap().len(), 64);

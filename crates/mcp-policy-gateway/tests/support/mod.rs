@@ -1,6 +1,13 @@
 //! Shared test support: locating the real MCP components the tests start (installed by
 //! `.ci/run`), a raw stdio client, and an rmcp client.
-#![allow(dead_code, deprecated, unreachable_pub, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    dead_code,
+    deprecated,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
@@ -254,7 +261,10 @@ impl Raw {
     }
 
     pub async fn wait_exit(&mut self) -> ExitStatus {
-        tokio::time::timeout(PATIENCE, self.child.wait()).await.expect("the gateway did not exit").unwrap()
+        tokio::time::timeout(PATIENCE, self.child.wait())
+            .await
+            .expect("the gateway did not exit")
+            .unwrap()
     }
 }
 
@@ -305,11 +315,8 @@ impl ClientHandler for TestClient {
         _context: RequestContext<RoleClient>,
     ) -> Result<ListRootsResult, ErrorData> {
         self.roots_asked.fetch_add(1, Ordering::SeqCst);
-        let roots = self
-            .roots
-            .iter()
-            .map(|r| Root::new(format!("file://{}", r.display())))
-            .collect();
+        let roots =
+            self.roots.iter().map(|r| Root::new(format!("file://{}", r.display()))).collect();
         Ok(ListRootsResult::new(roots))
     }
 }
