@@ -116,16 +116,25 @@ async fn rmcp_client_over_http_allowed_denied_hidden_limited_and_metrics() {
     assert_eq!(std::fs::read_to_string(&a).unwrap(), "hello");
 
     // Hidden: answered as an unknown tool.
-    let r = client.call_tool(rmcp_params("move_file", json!({"source": a, "destination": fs.path("b.txt")}))).await.unwrap();
+    let r = client
+        .call_tool(rmcp_params("move_file", json!({"source": a, "destination": fs.path("b.txt")})))
+        .await
+        .unwrap();
     assert_eq!(r.is_error, Some(true));
     assert!(std::path::Path::new(&a).exists());
 
     // Limited: the third write of the hour is refused and never reaches the upstream.
     let b = fs.path("b.txt");
-    let r = client.call_tool(rmcp_params("write_file", json!({"path": b, "content": "2"}))).await.unwrap();
+    let r = client
+        .call_tool(rmcp_params("write_file", json!({"path": b, "content": "2"})))
+        .await
+        .unwrap();
     assert_ne!(r.is_error, Some(true));
     let c = fs.path("c.txt");
-    let r = client.call_tool(rmcp_params("write_file", json!({"path": c, "content": "3"}))).await.unwrap();
+    let r = client
+        .call_tool(rmcp_params("write_file", json!({"path": c, "content": "3"})))
+        .await
+        .unwrap();
     assert_eq!(r.is_error, Some(true));
     assert!(!std::path::Path::new(&c).exists(), "a limited call never reached the upstream");
 
@@ -142,8 +151,14 @@ async fn rmcp_client_over_http_allowed_denied_hidden_limited_and_metrics() {
         m.contains(r#"mcp_policy_gateway_decisions_total{tool="write_file",kind="allow",rule="#),
         "{m}"
     );
-    assert!(m.contains(r#"tool="write_file",kind="limit",rule="/tools/write_file/limits/0"} 1"#), "{m}");
-    assert!(m.contains(r#"tool="edit_file",kind="deny",rule="/tools/edit_file/deny_if/0"} 1"#), "{m}");
+    assert!(
+        m.contains(r#"tool="write_file",kind="limit",rule="/tools/write_file/limits/0"} 1"#),
+        "{m}"
+    );
+    assert!(
+        m.contains(r#"tool="edit_file",kind="deny",rule="/tools/edit_file/deny_if/0"} 1"#),
+        "{m}"
+    );
     assert!(m.contains(r#"tool="create_directory",kind="approve""#), "{m}");
     assert!(m.contains("mcp_policy_gateway_upstream_latency_seconds_count 2"), "{m}");
     assert!(m.contains("mcp_policy_gateway_store_errors_total 0"), "{m}");
@@ -153,7 +168,12 @@ async fn rmcp_client_over_http_allowed_denied_hidden_limited_and_metrics() {
     std::fs::write(fs.dir.path().join("policy.json"), "{ not json").unwrap();
     let mut refused = false;
     for _ in 0..200 {
-        if fs.gw.metrics().await.contains(r#"mcp_policy_gateway_reloads_total{outcome="refused"} 1"#) {
+        if fs
+            .gw
+            .metrics()
+            .await
+            .contains(r#"mcp_policy_gateway_reloads_total{outcome="refused"} 1"#)
+        {
             refused = true;
             break;
         }
@@ -171,11 +191,26 @@ async fn jwt_none_expired_wrong_audience_bad_signature_are_401() {
     let Some(fs) = fs_gateway(JWT_ARGS).await else { return };
     let cases = [
         (None, "missing"),
-        (Some(jwt(json!({"sub": "a", "aud": "gw", "iss": "idp", "exp": now() - 600}), SECRET)), "expired"),
-        (Some(jwt(json!({"sub": "a", "aud": "other", "iss": "idp", "exp": now() + 600}), SECRET)), "audience"),
-        (Some(jwt(json!({"sub": "a", "aud": "gw", "iss": "evil", "exp": now() + 600}), SECRET)), "issuer"),
         (
-            Some(jwt(json!({"sub": "a", "aud": "gw", "iss": "idp", "exp": now() + 600}), "another-secret-0123456789-abcdefghijkl")),
+            Some(jwt(json!({"sub": "a", "aud": "gw", "iss": "idp", "exp": now() - 600}), SECRET)),
+            "expired",
+        ),
+        (
+            Some(jwt(
+                json!({"sub": "a", "aud": "other", "iss": "idp", "exp": now() + 600}),
+                SECRET,
+            )),
+            "audience",
+        ),
+        (
+            Some(jwt(json!({"sub": "a", "aud": "gw", "iss": "evil", "exp": now() + 600}), SECRET)),
+            "issuer",
+        ),
+        (
+            Some(jwt(
+                json!({"sub": "a", "aud": "gw", "iss": "idp", "exp": now() + 600}),
+                "another-secret-0123456789-abcdefghijkl",
+            )),
             "signature",
         ),
         (Some("not.a.jwt".to_owned()), "invalid"),
@@ -183,9 +218,10 @@ async fn jwt_none_expired_wrong_audience_bad_signature_are_401() {
     for (token, why) in cases {
         let mut c = fs.gw.client();
         c.token = token;
-        let resp = c.initialize().await;
+        let resp = c.initialize().await.unwrap_err();
         assert_eq!(resp.status(), 401, "{why}");
-        let challenge = resp.headers().get("www-authenticate").unwrap().to_str().unwrap().to_owned();
+        let challenge =
+            resp.headers().get("www-authenticate").unwrap().to_str().unwrap().to_owned();
         assert!(challenge.starts_with("Bearer"), "{challenge}");
         let body: Value = resp.json().await.unwrap();
         assert!(body["error"]["message"].as_str().unwrap().contains(why), "{why}: {body}");
@@ -193,26 +229,36 @@ async fn jwt_none_expired_wrong_audience_bad_signature_are_401() {
     // A valid token opens a session; the session cannot be used with another identity's token,
     // nor without a token.
     let mut alice = fs.gw.client().with_token(&token_for("alice"));
-    assert_eq!(alice.initialize().await.status(), 200);
+    alice.initialize().await.unwrap();
     let r = alice.call(1, "list_allowed_directories", json!({})).await;
     assert_ne!(r["isError"], true, "{r}");
     let mut mallory = fs.gw.client().with_token(&token_for("mallory"));
     mallory.session = alice.session.clone();
-    let resp = mallory.post(&json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"})).send().await.unwrap();
+    let resp = mallory
+        .post(&json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 404, "another identity cannot use the session");
     let mut anonymous = fs.gw.client();
     anonymous.session = alice.session.clone();
-    let resp = anonymous.post(&json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"})).send().await.unwrap();
+    let resp = anonymous
+        .post(&json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 401);
     // The session's own identity still works after those attempts.
     let r = alice.call(3, "list_allowed_directories", json!({})).await;
     assert_ne!(r["isError"], true, "{r}");
     // A request without a session id is refused; an unknown one is 404.
     let mut c = fs.gw.client().with_token(&token_for("alice"));
-    let resp = c.post(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"})).send().await.unwrap();
+    let resp =
+        c.post(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"})).send().await.unwrap();
     assert_eq!(resp.status(), 400);
     c.session = Some("nope".into());
-    let resp = c.post(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"})).send().await.unwrap();
+    let resp =
+        c.post(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"})).send().await.unwrap();
     assert_eq!(resp.status(), 404);
 }
 
@@ -220,17 +266,24 @@ async fn jwt_none_expired_wrong_audience_bad_signature_are_401() {
 async fn two_users_have_separate_counts_and_claims_reach_conditions() {
     let Some(fs) = fs_gateway(JWT_ARGS).await else { return };
     // Through the rmcp client with a bearer token.
-    let config = StreamableHttpClientTransportConfig::with_uri(fs.gw.mcp()).auth_header(token_for("alice"));
+    let config =
+        StreamableHttpClientTransportConfig::with_uri(fs.gw.mcp()).auth_header(token_for("alice"));
     let alice = ().serve(StreamableHttpClientTransport::from_config(config)).await.unwrap();
     let mut bob = fs.gw.client().with_token(&token_for("bob"));
-    assert_eq!(bob.initialize().await.status(), 200);
+    bob.initialize().await.unwrap();
     for i in 0..2 {
         let p = fs.path(&format!("alice{i}"));
-        let r = alice.call_tool(rmcp_params("write_file", json!({"path": p, "content": "x"}))).await.unwrap();
+        let r = alice
+            .call_tool(rmcp_params("write_file", json!({"path": p, "content": "x"})))
+            .await
+            .unwrap();
         assert_ne!(r.is_error, Some(true), "{r:?}");
     }
     let p = fs.path("alice2");
-    let r = alice.call_tool(rmcp_params("write_file", json!({"path": p, "content": "x"}))).await.unwrap();
+    let r = alice
+        .call_tool(rmcp_params("write_file", json!({"path": p, "content": "x"})))
+        .await
+        .unwrap();
     assert_eq!(r.is_error, Some(true), "alice's third write is limited");
     assert!(!std::path::Path::new(&p).exists());
     // Bob's count is his own.
@@ -243,9 +296,12 @@ async fn two_users_have_separate_counts_and_claims_reach_conditions() {
     let r = bob.call(20, "write_file", json!({"path": fs.path("bob2"), "content": "x"})).await;
     assert_eq!(r["isError"], true);
     // An intern's token: the claim reaches the condition.
-    let intern = jwt(json!({"sub": "carol", "role": "intern", "aud": "gw", "iss": "idp", "exp": now() + 600}), SECRET);
+    let intern = jwt(
+        json!({"sub": "carol", "role": "intern", "aud": "gw", "iss": "idp", "exp": now() + 600}),
+        SECRET,
+    );
     let mut carol = fs.gw.client().with_token(&intern);
-    assert_eq!(carol.initialize().await.status(), 200);
+    carol.initialize().await.unwrap();
     let p = fs.path("carol");
     let r = carol.call(1, "write_file", json!({"path": p, "content": "x"})).await;
     assert!(text(&r).contains("interns may not write files"), "{r}");
@@ -262,7 +318,8 @@ async fn origin_and_host_are_checked_and_remote_addresses_refused() {
     let c = fs.gw.client();
     let resp = c.post(&init).header("origin", "https://evil.example").send().await.unwrap();
     assert_eq!(resp.status(), 403);
-    let resp = c.post(&init).header("host", format!("rebound.evil.example:{port}")).send().await.unwrap();
+    let resp =
+        c.post(&init).header("host", format!("rebound.evil.example:{port}")).send().await.unwrap();
     assert_eq!(resp.status(), 403);
     let resp = c.post(&init).header("origin", "http://localhost:5173").send().await.unwrap();
     assert_eq!(resp.status(), 200);
@@ -285,9 +342,11 @@ async fn origin_and_host_are_checked_and_remote_addresses_refused() {
 
 #[tokio::test]
 async fn admin_api_approves_once_and_refuses() {
-    let Some(fs) = fs_gateway(&["--admin-token-file", "ADMIN", "--grant", "agent"]).await else { return };
+    let Some(fs) = fs_gateway(&["--admin-token-file", "ADMIN", "--grant", "agent"]).await else {
+        return;
+    };
     let mut c = fs.gw.client();
-    assert_eq!(c.initialize().await.status(), 200);
+    c.initialize().await.unwrap();
     let d = fs.path("approved");
     let r = c.call(1, "create_directory", json!({"path": d})).await;
     assert_eq!(r["isError"], true);
@@ -298,7 +357,8 @@ async fn admin_api_approves_once_and_refuses() {
     // The admin API needs the admin token.
     assert_eq!(fs.gw.get("/approvals", None).await.status(), 401);
     assert_eq!(fs.gw.get("/approvals", Some("wrong-token-000000000")).await.status(), 401);
-    let list: Value = fs.gw.get("/approvals", Some("admin-token-0123456789")).await.json().await.unwrap();
+    let list: Value =
+        fs.gw.get("/approvals", Some("admin-token-0123456789")).await.json().await.unwrap();
     let pending = list["pending"].as_array().unwrap();
     assert_eq!(pending.len(), 1, "{list}");
     let entry = &pending[0];
@@ -316,9 +376,16 @@ async fn admin_api_approves_once_and_refuses() {
     let url = format!("{}/approvals/{id}", fs.gw.base);
     let resp = admin.post(&url).body(r#"{"approve": true}"#).send().await.unwrap();
     assert_eq!(resp.status(), 401, "resolving needs the token too");
-    let resp = admin.post(&url).bearer_auth("admin-token-0123456789").body("{}").send().await.unwrap();
+    let resp =
+        admin.post(&url).bearer_auth("admin-token-0123456789").body("{}").send().await.unwrap();
     assert_eq!(resp.status(), 400);
-    let resp = admin.post(&url).bearer_auth("admin-token-0123456789").body(r#"{"approve": true}"#).send().await.unwrap();
+    let resp = admin
+        .post(&url)
+        .bearer_auth("admin-token-0123456789")
+        .body(r#"{"approve": true}"#)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
 
     // Approved: the retry passes, once.
@@ -329,14 +396,27 @@ async fn admin_api_approves_once_and_refuses() {
     let r = c.call(4, "create_directory", json!({"path": d})).await;
     assert!(text(&r).contains("Waiting for an administrator"), "approved once only: {r}");
     assert!(!std::path::Path::new(&d).exists());
-    let resp = admin.post(&url).bearer_auth("admin-token-0123456789").body(r#"{"approve": true}"#).send().await.unwrap();
+    let resp = admin
+        .post(&url)
+        .bearer_auth("admin-token-0123456789")
+        .body(r#"{"approve": true}"#)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 404, "a spent approval id is unknown");
 
     // Refused: the retry is refused once, saying so; the directory never appears.
-    let list: Value = fs.gw.get("/approvals", Some("admin-token-0123456789")).await.json().await.unwrap();
+    let list: Value =
+        fs.gw.get("/approvals", Some("admin-token-0123456789")).await.json().await.unwrap();
     let id2 = list["pending"][0]["id"].as_str().unwrap().to_owned();
     let url2 = format!("{}/approvals/{id2}", fs.gw.base);
-    let resp = admin.post(&url2).bearer_auth("admin-token-0123456789").body(r#"{"approve": false}"#).send().await.unwrap();
+    let resp = admin
+        .post(&url2)
+        .bearer_auth("admin-token-0123456789")
+        .body(r#"{"approve": false}"#)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     let r = c.call(5, "create_directory", json!({"path": d})).await;
     assert!(text(&r).contains("Approval refused"), "{r}");
@@ -363,8 +443,8 @@ async fn two_replicas_on_one_redis_admit_exactly_max() {
     let b = gateway(&policy, &["--redis", &url], &upstream).await;
     let mut ca = a.client();
     let mut cb = b.client();
-    assert_eq!(ca.initialize().await.status(), 200);
-    assert_eq!(cb.initialize().await.status(), 200);
+    ca.initialize().await.unwrap();
+    cb.initialize().await.unwrap();
     let mut admitted = 0;
     for i in 0..8 {
         let (a1, b1) = tokio::join!(

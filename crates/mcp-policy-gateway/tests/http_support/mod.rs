@@ -36,7 +36,9 @@ pub fn skip(var: &str, what: &str) -> bool {
     if std::env::var(var).as_deref() == Ok("1") {
         panic!("{what} is missing and {var}=1: install it (bash .ci/run does)");
     }
-    eprintln!("\n**** SKIPPED: {what} is missing (run `bash .ci/run`); set {var}=1 to fail instead ****\n");
+    eprintln!(
+        "\n**** SKIPPED: {what} is missing (run `bash .ci/run`); set {var}=1 to fail instead ****\n"
+    );
     false
 }
 
@@ -117,7 +119,10 @@ impl Gateway {
         if let Some(pid) = self.child.id() {
             let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
         }
-        tokio::time::timeout(PATIENCE, self.child.wait()).await.expect("the gateway did not stop").unwrap()
+        tokio::time::timeout(PATIENCE, self.child.wait())
+            .await
+            .expect("the gateway did not stop")
+            .unwrap()
     }
 
     pub async fn get(&self, path: &str, token: Option<&str>) -> reqwest::Response {
@@ -157,8 +162,11 @@ pub async fn messages(resp: reqwest::Response) -> Vec<Value> {
     }
     text.split("\n\n")
         .filter_map(|event| {
-            let data: Vec<&str> =
-                event.lines().filter_map(|l| l.strip_prefix("data:")).map(str::trim_start).collect();
+            let data: Vec<&str> = event
+                .lines()
+                .filter_map(|l| l.strip_prefix("data:"))
+                .map(str::trim_start)
+                .collect();
             (!data.is_empty()).then(|| serde_json::from_str(&data.join("\n")).unwrap())
         })
         .collect()
@@ -186,24 +194,27 @@ impl Raw {
         req
     }
 
-    /// `initialize` + `notifications/initialized`; returns the initialize response.
-    pub async fn initialize(&mut self) -> reqwest::Response {
+    /// `initialize` (its answer read whole) + `notifications/initialized`; the initialize
+    /// response message, or the HTTP response when it was refused.
+    pub async fn initialize(&mut self) -> Result<Value, reqwest::Response> {
         let body = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
             "protocolVersion": "2025-06-18", "capabilities": {},
             "clientInfo": {"name": "http-test", "version": "1"}}});
         let resp = self.post(&body).send().await.unwrap();
         if !resp.status().is_success() {
-            return resp;
+            return Err(resp);
         }
-        self.session = resp.headers().get("mcp-session-id").map(|v| v.to_str().unwrap().to_owned());
-        assert!(self.session.is_some(), "no Mcp-Session-Id on the initialize response");
+        let session = resp.headers().get("mcp-session-id").map(|v| v.to_str().unwrap().to_owned());
+        assert!(session.is_some(), "no Mcp-Session-Id on the initialize response");
+        let answer = messages(resp).await.into_iter().find(|m| m["id"] == 0).unwrap();
+        self.session = session;
         let init = self
             .post(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
             .send()
             .await
             .unwrap();
         assert_eq!(init.status(), 202);
-        resp
+        Ok(answer)
     }
 
     /// A request; returns its response message.
@@ -214,7 +225,11 @@ impl Raw {
             .await
             .unwrap();
         assert!(resp.status().is_success(), "HTTP {}", resp.status());
-        messages(resp).await.into_iter().find(|m| m["id"] == id && m.get("method").is_none()).unwrap()
+        messages(resp)
+            .await
+            .into_iter()
+            .find(|m| m["id"] == id && m.get("method").is_none())
+            .unwrap()
     }
 
     /// A tool call; returns its `result`.
@@ -281,7 +296,16 @@ impl RedisServer {
         }
         let port = free_port();
         let child = std::process::Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
