@@ -513,3 +513,100 @@ async fn http_upstream_url_through_the_gateway() {
     gw.stop().await;
     let _ = server.kill().await;
 }
+
+/// The pids whose parent is `pid`.
+fn children_of(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(p) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else { continue };
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { continue };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if fields.get(1).and_then(|f| f.parse::<u32>().ok()) == Some(pid) && fields.first() != Some(&"Z") {
+            out.push(p);
+        }
+    }
+    out
+}
+
+async fn wait_children(pid: u32, n: usize) -> bool {
+    for _ in 0..300 {
+        if children_of(pid).len() == n {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn sessions_have_their_own_upstream_get_stream_delete_and_header_rules() {
+    let Some(fs) = fs_gateway(&[]).await else { return };
+    let pid = fs.gw.child.id().unwrap();
+    let mut a = fs.gw.client();
+    let init = a.initialize().await.unwrap();
+    assert!(init["result"]["protocolVersion"].is_string(), "{init}");
+    assert!(init["result"]["capabilities"]["tools"].is_object(), "{init}");
+    let mut b = fs.gw.client();
+    b.initialize().await.unwrap();
+    assert_ne!(a.session, b.session);
+    assert!(wait_children(pid, 2).await, "one upstream process per session: {:?}", children_of(pid));
+
+    // The GET stream: one per session.
+    let get = |c: &Raw| {
+        c.http
+            .get(&c.url)
+            .header("accept", "text/event-stream")
+            .header("mcp-session-id", c.session.clone().unwrap())
+            .send()
+    };
+    let stream = get(&a).await.unwrap();
+    assert_eq!(stream.status(), 200);
+    assert!(stream.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    assert_eq!(get(&a).await.unwrap().status(), 409);
+    drop(stream);
+
+    // Header rules.
+    let list = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/list"});
+    let raw = |accept: &str, content_type: &str, version: &str| {
+        a.http
+            .post(&a.url)
+            .header("accept", accept)
+            .header("content-type", content_type)
+            .header("mcp-session-id", a.session.clone().unwrap())
+            .header("mcp-protocol-version", version)
+            .body(list.to_string())
+            .send()
+    };
+    let both = "application/json, text/event-stream";
+    let resp = raw(both, "application/json", "1999-01-01").await.unwrap();
+    assert_eq!(resp.status(), 400);
+    let resp = raw(both, "text/plain", "2025-06-18").await.unwrap();
+    assert_eq!(resp.status(), 415);
+    let resp = raw("text/html", "application/json", "2025-06-18").await.unwrap();
+    assert_eq!(resp.status(), 406);
+    let resp = a.http.post(&a.url).header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream").body("{oops").send().await.unwrap();
+    assert_eq!(resp.status(), 400);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], -32700);
+    // JSON-only clients get JSON.
+    let resp = raw("application/json", "application/json", "2025-06-18").await.unwrap();
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    let body: Value = resp.json().await.unwrap();
+    assert!(body["result"]["tools"].is_array(), "{body}");
+
+    // DELETE ends the session and its upstream; the other session goes on.
+    let resp = a.http.delete(&a.url).header("mcp-session-id", a.session.clone().unwrap()).send().await.unwrap();
+    assert_eq!(resp.status(), 204);
+    let resp = a.post(&list).send().await.unwrap();
+    assert_eq!(resp.status(), 404);
+    assert!(wait_children(pid, 1).await, "the session's upstream stopped: {:?}", children_of(pid));
+    let r = b.call(1, "list_allowed_directories", json!({})).await;
+    assert_ne!(r["isError"], true, "{r}");
+
+    // Stopping the gateway stops every upstream.
+    let status = fs.gw.stop().await;
+    assert!(status.success());
+    assert!(wait_children(pid, 0).await);
+}
