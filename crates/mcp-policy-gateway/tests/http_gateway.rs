@@ -522,7 +522,9 @@ fn children_of(pid: u32) -> Vec<u32> {
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else { continue };
         let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { continue };
         let fields: Vec<&str> = rest.split_whitespace().collect();
-        if fields.get(1).and_then(|f| f.parse::<u32>().ok()) == Some(pid) && fields.first() != Some(&"Z") {
+        if fields.get(1).and_then(|f| f.parse::<u32>().ok()) == Some(pid)
+            && fields.first() != Some(&"Z")
+        {
             out.push(p);
         }
     }
@@ -550,7 +552,11 @@ async fn sessions_have_their_own_upstream_get_stream_delete_and_header_rules() {
     let mut b = fs.gw.client();
     b.initialize().await.unwrap();
     assert_ne!(a.session, b.session);
-    assert!(wait_children(pid, 2).await, "one upstream process per session: {:?}", children_of(pid));
+    assert!(
+        wait_children(pid, 2).await,
+        "one upstream process per session: {:?}",
+        children_of(pid)
+    );
 
     // The GET stream: one per session.
     let get = |c: &Raw| {
@@ -585,8 +591,15 @@ async fn sessions_have_their_own_upstream_get_stream_delete_and_header_rules() {
     assert_eq!(resp.status(), 415);
     let resp = raw("text/html", "application/json", "2025-06-18").await.unwrap();
     assert_eq!(resp.status(), 406);
-    let resp = a.http.post(&a.url).header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream").body("{oops").send().await.unwrap();
+    let resp = a
+        .http
+        .post(&a.url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body("{oops")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 400);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["code"], -32700);
@@ -597,7 +610,13 @@ async fn sessions_have_their_own_upstream_get_stream_delete_and_header_rules() {
     assert!(body["result"]["tools"].is_array(), "{body}");
 
     // DELETE ends the session and its upstream; the other session goes on.
-    let resp = a.http.delete(&a.url).header("mcp-session-id", a.session.clone().unwrap()).send().await.unwrap();
+    let resp = a
+        .http
+        .delete(&a.url)
+        .header("mcp-session-id", a.session.clone().unwrap())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 204);
     let resp = a.post(&list).send().await.unwrap();
     assert_eq!(resp.status(), 404);
