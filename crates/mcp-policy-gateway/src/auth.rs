@@ -275,6 +275,57 @@ mod tests {
         assert!(j.verify(&other).unwrap_err().0.contains("signature"));
     }
 
+    /// A P-256 key pair made for this test only.
+    const EC_PRIVATE: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgPdECk0dshBb8T1vx
+EHrrllhGZXjDrrw1sKLtqxXcNfGhRANCAAT3Mv4Y9aGpZPYMa055XpO3Cc9i73u8
+yIJFGP4Ab7awSodHeOf7LB8Aw1HWyXP1Pbifdwwxvt3GnvJ6KkWy8pTc
+-----END PRIVATE KEY-----
+";
+    const EC_PUBLIC: &str = "-----BEGIN PUBLIC KEY-----
+MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE9zL+GPWhqWT2DGtOeV6TtwnPYu97
+vMiCRRj+AG+2sEqHR3jn+ywfAMNR1slz9T24n3cMMb7dxp7yeipFsvKU3A==
+-----END PUBLIC KEY-----
+";
+
+    #[test]
+    fn es256_public_key_files_verify_and_refuse_hs256_forgeries() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key.pub");
+        std::fs::write(&path, EC_PUBLIC).unwrap();
+        let opts = JwtOptions { grant_claim: "team", audience: None, issuer: None };
+        let j = Jwt::from_public_key_file(&path, opts).unwrap();
+        let claims = json!({"sub": "a", "team": "ops", "exp": now() + 60});
+        let key = EncodingKey::from_ec_pem(EC_PRIVATE.as_bytes()).unwrap();
+        let good = encode(&Header::new(Algorithm::ES256), &claims, &key).unwrap();
+        assert_eq!(j.verify(&good).unwrap().grant, "ops");
+        // The classic confusion: an HS256 token "signed" with the public key is refused.
+        let forged = encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(EC_PUBLIC.as_bytes()),
+        )
+        .unwrap();
+        assert!(j.verify(&forged).is_err());
+        std::fs::write(&path, "not a key").unwrap();
+        let opts = JwtOptions { grant_claim: "sub", audience: None, issuer: None };
+        assert!(Jwt::from_public_key_file(&path, opts).is_err());
+    }
+
+    #[test]
+    fn trusted_header_and_fixed_grants() {
+        let a = Authenticator::Header(axum::http::HeaderName::from_static("x-user"));
+        let mut h = HeaderMap::new();
+        assert!(a.authenticate(&h).is_err());
+        h.insert("x-user", "alice".parse().unwrap());
+        let id = a.authenticate(&h).unwrap();
+        assert_eq!(id.grant, "alice");
+        h.insert("x-user", "bob".parse().unwrap());
+        assert_ne!(a.authenticate(&h).unwrap().principal, id.principal);
+        let f = Authenticator::Fixed("g".into());
+        assert_eq!(f.authenticate(&HeaderMap::new()).unwrap().grant, "g");
+    }
+
     #[test]
     fn bearer_and_compare() {
         let mut h = HeaderMap::new();
