@@ -18,6 +18,7 @@ use rmcp::model::CallToolRequestParams;
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
 const POLICY: &str = r#"{
   "version": "1",
@@ -511,7 +512,72 @@ async fn http_upstream_url_through_the_gateway() {
     assert!(t.contains("too big"), "{t}");
     client.cancel().await.unwrap();
     gw.stop().await;
+
+    // The client on stdio, the upstream over HTTP.
+    let mut stdio = tokio::process::Command::new(env!("CARGO_BIN_EXE_mcp-policy-gateway"))
+        .arg("--policy")
+        .arg(&policy)
+        .args(["--upstream", &url])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut input = stdio.stdin.take().unwrap();
+    let mut lines = tokio::io::BufReader::new(stdio.stdout.take().unwrap()).lines();
+    for v in [json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}})]
+    {
+        input.write_all(format!("{v}\n").as_bytes()).await.unwrap();
+    }
+    let line = tokio::time::timeout(PATIENCE, lines.next_line()).await.unwrap().unwrap().unwrap();
+    let init: Value = serde_json::from_str(&line).unwrap();
+    assert!(init["result"]["serverInfo"].is_object(), "{init}");
+    for v in [
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+            "params": {"name": "get-sum", "arguments": {"a": 1000, "b": 1}}}),
+        json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+            "params": {"name": "echo", "arguments": {"message": "over stdio"}}}),
+    ] {
+        input.write_all(format!("{v}\n").as_bytes()).await.unwrap();
+    }
+    input.flush().await.unwrap();
+    let mut seen = std::collections::HashMap::new();
+    while seen.len() < 2 {
+        let line =
+            tokio::time::timeout(PATIENCE, lines.next_line()).await.unwrap().unwrap().unwrap();
+        let m: Value = serde_json::from_str(&line).unwrap();
+        if let Some(id) = m["id"].as_i64() {
+            seen.insert(id, m);
+        }
+    }
+    assert_eq!(seen[&2]["result"]["isError"], true);
+    assert!(seen[&3]["result"].to_string().contains("over stdio"), "{}", seen[&3]);
+    drop(input);
+    let status = tokio::time::timeout(PATIENCE, stdio.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "{status:?}");
     let _ = server.kill().await;
+}
+
+#[tokio::test]
+async fn idle_sessions_end() {
+    let Some(fs) = fs_gateway(&["--session-idle-timeout", "1"]).await else { return };
+    let pid = fs.gw.child.id().unwrap();
+    let mut c = fs.gw.client();
+    c.initialize().await.unwrap();
+    assert!(wait_children(pid, 1).await);
+    let list = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"});
+    let mut ended = false;
+    for _ in 0..300 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        if children_of(pid).is_empty() {
+            ended = true;
+            break;
+        }
+    }
+    assert!(ended, "the idle session's upstream was stopped");
+    assert_eq!(c.post(&list).send().await.unwrap().status(), 404);
 }
 
 /// The pids whose parent is `pid`.
@@ -543,7 +609,7 @@ async fn wait_children(pid: u32, n: usize) -> bool {
 
 #[tokio::test]
 async fn sessions_have_their_own_upstream_get_stream_delete_and_header_rules() {
-    let Some(fs) = fs_gateway(&[]).await else { return };
+    let Some(fs) = fs_gateway(&["--max-sessions", "2"]).await else { return };
     let pid = fs.gw.child.id().unwrap();
     let mut a = fs.gw.client();
     let init = a.initialize().await.unwrap();
@@ -557,6 +623,9 @@ async fn sessions_have_their_own_upstream_get_stream_delete_and_header_rules() {
         "one upstream process per session: {:?}",
         children_of(pid)
     );
+    let mut c = fs.gw.client();
+    let resp = c.initialize().await.unwrap_err();
+    assert_eq!(resp.status(), 503, "--max-sessions 2");
 
     // The GET stream: one per session.
     let get = |c: &Raw| {
