@@ -53,7 +53,7 @@ pub struct Cli {
     #[arg(long = "allowed-host", value_name = "HOST", requires = "listen")]
     pub allowed_hosts: Vec<String>,
 
-    /// Also accept requests whose `Origin` is this (scheme://host[:port]); repeatable. Requests
+    /// Also accept requests whose `Origin` is this (`scheme://host[:port]`); repeatable. Requests
     /// without an `Origin` (non-browser clients) are accepted.
     #[arg(long = "allowed-origin", value_name = "ORIGIN", requires = "listen")]
     pub allowed_origins: Vec<String>,
