@@ -9,7 +9,13 @@
 //! `cargo bench -p mcp-policy-gateway --bench http`; the percentiles are printed after each
 //! group. Figures in docs/performance.md.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, missing_docs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs
+)]
 
 #[path = "../tests/http_support/mod.rs"]
 mod http_support;
@@ -73,7 +79,8 @@ async fn rmcp_server() -> String {
 async fn sessions(url: &str, n: usize) -> Vec<Arc<Raw>> {
     let mut out = Vec::new();
     for _ in 0..n {
-        let mut c = Raw { http: reqwest::Client::new(), url: url.to_owned(), token: None, session: None };
+        let mut c =
+            Raw { http: reqwest::Client::new(), url: url.to_owned(), token: None, session: None };
         c.initialize().await.unwrap();
         out.push(Arc::new(c));
     }
@@ -115,7 +122,8 @@ fn percentiles(name: &str, lat: &mut [Duration]) {
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let direct_url = rt.block_on(rmcp_server());
     let dir = tempfile::tempdir().unwrap();
     let policy = write(
@@ -124,7 +132,8 @@ fn bench(c: &mut Criterion) {
         r#"{"version": "1", "default": "deny", "tools": {"echo": {
             "limits": [{"counter": "echo", "window": "second", "max": 1000000000}]}}}"#,
     );
-    let gw = rt.block_on(gateway(&policy, &["--upstream", &direct_url, "--max-sessions", "128"], &[]));
+    let gw =
+        rt.block_on(gateway(&policy, &["--upstream", &direct_url, "--max-sessions", "128"], &[]));
     let gw_url = gw.mcp();
     for n in [1usize, 16, 64] {
         let mut group = c.benchmark_group(format!("http_{n}_sessions"));
