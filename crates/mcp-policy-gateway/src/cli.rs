@@ -45,8 +45,75 @@ pub struct Cli {
 
     /// The upstream MCP server: a command that speaks MCP over its stdin and stdout. It inherits
     /// the gateway's environment, and its stderr passes through.
-    #[arg(last = true, required = true, value_name = "COMMAND [ARGS...]")]
+    #[arg(last = true, required_unless_present = "upstream", value_name = "COMMAND [ARGS...]")]
     pub command: Vec<OsString>,
+
+    // ---- HTTP (branch `http`; see docs/gateway.md "HTTP deployment") ----
+    /// Serve MCP streamable HTTP at http://ADDR/mcp (with /healthz and /metrics) instead of
+    /// stdin/stdout. ADDR must be a loopback address unless --allow-remote is given.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<std::net::SocketAddr>,
+
+    /// Let --listen bind to an address that is not loopback (behind TLS and authentication).
+    #[arg(long, requires = "listen")]
+    pub allow_remote: bool,
+
+    /// Also accept this `Host` header (name or name:port); repeatable. Loopback names are
+    /// always accepted on a loopback listener.
+    #[arg(long = "allowed-host", value_name = "HOST", requires = "listen")]
+    pub allowed_hosts: Vec<String>,
+
+    /// Also accept requests whose `Origin` is this (`scheme://host[:port]`); repeatable. Requests
+    /// without an `Origin` (non-browser clients) are accepted.
+    #[arg(long = "allowed-origin", value_name = "ORIGIN", requires = "listen")]
+    pub allowed_origins: Vec<String>,
+
+    /// The upstream MCP server at this streamable-HTTP URL, instead of a command.
+    #[arg(long, value_name = "URL", conflicts_with = "command")]
+    pub upstream: Option<String>,
+
+    /// HTTP: require `Authorization: Bearer <JWT>` signed with HS256 by the secret in FILE.
+    #[arg(long, value_name = "FILE", requires = "listen", conflicts_with_all = ["jwt_public_key_file", "trusted_header"])]
+    pub jwt_secret_file: Option<std::path::PathBuf>,
+
+    /// HTTP: require `Authorization: Bearer <JWT>` signed with RS256 or ES256 by the key whose
+    /// public PEM is in FILE.
+    #[arg(long, value_name = "FILE", requires = "listen", conflicts_with = "trusted_header")]
+    pub jwt_public_key_file: Option<std::path::PathBuf>,
+
+    /// The JWT claim that holds the grant.
+    #[arg(long, value_name = "NAME", default_value = "sub")]
+    pub grant_claim: String,
+
+    /// The `aud` a JWT must carry.
+    #[arg(long, value_name = "AUD")]
+    pub audience: Option<String>,
+
+    /// The `iss` a JWT must carry.
+    #[arg(long, value_name = "ISS")]
+    pub issuer: Option<String>,
+
+    /// HTTP: the grant is the value of this request header, set by an authenticating proxy in
+    /// front of the gateway. Anyone who can reach the gateway directly can claim any grant.
+    #[arg(long, value_name = "NAME", requires = "listen")]
+    pub trusted_header: Option<String>,
+
+    /// Keep counters in Redis at URL (`redis://host:port/db`): replicas share one count.
+    #[arg(long, value_name = "URL")]
+    pub redis: Option<String>,
+
+    /// HTTP: enable `GET /approvals` and `POST /approvals/{id}` behind
+    /// `Authorization: Bearer <the token in FILE>`.
+    #[arg(long, value_name = "FILE", requires = "listen")]
+    pub admin_token_file: Option<std::path::PathBuf>,
+
+    /// HTTP: the most MCP sessions at once (each has its own upstream process for a command).
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub max_sessions: usize,
+
+    /// HTTP: a session without any request for this many seconds is ended.
+    #[arg(long, value_name = "SECONDS", default_value_t = 1800)]
+    pub session_idle_timeout: u64,
 }
 
 fn parse_seconds(s: &str) -> Result<std::time::Duration, String> {

@@ -14,7 +14,12 @@ use serde_json::{Map, Value};
 /// Where decisions are written, if anywhere.
 pub struct DecisionLog {
     sink: Option<Mutex<Box<dyn Write + Send>>>,
+    /// Sees every record written (branch `http`: metrics).
+    observer: Option<Observer>,
 }
+
+/// Called with every decision written to the log, whether the log is enabled or not (metrics).
+pub type Observer = std::sync::Arc<dyn Fn(&Record, Outcome, Option<f64>) + Send + Sync>;
 
 impl std::fmt::Debug for DecisionLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -87,7 +92,7 @@ pub struct Record {
 impl DecisionLog {
     /// A log that writes nothing.
     pub fn disabled() -> Self {
-        DecisionLog { sink: None }
+        DecisionLog { sink: None, observer: None }
     }
 
     /// A log on `target`: `-` for standard error, otherwise a file path (created, appended to).
@@ -103,7 +108,13 @@ impl DecisionLog {
 
     /// A log on any writer (tests).
     pub fn to_writer(sink: Box<dyn Write + Send>) -> Self {
-        DecisionLog { sink: Some(Mutex::new(sink)) }
+        DecisionLog { sink: Some(Mutex::new(sink)), observer: None }
+    }
+
+    /// The same log, with `observer` called on every record (branch `http`: metrics).
+    pub fn with_observer(mut self, observer: Observer) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     /// Whether anything is written.
@@ -114,6 +125,9 @@ impl DecisionLog {
     /// Writes one line for `record`: `upstream_ms` is how long the upstream took to answer (when
     /// it was asked).
     pub fn write(&self, record: &Record, outcome: Outcome, upstream_ms: Option<f64>) {
+        if let Some(observe) = &self.observer {
+            observe(record, outcome, upstream_ms);
+        }
         let Some(sink) = &self.sink else { return };
         let line = render(record, outcome, upstream_ms);
         let Ok(mut sink) = sink.lock() else { return };

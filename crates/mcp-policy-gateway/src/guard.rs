@@ -25,6 +25,17 @@ pub enum Mode {
     Monitor,
 }
 
+impl Mode {
+    /// The core's mode: an evaluator built with it charges in monitor mode only what enforcing
+    /// would charge, and leaves no approval pending.
+    pub fn core(self) -> mcp_policy::Mode {
+        match self {
+            Mode::Enforce => mcp_policy::Mode::Enforce,
+            Mode::Monitor => mcp_policy::Mode::Monitor,
+        }
+    }
+}
+
 /// What the gateway knows of the upstream's tools, from the listings it relayed or made.
 #[derive(Debug, Default, Clone)]
 pub struct ToolCache {
@@ -100,7 +111,10 @@ pub struct Guard<S = mcp_policy::MemoryStore> {
     evaluator: Arc<Evaluator<S>>,
     grant: String,
     mode: Mode,
+    /// Branch `http`: the call context (`{"claims": ...}` of a verified JWT).
     context: Option<Value>,
+    /// Branch `http`: out-of-band approvals (the admin API).
+    approvals: Option<Arc<crate::approvals::OutOfBand>>,
 }
 
 impl<S> std::fmt::Debug for Guard<S> {
@@ -115,14 +129,25 @@ const PROMPT_ARGUMENTS_MAX: usize = 2000;
 impl<S> Guard<S> {
     /// A guard deciding every call with the grant `grant`.
     pub fn new(evaluator: Arc<Evaluator<S>>, grant: impl Into<String>, mode: Mode) -> Self {
-        Guard { evaluator, grant: grant.into(), mode, context: None }
+        Guard { evaluator, grant: grant.into(), mode, context: None, approvals: None }
     }
 
-    /// What conditions read under `context` for every call of this guard (for example
-    /// `{"claims": {...}}` from a verified token); `None` is `{}`.
+    /// The same guard, deciding every call with `context` (conditions see it as `context.*`).
     pub fn with_context(mut self, context: Value) -> Self {
         self.context = Some(context);
         self
+    }
+
+    /// The same guard, with approvals out of band: an `approve` decision the client cannot ask
+    /// a human about waits in `approvals` for an administrator.
+    pub fn with_approvals(mut self, approvals: Arc<crate::approvals::OutOfBand>) -> Self {
+        self.approvals = Some(approvals);
+        self
+    }
+
+    /// Whether approvals can be given out of band.
+    pub fn out_of_band(&self) -> bool {
+        self.approvals.is_some()
     }
 
     /// The evaluator (for reloads).
@@ -194,10 +219,58 @@ impl<S: AsyncCounterStore> Guard<S> {
             monitor,
             approval: None,
         };
-        // CORE-MODE: when the core's `Mode` lands (notes/API.md), build the evaluator
-        // `.with_mode(mcp_policy::Mode::Monitor)` and replace `monitor ||` below with
-        // `decision.should_dispatch()`; the core then charges exactly what enforcing would.
-        if decision.is_allowed() || monitor {
+        // Branch `http`: out-of-band approvals (see `approvals`).
+        let mut pending_id = None;
+        if approval_key.is_none()
+            && !monitor
+            && decision.kind() == DecisionKind::Approve
+            && let Some(queue) = &self.approvals
+        {
+            let binding =
+                crate::approvals::binding(tool, arguments, &self.grant, session, &record.policy);
+            match queue.lookup(&binding) {
+                Some(crate::approvals::Resolution::Approved(key)) => {
+                    // An administrator approved this very call: decide it again with its key.
+                    let mut verdict =
+                        Box::pin(self.decide(tool, arguments, session, Some(&key), cache)).await;
+                    if let Verdict::Dispatch { record, .. } | Verdict::Refuse { record, .. } =
+                        &mut verdict
+                    {
+                        record.approval = Some("approved_out_of_band");
+                    }
+                    // Once: the approval is spent by a dispatched call; a call limited after
+                    // its approval keeps it for the next retry.
+                    if matches!(verdict, Verdict::Dispatch { .. }) {
+                        queue.consume(&binding);
+                    }
+                    return verdict;
+                }
+                Some(crate::approvals::Resolution::Refused) => {
+                    queue.consume(&binding);
+                    let mut record = record;
+                    record.approval = Some("refused_out_of_band");
+                    return Verdict::Refuse { result: declined(tool, "refused"), record };
+                }
+                None => {
+                    let key = decision.approval_key().unwrap_or_default().to_owned();
+                    pending_id = Some(queue.submit(
+                        &binding,
+                        crate::approvals::Submitted {
+                            tool,
+                            arguments,
+                            grant: &self.grant,
+                            session,
+                            rule: &record.rule,
+                            reason: decision.message(),
+                        },
+                        key,
+                    ));
+                }
+            }
+        }
+        // The evaluator is built with `Mode::core()`, so a monitored decision says so itself;
+        // `monitor` also covers a guard whose evaluator was built in enforce mode.
+        if decision.should_dispatch() || monitor {
             return Verdict::Dispatch { receipt: decision.take_receipt(), record };
         }
         if !policy.is_visible(tool) {
@@ -222,7 +295,14 @@ impl<S: AsyncCounterStore> Guard<S> {
                     "Approve the call of `{tool}` with arguments {args}? Policy: {}",
                     decision.message()
                 );
-                let refusal = refusal(&decision, NO_APPROVER, structured);
+                let waiting = pending_id.map(|id| {
+                    format!(
+                        " Waiting for an administrator to approve it (approval `{id}`): retry \
+                         the same call once it is approved."
+                    )
+                });
+                let refusal =
+                    refusal(&decision, waiting.as_deref().unwrap_or(NO_APPROVER), structured);
                 Verdict::Approve { key, prompt, refusal, record }
             }
             _ => Verdict::Refuse { result: refusal(&decision, "", structured), record },
@@ -317,7 +397,7 @@ mod tests {
 
     fn guard(text: &str, mode: Mode) -> Guard {
         let policy: Policy = text.parse().unwrap();
-        Guard::new(Arc::new(Evaluator::new(policy)), "g", mode)
+        Guard::new(Arc::new(Evaluator::new(policy).with_mode(mode.core())), "g", mode)
     }
 
     const POLICY: &str = r#"{"version": "1", "default": "deny", "hide": ["secret_*"],

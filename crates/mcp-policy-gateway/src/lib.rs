@@ -26,6 +26,14 @@ pub mod reload;
 pub mod transport;
 pub mod upstream;
 
+// HTTP (branch `http`).
+pub mod admin;
+pub mod approvals;
+pub mod auth;
+pub mod http_main;
+pub mod metrics;
+pub mod origin;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,6 +57,10 @@ const UPSTREAM_GRACE: Duration = Duration::from_secs(3);
 /// Runs the gateway as the command line says, serving MCP on stdin/stdout; returns the exit
 /// code: the upstream's own, or [`EXIT_CONFIG`] / [`EXIT_SPAWN`] when it could not start.
 pub async fn run(cli: Cli) -> i32 {
+    // HTTP on either side (branch `http`): see `http_main`.
+    if cli.listen.is_some() || cli.upstream.is_some() || cli.redis.is_some() {
+        return http_main::run(cli).await;
+    }
     let text = match std::fs::read_to_string(&cli.policy) {
         Ok(t) => t,
         Err(e) => {
@@ -77,7 +89,7 @@ pub async fn run(cli: Cli) -> i32 {
         ModeArg::Enforce => Mode::Enforce,
         ModeArg::Monitor => Mode::Monitor,
     };
-    let evaluator = Arc::new(Evaluator::new(policy));
+    let evaluator = Arc::new(Evaluator::new(policy).with_mode(mode.core()));
     let guard = Arc::new(Guard::new(evaluator.clone(), cli.grant.clone(), mode));
 
     let (upstream, mut child) = match upstream::stdio::spawn(&cli.command) {

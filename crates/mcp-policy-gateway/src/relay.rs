@@ -332,7 +332,9 @@ impl<S: AsyncCounterStore> Relay<S> {
             }
             Verdict::Approve { key, prompt, refusal, mut record } => {
                 if !self.can_elicit() {
-                    record.approval = Some("unavailable");
+                    // Branch `http`: with the admin API the call waits out of band.
+                    record.approval =
+                        Some(if self.guard.out_of_band() { "pending" } else { "unavailable" });
                     self.log.write(&record, Outcome::NotDispatched, None);
                     self.client(jsonrpc::result(id, refusal)).await;
                     return;
