@@ -212,8 +212,9 @@ async fn the_router_lists_only_visible_tools_and_guards_calls() {
     assert_eq!(r.is_error, Some(true));
     assert!(r.structured_content.is_none());
     assert!(text(&r).starts_with("Denied by policy: no statistics of salaries."), "{}", text(&r));
+    // A hidden tool is refused as a tool nobody has heard of: the client does not see `/hide/0`.
     let r = complete(&c, params("secret_tool", json!({}))).await;
-    assert_eq!(r.structured_content.unwrap()["rule"], "/hide/0");
+    assert_eq!(r.structured_content.unwrap()["rule"], "/default");
     assert_eq!(c.server.ran.load(Ordering::SeqCst), 1);
 }
 

@@ -1,0 +1,167 @@
+//! The latency a `tools/call` gains through the gateway over stdio: the same trivial upstream
+//! (this executable, started with `MCP_POLICY_BENCH_UPSTREAM=1`, answering at once) called
+//! directly and through `mcp-policy-gateway`, by a client writing and reading lines on pipes.
+//! An allowed call with one limit, as in production.
+//!
+//! `cargo bench -p mcp-policy-gateway --bench stdio` prints criterion's figures, then p50 and
+//! p99 of 20,000 sequential calls each way.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs
+)]
+
+use std::hint::black_box;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use criterion::Criterion;
+use serde_json::{Value, json};
+
+const POLICY: &str = r#"{"version": "1", "default": "deny", "tools": {
+    "echo": {"limits": [{"counter": "c", "window": "minute", "max": 9007199254740992}]}}}"#;
+
+/// The trivial upstream: answers `initialize`, `tools/list` and `tools/call` at once.
+fn upstream() {
+    let stdin = std::io::stdin();
+    let mut out = std::io::stdout().lock();
+    for line in stdin.lock().lines() {
+        let Ok(line) = line else { break };
+        let Ok(msg) = serde_json::from_str::<Value>(&line) else { continue };
+        let (Some(id), Some(method)) = (msg.get("id"), msg.get("method").and_then(Value::as_str))
+        else {
+            continue;
+        };
+        let result = match method {
+            "initialize" => json!({
+                "protocolVersion": msg["params"]["protocolVersion"],
+                "capabilities": {"tools": {}},
+                "serverInfo": {"name": "bench-upstream", "version": "1"}
+            }),
+            "tools/list" => json!({"tools": [{"name": "echo", "inputSchema": {"type": "object"}}]}),
+            "tools/call" => json!({"content": [{"type": "text", "text": "ok"}]}),
+            _ => json!({}),
+        };
+        let reply = json!({"jsonrpc": "2.0", "id": id, "result": result});
+        writeln!(out, "{reply}").unwrap();
+        out.flush().unwrap();
+    }
+}
+
+struct Client {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    next: u64,
+    line: String,
+}
+
+impl Client {
+    fn start(mut cmd: Command) -> Client {
+        let mut child = cmd
+            .env("MCP_POLICY_BENCH_UPSTREAM", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut c = Client { child, stdin, stdout, next: 0, line: String::new() };
+        c.request(
+            "initialize",
+            json!({"protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": {"name": "bench", "version": "1"}}),
+        );
+        writeln!(c.stdin, r#"{{"jsonrpc":"2.0","method":"notifications/initialized"}}"#).unwrap();
+        c.request("tools/list", json!({}));
+        c
+    }
+
+    fn request(&mut self, method: &str, params: Value) -> Value {
+        self.next += 1;
+        let msg = json!({"jsonrpc": "2.0", "id": self.next, "method": method, "params": params});
+        writeln!(self.stdin, "{msg}").unwrap();
+        self.stdin.flush().unwrap();
+        loop {
+            self.line.clear();
+            assert!(self.stdout.read_line(&mut self.line).unwrap() > 0, "closed");
+            let v: Value = serde_json::from_str(&self.line).unwrap();
+            if v.get("id") == Some(&json!(self.next)) {
+                return v;
+            }
+        }
+    }
+
+    fn call(&mut self) {
+        let r = self.request("tools/call", json!({"name": "echo", "arguments": {"run_id": 42}}));
+        assert!(r["result"]["isError"].is_null(), "{r}");
+        black_box(r);
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn clients() -> (Client, Client, tempfile::TempDir) {
+    let me = std::env::current_exe().unwrap();
+    let direct = Client::start(Command::new(&me));
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.json");
+    std::fs::write(&policy, POLICY).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mcp-policy-gateway"));
+    cmd.arg("--policy").arg(&policy).arg("--").arg(&me);
+    let gateway = Client::start(cmd);
+    (direct, gateway, dir)
+}
+
+fn percentiles(client: &mut Client, n: usize) -> (Duration, Duration) {
+    for _ in 0..2000 {
+        client.call();
+    }
+    let mut samples: Vec<Duration> = (0..n)
+        .map(|_| {
+            let t = Instant::now();
+            client.call();
+            t.elapsed()
+        })
+        .collect();
+    samples.sort();
+    (samples[n / 2], samples[n * 99 / 100])
+}
+
+fn main() {
+    if std::env::var_os("MCP_POLICY_BENCH_UPSTREAM").is_some() {
+        upstream();
+        return;
+    }
+    let (mut direct, mut gateway, _dir) = clients();
+    let mut c = Criterion::default().configure_from_args();
+    let mut g = c.benchmark_group("stdio");
+    g.bench_function("direct_call", |b| b.iter(|| direct.call()));
+    g.bench_function("gateway_call", |b| b.iter(|| gateway.call()));
+    g.finish();
+    c.final_summary();
+
+    let n = 20_000;
+    let (d50, d99) = percentiles(&mut direct, n);
+    let (g50, g99) = percentiles(&mut gateway, n);
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    println!("\n{n} sequential calls each way:");
+    println!("| path | p50 | p99 |");
+    println!("|---|---|---|");
+    println!("| upstream directly | {:.1} µs | {:.1} µs |", us(d50), us(d99));
+    println!("| through the gateway | {:.1} µs | {:.1} µs |", us(g50), us(g99));
+    println!(
+        "| added by the gateway | {:.1} µs | {:.1} µs |",
+        us(g50) - us(d50),
+        us(g99) - us(d99)
+    );
+}

@@ -1,0 +1,174 @@
+//! The command line. The spellings are those of issue 12: users script them.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+
+/// `mcp-policy-gateway --policy FILE [options] -- COMMAND [ARGS...]`
+#[derive(Debug, Parser)]
+#[command(
+    name = "mcp-policy-gateway",
+    version,
+    about = "Put any MCP server behind an mcp-policy policy: every tool call is decided before it \
+             reaches the server",
+    after_help = "Example:\n  mcp-policy-gateway --policy policy.json -- npx -y \
+                  @modelcontextprotocol/server-filesystem /srv/data"
+)]
+pub struct Cli {
+    /// The policy file (JSON). Reloaded when it changes and on SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    pub policy: PathBuf,
+
+    /// The grant of every call (the caller's credential id as the policy sees it).
+    #[arg(long, value_name = "NAME", default_value = "")]
+    pub grant: String,
+
+    /// `monitor`: decide and log every call, but never refuse one.
+    #[arg(long, value_enum, default_value_t = ModeArg::Enforce, value_name = "enforce|monitor")]
+    pub mode: ModeArg,
+
+    /// Write one JSON object per decision to PATH (appended), or with `-` to standard error
+    /// (standard output carries MCP over stdio).
+    #[arg(long, value_name = "PATH|-")]
+    pub decision_log: Option<String>,
+
+    /// How often the policy file is looked at for changes, in seconds; 0 turns polling off
+    /// (SIGHUP still reloads).
+    #[arg(long, value_name = "SECS", default_value = "0.5", value_parser = parse_poll)]
+    pub policy_poll: std::time::Duration,
+
+    /// Give up on a request the upstream has not answered after SECS seconds: the client gets
+    /// an error and the upstream a cancellation (default: wait as long as it takes).
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
+    pub upstream_timeout: Option<std::time::Duration>,
+
+    /// The upstream MCP server: a command that speaks MCP over its stdin and stdout. It inherits
+    /// the gateway's environment, and its stderr passes through.
+    #[arg(last = true, required_unless_present = "upstream", value_name = "COMMAND [ARGS...]")]
+    pub command: Vec<OsString>,
+
+    // ---- HTTP (branch `http`; see docs/gateway.md "HTTP deployment") ----
+    /// Serve MCP streamable HTTP at http://ADDR/mcp (with /healthz and /metrics) instead of
+    /// stdin/stdout. ADDR must be a loopback address unless --allow-remote is given.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<std::net::SocketAddr>,
+
+    /// Let --listen bind to an address that is not loopback (behind TLS and authentication).
+    #[arg(long, requires = "listen")]
+    pub allow_remote: bool,
+
+    /// Also accept this `Host` header (name or name:port); repeatable. Loopback names are
+    /// always accepted on a loopback listener.
+    #[arg(long = "allowed-host", value_name = "HOST", requires = "listen")]
+    pub allowed_hosts: Vec<String>,
+
+    /// Also accept requests whose `Origin` is this (`scheme://host[:port]`); repeatable. Requests
+    /// without an `Origin` (non-browser clients) are accepted.
+    #[arg(long = "allowed-origin", value_name = "ORIGIN", requires = "listen")]
+    pub allowed_origins: Vec<String>,
+
+    /// The upstream MCP server at this streamable-HTTP URL, instead of a command.
+    #[arg(long, value_name = "URL", conflicts_with = "command")]
+    pub upstream: Option<String>,
+
+    /// HTTP: require `Authorization: Bearer <JWT>` signed with HS256 by the secret in FILE.
+    #[arg(long, value_name = "FILE", requires = "listen", conflicts_with_all = ["jwt_public_key_file", "trusted_header"])]
+    pub jwt_secret_file: Option<std::path::PathBuf>,
+
+    /// HTTP: require `Authorization: Bearer <JWT>` signed with RS256 or ES256 by the key whose
+    /// public PEM is in FILE.
+    #[arg(long, value_name = "FILE", requires = "listen", conflicts_with = "trusted_header")]
+    pub jwt_public_key_file: Option<std::path::PathBuf>,
+
+    /// The JWT claim that holds the grant.
+    #[arg(long, value_name = "NAME", default_value = "sub")]
+    pub grant_claim: String,
+
+    /// The `aud` a JWT must carry.
+    #[arg(long, value_name = "AUD")]
+    pub audience: Option<String>,
+
+    /// The `iss` a JWT must carry.
+    #[arg(long, value_name = "ISS")]
+    pub issuer: Option<String>,
+
+    /// HTTP: the grant is the value of this request header, set by an authenticating proxy in
+    /// front of the gateway. Anyone who can reach the gateway directly can claim any grant.
+    #[arg(long, value_name = "NAME", requires = "listen")]
+    pub trusted_header: Option<String>,
+
+    /// Keep counters in Redis at URL (`redis://host:port/db`): replicas share one count.
+    #[arg(long, value_name = "URL")]
+    pub redis: Option<String>,
+
+    /// HTTP: enable `GET /approvals` and `POST /approvals/{id}` behind
+    /// `Authorization: Bearer <the token in FILE>`.
+    #[arg(long, value_name = "FILE", requires = "listen")]
+    pub admin_token_file: Option<std::path::PathBuf>,
+
+    /// HTTP: the most MCP sessions at once (each has its own upstream process for a command).
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub max_sessions: usize,
+
+    /// HTTP: a session without any request for this many seconds is ended.
+    #[arg(long, value_name = "SECONDS", default_value_t = 1800)]
+    pub session_idle_timeout: u64,
+}
+
+fn parse_seconds(s: &str) -> Result<std::time::Duration, String> {
+    let secs: f64 = s.parse().map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    std::time::Duration::try_from_secs_f64(secs)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("`{s}` is not a positive number of seconds"))
+}
+
+fn parse_poll(s: &str) -> Result<std::time::Duration, String> {
+    let secs: f64 = s.parse().map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    std::time::Duration::try_from_secs_f64(secs)
+        .map_err(|_| format!("`{s}` is not a number of seconds (0 or more)"))
+}
+
+/// `--mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ModeArg {
+    /// Refuse what the policy refuses.
+    Enforce,
+    /// Decide and log, never refuse.
+    Monitor,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_issue_spellings() {
+        let cli = Cli::try_parse_from([
+            "mcp-policy-gateway",
+            "--policy",
+            "p.json",
+            "--grant",
+            "alice",
+            "--mode",
+            "monitor",
+            "--decision-log",
+            "-",
+            "--",
+            "server",
+            "--flag",
+        ])
+        .unwrap();
+        assert_eq!(cli.policy, PathBuf::from("p.json"));
+        assert_eq!(cli.grant, "alice");
+        assert_eq!(cli.mode, ModeArg::Monitor);
+        assert_eq!(cli.decision_log.as_deref(), Some("-"));
+        assert_eq!(cli.command, vec![OsString::from("server"), OsString::from("--flag")]);
+    }
+
+    #[test]
+    fn requires_a_command() {
+        assert!(Cli::try_parse_from(["mcp-policy-gateway", "--policy", "p.json"]).is_err());
+    }
+}

@@ -1,0 +1,761 @@
+//! The client speaks MCP streamable HTTP to the gateway (the server side of the MCP
+//! specification's transport, revisions 2025-03-26 to 2025-11-25), at `http://ADDR/mcp`.
+//!
+//! - `POST /mcp` carries JSON-RPC messages (one, or a batch for clients of 2025-03-26). Requests
+//!   are answered on a server-sent-event stream when the client accepts `text/event-stream`
+//!   (the stream also carries what the upstream or the gateway asks the client meanwhile, such
+//!   as an approval), otherwise as `application/json`; notifications and responses get 202.
+//! - `initialize` (without `Mcp-Session-Id`) creates a session, whose id is returned in the
+//!   `Mcp-Session-Id` header and required on every later request (400 without, 404 for an
+//!   unknown or ended one). Each session has its own [`Relay`] and its own upstream: a child
+//!   process per session for a command upstream, an upstream session for a URL.
+//! - `GET /mcp` opens the stream of server-initiated messages (one per session; 409 for a
+//!   second); messages with no stream to go to wait (at most [`BACKLOG_MAX`]) for one.
+//! - `DELETE /mcp` ends the session (and its upstream).
+//! - `MCP-Protocol-Version`, when sent after initialization, must be a revision the gateway
+//!   speaks (400 otherwise).
+//! - Every request is checked against the [`OriginRule`] (403) and authenticated (401 with
+//!   `WWW-Authenticate: Bearer`); a session is bound to the identity that created it, and a
+//!   request of another identity gets 404 for it.
+//! - `GET /healthz` answers `ok`; `GET /metrics` the Prometheus text; `GET /approvals` and
+//!   `POST /approvals/{id}` the admin API when enabled.
+
+// Handlers answer refusals with a ready `Response` as their error.
+#![allow(clippy::result_large_err)]
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::ffi::OsString;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures_util::Stream;
+use mcp_policy::{AsyncCounterStore, Evaluator};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::admin::AdminApi;
+use crate::approvals::OutOfBand;
+use crate::auth::{AuthError, Authenticator, Identity};
+use crate::decision_log::DecisionLog;
+use crate::guard::{Guard, Mode};
+use crate::jsonrpc::{self, Kind};
+use crate::metrics::Metrics;
+use crate::origin::OriginRule;
+use crate::relay::{PROTOCOL_VERSIONS, Relay, RelayConfig, RelayEnd};
+use crate::transport::{CHANNEL_CAPACITY, ClientLink, Inbound, UpstreamLink};
+use crate::upstream;
+
+/// The session header.
+pub const SESSION_HEADER: &str = "mcp-session-id";
+/// The protocol version header.
+pub const PROTOCOL_HEADER: &str = "mcp-protocol-version";
+/// The largest request body (16 MiB).
+pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+/// The most server-initiated messages kept for a session with no stream open.
+pub const BACKLOG_MAX: usize = 1000;
+/// How long a command upstream gets to exit by itself when its session ends.
+const UPSTREAM_GRACE: Duration = Duration::from_secs(3);
+
+/// Where each session's upstream is.
+#[derive(Debug, Clone)]
+pub enum UpstreamSpec {
+    /// A command speaking MCP on stdio: one child process per session.
+    Command(Vec<OsString>),
+    /// A streamable-HTTP server: one upstream session per session.
+    Url(String),
+}
+
+enum UpstreamHandle {
+    Child(upstream::stdio::ChildProcess),
+    Http(upstream::http::HttpUpstream),
+}
+
+impl UpstreamSpec {
+    fn connect(&self) -> Result<(UpstreamLink, UpstreamHandle), String> {
+        match self {
+            UpstreamSpec::Command(cmd) => upstream::stdio::spawn(cmd)
+                .map(|(l, c)| (l, UpstreamHandle::Child(c)))
+                .map_err(|e| format!("cannot start the upstream: {e}")),
+            UpstreamSpec::Url(url) => {
+                upstream::http::connect(url).map(|(l, h)| (l, UpstreamHandle::Http(h)))
+            }
+        }
+    }
+}
+
+impl UpstreamHandle {
+    async fn finish(self, end: RelayEnd) {
+        match self {
+            UpstreamHandle::Child(mut c) => {
+                let grace =
+                    if end == RelayEnd::UpstreamClosed { Duration::ZERO } else { UPSTREAM_GRACE };
+                c.shutdown(grace).await;
+            }
+            UpstreamHandle::Http(h) => h.finish(Duration::from_secs(3)).await,
+        }
+    }
+}
+
+/// What the listener needs.
+pub struct Config<S> {
+    /// The evaluator shared by every session (one set of counters).
+    pub evaluator: Arc<Evaluator<S>>,
+    /// Enforce or monitor.
+    pub mode: Mode,
+    /// The decision log.
+    pub log: Arc<DecisionLog>,
+    /// How requests are authenticated.
+    pub auth: Authenticator,
+    /// The `Host` / `Origin` rule.
+    pub origin: OriginRule,
+    /// Each session's upstream.
+    pub upstream: UpstreamSpec,
+    /// The metrics served at `/metrics`.
+    pub metrics: Arc<Metrics>,
+    /// Out-of-band approvals (with the admin API).
+    pub approvals: Option<Arc<OutOfBand>>,
+    /// The admin API, when enabled.
+    pub admin: Option<AdminApi>,
+    /// The most sessions at once.
+    pub max_sessions: usize,
+    /// How long a request may wait for the upstream's answer (`--upstream-timeout`).
+    pub upstream_timeout: Option<Duration>,
+    /// A session idle this long is ended.
+    pub idle_timeout: Duration,
+}
+
+/// The listener's state.
+pub struct Server<S> {
+    config: Config<S>,
+    sessions: Mutex<HashMap<String, Arc<Session>>>,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+struct Session {
+    id: String,
+    principal: String,
+    inbound: Mutex<Option<mpsc::Sender<Inbound>>>,
+    routes: Mutex<Routes>,
+    last_active: Mutex<Instant>,
+}
+
+#[derive(Default)]
+struct Routes {
+    /// The key of a client request's id → the POST stream waiting for its response.
+    waiters: HashMap<String, (u64, mpsc::UnboundedSender<Value>)>,
+    /// The POST streams open as SSE (they can carry server-initiated messages).
+    posts: Vec<(u64, mpsc::UnboundedSender<Value>)>,
+    /// The GET stream.
+    standalone: Option<(u64, mpsc::UnboundedSender<Value>)>,
+    backlog: VecDeque<Value>,
+    ended: bool,
+}
+
+static NEXT_STREAM: AtomicU64 = AtomicU64::new(1);
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Session {
+    fn touch(&self) {
+        *lock(&self.last_active) = Instant::now();
+    }
+
+    fn sender(&self) -> Option<mpsc::Sender<Inbound>> {
+        lock(&self.inbound).clone()
+    }
+
+    /// Routes a message of the relay to the client.
+    fn route(&self, msg: Value) {
+        let mut r = lock(&self.routes);
+        let is_response = msg.get("method").is_none();
+        if is_response {
+            let Some(id) = msg.get("id") else { return };
+            if let Some((_, tx)) = r.waiters.remove(&jsonrpc::id_key(id)) {
+                let _ = tx.send(msg);
+            }
+            return;
+        }
+        let mut msg = msg;
+        if let Some((_, tx)) = &r.standalone {
+            match tx.send(msg) {
+                Ok(()) => return,
+                Err(e) => {
+                    msg = e.0;
+                    r.standalone = None;
+                }
+            }
+        }
+        while let Some((_, tx)) = r.posts.last() {
+            match tx.send(msg) {
+                Ok(()) => return,
+                Err(e) => {
+                    msg = e.0;
+                    r.posts.pop();
+                }
+            }
+        }
+        if r.backlog.len() >= BACKLOG_MAX {
+            r.backlog.pop_front();
+        }
+        r.backlog.push_back(msg);
+    }
+
+    /// The relay has ended: every stream closes.
+    fn end(&self) {
+        let mut r = lock(&self.routes);
+        r.ended = true;
+        r.waiters.clear();
+        r.posts.clear();
+        r.standalone = None;
+    }
+
+    fn close(&self) {
+        lock(&self.inbound).take();
+    }
+
+    fn busy(&self) -> bool {
+        let r = lock(&self.routes);
+        !r.waiters.is_empty() || r.standalone.as_ref().is_some_and(|(_, tx)| !tx.is_closed())
+    }
+}
+
+/// Deregisters a POST's waiters and stream when its response is dropped.
+struct PostGuard {
+    session: Arc<Session>,
+    stream: u64,
+}
+
+impl Drop for PostGuard {
+    fn drop(&mut self) {
+        let mut r = lock(&self.session.routes);
+        let s = self.stream;
+        r.waiters.retain(|_, (id, _)| *id != s);
+        r.posts.retain(|(id, _)| *id != s);
+        if r.standalone.as_ref().is_some_and(|(id, _)| *id == s) {
+            r.standalone = None;
+        }
+    }
+}
+
+fn error_response(status: StatusCode, code: i64, message: String) -> Response {
+    (status, axum::Json(jsonrpc::error(Value::Null, code, message))).into_response()
+}
+
+fn unauthorized(e: &AuthError) -> Response {
+    let challenge = format!(
+        "Bearer realm=\"mcp-policy-gateway\", error=\"invalid_token\", error_description=\"{}\"",
+        e.0.replace(['"', '\\'], "'")
+    );
+    let mut r = error_response(StatusCode::UNAUTHORIZED, -32001, format!("unauthorized: {e}"));
+    if let Ok(v) = HeaderValue::from_str(&challenge) {
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    } else {
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    r
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn accepts(headers: &HeaderMap, what: &str) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| {
+            let t = t.split(';').next().unwrap_or("").trim();
+            t.eq_ignore_ascii_case(what) || t == "*/*"
+        })
+}
+
+impl<S: AsyncCounterStore + 'static> Server<S> {
+    /// A listener state for `config`.
+    pub fn new(config: Config<S>) -> Arc<Self> {
+        Arc::new(Server {
+            config,
+            sessions: Mutex::new(HashMap::new()),
+            tasks: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The routes.
+    pub fn router(self: &Arc<Self>) -> Router {
+        Router::new()
+            .route("/mcp", post(post_mcp::<S>).get(get_mcp::<S>).delete(delete_mcp::<S>))
+            .route("/healthz", get(|| async { "ok\n" }))
+            .route("/metrics", get(metrics::<S>))
+            .route("/approvals", get(list_approvals::<S>))
+            .route("/approvals/{id}", post(resolve_approval::<S>))
+            .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+            .with_state(self.clone())
+    }
+
+    /// How many sessions are open.
+    pub fn session_count(&self) -> usize {
+        lock(&self.sessions).len()
+    }
+
+    fn check_origin(&self, headers: &HeaderMap) -> Result<(), Response> {
+        let host = header_str(headers, "host");
+        let origin = header_str(headers, "origin");
+        self.config.origin.check(host, origin).map_err(|why| {
+            error_response(StatusCode::FORBIDDEN, -32000, format!("forbidden: {why}"))
+        })
+    }
+
+    /// Origin, authentication, and the session named by the request.
+    fn session_of(&self, headers: &HeaderMap) -> Result<(Identity, Arc<Session>), Response> {
+        self.check_origin(headers)?;
+        let identity = self.config.auth.authenticate(headers).map_err(|e| unauthorized(&e))?;
+        let Some(id) = header_str(headers, SESSION_HEADER) else {
+            return Err(error_response(
+                StatusCode::BAD_REQUEST,
+                jsonrpc::INVALID_REQUEST,
+                "bad request: missing the `Mcp-Session-Id` header (send `initialize` first)".into(),
+            ));
+        };
+        let session = lock(&self.sessions).get(id).cloned();
+        match session {
+            Some(s) if s.principal == identity.principal => Ok((identity, s)),
+            // Another identity's session is answered as an unknown one.
+            _ => Err(error_response(
+                StatusCode::NOT_FOUND,
+                -32001,
+                "session not found: it ended, or never existed for this identity; send `initialize` again".into(),
+            )),
+        }
+    }
+
+    fn remove(&self, id: &str) -> Option<Arc<Session>> {
+        let removed = lock(&self.sessions).remove(id);
+        self.config.metrics.set_sessions(self.session_count());
+        removed
+    }
+
+    /// Creates a session for `identity`: its upstream, its relay, its router task.
+    fn create(self: &Arc<Self>, identity: Identity) -> Result<Arc<Session>, Response> {
+        if self.session_count() >= self.config.max_sessions {
+            return Err(error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                jsonrpc::INTERNAL_ERROR,
+                format!(
+                    "too many sessions: the gateway serves at most {} (see --max-sessions)",
+                    self.config.max_sessions
+                ),
+            ));
+        }
+        let (link, handle) = self.config.upstream.connect().map_err(|why| {
+            eprintln!("mcp-policy-gateway: {why}");
+            error_response(StatusCode::BAD_GATEWAY, jsonrpc::INTERNAL_ERROR, why)
+        })?;
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let mut guard = Guard::new(self.config.evaluator.clone(), identity.grant, self.config.mode);
+        if let Some(context) = identity.context {
+            guard = guard.with_context(context);
+        }
+        if let Some(approvals) = &self.config.approvals {
+            guard = guard.with_approvals(approvals.clone());
+        }
+        let (in_tx, in_rx) = mpsc::channel(CHANNEL_CAPACITY);
+        let (out_tx, mut out_rx) = mpsc::channel::<Value>(CHANNEL_CAPACITY);
+        let session = Arc::new(Session {
+            id: id.clone(),
+            principal: identity.principal,
+            inbound: Mutex::new(Some(in_tx)),
+            routes: Mutex::new(Routes::default()),
+            last_active: Mutex::new(Instant::now()),
+        });
+        lock(&self.sessions).insert(id.clone(), session.clone());
+        self.config.metrics.set_sessions(self.session_count());
+
+        let router_session = session.clone();
+        tokio::spawn(async move {
+            while let Some(msg) = out_rx.recv().await {
+                router_session.route(msg);
+            }
+            router_session.end();
+        });
+        let me = self.clone();
+        let log = self.config.log.clone();
+        let relay_config = RelayConfig {
+            session: Some(id.clone()),
+            upstream_timeout: self.config.upstream_timeout,
+        };
+        let task = tokio::spawn(async move {
+            let client = ClientLink { tx: out_tx, rx: in_rx };
+            let end = Relay::run(Arc::new(guard), log, relay_config, client, link).await;
+            me.remove(&id);
+            handle.finish(end).await;
+        });
+        let mut tasks = lock(&self.tasks);
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(task);
+        Ok(session)
+    }
+
+    /// Ends every session and waits (at most `timeout`) for their upstreams to stop.
+    pub async fn shutdown(&self, timeout: Duration) {
+        let sessions: Vec<Arc<Session>> = lock(&self.sessions).drain().map(|(_, s)| s).collect();
+        for s in sessions {
+            s.close();
+        }
+        let tasks: Vec<_> = lock(&self.tasks).drain(..).collect();
+        let _ = tokio::time::timeout(timeout, futures_util::future::join_all(tasks)).await;
+    }
+
+    /// Ends the sessions idle for longer than the idle timeout; runs until the runtime stops.
+    pub async fn reap_idle(self: Arc<Self>) {
+        let idle = self.config.idle_timeout;
+        let mut tick = tokio::time::interval(
+            (idle / 4).clamp(Duration::from_millis(100), Duration::from_secs(30)),
+        );
+        loop {
+            tick.tick().await;
+            let stale: Vec<Arc<Session>> = lock(&self.sessions)
+                .values()
+                .filter(|s| lock(&s.last_active).elapsed() > idle && !s.busy())
+                .cloned()
+                .collect();
+            for s in stale {
+                self.remove(&s.id);
+                s.close();
+            }
+        }
+    }
+}
+
+fn validate_protocol(headers: &HeaderMap) -> Result<(), Response> {
+    match header_str(headers, PROTOCOL_HEADER) {
+        Some(v) if !PROTOCOL_VERSIONS.contains(&v) => Err(error_response(
+            StatusCode::BAD_REQUEST,
+            jsonrpc::INVALID_REQUEST,
+            format!(
+                "bad request: unsupported `MCP-Protocol-Version` `{v}`; supported: {}",
+                PROTOCOL_VERSIONS.join(", ")
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+async fn post_mcp<S: AsyncCounterStore + 'static>(
+    State(server): State<Arc<Server<S>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = server.check_origin(&headers) {
+        return r;
+    }
+    let sse = accepts(&headers, "text/event-stream");
+    if !sse && !accepts(&headers, "application/json") {
+        return error_response(
+            StatusCode::NOT_ACCEPTABLE,
+            jsonrpc::INVALID_REQUEST,
+            "not acceptable: the client must accept `application/json` and `text/event-stream`"
+                .into(),
+        );
+    }
+    let content_type = header_str(&headers, "content-type").unwrap_or("");
+    if !content_type.trim_start().to_ascii_lowercase().starts_with("application/json") {
+        return error_response(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            jsonrpc::INVALID_REQUEST,
+            "unsupported media type: send `Content-Type: application/json`".into(),
+        );
+    }
+    let parsed: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                jsonrpc::PARSE_ERROR,
+                format!("parse error: {e}"),
+            );
+        }
+    };
+    let batch = parsed.is_array();
+    let messages = match parsed {
+        Value::Array(a) if a.is_empty() => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                jsonrpc::INVALID_REQUEST,
+                "an empty batch".into(),
+            );
+        }
+        Value::Array(a) => a,
+        v => vec![v],
+    };
+    let initialize =
+        messages.iter().any(|m| m.get("method").and_then(Value::as_str) == Some("initialize"));
+    let (session, created) = if initialize {
+        if messages.len() != 1 || header_str(&headers, SESSION_HEADER).is_some() {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                jsonrpc::INVALID_REQUEST,
+                "bad request: `initialize` must be sent alone and without `Mcp-Session-Id`".into(),
+            );
+        }
+        let identity = match server.config.auth.authenticate(&headers) {
+            Ok(i) => i,
+            Err(e) => return unauthorized(&e),
+        };
+        match server.create(identity) {
+            Ok(s) => (s, true),
+            Err(r) => return r,
+        }
+    } else {
+        if let Err(r) = validate_protocol(&headers) {
+            return r;
+        }
+        match server.session_of(&headers) {
+            Ok((_, s)) => (s, false),
+            Err(r) => return r,
+        }
+    };
+    session.touch();
+
+    // The requests of this POST, whose responses it waits for.
+    let stream = NEXT_STREAM.fetch_add(1, Ordering::Relaxed);
+    let (tx, rx) = mpsc::unbounded_channel::<Value>();
+    let mut keys = HashSet::new();
+    let mut immediate = Vec::new();
+    let mut forward = Vec::new();
+    {
+        let mut r = lock(&session.routes);
+        for m in messages {
+            if let Kind::Request { id, .. } = jsonrpc::classify(&m) {
+                let key = jsonrpc::id_key(id);
+                if r.waiters.contains_key(&key) || keys.contains(&key) {
+                    immediate.push(jsonrpc::error(
+                        id.clone(),
+                        jsonrpc::INVALID_REQUEST,
+                        "a request with this id is already in progress",
+                    ));
+                    continue;
+                }
+                r.waiters.insert(key.clone(), (stream, tx.clone()));
+                keys.insert(key);
+            }
+            forward.push(m);
+        }
+        if sse && !keys.is_empty() {
+            r.posts.push((stream, tx.clone()));
+        }
+    }
+    let guard = PostGuard { session: session.clone(), stream };
+    let Some(inbound) = session.sender() else {
+        return error_response(
+            StatusCode::NOT_FOUND,
+            -32001,
+            "session not found: it has ended".into(),
+        );
+    };
+    for m in forward {
+        if inbound.send(Inbound::Message(m)).await.is_err() {
+            break;
+        }
+    }
+    drop(inbound);
+    for e in immediate {
+        let _ = tx.send(e);
+    }
+    drop(tx);
+
+    let mut response = if keys.is_empty() {
+        StatusCode::ACCEPTED.into_response()
+    } else if sse {
+        Sse::new(post_stream(rx, keys, guard)).keep_alive(KeepAlive::default()).into_response()
+    } else {
+        json_answer(rx, keys, batch, guard).await
+    };
+    if created && let Ok(v) = HeaderValue::from_str(&session.id) {
+        response.headers_mut().insert(SESSION_HEADER, v);
+    }
+    response
+}
+
+/// The SSE stream of a POST: every message routed to it, until each of its requests has its
+/// response.
+fn post_stream(
+    rx: mpsc::UnboundedReceiver<Value>,
+    keys: HashSet<String>,
+    guard: PostGuard,
+) -> impl Stream<Item = Result<Event, std::convert::Infallible>> {
+    futures_util::stream::unfold((rx, keys, guard), |(mut rx, mut keys, guard)| async move {
+        if keys.is_empty() {
+            return None;
+        }
+        let msg = rx.recv().await?;
+        if msg.get("method").is_none()
+            && let Some(id) = msg.get("id")
+        {
+            keys.remove(&jsonrpc::id_key(id));
+        }
+        let event = Event::default().event("message").data(msg.to_string());
+        Some((Ok(event), (rx, keys, guard)))
+    })
+}
+
+async fn json_answer(
+    mut rx: mpsc::UnboundedReceiver<Value>,
+    mut keys: HashSet<String>,
+    batch: bool,
+    guard: PostGuard,
+) -> Response {
+    let mut answers = Vec::new();
+    while !keys.is_empty() {
+        let Some(msg) = rx.recv().await else { break };
+        if msg.get("method").is_none()
+            && let Some(id) = msg.get("id")
+            && keys.remove(&jsonrpc::id_key(id))
+        {
+            answers.push(msg);
+        }
+    }
+    drop(guard);
+    if !keys.is_empty() {
+        return error_response(
+            StatusCode::NOT_FOUND,
+            -32001,
+            "session ended before answering (the upstream has gone)".into(),
+        );
+    }
+    let body = if batch || answers.len() != 1 {
+        Value::Array(answers)
+    } else {
+        answers.pop().unwrap_or(Value::Null)
+    };
+    axum::Json(body).into_response()
+}
+
+async fn get_mcp<S: AsyncCounterStore + 'static>(
+    State(server): State<Arc<Server<S>>>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = server.check_origin(&headers) {
+        return r;
+    }
+    if !accepts(&headers, "text/event-stream") {
+        return error_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            jsonrpc::INVALID_REQUEST,
+            "GET opens the server's event stream: accept `text/event-stream`".into(),
+        );
+    }
+    if let Err(r) = validate_protocol(&headers) {
+        return r;
+    }
+    let session = match server.session_of(&headers) {
+        Ok((_, s)) => s,
+        Err(r) => return r,
+    };
+    session.touch();
+    let stream = NEXT_STREAM.fetch_add(1, Ordering::Relaxed);
+    let (tx, rx) = mpsc::unbounded_channel::<Value>();
+    {
+        let mut r = lock(&session.routes);
+        if r.ended {
+            return error_response(
+                StatusCode::NOT_FOUND,
+                -32001,
+                "session not found: it has ended".into(),
+            );
+        }
+        if r.standalone.as_ref().is_some_and(|(_, t)| !t.is_closed()) {
+            return error_response(
+                StatusCode::CONFLICT,
+                jsonrpc::INVALID_REQUEST,
+                "conflict: this session already has its event stream open".into(),
+            );
+        }
+        for m in r.backlog.drain(..) {
+            let _ = tx.send(m);
+        }
+        r.standalone = Some((stream, tx));
+    }
+    let guard = PostGuard { session, stream };
+    let events = futures_util::stream::unfold((rx, guard), |(mut rx, guard)| async move {
+        let msg = rx.recv().await?;
+        let event = Event::default().event("message").data(msg.to_string());
+        Some((Ok::<_, std::convert::Infallible>(event), (rx, guard)))
+    });
+    Sse::new(events).keep_alive(KeepAlive::default()).into_response()
+}
+
+async fn delete_mcp<S: AsyncCounterStore + 'static>(
+    State(server): State<Arc<Server<S>>>,
+    headers: HeaderMap,
+) -> Response {
+    let session = match server.session_of(&headers) {
+        Ok((_, s)) => s,
+        Err(r) => return r,
+    };
+    server.remove(&session.id);
+    session.close();
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn metrics<S: AsyncCounterStore + 'static>(
+    State(server): State<Arc<Server<S>>>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = server.check_origin(&headers) {
+        return r;
+    }
+    (
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        server.config.metrics.render(),
+    )
+        .into_response()
+}
+
+fn no_admin() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        axum::Json(
+            json!({ "error": "the approvals admin API is not enabled (see --admin-token-file)" }),
+        ),
+    )
+        .into_response()
+}
+
+async fn list_approvals<S: AsyncCounterStore + 'static>(
+    State(server): State<Arc<Server<S>>>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = server.check_origin(&headers) {
+        return r;
+    }
+    match &server.config.admin {
+        Some(admin) => admin.list(&headers),
+        None => no_admin(),
+    }
+}
+
+async fn resolve_approval<S: AsyncCounterStore + 'static>(
+    State(server): State<Arc<Server<S>>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = server.check_origin(&headers) {
+        return r;
+    }
+    match &server.config.admin {
+        Some(admin) => admin.resolve(&headers, &id, &body),
+        None => no_admin(),
+    }
+}

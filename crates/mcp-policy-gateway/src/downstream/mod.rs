@@ -1,0 +1,6 @@
+//! Transports towards the client.
+
+pub mod stdio;
+
+// Branch `http`.
+pub mod http;

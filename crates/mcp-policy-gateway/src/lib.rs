@@ -1,0 +1,137 @@
+//! # mcp-policy-gateway
+//!
+//! A process between an MCP client and an MCP server, written in any language, that decides
+//! every tool call with an [`mcp-policy`](mcp_policy) policy before it reaches the server. The
+//! engine runs in process.
+//!
+//! The crate is laid out so that the transport-agnostic core is apart from the transports:
+//!
+//! - [`relay`]: one client session relayed to one upstream, as JSON values, with `tools/list`
+//!   and `tools/call` intercepted;
+//! - [`guard`]: the policy decisions and the refusals the client sees;
+//! - [`transport`]: the channels a transport hands the relay, and line framing;
+//! - [`downstream`] and [`upstream`]: the transports (stdio for now);
+//! - [`decision_log`], [`reload`], [`cli`].
+//!
+//! See `docs/gateway.md` for the command and its behaviour.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod decision_log;
+pub mod downstream;
+pub mod guard;
+pub mod jsonrpc;
+pub mod relay;
+pub mod reload;
+pub mod transport;
+pub mod upstream;
+
+// HTTP (branch `http`).
+pub mod admin;
+pub mod approvals;
+pub mod auth;
+pub mod http_main;
+pub mod metrics;
+pub mod origin;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mcp_policy::{Evaluator, Policy};
+use nix::sys::signal::Signal;
+
+use crate::cli::{Cli, ModeArg};
+use crate::decision_log::DecisionLog;
+use crate::guard::{Guard, Mode};
+use crate::relay::{Relay, RelayConfig, RelayEnd};
+use crate::reload::Reloader;
+
+/// Exit code for a usage or configuration error (bad policy, log not writable).
+pub const EXIT_CONFIG: i32 = 2;
+/// Exit code when the upstream command cannot be started.
+pub const EXIT_SPAWN: i32 = 127;
+
+/// How long the upstream gets to exit by itself once the client has gone (its stdin is closed).
+const UPSTREAM_GRACE: Duration = Duration::from_secs(3);
+
+/// Runs the gateway as the command line says, serving MCP on stdin/stdout; returns the exit
+/// code: the upstream's own, or [`EXIT_CONFIG`] / [`EXIT_SPAWN`] when it could not start.
+pub async fn run(cli: Cli) -> i32 {
+    // HTTP on either side (branch `http`): see `http_main`.
+    if cli.listen.is_some() || cli.upstream.is_some() || cli.redis.is_some() {
+        return http_main::run(cli).await;
+    }
+    let text = match std::fs::read_to_string(&cli.policy) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("mcp-policy-gateway: cannot read the policy `{}`: {e}", cli.policy.display());
+            return EXIT_CONFIG;
+        }
+    };
+    let policy = match Policy::from_json_str(&text) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("{}", reload::describe_error(&cli.policy, &e));
+            return EXIT_CONFIG;
+        }
+    };
+    let log = match &cli.decision_log {
+        Some(target) => match DecisionLog::open(target) {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("mcp-policy-gateway: cannot open the decision log `{target}`: {e}");
+                return EXIT_CONFIG;
+            }
+        },
+        None => DecisionLog::disabled(),
+    };
+    let mode = match cli.mode {
+        ModeArg::Enforce => Mode::Enforce,
+        ModeArg::Monitor => Mode::Monitor,
+    };
+    let evaluator = Arc::new(Evaluator::new(policy).with_mode(mode.core()));
+    let guard = Arc::new(Guard::new(evaluator.clone(), cli.grant.clone(), mode));
+
+    let (upstream, mut child) = match upstream::stdio::spawn(&cli.command) {
+        Ok(x) => x,
+        Err(e) => {
+            let shown = cli.command.first().map(|c| c.to_string_lossy().into_owned());
+            eprintln!(
+                "mcp-policy-gateway: cannot start the upstream `{}`: {e}",
+                shown.unwrap_or_default()
+            );
+            return EXIT_SPAWN;
+        }
+    };
+    let reloader = Reloader::new(evaluator, cli.policy.clone(), text).spawn(cli.policy_poll);
+    let (client, written) = downstream::stdio::serve();
+    let session = format!("stdio-{}", uuid::Uuid::new_v4());
+
+    let config = RelayConfig { session: Some(session), upstream_timeout: cli.upstream_timeout };
+    let relay = Relay::run(guard, Arc::new(log), config, client, upstream);
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let end = tokio::select! {
+        end = relay => Some(end),
+        _ = async { match &mut term { Some(t) => { t.recv().await; } None => std::future::pending().await } } => None,
+        _ = tokio::signal::ctrl_c() => None,
+    };
+    reloader.abort();
+    let status = match end {
+        Some(RelayEnd::UpstreamClosed) => {
+            let s = child.wait_timeout(Duration::from_secs(1)).await;
+            let s2 = child.shutdown(Duration::ZERO).await;
+            s.or(s2)
+        }
+        Some(RelayEnd::ClientClosed) => child.shutdown(UPSTREAM_GRACE).await,
+        None => {
+            child.signal(Signal::SIGTERM);
+            child.shutdown(Duration::from_secs(2)).await
+        }
+    };
+    // What is left for the client (errors for its pending requests) is written before exiting.
+    let _ = tokio::time::timeout(Duration::from_secs(2), written).await;
+    match status {
+        Some(s) => upstream::stdio::exit_code(s),
+        None => 1,
+    }
+}

@@ -1,0 +1,21 @@
+//! `mcp-policy-gateway`: see `docs/gateway.md`.
+#![forbid(unsafe_code)]
+
+use clap::Parser;
+use mcp_policy_gateway::cli::Cli;
+
+fn main() {
+    let cli = Cli::parse();
+    // One session over stdio: one thread runs the relay and the upstream's pipes (no hops
+    // between worker threads); stdin and stdout have their own threads.
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("mcp-policy-gateway: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let code = runtime.block_on(mcp_policy_gateway::run(cli));
+    // Exit at once: a read of stdin still pending must not hold the process.
+    std::process::exit(code);
+}

@@ -1,0 +1,898 @@
+//! One client session relayed to one upstream, with `tools/list` and `tools/call` intercepted.
+//!
+//! Messages are relayed as JSON values: every field the gateway does not interpret passes
+//! through unchanged, whatever the protocol revision. Request ids are rewritten in both
+//! directions (the gateway numbers what it sends to each end), so that the requests the gateway
+//! makes itself (`elicitation/create` to the client, `tools/list` refreshes to the upstream)
+//! can never collide with the peers' ids; cancellations are rewritten the same way.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mcp_policy::AsyncCounterStore;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::decision_log::{DecisionLog, Outcome, Record};
+use crate::guard::{Guard, ToolCache, Verdict, declined};
+use crate::jsonrpc::{self, Kind};
+use crate::transport::{ClientLink, Inbound, UpstreamLink};
+
+/// The protocol revisions the gateway speaks (those with an `initialize` handshake).
+pub const PROTOCOL_VERSIONS: &[&str] = &["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
+
+/// The newest revision the gateway speaks: asked of the upstream when the client asks for one
+/// the gateway does not speak.
+pub const LATEST_PROTOCOL_VERSION: &str = "2025-11-25";
+
+/// Revisions in which a server may send `elicitation/create` to the client.
+const ELICITATION_VERSIONS: &[&str] = &["2025-06-18", "2025-11-25"];
+
+/// The most pages of `tools/list` the gateway reads when it refreshes its own view.
+const MAX_REFRESH_PAGES: usize = 100;
+
+/// How long the relay waits for the upstream to take a message before it answers the client
+/// that the upstream is not reading its input.
+pub const UPSTREAM_SEND_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How a session is relayed.
+#[derive(Debug, Clone, Default)]
+pub struct RelayConfig {
+    /// The session every call of this relay is decided in.
+    pub session: Option<String>,
+    /// How long a request may wait for the upstream's answer; `None`: as long as it takes.
+    pub upstream_timeout: Option<Duration>,
+}
+
+/// Why the relay ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayEnd {
+    /// The client closed its side.
+    ClientClosed,
+    /// The upstream closed its side (it exited, crashed or closed its output).
+    UpstreamClosed,
+}
+
+/// A request the gateway sent to the upstream, awaiting its response.
+enum UpPending {
+    /// Relayed from the client.
+    Client { client_id: Value, kind: Relayed, deadline: Option<Instant> },
+    /// The gateway's own `tools/list` refresh.
+    Refresh { acc: ToolCache, pages: usize },
+}
+
+enum Relayed {
+    Initialize,
+    ToolsList,
+    ToolsCall { record: Box<Record>, sent: Instant },
+    Other,
+}
+
+/// A request the gateway sent to the client, awaiting its response.
+enum DownPending {
+    /// Relayed from the upstream, whose id it was.
+    Upstream { upstream_id: Value },
+    /// The gateway's own `elicitation/create`, for the client request with this id key.
+    Approval { client_key: String },
+}
+
+/// Where a client request went.
+enum Target {
+    Upstream(String),
+    Approval,
+}
+
+/// A call waiting for a human.
+struct WaitingApproval {
+    client_id: Value,
+    elicitation_id: Value,
+    message: Value,
+    tool: String,
+    arguments: Value,
+    key: String,
+    record: Record,
+}
+
+/// The relay of one session.
+pub struct Relay<S> {
+    guard: Arc<Guard<S>>,
+    log: Arc<DecisionLog>,
+    session: Option<String>,
+    upstream_timeout: Option<Duration>,
+    to_client: mpsc::Sender<Value>,
+    to_upstream: mpsc::Sender<Value>,
+    next_up: u64,
+    next_down: u64,
+    up_pending: HashMap<String, UpPending>,
+    down_pending: HashMap<String, DownPending>,
+    client_requests: HashMap<String, Target>,
+    /// The upstream's request id key → the id the client saw.
+    upstream_requests: HashMap<String, Value>,
+    approvals: HashMap<String, WaitingApproval>,
+    client_capabilities: Option<Value>,
+    upstream_capabilities: Option<Value>,
+    protocol: Option<String>,
+    tools: ToolCache,
+    /// The client sent `notifications/initialized`: the gateway may make its own requests.
+    initialized: bool,
+    refreshing: bool,
+    refresh_again: bool,
+}
+
+impl<S: AsyncCounterStore> Relay<S> {
+    /// Relays between `client` and `upstream` until one of them goes.
+    pub async fn run(
+        guard: Arc<Guard<S>>,
+        log: Arc<DecisionLog>,
+        config: RelayConfig,
+        client: ClientLink,
+        upstream: UpstreamLink,
+    ) -> RelayEnd {
+        let ClientLink { tx: to_client, rx: mut from_client } = client;
+        let UpstreamLink { tx: to_upstream, rx: mut from_upstream } = upstream;
+        let mut relay = Relay {
+            guard,
+            log,
+            session: config.session,
+            upstream_timeout: config.upstream_timeout,
+            to_client,
+            to_upstream,
+            next_up: 0,
+            next_down: 0,
+            up_pending: HashMap::new(),
+            down_pending: HashMap::new(),
+            client_requests: HashMap::new(),
+            upstream_requests: HashMap::new(),
+            approvals: HashMap::new(),
+            client_capabilities: None,
+            upstream_capabilities: None,
+            protocol: None,
+            tools: ToolCache::default(),
+            initialized: false,
+            refreshing: false,
+            refresh_again: false,
+        };
+        let timed = relay.upstream_timeout.is_some();
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick(), if timed => relay.expire().await,
+                m = from_client.recv() => match m {
+                    None => return RelayEnd::ClientClosed,
+                    Some(Inbound::Malformed(why)) => {
+                        relay.client(jsonrpc::error(Value::Null, jsonrpc::PARSE_ERROR,
+                            format!("parse error: {why}"))).await;
+                    }
+                    Some(Inbound::Message(v)) => relay.on_client(v).await,
+                },
+                m = from_upstream.recv() => match m {
+                    None => {
+                        relay.upstream_gone().await;
+                        return RelayEnd::UpstreamClosed;
+                    }
+                    Some(v) => relay.on_upstream(v).await,
+                },
+            }
+        }
+    }
+
+    async fn client(&self, msg: Value) {
+        // A client that has gone is noticed by the reading side.
+        let _ = self.to_client.send(msg).await;
+    }
+
+    /// Sends to the upstream; `false` when it has gone or has not taken the message within
+    /// [`UPSTREAM_SEND_TIMEOUT`] (it is not reading its input).
+    async fn upstream(&self, msg: Value) -> bool {
+        self.to_upstream.send_timeout(msg, UPSTREAM_SEND_TIMEOUT).await.is_ok()
+    }
+
+    fn up_id(&mut self) -> Value {
+        self.next_up += 1;
+        json!(self.next_up)
+    }
+
+    fn down_id(&mut self) -> Value {
+        self.next_down += 1;
+        json!(self.next_down)
+    }
+
+    // ---- from the client ----
+
+    async fn on_client(&mut self, msg: Value) {
+        let (id, method) = match jsonrpc::classify(&msg) {
+            Kind::Invalid { id, reason } => {
+                self.client(jsonrpc::error(id, jsonrpc::INVALID_REQUEST, reason)).await;
+                return;
+            }
+            Kind::Response { id } => {
+                let id = id.clone();
+                self.client_response(id, msg).await;
+                return;
+            }
+            Kind::Notification { method } => {
+                let method = method.to_owned();
+                self.client_notification(&method, msg).await;
+                return;
+            }
+            Kind::Request { id, method } => (id.clone(), method.to_owned()),
+        };
+        if self.client_requests.contains_key(&jsonrpc::id_key(&id)) {
+            self.client(jsonrpc::error(
+                id,
+                jsonrpc::INVALID_REQUEST,
+                "a request with this id is already in progress",
+            ))
+            .await;
+            return;
+        }
+        match method.as_str() {
+            "initialize" => {
+                let mut msg = msg;
+                self.initialize(&mut msg);
+                self.forward(id, Relayed::Initialize, msg).await;
+            }
+            // The gateway speaks the revisions with an `initialize` handshake: a client probing
+            // for a newer one falls back to `initialize` on "method not found", whatever the
+            // upstream would have answered (some answer -32602).
+            "server/discover" => {
+                self.client(jsonrpc::error(
+                    id,
+                    jsonrpc::METHOD_NOT_FOUND,
+                    "`server/discover` is not supported: use `initialize`",
+                ))
+                .await;
+            }
+            "tools/list" => {
+                self.forward(id, Relayed::ToolsList, msg).await;
+            }
+            "tools/call" => self.tools_call(id, msg).await,
+            // A tools method the gateway cannot guard (from a future revision) never reaches
+            // the upstream.
+            m if m.starts_with("tools/") => {
+                self.client(jsonrpc::error(
+                    id,
+                    jsonrpc::METHOD_NOT_FOUND,
+                    format!("method `{m}` is not available through the policy gateway"),
+                ))
+                .await;
+            }
+            _ => {
+                self.forward(id, Relayed::Other, msg).await;
+            }
+        }
+    }
+
+    /// Records what the client declared and asks the upstream for a revision the gateway speaks.
+    fn initialize(&mut self, msg: &mut Value) {
+        let Some(params) = msg.get_mut("params").and_then(Value::as_object_mut) else {
+            return;
+        };
+        self.client_capabilities = params.get("capabilities").cloned();
+        let requested = params.get("protocolVersion").and_then(Value::as_str);
+        if !requested.is_some_and(|v| PROTOCOL_VERSIONS.contains(&v)) {
+            params.insert("protocolVersion".into(), LATEST_PROTOCOL_VERSION.into());
+        }
+    }
+
+    /// Sends a client request on to the upstream.
+    async fn forward(&mut self, client_id: Value, kind: Relayed, mut msg: Value) -> bool {
+        let up_id = self.up_id();
+        let up_key = jsonrpc::id_key(&up_id);
+        jsonrpc::set_id(&mut msg, up_id);
+        if !self.upstream(msg).await {
+            if let Relayed::ToolsCall { record, .. } = &kind {
+                self.log.write(record, Outcome::UpstreamClosed, None);
+            }
+            self.client(upstream_gone_error(client_id)).await;
+            return false;
+        }
+        self.client_requests.insert(jsonrpc::id_key(&client_id), Target::Upstream(up_key.clone()));
+        let deadline = self.upstream_timeout.map(|t| Instant::now() + t);
+        self.up_pending.insert(up_key, UpPending::Client { client_id, kind, deadline });
+        true
+    }
+
+    async fn tools_call(&mut self, id: Value, msg: Value) {
+        let params = jsonrpc::params(&msg);
+        let Some(tool) = params.and_then(|p| p.get("name")).and_then(Value::as_str) else {
+            self.client(jsonrpc::error(
+                id,
+                jsonrpc::INVALID_PARAMS,
+                "`tools/call` needs `params.name`, a string",
+            ))
+            .await;
+            return;
+        };
+        let arguments = match params.and_then(|p| p.get("arguments")) {
+            None | Some(Value::Null) => json!({}),
+            Some(a @ Value::Object(_)) => a.clone(),
+            Some(_) => {
+                self.client(jsonrpc::error(
+                    id,
+                    jsonrpc::INVALID_PARAMS,
+                    "`params.arguments` of `tools/call` must be an object",
+                ))
+                .await;
+                return;
+            }
+        };
+        let tool = tool.to_owned();
+        let verdict =
+            self.guard.decide(&tool, &arguments, self.session.as_deref(), None, &self.tools).await;
+        match verdict {
+            Verdict::Dispatch { receipt, record } => {
+                self.dispatch(id, msg, record, receipt).await;
+            }
+            Verdict::Refuse { result, record } => {
+                self.log.write(&record, Outcome::NotDispatched, None);
+                self.client(jsonrpc::result(id, result)).await;
+            }
+            Verdict::Approve { key, prompt, refusal, mut record } => {
+                if !self.can_elicit() {
+                    // Branch `http`: with the admin API the call waits out of band.
+                    record.approval =
+                        Some(if self.guard.out_of_band() { "pending" } else { "unavailable" });
+                    self.log.write(&record, Outcome::NotDispatched, None);
+                    self.client(jsonrpc::result(id, refusal)).await;
+                    return;
+                }
+                self.log.write(&record, Outcome::ApprovalRequested, None);
+                let elicitation_id = self.down_id();
+                let request = jsonrpc::request(
+                    elicitation_id.clone(),
+                    "elicitation/create",
+                    self.elicitation_params(prompt),
+                );
+                let client_key = jsonrpc::id_key(&id);
+                self.down_pending.insert(
+                    jsonrpc::id_key(&elicitation_id),
+                    DownPending::Approval { client_key: client_key.clone() },
+                );
+                self.client_requests.insert(client_key.clone(), Target::Approval);
+                self.approvals.insert(
+                    client_key,
+                    WaitingApproval {
+                        client_id: id,
+                        elicitation_id,
+                        message: msg,
+                        tool,
+                        arguments,
+                        key,
+                        record,
+                    },
+                );
+                self.client(request).await;
+            }
+        }
+    }
+
+    /// Sends an allowed call to the upstream. When it cannot be sent, the call did not happen:
+    /// its units are given back.
+    async fn dispatch(
+        &mut self,
+        id: Value,
+        msg: Value,
+        record: Record,
+        receipt: Option<mcp_policy::ChargeReceipt>,
+    ) {
+        let sent = Instant::now();
+        let delivered =
+            self.forward(id, Relayed::ToolsCall { record: Box::new(record), sent }, msg).await;
+        if !delivered
+            && let Some(receipt) = receipt
+            && let Err(e) = self.guard.evaluator().rollback_receipt_async(receipt).await
+        {
+            eprintln!(
+                "mcp-policy-gateway: could not give back the units of an undelivered call: {e}"
+            );
+        }
+    }
+
+    /// Whether the gateway can ask the human through the client: the session's revision has
+    /// server-to-client elicitation and the client declared form elicitation.
+    fn can_elicit(&self) -> bool {
+        let version_ok =
+            self.protocol.as_deref().is_some_and(|v| ELICITATION_VERSIONS.contains(&v));
+        let form = match self.client_capabilities.as_ref().and_then(|c| c.get("elicitation")) {
+            Some(Value::Object(e)) => e.is_empty() || e.contains_key("form"),
+            _ => false,
+        };
+        version_ok && form
+    }
+
+    fn elicitation_params(&self, prompt: String) -> Value {
+        let mut params = json!({
+            "message": prompt,
+            "requestedSchema": {
+                "type": "object",
+                "properties": { "approve": { "type": "boolean", "title": "Approve this call" } },
+                "required": ["approve"]
+            }
+        });
+        if self.protocol.as_deref() == Some("2025-11-25")
+            && let Some(p) = params.as_object_mut()
+        {
+            p.insert("mode".into(), "form".into());
+        }
+        params
+    }
+
+    async fn client_notification(&mut self, method: &str, mut msg: Value) {
+        match method {
+            "notifications/cancelled" => {
+                let Some(request_id) = jsonrpc::params(&msg).and_then(|p| p.get("requestId"))
+                else {
+                    return;
+                };
+                let key = jsonrpc::id_key(request_id);
+                match self.client_requests.remove(&key) {
+                    Some(Target::Upstream(up_key)) => {
+                        if let Some(UpPending::Client { kind, .. }) =
+                            self.up_pending.remove(&up_key)
+                            && let Relayed::ToolsCall { record, sent } = kind
+                        {
+                            let ms = sent.elapsed().as_secs_f64() * 1e3;
+                            self.log.write(&record, Outcome::Cancelled, Some(ms));
+                        }
+                        if let Some(p) = msg.get_mut("params").and_then(Value::as_object_mut)
+                            && let Ok(up_id) = serde_json::from_str::<Value>(&up_key)
+                        {
+                            p.insert("requestId".into(), up_id);
+                        }
+                        self.upstream(msg).await;
+                    }
+                    Some(Target::Approval) => {
+                        // The wait ends; nothing is dispatched, whatever the human answers.
+                        if let Some(mut waiting) = self.approvals.remove(&key) {
+                            self.down_pending.remove(&jsonrpc::id_key(&waiting.elicitation_id));
+                            waiting.record.approval = Some("cancelled");
+                            self.log.write(&waiting.record, Outcome::Cancelled, None);
+                            self.client(jsonrpc::notification(
+                                "notifications/cancelled",
+                                json!({
+                                    "requestId": waiting.elicitation_id,
+                                    "reason": "the tool call waiting for this approval was cancelled"
+                                }),
+                            ))
+                            .await;
+                        }
+                    }
+                    None => {}
+                }
+            }
+            "notifications/initialized" => {
+                self.upstream(msg).await;
+                self.initialized = true;
+                if self.upstream_capabilities.as_ref().is_some_and(|c| c.get("tools").is_some()) {
+                    self.refresh_tools().await;
+                }
+            }
+            _ => {
+                self.upstream(msg).await;
+            }
+        }
+    }
+
+    async fn client_response(&mut self, id: Value, mut msg: Value) {
+        match self.down_pending.remove(&jsonrpc::id_key(&id)) {
+            Some(DownPending::Upstream { upstream_id }) => {
+                self.upstream_requests.remove(&jsonrpc::id_key(&upstream_id));
+                jsonrpc::set_id(&mut msg, upstream_id);
+                self.upstream(msg).await;
+            }
+            Some(DownPending::Approval { client_key }) => {
+                self.approval_answer(&client_key, &msg).await;
+            }
+            None => {}
+        }
+    }
+
+    async fn approval_answer(&mut self, client_key: &str, answer: &Value) {
+        self.client_requests.remove(client_key);
+        let Some(waiting) = self.approvals.remove(client_key) else { return };
+        let WaitingApproval { client_id, message, tool, arguments, key, mut record, .. } = waiting;
+        let how = match answer.get("result") {
+            Some(r) => match r.get("action").and_then(Value::as_str) {
+                Some("accept")
+                    if r.get("content").and_then(|c| c.get("approve")).and_then(Value::as_bool)
+                        == Some(true) =>
+                {
+                    None
+                }
+                Some("accept") | Some("decline") => Some("declined"),
+                Some("cancel") => Some("cancelled"),
+                _ => Some("failed"),
+            },
+            None => Some("failed"),
+        };
+        if let Some(how) = how {
+            record.approval = Some(how);
+            self.log.write(&record, Outcome::NotDispatched, None);
+            self.client(jsonrpc::result(client_id, declined(&tool, how))).await;
+            return;
+        }
+        let verdict = self
+            .guard
+            .decide(&tool, &arguments, self.session.as_deref(), Some(&key), &self.tools)
+            .await;
+        match verdict {
+            Verdict::Dispatch { receipt, mut record } => {
+                record.approval = Some("accepted");
+                self.dispatch(client_id, message, record, receipt).await;
+            }
+            Verdict::Refuse { result, mut record }
+            | Verdict::Approve { refusal: result, mut record, .. } => {
+                record.approval = Some("accepted");
+                self.log.write(&record, Outcome::NotDispatched, None);
+                self.client(jsonrpc::result(client_id, result)).await;
+            }
+        }
+    }
+
+    // ---- from the upstream ----
+
+    async fn on_upstream(&mut self, mut msg: Value) {
+        match jsonrpc::classify(&msg) {
+            Kind::Invalid { reason, .. } => {
+                eprintln!(
+                    "mcp-policy-gateway: the upstream sent an invalid message ({reason}); dropped"
+                );
+            }
+            Kind::Response { id } => {
+                let key = jsonrpc::id_key(id);
+                match self.up_pending.remove(&key) {
+                    Some(UpPending::Client { client_id, kind, .. }) => {
+                        self.client_requests.remove(&jsonrpc::id_key(&client_id));
+                        jsonrpc::set_id(&mut msg, client_id);
+                        self.upstream_response(kind, msg).await;
+                    }
+                    Some(UpPending::Refresh { acc, pages }) => {
+                        self.refresh_page(acc, pages, &msg).await;
+                    }
+                    None => {}
+                }
+            }
+            Kind::Request { id, .. } => {
+                let upstream_id = id.clone();
+                let down_id = self.down_id();
+                self.upstream_requests.insert(jsonrpc::id_key(&upstream_id), down_id.clone());
+                self.down_pending
+                    .insert(jsonrpc::id_key(&down_id), DownPending::Upstream { upstream_id });
+                jsonrpc::set_id(&mut msg, down_id);
+                self.client(msg).await;
+            }
+            Kind::Notification { method } => match method {
+                "notifications/cancelled" => {
+                    let down = jsonrpc::params(&msg)
+                        .and_then(|p| p.get("requestId"))
+                        .and_then(|r| self.upstream_requests.remove(&jsonrpc::id_key(r)));
+                    if let Some(down_id) = down {
+                        self.down_pending.remove(&jsonrpc::id_key(&down_id));
+                        if let Some(p) = msg.get_mut("params").and_then(Value::as_object_mut) {
+                            p.insert("requestId".into(), down_id);
+                        }
+                        self.client(msg).await;
+                    }
+                }
+                "notifications/tools/list_changed" => {
+                    self.client(msg).await;
+                    if self.initialized {
+                        self.refresh_tools().await;
+                    }
+                }
+                _ => self.client(msg).await,
+            },
+        }
+    }
+
+    async fn upstream_response(&mut self, kind: Relayed, mut msg: Value) {
+        match kind {
+            Relayed::Initialize => {
+                if let Some(result) = msg.get("result") {
+                    let version = result.get("protocolVersion").and_then(Value::as_str);
+                    match version {
+                        Some(v) if PROTOCOL_VERSIONS.contains(&v) => {
+                            self.protocol = Some(v.to_owned());
+                            self.upstream_capabilities = result.get("capabilities").cloned();
+                        }
+                        _ => {
+                            let id = msg.get("id").cloned().unwrap_or(Value::Null);
+                            let shown = version.unwrap_or("none").to_owned();
+                            self.client(jsonrpc::error_with_data(
+                                id,
+                                jsonrpc::INVALID_PARAMS,
+                                format!(
+                                    "unsupported protocol version: the upstream answered `{shown}`, \
+                                     which the policy gateway does not speak"
+                                ),
+                                json!({ "supported": PROTOCOL_VERSIONS, "requested": shown }),
+                            ))
+                            .await;
+                            return;
+                        }
+                    }
+                }
+                self.client(msg).await;
+            }
+            Relayed::ToolsList => {
+                if let Some(tools) = msg
+                    .get_mut("result")
+                    .and_then(|r| r.get_mut("tools"))
+                    .and_then(Value::as_array_mut)
+                {
+                    self.tools.record(tools);
+                    self.guard.filter_tools(tools);
+                }
+                self.client(msg).await;
+            }
+            Relayed::ToolsCall { record, sent } => {
+                let ms = sent.elapsed().as_secs_f64() * 1e3;
+                let outcome = match msg.get("result") {
+                    Some(r) if r.get("isError").and_then(Value::as_bool) == Some(true) => {
+                        Outcome::ToolError
+                    }
+                    Some(_) => Outcome::Ok,
+                    None => Outcome::Error,
+                };
+                self.log.write(&record, outcome, Some(ms));
+                self.client(msg).await;
+            }
+            Relayed::Other => self.client(msg).await,
+        }
+    }
+
+    /// Lists the upstream's tools for the gateway's own view (which tools declare an output
+    /// schema), after `initialized` and whenever the upstream says its list changed.
+    async fn refresh_tools(&mut self) {
+        if self.refreshing {
+            self.refresh_again = true;
+            return;
+        }
+        self.refreshing = true;
+        self.refresh_request(ToolCache::default(), 0, None).await;
+    }
+
+    async fn refresh_request(&mut self, acc: ToolCache, pages: usize, cursor: Option<String>) {
+        let id = self.up_id();
+        let params = match cursor {
+            Some(c) => json!({ "cursor": c }),
+            None => json!({}),
+        };
+        self.up_pending.insert(jsonrpc::id_key(&id), UpPending::Refresh { acc, pages });
+        if !self.upstream(jsonrpc::request(id, "tools/list", params)).await {
+            self.refreshing = false;
+        }
+    }
+
+    async fn refresh_page(&mut self, mut acc: ToolCache, pages: usize, msg: &Value) {
+        let Some(result) = msg.get("result") else {
+            self.refreshing = false;
+            return;
+        };
+        if let Some(tools) = result.get("tools").and_then(Value::as_array) {
+            acc.record(tools);
+        }
+        let next = result.get("nextCursor").and_then(Value::as_str);
+        if let Some(cursor) = next
+            && pages + 1 < MAX_REFRESH_PAGES
+        {
+            let cursor = cursor.to_owned();
+            self.refresh_request(acc, pages + 1, Some(cursor)).await;
+            return;
+        }
+        self.tools.replace(acc);
+        self.refreshing = false;
+        if std::mem::take(&mut self.refresh_again) {
+            self.refresh_tools().await;
+        }
+    }
+
+    /// Requests the upstream has not answered in time get an error, and the upstream a
+    /// cancellation.
+    async fn expire(&mut self) {
+        let now = Instant::now();
+        let expired: Vec<String> = self
+            .up_pending
+            .iter()
+            .filter_map(|(k, p)| match p {
+                UpPending::Client { deadline: Some(d), .. } if *d <= now => Some(k.clone()),
+                _ => None,
+            })
+            .collect();
+        let secs = self.upstream_timeout.map_or(0.0, |t| t.as_secs_f64());
+        for key in expired {
+            let Some(UpPending::Client { client_id, kind, .. }) = self.up_pending.remove(&key)
+            else {
+                continue;
+            };
+            self.client_requests.remove(&jsonrpc::id_key(&client_id));
+            if let Relayed::ToolsCall { record, sent } = &kind {
+                let ms = sent.elapsed().as_secs_f64() * 1e3;
+                self.log.write(record, Outcome::UpstreamTimeout, Some(ms));
+            }
+            self.client(jsonrpc::error(
+                client_id,
+                jsonrpc::INTERNAL_ERROR,
+                format!("the upstream MCP server did not answer within {secs} seconds"),
+            ))
+            .await;
+            if let Ok(up_id) = serde_json::from_str::<Value>(&key) {
+                self.upstream(jsonrpc::notification(
+                    "notifications/cancelled",
+                    json!({ "requestId": up_id, "reason": "the gateway's upstream timeout" }),
+                ))
+                .await;
+            }
+        }
+    }
+
+    /// The upstream has gone: every request still waiting for it gets an error now.
+    async fn upstream_gone(&mut self) {
+        let pending: Vec<UpPending> = self.up_pending.drain().map(|(_, p)| p).collect();
+        for p in pending {
+            if let UpPending::Client { client_id, kind, .. } = p {
+                if let Relayed::ToolsCall { record, sent } = &kind {
+                    let ms = sent.elapsed().as_secs_f64() * 1e3;
+                    self.log.write(record, Outcome::UpstreamClosed, Some(ms));
+                }
+                self.client(upstream_gone_error(client_id)).await;
+            }
+        }
+        let waiting: Vec<WaitingApproval> = self.approvals.drain().map(|(_, w)| w).collect();
+        for w in waiting {
+            self.log.write(&w.record, Outcome::UpstreamClosed, None);
+            self.client(upstream_gone_error(w.client_id)).await;
+        }
+        self.client_requests.clear();
+    }
+}
+
+fn upstream_gone_error(id: Value) -> Value {
+    jsonrpc::error(
+        id,
+        jsonrpc::INTERNAL_ERROR,
+        "the upstream MCP server has gone (it exited, closed its output or is not reading its \
+         input) before answering",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::guard::Mode;
+    use mcp_policy::Evaluator;
+    use tokio::task::JoinHandle;
+
+    struct Harness {
+        client_in: mpsc::Sender<Inbound>,
+        client_out: mpsc::Receiver<Value>,
+        upstream_in: mpsc::Receiver<Value>,
+        upstream_out: Option<mpsc::Sender<Value>>,
+        task: JoinHandle<RelayEnd>,
+    }
+
+    fn start(policy: &str) -> Harness {
+        let evaluator = Arc::new(Evaluator::new(policy.parse().unwrap()));
+        let guard = Arc::new(Guard::new(evaluator, "g", Mode::Enforce));
+        let (client_in, rx) = mpsc::channel(16);
+        let (tx, client_out) = mpsc::channel(16);
+        let (up_tx, upstream_in) = mpsc::channel(16);
+        let (upstream_out, up_rx) = mpsc::channel(16);
+        let task = tokio::spawn(Relay::run(
+            guard,
+            Arc::new(DecisionLog::disabled()),
+            RelayConfig::default(),
+            ClientLink { tx, rx },
+            UpstreamLink { tx: up_tx, rx: up_rx },
+        ));
+        Harness { client_in, client_out, upstream_in, upstream_out: Some(upstream_out), task }
+    }
+
+    impl Harness {
+        async fn client_sends(&self, v: Value) {
+            self.client_in.send(Inbound::Message(v)).await.unwrap();
+        }
+        async fn upstream_sends(&self, v: Value) {
+            self.upstream_out.as_ref().unwrap().send(v).await.unwrap();
+        }
+        async fn upstream_gets(&mut self) -> Value {
+            self.upstream_in.recv().await.unwrap()
+        }
+        async fn client_gets(&mut self) -> Value {
+            self.client_out.recv().await.unwrap()
+        }
+    }
+
+    const POLICY: &str = r#"{"version": "1", "default": "deny", "hide": ["h_*"], "tools": {"a": {}, "b": {}, "h_x": {}}}"#;
+
+    #[tokio::test]
+    async fn pages_pass_through_and_each_is_filtered() {
+        let mut h = start(POLICY);
+        h.client_sends(json!({"jsonrpc": "2.0", "id": "first", "method": "tools/list"})).await;
+        let req = h.upstream_gets().await;
+        assert_eq!(req["method"], "tools/list");
+        h.upstream_sends(json!({"jsonrpc": "2.0", "id": req["id"], "result": {
+            "tools": [{"name": "a"}, {"name": "h_x"}, {"name": "zzz"}],
+            "nextCursor": "page-2", "x-new-field": 1}}))
+            .await;
+        let page = h.client_gets().await;
+        assert_eq!(page["id"], "first");
+        assert_eq!(page["result"]["tools"], json!([{"name": "a"}]));
+        assert_eq!(page["result"]["nextCursor"], "page-2");
+        assert_eq!(page["result"]["x-new-field"], 1, "unknown fields pass through");
+        h.client_sends(json!({"jsonrpc": "2.0", "id": "second", "method": "tools/list",
+            "params": {"cursor": "page-2"}}))
+            .await;
+        let req = h.upstream_gets().await;
+        assert_eq!(req["params"]["cursor"], "page-2");
+        h.upstream_sends(json!({"jsonrpc": "2.0", "id": req["id"], "result": {
+            "tools": [{"name": "h_y"}, {"name": "b"}]}}))
+            .await;
+        let page = h.client_gets().await;
+        assert_eq!(page["id"], "second");
+        assert_eq!(page["result"]["tools"], json!([{"name": "b"}]));
+    }
+
+    #[tokio::test]
+    async fn the_gateways_own_requests_never_collide_with_the_peers_ids() {
+        let mut h = start(POLICY);
+        h.client_sends(json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}))
+            .await;
+        let init = h.upstream_gets().await;
+        h.upstream_sends(json!({"jsonrpc": "2.0", "id": init["id"], "result": {
+            "protocolVersion": "2025-06-18", "capabilities": {"tools": {"listChanged": true}},
+            "serverInfo": {"name": "u", "version": "1"}}}))
+            .await;
+        assert_eq!(h.client_gets().await["id"], 1);
+        h.client_sends(json!({"jsonrpc": "2.0", "method": "notifications/initialized"})).await;
+        assert_eq!(h.upstream_gets().await["method"], "notifications/initialized");
+        // The gateway lists the tools for itself, with an id of its own numbering.
+        let own = h.upstream_gets().await;
+        assert_eq!(own["method"], "tools/list");
+        // The client happens to use the same id for a request of its own.
+        h.client_sends(json!({"jsonrpc": "2.0", "id": own["id"], "method": "ping"})).await;
+        let ping = h.upstream_gets().await;
+        assert_ne!(ping["id"], own["id"]);
+        // The upstream answers both; the client sees only its own answer, with its id.
+        h.upstream_sends(json!({"jsonrpc": "2.0", "id": own["id"], "result": {"tools": [
+            {"name": "a", "outputSchema": {"type": "object"}}]}}))
+            .await;
+        h.upstream_sends(json!({"jsonrpc": "2.0", "id": ping["id"], "result": {}})).await;
+        let answer = h.client_gets().await;
+        assert_eq!(answer, json!({"jsonrpc": "2.0", "id": own["id"], "result": {}}));
+
+        // A server-to-client request whose id equals one of the client's: mapped both ways.
+        h.upstream_sends(json!({"jsonrpc": "2.0", "id": 1, "method": "roots/list"})).await;
+        let ask = h.client_gets().await;
+        assert_eq!(ask["method"], "roots/list");
+        h.client_sends(json!({"jsonrpc": "2.0", "id": ask["id"], "result": {"roots": []}})).await;
+        let back = h.upstream_gets().await;
+        assert_eq!(back, json!({"jsonrpc": "2.0", "id": 1, "result": {"roots": []}}));
+    }
+
+    #[tokio::test]
+    async fn the_upstream_going_answers_every_waiting_request() {
+        let mut h = start(POLICY);
+        h.client_sends(json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+            "params": {"name": "a", "arguments": {}}}))
+            .await;
+        h.client_sends(json!({"jsonrpc": "2.0", "id": 8, "method": "resources/list"})).await;
+        assert_eq!(h.upstream_gets().await["method"], "tools/call");
+        assert_eq!(h.upstream_gets().await["method"], "resources/list");
+        h.upstream_out = None;
+        let mut ids = vec![h.client_gets().await, h.client_gets().await]
+            .into_iter()
+            .map(|m| {
+                assert_eq!(m["error"]["code"], jsonrpc::INTERNAL_ERROR);
+                m["id"].as_i64().unwrap()
+            })
+            .collect::<Vec<_>>();
+        ids.sort();
+        assert_eq!(ids, vec![7, 8]);
+        assert_eq!(h.task.await.unwrap(), RelayEnd::UpstreamClosed);
+    }
+}

@@ -1,0 +1,331 @@
+//! The upstream MCP server at a streamable-HTTP URL (the client side of the MCP specification's
+//! streamable HTTP transport, revisions 2025-03-26 to 2025-11-25).
+//!
+//! Every message the relay sends is POSTed to the URL with `Accept: application/json,
+//! text/event-stream`; the answer is read as JSON or as a server-sent-event stream, whichever
+//! the server chose. The `Mcp-Session-Id` the server gives on `initialize` is sent on every later
+//! request, with `MCP-Protocol-Version` once negotiated. After `notifications/initialized`, a GET
+//! stream is opened for the server's own requests and notifications (a server that answers 405
+//! has none). When the relay ends, the session is closed with DELETE.
+//!
+//! Requests are POSTed concurrently (a long tool call does not hold up the others);
+//! notifications and responses are POSTed in order, each after the previous one was accepted, so
+//! that `notifications/initialized` reaches the server before the requests that follow it. A
+//! request the server cannot be reached for, or answers with an HTTP error, gets a JSON-RPC error
+//! at once. When the server forgets the session (404), the upstream is gone: the relay answers
+//! what is pending with errors and the session ends.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
+use serde_json::Value;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::jsonrpc::{self, Kind};
+use crate::transport::{CHANNEL_CAPACITY, MAX_MESSAGE_BYTES, UpstreamLink};
+
+/// The session header.
+pub const SESSION_HEADER: &str = "mcp-session-id";
+/// The protocol version header.
+pub const PROTOCOL_HEADER: &str = "mcp-protocol-version";
+
+/// How long the gateway waits for the upstream to accept a connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How many times in a row the GET stream is reopened after it failed.
+const GET_RETRIES: u32 = 5;
+
+/// The connection to an HTTP upstream; the task ends (and the session is deleted) when the
+/// relay drops its side of the link.
+#[derive(Debug)]
+pub struct HttpUpstream {
+    task: JoinHandle<()>,
+}
+
+impl HttpUpstream {
+    /// Waits for the session to be closed (DELETE sent), at most `timeout`.
+    pub async fn finish(self, timeout: Duration) {
+        let abort = self.task.abort_handle();
+        if tokio::time::timeout(timeout, self.task).await.is_err() {
+            abort.abort();
+        }
+    }
+}
+
+struct Shared {
+    client: reqwest::Client,
+    url: reqwest::Url,
+    session: Mutex<Option<String>>,
+    protocol: Mutex<Option<String>>,
+    /// Messages for the relay; taken out when the upstream is gone, so that the relay sees it.
+    down: Mutex<Option<mpsc::Sender<Value>>>,
+    gone: watch::Sender<bool>,
+}
+
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Checks `url` and builds the HTTP client; nothing is sent until the relay sends.
+pub fn connect(url: &str) -> Result<(UpstreamLink, HttpUpstream), String> {
+    let parsed =
+        reqwest::Url::parse(url).map_err(|e| format!("invalid upstream URL `{url}`: {e}"))?;
+    match parsed.scheme() {
+        "http" => {}
+        "https" => {
+            return Err(format!(
+                "the upstream URL `{url}` uses https, which this build does not speak: put the \
+                 gateway next to the server and use http on a private address"
+            ));
+        }
+        other => return Err(format!("the upstream URL `{url}` must be http, not `{other}`")),
+    }
+    let client = reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+    let (up_tx, up_rx) = mpsc::channel::<Value>(CHANNEL_CAPACITY);
+    let (down_tx, down_rx) = mpsc::channel::<Value>(CHANNEL_CAPACITY);
+    let (gone, _) = watch::channel(false);
+    let shared = Arc::new(Shared {
+        client,
+        url: parsed,
+        session: Mutex::new(None),
+        protocol: Mutex::new(None),
+        down: Mutex::new(Some(down_tx)),
+        gone,
+    });
+    let task = tokio::spawn(run(shared, up_rx));
+    Ok((UpstreamLink { tx: up_tx, rx: down_rx }, HttpUpstream { task }))
+}
+
+async fn run(shared: Arc<Shared>, mut up_rx: mpsc::Receiver<Value>) {
+    let mut gone = shared.gone.subscribe();
+    let mut get_task: Option<JoinHandle<()>> = None;
+    loop {
+        let msg = tokio::select! {
+            m = up_rx.recv() => match m { Some(m) => m, None => break },
+            _ = gone.wait_for(|g| *g) => break,
+        };
+        let (is_request, initialized) = match jsonrpc::classify(&msg) {
+            Kind::Request { .. } => (true, false),
+            Kind::Notification { method } => (false, method == "notifications/initialized"),
+            _ => (false, false),
+        };
+        if is_request {
+            let sh = shared.clone();
+            tokio::spawn(async move { sh.post(msg).await });
+        } else {
+            shared.post(msg).await;
+            if initialized && get_task.is_none() {
+                let sh = shared.clone();
+                get_task = Some(tokio::spawn(async move { sh.get_stream().await }));
+            }
+        }
+    }
+    if let Some(t) = get_task {
+        t.abort();
+    }
+    shared.close_down();
+    let session = locked(&shared.session).clone();
+    if let Some(session) = session {
+        // The server may not allow clients to end sessions (405): nothing to do then.
+        let _ = tokio::time::timeout(
+            Duration::from_secs(2),
+            shared.client.delete(shared.url.clone()).header(SESSION_HEADER, session).send(),
+        )
+        .await;
+    }
+}
+
+impl Shared {
+    async fn deliver(&self, msg: Value) {
+        let down = locked(&self.down).clone();
+        if let Some(down) = down {
+            let _ = down.send(msg).await;
+        }
+    }
+
+    fn close_down(&self) {
+        locked(&self.down).take();
+        let _ = self.gone.send(true);
+    }
+
+    fn headers(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        let mut req = req;
+        if let Some(s) = locked(&self.session).as_deref()
+            && let Ok(v) = HeaderValue::from_str(s)
+        {
+            req = req.header(SESSION_HEADER, v);
+        }
+        if let Some(p) = locked(&self.protocol).as_deref()
+            && let Ok(v) = HeaderValue::from_str(p)
+        {
+            req = req.header(PROTOCOL_HEADER, v);
+        }
+        req
+    }
+
+    /// Tells the relay that a request failed (nothing for a notification or a response).
+    async fn fail(&self, id: Option<&Value>, why: String) {
+        match id {
+            Some(id) => {
+                self.deliver(jsonrpc::error(id.clone(), jsonrpc::INTERNAL_ERROR, why)).await;
+            }
+            None => eprintln!("mcp-policy-gateway: {why}"),
+        }
+    }
+
+    /// Receives a message from the upstream: records the negotiated version from the
+    /// `initialize` result, and passes it on.
+    async fn receive(&self, msg: Value, init_id: Option<&Value>) {
+        if let Some(init_id) = init_id
+            && msg.get("id") == Some(init_id)
+            && let Some(v) = msg.pointer("/result/protocolVersion").and_then(Value::as_str)
+        {
+            *locked(&self.protocol) = Some(v.to_owned());
+        }
+        self.deliver(msg).await;
+    }
+
+    async fn post(&self, msg: Value) {
+        let (id, is_init) = match jsonrpc::classify(&msg) {
+            Kind::Request { id, method } => (Some(id.clone()), method == "initialize"),
+            _ => (None, false),
+        };
+        let body = serde_json::to_vec(&msg).unwrap_or_default();
+        let req = self
+            .client
+            .post(self.url.clone())
+            .header(ACCEPT, "application/json, text/event-stream")
+            .header(CONTENT_TYPE, "application/json")
+            .body(body);
+        let resp = match self.headers(req).send().await {
+            Ok(r) => r,
+            Err(e) => {
+                let why = format!("cannot reach the upstream `{}`: {e}", self.url);
+                self.fail(id.as_ref(), why).await;
+                return;
+            }
+        };
+        let status = resp.status();
+        if is_init
+            && status.is_success()
+            && let Some(s) = resp.headers().get(SESSION_HEADER).and_then(|v| v.to_str().ok())
+        {
+            *locked(&self.session) = Some(s.to_owned());
+        }
+        if status == reqwest::StatusCode::NOT_FOUND && locked(&self.session).is_some() {
+            self.fail(id.as_ref(), "the upstream ended the MCP session (HTTP 404)".into()).await;
+            self.close_down();
+            return;
+        }
+        if !status.is_success() {
+            let text = resp.text().await.unwrap_or_default();
+            let shown: String = text.chars().take(500).collect();
+            let why = format!("the upstream answered HTTP {status}: {shown}");
+            self.fail(id.as_ref(), why).await;
+            return;
+        }
+        if id.is_none() {
+            return;
+        }
+        let init_id = if is_init { id.as_ref() } else { None };
+        let answered = self.read_body(resp, id.as_ref(), init_id).await;
+        if !answered {
+            self.fail(
+                id.as_ref(),
+                "the upstream closed its answer stream before answering this request".into(),
+            )
+            .await;
+        }
+    }
+
+    /// Reads a response body (JSON or SSE) and passes its messages on; whether the response to
+    /// `id` was among them.
+    async fn read_body(
+        &self,
+        resp: reqwest::Response,
+        id: Option<&Value>,
+        init_id: Option<&Value>,
+    ) -> bool {
+        let sse = resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        let is_answer =
+            |m: &Value| id.is_some_and(|id| m.get("id") == Some(id) && m.get("method").is_none());
+        if !sse {
+            let bytes = match resp.bytes().await {
+                Ok(b) if b.len() <= MAX_MESSAGE_BYTES => b,
+                Ok(_) => return false,
+                Err(_) => return false,
+            };
+            let messages = match serde_json::from_slice::<Value>(&bytes) {
+                Ok(Value::Array(a)) => a,
+                Ok(v) => vec![v],
+                Err(e) => {
+                    eprintln!("mcp-policy-gateway: the upstream answered with invalid JSON: {e}");
+                    return false;
+                }
+            };
+            let mut answered = false;
+            for m in messages {
+                answered |= is_answer(&m);
+                self.receive(m, init_id).await;
+            }
+            return answered;
+        }
+        let mut events = sse_stream::SseStream::from_bytes_stream(resp.bytes_stream());
+        let mut answered = false;
+        while let Some(event) = events.next().await {
+            let Ok(event) = event else { break };
+            let Some(data) = event.data.filter(|d| !d.trim().is_empty()) else { continue };
+            match serde_json::from_str::<Value>(&data) {
+                Ok(m) => {
+                    let this = is_answer(&m);
+                    self.receive(m, init_id).await;
+                    if this {
+                        answered = true;
+                        // The stream may stay open; the request is answered.
+                        break;
+                    }
+                }
+                Err(e) => eprintln!(
+                    "mcp-policy-gateway: the upstream sent an event that is not JSON ({e}); dropped"
+                ),
+            }
+        }
+        answered
+    }
+
+    /// The GET stream of server-initiated messages, reopened when it ends.
+    async fn get_stream(&self) {
+        let mut failures = 0;
+        while failures < GET_RETRIES && !*self.gone.borrow() {
+            let req = self.client.get(self.url.clone()).header(ACCEPT, "text/event-stream");
+            let resp = match self.headers(req).send().await {
+                Ok(r) => r,
+                Err(_) => {
+                    failures += 1;
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            if resp.status() == reqwest::StatusCode::METHOD_NOT_ALLOWED {
+                return; // The server has no such stream.
+            }
+            if !resp.status().is_success() {
+                failures += 1;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            failures = 0;
+            self.read_body(resp, None, None).await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}

@@ -1,0 +1,6 @@
+//! Transports towards the upstream MCP server.
+
+pub mod stdio;
+
+// Branch `http`.
+pub mod http;
