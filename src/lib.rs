@@ -54,6 +54,7 @@ pub use eval::{
     ChargeReceipt, Decision, DecisionKind, Evaluator, Mode, PendingApproval, ResolveApprovalError,
     RollbackError, ToolCall,
 };
+pub use policy::lint::{ToolInfo, lint};
 pub use policy::{
     Diagnostic, DiagnosticKind, InvalidPolicy, Policy, PolicyError, ReadError, Severity, model,
 };

@@ -76,6 +76,7 @@ pub(crate) fn load(text: &str) -> Result<Compiled, InvalidPolicy> {
     };
     match compiled {
         Some(mut c) if problems.is_empty() => {
+            c.places = lint::Places::scan(text);
             let findings = lint::document(&c.document);
             if !findings.is_empty() {
                 let found: Vec<Problem> = findings
@@ -491,6 +492,7 @@ impl Walker {
             default_rule: CompiledRule::empty(RuleName::Pointer("/default".into())),
             limits: std::mem::take(&mut self.limits),
             warnings: Vec::new(),
+            places: Default::default(),
         })
     }
 

@@ -8,7 +8,7 @@
 pub(crate) mod canonical;
 pub(crate) mod compiled;
 mod diagnostics;
-mod lint;
+pub(crate) mod lint;
 mod load;
 pub mod model;
 pub(crate) mod path;

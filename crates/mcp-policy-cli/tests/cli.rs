@@ -106,7 +106,7 @@ fn validate_json_is_an_array_of_findings() {
     assert_eq!(findings[0]["column"], 21);
     assert_eq!(findings[0]["pointer"], "/tools/cancel_run/limts");
     assert_eq!(findings[0]["severity"], "error");
-    assert_eq!(findings[0]["kind"], "UnknownKey");
+    assert_eq!(findings[0]["kind"], "unknown_key");
     // A valid policy alone gives an empty array and exit 0.
     let o = run(&["validate", "--format", "json", &example("seed-policy.json")]);
     assert_eq!(o.status.code(), Some(0));
