@@ -125,6 +125,7 @@ pub fn lint(policy: &Policy, tools: &[ToolInfo]) -> Vec<Diagnostic> {
     };
     // The rule key each tool is governed by: a key no tool reaches is unused.
     let used: HashSet<&str> = names.iter().filter_map(|n| policy.rule_key(n)).collect();
+    let mut budget = SUGGESTION_BUDGET;
     let mut out = Vec::new();
     let mut warn = |(line, column): (usize, usize), pointer: String, kind, message: String| {
         out.push(Diagnostic::new(line, column, pointer, message, kind));
@@ -152,7 +153,7 @@ pub fn lint(policy: &Policy, tools: &[ToolInfo]) -> Vec<Diagnostic> {
             );
             continue;
         } else {
-            format!("rule `{key}` matches no tool of the server{}", hint(key, &names))
+            format!("rule `{key}` matches no tool of the server{}", hint(key, &names, &mut budget))
         };
         warn(at, pointer, DiagnosticKind::UnusedRule, message);
     }
@@ -171,7 +172,7 @@ pub fn lint(policy: &Policy, tools: &[ToolInfo]) -> Vec<Diagnostic> {
         } else {
             let message = format!(
                 "hide entry `{entry}` matches no tool of the server{}",
-                hint(entry, &names)
+                hint(entry, &names, &mut budget)
             );
             warn(at, pointer, DiagnosticKind::UnusedHide, message);
         }
@@ -197,11 +198,31 @@ pub fn lint(policy: &Policy, tools: &[ToolInfo]) -> Vec<Diagnostic> {
     out
 }
 
+/// How many full edit distances the did-you-mean of one lint may compute: past it, the entries
+/// that match no tool are still reported, without a suggestion. Thousands of unmatched entries
+/// against a tool list of thousands would otherwise cost millions of comparisons.
+const SUGGESTION_BUDGET: usize = 100_000;
+
 /// "; did you mean `x`?" for the tool name closest to `key`, when it is close.
-fn hint(key: &str, names: &[&str]) -> String {
-    did_you_mean(key, names.iter().copied())
-        .map(|n| format!("; did you mean `{n}`?"))
-        .unwrap_or_default()
+///
+/// Candidates whose length differs too much are skipped before the edit distance.
+fn hint(key: &str, names: &[&str], budget: &mut usize) -> String {
+    let limit = match key.chars().count() {
+        0..=2 => 1,
+        3..=5 => 2,
+        _ => 3,
+    };
+    // Each edit changes the length by at most one character (four bytes).
+    let close = names.iter().copied().filter(|n| n.len().abs_diff(key.len()) <= limit * 4);
+    let mut candidates: Vec<&str> = Vec::new();
+    for n in close {
+        if *budget == 0 {
+            break;
+        }
+        *budget -= 1;
+        candidates.push(n);
+    }
+    did_you_mean(key, candidates).map(|n| format!("; did you mean `{n}`?")).unwrap_or_default()
 }
 
 /// The UTS #39 skeleton of `s`: two names that look alike have the same skeleton.
