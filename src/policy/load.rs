@@ -1019,7 +1019,7 @@ fn window_message(w: &str) -> String {
     };
     let seconds = n.parse::<u64>().ok().zip(per).and_then(|(n, per)| n.checked_mul(per));
     let hint = match seconds {
-        Some(s) if s >= 1 && s <= MAX_WINDOW_SECONDS => {
+        Some(s) if (1..=MAX_WINDOW_SECONDS).contains(&s) => {
             format!("; write `{s}` (a number, not a string) for {w:?}")
         }
         _ => did_you_mean(w, WINDOWS).map(|c| format!("; did you mean `{c}`?")).unwrap_or_default(),

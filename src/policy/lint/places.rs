@@ -95,9 +95,7 @@ impl Scanner<'_> {
 
     fn document(&mut self) -> Option<()> {
         self.ws();
-        if self.eat(b'{').is_none() {
-            return None;
-        }
+        self.eat(b'{')?;
         if self.eat(b'}').is_some() {
             return Some(());
         }
