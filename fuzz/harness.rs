@@ -69,7 +69,8 @@ pub(crate) fn condition(data: &[u8]) {
 }
 
 /// A policy (JSON, before the first NUL) and a sequence of calls (JSON lines after it): every
-/// decision has the documented shape, and an allowed call never breaks a limit.
+/// decision has the documented shape, a hidden tool is denied, and an approved call decided
+/// again with its approval key never comes back as approve.
 pub(crate) fn evaluate(data: &[u8]) {
     let Some((policy, calls)) = two_parts(data) else { return };
     let Ok(policy) = Policy::from_json_str(policy) else { return };

@@ -60,6 +60,7 @@ pub use eval::{
     MAX_ARGUMENT_BYTES_PER_GRANT, MAX_PENDING, MAX_PENDING_PER_GRANT, Mode, PendingApproval,
     ResolveApprovalError, RollbackError, ToolCall,
 };
+pub use policy::lint::{ToolInfo, lint};
 pub use policy::{
     Diagnostic, DiagnosticKind, InvalidPolicy, Policy, PolicyError, ReadError, Severity,
     did_you_mean, locate, pattern_matches,

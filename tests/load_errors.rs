@@ -693,6 +693,32 @@ fn cases() -> Vec<Case> {
             "did you mean `minute`?",
         ),
         case(
+            "window with a unit",
+            l("{\"counter\": \"c\", \"window\": \"1m\", \"max\": 1}"),
+            "/tools/t/limits/0/window",
+            5,
+            K::InvalidValue,
+            "unknown window `1m`: a window is a name (`second`, `minute`, `hour`, `day`) or a number of whole seconds (`60`); write `60`",
+        ),
+        case(
+            "increment_from without args",
+            l(
+                "{\"counter\": \"c\", \"window\": \"minute\", \"max\": 5, \"increment_from\": \"amount\"}",
+            ),
+            "/tools/t/limits/0/increment_from",
+            5,
+            K::InvalidPath,
+            "did you mean `args.amount`?",
+        ),
+        case(
+            "schema type typo",
+            tool("{\"arguments\": {\"properties\": {\"n\": {\"type\": \"numbr\"}}}}"),
+            "/tools/t/arguments/properties/n/type",
+            5,
+            K::InvalidSchema,
+            "keyword `type` has the value `numbr`, which is not a JSON Schema type",
+        ),
+        case(
             "window zero",
             l("{\"counter\": \"c\", \"window\": 0, \"max\": 1}"),
             "/tools/t/limits/0/window",

@@ -33,6 +33,8 @@ pub(crate) struct Compiled {
     pub(crate) limits: Vec<CompiledLimit>,
     /// The lint's warnings, located, in document order.
     pub(crate) warnings: Vec<super::Diagnostic>,
+    /// Where `tools` keys, `hide` entries and `default` stand in the text, for the tool-list lint.
+    pub(crate) places: super::lint::Places,
 }
 
 /// What identifies a rule in decisions.

@@ -57,6 +57,27 @@ pub enum DiagnosticKind {
     UnicodeClass,
     /// Warning: a `deny_if` condition on an argument that no `arguments` schema gives a type.
     UntypedArgument,
+    /// Warning ([`lint`](crate::lint)): a `tools` key that governs no tool of the server.
+    UnusedRule,
+    /// Warning ([`lint`](crate::lint)): a `hide` entry that matches no tool of the server.
+    UnusedHide,
+    /// Warning ([`lint`](crate::lint)): a risky tool that `default: allow` leaves without a rule.
+    Unguarded,
+    /// Warning ([`lint`](crate::lint)): a `tools` key or `hide` entry that is not a tool's name
+    /// but looks like one (`dеlete_job` with a Cyrillic `е`).
+    ConfusableName,
+    /// Warning ([`lint`](crate::lint)): a character that looks like an ASCII one (Cyrillic `е`,
+    /// fullwidth `ｄ`) in a `tools` key or `hide` entry.
+    ConfusableCharacter,
+    /// Warning ([`lint`](crate::lint)): letters of several scripts in one `tools` key or `hide`
+    /// entry.
+    MixedScript,
+    /// Warning ([`lint`](crate::lint)): a bidirectional control character in a `tools` key or
+    /// `hide` entry.
+    BidiControl,
+    /// Warning ([`lint`](crate::lint)): a zero-width or other invisible character in a `tools`
+    /// key or `hide` entry.
+    InvisibleCharacter,
 }
 
 impl DiagnosticKind {
@@ -82,6 +103,14 @@ impl DiagnosticKind {
             DiagnosticKind::DollarAnchor => "dollar_anchor",
             DiagnosticKind::UnicodeClass => "unicode_class",
             DiagnosticKind::UntypedArgument => "untyped_argument",
+            DiagnosticKind::UnusedRule => "unused_rule",
+            DiagnosticKind::UnusedHide => "unused_hide",
+            DiagnosticKind::Unguarded => "unguarded",
+            DiagnosticKind::ConfusableName => "confusable_name",
+            DiagnosticKind::ConfusableCharacter => "confusable_character",
+            DiagnosticKind::MixedScript => "mixed_script",
+            DiagnosticKind::BidiControl => "bidi_control",
+            DiagnosticKind::InvisibleCharacter => "invisible_character",
         }
     }
 
@@ -92,7 +121,15 @@ impl DiagnosticKind {
             | DiagnosticKind::EmptyList
             | DiagnosticKind::DollarAnchor
             | DiagnosticKind::UnicodeClass
-            | DiagnosticKind::UntypedArgument => Severity::Warning,
+            | DiagnosticKind::UntypedArgument
+            | DiagnosticKind::UnusedRule
+            | DiagnosticKind::UnusedHide
+            | DiagnosticKind::Unguarded
+            | DiagnosticKind::ConfusableName
+            | DiagnosticKind::ConfusableCharacter
+            | DiagnosticKind::MixedScript
+            | DiagnosticKind::BidiControl
+            | DiagnosticKind::InvisibleCharacter => Severity::Warning,
             _ => Severity::Error,
         }
     }

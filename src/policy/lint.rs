@@ -3,8 +3,8 @@
 //! line, column, JSON Pointer and a stable [`DiagnosticKind`]; the policy still loads.
 //!
 //! The checks read the loaded document only, so they run once per load, in one pass over the
-//! rules. Checks that need more than the document (the server's tool list) can be added here
-//! as functions of their own input.
+//! rules. The checks that need the server's tool list are [`lint`] (in `tools`), located by
+//! the [`Places`] found at load.
 
 use regex_syntax::ast::{self, Ast};
 use serde_json::Value;
@@ -13,6 +13,12 @@ use super::diagnostics::DiagnosticKind;
 use super::model::{Condition, Op, PolicyDocument, Rule};
 use super::path::{self, Root};
 use crate::json::pointer::join;
+
+mod places;
+mod tools;
+
+pub(crate) use places::Places;
+pub use tools::{ToolInfo, lint};
 
 /// A warning located by pointer, before lines and columns are known.
 pub(crate) struct Finding {

@@ -76,6 +76,7 @@ pub(crate) fn load(text: &str) -> Result<Compiled, InvalidPolicy> {
     };
     match compiled {
         Some(mut c) if problems.is_empty() => {
+            c.places = lint::Places::scan(text);
             let findings = lint::document(&c.document);
             if !findings.is_empty() {
                 let found: Vec<Problem> = findings
@@ -491,6 +492,7 @@ impl Walker {
             default_rule: CompiledRule::empty(RuleName::Pointer("/default".into())),
             limits: std::mem::take(&mut self.limits),
             warnings: Vec::new(),
+            places: Default::default(),
         })
     }
 
@@ -597,11 +599,8 @@ impl Walker {
         let mut bad = false;
         if let Err(e) = jsonschema::draft202012::meta::validate(schema) {
             let at = e.instance_path().as_str();
-            self.problem(
-                format!("{ptr}{at}"),
-                DiagnosticKind::InvalidSchema,
-                format!("invalid JSON Schema for `arguments`: {}", flatten(&e.to_string())),
-            );
+            let message = schema_message(at, e.instance(), &e.to_string());
+            self.problem(format!("{ptr}{at}"), DiagnosticKind::InvalidSchema, message);
             bad = true;
         }
         if bad {
@@ -677,6 +676,13 @@ impl Walker {
         match path::parse(&text) {
             Ok(p) => Some((text, p)),
             Err(message) => {
+                // A bare argument name (`amount`): the path most likely meant.
+                let args = format!("args.{text}");
+                let message = if !text.contains('.') && path::parse(&args).is_ok() {
+                    format!("{message}; did you mean `{args}`?")
+                } else {
+                    message
+                };
                 self.problem(ptr, DiagnosticKind::InvalidPath, message);
                 None
             }
@@ -744,7 +750,7 @@ impl Walker {
                         self.problem(
                             vptr,
                             DiagnosticKind::InvalidRegex,
-                            format!("invalid regex `{s}`: {}", flatten(&e.to_string())),
+                            format!("invalid regex `{s}`: {e}"),
                         );
                         return None;
                     }
@@ -819,6 +825,10 @@ impl Walker {
         }
         let wptr = join(ptr, "window");
         let window = match map.get("window") {
+            Some(Value::String(w)) if !WINDOWS.contains(&w.as_str()) => {
+                self.problem(&wptr, DiagnosticKind::InvalidValue, window_message(w));
+                None
+            }
             Some(w @ Value::String(_)) => self.choice(w, &wptr, "window", WINDOWS).map(|s| {
                 Window::Named(match s.as_str() {
                     "second" => WindowUnit::Second,
@@ -954,6 +964,72 @@ impl Walker {
 }
 
 /// One line of an error message from a dependency.
+/// The JSON Schema type names, for `"type"` in an `arguments` schema.
+const SCHEMA_TYPES: &[&str] =
+    &["array", "boolean", "integer", "null", "number", "object", "string"];
+
+/// What is wrong with an `arguments` schema that the meta-schema rejects: the keyword (the last
+/// token of `at`) and its value, rather than the meta-schema's `anyOf` that rejected it.
+fn schema_message(at: &str, value: &Value, fallback: &str) -> String {
+    let keyword = at.rsplit('/').next().unwrap_or("").replace("~1", "/").replace("~0", "~");
+    let shown = match value {
+        Value::String(s) => s.clone(),
+        v => v.to_string(),
+    };
+    if keyword == "type" {
+        let bad = match value {
+            Value::String(s) => Some(s.as_str()),
+            Value::Array(items) => {
+                items.iter().filter_map(Value::as_str).find(|s| !SCHEMA_TYPES.contains(s))
+            }
+            _ => None,
+        };
+        let hint = bad
+            .and_then(|b| did_you_mean(b, SCHEMA_TYPES))
+            .map(|c| format!("; did you mean `{c}`?"))
+            .unwrap_or_default();
+        return format!(
+            "invalid JSON Schema for `arguments`: keyword `type` has the value `{}`, which is not \
+             a JSON Schema type: expected one of {} (or an array of them){hint}",
+            bad.unwrap_or(&shown),
+            SCHEMA_TYPES.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
+        );
+    }
+    if keyword.is_empty() || keyword.parse::<usize>().is_ok() {
+        return format!("invalid JSON Schema for `arguments`: {}", flatten(fallback));
+    }
+    format!(
+        "invalid JSON Schema for `arguments`: keyword `{keyword}` cannot have the value `{shown}`: {}",
+        flatten(fallback)
+    )
+}
+
+/// What a window that is neither a name nor a number means, and what to write instead.
+fn window_message(w: &str) -> String {
+    let t = w.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(digits);
+    let per = match unit.trim().to_ascii_lowercase().as_str() {
+        "" => Some(1),
+        "s" | "sec" | "secs" | "second" | "seconds" => Some(1u64),
+        "m" | "min" | "mins" | "minute" | "minutes" => Some(60),
+        "h" | "hr" | "hrs" | "hour" | "hours" => Some(3600),
+        "d" | "day" | "days" => Some(86_400),
+        _ => None,
+    };
+    let seconds = n.parse::<u64>().ok().zip(per).and_then(|(n, per)| n.checked_mul(per));
+    let hint = match seconds {
+        Some(s) if (1..=MAX_WINDOW_SECONDS).contains(&s) => {
+            format!("; write `{s}` (a number, not a string) for {w:?}")
+        }
+        _ => did_you_mean(w, WINDOWS).map(|c| format!("; did you mean `{c}`?")).unwrap_or_default(),
+    };
+    format!(
+        "unknown window `{w}`: a window is a name (`second`, `minute`, `hour`, `day`) or a number of \
+         whole seconds (`60`){hint}"
+    )
+}
+
 fn flatten(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }

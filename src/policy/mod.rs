@@ -8,7 +8,7 @@
 pub(crate) mod compiled;
 pub(crate) mod condition;
 mod diagnostics;
-mod lint;
+pub(crate) mod lint;
 mod load;
 pub mod model;
 pub(crate) mod path;

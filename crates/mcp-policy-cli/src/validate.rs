@@ -1,17 +1,14 @@
 //! `mcp-policy validate`: every problem of every policy file, and with `--tools`, the warnings
 //! that only the server's tool list can reveal.
 
-use std::collections::HashSet;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use mcp_policy::model::DefaultDecision;
-use mcp_policy::pattern_matches;
-use mcp_policy::{Policy, PolicyError};
+use mcp_policy::{Diagnostic, Policy, PolicyError, ToolInfo};
 
 use crate::classify::{Class, classify};
-use crate::locate::{LineIndex, Spans, join};
-use crate::report::{self, Finding, Severity, closest};
+use crate::locate::LineIndex;
+use crate::report::{self, Finding, Severity};
 use crate::tools::{self, Tool};
 use crate::{Failure, Out, Result};
 
@@ -44,25 +41,17 @@ pub(crate) fn run(
         };
         let lines = LineIndex::new(&text);
         let findings = match Policy::from_json_str(&text) {
-            Err(PolicyError::Invalid(e)) => e
-                .diagnostics()
-                .iter()
-                .map(|d| Finding {
-                    file: file.clone(),
-                    line: d.line(),
-                    column: d.column(),
-                    pointer: d.pointer().to_owned(),
-                    severity: Severity::Error,
-                    kind: format!("{:?}", d.kind()),
-                    message: d.message().to_owned(),
-                })
-                .collect(),
+            Err(PolicyError::Invalid(e)) => {
+                e.diagnostics().iter().map(|d| finding(&file, d)).collect()
+            }
             Err(e) => return Err(Failure::Usage(e.to_string())),
             Ok(policy) => {
-                let warnings = match &tools {
-                    Some(tools) => warnings(&policy, &text, &lines, &file, tools),
-                    None => Vec::new(),
-                };
+                let mut found: Vec<Diagnostic> = policy.warnings().to_vec();
+                if let Some(tools) = &tools {
+                    found.extend(lint(&policy, tools));
+                    found.sort_by_key(|d| (d.line(), d.column()));
+                }
+                let warnings: Vec<Finding> = found.iter().map(|d| finding(&file, d)).collect();
                 if !json && warnings.is_empty() {
                     let rules = policy.document().tools.len();
                     writeln!(
@@ -105,104 +94,35 @@ fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
 
-/// What the tool list reveals: rules and hide entries that match no tool, and risky tools that
-/// `default: allow` leaves without a rule.
-///
-/// Linear in the size of the policy and of the tool list (apart from the suggestions for the
-/// entries that match nothing): the text is scanned once for positions, each tool's rule is
-/// found once.
-fn warnings(
-    policy: &Policy,
-    text: &str,
-    lines: &LineIndex<'_>,
-    file: &str,
-    tools: &[Tool],
-) -> Vec<Finding> {
-    let names: Vec<&str> = tools.iter().map(|t| t.name.as_str()).collect();
-    let name_set: HashSet<&str> = names.iter().copied().collect();
-    let matches_a_tool = |pattern: &str| {
-        if pattern.contains('*') {
-            names.iter().any(|n| pattern_matches(pattern, n))
-        } else {
-            name_set.contains(pattern)
-        }
-    };
-    // The rule key each tool is governed by: a key no tool reaches is unused.
-    let used: HashSet<&str> = names.iter().filter_map(|n| policy.rule_key(n)).collect();
-    let spans = Spans::new(text, 2);
-    let mut out = Vec::new();
-    let mut warn = |pointer: String, kind: &str, message: String| {
-        let (line, column) = lines.line_column(spans.offset(&pointer));
-        out.push(Finding {
-            file: file.to_owned(),
-            line,
-            column,
-            pointer,
-            severity: Severity::Warning,
-            kind: kind.to_owned(),
-            message,
-        });
-    };
-    for key in policy.document().tools.keys() {
-        if used.contains(key.as_str()) {
-            continue;
-        }
-        let pointer = join("/tools", key);
-        let message = if matches_a_tool(key) {
-            format!(
-                "rule `{key}` applies to no tool of the server: a more specific rule governs every tool it matches"
-            )
-        } else {
-            format!("rule `{key}` matches no tool of the server{}", hint(key, &names))
-        };
-        warn(pointer, "UnusedRule", message);
-    }
-    for (i, entry) in policy.document().hide.iter().enumerate() {
-        if !matches_a_tool(entry) {
-            let message = format!(
-                "hide entry `{entry}` matches no tool of the server{}",
-                hint(entry, &names)
-            );
-            warn(format!("/hide/{i}"), "UnusedHide", message);
-        }
-    }
-    if policy.document().default == DefaultDecision::Allow {
-        for tool in tools {
+/// The library's tool-list lint, with the classifier's verdict as each tool's risk.
+fn lint(policy: &Policy, tools: &[Tool]) -> Vec<Diagnostic> {
+    let infos: Vec<ToolInfo> = tools
+        .iter()
+        .map(|tool| {
+            let info = ToolInfo::new(tool.name.as_str());
             let (class, basis) = classify(tool);
-            let risky = matches!(class, Class::Destructive | Class::Execute | Class::Financial);
-            if risky && policy.rule_key(&tool.name).is_none() && !policy.is_hidden(&tool.name) {
-                warn(
-                    "/default".to_owned(),
-                    "Unguarded",
-                    format!(
-                        "tool `{}` is {class} ({basis}) and has no rule: `default: allow` lets \
-                         every call of it through",
-                        tool.name
-                    ),
-                );
+            if matches!(class, Class::Destructive | Class::Execute | Class::Financial) {
+                info.with_risk(format!("{class} ({basis})"))
+            } else {
+                info
             }
-        }
-    }
-    out
+        })
+        .collect();
+    mcp_policy::lint(policy, &infos)
 }
 
-/// "; did you mean `x`?" for the tool name closest to `key`, when it is close.
-fn hint(key: &str, names: &[&str]) -> String {
-    closest(key, names.iter().copied())
-        .map(|n| format!("; did you mean `{n}`?"))
-        .unwrap_or_default()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hints() {
-        assert_eq!(
-            hint("cancle_run", &["cancel_run", "list_jobs"]),
-            "; did you mean `cancel_run`?"
-        );
-        assert_eq!(hint("zzzzzz", &["cancel_run"]), "");
+fn finding(file: &str, d: &Diagnostic) -> Finding {
+    Finding {
+        file: file.to_owned(),
+        line: d.line(),
+        column: d.column(),
+        pointer: d.pointer().to_owned(),
+        severity: if d.severity() == mcp_policy::Severity::Warning {
+            Severity::Warning
+        } else {
+            Severity::Error
+        },
+        kind: d.kind().as_str().to_owned(),
+        message: d.message().to_owned(),
     }
 }
