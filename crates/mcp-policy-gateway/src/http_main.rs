@@ -57,52 +57,6 @@ pub async fn run(cli: Cli) -> i32 {
     }
 }
 
-/// Watches the policy file as [`Reloader::spawn`] does, counting reloads in `metrics`.
-fn watch_policy<S: Send + Sync + 'static>(
-    reloader: Reloader<S>,
-    metrics: Arc<Metrics>,
-    interval: Duration,
-) -> tokio::task::JoinHandle<()> {
-    let polling = !interval.is_zero();
-    // An interval of a day when polling is off (`--policy-poll 0`): only SIGHUP reloads.
-    let interval = if polling { interval } else { Duration::from_secs(86_400) };
-    tokio::spawn(async move {
-        let mut reloader = reloader;
-        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-        let mut tick = tokio::time::interval(interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        loop {
-            let force = match &mut hup {
-                Some(h) => tokio::select! {
-                    _ = tick.tick() => false,
-                    _ = h.recv() => true,
-                },
-                None => {
-                    tick.tick().await;
-                    false
-                }
-            };
-            if !force && !polling {
-                continue;
-            }
-            let Ok((r, outcome)) = tokio::task::spawn_blocking(move || {
-                let outcome = reloader.check(force);
-                (reloader, outcome)
-            })
-            .await
-            else {
-                return;
-            };
-            reloader = r;
-            match outcome {
-                ReloadOutcome::Reloaded(_) => metrics.reload(true),
-                ReloadOutcome::Refused => metrics.reload(false),
-                ReloadOutcome::Unchanged => {}
-            }
-        }
-    })
-}
-
 fn authenticator(cli: &Cli) -> Result<Authenticator, String> {
     let options = JwtOptions {
         grant_claim: &cli.grant_claim,
@@ -150,10 +104,14 @@ async fn serve<S: AsyncCounterStore + 'static>(
         ModeArg::Monitor => Mode::Monitor,
     };
     let evaluator = Arc::new(evaluator.with_mode(mode.core()));
-    let reloader = watch_policy(
-        Reloader::new(evaluator.clone(), cli.policy.clone(), text),
-        metrics.clone(),
+    let counted = metrics.clone();
+    let reloader = Reloader::new(evaluator.clone(), cli.policy.clone(), text).spawn_with(
         cli.policy_poll,
+        move |outcome| match outcome {
+            ReloadOutcome::Reloaded(_) => counted.reload(true),
+            ReloadOutcome::Refused => counted.reload(false),
+            ReloadOutcome::Unchanged => {}
+        },
     );
     let upstream = match &cli.upstream {
         Some(url) => UpstreamSpec::Url(url.clone()),

@@ -135,7 +135,17 @@ pub fn describe_error(path: &Path, e: &PolicyError) -> String {
 impl<S: Send + Sync + 'static> Reloader<S> {
     /// Polls every `interval` (never when it is zero) and reloads on SIGHUP, until the runtime
     /// stops.
-    pub fn spawn(mut self, interval: Duration) -> tokio::task::JoinHandle<()> {
+    pub fn spawn(self, interval: Duration) -> tokio::task::JoinHandle<()> {
+        self.spawn_with(interval, |_| {})
+    }
+
+    /// [`spawn`](Reloader::spawn), telling `on_outcome` what each check did (metrics count
+    /// reloads with it).
+    pub fn spawn_with(
+        mut self,
+        interval: Duration,
+        on_outcome: impl Fn(&ReloadOutcome) + Send + 'static,
+    ) -> tokio::task::JoinHandle<()> {
         let polling = !interval.is_zero();
         // An interval of a day when polling is off: only SIGHUP wakes the task in practice.
         let interval = if polling { interval } else { Duration::from_secs(86_400) };
@@ -159,15 +169,16 @@ impl<S: Send + Sync + 'static> Reloader<S> {
                     continue;
                 }
                 // Reading a small file is quick; keep it off the relay's threads anyway.
-                self = match tokio::task::spawn_blocking(move || {
-                    self.check(force);
-                    self
+                let Ok((r, outcome)) = tokio::task::spawn_blocking(move || {
+                    let outcome = self.check(force);
+                    (self, outcome)
                 })
                 .await
-                {
-                    Ok(r) => r,
-                    Err(_) => return,
+                else {
+                    return;
                 };
+                self = r;
+                on_outcome(&outcome);
             }
         })
     }
