@@ -343,6 +343,35 @@ impl<S> Evaluator<S> {
         Ok(())
     }
 
+    /// Reads the policy file at `path` and puts it in force; a file that cannot be read or fails
+    /// to load leaves the policy in force untouched and returns why (every problem, with line,
+    /// column and pointer). Counters are kept as with [`reload`](Evaluator::reload).
+    ///
+    /// ```
+    /// # use mcp_policy::{Evaluator, ToolCall};
+    /// let dir = std::env::temp_dir().join(format!("mcp-policy-doc-{}", std::process::id()));
+    /// std::fs::create_dir_all(&dir)?;
+    /// let path = dir.join("policy.json");
+    /// let evaluator = Evaluator::new(r#"{"version": "1", "default": "deny"}"#.parse()?);
+    ///
+    /// std::fs::write(&path, r#"{"version": "1", "default": "allow"}"#)?;
+    /// evaluator.reload_from_path(&path)?;
+    /// assert!(evaluator.evaluate(&ToolCall::new("t")).is_allowed());
+    ///
+    /// // A broken file, or none at all, leaves the policy in force.
+    /// std::fs::write(&path, r#"{"version": "1", "default": "alow"}"#)?;
+    /// assert!(evaluator.reload_from_path(&path).is_err());
+    /// assert!(evaluator.reload_from_path(dir.join("missing.json")).is_err());
+    /// assert!(evaluator.evaluate(&ToolCall::new("t")).is_allowed());
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn reload_from_path(&self, path: impl AsRef<std::path::Path>) -> Result<(), PolicyError> {
+        let policy = Policy::from_path(path)?;
+        self.reload(policy);
+        Ok(())
+    }
+
     /// Steps 1 to 7 of the evaluation order, up to (not including) the counter store.
     ///
     /// Returns the decision when one of them decides; otherwise fills `plan` with the counters
