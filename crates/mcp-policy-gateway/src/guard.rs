@@ -364,9 +364,8 @@ pub fn refusal(d: &Decision<'_>, extra: &str, structured: bool) -> Value {
     }
     text.push_str(extra);
     let structured = structured.then(|| {
-        let mut json = d.to_json();
+        let mut json = d.client_json();
         if let Some(obj) = json.as_object_mut() {
-            obj.remove("approval_key");
             obj.insert("message".into(), message.clone().into());
         }
         json

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use mcp_policy::{AsyncCounterStore, Evaluator, MemoryStore, Policy};
+use mcp_policy::{AsyncCounterStore, Evaluator, MemoryStore};
 use mcp_policy_redis::RedisStore;
 
 use crate::admin::AdminApi;
@@ -23,20 +23,7 @@ use crate::{EXIT_CONFIG, EXIT_SPAWN};
 
 /// Runs the gateway with HTTP on either side, or Redis counters; returns the exit code.
 pub async fn run(cli: Cli) -> i32 {
-    let text = match std::fs::read_to_string(&cli.policy) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("mcp-policy-gateway: cannot read the policy `{}`: {e}", cli.policy.display());
-            return EXIT_CONFIG;
-        }
-    };
-    let policy = match Policy::from_json_str(&text) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("{}", reload::describe_error(&cli.policy, &e));
-            return EXIT_CONFIG;
-        }
-    };
+    let Some((text, policy)) = reload::initial_policy(&cli.policy) else { return EXIT_CONFIG };
     let metrics = Arc::new(Metrics::new());
     match &cli.redis {
         Some(url) => {

@@ -37,7 +37,7 @@ pub mod origin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mcp_policy::{Evaluator, Policy};
+use mcp_policy::Evaluator;
 use nix::sys::signal::Signal;
 
 use crate::cli::{Cli, ModeArg};
@@ -61,20 +61,7 @@ pub async fn run(cli: Cli) -> i32 {
     if cli.listen.is_some() || cli.upstream.is_some() || cli.redis.is_some() {
         return http_main::run(cli).await;
     }
-    let text = match std::fs::read_to_string(&cli.policy) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("mcp-policy-gateway: cannot read the policy `{}`: {e}", cli.policy.display());
-            return EXIT_CONFIG;
-        }
-    };
-    let policy = match Policy::from_json_str(&text) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("{}", reload::describe_error(&cli.policy, &e));
-            return EXIT_CONFIG;
-        }
-    };
+    let Some((text, policy)) = reload::initial_policy(&cli.policy) else { return EXIT_CONFIG };
     let log = match &cli.decision_log {
         Some(target) => match DecisionLog::open(target) {
             Ok(l) => l,

@@ -132,6 +132,25 @@ pub fn describe_error(path: &Path, e: &PolicyError) -> String {
     out
 }
 
+/// Reads and loads the policy the gateway starts with; on failure, says why on stderr (every
+/// diagnostic with its line) and returns `None`.
+pub fn initial_policy(path: &Path) -> Option<(String, mcp_policy::Policy)> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("mcp-policy-gateway: cannot read the policy `{}`: {e}", path.display());
+            return None;
+        }
+    };
+    match mcp_policy::Policy::from_json_str(&text) {
+        Ok(policy) => Some((text, policy)),
+        Err(e) => {
+            eprintln!("{}", describe_error(path, &e));
+            None
+        }
+    }
+}
+
 impl<S: Send + Sync + 'static> Reloader<S> {
     /// Polls every `interval` (never when it is zero) and reloads on SIGHUP, until the runtime
     /// stops.
