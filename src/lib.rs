@@ -9,7 +9,7 @@
 //! - **limit**: a rate or quota is exhausted, retry after the time given;
 //! - **approve**: a human must approve this exact call first.
 //!
-//! The rules live in a JSON [`Policy`] document (see `docs/policy.md`), which is strictly
+//! The rules live in a JSON [`Policy`] document (see [`docs/policy.md`]), which is strictly
 //! validated (every problem reported at once with line, column and JSON Pointer) and compiled
 //! once. Counters live in a [`CounterStore`]: [`MemoryStore`] in process by default, or any other
 //! store (Redis, for replicas) behind the same contract. The core does no networking and needs
@@ -40,6 +40,8 @@
 //! assert!(!evaluator.evaluate(&ToolCall::new("delete_job")).is_allowed());
 //! # Ok::<(), mcp_policy::PolicyError>(())
 //! ```
+//!
+//! [`docs/policy.md`]: https://github.com/mcp-policy/mcp-policy/blob/main/docs/policy.md
 #![forbid(unsafe_code)]
 
 // The layers (imports flow one way; `tests/layers.rs` checks it, `docs/architecture.md` explains):

@@ -1,9 +1,11 @@
 //! Policy documents: the model, the loader and its diagnostics.
 //!
-//! A policy is a JSON document (the language is described in `docs/policy.md`). Loading it
+//! A policy is a JSON document (the language is described in [`docs/policy.md`]). Loading it
 //! checks everything at once (unknown and duplicate keys, types, ranges, regexes, argument
 //! schemas, paths, ambiguous patterns, conflicting counters) and compiles it into an immutable
 //! [`Policy`] that is cheap to share between threads.
+//!
+//! [`docs/policy.md`]: https://github.com/mcp-policy/mcp-policy/blob/main/docs/policy.md
 
 pub(crate) mod compiled;
 pub(crate) mod condition;
@@ -205,12 +207,14 @@ impl Policy {
     }
 
     /// The JSON Schema (2020-12) of the policy document, as published at
-    /// `docs/policy.schema.json`.
+    /// [`docs/policy.schema.json`].
     ///
     /// ```
     /// let schema = mcp_policy::Policy::json_schema();
     /// assert_eq!(schema["properties"]["version"]["const"], "1");
     /// ```
+    ///
+    /// [`docs/policy.schema.json`]: https://github.com/mcp-policy/mcp-policy/blob/main/docs/policy.schema.json
     pub fn json_schema() -> serde_json::Value {
         let schema = schemars::schema_for!(PolicyDocument);
         let mut value = serde_json::to_value(schema).unwrap_or(serde_json::Value::Null);
@@ -219,11 +223,13 @@ impl Policy {
     }
 
     /// [`Policy::json_schema`] as pretty-printed text with a final newline: the exact bytes of
-    /// `docs/policy.schema.json`.
+    /// [`docs/policy.schema.json`].
     ///
     /// ```
     /// assert!(mcp_policy::Policy::json_schema_text().ends_with("}\n"));
     /// ```
+    ///
+    /// [`docs/policy.schema.json`]: https://github.com/mcp-policy/mcp-policy/blob/main/docs/policy.schema.json
     pub fn json_schema_text() -> String {
         let mut s = serde_json::to_string_pretty(&Policy::json_schema()).unwrap_or_default();
         s.push('\n');

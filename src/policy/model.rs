@@ -1,11 +1,13 @@
 //! The policy document as plain data.
 //!
 //! These types mirror the JSON format key for key. They serialise back to the same JSON, and the
-//! JSON Schema published at `docs/policy.schema.json` is generated from them. The loader
+//! JSON Schema published at [`docs/policy.schema.json`] is generated from them. The loader
 //! ([`Policy::from_json_str`](crate::Policy::from_json_str)) is stricter than their `Deserialize`
 //! implementations: it also rejects duplicate keys, checks ranges, regexes, argument schemas,
 //! paths and pattern ambiguity, and reports every problem at once with its position. Build these
 //! types directly only to write a policy (as `mcp-policy init` does), then load the JSON.
+//!
+//! [`docs/policy.schema.json`]: https://github.com/mcp-policy/mcp-policy/blob/main/docs/policy.schema.json
 
 use std::collections::BTreeMap;
 

@@ -1,11 +1,13 @@
 //! `mcp-policy`: validate, check, test and write MCP tool-call policies.
 //!
-//! See `docs/cli.md` for every command, its exit codes and an example session.
+//! See [`docs/cli.md`] for every command, its exit codes and an example session.
 //!
 //! Every command returns a [`Result`]: its exit status, or a [`Failure`]. Only [`main`] prints a
 //! failure and picks the exit status for it (ripgrep's way). Standard output goes through one
 //! locked, buffered writer; when its reader goes away (`mcp-policy ... | head -1`), the command
 //! stops and the process exits quietly with status 0.
+//!
+//! [`docs/cli.md`]: https://github.com/mcp-policy/mcp-policy/blob/main/docs/cli.md
 
 mod check;
 mod classify;

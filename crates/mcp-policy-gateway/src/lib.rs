@@ -13,7 +13,9 @@
 //! - [`downstream`] and [`upstream`]: the transports (stdio for now);
 //! - [`decision_log`], [`reload`], [`cli`].
 //!
-//! See `docs/gateway.md` for the command and its behaviour.
+//! See [`docs/gateway.md`] for the command and its behaviour.
+//!
+//! [`docs/gateway.md`]: https://github.com/mcp-policy/mcp-policy/blob/main/docs/gateway.md
 #![forbid(unsafe_code)]
 
 pub mod cli;

@@ -1,4 +1,6 @@
-//! `mcp-policy-gateway`: see `docs/gateway.md`.
+//! `mcp-policy-gateway`: see [`docs/gateway.md`].
+//!
+//! [`docs/gateway.md`]: https://github.com/mcp-policy/mcp-policy/blob/main/docs/gateway.md
 #![forbid(unsafe_code)]
 
 use clap::Parser;

@@ -24,7 +24,9 @@
 //! # Ok(()) }
 //! ```
 //!
-//! See `docs/redis.md` for the key layout, Redis Cluster, and failure behaviour.
+//! See [`docs/redis.md`] for the key layout, Redis Cluster, and failure behaviour.
+//!
+//! [`docs/redis.md`]: https://github.com/mcp-policy/mcp-policy/blob/main/docs/redis.md
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -40,7 +42,9 @@ const CHARGE: &str = include_str!("charge.lua");
 const REFUND: &str = include_str!("refund.lua");
 
 /// The default key prefix. The braces make it a Redis Cluster hash tag: every key of the store
-/// lives in one slot, so that a batch stays atomic (see `docs/redis.md`).
+/// lives in one slot, so that a batch stays atomic (see [`docs/redis.md`]).
+///
+/// [`docs/redis.md`]: https://github.com/mcp-policy/mcp-policy/blob/main/docs/redis.md
 pub const DEFAULT_PREFIX: &str = "{mcp-policy}";
 
 /// The default time a decision waits for Redis.

@@ -94,6 +94,17 @@
 //! `grant`, `session`, `decision`, `rule`, `policy` (the digest) and `argument_keys` (the
 //! arguments' top-level keys, never their values). What the human answered (declined, failed,
 //! cancelled) is one more `WARN` event of the same shape.
+//!
+//! ## The guide and the examples
+//!
+//! [`docs/embedding.md`] walks through a `#[tool_router]` server over stdio and over streamable
+//! HTTP with bearer tokens (where the verified identity lives, and why one guard serves every
+//! session), approvals and audit events. Runnable servers: [`examples/guarded-server`] (stdio)
+//! and [`examples/http-server`] (streamable HTTP, JWT identity).
+//!
+//! [`docs/embedding.md`]: https://github.com/mcp-policy/mcp-policy/blob/main/docs/embedding.md
+//! [`examples/guarded-server`]: https://github.com/mcp-policy/mcp-policy/tree/main/examples/guarded-server
+//! [`examples/http-server`]: https://github.com/mcp-policy/mcp-policy/tree/main/examples/http-server
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
@@ -1002,8 +1013,10 @@ mod tests {
     }
 }
 
-/// The code of `docs/embedding.md`, compiled with the crate's doctests so that the guide cannot
+/// The code of [`docs/embedding.md`], compiled with the crate's doctests so that the guide cannot
 /// drift from the API.
+///
+/// [`docs/embedding.md`]: https://github.com/mcp-policy/mcp-policy/blob/main/docs/embedding.md
 #[cfg(doctest)]
 #[doc = include_str!("../../../docs/embedding.md")]
 struct EmbeddingGuide;
