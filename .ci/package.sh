@@ -36,14 +36,16 @@ for p in json.load(sys.stdin)["packages"]:
             bad.append(f"{name}: no `{field}`")
     if len(p.get("keywords") or []) > 5:
         bad.append(f"{name}: more than 5 keywords (crates.io refuses them)")
-    if p.get("repository") and p["repository"] != repository:
-        bad.append(f"{name}: `repository` is `{p[\"repository\"]}`, not `{repository}`")
+    repo = p.get("repository")
+    if repo and repo != repository:
+        bad.append(f"{name}: `repository` is `{repo}`, not `{repository}`")
     readme = p.get("readme")
     if readme and not os.path.isfile(os.path.join(os.path.dirname(p["manifest_path"]), readme)):
         bad.append(f"{name}: the readme `{readme}` does not exist")
     for d in p["dependencies"]:
+        dep = d["name"]
         if d.get("path") and d["kind"] != "dev" and d["req"] == "*":
-            bad.append(f"{name}: the path dependency `{d[\"name\"]}` has no `version`")
+            bad.append(f"{name}: the path dependency `{dep}` has no `version`")
 for b in bad:
     print("error: " + b)
 sys.exit(1 if bad else 0)
