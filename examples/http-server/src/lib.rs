@@ -9,9 +9,8 @@
 //!    Bearer` challenge, before MCP starts.
 //! 2. rmcp's [`StreamableHttpService`] keeps the HTTP request's `http::request::Parts` (their
 //!    extensions included) in the `extensions` of each MCP request's `RequestContext`.
-//! 3. The [`guard`] reads the [`Caller`] from there with
-//!    [`http_extension`](mcp_policy_rmcp::http_extension): the grant is the token's subject and
-//!    the token's scopes are the policy's `context.scopes`. No header is read for the identity:
+//! 3. The [`guard`] reads the [`Caller`] from there with [`http_extension`]: the grant is the
+//!    token's subject and the token's scopes are the policy's `context.scopes`. No header is read for the identity:
 //!    a client can send any header it likes, but only server code can put a `Caller` into the
 //!    request's extensions. A request that reaches the guard without one (the layer not
 //!    mounted) has the grant `""`, which the example policy refuses.
