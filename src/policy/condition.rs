@@ -5,7 +5,7 @@
 //! layer because they are part of the compiled policy, which the evaluation layer reads.
 
 use std::fmt;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use regex::Regex;
 use regex_automata::nfa::thompson::{self, WhichCaptures};
@@ -31,7 +31,7 @@ pub(crate) enum Test {
     Contains(Value),
     StartsWith(Box<str>),
     EndsWith(Box<str>),
-    Regex(std::sync::Arc<LazyRegex>),
+    Regex(RegexTest),
     Exists(bool),
     Within(Vec<Vec<Box<str>>>),
 }
@@ -52,6 +52,41 @@ pub(crate) const REGEX_SIZE_LIMIT: usize = 1 << 20;
 /// recursion shallow on any thread's stack (`a***...` nests one level per `*`).
 pub(crate) const REGEX_NEST_LIMIT: u32 = 64;
 
+/// The test of a `regex` condition: the (shared) regex, and the answer that fails closed where
+/// the condition stands should the regex fail to compile at its first use.
+#[derive(Debug)]
+pub(crate) struct RegexTest {
+    regex: Arc<LazyRegex>,
+    /// `true` in `deny_if` and `approve_if` (the check fires), `false` in `require` (the
+    /// requirement is not met).
+    on_failure: bool,
+}
+
+impl RegexTest {
+    pub(crate) fn new(regex: Arc<LazyRegex>, on_failure: bool) -> RegexTest {
+        RegexTest { regex, on_failure }
+    }
+
+    /// Whether the regex matches anywhere in `haystack`, compiling it at the first call.
+    ///
+    /// Should compiling fail at its first use (the loader's checks make that impossible), the
+    /// answer is the one that fails closed where the condition stands, and
+    /// [`failure`](RegexTest::failure) says why.
+    pub(crate) fn is_match(&self, haystack: &str) -> bool {
+        match self.regex.compiled() {
+            Ok(re) => re.is_match(haystack),
+            Err(_) => self.on_failure,
+        }
+    }
+
+    /// Why the regex could not be compiled at its first use, if it could not: for the
+    /// evaluator to give as the reason of a deny.
+    #[allow(dead_code)] // The evaluator does not ask yet: the loader makes the failure impossible.
+    pub(crate) fn failure(&self) -> Option<&str> {
+        self.regex.compiled().err()
+    }
+}
+
 /// A `regex` operand: checked in full at load, compiled on its first use.
 ///
 /// Compiling with the `regex` crate builds its automata eagerly and costs 45 to 150 µs for a
@@ -66,8 +101,8 @@ pub(crate) const REGEX_NEST_LIMIT: u32 = 64;
 ///
 /// and the regex itself is compiled at its first match ([`LazyRegex::is_match`]), once, shared
 /// by every thread and every condition with the same pattern. With both checks passed at load,
-/// that compilation cannot fail; if it ever did, [`LazyRegex::is_match`] answers per
-/// [`LazyRegex::failure`] and never panics.
+/// that compilation cannot fail; if it ever did, [`RegexTest::is_match`] fails closed and never
+/// panics.
 pub(crate) struct LazyRegex {
     pattern: Box<str>,
     compiled: OnceLock<Result<Regex, Box<str>>>,
@@ -100,35 +135,15 @@ impl LazyRegex {
         Ok(lazy)
     }
 
-    /// The pattern as written in the policy.
-    pub(crate) fn as_str(&self) -> &str {
-        &self.pattern
-    }
-
-    /// Whether the pattern matches anywhere in `haystack`, compiling it at the first call.
-    ///
-    /// Should compiling fail at first use (the loader's checks make it impossible), the answer
-    /// is `true`, and [`failure`](LazyRegex::failure) says why.
-    pub(crate) fn is_match(&self, haystack: &str) -> bool {
-        match self.compiled() {
-            Ok(re) => re.is_match(haystack),
-            Err(_) => true,
-        }
-    }
-
-    /// Why the regex could not be compiled at its first use, if it could not (it is compiled
-    /// now when it was not yet).
-    pub(crate) fn failure(&self) -> Option<&str> {
-        self.compiled().err()
-    }
-
     /// Whether the regex has been compiled (by a first match, or at load when the NFA check
     /// could not decide).
+    #[cfg(test)]
     pub(crate) fn is_compiled(&self) -> bool {
         self.compiled.get().is_some()
     }
 
-    fn compiled(&self) -> Result<&Regex, &str> {
+    /// The compiled regex (compiled now, at its first use), or why it could not be.
+    pub(crate) fn compiled(&self) -> Result<&Regex, &str> {
         match self.compiled.get_or_init(|| {
             build(&self.pattern).map_err(|e| {
                 format!("regex `{}` could not be compiled at its first use: {e}", self.pattern)
@@ -182,6 +197,72 @@ pub(crate) fn normalize(path: &str) -> Vec<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The message the regex crate gives for `pattern`, as the loader has always reported it.
+    fn regex_crate_error(pattern: &str) -> String {
+        build(pattern).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_regex_is_compiled_at_its_first_use_only() {
+        let re = Arc::new(LazyRegex::new(r"(?i)\b(drop|truncate)\b").unwrap());
+        assert!(!re.is_compiled());
+        let test = RegexTest::new(re.clone(), true);
+        assert!(test.is_match("please DROP it"));
+        assert!(re.is_compiled());
+        assert!(!test.is_match("dropped"));
+        assert_eq!(test.failure(), None);
+    }
+
+    #[test]
+    fn load_errors_are_the_regex_crate_s_own() {
+        let deep = format!("{}a{}", "(".repeat(100), ")".repeat(100));
+        for bad in ["(unclosed", "a{2,1}", r"\p{Nope}", "[z-a]", r"(?-u:\xFF)", &deep] {
+            assert_eq!(LazyRegex::new(bad).err(), Some(regex_crate_error(bad)), "{bad}");
+        }
+        // Over the size limit: caught at load, by the NFA check, with the same message.
+        for big in [r"\w{5000}", r"(\pL{50}){50}", r"[\p{L}\p{N}]{2000}"] {
+            let expected = regex_crate_error(big);
+            assert!(expected.contains("size limit"), "{big}: {expected}");
+            assert_eq!(LazyRegex::new(big).err(), Some(expected), "{big}");
+        }
+        // Within the limit: not compiled at load.
+        let ok = LazyRegex::new(r"\w{20}").unwrap();
+        assert!(!ok.is_compiled());
+        assert!(build(r"\w{20}").is_ok());
+    }
+
+    #[test]
+    fn a_long_literal_alternation_loads_as_the_regex_crate_decides() {
+        // Many literals: the NFA check may find it over the limit, while the regex crate builds
+        // it as a literal search; the loader then compiles it at load, as the crate does.
+        let words: Vec<String> = (0..20_000).map(|i| format!("word{i:05}x")).collect();
+        let pattern = words.join("|");
+        match (LazyRegex::new(&pattern), build(&pattern)) {
+            (Ok(re), Ok(_)) => {
+                let test = RegexTest::new(Arc::new(re), false);
+                assert!(test.is_match("a word01234x here"));
+                assert!(!test.is_match("word1x"));
+            }
+            (Err(a), Err(b)) => assert_eq!(a, b.to_string()),
+            (a, b) => panic!("loader {:?} but regex crate {:?}", a.err(), b.err()),
+        }
+    }
+
+    #[test]
+    fn a_compile_failure_at_first_use_fails_closed_and_says_why() {
+        let failed = || {
+            let re = LazyRegex { pattern: "x".into(), compiled: OnceLock::new() };
+            let _ = re.compiled.set(Err("regex `x` could not be compiled at its first use".into()));
+            Arc::new(re)
+        };
+        // In `deny_if` and `approve_if` the check fires; in `require` it is not met.
+        let fires = RegexTest::new(failed(), true);
+        assert!(fires.is_match("anything"));
+        let unmet = RegexTest::new(failed(), false);
+        assert!(!unmet.is_match("x"));
+        assert!(unmet.failure().unwrap().contains("could not be compiled"));
+    }
 
     #[test]
     fn normalisation() {

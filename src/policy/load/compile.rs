@@ -74,9 +74,10 @@ impl Compiler<'_> {
                 hide_exact.entry(s.as_str().into()).or_insert(i);
             }
         }
-        let all_tools = document.all_tools.as_ref().and_then(|r| {
-            self.rule(r, "/all_tools", RuleName::Pointer("/all_tools".into()))
-        });
+        let all_tools = document
+            .all_tools
+            .as_ref()
+            .and_then(|r| self.rule(r, "/all_tools", RuleName::Pointer("/all_tools".into())));
 
         let mut rules = Vec::with_capacity(document.tools.len());
         let mut rule_keys: Vec<Box<str>> = Vec::with_capacity(document.tools.len());
@@ -212,7 +213,7 @@ impl Compiler<'_> {
             if self.skip.piece(&ptr) {
                 continue;
             }
-            compiled.extend(self.condition(c, &ptr));
+            compiled.extend(self.condition(c, &ptr, key));
         }
         if self.problems.len() != before {
             return None;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::super::condition::{self as cond, Comparison, LazyRegex, Test};
+use super::super::condition::{self as cond, Comparison, LazyRegex, RegexTest, Test};
 use super::super::model::{Condition, Op};
 use super::super::path;
 use super::DiagnosticKind;
@@ -14,9 +14,15 @@ use super::messages::wrong_type;
 use crate::json::pointer::join;
 
 impl Compiler<'_> {
-    pub(super) fn condition(&mut self, c: &Condition, ptr: &str) -> Option<cond::Condition> {
+    /// Compiles a condition of a check of `key` (`require`, `deny_if` or `approve_if`).
+    pub(super) fn condition(
+        &mut self,
+        c: &Condition,
+        ptr: &str,
+        key: &str,
+    ) -> Option<cond::Condition> {
         let path = self.path(&c.path, &join(ptr, "path"));
-        let test = self.test(c.op, c.value.as_ref(), &join(ptr, "value"), ptr);
+        let test = self.test(c.op, c.value.as_ref(), &join(ptr, "value"), ptr, key);
         Some(cond::Condition { path: path?, test: test? })
     }
 
@@ -39,7 +45,14 @@ impl Compiler<'_> {
     }
 
     /// Compiles the operand of `op`, checking its type.
-    fn test(&mut self, op: Op, value: Option<&Value>, vptr: &str, ptr: &str) -> Option<Test> {
+    fn test(
+        &mut self,
+        op: Op,
+        value: Option<&Value>,
+        vptr: &str,
+        ptr: &str,
+        key: &str,
+    ) -> Option<Test> {
         let name = op.as_str();
         let Some(value) = value else {
             if op == Op::Exists {
@@ -69,7 +82,11 @@ impl Compiler<'_> {
             (Op::Contains, v) => Test::Contains(v.clone()),
             (Op::StartsWith, Value::String(s)) => Test::StartsWith(s.as_str().into()),
             (Op::EndsWith, Value::String(s)) => Test::EndsWith(s.as_str().into()),
-            (Op::Regex, Value::String(s)) => Test::Regex(self.regex(s, vptr)?),
+            // Should the regex fail to compile at first use, fail closed: a `require` is
+            // not met, a `deny_if` or `approve_if` fires.
+            (Op::Regex, Value::String(s)) => {
+                Test::Regex(RegexTest::new(self.regex(s, vptr)?, key != "require"))
+            }
             (Op::Exists, Value::Bool(b)) => Test::Exists(*b),
             (Op::Within, Value::String(s)) => Test::Within(vec![self.directory(s, vptr)?]),
             (Op::Within, Value::Array(items)) if !items.is_empty() => {
@@ -130,7 +147,11 @@ impl Compiler<'_> {
                 Some(re)
             }
             Err(e) => {
-                self.problem(vptr, DiagnosticKind::InvalidRegex, format!("invalid regex `{s}`: {e}"));
+                self.problem(
+                    vptr,
+                    DiagnosticKind::InvalidRegex,
+                    format!("invalid regex `{s}`: {e}"),
+                );
                 None
             }
         }

@@ -161,7 +161,11 @@ impl Reader {
                 }
             },
             _ => {
-                self.wrong_type(ptr, &format!("{what}: a whole number from {}", range(min, max)), v);
+                self.wrong_type(
+                    ptr,
+                    &format!("{what}: a whole number from {}", range(min, max)),
+                    v,
+                );
                 None
             }
         }
