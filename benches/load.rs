@@ -32,6 +32,20 @@ fn load(c: &mut Criterion) {
     g.bench_function("generated_1mb_regex_every_tool", |b| {
         b.iter_with_large_drop(|| Policy::from_json_str(black_box(&regex_heavy)).unwrap())
     });
+    // For comparison in the same run (the machine is shared): what compiling those 1,000
+    // regexes eagerly costs, as the loader did before they were compiled on first use.
+    let patterns: Vec<String> =
+        (0..1000).map(|i| format!("(?i)\\b(drop|truncate|t{i})\\b")).collect();
+    g.bench_function("regex_crate_compile_1000", |b| {
+        b.iter_with_large_drop(|| {
+            patterns
+                .iter()
+                .map(|p| {
+                    regex::RegexBuilder::new(p).size_limit(1 << 20).nest_limit(64).build().unwrap()
+                })
+                .collect::<Vec<_>>()
+        })
+    });
     g.finish();
 
     // A regex is compiled at its first use: the first evaluation of a tool with a regex of its
