@@ -21,13 +21,14 @@ impl Compiler<'_> {
         ptr: &str,
         key: &str,
     ) -> Option<cond::Condition> {
-        let path = self.path(&c.path, &join(ptr, "path"));
-        let test = self.test(c.op, c.value.as_ref(), &join(ptr, "value"), ptr, key);
+        let path = self.path(&c.path, ptr, "path");
+        let test = self.test(c.op, c.value.as_ref(), ptr, key);
         Some(cond::Condition { path: path?, test: test? })
     }
 
-    /// Parses a path (a condition's, or a limit's `increment_from`).
-    pub(super) fn path(&mut self, text: &str, ptr: &str) -> Option<path::Path> {
+    /// Parses a path (a condition's, or a limit's `increment_from`): the value of `key` in the
+    /// object at `parent`.
+    pub(super) fn path(&mut self, text: &str, parent: &str, key: &str) -> Option<path::Path> {
         match path::parse(text) {
             Ok(p) => Some(p),
             Err(message) => {
@@ -38,22 +39,17 @@ impl Compiler<'_> {
                 } else {
                     message
                 };
-                self.problem(ptr, DiagnosticKind::InvalidPath, message);
+                self.problem(join(parent, key), DiagnosticKind::InvalidPath, message);
                 None
             }
         }
     }
 
     /// Compiles the operand of `op`, checking its type.
-    fn test(
-        &mut self,
-        op: Op,
-        value: Option<&Value>,
-        vptr: &str,
-        ptr: &str,
-        key: &str,
-    ) -> Option<Test> {
+    fn test(&mut self, op: Op, value: Option<&Value>, ptr: &str, key: &str) -> Option<Test> {
         let name = op.as_str();
+        // The operand's pointer, built only for a message.
+        let vptr = || join(ptr, "value");
         let Some(value) = value else {
             if op == Op::Exists {
                 return Some(Test::Exists(true));
@@ -85,22 +81,22 @@ impl Compiler<'_> {
             // Should the regex fail to compile at first use, fail closed: a `require` is
             // not met, a `deny_if` or `approve_if` fires.
             (Op::Regex, Value::String(s)) => {
-                Test::Regex(RegexTest::new(self.regex(s, vptr)?, key != "require"))
+                Test::Regex(RegexTest::new(self.regex(s, ptr)?, key != "require"))
             }
             (Op::Exists, Value::Bool(b)) => Test::Exists(*b),
             (Op::Within, Value::String(s)) => Test::Within(vec![self.directory(s, vptr)?]),
             (Op::Within, Value::Array(items)) if !items.is_empty() => {
                 let mut dirs = Vec::new();
                 for (i, item) in items.iter().enumerate() {
-                    let iptr = format!("{vptr}/{i}");
+                    let iptr = || format!("{}/{i}", vptr());
                     match item {
                         Value::String(s) => {
-                            if let Some(d) = self.directory(s, &iptr) {
+                            if let Some(d) = self.directory(s, iptr) {
                                 dirs.push(d);
                             }
                         }
                         other => self.problems.push(wrong_type(
-                            &iptr,
+                            &iptr(),
                             "an absolute directory path",
                             other,
                         )),
@@ -113,7 +109,7 @@ impl Compiler<'_> {
             }
             (Op::Within, Value::Array(_)) => {
                 self.problem(
-                    vptr,
+                    vptr(),
                     DiagnosticKind::InvalidValue,
                     "op `within` needs at least one directory".to_owned(),
                 );
@@ -128,7 +124,7 @@ impl Compiler<'_> {
                     Op::Exists => "a boolean",
                     _ => "an absolute path or an array of them",
                 };
-                self.problems.push(wrong_type(vptr, &format!("{expected} for op `{name}`"), v));
+                self.problems.push(wrong_type(&vptr(), &format!("{expected} for op `{name}`"), v));
                 return None;
             }
         };
@@ -136,7 +132,8 @@ impl Compiler<'_> {
     }
 
     /// A regex, checked now and compiled on first use (one per distinct pattern).
-    fn regex(&mut self, s: &str, vptr: &str) -> Option<Arc<LazyRegex>> {
+    /// The regex `s`, the operand of the condition at `ptr`.
+    fn regex(&mut self, s: &str, ptr: &str) -> Option<Arc<LazyRegex>> {
         if let Some(re) = self.regexes.get(s) {
             return Some(re.clone());
         }
@@ -148,7 +145,7 @@ impl Compiler<'_> {
             }
             Err(e) => {
                 self.problem(
-                    vptr,
+                    join(ptr, "value"),
                     DiagnosticKind::InvalidRegex,
                     format!("invalid regex `{s}`: {e}"),
                 );
@@ -157,10 +154,10 @@ impl Compiler<'_> {
         }
     }
 
-    fn directory(&mut self, s: &str, ptr: &str) -> Option<Vec<Box<str>>> {
+    fn directory(&mut self, s: &str, ptr: impl FnOnce() -> String) -> Option<Vec<Box<str>>> {
         if !s.starts_with('/') {
             self.problem(
-                ptr,
+                ptr(),
                 DiagnosticKind::InvalidValue,
                 format!("`within` needs absolute directories, and `{s}` does not start with `/`"),
             );

@@ -164,17 +164,21 @@ impl Reader {
 
     fn condition(&mut self, v: &Value, ptr: &str) -> Option<Condition> {
         let map = self.object(v, ptr, "a condition", CONDITION_KEYS, &["path", "op"])?;
-        let path = map.get("path").and_then(|p| self.string(p, &join(ptr, "path")));
-        let op = map.get("op").and_then(|o| self.choice(o, &join(ptr, "op"), "op", OPS));
-        let op = op.and_then(|s| Op::ALL.into_iter().find(|o| o.as_str() == s));
+        let path = self.string_at(map, "path", ptr);
+        let named = |s: &str| Op::ALL.into_iter().find(|o| o.as_str() == s);
+        let op = match map.get("op") {
+            Some(Value::String(s)) if named(s).is_some() => named(s),
+            Some(o) => self.choice(o, &join(ptr, "op"), "op", OPS).and_then(named),
+            None => None,
+        };
         Some(Condition { path: path?, op: op?, value: map.get("value").cloned() })
     }
 
     fn limit(&mut self, v: &Value, ptr: &str) -> Option<Limit> {
         let map = self.object(v, ptr, "a limit", LIMIT_KEYS, &["counter", "window", "max"])?;
         let before = self.problems.len();
-        let counter = map.get("counter").and_then(|c| self.string(c, &join(ptr, "counter")));
-        let wptr = join(ptr, "window");
+        let counter = self.string_at(map, "counter", ptr);
+        let wptr = || join(ptr, "window");
         let window = match map.get("window") {
             Some(Value::String(w)) => match w.as_str() {
                 "second" => Some(Window::Named(WindowUnit::Second)),
@@ -182,16 +186,16 @@ impl Reader {
                 "hour" => Some(Window::Named(WindowUnit::Hour)),
                 "day" => Some(Window::Named(WindowUnit::Day)),
                 _ => {
-                    self.problem(&wptr, DiagnosticKind::InvalidValue, window_message(w));
+                    self.problem(wptr(), DiagnosticKind::InvalidValue, window_message(w));
                     None
                 }
             },
-            Some(w @ Value::Number(_)) => self
-                .integer(w, &wptr, "a window in seconds", 1, MAX_WINDOW_SECONDS)
+            Some(Value::Number(_)) => self
+                .integer_at(map, "window", ptr, "a window in seconds", (1, MAX_WINDOW_SECONDS))
                 .map(Window::Seconds),
             Some(w) => {
                 self.wrong_type(
-                    &wptr,
+                    &wptr(),
                     "a window: \"second\", \"minute\", \"hour\", \"day\" or a number of seconds",
                     w,
                 );
@@ -199,9 +203,9 @@ impl Reader {
             }
             None => None,
         };
-        let max =
-            map.get("max").and_then(|m| self.integer(m, &join(ptr, "max"), "`max`", 1, MAX_LIMIT));
+        let max = self.integer_at(map, "max", ptr, "`max`", (1, MAX_LIMIT));
         let scope = match map.get("scope") {
+            Some(Value::String(s)) if s == "grant" => Some(Scope::Grant),
             Some(s) => self.choice(s, &join(ptr, "scope"), "scope", SCOPES).map(|s| match s {
                 "session" => Scope::Session,
                 "global" => Scope::Global,
@@ -209,14 +213,19 @@ impl Reader {
             }),
             None => Some(Scope::Grant),
         };
-        let iptr = join(ptr, "increment");
-        let increment = map
-            .get("increment")
-            .map(|i| self.integer(i, &iptr, "`increment`", 1, MAX_LIMIT).ok_or(()))
-            .transpose();
-        let fptr = join(ptr, "increment_from");
-        let increment_from =
-            map.get("increment_from").map(|p| self.string(p, &fptr).ok_or(())).transpose();
+        // `Err` when present and reported.
+        let increment = if map.contains_key("increment") {
+            self.integer_at(map, "increment", ptr, "`increment`", (1, MAX_LIMIT))
+                .map(Some)
+                .ok_or(())
+        } else {
+            Ok(None)
+        };
+        let increment_from = if map.contains_key("increment_from") {
+            self.string_at(map, "increment_from", ptr).map(Some).ok_or(())
+        } else {
+            Ok(None)
+        };
         let sliding = match map.get("sliding") {
             Some(Value::Bool(b)) => Some(*b),
             Some(other) => {

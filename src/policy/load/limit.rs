@@ -22,20 +22,17 @@ impl Compiler<'_> {
             );
         }
         if let Window::Seconds(s) = limit.window {
-            let wptr = join(ptr, "window");
             let what = "a window in seconds";
-            check_range(s, &wptr, what, 1, MAX_WINDOW_SECONDS, &mut self.problems);
+            check_range(s, ptr, "window", what, 1, MAX_WINDOW_SECONDS, &mut self.problems);
         }
-        let mptr = join(ptr, "max");
-        let max = check_range(limit.max, &mptr, "`max`", 1, MAX_LIMIT, &mut self.problems);
-        let iptr = join(ptr, "increment");
-        let increment = limit
-            .increment
-            .and_then(|i| check_range(i, &iptr, "`increment`", 1, MAX_LIMIT, &mut self.problems));
+        let max = check_range(limit.max, ptr, "max", "`max`", 1, MAX_LIMIT, &mut self.problems);
+        let increment = limit.increment.and_then(|i| {
+            check_range(i, ptr, "increment", "`increment`", 1, MAX_LIMIT, &mut self.problems)
+        });
         if let (Some(inc), Some(max)) = (increment, max) {
             if inc > max {
                 self.problem(
-                    &iptr,
+                    join(ptr, "increment"),
                     DiagnosticKind::InvalidValue,
                     format!(
                         "`increment` {inc} is above `max` {max}: such a limit could never admit a call"
@@ -43,11 +40,11 @@ impl Compiler<'_> {
                 );
             }
         }
-        let fptr = join(ptr, "increment_from");
-        let increment_from = limit.increment_from.as_ref().map(|p| self.path(p, &fptr));
+        let increment_from =
+            limit.increment_from.as_ref().map(|p| self.path(p, ptr, "increment_from"));
         if limit.increment.is_some() && limit.increment_from.is_some() {
             self.problem(
-                &fptr,
+                join(ptr, "increment_from"),
                 DiagnosticKind::InvalidValue,
                 "a limit takes `increment` or `increment_from`, not both".to_owned(),
             );
@@ -94,7 +91,7 @@ impl Compiler<'_> {
             }
         }
         let units = match increment_from {
-            Some(Some(path)) => Units::From { path, pointer: fptr.as_str().into() },
+            Some(Some(path)) => Units::From { path, pointer: join(ptr, "increment_from").into() },
             _ => Units::Fixed(limit.increment.unwrap_or(1)),
         };
         let index = u32::try_from(self.limits.len()).ok()?;

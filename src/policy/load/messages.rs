@@ -6,6 +6,7 @@ use serde_json::Value;
 use super::super::model::{MAX_LIMIT, MAX_WINDOW_SECONDS};
 use super::super::suggest::did_you_mean;
 use super::{DiagnosticKind, Problem};
+use crate::json::pointer::join;
 
 pub(super) const DOCUMENT_KEYS: &[&str] =
     &["$schema", "version", "default", "description", "hide", "all_tools", "tools"];
@@ -85,10 +86,11 @@ pub(super) fn out_of_range(ptr: &str, what: &str, min: u64, max: u64, found: &st
     )
 }
 
-/// `n`, checked against `min..=max`.
+/// `n`, the value of `key` in the object at `parent`, checked against `min..=max`.
 pub(super) fn check_range(
     n: u64,
-    ptr: &str,
+    parent: &str,
+    key: &str,
     what: &str,
     min: u64,
     max: u64,
@@ -97,7 +99,7 @@ pub(super) fn check_range(
     if (min..=max).contains(&n) {
         Some(n)
     } else {
-        out.push(out_of_range(ptr, what, min, max, &format!("`{n}`")));
+        out.push(out_of_range(&join(parent, key), what, min, max, &format!("`{n}`")));
         None
     }
 }

@@ -86,6 +86,7 @@ impl Reader {
     ) -> Result<Option<String>, ()> {
         match map.get(key) {
             None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
             Some(v) => self.string(v, &join(ptr, key)).map(Some).ok_or(()),
         }
     }
@@ -102,6 +103,34 @@ impl Reader {
                 self.wrong_type(ptr, &format!("an array of {what}"), v);
                 None
             }
+        }
+    }
+
+    /// The string at `map[key]` (`None` when absent or reported: not a string).
+    pub(super) fn string_at(
+        &mut self,
+        map: &Map<String, Value>,
+        key: &str,
+        ptr: &str,
+    ) -> Option<String> {
+        match map.get(key)? {
+            Value::String(s) => Some(s.clone()),
+            v => self.string(v, &join(ptr, key)),
+        }
+    }
+
+    /// The whole number at `map[key]` (see [`integer`](Reader::integer)).
+    pub(super) fn integer_at(
+        &mut self,
+        map: &Map<String, Value>,
+        key: &str,
+        ptr: &str,
+        what: &str,
+        (min, max): (u64, u64),
+    ) -> Option<u64> {
+        match map.get(key)? {
+            Value::Number(n) if n.as_u64().is_some() => n.as_u64(),
+            v => self.integer(v, &join(ptr, key), what, min, max),
         }
     }
 
