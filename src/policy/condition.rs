@@ -1,6 +1,6 @@
 //! Compiled conditions: the data a `deny_if`, `require` or `approve_if` condition compiles to.
 //!
-//! The loader (`load.rs`) builds these from the document; the evaluator
+//! The loader's compile stage (`load/condition.rs`) builds these from the document; the evaluator
 //! (`src/eval/condition.rs`) evaluates them against a call, three-valued. They live in the policy
 //! layer because they are part of the compiled policy, which the evaluation layer reads.
 
