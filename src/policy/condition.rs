@@ -238,8 +238,12 @@ mod tests {
         // it as a literal search; the loader then compiles it at load, as the crate does.
         let words: Vec<String> = (0..20_000).map(|i| format!("word{i:05}x")).collect();
         let pattern = words.join("|");
+        let hir = regex_syntax::ParserBuilder::new().build().parse(&pattern).unwrap();
+        assert!(!nfa_fits(&hir), "the case this test is about: over the limit by the NFA check");
         match (LazyRegex::new(&pattern), build(&pattern)) {
             (Ok(re), Ok(_)) => {
+                // Decided (and so compiled) at load.
+                assert!(re.is_compiled());
                 let test = RegexTest::new(Arc::new(re), false);
                 assert!(test.is_match("a word01234x here"));
                 assert!(!test.is_match("word1x"));
