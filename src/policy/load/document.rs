@@ -24,23 +24,23 @@ use crate::json::pointer::join;
 
 /// Reads the document: the model (absent when the text is not an object), what the compile
 /// stage is to skip, and the problems found.
-pub(super) fn read(value: &Value) -> (Option<PolicyDocument>, Skip, Vec<Problem>) {
+pub(super) fn read(value: Value) -> (Option<PolicyDocument>, Skip, Vec<Problem>) {
     let mut r = Reader::default();
     let document = r.document(value);
     (document, r.skip, r.problems)
 }
 
 impl Reader {
-    fn document(&mut self, v: &Value) -> Option<PolicyDocument> {
-        let map =
+    fn document(&mut self, v: Value) -> Option<PolicyDocument> {
+        let mut map =
             self.object(v, "", "a policy document", DOCUMENT_KEYS, &["version", "default"])?;
-        let schema = self.opt_string(map, "$schema", "").unwrap_or_default();
+        let schema = self.opt_string(&mut map, "$schema", "").unwrap_or_default();
         // A missing or mistyped `version` or `default` is reported; the stand-in lets the
         // rest of the document be checked.
-        let version = match map.get("version") {
-            Some(Value::String(s)) => s.clone(),
+        let version = match map.remove("version") {
+            Some(Value::String(s)) => s,
             Some(other) => {
-                self.wrong_type("/version", "the string \"1\" (the supported version)", other);
+                self.wrong_type("/version", "the string \"1\" (the supported version)", &other);
                 "1".to_owned()
             }
             None => "1".to_owned(),
@@ -50,12 +50,12 @@ impl Reader {
             .and_then(|d| self.choice(d, "/default", "default decision", &["allow", "deny"]));
         let default =
             if default == Some("allow") { DefaultDecision::Allow } else { DefaultDecision::Deny };
-        let description = self.opt_string(map, "description", "").unwrap_or_default();
+        let description = self.opt_string(&mut map, "description", "").unwrap_or_default();
 
         let mut hide = Vec::new();
-        if let Some(h) = map.get("hide") {
+        if let Some(h) = map.remove("hide") {
             if let Some(items) = self.array(h, "/hide", "tool names or patterns") {
-                for (i, item) in items.iter().enumerate() {
+                for (i, item) in items.into_iter().enumerate() {
                     let ptr = format!("/hide/{i}");
                     match self.string(item, &ptr) {
                         Some(s) => hide.push(s),
@@ -67,39 +67,39 @@ impl Reader {
                 }
             }
         }
-        let all_tools = map.get("all_tools").and_then(|r| self.rule(r, "/all_tools"));
+        let all_tools = map.remove("all_tools").and_then(|r| self.rule(r, "/all_tools"));
         let mut tools = BTreeMap::new();
-        match map.get("tools") {
+        match map.remove("tools") {
             Some(Value::Object(entries)) => {
                 for (key, rule) in entries {
                     let before = self.problems.len();
-                    let rule = self.rule(rule, &join("/tools", key));
+                    let rule = self.rule(rule, &join("/tools", &key));
                     if self.problems.len() != before {
                         self.skip.rules.insert(key.clone());
                     }
                     if let Some(rule) = rule {
-                        tools.insert(key.clone(), rule);
+                        tools.insert(key, rule);
                     }
                 }
             }
-            Some(other) => self.wrong_type("/tools", "an object of tool names to rules", other),
+            Some(other) => self.wrong_type("/tools", "an object of tool names to rules", &other),
             None => {}
         }
         Some(PolicyDocument { schema, version, default, description, hide, all_tools, tools })
     }
 
-    fn rule(&mut self, v: &Value, ptr: &str) -> Option<Rule> {
-        let map = self.object(v, ptr, "a rule", RULE_KEYS, &[])?;
+    fn rule(&mut self, v: Value, ptr: &str) -> Option<Rule> {
+        let mut map = self.object(v, ptr, "a rule", RULE_KEYS, &[])?;
         let mut rule = Rule {
-            description: self.opt_string(map, "description", ptr).unwrap_or_default(),
-            arguments: map.get("arguments").cloned(),
+            description: self.opt_string(&mut map, "description", ptr).unwrap_or_default(),
+            arguments: map.remove("arguments"),
             ..Rule::default()
         };
         for key in ["require", "deny_if", "approve_if"] {
-            let Some(list) = map.get(key) else { continue };
+            let Some(list) = map.remove(key) else { continue };
             let lptr = join(ptr, key);
             let Some(items) = self.array(list, &lptr, "checks") else { continue };
-            for (i, item) in items.iter().enumerate() {
+            for (i, item) in items.into_iter().enumerate() {
                 let cptr = format!("{lptr}/{i}");
                 let approval = key == "approve_if";
                 let (name, conditions, message) = match self.check(item, &cptr, approval) {
@@ -116,10 +116,10 @@ impl Reader {
                 }
             }
         }
-        if let Some(list) = map.get("limits") {
+        if let Some(list) = map.remove("limits") {
             let lptr = join(ptr, "limits");
             if let Some(items) = self.array(list, &lptr, "limits") {
-                for (i, item) in items.iter().enumerate() {
+                for (i, item) in items.into_iter().enumerate() {
                     let iptr = format!("{lptr}/{i}");
                     let limit = self.limit(item, &iptr).unwrap_or_else(|| {
                         self.stand_in(&iptr);
@@ -135,7 +135,7 @@ impl Reader {
     /// A check's name, conditions and message (`on_deny`, or `reason` of an approval).
     fn check(
         &mut self,
-        v: &Value,
+        v: Value,
         ptr: &str,
         approval: bool,
     ) -> Option<(Option<String>, Vec<Condition>, Option<String>)> {
@@ -144,14 +144,14 @@ impl Reader {
         } else {
             (CHECK_KEYS, "a check", "on_deny")
         };
-        let map = self.object(v, ptr, what, keys, &["conditions"])?;
-        let name = self.opt_string(map, "name", ptr).unwrap_or_default();
-        let message = self.opt_string(map, message_key, ptr).unwrap_or_default();
-        let list = map.get("conditions")?;
+        let mut map = self.object(v, ptr, what, keys, &["conditions"])?;
+        let name = self.opt_string(&mut map, "name", ptr).unwrap_or_default();
+        let message = self.opt_string(&mut map, message_key, ptr).unwrap_or_default();
+        let list = map.remove("conditions")?;
         let cptr = join(ptr, "conditions");
         let items = self.array(list, &cptr, "conditions")?;
         let mut conditions = Vec::with_capacity(items.len());
-        for (i, item) in items.iter().enumerate() {
+        for (i, item) in items.into_iter().enumerate() {
             let iptr = format!("{cptr}/{i}");
             let condition = self.condition(item, &iptr).unwrap_or_else(|| {
                 self.stand_in(&iptr);
@@ -162,22 +162,22 @@ impl Reader {
         Some((name, conditions, message))
     }
 
-    fn condition(&mut self, v: &Value, ptr: &str) -> Option<Condition> {
-        let map = self.object(v, ptr, "a condition", CONDITION_KEYS, &["path", "op"])?;
-        let path = self.string_at(map, "path", ptr);
+    fn condition(&mut self, v: Value, ptr: &str) -> Option<Condition> {
+        let mut map = self.object(v, ptr, "a condition", CONDITION_KEYS, &["path", "op"])?;
+        let path = self.string_at(&mut map, "path", ptr);
         let named = |s: &str| Op::ALL.into_iter().find(|o| o.as_str() == s);
         let op = match map.get("op") {
             Some(Value::String(s)) if named(s).is_some() => named(s),
             Some(o) => self.choice(o, &join(ptr, "op"), "op", OPS).and_then(named),
             None => None,
         };
-        Some(Condition { path: path?, op: op?, value: map.get("value").cloned() })
+        Some(Condition { path: path?, op: op?, value: map.remove("value") })
     }
 
-    fn limit(&mut self, v: &Value, ptr: &str) -> Option<Limit> {
-        let map = self.object(v, ptr, "a limit", LIMIT_KEYS, &["counter", "window", "max"])?;
+    fn limit(&mut self, v: Value, ptr: &str) -> Option<Limit> {
+        let mut map = self.object(v, ptr, "a limit", LIMIT_KEYS, &["counter", "window", "max"])?;
         let before = self.problems.len();
-        let counter = self.string_at(map, "counter", ptr);
+        let counter = self.string_at(&mut map, "counter", ptr);
         let wptr = || join(ptr, "window");
         let window = match map.get("window") {
             Some(Value::String(w)) => match w.as_str() {
@@ -191,7 +191,7 @@ impl Reader {
                 }
             },
             Some(Value::Number(_)) => self
-                .integer_at(map, "window", ptr, "a window in seconds", (1, MAX_WINDOW_SECONDS))
+                .integer_at(&map, "window", ptr, "a window in seconds", (1, MAX_WINDOW_SECONDS))
                 .map(Window::Seconds),
             Some(w) => {
                 self.wrong_type(
@@ -203,7 +203,7 @@ impl Reader {
             }
             None => None,
         };
-        let max = self.integer_at(map, "max", ptr, "`max`", (1, MAX_LIMIT));
+        let max = self.integer_at(&map, "max", ptr, "`max`", (1, MAX_LIMIT));
         let scope = match map.get("scope") {
             Some(Value::String(s)) if s == "grant" => Some(Scope::Grant),
             Some(s) => self.choice(s, &join(ptr, "scope"), "scope", SCOPES).map(|s| match s {
@@ -215,14 +215,14 @@ impl Reader {
         };
         // `Err` when present and reported.
         let increment = if map.contains_key("increment") {
-            self.integer_at(map, "increment", ptr, "`increment`", (1, MAX_LIMIT))
+            self.integer_at(&map, "increment", ptr, "`increment`", (1, MAX_LIMIT))
                 .map(Some)
                 .ok_or(())
         } else {
             Ok(None)
         };
         let increment_from = if map.contains_key("increment_from") {
-            self.string_at(map, "increment_from", ptr).map(Some).ok_or(())
+            self.string_at(&mut map, "increment_from", ptr).map(Some).ok_or(())
         } else {
             Ok(None)
         };

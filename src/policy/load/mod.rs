@@ -92,7 +92,7 @@ pub(crate) fn load(text: &str) -> Result<Compiled, InvalidPolicy> {
     // occurrence, which a pointer cannot tell from the first).
     let mut offsets: Vec<Option<usize>> = read.problems.iter().map(|p| Some(p.offset)).collect();
 
-    let compiled = match &read.value {
+    let compiled = match read.value {
         Some(value) => {
             let (document, skip, found) = document::read(value);
             problems.extend(found);

@@ -31,17 +31,21 @@ impl Reader {
     }
 
     /// Checks that `v` is an object with only `allowed` keys and all `required` ones.
-    pub(super) fn object<'v>(
+    /// The object is taken apart by the reader (values moved out into the model, not copied).
+    pub(super) fn object(
         &mut self,
-        v: &'v Value,
+        v: Value,
         ptr: &str,
         what: &str,
         allowed: &[&str],
         required: &[&str],
-    ) -> Option<&'v Map<String, Value>> {
-        let Value::Object(map) = v else {
-            self.wrong_type(ptr, &format!("{what} (a JSON object)"), v);
-            return None;
+    ) -> Option<Map<String, Value>> {
+        let map = match v {
+            Value::Object(map) => map,
+            v => {
+                self.wrong_type(ptr, &format!("{what} (a JSON object)"), &v);
+                return None;
+            }
         };
         for key in map.keys() {
             if !allowed.contains(&key.as_str()) {
@@ -67,11 +71,11 @@ impl Reader {
         Some(map)
     }
 
-    pub(super) fn string(&mut self, v: &Value, ptr: &str) -> Option<String> {
+    pub(super) fn string(&mut self, v: Value, ptr: &str) -> Option<String> {
         match v {
-            Value::String(s) => Some(s.clone()),
-            _ => {
-                self.wrong_type(ptr, "a string", v);
+            Value::String(s) => Some(s),
+            v => {
+                self.wrong_type(ptr, "a string", &v);
                 None
             }
         }
@@ -80,27 +84,22 @@ impl Reader {
     /// The string at `map[key]`: `Ok(None)` when absent, `Err` when not a string.
     pub(super) fn opt_string(
         &mut self,
-        map: &Map<String, Value>,
+        map: &mut Map<String, Value>,
         key: &str,
         ptr: &str,
     ) -> Result<Option<String>, ()> {
-        match map.get(key) {
+        match map.remove(key) {
             None => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(Value::String(s)) => Ok(Some(s)),
             Some(v) => self.string(v, &join(ptr, key)).map(Some).ok_or(()),
         }
     }
 
-    pub(super) fn array<'v>(
-        &mut self,
-        v: &'v Value,
-        ptr: &str,
-        what: &str,
-    ) -> Option<&'v Vec<Value>> {
+    pub(super) fn array(&mut self, v: Value, ptr: &str, what: &str) -> Option<Vec<Value>> {
         match v {
             Value::Array(items) => Some(items),
-            _ => {
-                self.wrong_type(ptr, &format!("an array of {what}"), v);
+            v => {
+                self.wrong_type(ptr, &format!("an array of {what}"), &v);
                 None
             }
         }
@@ -109,12 +108,12 @@ impl Reader {
     /// The string at `map[key]` (`None` when absent or reported: not a string).
     pub(super) fn string_at(
         &mut self,
-        map: &Map<String, Value>,
+        map: &mut Map<String, Value>,
         key: &str,
         ptr: &str,
     ) -> Option<String> {
-        match map.get(key)? {
-            Value::String(s) => Some(s.clone()),
+        match map.remove(key)? {
+            Value::String(s) => Some(s),
             v => self.string(v, &join(ptr, key)),
         }
     }
