@@ -6,8 +6,9 @@
 
 mod support;
 
-use criterion::{Criterion, criterion_group, criterion_main};
-use mcp_policy::Policy;
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use mcp_policy::{Evaluator, Policy, ToolCall};
+use serde_json::json;
 use std::hint::black_box;
 
 fn load(c: &mut Criterion) {
@@ -30,6 +31,47 @@ fn load(c: &mut Criterion) {
     });
     g.bench_function("generated_1mb_regex_every_tool", |b| {
         b.iter_with_large_drop(|| Policy::from_json_str(black_box(&regex_heavy)).unwrap())
+    });
+    // For comparison in the same run (the machine is shared): what compiling those 1,000
+    // regexes eagerly costs, as the loader did before they were compiled on first use.
+    let patterns: Vec<String> =
+        (0..1000).map(|i| format!("(?i)\\b(drop|truncate|t{i})\\b")).collect();
+    g.bench_function("regex_crate_compile_1000", |b| {
+        b.iter_with_large_drop(|| {
+            patterns
+                .iter()
+                .map(|p| {
+                    regex::RegexBuilder::new(p).size_limit(1 << 20).nest_limit(64).build().unwrap()
+                })
+                .collect::<Vec<_>>()
+        })
+    });
+    g.finish();
+
+    // A regex is compiled at its first use: the first evaluation of a tool with a regex of its
+    // own pays for it (each iteration gets a freshly loaded policy, not timed), the next ones
+    // do not. The regex is the one every tool of the 1 MB policy above has.
+    let one_regex = r#"{"version": "1", "default": "deny", "tools": {"tool_00999": {"deny_if": [
+        {"conditions": [{"path": "args.s", "op": "regex", "value": "(?i)\\b(drop|truncate|t999)\\b"}]}]}}}"#;
+    let args = json!({"s": "select * from jobs where name = 'nightly'"});
+    let mut g = c.benchmark_group("regex_evaluation");
+    g.bench_function("first", |b| {
+        b.iter_batched(
+            || Evaluator::new(Policy::from_json_str(one_regex).unwrap()),
+            |evaluator| {
+                let call = ToolCall::new("tool_00999").with_arguments(&args);
+                assert!(evaluator.evaluate(black_box(&call)).is_allowed());
+                evaluator
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    let evaluator = Evaluator::new(Policy::from_json_str(one_regex).unwrap());
+    g.bench_function("later", |b| {
+        b.iter(|| {
+            let call = ToolCall::new("tool_00999").with_arguments(&args);
+            evaluator.evaluate(black_box(&call)).is_allowed()
+        })
     });
     g.finish();
 }

@@ -9,7 +9,8 @@ use super::model::{DefaultDecision, PolicyDocument, Scope};
 use super::path::Path;
 use super::pattern::{Pattern, PatternIndex};
 
-/// A policy compiled for evaluation: regexes and schemas built, tools indexed.
+/// A policy compiled for evaluation: schemas built, regexes checked (compiled on first use),
+/// tools indexed.
 pub(crate) struct Compiled {
     pub(crate) document: PolicyDocument,
     /// The digest, computed at first use (it costs a full serialisation of the document).

@@ -178,12 +178,13 @@ impl Diagnostic {
         Diagnostic { line, column, pointer, message, kind, severity: kind.severity() }
     }
 
-    /// The 1-based line of the offending text.
+    /// The 1-based line of the offending text; 0 when there is no text (a policy compiled
+    /// from a [`PolicyDocument`](crate::model::PolicyDocument) built in a program).
     pub fn line(&self) -> usize {
         self.line
     }
 
-    /// The 1-based column (in characters) of the offending text.
+    /// The 1-based column (in characters) of the offending text; 0 when there is no text.
     pub fn column(&self) -> usize {
         self.column
     }
@@ -211,7 +212,11 @@ impl Diagnostic {
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.severity == Severity::Warning {
+        if self.line == 0 {
+            // No position: a document built in a program.
+            let warning = if self.severity == Severity::Warning { "warning: " } else { "" };
+            write!(f, "{warning}{}", self.message)?;
+        } else if self.severity == Severity::Warning {
             write!(f, "{}:{}: warning: {}", self.line, self.column, self.message)?;
         } else {
             write!(f, "{}:{}: {}", self.line, self.column, self.message)?;

@@ -349,6 +349,64 @@ fn strip_null(v: &mut serde_json::Value) {
     }
 }
 
+/// Compiles a document built in a program, without printing and re-reading it: the same checks
+/// as [`Policy::from_json_str`] after the text is read (the version, ranges, paths, regexes,
+/// argument schemas, ambiguous patterns, conflicting counters), every problem at once.
+///
+/// A document has no text, so its [`Diagnostic`]s have **no position**: [`Diagnostic::line`]
+/// and [`Diagnostic::column`] are 0, and the [`pointer`](Diagnostic::pointer) says where the
+/// problem is. The warnings ([`Policy::warnings`]) are likewise without position. The digest is
+/// that of the document, so a policy built from a document and the same policy loaded from text
+/// have the same [`Policy::digest`].
+///
+/// The model's structs have public fields (build them with struct literals, `..Default::default()`
+/// for a [`Rule`](model::Rule), or the constructors such as
+/// [`PolicyDocument::new`](model::PolicyDocument::new)); `serde_json::from_value` reads one from
+/// a JSON value too.
+///
+/// ```
+/// use mcp_policy::model::{Condition, Check, DefaultDecision, Limit, Op, PolicyDocument, Rule, Window, WindowUnit};
+/// use mcp_policy::{DiagnosticKind, Evaluator, Policy, ToolCall};
+/// use serde_json::json;
+///
+/// let mut document = PolicyDocument::new(DefaultDecision::Deny);
+/// document.tools.insert("transfer".to_owned(), Rule {
+///     deny_if: vec![Check::new(vec![Condition::new("args.amount", Op::Gt, json!(1000))])],
+///     limits: vec![Limit::new("transfers", Window::Named(WindowUnit::Hour), 10)],
+///     ..Rule::default()
+/// });
+/// let policy = Policy::try_from(document.clone())?;
+/// let evaluator = Evaluator::new(policy.clone());
+/// let args = json!({"amount": 5000});
+/// assert!(!evaluator.evaluate(&ToolCall::new("transfer").with_arguments(&args)).is_allowed());
+///
+/// // The same policy as text has the same digest.
+/// let text: Policy = r#"{"version": "1", "default": "deny", "tools": {"transfer": {
+///     "deny_if": [{"conditions": [{"path": "args.amount", "op": "gt", "value": 1000}]}],
+///     "limits": [{"counter": "transfers", "window": "hour", "max": 10}]}}}"#.parse()?;
+/// assert_eq!(policy.digest(), text.digest());
+///
+/// // Problems have a pointer and no position.
+/// document.tools.insert("t".to_owned(), Rule {
+///     deny_if: vec![Check::new(vec![Condition::new("args.s", Op::Regex, json!("(unclosed"))])],
+///     ..Rule::default()
+/// });
+/// let err = Policy::try_from(document).unwrap_err();
+/// let d = &err.diagnostics()[0];
+/// assert_eq!(d.kind(), DiagnosticKind::InvalidRegex);
+/// assert_eq!(d.pointer(), "/tools/t/deny_if/0/conditions/0/value");
+/// assert_eq!((d.line(), d.column()), (0, 0));
+/// # Ok::<(), mcp_policy::PolicyError>(())
+/// ```
+impl TryFrom<PolicyDocument> for Policy {
+    type Error = InvalidPolicy;
+
+    fn try_from(document: PolicyDocument) -> Result<Self, Self::Error> {
+        let compiled = load::compile_document(document)?;
+        Ok(Policy { inner: Arc::new(compiled) })
+    }
+}
+
 impl FromStr for Policy {
     type Err = PolicyError;
 

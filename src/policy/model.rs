@@ -4,8 +4,13 @@
 //! JSON Schema published at [`docs/policy.schema.json`] is generated from them. The loader
 //! ([`Policy::from_json_str`](crate::Policy::from_json_str)) is stricter than their `Deserialize`
 //! implementations: it also rejects duplicate keys, checks ranges, regexes, argument schemas,
-//! paths and pattern ambiguity, and reports every problem at once with its position. Build these
-//! types directly only to write a policy (as `mcp-policy init` does), then load the JSON.
+//! paths and pattern ambiguity, and reports every problem at once with its position.
+//!
+//! A program that writes a policy (as `mcp-policy init` does) builds these types (their fields
+//! are public: struct literals, `..Rule::default()`, or the constructors such as
+//! [`PolicyDocument::new`] and [`Condition::new`]) and compiles the document with
+//! [`Policy::try_from`](crate::Policy), which runs the same checks on it as the loader does
+//! after reading text, without printing and re-reading JSON.
 //!
 //! [`docs/policy.schema.json`]: https://github.com/mcp-policy/mcp-policy/blob/main/docs/policy.schema.json
 
@@ -48,6 +53,31 @@ pub struct PolicyDocument {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(extend("propertyNames" = { "minLength": 1 }))]
     pub tools: BTreeMap<String, Rule>,
+}
+
+impl PolicyDocument {
+    /// An empty document of version `"1"` with the given default: no `hide`, no `all_tools`, no
+    /// `tools` (add them to the public fields).
+    ///
+    /// ```
+    /// use mcp_policy::model::{DefaultDecision, PolicyDocument, Rule};
+    /// let mut doc = PolicyDocument::new(DefaultDecision::Deny);
+    /// doc.tools.insert("list_jobs".to_owned(), Rule::default());
+    /// let policy = mcp_policy::Policy::try_from(doc)?;
+    /// assert!(policy.is_visible("list_jobs"));
+    /// # Ok::<(), mcp_policy::InvalidPolicy>(())
+    /// ```
+    pub fn new(default: DefaultDecision) -> PolicyDocument {
+        PolicyDocument {
+            schema: None,
+            version: "1".to_owned(),
+            default,
+            description: None,
+            hide: Vec::new(),
+            all_tools: None,
+            tools: BTreeMap::new(),
+        }
+    }
 }
 
 /// The decision for tools that no rule names.
@@ -99,6 +129,13 @@ pub struct Check {
     pub on_deny: Option<String>,
 }
 
+impl Check {
+    /// A check of `conditions` without a name or an `on_deny` message.
+    pub fn new(conditions: Vec<Condition>) -> Check {
+        Check { name: None, conditions, on_deny: None }
+    }
+}
+
 /// A check of `approve_if`: its conditions are ANDed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -113,6 +150,13 @@ pub struct ApprovalCheck {
     pub reason: Option<String>,
 }
 
+impl ApprovalCheck {
+    /// An approval check of `conditions` without a name or a `reason`.
+    pub fn new(conditions: Vec<Condition>) -> ApprovalCheck {
+        ApprovalCheck { name: None, conditions, reason: None }
+    }
+}
+
 /// One comparison of a value of the call with a value of the policy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -125,6 +169,19 @@ pub struct Condition {
     /// The operand; optional only for `exists`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<Value>,
+}
+
+impl Condition {
+    /// The condition `path` `op` `value` (`Op::Exists` takes no value: use
+    /// [`Condition::exists`]).
+    pub fn new(path: impl Into<String>, op: Op, value: Value) -> Condition {
+        Condition { path: path.into(), op, value: Some(value) }
+    }
+
+    /// The condition that `path` is present in the call.
+    pub fn exists(path: impl Into<String>) -> Condition {
+        Condition { path: path.into(), op: Op::Exists, value: None }
+    }
 }
 
 /// A condition's comparison.
@@ -228,6 +285,22 @@ pub struct Limit {
     /// Never more than `max` units in any interval of length `window`.
     #[serde(default, skip_serializing_if = "is_default")]
     pub sliding: bool,
+}
+
+impl Limit {
+    /// A limit of `max` calls per `window` on `counter`, per grant, one unit a call, fixed
+    /// window.
+    pub fn new(counter: impl Into<String>, window: Window, max: u64) -> Limit {
+        Limit {
+            counter: counter.into(),
+            window,
+            max,
+            scope: Scope::Grant,
+            increment: None,
+            increment_from: None,
+            sliding: false,
+        }
+    }
 }
 
 fn is_default<T: Default + PartialEq>(v: &T) -> bool {

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use mcp_policy::model::{
-    ApprovalCheck, DefaultDecision, Limit, PolicyDocument, Rule, Scope, Window, WindowUnit,
+    ApprovalCheck, DefaultDecision, Limit, PolicyDocument, Rule, Window, WindowUnit,
 };
 
 use crate::classify::{Class, classify};
@@ -56,12 +56,12 @@ pub(crate) fn run(
         }
     };
     let document = starter_policy(&tools, approve_destructive)?;
-    let mut text = serde_json::to_string_pretty(&document).map_err(|e| e.to_string())?;
+    // The output must load: compile the document (the loader's checks, without printing and
+    // re-reading it) before writing it anywhere.
+    let policy = mcp_policy::Policy::try_from(document)
+        .map_err(|e| format!("internal error: the starter policy does not load: {e}"))?;
+    let mut text = serde_json::to_string_pretty(policy.document()).map_err(|e| e.to_string())?;
     text.push('\n');
-    // The output must load: check it before writing it anywhere.
-    if let Err(e) = mcp_policy::Policy::from_json_str(&text) {
-        return Err(format!("internal error: the starter policy does not load: {e}").into());
-    }
     match out_path {
         Some(path) => std::fs::write(path, &text)
             .map_err(|e| format!("cannot write `{}`: {e}", path.display()))?,
@@ -76,19 +76,11 @@ fn schema_id() -> Option<String> {
 }
 
 fn limit(tool: &str, max: u64) -> Limit {
-    Limit {
-        counter: format!("{tool}_rate"),
-        window: Window::Named(WindowUnit::Minute),
-        max,
-        scope: Scope::Grant,
-        increment: None,
-        increment_from: None,
-        sliding: false,
-    }
+    Limit::new(format!("{tool}_rate"), Window::Named(WindowUnit::Minute), max)
 }
 
 fn approval(reason: &str) -> ApprovalCheck {
-    ApprovalCheck { name: None, conditions: Vec::new(), reason: Some(reason.to_owned()) }
+    ApprovalCheck { reason: Some(reason.to_owned()), ..ApprovalCheck::new(Vec::new()) }
 }
 
 pub(crate) fn starter_policy(
@@ -144,17 +136,14 @@ pub(crate) fn starter_policy(
         return Err("the tool list has no tool a policy can name".to_owned());
     }
     let summary: Vec<String> = counts.iter().map(|(c, n)| format!("{n} {c}")).collect();
-    Ok(PolicyDocument {
-        schema: schema_id(),
-        version: "1".to_owned(),
-        default: DefaultDecision::Deny,
-        description: Some(format!(
-            "starter policy written by `mcp-policy init` for {} tools: {}",
-            rules.len(),
-            summary.join(", ")
-        )),
-        hide,
-        all_tools: None,
-        tools: rules,
-    })
+    let mut document = PolicyDocument::new(DefaultDecision::Deny);
+    document.schema = schema_id();
+    document.description = Some(format!(
+        "starter policy written by `mcp-policy init` for {} tools: {}",
+        rules.len(),
+        summary.join(", ")
+    ));
+    document.hide = hide;
+    document.tools = rules;
+    Ok(document)
 }
