@@ -3,7 +3,13 @@
 //!
 //! `cargo bench -p mcp-policy-redis`
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, missing_docs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs
+)]
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -107,8 +113,11 @@ fn redis(c: &mut Criterion) {
                 for _ in 0..CONCURRENT {
                     let mut con = con.clone();
                     set.spawn(async move {
-                        let v: u64 =
-                            redis::cmd("INCR").arg("bench:incr").query_async(&mut con).await.unwrap();
+                        let v: u64 = redis::cmd("INCR")
+                            .arg("bench:incr")
+                            .query_async(&mut con)
+                            .await
+                            .unwrap();
                         v
                     });
                 }
