@@ -13,12 +13,12 @@ pub(crate) const ANCHOR_NANOS: u64 = 1_000_000;
 /// The wall clock, read at the cost of the CPU's time-stamp counter rather than of a system
 /// clock read: the evaluator's default clock.
 ///
-/// On x86-64 with an invariant TSC (and on AArch64), reading the system clock costs 25 to 45 ns
-/// under a hypervisor (`clock_gettime` through the vDSO), which is most of an allowed call with a
+/// On x86-64 with an invariant TSC (and on AArch64), reading the system clock costs 40 to 70 ns
+/// under a hypervisor (`clock_gettime` through the vDSO), a large part of an allowed call with a
 /// limit. A `FastClock` reads the system clock ([`SystemClock`](crate::SystemClock)) at most
 /// once per millisecond and, in between, adds the time elapsed since that reading as measured
-/// by the TSC through [`quanta`] (the counter that `governor` reads too), which costs a few
-/// nanoseconds. Where the CPU has no usable counter, `quanta` measures the elapsed time with the
+/// by the TSC through [`quanta`] (the counter that `governor` reads too): about a third of the
+/// cost on the development VM (docs/performance.md). Where the CPU has no usable counter, `quanta` measures the elapsed time with the
 /// system's monotonic clock instead, and the clock is as exact as `SystemClock`, at its cost.
 ///
 /// **Resolution and error.** The resolution is the counter's (about a nanosecond). The time
@@ -26,7 +26,10 @@ pub(crate) const ANCHOR_NANOS: u64 = 1_000_000;
 /// the last reading of the system clock: a few microseconds at the very worst (the counter's
 /// rate is calibrated against the system's monotonic clock, to within 10 ns of error, when the
 /// first `FastClock` of a process is made; this calibration takes from under a millisecond to at
-/// most 200 ms, once). A wall-clock step (NTP, an operator) is followed within 1 ms.
+/// most 200 ms, once). A wall-clock step (NTP, an operator) is followed within 1 ms. The
+/// counter is assumed to be synchronized across cores (an invariant TSC, which Linux checks
+/// before it makes the TSC its own clock source; `quanta` and `governor` assume the same); a
+/// reading earlier than the last anchor is answered with the system clock instead.
 ///
 /// **Why counts stay exact.** The clock only decides which window a charge falls in. Every
 /// admitted call is charged exactly once, and no window admits more than its `max`; an error of
@@ -96,11 +99,13 @@ impl State {
         self.counter.delta_as_nanos(self.base, self.counter.raw())
     }
 
-    /// Reads the system clock and makes it the new anchor.
+    /// Reads the system clock: a new anchor when the last is 1 ms old or more; the system time
+    /// alone when the counter reads before the last anchor (a counter of another core behind
+    /// this one), so that such a reading never stands for a time in the past.
     #[cold]
-    fn anchor(&self, elapsed: u64) -> Timestamp {
+    fn slow(&self, elapsed: u64, next: u64) -> Timestamp {
         let wall = Timestamp::from_system_time(SystemTime::now());
-        if wall.is_supported() {
+        if elapsed >= next && wall.is_supported() {
             self.offset.store(wall.as_unix_nanos().wrapping_sub(elapsed), Ordering::Relaxed);
             // Published after the offset: a reader that sees the new deadline sees the new offset.
             self.next.store(elapsed.saturating_add(ANCHOR_NANOS), Ordering::Release);
@@ -116,8 +121,11 @@ impl Clock for FastClock {
     fn now(&self) -> Timestamp {
         let s = self.state;
         let elapsed = s.elapsed();
-        if elapsed >= s.next.load(Ordering::Acquire) {
-            return s.anchor(elapsed);
+        let next = s.next.load(Ordering::Acquire);
+        // Inside [last reading, last reading + 1 ms) by the counter, in one comparison: the
+        // difference wraps to a huge value when the counter reads before the last reading.
+        if elapsed.wrapping_sub(next.wrapping_sub(ANCHOR_NANOS)) >= ANCHOR_NANOS {
+            return s.slow(elapsed, next);
         }
         Timestamp::from_unix_nanos(elapsed.wrapping_add(s.offset.load(Ordering::Relaxed)))
     }
@@ -140,6 +148,20 @@ mod tests {
             assert!(t + ANCHOR_NANOS >= before, "{t} vs {before}");
             assert!(t <= after + ANCHOR_NANOS, "{t} vs {after}");
         }
+    }
+
+    #[test]
+    fn a_counter_behind_the_anchor_reads_the_system_clock() {
+        let fast = FastClock::new();
+        let _ = fast.now();
+        let s = fast.state;
+        let next = s.next.load(Ordering::Acquire);
+        // As if another core's counter read 10 ms before the anchor.
+        let behind = next.saturating_sub(ANCHOR_NANOS + 10_000_000);
+        let before = SystemClock.now().as_unix_nanos();
+        let t = s.slow(behind, next).as_unix_nanos();
+        assert!(t >= before, "{t} < {before}");
+        assert_eq!(s.next.load(Ordering::Acquire), next, "no new anchor from a lagging counter");
     }
 
     #[test]
