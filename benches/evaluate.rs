@@ -2,7 +2,7 @@
 //!
 //! `cargo bench --bench evaluate`
 
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, missing_docs)]
 
 mod support;
 
@@ -59,7 +59,18 @@ fn single(c: &mut Criterion) {
         let call = ToolCall::new("execute_sql").with_arguments(&args).with_grant("agent-1");
         b.iter(|| black_box(limited_manual.evaluate(black_box(&call))).kind())
     });
+    // As a server does it: a `ToolCall` built for each request, inside the measured loop.
+    g.bench_function("allow_one_grant_limit_call_in_loop", |b| {
+        b.iter(|| {
+            let call = ToolCall::new(black_box("execute_sql"))
+                .with_arguments(black_box(&args))
+                .with_grant(black_box("agent-1"));
+            black_box(limited.evaluate(&call)).kind()
+        })
+    });
     g.bench_function("system_clock_now", |b| b.iter(|| black_box(mcp_policy::SystemClock.now())));
+    let fast = mcp_policy::FastClock::new();
+    g.bench_function("fast_clock_now", |b| b.iter(|| black_box(black_box(&fast).now())));
 
     let conditions = evaluator(
         &json!({"version": "1", "default": "deny", "tools": {"execute_sql": {
@@ -105,6 +116,38 @@ fn single(c: &mut Criterion) {
     g.bench_function("deny_by_default_10000_tools_100_patterns", |b| {
         let call = ToolCall::new("cancel_run").with_arguments(&args).with_grant("agent-1");
         b.iter(|| black_box(big.evaluate(black_box(&call))).kind())
+    });
+
+    // 41 rules: 40 tools allowed as they are, and a payment tool with a `deny_if` on its
+    // amount; every call allowed, the 41 tools called in turn.
+    let mut tools = serde_json::Map::new();
+    for i in 0..40 {
+        tools.insert(format!("tool_{i:02}"), json!({}));
+    }
+    tools.insert(
+        "pay".to_owned(),
+        json!({"deny_if": [{"conditions": [{"path": "args.amount", "op": "gt", "value": 10000}]}]}),
+    );
+    let rules41 =
+        evaluator(&json!({"version": "1", "default": "deny", "tools": tools}).to_string());
+    let names: Vec<String> = (0..40).map(|i| format!("tool_{i:02}")).collect();
+    let pay_args = json!({"amount": 250, "to": "acct-7"});
+    let mut calls: Vec<ToolCall<'_>> = names
+        .iter()
+        .map(|n| ToolCall::new(n).with_arguments(&args).with_grant("agent-1"))
+        .collect();
+    calls.push(ToolCall::new("pay").with_arguments(&pay_args).with_grant("agent-1"));
+    assert!(calls.iter().all(|c| rules41.evaluate(c).is_allowed()));
+    g.bench_function("allow_41_rules_round_robin", |b| {
+        let mut i = 0;
+        b.iter(|| {
+            i = if i + 1 == calls.len() { 0 } else { i + 1 };
+            black_box(rules41.evaluate(black_box(&calls[i]))).kind()
+        })
+    });
+    g.bench_function("allow_41_rules_deny_if_amount", |b| {
+        let call = ToolCall::new("pay").with_arguments(&pay_args).with_grant("agent-1");
+        b.iter(|| black_box(rules41.evaluate(black_box(&call))).kind())
     });
 
     // The seed policy's limit being hit: the refused path.
@@ -153,6 +196,38 @@ fn scaling(c: &mut Criterion) {
     // run over the one-thread run shows how well two cores share the work.
     g.bench_function("one_thread_per_call", |b| b.iter_custom(|iters| run(1, iters)));
     g.bench_function("two_threads_per_call_each", |b| b.iter_custom(|iters| run(2, iters)));
+
+    // Eight threads on ONE grant's counter: every call contends for the same shard lock. Each
+    // iteration is one evaluation per thread (eight in all).
+    let hot = |e: &Evaluator, threads: usize, per_thread: u64| -> (Duration, u64) {
+        let start = Instant::now();
+        let admitted: u64 = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..threads)
+                .map(|_| {
+                    s.spawn(move || {
+                        let call = ToolCall::new("execute_sql").with_grant("agent-hot");
+                        (0..per_thread)
+                            .filter(|_| e.evaluate(black_box(&call)).is_allowed())
+                            .count() as u64
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        (start.elapsed(), admitted)
+    };
+    // The check first: with `max` 10,000 and 8 × 5,000 calls in the same minute, exactly
+    // 10,000 are admitted.
+    let capped = evaluator(
+        &json!({"version": "1", "default": "deny", "tools": {"execute_sql": {
+        "limits": [{"counter": "sql", "window": "day", "max": 10_000, "scope": "grant"}]}}})
+        .to_string(),
+    );
+    let (_, admitted) = hot(&capped, 8, 5_000);
+    assert_eq!(admitted, 10_000, "8 threads on one counter must admit exactly `max`");
+    g.bench_function("eight_threads_one_hot_counter", |b| {
+        b.iter_custom(|iters| hot(&e, 8, iters).0)
+    });
     g.finish();
 }
 

@@ -53,9 +53,9 @@ mod json;
 mod policy;
 
 pub use counter::{
-    AsyncCounterStore, ChargeOutcome, ChargeRequest, Clock, CounterKey, CounterStore, ManualClock,
-    MemoryStore, SLIDING_BUCKETS, ScopeKey, StoreError, StoreErrorKind, SystemClock, Timestamp,
-    WindowSpec,
+    AsyncCounterStore, ChargeOutcome, ChargeRequest, Clock, CounterKey, CounterStore, FastClock,
+    ManualClock, MemoryStore, SLIDING_BUCKETS, ScopeKey, StoreError, StoreErrorKind, SystemClock,
+    Timestamp, WindowSpec,
 };
 pub use eval::{
     ChargeReceipt, Decision, DecisionKind, Evaluator, MAX_ARGUMENT_BYTES,

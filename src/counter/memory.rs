@@ -59,13 +59,18 @@ struct Shard {
     sweep_at: usize,
 }
 
+/// One counter, in 32 bytes (the table holds it inline): the key and window length in one
+/// allocation, and the window's state. The hash is not kept: it is computed again from the key
+/// when the table grows.
 struct Entry {
-    hash: u64,
-    /// The key, encoded: a scope tag, the counter name, then the grant and session.
+    /// The window's length in seconds ([`HEADER`] bytes, little-endian), then the key, encoded:
+    /// a scope tag, the counter name, then the grant and session (see [`encode`]).
     key: Box<[u8]>,
-    window_seconds: u64,
     state: WindowState,
 }
+
+/// The bytes before the key's parts in [`Entry::key`]: the window's length in seconds.
+const HEADER: usize = 8;
 
 impl std::fmt::Debug for MemoryStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -117,15 +122,8 @@ impl MemoryStore {
     }
 
     fn hash(&self, key: &CounterKey<'_>) -> u64 {
-        let mut h = self.hasher.build_hasher();
         let (tag, grant, session) = parts(key);
-        h.write_u8(tag);
-        h.write(key.counter.as_bytes());
-        h.write_u8(SEP);
-        h.write(grant.as_bytes());
-        h.write_u8(SEP);
-        h.write(session.as_bytes());
-        h.finish()
+        hash_parts(&self.hasher, tag, key.counter.as_bytes(), grant.as_bytes(), session.as_bytes())
     }
 
     fn shard_of(&self, hash: u64) -> usize {
@@ -162,9 +160,41 @@ fn parts<'a>(key: &CounterKey<'a>) -> (u8, &'a str, &'a str) {
     }
 }
 
-fn encode(key: &CounterKey<'_>) -> Box<[u8]> {
+/// The hash of a key's parts: the same for a [`CounterKey`] and for its encoding.
+fn hash_parts(
+    hasher: &DefaultHashBuilder,
+    tag: u8,
+    counter: &[u8],
+    grant: &[u8],
+    session: &[u8],
+) -> u64 {
+    let mut h = hasher.build_hasher();
+    h.write_u8(tag);
+    h.write(counter);
+    h.write_u8(SEP);
+    h.write(grant);
+    h.write_u8(SEP);
+    h.write(session);
+    h.finish()
+}
+
+/// The hash of a stored key, found again from its encoding (when the table grows): its parts
+/// are split at the separators, which UTF-8 text never contains.
+fn stored_hash(hasher: &DefaultHashBuilder, e: &Entry) -> u64 {
+    let encoded = e.parts();
+    let (tag, rest) = encoded.split_first().map_or((0, &[][..]), |(t, r)| (*t, r));
+    let mut fields = rest.splitn(3, |b| *b == SEP);
+    let counter = fields.next().unwrap_or_default();
+    let grant = fields.next().unwrap_or_default();
+    let session = fields.next().unwrap_or_default();
+    hash_parts(hasher, tag, counter, grant, session)
+}
+
+/// The bytes of an [`Entry::key`]: the window's length, then the key's parts.
+fn encode(key: &CounterKey<'_>, window_seconds: u64) -> Box<[u8]> {
     let (tag, grant, session) = parts(key);
-    let mut v = Vec::with_capacity(3 + key.counter.len() + grant.len() + session.len());
+    let mut v = Vec::with_capacity(HEADER + 3 + key.counter.len() + grant.len() + session.len());
+    v.extend_from_slice(&window_seconds.to_le_bytes());
     v.push(tag);
     v.extend_from_slice(key.counter.as_bytes());
     v.push(SEP);
@@ -193,20 +223,36 @@ fn same_key(encoded: &[u8], key: &CounterKey<'_>) -> bool {
 
 impl Shard {
     fn find(&self, hash: u64, key: &CounterKey<'_>) -> Option<&Entry> {
-        self.table.find(hash, |e| e.hash == hash && same_key(&e.key, key))
+        self.table.find(hash, |e| same_key(e.parts(), key))
     }
 
     fn find_mut(&mut self, hash: u64, key: &CounterKey<'_>) -> Option<&mut Entry> {
-        self.table.find_mut(hash, |e| e.hash == hash && same_key(&e.key, key))
+        self.table.find_mut(hash, |e| same_key(e.parts(), key))
     }
 
     fn sweep(&mut self, now: Timestamp) {
-        self.table.retain(|e| e.state.expires_at(e.window_seconds) > now);
+        self.table.retain(|e| e.state.expires_at(e.window_seconds()) > now);
         self.sweep_at = (self.table.len() * 2).max(MIN_SWEEP);
     }
 }
 
 impl Entry {
+    /// The key's parts, after the header.
+    fn parts(&self) -> &[u8] {
+        self.key.get(HEADER..).unwrap_or_default()
+    }
+
+    /// The window length the state was made for.
+    fn window_seconds(&self) -> u64 {
+        self.key.first_chunk::<HEADER>().map_or(0, |h| u64::from_le_bytes(*h))
+    }
+
+    fn set_window_seconds(&mut self, seconds: u64) {
+        if let Some(h) = self.key.first_chunk_mut::<HEADER>() {
+            *h = seconds.to_le_bytes();
+        }
+    }
+
     /// The count that applies to a request with this window, resetting a state made for another
     /// window (after a reload changed the counter's window).
     fn count(&self, now: Timestamp, req: &ChargeRequest<'_>) -> u64 {
@@ -214,7 +260,7 @@ impl Entry {
     }
 
     fn matches(&self, req: &ChargeRequest<'_>) -> bool {
-        self.window_seconds == req.window.seconds && self.state.is_sliding() == req.window.sliding
+        self.window_seconds() == req.window.seconds && self.state.is_sliding() == req.window.sliding
     }
 }
 
@@ -243,7 +289,7 @@ impl Entry {
     /// Adds the units of `req`, first resetting a state made for another window.
     fn charge(&mut self, now: Timestamp, req: &ChargeRequest<'_>) {
         if !self.matches(req) {
-            self.window_seconds = req.window.seconds;
+            self.set_window_seconds(req.window.seconds);
             self.state = WindowState::new(now, req.window.seconds, req.window.sliding);
         }
         self.state.add(now, req.window.seconds, req.units);
@@ -252,23 +298,34 @@ impl Entry {
 
 impl Shard {
     /// Charges `req`, creating its counter if needed.
-    fn apply(&mut self, hash: u64, now: Timestamp, req: &ChargeRequest<'_>) {
+    fn apply(
+        &mut self,
+        hasher: &DefaultHashBuilder,
+        hash: u64,
+        now: Timestamp,
+        req: &ChargeRequest<'_>,
+    ) {
         match self.find_mut(hash, &req.key) {
             Some(e) => e.charge(now, req),
-            None => self.insert(hash, now, req),
+            None => self.insert(hasher, hash, now, req),
         }
     }
 
     /// Adds a counter for `req`, charged with its units.
-    fn insert(&mut self, hash: u64, now: Timestamp, req: &ChargeRequest<'_>) {
+    fn insert(
+        &mut self,
+        hasher: &DefaultHashBuilder,
+        hash: u64,
+        now: Timestamp,
+        req: &ChargeRequest<'_>,
+    ) {
         if self.table.len() >= self.sweep_at {
             self.sweep(now);
         }
         let mut state = WindowState::new(now, req.window.seconds, req.window.sliding);
         state.add(now, req.window.seconds, req.units);
-        let entry =
-            Entry { hash, key: encode(&req.key), window_seconds: req.window.seconds, state };
-        self.table.insert_unique(hash, entry, |e| e.hash);
+        let entry = Entry { key: encode(&req.key, req.window.seconds), state };
+        self.table.insert_unique(hash, entry, |e| stored_hash(hasher, e));
     }
 }
 
@@ -338,7 +395,7 @@ impl CounterStore for MemoryStore {
                 if let Some(retry_after) = refusal(None, now, req, 0) {
                     return Ok(ChargeOutcome::Refused { index: 0, retry_after });
                 }
-                shard.insert(hash, now, req);
+                shard.insert(&self.hasher, hash, now, req);
             }
             return Ok(ChargeOutcome::Admitted { at: now });
         }
@@ -355,7 +412,7 @@ impl CounterStore for MemoryStore {
                 (hashes.get(j).copied().unwrap_or(0), slots.get(j).copied().unwrap_or(0));
             let shard =
                 guards.get_mut(slot).ok_or_else(|| StoreError::new("shard lock missing"))?;
-            shard.apply(hash, now, req);
+            shard.apply(&self.hasher, hash, now, req);
         }
         Ok(ChargeOutcome::Admitted { at: now })
     }
@@ -401,13 +458,55 @@ mod tests {
     fn keys_do_not_collide_across_parts() {
         let a = CounterKey { counter: "ab", scope: ScopeKey::Grant("c") };
         let b = CounterKey { counter: "a", scope: ScopeKey::Grant("bc") };
-        assert!(same_key(&encode(&a), &a));
-        assert!(!same_key(&encode(&a), &b));
+        let parts = |k: &CounterKey<'_>| encode(k, 60).get(HEADER..).unwrap().to_vec();
+        assert!(same_key(&parts(&a), &a));
+        assert!(!same_key(&parts(&a), &b));
         let none =
             CounterKey { counter: "a", scope: ScopeKey::Session { grant: "g", session: None } };
         let empty =
             CounterKey { counter: "a", scope: ScopeKey::Session { grant: "g", session: Some("") } };
-        assert!(!same_key(&encode(&none), &empty));
+        assert!(!same_key(&parts(&none), &empty));
+    }
+
+    #[test]
+    fn an_entry_is_32_bytes_and_its_hash_is_found_again_from_its_key() {
+        assert_eq!(std::mem::size_of::<Entry>(), 32);
+        let store = MemoryStore::with_shards(1);
+        let keys = [
+            CounterKey { counter: "c", scope: ScopeKey::Global },
+            CounterKey { counter: "c", scope: ScopeKey::Grant("g") },
+            CounterKey { counter: "c", scope: ScopeKey::Session { grant: "g", session: None } },
+            CounterKey { counter: "", scope: ScopeKey::Session { grant: "", session: Some("") } },
+            CounterKey {
+                counter: "c",
+                scope: ScopeKey::Session { grant: "g", session: Some("s") },
+            },
+        ];
+        let now = Timestamp::from_unix_seconds(10.0);
+        for key in keys {
+            let state = WindowState::new(now, 60, false);
+            let e = Entry { key: encode(&key, 60), state };
+            assert_eq!(stored_hash(&store.hasher, &e), store.hash(&key), "{key:?}");
+            assert_eq!(e.window_seconds(), 60);
+        }
+        // The table grows (and rehashes every key from its encoding) many times over; every
+        // counter is still found and counted.
+        for i in 0..5000 {
+            let g = format!("grant-{i}");
+            store.charge(now, &[req("c", &g, 2, 1)]).unwrap();
+        }
+        for i in 0..5000 {
+            let g = format!("grant-{i}");
+            assert!(matches!(
+                store.charge(now, &[req("c", &g, 2, 1)]).unwrap(),
+                ChargeOutcome::Admitted { .. }
+            ));
+            assert!(matches!(
+                store.charge(now, &[req("c", &g, 2, 1)]).unwrap(),
+                ChargeOutcome::Refused { .. }
+            ));
+        }
+        assert_eq!(store.len(), 5000);
     }
 
     #[test]

@@ -7,11 +7,13 @@
 //! [`CounterStore`], or [`AsyncCounterStore`] when they do I/O.
 
 mod clock;
+mod fast;
 mod memory;
 mod store;
 mod window;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
+pub use fast::FastClock;
 pub use memory::MemoryStore;
 pub use store::{
     AsyncCounterStore, ChargeOutcome, ChargeRequest, CounterKey, CounterStore, ScopeKey,

@@ -10,6 +10,7 @@
 //! admits more than `max` units in any interval of length `W`; it may refuse up to one bucket
 //! (`W / 16`: 3.75 s of a minute) early.
 
+use std::num::NonZeroU64;
 use std::time::Duration;
 
 use super::clock::Timestamp;
@@ -25,9 +26,10 @@ const NANOS: u64 = 1_000_000_000;
 pub(crate) enum WindowState {
     /// `ends`: when the window of `count` ends (nanoseconds since the epoch). Keeping the end
     /// rather than the window's index spares the hot path a division: a new window's end is only
-    /// computed when one starts.
+    /// computed when one starts. Never zero (a window ends at least one window after the
+    /// epoch), which lets the state fit in 16 bytes.
     Fixed {
-        ends: u64,
+        ends: NonZeroU64,
         count: u64,
     },
     Sliding(Box<Sliding>),
@@ -51,6 +53,12 @@ fn window_end(now_ns: u64, seconds: u64) -> u64 {
     (now_ns / w).saturating_add(1).saturating_mul(w)
 }
 
+/// [`window_end`], never zero: a window is at least a nanosecond long, so the first one ends at
+/// 1 ns at the earliest.
+fn fixed_end(now_ns: u64, seconds: u64) -> NonZeroU64 {
+    NonZeroU64::new(window_end(now_ns, seconds)).unwrap_or(NonZeroU64::MIN)
+}
+
 fn bucket_nanos(seconds: u64) -> u64 {
     (window_nanos(seconds) / SLIDING_BUCKETS).max(1)
 }
@@ -61,7 +69,7 @@ impl WindowState {
             let newest = now.as_unix_nanos() / bucket_nanos(seconds);
             WindowState::Sliding(Box::new(Sliding { newest, counts: [0; RING] }))
         } else {
-            WindowState::Fixed { ends: window_end(now.as_unix_nanos(), seconds), count: 0 }
+            WindowState::Fixed { ends: fixed_end(now.as_unix_nanos(), seconds), count: 0 }
         }
     }
 
@@ -75,7 +83,7 @@ impl WindowState {
         match self {
             WindowState::Fixed { ends, count } => {
                 // A clock that went back still sees the newer window's count.
-                if now.as_unix_nanos() < *ends { *count } else { 0 }
+                if now.as_unix_nanos() < ends.get() { *count } else { 0 }
             }
             WindowState::Sliding(s) => {
                 let cur = now.as_unix_nanos() / bucket_nanos(seconds);
@@ -89,7 +97,8 @@ impl WindowState {
         let now_ns = now.as_unix_nanos();
         match self {
             WindowState::Fixed { ends, .. } => {
-                let end = if now_ns < *ends { *ends } else { window_end(now_ns, seconds) };
+                let end =
+                    if now_ns < ends.get() { ends.get() } else { window_end(now_ns, seconds) };
                 Duration::from_nanos(end.saturating_sub(now_ns))
             }
             WindowState::Sliding(s) => {
@@ -116,8 +125,8 @@ impl WindowState {
         match self {
             WindowState::Fixed { ends, count } => {
                 let now = now.as_unix_nanos();
-                if now >= *ends {
-                    *ends = window_end(now, seconds);
+                if now >= ends.get() {
+                    *ends = fixed_end(now, seconds);
                     *count = 0;
                 }
                 *count = count.saturating_add(units);
@@ -144,7 +153,7 @@ impl WindowState {
             WindowState::Fixed { ends, count } => {
                 // Only in the window the units were charged in, while it lasts.
                 let then = window_end(charged_at.as_unix_nanos(), seconds);
-                if *ends == then && now.as_unix_nanos() < then {
+                if ends.get() == then && now.as_unix_nanos() < then {
                     *count = count.saturating_sub(units);
                 }
             }
@@ -165,7 +174,7 @@ impl WindowState {
     /// When this state stops mattering: after this time its count is zero.
     pub(crate) fn expires_at(&self, seconds: u64) -> Timestamp {
         match self {
-            WindowState::Fixed { ends, .. } => Timestamp::from_unix_nanos(*ends),
+            WindowState::Fixed { ends, .. } => Timestamp::from_unix_nanos(ends.get()),
             WindowState::Sliding(s) => {
                 let g = bucket_nanos(seconds);
                 Timestamp::from_unix_nanos(
@@ -238,6 +247,11 @@ mod tests {
         assert_eq!(w.count(at(116.99), 16), 3);
         assert_eq!(w.count(at(117.0), 16), 0);
         assert_eq!(w.retry_after(at(110.0), 16, 1), Duration::from_secs(7));
+    }
+
+    #[test]
+    fn a_state_fits_in_16_bytes() {
+        assert_eq!(std::mem::size_of::<WindowState>(), 16);
     }
 
     #[test]

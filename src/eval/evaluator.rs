@@ -18,8 +18,8 @@ use super::decision::{Charge, ChargeReceipt, Decision, DecisionKind, Extra, Rule
 use super::mode::Mode;
 use super::text;
 use crate::counter::{
-    AsyncCounterStore, ChargeOutcome, ChargeRequest, Clock, CounterKey, CounterStore, MemoryStore,
-    ScopeKey, StoreError, SystemClock, Timestamp, WindowSpec,
+    AsyncCounterStore, ChargeOutcome, ChargeRequest, Clock, CounterKey, CounterStore, FastClock,
+    MemoryStore, ScopeKey, StoreError, Timestamp, WindowSpec,
 };
 use crate::policy::compiled::{
     Compiled, CompiledCheck, CompiledLimit, CompiledRule, RuleName, Units,
@@ -98,14 +98,14 @@ pub enum RollbackError {
 }
 
 impl Evaluator<MemoryStore> {
-    /// An evaluator with an in-memory counter store and the system clock.
+    /// An evaluator with an in-memory counter store and the wall clock ([`FastClock`]).
     pub fn new(policy: Policy) -> Self {
         Evaluator::with_store(policy, MemoryStore::new())
     }
 }
 
 impl<S> Evaluator<S> {
-    /// An evaluator with the given counter store and the system clock.
+    /// An evaluator with the given counter store and the wall clock ([`FastClock`]).
     ///
     /// ```
     /// use std::sync::Arc;
@@ -120,7 +120,7 @@ impl<S> Evaluator<S> {
         Evaluator {
             current: ArcSwap::from_pointee(Installed { policy, generation: 0 }),
             store,
-            clock: Arc::new(SystemClock),
+            clock: Arc::new(FastClock::new()),
             fail_open: false,
             mode: Mode::Enforce,
             approvals: Approvals::new(approval::DEFAULT_TTL),
