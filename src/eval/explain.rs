@@ -637,7 +637,13 @@ impl fmt::Display for Explanation {
             }
             writeln!(f)?;
             for c in &s.checks {
-                write!(f, "      {}: {}", c.rule, c.truth.as_str())?;
+                let truth = match (s.step, c.truth) {
+                    (Step::Arguments, TruthValue::True) => "the arguments match",
+                    (Step::Arguments, TruthValue::False) => "the arguments do not match",
+                    (Step::Arguments, TruthValue::Unknown) => "not checked (nested too deep)",
+                    (_, t) => t.as_str(),
+                };
+                write!(f, "      {}: {truth}", c.rule)?;
                 writeln!(f, "{}", if c.fires { ", fires" } else { "" })?;
                 for k in &c.conditions {
                     writeln!(
