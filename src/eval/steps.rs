@@ -155,11 +155,14 @@ impl<S> Evaluator<S> {
         None
     }
 
-    /// 6. approve_if: fires on true or unknown, unless the call carries its approval (a key,
+    /// Step 6, approve_if: fires on true or unknown, unless the call carries its approval (a key,
     /// or an identical call approved out of band). Before asking, the limits are checked
     /// (charging nothing): a call that step 7 would refuse gets that decision instead, so this
     /// step only records in `plan` that it asks. Returns the time it read the clock at, if it
     /// did.
+    // The decision is returned in place, as `prepare`'s `Option<Decision>` is; boxing it
+    // would allocate on every deny.
+    #[allow(clippy::result_large_err)]
     fn approve_if<'p, 'a: 'p, T: Trace>(
         &self,
         installed: &'p Installed,
@@ -251,7 +254,7 @@ impl<S> Evaluator<S> {
         }
     }
 
-    /// 7. limits, first part: the units of every limit, and the batch to charge (the store
+    /// Step 7, limits, first part: the units of every limit, and the batch to charge (the store
     /// checks and charges it as one atomic step afterwards, see `charge.rs`).
     fn limits<'p, 'a: 'p>(
         &self,
@@ -314,7 +317,7 @@ pub(super) fn malformed<'a>(call: &ToolCall<'a>) -> Option<Decision<'a>> {
     None
 }
 
-/// 1. hide: answered as an unknown tool is, the rule pointer aside.
+/// Step 1, hide: answered as an unknown tool is, the rule pointer aside.
 pub(super) fn hidden<'a>(policy: &Compiled, tool: &'a str) -> Option<Decision<'a>> {
     let i = policy.hidden_by(tool)?;
     Some(Decision::new(
@@ -325,7 +328,9 @@ pub(super) fn hidden<'a>(policy: &Compiled, tool: &'a str) -> Option<Decision<'a
     ))
 }
 
-/// 2. the rule: the tool's, or the default's (an empty rule under `default: allow`).
+/// Step 2, the rule: the tool's, or the default's (an empty rule under `default: allow`).
+// The decision is returned in place, as `prepare`'s `Option<Decision>` is.
+#[allow(clippy::result_large_err)]
 pub(super) fn find_rule<'p, 'a>(
     policy: &'p Compiled,
     tool: &'a str,
@@ -344,7 +349,7 @@ pub(super) fn find_rule<'p, 'a>(
     }
 }
 
-/// 3. arguments: each rule's schema, the tool's then `all_tools`'.
+/// Step 3, arguments: each rule's schema, the tool's then `all_tools`'.
 fn arguments<'p, 'a>(
     rules: impl Iterator<Item = &'p CompiledRule>,
     call: &ToolCall<'a>,
@@ -374,7 +379,7 @@ fn arguments<'p, 'a>(
     None
 }
 
-/// 4. require: holds only when true.
+/// Step 4, require: holds only when true.
 fn require<'p, 'a>(
     rules: impl Iterator<Item = &'p CompiledRule>,
     call: &ToolCall<'a>,
@@ -387,7 +392,7 @@ fn require<'p, 'a>(
     None
 }
 
-/// 5. deny_if: fires on true or unknown.
+/// Step 5, deny_if: fires on true or unknown.
 fn deny_if<'p, 'a>(
     rules: impl Iterator<Item = &'p CompiledRule>,
     call: &ToolCall<'a>,
