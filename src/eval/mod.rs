@@ -12,6 +12,7 @@ pub(crate) mod condition;
 mod decision;
 mod evaluator;
 mod explain;
+mod explanation;
 mod messages;
 mod mode;
 mod receipt;
@@ -25,7 +26,7 @@ pub use approval::{
 pub use call::ToolCall;
 pub use decision::{ChargeReceipt, Decision, DecisionKind};
 pub use evaluator::{Evaluator, RollbackError};
-pub use explain::{
+pub use explanation::{
     CheckExplanation, ConditionExplanation, CounterExplanation, Explanation, LimitVerdict, Step,
     StepExplanation, StepOutcome, TruthValue, ValueType,
 };

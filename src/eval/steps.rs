@@ -16,7 +16,7 @@ use super::charge::{Refusal, scope_key, units_of};
 use super::condition::Truth;
 use super::decision::{Decision, DecisionKind, Extra, RuleRef, Text};
 use super::evaluator::{Evaluator, Installed};
-use super::explain::Step;
+use super::explanation::Step;
 use super::messages;
 use super::mode::Mode;
 use super::text;
@@ -163,6 +163,7 @@ impl<S> Evaluator<S> {
     // The decision is returned in place, as `prepare`'s `Option<Decision>` is; boxing it
     // would allocate on every deny.
     #[allow(clippy::result_large_err)]
+    #[inline]
     fn approve_if<'p, 'a: 'p, T: Trace>(
         &self,
         installed: &'p Installed,
@@ -256,6 +257,7 @@ impl<S> Evaluator<S> {
 
     /// Step 7, limits, first part: the units of every limit, and the batch to charge (the store
     /// checks and charges it as one atomic step afterwards, see `charge.rs`).
+    #[inline]
     fn limits<'p, 'a: 'p>(
         &self,
         policy: &'p Compiled,
@@ -307,6 +309,7 @@ impl<S> Evaluator<S> {
 }
 
 /// Before step 1: a call whose `arguments` or `context` is not an object is denied.
+#[inline]
 pub(super) fn malformed<'a>(call: &ToolCall<'a>) -> Option<Decision<'a>> {
     if let Some(v) = call.arguments().filter(|v| !v.is_object()) {
         return Some(messages::not_an_object(call.tool(), "arguments", v));
@@ -318,6 +321,7 @@ pub(super) fn malformed<'a>(call: &ToolCall<'a>) -> Option<Decision<'a>> {
 }
 
 /// Step 1, hide: answered as an unknown tool is, the rule pointer aside.
+#[inline]
 pub(super) fn hidden<'a>(policy: &Compiled, tool: &'a str) -> Option<Decision<'a>> {
     let i = policy.hidden_by(tool)?;
     Some(Decision::new(
@@ -331,6 +335,7 @@ pub(super) fn hidden<'a>(policy: &Compiled, tool: &'a str) -> Option<Decision<'a
 /// Step 2, the rule: the tool's, or the default's (an empty rule under `default: allow`).
 // The decision is returned in place, as `prepare`'s `Option<Decision>` is.
 #[allow(clippy::result_large_err)]
+#[inline]
 pub(super) fn find_rule<'p, 'a>(
     policy: &'p Compiled,
     tool: &'a str,
@@ -350,6 +355,7 @@ pub(super) fn find_rule<'p, 'a>(
 }
 
 /// Step 3, arguments: each rule's schema, the tool's then `all_tools`'.
+#[inline]
 fn arguments<'p, 'a>(
     rules: impl Iterator<Item = &'p CompiledRule>,
     call: &ToolCall<'a>,
@@ -380,6 +386,7 @@ fn arguments<'p, 'a>(
 }
 
 /// Step 4, require: holds only when true.
+#[inline]
 fn require<'p, 'a>(
     rules: impl Iterator<Item = &'p CompiledRule>,
     call: &ToolCall<'a>,
@@ -393,6 +400,7 @@ fn require<'p, 'a>(
 }
 
 /// Step 5, deny_if: fires on true or unknown.
+#[inline]
 fn deny_if<'p, 'a>(
     rules: impl Iterator<Item = &'p CompiledRule>,
     call: &ToolCall<'a>,
@@ -405,6 +413,7 @@ fn deny_if<'p, 'a>(
     None
 }
 
+#[inline]
 pub(super) fn rule_ref<'a>(rule: &CompiledRule, tool: &'a str) -> RuleRef<'a> {
     match &rule.name {
         RuleName::ExactTool => RuleRef::Tool(tool),
@@ -413,6 +422,7 @@ pub(super) fn rule_ref<'a>(rule: &CompiledRule, tool: &'a str) -> RuleRef<'a> {
 }
 
 /// A check's conditions ANDed, three-valued.
+#[inline]
 pub(super) fn truth(check: &CompiledCheck, call: &ToolCall<'_>) -> Truth {
     let mut result = Truth::True;
     for c in &check.conditions {
@@ -425,6 +435,7 @@ pub(super) fn truth(check: &CompiledCheck, call: &ToolCall<'_>) -> Truth {
     result
 }
 
+#[inline]
 fn deny_by<'a>(tool: &'a str, check: &CompiledCheck) -> Decision<'a> {
     Decision::new(
         DecisionKind::Deny,
