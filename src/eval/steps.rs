@@ -109,7 +109,7 @@ impl<S> Evaluator<S> {
         };
         trace.passed(Step::Rule);
         let rules = [Some(rule), policy.all_tools.as_ref()];
-        let rules = rules.iter().flatten().copied();
+        let rules = rules.iter().flatten();
         if let Some(d) = arguments(rules.clone(), call) {
             return Some(d);
         }
@@ -163,11 +163,11 @@ impl<S> Evaluator<S> {
     // The decision is returned in place, as `prepare`'s `Option<Decision>` is; boxing it
     // would allocate on every deny.
     #[allow(clippy::result_large_err)]
-    #[inline]
-    fn approve_if<'p, 'a: 'p, T: Trace>(
+    #[inline(always)]
+    fn approve_if<'r, 'p: 'r, 'a: 'p, T: Trace>(
         &self,
         installed: &'p Installed,
-        mut rules: impl Iterator<Item = &'p CompiledRule>,
+        mut rules: impl Iterator<Item = &'r &'p CompiledRule>,
         call: &ToolCall<'a>,
         plan: &mut Plan<'p, 'a>,
     ) -> Result<Option<Timestamp>, Decision<'a>> {
@@ -257,11 +257,11 @@ impl<S> Evaluator<S> {
 
     /// Step 7, limits, first part: the units of every limit, and the batch to charge (the store
     /// checks and charges it as one atomic step afterwards, see `charge.rs`).
-    #[inline]
-    fn limits<'p, 'a: 'p>(
+    #[inline(always)]
+    fn limits<'r, 'p: 'r, 'a: 'p>(
         &self,
         policy: &'p Compiled,
-        rules: impl Iterator<Item = &'p CompiledRule>,
+        rules: impl Iterator<Item = &'r &'p CompiledRule>,
         call: &ToolCall<'a>,
         plan: &mut Plan<'p, 'a>,
     ) -> Option<Decision<'a>> {
@@ -356,8 +356,8 @@ pub(super) fn find_rule<'p, 'a>(
 
 /// Step 3, arguments: each rule's schema, the tool's then `all_tools`'.
 #[inline]
-fn arguments<'p, 'a>(
-    rules: impl Iterator<Item = &'p CompiledRule>,
+fn arguments<'r, 'p: 'r, 'a>(
+    rules: impl Iterator<Item = &'r &'p CompiledRule>,
     call: &ToolCall<'a>,
 ) -> Option<Decision<'a>> {
     let tool = call.tool();
@@ -387,8 +387,8 @@ fn arguments<'p, 'a>(
 
 /// Step 4, require: holds only when true.
 #[inline]
-fn require<'p, 'a>(
-    rules: impl Iterator<Item = &'p CompiledRule>,
+fn require<'r, 'p: 'r, 'a>(
+    rules: impl Iterator<Item = &'r &'p CompiledRule>,
     call: &ToolCall<'a>,
 ) -> Option<Decision<'a>> {
     for r in rules {
@@ -401,8 +401,8 @@ fn require<'p, 'a>(
 
 /// Step 5, deny_if: fires on true or unknown.
 #[inline]
-fn deny_if<'p, 'a>(
-    rules: impl Iterator<Item = &'p CompiledRule>,
+fn deny_if<'r, 'p: 'r, 'a>(
+    rules: impl Iterator<Item = &'r &'p CompiledRule>,
     call: &ToolCall<'a>,
 ) -> Option<Decision<'a>> {
     for r in rules {
