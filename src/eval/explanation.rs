@@ -285,7 +285,8 @@ fn kind_name<S: Serializer>(kind: &DecisionKind, s: S) -> Result<S::Ok, S::Error
 }
 
 impl Explanation {
-    /// What [`Evaluator::evaluate`] would decide: allow, deny, limit or approve.
+    /// What [`Evaluator::evaluate`](crate::Evaluator::evaluate) would decide: allow, deny, limit
+    /// or approve.
     pub fn decision_kind(&self) -> DecisionKind {
         self.decision
     }

@@ -20,7 +20,7 @@ pub(crate) struct Charge<'a> {
 }
 
 /// What an allowed decision charged, owned: taken out of the decision with
-/// [`Decision::take_receipt`] and returned with
+/// [`Decision::take_receipt`](crate::Decision::take_receipt) and returned with
 /// [`Evaluator::rollback_receipt`](crate::Evaluator::rollback_receipt), which consumes it.
 ///
 /// A receipt is move-only: it cannot be cloned, so the units it names come back once at most.
