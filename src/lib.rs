@@ -58,9 +58,11 @@ pub use counter::{
     Timestamp, WindowSpec,
 };
 pub use eval::{
-    ChargeReceipt, Decision, DecisionKind, Evaluator, MAX_ARGUMENT_BYTES,
+    ChargeReceipt, CheckExplanation, ConditionExplanation, CounterExplanation, Decision,
+    DecisionKind, Evaluator, Explanation, LimitVerdict, MAX_ARGUMENT_BYTES,
     MAX_ARGUMENT_BYTES_PER_GRANT, MAX_PENDING, MAX_PENDING_PER_GRANT, Mode, PendingApproval,
-    ResolveApprovalError, RollbackError, ToolCall,
+    ResolveApprovalError, RollbackError, Step, StepExplanation, StepOutcome, ToolCall, TruthValue,
+    ValueType,
 };
 pub use policy::lint::{ToolInfo, lint};
 pub use policy::{

@@ -361,6 +361,14 @@ fn refused(
 }
 
 impl CounterStore for MemoryStore {
+    fn count(&self, now: Timestamp, request: &ChargeRequest<'_>) -> Result<u64, StoreError> {
+        let hash = self.hash(&request.key);
+        let shard =
+            self.shards.get(self.shard_of(hash)).ok_or_else(|| StoreError::new("no shard"))?;
+        let shard = shard.0.lock();
+        Ok(shard.find(hash, &request.key).map_or(0, |e| e.count(now, request)))
+    }
+
     fn check(
         &self,
         now: Timestamp,
@@ -452,6 +460,24 @@ mod tests {
             max,
             units,
         }
+    }
+
+    #[test]
+    fn count_reads_without_charging() {
+        let store = MemoryStore::with_shards(4);
+        let now = Timestamp::from_unix_seconds(10.0);
+        assert_eq!(store.count(now, &req("a", "g", 5, 1)).unwrap(), 0);
+        assert!(store.is_empty(), "a count creates no counter");
+        store.charge(now, &[req("a", "g", 5, 2)]).unwrap();
+        for _ in 0..3 {
+            assert_eq!(store.count(now, &req("a", "g", 5, 1)).unwrap(), 2);
+        }
+        assert_eq!(store.count(now, &req("a", "h", 5, 1)).unwrap(), 0, "another grant");
+        // The next fixed window starts from zero.
+        assert_eq!(
+            store.count(Timestamp::from_unix_seconds(60.0), &req("a", "g", 5, 1)).unwrap(),
+            0
+        );
     }
 
     #[test]

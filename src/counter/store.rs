@@ -211,6 +211,17 @@ pub trait CounterStore: Send + Sync {
         let _ = batch;
         Ok(ChargeOutcome::Admitted { at: now })
     }
+
+    /// The units counted against `request`'s counter (its key and window) at time `now`,
+    /// charging nothing; `request`'s own `units` and `max` are not used. For
+    /// [`Evaluator::explain`](crate::Evaluator::explain), which shows each counter's count.
+    ///
+    /// The default fails (an explanation then says the count is unknown): a store that does
+    /// not implement it loses nothing else.
+    fn count(&self, now: Timestamp, request: &ChargeRequest<'_>) -> Result<u64, StoreError> {
+        let _ = (now, request);
+        Err(StoreError::new("this counter store cannot report a count"))
+    }
 }
 
 /// The asynchronous face of a counter store, for stores that do I/O (such as Redis) and must not
@@ -294,5 +305,9 @@ impl<S: CounterStore + ?Sized> CounterStore for std::sync::Arc<S> {
         batch: &[ChargeRequest<'_>],
     ) -> Result<ChargeOutcome, StoreError> {
         (**self).check(now, batch)
+    }
+
+    fn count(&self, now: Timestamp, request: &ChargeRequest<'_>) -> Result<u64, StoreError> {
+        (**self).count(now, request)
     }
 }

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::ser::{Serialize, SerializeMap, Serializer};
-use smallvec::SmallVec;
 
-use crate::counter::Timestamp;
+pub(crate) use super::receipt::Charge;
+pub use super::receipt::ChargeReceipt;
 use crate::json::pointer::join;
 
 /// The four outcomes of a decision.
@@ -57,7 +57,7 @@ pub(crate) enum RuleRef<'a> {
 }
 
 impl RuleRef<'_> {
-    fn render(&self) -> Cow<'_, str> {
+    pub(crate) fn render(&self) -> Cow<'_, str> {
         match self {
             RuleRef::Tool(t) => Cow::Owned(join("/tools", t)),
             RuleRef::Hide(i) => Cow::Owned(format!("/hide/{i}")),
@@ -76,66 +76,11 @@ pub(crate) enum Text {
 }
 
 impl Text {
-    fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         match self {
             Text::Static(s) => s,
             Text::Shared(s) => s,
             Text::Owned(s) => s,
-        }
-    }
-}
-
-/// What an allowed call charged, so that it can be rolled back. Not `Clone`: a charge is
-/// returned once.
-#[derive(Debug)]
-pub(crate) struct Charge<'a> {
-    pub(crate) generation: u64,
-    pub(crate) at: Timestamp,
-    pub(crate) grant: Cow<'a, str>,
-    pub(crate) session: Option<Cow<'a, str>>,
-    /// (index of the limit in the policy, units charged).
-    pub(crate) entries: SmallVec<[(u32, u64); 4]>,
-}
-
-/// What an allowed decision charged, owned: taken out of the decision with
-/// [`Decision::take_receipt`] and returned with
-/// [`Evaluator::rollback_receipt`](crate::Evaluator::rollback_receipt), which consumes it.
-///
-/// A receipt is move-only: it cannot be cloned, so the units it names come back once at most.
-///
-/// ```compile_fail
-/// # use mcp_policy::{Evaluator, Policy, ToolCall};
-/// # let policy: Policy = r#"{"version": "1", "default": "allow"}"#.parse().unwrap();
-/// # let evaluator = Evaluator::new(policy);
-/// let receipt = evaluator.evaluate(&ToolCall::new("t")).take_receipt().unwrap();
-/// let copy = receipt.clone(); // error: `ChargeReceipt` is not `Clone`
-/// ```
-///
-/// ```compile_fail
-/// # use mcp_policy::{Evaluator, Policy, ToolCall};
-/// # let policy: Policy = r#"{"version": "1", "default": "allow"}"#.parse().unwrap();
-/// # let evaluator = Evaluator::new(policy);
-/// let receipt = evaluator.evaluate(&ToolCall::new("t")).take_receipt().unwrap();
-/// evaluator.rollback_receipt(receipt).unwrap();
-/// evaluator.rollback_receipt(receipt).unwrap(); // error: use of a moved value
-/// ```
-#[derive(Debug)]
-pub struct ChargeReceipt {
-    generation: u64,
-    at: Timestamp,
-    grant: String,
-    session: Option<String>,
-    entries: Vec<(u32, u64)>,
-}
-
-impl ChargeReceipt {
-    pub(crate) fn as_charge(&self) -> Charge<'_> {
-        Charge {
-            generation: self.generation,
-            at: self.at,
-            grant: Cow::Borrowed(&self.grant),
-            session: self.session.as_deref().map(Cow::Borrowed),
-            entries: self.entries.iter().copied().collect(),
         }
     }
 }
@@ -353,13 +298,7 @@ impl<'a> Decision<'a> {
     /// charged nothing (or the receipt was taken already).
     pub fn take_receipt(&mut self) -> Option<ChargeReceipt> {
         match std::mem::take(&mut self.extra) {
-            Extra::Charge(c) => Some(ChargeReceipt {
-                generation: c.generation,
-                at: c.at,
-                grant: c.grant.into_owned(),
-                session: c.session.map(Cow::into_owned),
-                entries: c.entries.to_vec(),
-            }),
+            Extra::Charge(c) => Some(ChargeReceipt::from_charge(c)),
             other => {
                 self.extra = other;
                 None
@@ -455,7 +394,7 @@ impl<'a> Decision<'a> {
         json
     }
 
-    fn retry_after_seconds(&self) -> Option<f64> {
+    pub(crate) fn retry_after_seconds(&self) -> Option<f64> {
         self.retry_after().map(|d| {
             // Millisecond precision keeps the JSON readable and exact enough to act on.
             (d.as_secs_f64() * 1000.0).ceil() / 1000.0

@@ -1,30 +1,19 @@
 //! The evaluator: the policy in force, the counter store, the clock, and the decision procedure.
 
-use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use serde_json::Value;
-use smallvec::SmallVec;
 
-use super::approval::{
-    self, Approvals, Ask, Binding, Earlier, Entry, KeyUse, PendingApproval, ResolveApprovalError,
-};
+use super::approval::{self, Approvals, PendingApproval, ResolveApprovalError};
 use super::call::ToolCall;
-use super::condition::{Found, Truth, resolve};
-use super::decision::{Charge, ChargeReceipt, Decision, DecisionKind, Extra, RuleRef, Text};
+use super::decision::{ChargeReceipt, Decision, Extra};
 use super::mode::Mode;
-use super::text;
+use super::steps::Plan;
 use crate::counter::{
-    AsyncCounterStore, ChargeOutcome, ChargeRequest, Clock, CounterKey, CounterStore, FastClock,
-    MemoryStore, ScopeKey, StoreError, Timestamp, WindowSpec,
+    AsyncCounterStore, Clock, CounterStore, FastClock, MemoryStore, StoreError,
 };
-use crate::policy::compiled::{
-    Compiled, CompiledCheck, CompiledLimit, CompiledRule, RuleName, Units,
-};
-use crate::policy::model::{DefaultDecision, MAX_LIMIT, Scope};
 use crate::policy::{Policy, PolicyError};
 
 /// Decides tool calls against the policy in force.
@@ -55,23 +44,19 @@ use crate::policy::{Policy, PolicyError};
 /// # Ok::<(), mcp_policy::PolicyError>(())
 /// ```
 pub struct Evaluator<S = MemoryStore> {
-    current: ArcSwap<Installed>,
-    store: S,
-    clock: Arc<dyn Clock>,
-    fail_open: bool,
-    mode: Mode,
-    approvals: Approvals,
-    generations: AtomicU64,
+    pub(super) current: ArcSwap<Installed>,
+    pub(super) store: S,
+    pub(super) clock: Arc<dyn Clock>,
+    pub(super) fail_open: bool,
+    pub(super) mode: Mode,
+    pub(super) approvals: Approvals,
+    pub(super) generations: AtomicU64,
 }
 
-/// The message of a call that no rule allows under `default: deny`, and of a hidden tool: a
-/// hidden tool answers exactly as a tool nobody has heard of, so that the hide list stays
-/// secret (the rule pointer, `/hide/N`, still tells the operator).
-const UNKNOWN_TOOL: &str = "no rule allows this tool and the default is deny";
-
-struct Installed {
-    policy: Policy,
-    generation: u64,
+/// The policy in force, with the generation that tells a rollback whether it was reloaded since.
+pub(super) struct Installed {
+    pub(super) policy: Policy,
+    pub(super) generation: u64,
 }
 
 impl<S> std::fmt::Debug for Evaluator<S> {
@@ -280,53 +265,6 @@ impl<S> Evaluator<S> {
         d
     }
 
-    /// The `approve` decision of step 6, with its pending entry (none in monitor mode).
-    fn approve<'a>(
-        &self,
-        installed: &Installed,
-        ask: &Asking,
-        call: &ToolCall<'a>,
-        now: Timestamp,
-    ) -> Decision<'a> {
-        let mut d = Decision::new(
-            DecisionKind::Approve,
-            call.tool(),
-            RuleRef::Shared(ask.pointer.clone()),
-            Text::Shared(ask.message.clone()),
-        );
-        if self.mode == Mode::Enforce {
-            let (key, id) = self.approvals.issue(
-                call,
-                &ask.binding,
-                installed.policy.digest(),
-                Ask { rule: &ask.pointer, reason: &ask.message },
-                now,
-            );
-            d.extra = Extra::Approval { key, id };
-        }
-        d
-    }
-
-    /// Step 6 once the store has checked the limits: ask when they have room, else the decision
-    /// of step 7 (which charged nothing).
-    fn ask<'a>(
-        &self,
-        installed: &Installed,
-        plan: &mut Plan<'_, 'a>,
-        outcome: Result<ChargeOutcome, StoreError>,
-        call: &ToolCall<'a>,
-    ) -> Decision<'a> {
-        let Some(ask) = plan.ask.take() else {
-            return self.finish(plan, outcome, call);
-        };
-        match outcome {
-            Ok(ChargeOutcome::Admitted { .. }) => self.approve(installed, &ask, call, plan.now),
-            // Fail-open lets an unchecked call be asked about; charging it still counts.
-            Err(_) if self.fail_open => self.approve(installed, &ask, call, plan.now),
-            refused => self.finish(plan, refused, call),
-        }
-    }
-
     /// Loads `text` and puts it in force; a text that fails to load leaves the policy in force
     /// untouched and returns every problem.
     ///
@@ -371,322 +309,6 @@ impl<S> Evaluator<S> {
         self.reload(policy);
         Ok(())
     }
-
-    /// Steps 1 to 7 of the evaluation order, up to (not including) the counter store.
-    ///
-    /// Returns the decision when one of them decides; otherwise fills `plan` with the counters
-    /// to charge and returns `None`. The plan lives in the caller's frame, so that nothing
-    /// large is moved on the hot path.
-    fn prepare<'p, 'a: 'p>(
-        &self,
-        installed: &'p Installed,
-        call: &ToolCall<'a>,
-        plan: &mut Plan<'p, 'a>,
-    ) -> Option<Decision<'a>> {
-        let policy = installed.policy.compiled();
-        let tool = call.tool();
-
-        // A malformed call is denied before anything else.
-        if let Some(d) = malformed(call) {
-            return Some(d);
-        }
-        // 1. hide: answered as an unknown tool is, the rule pointer aside.
-        if let Some(i) = policy.hidden_by(tool) {
-            return Some(Decision::new(
-                DecisionKind::Deny,
-                tool,
-                RuleRef::Hide(i),
-                Text::Static(UNKNOWN_TOOL),
-            ));
-        }
-        // 2. the rule
-        let (rule, rule_ref) = match policy.rule_for(tool) {
-            Some(rule) => (rule, rule_ref(rule, tool)),
-            None if policy.default == DefaultDecision::Allow => {
-                (&policy.default_rule, RuleRef::Static("/default"))
-            }
-            None => {
-                return Some(Decision::new(
-                    DecisionKind::Deny,
-                    tool,
-                    RuleRef::Static("/default"),
-                    Text::Static(UNKNOWN_TOOL),
-                ));
-            }
-        };
-        let rules = [Some(rule), policy.all_tools.as_ref()];
-        let rules = rules.iter().flatten();
-
-        // 3. arguments
-        let too_deep = || {
-            Decision::new(
-                DecisionKind::Deny,
-                tool,
-                RuleRef::Static(""),
-                Text::Static("malformed call: the arguments are nested more than 128 levels deep"),
-            )
-        };
-        for r in rules.clone() {
-            if let Some(args) = &r.arguments {
-                if call.arguments_too_deep() {
-                    return Some(too_deep());
-                }
-                let value = call.arguments_value();
-                if !args.validator.is_valid(value) {
-                    // The pointer and the rule broken, never the value (see `text`).
-                    let message = match args.validator.iter_errors(value).next() {
-                        Some(e) => text::schema_failure(&e),
-                        None => "the arguments do not match the tool's schema".to_owned(),
-                    };
-                    return Some(Decision::new(
-                        DecisionKind::Deny,
-                        tool,
-                        RuleRef::Shared(args.pointer.clone()),
-                        Text::Owned(message),
-                    ));
-                }
-            }
-        }
-        // 4. require: holds only when true.
-        for r in rules.clone() {
-            if let Some(c) = r.require.iter().find(|c| truth(c, call) != Truth::True) {
-                return Some(deny_by(tool, c));
-            }
-        }
-        // 5. deny_if: fires on true or unknown.
-        for r in rules.clone() {
-            if let Some(c) = r.deny_if.iter().find(|c| truth(c, call) != Truth::False) {
-                return Some(deny_by(tool, c));
-            }
-        }
-        // 6. approve_if: fires on true or unknown, unless the call carries its approval (a key,
-        // or an identical call approved out of band). Before asking, the limits are checked
-        // (charging nothing): a call that step 7 would refuse gets that decision instead.
-        let mut now: Option<Timestamp> = None;
-        let firing = rules
-            .clone()
-            .find_map(|r| r.approve_if.iter().find(|c| truth(c, call) != Truth::False));
-        if let Some(check) = firing {
-            // The approval key hashes the arguments' canonical form, a recursive walk.
-            if call.arguments_too_deep() {
-                return Some(too_deep());
-            }
-            let Some(t) = self.now() else { return Some(clock_out_of_range(tool)) };
-            now = Some(t);
-            let binding = Approvals::binding(call, installed.policy.digest());
-            let refused_by_human = || {
-                Decision::new(
-                    DecisionKind::Deny,
-                    tool,
-                    RuleRef::Shared(check.pointer.clone()),
-                    Text::Static("a human refused to approve this exact call"),
-                )
-            };
-            match call.approval_key() {
-                Some(key) => match self.approvals.take(key, &binding, t) {
-                    KeyUse::Valid(e) => plan.approval = Some(e),
-                    KeyUse::Denied => return Some(refused_by_human()),
-                    KeyUse::Invalid => {
-                        return Some(Decision::new(
-                            DecisionKind::Deny,
-                            tool,
-                            RuleRef::Shared(check.pointer.clone()),
-                            Text::Static(
-                                "the approval key is not valid for this call: it was used \
-                                 already, has expired, or was issued for another call, grant, \
-                                 session or policy",
-                            ),
-                        ));
-                    }
-                },
-                None => match self.approvals.earlier(&binding, t) {
-                    Earlier::Approved(e) => plan.approval = Some(e),
-                    Earlier::Denied => return Some(refused_by_human()),
-                    Earlier::None => {
-                        plan.ask = Some(Asking {
-                            pointer: check.pointer.clone(),
-                            message: check.message.clone(),
-                            binding,
-                        });
-                    }
-                },
-            }
-        }
-
-        // 7. limits: the units of every limit first, then one atomic charge.
-        let limit_ids = rules.flat_map(|r| r.limits.iter().copied());
-        for id in limit_ids {
-            let Some(limit) = policy.limits.get(id as usize) else { continue };
-            let units = match units_of(limit, call) {
-                Ok(u) => u,
-                Err(d) => {
-                    return Some(d.into_decision(tool, plan.approval.take(), &self.approvals));
-                }
-            };
-            let earlier: u64 = plan
-                .requests
-                .iter()
-                .filter(|r| r.key.counter == &*limit.counter)
-                .map(|r| r.units)
-                .fold(0, u64::saturating_add);
-            if units.saturating_add(earlier) > limit.max {
-                // Units taken from the call are a value of the call: not quoted.
-                let needs = match limit.units {
-                    Units::Fixed(_) => format!("{units} units"),
-                    Units::From { .. } => "more units (taken from the call)".to_owned(),
-                };
-                let message = text::bounded_message(format!(
-                    "this call needs {needs} of counter `{}`{} but the limit admits at most \
-                     {} per window: it can never be admitted",
-                    text::bounded(&limit.counter, 256),
-                    if earlier > 0 {
-                        format!(" after {earlier} charged by earlier limits")
-                    } else {
-                        String::new()
-                    },
-                    limit.max
-                ));
-                let d = Refusal::Deny(RuleRef::Shared(limit.pointer.clone()), Text::Owned(message));
-                return Some(d.into_decision(tool, plan.approval.take(), &self.approvals));
-            }
-            plan.requests.push(ChargeRequest {
-                key: CounterKey {
-                    counter: &limit.counter,
-                    scope: scope_key(limit.scope, call.grant(), call.session()),
-                },
-                window: WindowSpec { seconds: limit.window_seconds, sliding: limit.sliding },
-                max: limit.max,
-                units,
-            });
-            plan.ids.push(id);
-        }
-        if plan.requests.is_empty() {
-            if let Some(ask) = plan.ask.take() {
-                let t = now.unwrap_or_else(|| self.clock.now());
-                return Some(self.approve(installed, &ask, call, t));
-            }
-            return Some(Decision::new(
-                DecisionKind::Allow,
-                tool,
-                rule_ref,
-                Text::Static("allowed"),
-            ));
-        }
-        plan.policy = Some(policy);
-        plan.generation = installed.generation;
-        plan.now = match now {
-            Some(t) => t,
-            None => match self.now() {
-                Some(t) => t,
-                None => return Some(clock_out_of_range(tool)),
-            },
-        };
-        plan.rule = Some(rule_ref);
-        None
-    }
-
-    /// Reads the clock: `None` for a time outside the supported range (see [`Timestamp`]), which
-    /// the caller turns into [`clock_out_of_range`], so that a saturated or broken clock can
-    /// never stop windows from counting.
-    fn now(&self) -> Option<Timestamp> {
-        Some(self.clock.now()).filter(|t| t.is_supported())
-    }
-
-    /// Turns the store's answer into the decision.
-    fn finish<'a>(
-        &self,
-        plan: &mut Plan<'_, 'a>,
-        outcome: Result<ChargeOutcome, StoreError>,
-        call: &ToolCall<'a>,
-    ) -> Decision<'a> {
-        let tool = call.tool();
-        let limit_at = |i: usize| {
-            let id = plan.ids.get(i)?;
-            plan.policy?.limits.get(*id as usize)
-        };
-        let refusal = match outcome {
-            Ok(ChargeOutcome::Admitted { at }) => {
-                let rule = plan.rule.take().unwrap_or(RuleRef::Static(""));
-                let mut allow =
-                    Decision::new(DecisionKind::Allow, tool, rule, Text::Static("allowed"));
-                allow.extra = Extra::Charge(Charge {
-                    generation: plan.generation,
-                    at,
-                    grant: Cow::Borrowed(call.grant()),
-                    session: call.session().map(Cow::Borrowed),
-                    entries: plan
-                        .ids
-                        .iter()
-                        .copied()
-                        .zip(plan.requests.iter().map(|r| r.units))
-                        .collect(),
-                });
-                return allow;
-            }
-            Ok(ChargeOutcome::Refused { index, retry_after }) => match limit_at(index) {
-                Some(limit) => {
-                    let message = format!(
-                        "limit reached: counter `{}` admits {} per {} {}",
-                        limit.counter,
-                        limit.max,
-                        window_words(limit.window_seconds),
-                        scope_words(limit.scope)
-                    );
-                    let rule = RuleRef::Shared(limit.pointer.clone());
-                    match retry_after {
-                        Some(wait) => Refusal::Limit(rule, message, wait),
-                        // No wait would help: deny rather than ask to retry.
-                        None => Refusal::Deny(
-                            rule,
-                            Text::Owned(format!("{message}: this call can never be admitted")),
-                        ),
-                    }
-                }
-                None => Refusal::Deny(
-                    RuleRef::Static(""),
-                    Text::Static("the counter store refused a limit this call does not have"),
-                ),
-            },
-            Err(e) => {
-                let rule =
-                    limit_at(0).map_or(RuleRef::Static(""), |l| RuleRef::Shared(l.pointer.clone()));
-                if self.fail_open {
-                    let message = Text::Owned(format!("allowed uncounted: {e} (fail-open)"));
-                    return Decision::new(DecisionKind::Allow, tool, rule, message);
-                }
-                Refusal::Deny(rule, Text::Owned(format!("{e}; the call is denied (fail-closed)")))
-            }
-        };
-        refusal.into_decision(tool, plan.approval.take(), &self.approvals)
-    }
-
-    /// The charge requests of an allowed decision, rebuilt for a rollback.
-    fn refund_plan<'p>(
-        &self,
-        installed: &'p Installed,
-        charge: &'p Charge<'_>,
-    ) -> Result<SmallVec<[ChargeRequest<'p>; 4]>, RollbackError> {
-        if installed.generation != charge.generation {
-            return Err(RollbackError::PolicyReloaded);
-        }
-        let policy = installed.policy.compiled();
-        Ok(charge
-            .entries
-            .iter()
-            .filter_map(|(id, units)| {
-                let limit = policy.limits.get(*id as usize)?;
-                Some(ChargeRequest {
-                    key: CounterKey {
-                        counter: &limit.counter,
-                        scope: scope_key(limit.scope, &charge.grant, charge.session.as_deref()),
-                    },
-                    window: WindowSpec { seconds: limit.window_seconds, sliding: limit.sliding },
-                    max: limit.max,
-                    units: *units,
-                })
-            })
-            .collect())
-    }
 }
 
 impl<S: CounterStore> Evaluator<S> {
@@ -713,12 +335,12 @@ impl<S: CounterStore> Evaluator<S> {
     pub fn evaluate<'a>(&self, call: &ToolCall<'a>) -> Decision<'a> {
         let installed = self.current.load();
         let mut plan = Plan::new();
-        if let Some(d) = self.prepare(&installed, call, &mut plan) {
+        if let Some(d) = self.prepare(&installed, call, &mut plan, &mut ()) {
             return self.mark(d);
         }
         let d = if plan.ask.is_some() {
             let outcome = self.store.check(plan.now, &plan.requests);
-            self.ask(&installed, &mut plan, outcome, call)
+            self.ask(&installed, &mut plan, outcome, call, true)
         } else {
             let outcome = self.store.charge(plan.now, &plan.requests);
             self.finish(&mut plan, outcome, call)
@@ -790,12 +412,12 @@ impl<S: AsyncCounterStore> Evaluator<S> {
     pub async fn evaluate_async<'a>(&self, call: &ToolCall<'a>) -> Decision<'a> {
         let installed = self.current.load_full();
         let mut plan = Plan::new();
-        if let Some(d) = self.prepare(&installed, call, &mut plan) {
+        if let Some(d) = self.prepare(&installed, call, &mut plan, &mut ()) {
             return self.mark(d);
         }
         let d = if plan.ask.is_some() {
             let outcome = self.store.check_async(plan.now, &plan.requests).await;
-            self.ask(&installed, &mut plan, outcome, call)
+            self.ask(&installed, &mut plan, outcome, call, true)
         } else {
             let outcome = self.store.charge_async(plan.now, &plan.requests).await;
             self.finish(&mut plan, outcome, call)
@@ -822,208 +444,5 @@ impl<S: AsyncCounterStore> Evaluator<S> {
         let requests = self.refund_plan(&installed, &charge)?;
         self.store.refund_async(self.clock.now(), charge.at, &requests).await?;
         Ok(())
-    }
-}
-
-/// What step 7 charges: filled by `prepare`, read by `finish`.
-struct Plan<'p, 'a> {
-    policy: Option<&'p Compiled>,
-    generation: u64,
-    now: Timestamp,
-    requests: SmallVec<[ChargeRequest<'p>; 4]>,
-    /// The limit of each request, by index in the policy.
-    ids: SmallVec<[u32; 4]>,
-    /// The rule an allow decision names.
-    rule: Option<RuleRef<'a>>,
-    /// An approval taken at step 6, to put back if the call is refused.
-    approval: Option<Box<Entry>>,
-    /// Step 6 asks for approval, once the store has checked the limits.
-    ask: Option<Asking>,
-}
-
-/// An `approve_if` check that fired for a call without its approval.
-struct Asking {
-    pointer: Arc<str>,
-    message: Arc<str>,
-    binding: Binding,
-}
-
-impl Plan<'_, '_> {
-    fn new() -> Self {
-        Plan {
-            policy: None,
-            generation: 0,
-            now: Timestamp::EPOCH,
-            requests: SmallVec::new(),
-            ids: SmallVec::new(),
-            rule: None,
-            approval: None,
-            ask: None,
-        }
-    }
-}
-
-/// A call refused at or after the limits step, which must give back an approval it took.
-enum Refusal<'a> {
-    Deny(RuleRef<'a>, Text),
-    Limit(RuleRef<'a>, String, Duration),
-}
-
-impl<'a> Refusal<'a> {
-    fn into_decision(
-        self,
-        tool: &'a str,
-        approval: Option<Box<Entry>>,
-        approvals: &Approvals,
-    ) -> Decision<'a> {
-        if let Some(entry) = approval {
-            approvals.restore(entry);
-        }
-        match self {
-            Refusal::Deny(rule, message) => Decision::new(DecisionKind::Deny, tool, rule, message),
-            Refusal::Limit(rule, message, retry_after) => {
-                let mut d = Decision::new(DecisionKind::Limit, tool, rule, Text::Owned(message));
-                d.extra = Extra::RetryAfter(retry_after);
-                d
-            }
-        }
-    }
-}
-
-fn rule_ref<'a>(rule: &CompiledRule, tool: &'a str) -> RuleRef<'a> {
-    match &rule.name {
-        RuleName::ExactTool => RuleRef::Tool(tool),
-        RuleName::Pointer(p) => RuleRef::Shared(p.clone()),
-    }
-}
-
-fn truth(check: &CompiledCheck, call: &ToolCall<'_>) -> Truth {
-    let mut result = Truth::True;
-    for c in &check.conditions {
-        match c.eval(call) {
-            Truth::False => return Truth::False,
-            Truth::Unknown => result = Truth::Unknown,
-            Truth::True => {}
-        }
-    }
-    result
-}
-
-/// The decision when the clock reads a time outside the supported range.
-fn clock_out_of_range(tool: &str) -> Decision<'_> {
-    Decision::new(
-        DecisionKind::Deny,
-        tool,
-        RuleRef::Static(""),
-        Text::Static(
-            "the clock is out of range: it reads a time outside 1970 to the end of 2500, so no \
-             limit or approval can be decided; the call is denied (fail-closed)",
-        ),
-    )
-}
-
-fn deny_by<'a>(tool: &'a str, check: &CompiledCheck) -> Decision<'a> {
-    Decision::new(
-        DecisionKind::Deny,
-        tool,
-        RuleRef::Shared(check.pointer.clone()),
-        Text::Shared(check.message.clone()),
-    )
-}
-
-fn malformed<'a>(call: &ToolCall<'a>) -> Option<Decision<'a>> {
-    let bad = |what: &str, v: &Value| {
-        Decision::new(
-            DecisionKind::Deny,
-            call.tool(),
-            RuleRef::Static(""),
-            Text::Owned(format!(
-                "malformed call: `{what}` must be a JSON object, found {}",
-                kind_of(v)
-            )),
-        )
-    };
-    if let Some(v) = call.arguments().filter(|v| !v.is_object()) {
-        return Some(bad("arguments", v));
-    }
-    if let Some(v) = call.context().filter(|v| !v.is_object()) {
-        return Some(bad("context", v));
-    }
-    None
-}
-
-fn kind_of(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
-/// The units a limit charges for `call`.
-fn units_of<'a>(limit: &CompiledLimit, call: &ToolCall<'a>) -> Result<u64, Refusal<'a>> {
-    let (path, pointer) = match &limit.units {
-        Units::Fixed(n) => return Ok(*n),
-        Units::From { path, pointer } => (path, pointer),
-    };
-    // The type or sign of the value, never the value (see `text`).
-    let refuse = |why: &str| {
-        Refusal::Deny(
-            RuleRef::Shared(pointer.clone()),
-            Text::Owned(text::units_refused(&path.to_string(), &limit.counter, why)),
-        )
-    };
-    match resolve(path, call) {
-        Found::Json(Value::Number(n)) => {
-            if let Some(u) = n.as_u64() {
-                Ok(u)
-            } else if let Some(f) = n.as_f64().filter(|f| *f >= 0.0) {
-                let up = f.ceil();
-                // Compared as floats first, so the conversion below cannot saturate wrongly.
-                #[allow(clippy::cast_precision_loss)]
-                let max = MAX_LIMIT as f64;
-                if up > max {
-                    Ok(MAX_LIMIT.saturating_add(1))
-                } else {
-                    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-                    let u = up as u64;
-                    Ok(u)
-                }
-            } else {
-                Err(refuse("found a negative number"))
-            }
-        }
-        Found::Absent => Err(refuse("it is absent")),
-        Found::Json(v) => Err(refuse(&format!("found {}", kind_of(v)))),
-        Found::Str(_) => Err(refuse("found a string")),
-    }
-}
-
-fn scope_key<'a>(scope: Scope, grant: &'a str, session: Option<&'a str>) -> ScopeKey<'a> {
-    match scope {
-        Scope::Global => ScopeKey::Global,
-        Scope::Grant => ScopeKey::Grant(grant),
-        Scope::Session => ScopeKey::Session { grant, session },
-    }
-}
-
-fn window_words(seconds: u64) -> String {
-    match seconds {
-        1 => "second".to_owned(),
-        60 => "minute".to_owned(),
-        3600 => "hour".to_owned(),
-        86_400 => "day".to_owned(),
-        s => format!("{s} seconds"),
-    }
-}
-
-fn scope_words(scope: Scope) -> &'static str {
-    match scope {
-        Scope::Grant => "per grant",
-        Scope::Session => "per session",
-        Scope::Global => "for all callers",
     }
 }

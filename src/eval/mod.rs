@@ -7,10 +7,16 @@
 
 pub(crate) mod approval;
 mod call;
+mod charge;
 pub(crate) mod condition;
 mod decision;
 mod evaluator;
+mod explain;
+mod explanation;
+mod messages;
 mod mode;
+mod receipt;
+mod steps;
 mod text;
 
 pub use approval::{
@@ -20,4 +26,8 @@ pub use approval::{
 pub use call::ToolCall;
 pub use decision::{ChargeReceipt, Decision, DecisionKind};
 pub use evaluator::{Evaluator, RollbackError};
+pub use explanation::{
+    CheckExplanation, ConditionExplanation, CounterExplanation, Explanation, LimitVerdict, Step,
+    StepExplanation, StepOutcome, TruthValue, ValueType,
+};
 pub use mode::Mode;

@@ -11,6 +11,7 @@
 
 mod check;
 mod classify;
+mod explain;
 mod init;
 mod locate;
 mod mcp_client;
@@ -74,6 +75,24 @@ enum Command {
         /// At the end, print the decisions per tool and per rule to standard error.
         #[arg(long)]
         summary: bool,
+    },
+    /// Explain how the policy decides one call: every step, every condition, every counter.
+    ///
+    /// The call is one JSON object in the shape `check` reads on each line ({"tool",
+    /// "arguments", "grant", "session", "context", "at", "approved"}), decided on fresh counters
+    /// at `at` (now when absent); nothing is charged. Conditions show their truth value and the
+    /// JSON type of the value they read, never the value. Exit status: 0 explained (whatever
+    /// the decision), 1 the call is malformed, 2 usage or I/O error.
+    Explain {
+        /// The policy file.
+        #[arg(value_name = "POLICY")]
+        policy: PathBuf,
+        /// The call, one JSON object; standard input when absent.
+        #[arg(value_name = "CALL.json")]
+        call: Option<PathBuf>,
+        /// Print the explanation as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Run policy unit tests: sequences of calls with the decision each must get.
     ///
@@ -197,6 +216,9 @@ fn run(command: Command, out: &mut Out<'_>) -> Result<u8> {
         }
         Command::Check { policy, calls, summary } => {
             check::run(&policy, calls.as_deref(), summary, out)
+        }
+        Command::Explain { policy, call, json } => {
+            explain::run(&policy, call.as_deref(), json, out)
         }
         Command::Test { policy, cases } => test_cmd::run(&policy, &cases, out),
         Command::Schema => {

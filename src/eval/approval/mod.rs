@@ -39,7 +39,11 @@ use sha2::{Digest, Sha256};
 
 use super::call::ToolCall;
 use crate::counter::Timestamp;
-use crate::json::canonical;
+
+mod key;
+
+pub(crate) use key::Binding;
+use key::{binding, hex, id_of, unhex};
 
 /// The default time a human has to approve a call.
 pub(crate) const DEFAULT_TTL: Duration = Duration::from_secs(3600);
@@ -173,27 +177,21 @@ pub(crate) struct Entry {
     state: State,
 }
 
-/// A call's binding, computed once per evaluation.
-pub(crate) struct Binding {
-    digest: [u8; 32],
-    /// The length of the arguments' canonical JSON.
-    bytes: usize,
-}
-
 /// The state of an identical call's entry, seen by a call without a key.
 pub(crate) enum Earlier {
     /// No entry, or one still waiting for a human.
     None,
-    /// Approved out of band: taken out, to put back if the call is refused later.
-    Approved(Box<Entry>),
+    /// Approved out of band: taken out, to put back if the call is refused later (`None` when
+    /// only read).
+    Approved(Option<Box<Entry>>),
     /// Denied out of band: removed.
     Denied,
 }
 
 /// What a key is worth for a call.
 pub(crate) enum KeyUse {
-    /// Valid: the entry, taken out.
-    Valid(Box<Entry>),
+    /// Valid: the entry, taken out (`None` when only read).
+    Valid(Option<Box<Entry>>),
     /// The entry was denied out of band: removed.
     Denied,
     /// Unknown, used, expired or bound to another call.
@@ -308,28 +306,35 @@ impl Approvals {
     }
 
     /// For a call without a key: takes out an identical call's entry when a human resolved it.
-    pub(crate) fn earlier(&self, b: &Binding, now: Timestamp) -> Earlier {
+    /// With `read_only`, answers the same and changes nothing (for `explain`).
+    pub(crate) fn earlier(&self, b: &Binding, now: Timestamp, read_only: bool) -> Earlier {
         let mut inner = self.inner.lock();
         let Some(seq) = inner.by_binding.get(&b.digest).copied() else { return Earlier::None };
         let Some(e) = inner.entries.get(&seq) else { return Earlier::None };
         if self.expired(e.issued, now) {
-            inner.remove(seq);
+            if !read_only {
+                inner.remove(seq);
+            }
             return Earlier::None;
         }
         match e.state {
             State::Pending => Earlier::None,
+            State::Approved if read_only => Earlier::Approved(None),
             State::Approved => {
-                inner.take(seq).map_or(Earlier::None, |e| Earlier::Approved(Box::new(e)))
+                inner.take(seq).map_or(Earlier::None, |e| Earlier::Approved(Some(Box::new(e))))
             }
             State::Denied => {
-                inner.remove(seq);
+                if !read_only {
+                    inner.remove(seq);
+                }
                 Earlier::Denied
             }
         }
     }
 
-    /// Takes `key` out when it is pending, unexpired and bound to exactly this call.
-    pub(crate) fn take(&self, key: &str, b: &Binding, now: Timestamp) -> KeyUse {
+    /// Takes `key` out when it is pending, unexpired and bound to exactly this call. With
+    /// `read_only`, answers the same and changes nothing (for `explain`).
+    pub(crate) fn take(&self, key: &str, b: &Binding, now: Timestamp, read_only: bool) -> KeyUse {
         let Some(key) = unhex::<32>(key) else { return KeyUse::Invalid };
         let mut inner = self.inner.lock();
         let Some(seq) = inner.by_key.get(&key).copied() else { return KeyUse::Invalid };
@@ -339,14 +344,21 @@ impl Approvals {
         }
         let (expired, state) = (self.expired(e.issued, now), e.state);
         if expired {
-            inner.remove(seq);
+            if !read_only {
+                inner.remove(seq);
+            }
             return KeyUse::Invalid;
         }
         if state == State::Denied {
-            inner.remove(seq);
+            if !read_only {
+                inner.remove(seq);
+            }
             return KeyUse::Denied;
         }
-        inner.take(seq).map_or(KeyUse::Invalid, |e| KeyUse::Valid(Box::new(e)))
+        if read_only {
+            return KeyUse::Valid(None);
+        }
+        inner.take(seq).map_or(KeyUse::Invalid, |e| KeyUse::Valid(Some(Box::new(e))))
     }
 
     /// Puts back an entry taken for a call that was then refused.
@@ -482,218 +494,5 @@ impl Inner {
     }
 }
 
-/// The public id of the entry with `key`: a one-way hash, so it does not reveal the key.
-fn id_of(key: &[u8; 32]) -> [u8; 16] {
-    let mut h = Sha256::new();
-    h.update(b"mcp-policy approval id\0");
-    h.update(key);
-    let d: [u8; 32] = h.finalize().into();
-    let mut id = [0u8; 16];
-    for (i, b) in id.iter_mut().zip(d) {
-        *i = b;
-    }
-    id
-}
-
-const HEX: &[u8; 16] = b"0123456789abcdef";
-
-/// Lowercase hexadecimal.
-fn hex(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        for nibble in [b >> 4, b & 0xf] {
-            s.push(char::from(HEX.get(usize::from(nibble)).copied().unwrap_or(b'0')));
-        }
-    }
-    s
-}
-
-/// The bytes of exactly `2 * N` lowercase hexadecimal digits.
-fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
-    let digits = s.as_bytes();
-    if digits.len() != 2 * N {
-        return None;
-    }
-    let value = |c: u8| match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        _ => None,
-    };
-    let mut out = [0u8; N];
-    for (o, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
-        let [hi, lo] = pair else { return None };
-        *o = (value(*hi)? << 4) | value(*lo)?;
-    }
-    Some(out)
-}
-
-/// SHA-256 of the canonical JSON of `{"args", "grant", "policy", "session", "tool"}`, written
-/// directly (keys already in canonical order), without copying the arguments.
-fn binding(call: &ToolCall<'_>, policy_digest: &str) -> Binding {
-    let mut s = String::new();
-    s.push_str("{\"args\":");
-    canonical::write(call.arguments_value(), &mut s);
-    let bytes = s.len() - 8;
-    s.push_str(",\"grant\":");
-    canonical::write_string(call.grant(), &mut s);
-    s.push_str(",\"policy\":");
-    canonical::write_string(policy_digest, &mut s);
-    s.push_str(",\"session\":");
-    match call.session() {
-        Some(sess) => canonical::write_string(sess, &mut s),
-        None => canonical::write(&Value::Null, &mut s),
-    }
-    s.push_str(",\"tool\":");
-    canonical::write_string(call.tool(), &mut s);
-    s.push('}');
-    Binding { digest: Sha256::digest(s.as_bytes()).into(), bytes }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    const ASK: Ask<'static> = Ask { rule: "/tools/t/approve_if/0", reason: "why" };
-
-    fn issue(a: &Approvals, call: &ToolCall<'_>, digest: &str, now: Timestamp) -> String {
-        a.issue(call, &binding(call, digest), digest, ASK, now).0
-    }
-
-    fn valid(a: &Approvals, key: &str, call: &ToolCall<'_>, digest: &str, now: Timestamp) -> bool {
-        matches!(a.take(key, &binding(call, digest), now), KeyUse::Valid(_))
-    }
-
-    #[test]
-    fn binding_is_canonical() {
-        let a = json!({"x": 1.0, "y": [1, 2]});
-        let b = json!({"y": [1, 2.0], "x": 1});
-        let ca = ToolCall::new("t").with_arguments(&a).with_grant("g");
-        let cb = ToolCall::new("t").with_arguments(&b).with_grant("g");
-        assert_eq!(binding(&ca, "d").digest, binding(&cb, "d").digest);
-        assert_ne!(binding(&ca, "d").digest, binding(&ca, "e").digest);
-        assert_ne!(binding(&ca, "d").digest, binding(&ca.with_session("s"), "d").digest);
-        assert_eq!(binding(&ca, "d").bytes, r#"{"x":1,"y":[1,2]}"#.len());
-    }
-
-    #[test]
-    fn pending_keys_are_bounded_and_the_oldest_go_first() {
-        let mut approvals = Approvals::new(Duration::from_secs(3600));
-        approvals.caps.global = 3;
-        let args: Vec<Value> = (0..5).map(|i| json!({ "i": i })).collect();
-        let calls: Vec<ToolCall<'_>> =
-            args.iter().map(|a| ToolCall::new("t").with_arguments(a)).collect();
-        let keys: Vec<String> = (0..5)
-            .map(|i| {
-                issue(&approvals, &calls[i], "d", Timestamp::from_unix_seconds(100.0 + i as f64))
-            })
-            .collect();
-        assert_eq!(approvals.len(), 3);
-        let now = Timestamp::from_unix_seconds(200.0);
-        assert!(!valid(&approvals, &keys[0], &calls[0], "d", now), "the oldest was forgotten");
-        assert!(!valid(&approvals, &keys[1], &calls[1], "d", now));
-        assert!(valid(&approvals, &keys[4], &calls[4], "d", now));
-        // Expired keys are swept before the oldest live one is dropped.
-        let mut approvals = Approvals::new(Duration::from_secs(10));
-        approvals.caps.global = 2;
-        let old = issue(&approvals, &calls[0], "d", Timestamp::from_unix_seconds(0.0));
-        let live = issue(&approvals, &calls[1], "d", Timestamp::from_unix_seconds(95.0));
-        let _new = issue(&approvals, &calls[2], "d", Timestamp::from_unix_seconds(100.0));
-        let at = Timestamp::from_unix_seconds(100.0);
-        assert!(valid(&approvals, &live, &calls[1], "d", at));
-        assert!(!valid(&approvals, &old, &calls[0], "d", at));
-    }
-
-    #[test]
-    fn an_identical_pending_call_reuses_its_entry() {
-        let approvals = Approvals::new(Duration::from_secs(10));
-        let call = ToolCall::new("t").with_grant("g");
-        let t0 = Timestamp::from_unix_seconds(100.0);
-        let b = binding(&call, "d");
-        let first = approvals.issue(&call, &b, "d", ASK, t0);
-        let again = approvals.issue(&call, &b, "d", ASK, t0);
-        assert_eq!(first, again);
-        assert_eq!(approvals.len(), 1);
-        // Once it expired, a new entry with a new key.
-        let later = approvals.issue(&call, &b, "d", ASK, Timestamp::from_unix_seconds(111.0));
-        assert_ne!(first.0, later.0);
-        assert_ne!(first.1, later.1);
-        assert_eq!(approvals.len(), 1);
-    }
-
-    #[test]
-    fn the_id_does_not_reveal_the_key() {
-        let approvals = Approvals::new(Duration::from_secs(10));
-        let call = ToolCall::new("t");
-        let (key, id) = approvals.issue(
-            &call,
-            &binding(&call, "d"),
-            "d",
-            ASK,
-            Timestamp::from_unix_seconds(1.0),
-        );
-        assert_eq!((key.len(), id.len()), (64, 32));
-        assert!(!key.contains(&id));
-        assert_eq!(unhex::<32>(&key).map(|k| hex(&k)), Some(key.clone()));
-        assert!(unhex::<32>(&key.to_uppercase()).is_none() || key.to_uppercase() == key);
-        assert!(unhex::<16>("0g000000000000000000000000000000").is_none());
-        let b = binding(&call, "d");
-        assert!(matches!(
-            approvals.take(&id, &b, Timestamp::from_unix_seconds(1.0)),
-            KeyUse::Invalid
-        ));
-    }
-
-    #[test]
-    fn a_grant_over_its_byte_budget_loses_its_own_oldest() {
-        let mut approvals = Approvals::new(Duration::from_secs(3600));
-        approvals.caps.bytes_per_grant = 40;
-        let a = json!({"s": "0123456789"}); // 16 bytes
-        let b = json!({"s": "abcdefghij"});
-        let c = json!({"s": "ABCDEFGHIJ"});
-        let t = Timestamp::from_unix_seconds(1.0);
-        let other =
-            issue(&approvals, &ToolCall::new("t").with_arguments(&a).with_grant("h"), "d", t);
-        let ka = issue(&approvals, &ToolCall::new("t").with_arguments(&a).with_grant("g"), "d", t);
-        let kb = issue(&approvals, &ToolCall::new("t").with_arguments(&b).with_grant("g"), "d", t);
-        let kc = issue(&approvals, &ToolCall::new("t").with_arguments(&c).with_grant("g"), "d", t);
-        let g = |v| ToolCall::new("t").with_arguments(v).with_grant("g");
-        assert!(!valid(&approvals, &ka, &g(&a), "d", t), "g's oldest went");
-        assert!(valid(&approvals, &kb, &g(&b), "d", t));
-        assert!(valid(&approvals, &kc, &g(&c), "d", t));
-        let h = ToolCall::new("t").with_arguments(&a).with_grant("h");
-        assert!(valid(&approvals, &other, &h, "d", t), "another grant's entry stays");
-    }
-
-    #[test]
-    fn a_restored_approval_is_found_before_a_prompt_issued_meanwhile() {
-        let approvals = Approvals::new(Duration::from_secs(3600));
-        let call = ToolCall::new("t");
-        let b = binding(&call, "d");
-        let t = Timestamp::from_unix_seconds(1.0);
-        let (_, id) = approvals.issue(&call, &b, "d", ASK, t);
-        approvals.resolve(&id, true, "d", t).unwrap();
-        let Earlier::Approved(e) = approvals.earlier(&b, t) else { panic!("approved") };
-        // Meanwhile an identical call asks again; then the approved call is refused by a limit.
-        let (_, again) = approvals.issue(&call, &b, "d", ASK, t);
-        assert_ne!(id, again);
-        approvals.restore(e);
-        assert!(matches!(approvals.earlier(&b, t), Earlier::Approved(_)));
-        assert_eq!(approvals.len(), 1, "the prompt issued meanwhile stays listed");
-        assert_eq!(approvals.list("d", t)[0].id, again);
-    }
-
-    #[test]
-    fn keys_are_single_use_and_expire() {
-        let approvals = Approvals::new(Duration::from_secs(10));
-        let call = ToolCall::new("t");
-        let t0 = Timestamp::from_unix_seconds(100.0);
-        let k = issue(&approvals, &call, "d", t0);
-        assert!(!valid(&approvals, &k, &call, "e", t0), "another policy");
-        assert!(valid(&approvals, &k, &call, "d", t0));
-        assert!(!valid(&approvals, &k, &call, "d", t0), "second use");
-        let k = issue(&approvals, &call, "d", t0);
-        assert!(!valid(&approvals, &k, &call, "d", Timestamp::from_unix_seconds(111.0)));
-        assert_eq!(approvals.len(), 0, "an expired entry is dropped when met");
-    }
-}
+mod tests;
