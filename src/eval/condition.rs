@@ -115,7 +115,9 @@ impl Test {
                 as_str(found).map_or(Truth::Unknown, |s| s.starts_with(&**p).into())
             }
             Test::EndsWith(p) => as_str(found).map_or(Truth::Unknown, |s| s.ends_with(&**p).into()),
-            Test::Regex(re) => as_str(found).map_or(Truth::Unknown, |s| re.is_match(s).into()),
+            Test::Regex(re) => {
+                as_str(found).and_then(|s| re.is_match(s)).map_or(Truth::Unknown, Truth::from)
+            }
             Test::Within(dirs) => match as_str(found) {
                 Some(s) if s.starts_with('/') => {
                     let path = normalize(s);

@@ -11,9 +11,7 @@ use super::call::ToolCall;
 use super::decision::{ChargeReceipt, Decision, Extra};
 use super::mode::Mode;
 use super::steps::Plan;
-use crate::counter::{
-    AsyncCounterStore, Clock, CounterStore, FastClock, MemoryStore, StoreError,
-};
+use crate::counter::{AsyncCounterStore, Clock, CounterStore, FastClock, MemoryStore, StoreError};
 use crate::policy::{Policy, PolicyError};
 
 /// Decides tool calls against the policy in force.

@@ -213,7 +213,7 @@ impl Compiler<'_> {
             if self.skip.piece(&ptr) {
                 continue;
             }
-            compiled.extend(self.condition(c, &ptr, key));
+            compiled.extend(self.condition(c, &ptr));
         }
         if self.problems.len() != before {
             return None;

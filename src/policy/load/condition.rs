@@ -14,15 +14,10 @@ use super::messages::wrong_type;
 use crate::json::pointer::join;
 
 impl Compiler<'_> {
-    /// Compiles a condition of a check of `key` (`require`, `deny_if` or `approve_if`).
-    pub(super) fn condition(
-        &mut self,
-        c: &Condition,
-        ptr: &str,
-        key: &str,
-    ) -> Option<cond::Condition> {
+    /// Compiles a condition of a check.
+    pub(super) fn condition(&mut self, c: &Condition, ptr: &str) -> Option<cond::Condition> {
         let path = self.path(&c.path, ptr, "path");
-        let test = self.test(c.op, c.value.as_ref(), ptr, key);
+        let test = self.test(c.op, c.value.as_ref(), ptr);
         Some(cond::Condition { path: path?, test: test? })
     }
 
@@ -46,7 +41,7 @@ impl Compiler<'_> {
     }
 
     /// Compiles the operand of `op`, checking its type.
-    fn test(&mut self, op: Op, value: Option<&Value>, ptr: &str, key: &str) -> Option<Test> {
+    fn test(&mut self, op: Op, value: Option<&Value>, ptr: &str) -> Option<Test> {
         let name = op.as_str();
         // The operand's pointer, built only for a message.
         let vptr = || join(ptr, "value");
@@ -78,11 +73,9 @@ impl Compiler<'_> {
             (Op::Contains, v) => Test::Contains(v.clone()),
             (Op::StartsWith, Value::String(s)) => Test::StartsWith(s.as_str().into()),
             (Op::EndsWith, Value::String(s)) => Test::EndsWith(s.as_str().into()),
-            // Should the regex fail to compile at first use, fail closed: a `require` is
-            // not met, a `deny_if` or `approve_if` fires.
-            (Op::Regex, Value::String(s)) => {
-                Test::Regex(RegexTest::new(self.regex(s, ptr)?, key != "require"))
-            }
+            // Should the regex fail to compile at first use, the condition is unknown: a
+            // `require` is not met, a `deny_if` or `approve_if` fires.
+            (Op::Regex, Value::String(s)) => Test::Regex(RegexTest::new(self.regex(s, ptr)?)),
             (Op::Exists, Value::Bool(b)) => Test::Exists(*b),
             (Op::Within, Value::String(s)) => Test::Within(vec![self.directory(s, vptr)?]),
             (Op::Within, Value::Array(items)) if !items.is_empty() => {
