@@ -9,7 +9,6 @@ use mcp_policy::{AsyncCounterStore, Evaluator, MemoryStore};
 use mcp_policy_redis::RedisStore;
 
 use crate::admin::AdminApi;
-use crate::approvals::OutOfBand;
 use crate::auth::{Authenticator, Jwt, JwtOptions};
 use crate::cli::{Cli, ModeArg};
 use crate::decision_log::DecisionLog;
@@ -206,16 +205,15 @@ async fn listen<S: AsyncCounterStore + 'static>(
             cli.grant
         );
     }
-    let approvals = cli.admin_token_file.as_ref().map(|_| Arc::new(OutOfBand::default()));
-    let admin = match (&cli.admin_token_file, &approvals) {
-        (Some(path), Some(queue)) => match AdminApi::from_token_file(path, queue.clone()) {
+    let admin = match &cli.admin_token_file {
+        Some(path) => match AdminApi::from_token_file(path, evaluator.clone()) {
             Ok(a) => Some(a),
             Err(e) => {
                 eprintln!("mcp-policy-gateway: {e}");
                 return EXIT_CONFIG;
             }
         },
-        _ => None,
+        None => None,
     };
     let server = Server::new(Config {
         evaluator,
@@ -225,7 +223,6 @@ async fn listen<S: AsyncCounterStore + 'static>(
         origin: OriginRule::new(loopback, &cli.allowed_hosts, &cli.allowed_origins),
         upstream,
         metrics,
-        approvals,
         admin,
         max_sessions: cli.max_sessions,
         upstream_timeout: cli.upstream_timeout,

@@ -388,6 +388,17 @@ async fn admin_api_approves_once_and_refuses() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
+    let resp = admin
+        .post(&url)
+        .bearer_auth("admin-token-0123456789")
+        .body(r#"{"approve": false}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 409, "an approval is resolved once: the first answer stands");
+    let list: Value =
+        fs.gw.get("/approvals", Some("admin-token-0123456789")).await.json().await.unwrap();
+    assert_eq!(list["pending"], json!([]), "a resolved approval is no longer pending: {list}");
 
     // Approved: the retry passes, once.
     let r = c.call(3, "create_directory", json!({"path": d})).await;

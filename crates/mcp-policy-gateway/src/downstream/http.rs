@@ -42,7 +42,6 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::admin::AdminApi;
-use crate::approvals::OutOfBand;
 use crate::auth::{AuthError, Authenticator, Identity};
 use crate::decision_log::DecisionLog;
 use crate::guard::{Guard, Mode};
@@ -120,9 +119,7 @@ pub struct Config<S> {
     pub upstream: UpstreamSpec,
     /// The metrics served at `/metrics`.
     pub metrics: Arc<Metrics>,
-    /// Out-of-band approvals (with the admin API).
-    pub approvals: Option<Arc<OutOfBand>>,
-    /// The admin API, when enabled.
+    /// The admin API, when enabled: approvals out of band (the evaluator's pending approvals).
     pub admin: Option<AdminApi>,
     /// The most sessions at once.
     pub max_sessions: usize,
@@ -366,8 +363,8 @@ impl<S: AsyncCounterStore + 'static> Server<S> {
         if let Some(context) = identity.context {
             guard = guard.with_context(context);
         }
-        if let Some(approvals) = &self.config.approvals {
-            guard = guard.with_approvals(approvals.clone());
+        if self.config.admin.is_some() {
+            guard = guard.with_out_of_band_approvals();
         }
         let (in_tx, in_rx) = mpsc::channel(CHANNEL_CAPACITY);
         let (out_tx, mut out_rx) = mpsc::channel::<Value>(CHANNEL_CAPACITY);
