@@ -138,7 +138,11 @@ async fn stdio_client<S: AsyncCounterStore + 'static>(
     let guard = Arc::new(Guard::new(evaluator, cli.grant.clone(), mode));
     let (client, writer) = crate::downstream::stdio::serve();
     let session = format!("stdio-{}", uuid::Uuid::new_v4());
-    let config = RelayConfig { session: Some(session), upstream_timeout: cli.upstream_timeout };
+    let config = RelayConfig {
+        session: Some(session),
+        upstream_timeout: cli.upstream_timeout,
+        ..RelayConfig::default()
+    };
     let relay = Relay::run(guard, log, config, client, link);
     let end = tokio::select! {
         end = relay => Some(end),

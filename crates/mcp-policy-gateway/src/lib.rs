@@ -94,7 +94,11 @@ pub async fn run(cli: Cli) -> i32 {
     let (client, written) = downstream::stdio::serve();
     let session = format!("stdio-{}", uuid::Uuid::new_v4());
 
-    let config = RelayConfig { session: Some(session), upstream_timeout: cli.upstream_timeout };
+    let config = RelayConfig {
+        session: Some(session),
+        upstream_timeout: cli.upstream_timeout,
+        ..RelayConfig::default()
+    };
     let relay = Relay::run(guard, Arc::new(log), config, client, upstream);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     let end = tokio::select! {

@@ -43,6 +43,9 @@ pub struct RelayConfig {
     pub session: Option<String>,
     /// How long a request may wait for the upstream's answer; `None`: as long as it takes.
     pub upstream_timeout: Option<Duration>,
+    /// Where the relay writes the protocol revision negotiated by `initialize`, for a transport
+    /// whose rules depend on it (HTTP batches).
+    pub negotiated: Option<Arc<std::sync::OnceLock<String>>>,
 }
 
 /// Why the relay ended.
@@ -100,6 +103,7 @@ pub struct Relay<S> {
     log: Arc<DecisionLog>,
     session: Option<String>,
     upstream_timeout: Option<Duration>,
+    negotiated: Option<Arc<std::sync::OnceLock<String>>>,
     to_client: mpsc::Sender<Value>,
     to_upstream: mpsc::Sender<Value>,
     next_up: u64,
@@ -136,6 +140,7 @@ impl<S: AsyncCounterStore> Relay<S> {
             log,
             session: config.session,
             upstream_timeout: config.upstream_timeout,
+            negotiated: config.negotiated,
             to_client,
             to_upstream,
             next_up: 0,
@@ -596,6 +601,9 @@ impl<S: AsyncCounterStore> Relay<S> {
                     match version {
                         Some(v) if PROTOCOL_VERSIONS.contains(&v) => {
                             self.protocol = Some(v.to_owned());
+                            if let Some(slot) = &self.negotiated {
+                                let _ = slot.set(v.to_owned());
+                            }
                             self.upstream_capabilities = result.get("capabilities").cloned();
                         }
                         _ => {
