@@ -88,9 +88,8 @@ impl AdminApi {
                 (StatusCode::NOT_FOUND, axum::Json(json!({ "error": e.to_string() })))
                     .into_response()
             }
-            Err(e) => {
-                (StatusCode::CONFLICT, axum::Json(json!({ "error": e.to_string() }))).into_response()
-            }
+            Err(e) => (StatusCode::CONFLICT, axum::Json(json!({ "error": e.to_string() })))
+                .into_response(),
         }
     }
 }

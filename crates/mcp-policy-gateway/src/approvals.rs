@@ -79,7 +79,10 @@ mod tests {
         let e = &listed[0];
         assert_eq!(e["id"], d.approval_id().unwrap());
         assert_eq!((e["tool"].as_str(), e["grant"].as_str()), (Some("t"), Some("g")));
-        assert_eq!((e["session"].as_str(), e["reason"].as_str()), (Some("s"), Some("needs a human")));
+        assert_eq!(
+            (e["session"].as_str(), e["reason"].as_str()),
+            (Some("s"), Some("needs a human"))
+        );
         assert_eq!(e["arguments"], args);
         assert_eq!(e["rule"], "/tools/t/approve_if/0");
         assert!(e["issued_at"].as_str().unwrap().ends_with('Z'), "{e}");
@@ -88,10 +91,7 @@ mod tests {
 
         let id = d.approval_id().unwrap().to_owned();
         admin.resolve(&id, true).unwrap();
-        assert!(matches!(
-            admin.resolve(&id, false),
-            Err(ResolveApprovalError::AlreadyResolved(_))
-        ));
+        assert!(matches!(admin.resolve(&id, false), Err(ResolveApprovalError::AlreadyResolved(_))));
         assert!(admin.pending().is_empty(), "only calls still waiting are listed");
         assert_eq!(evaluator.evaluate(&call).kind(), DecisionKind::Allow, "approved once");
         assert_eq!(evaluator.evaluate(&call).kind(), DecisionKind::Approve);

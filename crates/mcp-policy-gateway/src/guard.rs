@@ -166,6 +166,23 @@ impl<S> Guard<S> {
         self.mode
     }
 
+    /// The decision-log record of a call refused before the policy was asked (an approval
+    /// answer that matches no pending round, or a human's refusal): `deny`, with `message`.
+    pub fn refusal_record(&self, tool: &str, session: Option<&str>, message: &str) -> Record {
+        Record {
+            tool: tool.to_owned(),
+            grant: self.grant.clone(),
+            session: session.map(str::to_owned),
+            decision: "deny",
+            rule: String::new(),
+            message: message.to_owned(),
+            policy: self.evaluator.policy().digest().to_owned(),
+            eval_us: 0.0,
+            monitor: self.mode == Mode::Monitor,
+            approval: None,
+        }
+    }
+
     /// Keeps in `tools` (the `tools` array of a `tools/list` result) only the tools the policy
     /// lets a client see: hidden tools and tools only the default denies are removed; entries
     /// without a string `name` are removed too. In monitor mode nothing is removed (the calls
@@ -348,6 +365,11 @@ pub fn refusal(d: &Decision<'_>, extra: &str, structured: bool) -> Value {
 /// The answer for a tool the client may not know exists.
 pub fn unknown_tool(tool: &str) -> Value {
     error_result(&format!("Unknown tool: `{tool}`."), None)
+}
+
+/// A refusal that came from an approval round rather than from the policy.
+pub fn round_refusal(message: &str) -> Value {
+    error_result(&format!("Denied: {message}. Do not retry this call unless the human asks."), None)
 }
 
 /// The answer when the human declined (or could not be asked, or the answer was not a yes).
