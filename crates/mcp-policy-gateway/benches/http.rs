@@ -79,6 +79,11 @@ async fn rmcp_server() -> String {
     let app = axum::Router::new().nest_service("/mcp", service);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    // As the gateway does: without it every answer waits ~40 ms for a delayed ACK, and the
+    // baseline would measure that rather than rmcp.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     format!("http://{addr}/mcp")
 }

@@ -84,6 +84,7 @@ pub fn connect(url: &str) -> Result<(UpstreamLink, HttpUpstream), String> {
     }
     let client = reqwest::Client::builder()
         .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true)
         .build()
         .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
     let (up_tx, up_rx) = mpsc::channel::<Value>(CHANNEL_CAPACITY);

@@ -175,7 +175,9 @@ pub async fn messages(resp: reqwest::Response) -> Vec<Value> {
                 .filter_map(|l| l.strip_prefix("data:"))
                 .map(str::trim_start)
                 .collect();
-            (!data.is_empty()).then(|| serde_json::from_str(&data.join("\n")).unwrap())
+            // rmcp's server opens its streams with an event without data (a priming event).
+            let data = data.join("\n");
+            (!data.trim().is_empty()).then(|| serde_json::from_str(&data).unwrap())
         })
         .collect()
 }
