@@ -265,7 +265,8 @@ fn main() {
                 Ok(running) => {
                     let _ = running.waiting().await;
                 }
-                Err(e) => eprintln!("[upstream] {e}"),
+                // (the second session's upstream: every call of it was answered by the gateway)
+                Err(e) => eprintln!("[upstream] ended before any request reached it: {e}"),
             }
         });
         return;
