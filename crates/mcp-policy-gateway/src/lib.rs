@@ -10,8 +10,9 @@
 //!   and `tools/call` intercepted;
 //! - [`guard`]: the policy decisions and the refusals the client sees;
 //! - [`transport`]: the channels a transport hands the relay, and line framing;
-//! - [`downstream`] and [`upstream`]: the transports (stdio for now);
-//! - [`decision_log`], [`reload`], [`cli`].
+//! - [`downstream`] and [`upstream`]: the transports (stdio and streamable HTTP);
+//! - [`decision_log`], [`reload`], [`cli`]; over HTTP [`auth`], [`origin`], [`metrics`], and
+//!   [`admin`] with [`approvals`] (the core's pending approvals, served out of band).
 //!
 //! See `docs/gateway.md` for the command and its behaviour.
 #![forbid(unsafe_code)]
