@@ -5,9 +5,17 @@
 //! - `gateway`: the `mcp-policy-gateway` binary (`--listen`) in front of that same server
 //!   (`--upstream URL`), the policy allowing `echo` with a limit high enough never to refuse.
 //!
-//! Both are driven by the same raw HTTP client (reqwest, SSE answers). Run with
-//! `cargo bench -p mcp-policy-gateway --bench http`; the percentiles are printed after each
-//! group. Figures in docs/performance.md.
+//! Both are driven by the same raw HTTP client (reqwest, SSE answers), for a fixed time per
+//! configuration (1 s of warm-up, then `MCP_POLICY_BENCH_SECS`, default 5 s), so that the whole
+//! run takes about a minute:
+//!
+//! `cargo bench -p mcp-policy-gateway --bench http`
+//!
+//! Memory per idle session: `cargo bench -p mcp-policy-gateway --bench http -- memory [N]` opens
+//! N (default 1000) initialized sessions against the gateway (upstream: the same rmcp server)
+//! and reads the gateway's `VmRSS` from `/proc/PID/status` before and after.
+//!
+//! Figures in docs/performance.md.
 
 #![allow(
     clippy::unwrap_used,
@@ -23,7 +31,6 @@ mod http_support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use http_support::{Raw, gateway, write};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ListToolsResult,
@@ -72,6 +79,11 @@ async fn rmcp_server() -> String {
     let app = axum::Router::new().nest_service("/mcp", service);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    // As the gateway does: without it every answer waits ~40 ms for a delayed ACK, and the
+    // baseline would measure that rather than rmcp.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     format!("http://{addr}/mcp")
 }
@@ -79,79 +91,140 @@ async fn rmcp_server() -> String {
 async fn sessions(url: &str, n: usize) -> Vec<Arc<Raw>> {
     let mut out = Vec::new();
     for _ in 0..n {
-        let mut c =
-            Raw { http: reqwest::Client::new(), url: url.to_owned(), token: None, session: None };
+        let mut c = Raw {
+            http: reqwest::Client::new(),
+            url: url.to_owned(),
+            token: None,
+            session: None,
+            version: "2025-06-18".to_owned(),
+        };
         c.initialize().await.unwrap();
         out.push(Arc::new(c));
     }
     out
 }
 
-/// `iters` calls spread over the sessions, concurrently; the elapsed time, and each call's
-/// latency appended to `latencies`.
-async fn run(clients: &[Arc<Raw>], iters: u64, latencies: &mut Vec<Duration>) -> Duration {
-    let per = iters.div_ceil(clients.len() as u64);
-    let start = Instant::now();
+/// Each session calls `echo` in a loop until `until`; every call's latency.
+async fn run(clients: &[Arc<Raw>], until: Instant) -> Vec<Duration> {
     let mut tasks = Vec::new();
     for c in clients {
         let c = c.clone();
         tasks.push(tokio::spawn(async move {
-            let mut lat = Vec::with_capacity(per as usize);
-            for i in 0..per {
+            let mut lat = Vec::new();
+            let mut id = 0i64;
+            while Instant::now() < until {
+                id += 1;
                 let t = Instant::now();
-                let r = c.call(i as i64 + 1, "echo", json!({"message": "hi"})).await;
+                let r = c.call(id, "echo", json!({"message": "hi"})).await;
                 assert_ne!(r["isError"], true);
                 lat.push(t.elapsed());
             }
             lat
         }));
     }
+    let mut all = Vec::new();
     for t in tasks {
-        latencies.extend(t.await.unwrap());
+        all.extend(t.await.unwrap());
     }
-    start.elapsed()
+    all
 }
 
-fn percentiles(name: &str, lat: &mut [Duration]) {
-    if lat.is_empty() {
-        return;
-    }
-    lat.sort();
-    let p = |q: f64| lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)];
-    eprintln!("{name}: p50 {:?} p99 {:?} over {} calls", p(0.50), p(0.99), lat.len());
+fn pct(lat: &[Duration], q: f64) -> Duration {
+    lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)]
 }
 
-fn bench(c: &mut Criterion) {
-    let rt =
-        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let direct_url = rt.block_on(rmcp_server());
-    let dir = tempfile::tempdir().unwrap();
-    let policy = write(
-        dir.path(),
+fn policy(dir: &std::path::Path) -> std::path::PathBuf {
+    write(
+        dir,
         "policy.json",
         r#"{"version": "1", "default": "deny", "tools": {"echo": {
             "limits": [{"counter": "echo", "window": "second", "max": 1000000000}]}}}"#,
-    );
+    )
+}
+
+fn throughput(rt: &tokio::runtime::Runtime) {
+    let secs: f64 =
+        std::env::var("MCP_POLICY_BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(5.0);
+    let direct_url = rt.block_on(rmcp_server());
+    let dir = tempfile::tempdir().unwrap();
+    let policy = policy(dir.path());
     let gw =
-        rt.block_on(gateway(&policy, &["--upstream", &direct_url, "--max-sessions", "128"], &[]));
+        rt.block_on(gateway(&policy, &["--upstream", &direct_url, "--max-sessions", "256"], &[]));
     let gw_url = gw.mcp();
+    println!("| sessions | server | calls/s | p50 | p99 | gateway / direct |");
+    println!("|---|---|---|---|---|---|");
     for n in [1usize, 16, 64] {
-        let mut group = c.benchmark_group(format!("http_{n}_sessions"));
-        group.throughput(Throughput::Elements(1));
-        group.sample_size(10);
-        group.measurement_time(Duration::from_secs(5));
+        let mut direct_rate = 0.0;
         for (name, url) in [("direct", &direct_url), ("gateway", &gw_url)] {
             let clients = rt.block_on(sessions(url, n));
-            let mut lat = Vec::new();
-            group.bench_function(name, |b| {
-                b.iter_custom(|iters| rt.block_on(run(&clients, iters.max(n as u64), &mut lat)));
-            });
-            percentiles(&format!("http_{n}_sessions/{name}"), &mut lat);
+            rt.block_on(run(&clients, Instant::now() + Duration::from_secs(1)));
+            let start = Instant::now();
+            let mut lat = rt.block_on(run(&clients, start + Duration::from_secs_f64(secs)));
+            let elapsed = start.elapsed().as_secs_f64();
+            lat.sort();
+            let rate = lat.len() as f64 / elapsed;
+            let ratio = if name == "direct" {
+                direct_rate = rate;
+                String::new()
+            } else {
+                format!("{:.2}x", rate / direct_rate)
+            };
+            println!(
+                "| {n} | {name} | {rate:.0} | {:.0} µs | {:.0} µs | {ratio} |",
+                pct(&lat, 0.50).as_secs_f64() * 1e6,
+                pct(&lat, 0.99).as_secs_f64() * 1e6,
+            );
         }
-        group.finish();
     }
     drop(gw);
 }
 
-criterion_group!(benches, bench);
-criterion_main!(benches);
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+fn memory(rt: &tokio::runtime::Runtime, n: usize) {
+    let direct_url = rt.block_on(rmcp_server());
+    let dir = tempfile::tempdir().unwrap();
+    let policy = policy(dir.path());
+    let max = (n + 16).to_string();
+    let gw =
+        rt.block_on(gateway(&policy, &["--upstream", &direct_url, "--max-sessions", &max], &[]));
+    let pid = gw.child.id().unwrap();
+    // One session first, so that what every session shares (pools, the tool view) is counted
+    // in the baseline.
+    let first = rt.block_on(sessions(&gw.mcp(), 1));
+    rt.block_on(first[0].call(1, "echo", json!({"message": "hi"})));
+    std::thread::sleep(Duration::from_secs(1));
+    let before = rss_kib(pid);
+    let many = rt.block_on(sessions(&gw.mcp(), n));
+    std::thread::sleep(Duration::from_secs(2));
+    let after = rss_kib(pid);
+    let per = (after.saturating_sub(before) as f64 * 1024.0) / n as f64;
+    println!("| idle sessions | gateway VmRSS before | after | per session |");
+    println!("|---|---|---|---|");
+    println!(
+        "| {n} | {:.1} MiB | {:.1} MiB | {:.1} KiB |",
+        before as f64 / 1024.0,
+        after as f64 / 1024.0,
+        per / 1024.0
+    );
+    drop(many);
+    drop(first);
+    drop(gw);
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    match args.first().map(String::as_str) {
+        Some("memory") => {
+            let n = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(1000);
+            memory(&rt, n);
+        }
+        _ => throughput(&rt),
+    }
+}

@@ -12,7 +12,9 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use crate::approvals::{ApprovalAdmin, ResolveError};
+use mcp_policy::ResolveApprovalError;
+
+use crate::approvals::ApprovalAdmin;
 use crate::auth::{bearer, constant_time_eq};
 
 /// The admin API: its token and the approvals it serves.
@@ -81,10 +83,13 @@ impl AdminApi {
         };
         match self.approvals.resolve(id, approve) {
             Ok(()) => axum::Json(json!({ "id": id, "approve": approve })).into_response(),
-            Err(e @ ResolveError::Unknown) => {
+            // Unknown (never issued, spent, evicted, issued under another policy) or expired.
+            Err(e @ (ResolveApprovalError::Unknown(_) | ResolveApprovalError::Expired(_))) => {
                 (StatusCode::NOT_FOUND, axum::Json(json!({ "error": e.to_string() })))
                     .into_response()
             }
+            Err(e) => (StatusCode::CONFLICT, axum::Json(json!({ "error": e.to_string() })))
+                .into_response(),
         }
     }
 }

@@ -113,8 +113,8 @@ pub struct Guard<S = mcp_policy::MemoryStore> {
     mode: Mode,
     /// Branch `http`: the call context (`{"claims": ...}` of a verified JWT).
     context: Option<Value>,
-    /// Branch `http`: out-of-band approvals (the admin API).
-    approvals: Option<Arc<crate::approvals::OutOfBand>>,
+    /// Out-of-band approvals (the admin API serves the evaluator's pending approvals).
+    out_of_band: bool,
 }
 
 impl<S> std::fmt::Debug for Guard<S> {
@@ -129,7 +129,7 @@ const PROMPT_ARGUMENTS_MAX: usize = 2000;
 impl<S> Guard<S> {
     /// A guard deciding every call with the grant `grant`.
     pub fn new(evaluator: Arc<Evaluator<S>>, grant: impl Into<String>, mode: Mode) -> Self {
-        Guard { evaluator, grant: grant.into(), mode, context: None, approvals: None }
+        Guard { evaluator, grant: grant.into(), mode, context: None, out_of_band: false }
     }
 
     /// The same guard, deciding every call with `context` (conditions see it as `context.*`).
@@ -139,15 +139,16 @@ impl<S> Guard<S> {
     }
 
     /// The same guard, with approvals out of band: an `approve` decision the client cannot ask
-    /// a human about waits in `approvals` for an administrator.
-    pub fn with_approvals(mut self, approvals: Arc<crate::approvals::OutOfBand>) -> Self {
-        self.approvals = Some(approvals);
+    /// a human about waits in the evaluator's pending approvals for an administrator (the admin
+    /// API), and the refusal tells the agent the approval's id.
+    pub fn with_out_of_band_approvals(mut self) -> Self {
+        self.out_of_band = true;
         self
     }
 
     /// Whether approvals can be given out of band.
     pub fn out_of_band(&self) -> bool {
-        self.approvals.is_some()
+        self.out_of_band
     }
 
     /// The evaluator (for reloads).
@@ -163,6 +164,23 @@ impl<S> Guard<S> {
     /// Enforce or monitor.
     pub fn mode(&self) -> Mode {
         self.mode
+    }
+
+    /// The decision-log record of a call refused before the policy was asked (an approval
+    /// answer that matches no pending round, or a human's refusal): `deny`, with `message`.
+    pub fn refusal_record(&self, tool: &str, session: Option<&str>, message: &str) -> Record {
+        Record {
+            tool: tool.to_owned(),
+            grant: self.grant.clone(),
+            session: session.map(str::to_owned),
+            decision: "deny",
+            rule: String::new(),
+            message: message.to_owned(),
+            policy: self.evaluator.policy().digest().to_owned(),
+            eval_us: 0.0,
+            monitor: self.mode == Mode::Monitor,
+            approval: None,
+        }
     }
 
     /// Keeps in `tools` (the `tools` array of a `tools/list` result) only the tools the policy
@@ -219,55 +237,20 @@ impl<S: AsyncCounterStore> Guard<S> {
             monitor,
             approval: None,
         };
-        // Branch `http`: out-of-band approvals (see `approvals`).
-        let mut pending_id = None;
+        // A call without a key refused at an `approve_if` check: a human refused this exact call
+        // (out of band); the core denies it once and forgets the entry.
         if approval_key.is_none()
-            && !monitor
-            && decision.kind() == DecisionKind::Approve
-            && let Some(queue) = &self.approvals
+            && decision.kind() == DecisionKind::Deny
+            && is_approval_rule(&record.rule)
         {
-            let binding =
-                crate::approvals::binding(tool, arguments, &self.grant, session, &record.policy);
-            match queue.lookup(&binding) {
-                Some(crate::approvals::Resolution::Approved(key)) => {
-                    // An administrator approved this very call: decide it again with its key.
-                    let mut verdict =
-                        Box::pin(self.decide(tool, arguments, session, Some(&key), cache)).await;
-                    if let Verdict::Dispatch { record, .. } | Verdict::Refuse { record, .. } =
-                        &mut verdict
-                    {
-                        record.approval = Some("approved_out_of_band");
-                    }
-                    // Once: the approval is spent by a dispatched call; a call limited after
-                    // its approval keeps it for the next retry.
-                    if matches!(verdict, Verdict::Dispatch { .. }) {
-                        queue.consume(&binding);
-                    }
-                    return verdict;
-                }
-                Some(crate::approvals::Resolution::Refused) => {
-                    queue.consume(&binding);
-                    let mut record = record;
-                    record.approval = Some("refused_out_of_band");
-                    return Verdict::Refuse { result: declined(tool, "refused"), record };
-                }
-                None => {
-                    let key = decision.approval_key().unwrap_or_default().to_owned();
-                    pending_id = Some(queue.submit(
-                        &binding,
-                        crate::approvals::Submitted {
-                            tool,
-                            arguments,
-                            grant: &self.grant,
-                            session,
-                            rule: &record.rule,
-                            reason: decision.message(),
-                        },
-                        key,
-                    ));
-                }
-            }
+            let mut record = record;
+            record.approval = Some("refused_out_of_band");
+            return Verdict::Refuse { result: declined(tool, "refused"), record };
         }
+        // Out of band, the core's pending entry is what the administrator resolves.
+        let pending_id = (self.out_of_band && !monitor)
+            .then(|| decision.approval_id().map(str::to_owned))
+            .flatten();
         // The evaluator is built with `Mode::core()`, so a monitored decision says so itself;
         // `monitor` also covers a guard whose evaluator was built in enforce mode.
         if decision.should_dispatch() || monitor {
@@ -308,6 +291,12 @@ impl<S: AsyncCounterStore> Guard<S> {
             _ => Verdict::Refuse { result: refusal(&decision, "", structured), record },
         }
     }
+}
+
+/// Whether `rule` points at an `approve_if` check (JSON Pointer escaping keeps a tool named
+/// `a/approve_if/b` from looking like one).
+fn is_approval_rule(rule: &str) -> bool {
+    rule.contains("/approve_if/")
 }
 
 /// The most of a decision's message the gateway writes (log and refusals).
@@ -376,6 +365,11 @@ pub fn refusal(d: &Decision<'_>, extra: &str, structured: bool) -> Value {
 /// The answer for a tool the client may not know exists.
 pub fn unknown_tool(tool: &str) -> Value {
     error_result(&format!("Unknown tool: `{tool}`."), None)
+}
+
+/// A refusal that came from an approval round rather than from the policy.
+pub fn round_refusal(message: &str) -> Value {
+    error_result(&format!("Denied: {message}. Do not retry this call unless the human asks."), None)
 }
 
 /// The answer when the human declined (or could not be asked, or the answer was not a yes).

@@ -9,7 +9,6 @@ use mcp_policy::{AsyncCounterStore, Evaluator, MemoryStore};
 use mcp_policy_redis::RedisStore;
 
 use crate::admin::AdminApi;
-use crate::approvals::OutOfBand;
 use crate::auth::{Authenticator, Jwt, JwtOptions};
 use crate::cli::{Cli, ModeArg};
 use crate::decision_log::DecisionLog;
@@ -139,7 +138,11 @@ async fn stdio_client<S: AsyncCounterStore + 'static>(
     let guard = Arc::new(Guard::new(evaluator, cli.grant.clone(), mode));
     let (client, writer) = crate::downstream::stdio::serve();
     let session = format!("stdio-{}", uuid::Uuid::new_v4());
-    let config = RelayConfig { session: Some(session), upstream_timeout: cli.upstream_timeout };
+    let config = RelayConfig {
+        session: Some(session),
+        upstream_timeout: cli.upstream_timeout,
+        ..RelayConfig::default()
+    };
     let relay = Relay::run(guard, log, config, client, link);
     let end = tokio::select! {
         end = relay => Some(end),
@@ -206,16 +209,15 @@ async fn listen<S: AsyncCounterStore + 'static>(
             cli.grant
         );
     }
-    let approvals = cli.admin_token_file.as_ref().map(|_| Arc::new(OutOfBand::default()));
-    let admin = match (&cli.admin_token_file, &approvals) {
-        (Some(path), Some(queue)) => match AdminApi::from_token_file(path, queue.clone()) {
+    let admin = match &cli.admin_token_file {
+        Some(path) => match AdminApi::from_token_file(path, evaluator.clone()) {
             Ok(a) => Some(a),
             Err(e) => {
                 eprintln!("mcp-policy-gateway: {e}");
                 return EXIT_CONFIG;
             }
         },
-        _ => None,
+        None => None,
     };
     let server = Server::new(Config {
         evaluator,
@@ -225,7 +227,6 @@ async fn listen<S: AsyncCounterStore + 'static>(
         origin: OriginRule::new(loopback, &cli.allowed_hosts, &cli.allowed_origins),
         upstream,
         metrics,
-        approvals,
         admin,
         max_sessions: cli.max_sessions,
         upstream_timeout: cli.upstream_timeout,
@@ -240,6 +241,13 @@ async fn listen<S: AsyncCounterStore + 'static>(
     };
     let local = listener.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| addr.to_string());
     eprintln!("mcp-policy-gateway: serving MCP at http://{local}/mcp");
+    // Without TCP_NODELAY, a response written in pieces (headers, then SSE events) waits for
+    // the client's delayed ACK: about 40 ms a call on Linux.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            eprintln!("mcp-policy-gateway: cannot set TCP_NODELAY on a connection: {e}");
+        }
+    });
     let reaper = tokio::spawn(server.clone().reap_idle());
     let app = server.router();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

@@ -10,8 +10,9 @@
 //!   and `tools/call` intercepted;
 //! - [`guard`]: the policy decisions and the refusals the client sees;
 //! - [`transport`]: the channels a transport hands the relay, and line framing;
-//! - [`downstream`] and [`upstream`]: the transports (stdio for now);
-//! - [`decision_log`], [`reload`], [`cli`].
+//! - [`downstream`] and [`upstream`]: the transports (stdio and streamable HTTP);
+//! - [`decision_log`], [`reload`], [`cli`]; over HTTP [`auth`], [`origin`], [`metrics`], and
+//!   [`admin`] with [`approvals`] (the core's pending approvals, served out of band).
 //!
 //! See [`docs/gateway.md`] for the command and its behaviour.
 //!
@@ -96,7 +97,11 @@ pub async fn run(cli: Cli) -> i32 {
     let (client, written) = downstream::stdio::serve();
     let session = format!("stdio-{}", uuid::Uuid::new_v4());
 
-    let config = RelayConfig { session: Some(session), upstream_timeout: cli.upstream_timeout };
+    let config = RelayConfig {
+        session: Some(session),
+        upstream_timeout: cli.upstream_timeout,
+        ..RelayConfig::default()
+    };
     let relay = Relay::run(guard, Arc::new(log), config, client, upstream);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     let end = tokio::select! {

@@ -9,8 +9,14 @@ use mcp_policy_gateway::cli::Cli;
 fn main() {
     let cli = Cli::parse();
     // One session over stdio: one thread runs the relay and the upstream's pipes (no hops
-    // between worker threads); stdin and stdout have their own threads.
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    // between worker threads); stdin and stdout have their own threads. The HTTP listener
+    // serves many sessions at once: a worker thread per core.
+    let mut builder = if cli.listen.is_some() {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("mcp-policy-gateway: cannot start the async runtime: {e}");

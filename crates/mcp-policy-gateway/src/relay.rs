@@ -6,7 +6,7 @@
 //! makes itself (`elicitation/create` to the client, `tools/list` refreshes to the upstream)
 //! can never collide with the peers' ids; cancellations are rewritten the same way.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::decision_log::{DecisionLog, Outcome, Record};
-use crate::guard::{Guard, ToolCache, Verdict, declined};
+use crate::guard::{Guard, ToolCache, Verdict, declined, round_refusal};
 use crate::jsonrpc::{self, Kind};
 use crate::transport::{ClientLink, Inbound, UpstreamLink};
 
@@ -25,6 +25,27 @@ pub const PROTOCOL_VERSIONS: &[&str] = &["2024-11-05", "2025-03-26", "2025-06-18
 /// The newest revision the gateway speaks: asked of the upstream when the client asks for one
 /// the gateway does not speak.
 pub const LATEST_PROTOCOL_VERSION: &str = "2025-11-25";
+
+/// The revisions without `initialize` that the gateway speaks: every request carries the
+/// protocol version and the client's capabilities in its `_meta`, and a server asks the client
+/// for input with an `input_required` result (SEP-2322) instead of a request of its own.
+pub const INLINE_PROTOCOL_VERSIONS: &[&str] = &["2026-07-28"];
+
+/// The request `_meta` key of the protocol version (revisions without `initialize`).
+pub const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
+/// The request `_meta` key of the client's capabilities (revisions without `initialize`).
+pub const META_CLIENT_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
+
+/// The key of the gateway's approval request in `inputRequests` / `inputResponses` (the same
+/// as the rmcp guard's).
+pub const APPROVAL_INPUT: &str = "mcp-policy/approval";
+
+/// How many approval rounds (`input_required` results) one session may have outstanding; past
+/// this the session's oldest round is forgotten.
+pub const MAX_PENDING_ROUNDS: usize = 1_000;
+
+/// How long the client has to come back with the human's answer to an `input_required` round.
+pub const PENDING_ROUND_TTL: Duration = Duration::from_secs(3600);
 
 /// Revisions in which a server may send `elicitation/create` to the client.
 const ELICITATION_VERSIONS: &[&str] = &["2025-06-18", "2025-11-25"];
@@ -43,6 +64,9 @@ pub struct RelayConfig {
     pub session: Option<String>,
     /// How long a request may wait for the upstream's answer; `None`: as long as it takes.
     pub upstream_timeout: Option<Duration>,
+    /// Where the relay writes the protocol revision negotiated by `initialize`, for a transport
+    /// whose rules depend on it (HTTP batches).
+    pub negotiated: Option<Arc<std::sync::OnceLock<String>>>,
 }
 
 /// Why the relay ended.
@@ -64,6 +88,7 @@ enum UpPending {
 
 enum Relayed {
     Initialize,
+    Discover,
     ToolsList,
     ToolsCall { record: Box<Record>, sent: Instant },
     Other,
@@ -94,12 +119,33 @@ struct WaitingApproval {
     record: Record,
 }
 
+/// An approval round handed to the client as an `input_required` result: the secret approval
+/// key behind the random token the client echoes in `requestState`. Rounds live in the relay of
+/// one session (so a token is bound to that session and its grant) and are bound to the tool.
+struct Round {
+    key: String,
+    tool: String,
+    issued: Instant,
+}
+
+/// The human's answer carried by an `input_required` retry.
+enum RoundAnswer {
+    /// Accepted with `approve: true`, for the round whose approval key this is.
+    Approved(String),
+    /// Declined, cancelled, or not an answer the gateway understands.
+    Declined,
+    /// A `requestState` that no pending round of this tool in this session has (forged,
+    /// replayed, expired, another session's or another tool's).
+    Unknown,
+}
+
 /// The relay of one session.
 pub struct Relay<S> {
     guard: Arc<Guard<S>>,
     log: Arc<DecisionLog>,
     session: Option<String>,
     upstream_timeout: Option<Duration>,
+    negotiated: Option<Arc<std::sync::OnceLock<String>>>,
     to_client: mpsc::Sender<Value>,
     to_upstream: mpsc::Sender<Value>,
     next_up: u64,
@@ -110,6 +156,9 @@ pub struct Relay<S> {
     /// The upstream's request id key → the id the client saw.
     upstream_requests: HashMap<String, Value>,
     approvals: HashMap<String, WaitingApproval>,
+    /// Approval rounds by their `requestState` token, and the tokens oldest first.
+    rounds: HashMap<String, Round>,
+    round_order: VecDeque<String>,
     client_capabilities: Option<Value>,
     upstream_capabilities: Option<Value>,
     protocol: Option<String>,
@@ -136,6 +185,7 @@ impl<S: AsyncCounterStore> Relay<S> {
             log,
             session: config.session,
             upstream_timeout: config.upstream_timeout,
+            negotiated: config.negotiated,
             to_client,
             to_upstream,
             next_up: 0,
@@ -145,6 +195,8 @@ impl<S: AsyncCounterStore> Relay<S> {
             client_requests: HashMap::new(),
             upstream_requests: HashMap::new(),
             approvals: HashMap::new(),
+            rounds: HashMap::new(),
+            round_order: VecDeque::new(),
             client_capabilities: None,
             upstream_capabilities: None,
             protocol: None,
@@ -234,16 +286,11 @@ impl<S: AsyncCounterStore> Relay<S> {
                 self.initialize(&mut msg);
                 self.forward(id, Relayed::Initialize, msg).await;
             }
-            // The gateway speaks the revisions with an `initialize` handshake: a client probing
-            // for a newer one falls back to `initialize` on "method not found", whatever the
-            // upstream would have answered (some answer -32602).
+            // Discovery (revisions without `initialize`) goes to the upstream; any error it
+            // answers becomes "method not found" (some answer -32602), on which a client falls
+            // back to `initialize` (see `upstream_response`).
             "server/discover" => {
-                self.client(jsonrpc::error(
-                    id,
-                    jsonrpc::METHOD_NOT_FOUND,
-                    "`server/discover` is not supported: use `initialize`",
-                ))
-                .await;
+                self.forward(id, Relayed::Discover, msg).await;
             }
             "tools/list" => {
                 self.forward(id, Relayed::ToolsList, msg).await;
@@ -295,7 +342,7 @@ impl<S: AsyncCounterStore> Relay<S> {
         true
     }
 
-    async fn tools_call(&mut self, id: Value, msg: Value) {
+    async fn tools_call(&mut self, id: Value, mut msg: Value) {
         let params = jsonrpc::params(&msg);
         let Some(tool) = params.and_then(|p| p.get("name")).and_then(Value::as_str) else {
             self.client(jsonrpc::error(
@@ -320,6 +367,48 @@ impl<S: AsyncCounterStore> Relay<S> {
             }
         };
         let tool = tool.to_owned();
+        let rounds = self.input_rounds(&msg);
+        match self.take_round_answer(&mut msg, &tool, rounds) {
+            None => {}
+            Some(RoundAnswer::Approved(key)) => {
+                let verdict = self
+                    .guard
+                    .decide(&tool, &arguments, self.session.as_deref(), Some(&key), &self.tools)
+                    .await;
+                match verdict {
+                    Verdict::Dispatch { receipt, mut record } => {
+                        record.approval = Some("accepted");
+                        self.dispatch(id, msg, record, receipt).await;
+                    }
+                    Verdict::Refuse { result, mut record }
+                    | Verdict::Approve { refusal: result, mut record, .. } => {
+                        record.approval = Some("accepted");
+                        self.log.write(&record, Outcome::NotDispatched, None);
+                        self.client(jsonrpc::result(id, result)).await;
+                    }
+                }
+                return;
+            }
+            Some(RoundAnswer::Declined) => {
+                let mut record = self.guard.refusal_record(
+                    &tool,
+                    self.session.as_deref(),
+                    "the human declined to approve this call",
+                );
+                record.approval = Some("declined");
+                self.log.write(&record, Outcome::NotDispatched, None);
+                self.client(jsonrpc::result(id, declined(&tool, "declined"))).await;
+                return;
+            }
+            Some(RoundAnswer::Unknown) => {
+                let message = "the approval answer matches no pending approval of this call";
+                let mut record = self.guard.refusal_record(&tool, self.session.as_deref(), message);
+                record.approval = Some("failed");
+                self.log.write(&record, Outcome::NotDispatched, None);
+                self.client(jsonrpc::result(id, round_refusal(message))).await;
+                return;
+            }
+        }
         let verdict =
             self.guard.decide(&tool, &arguments, self.session.as_deref(), None, &self.tools).await;
         match verdict {
@@ -331,6 +420,23 @@ impl<S: AsyncCounterStore> Relay<S> {
                 self.client(jsonrpc::result(id, result)).await;
             }
             Verdict::Approve { key, prompt, refusal, mut record } => {
+                if rounds {
+                    let token = self.issue_round(key, &tool);
+                    self.log.write(&record, Outcome::ApprovalRequested, None);
+                    let mut requests = serde_json::Map::new();
+                    requests.insert(
+                        APPROVAL_INPUT.to_owned(),
+                        json!({ "method": "elicitation/create",
+                                "params": self.elicitation_params(prompt) }),
+                    );
+                    let result = json!({
+                        "resultType": "input_required",
+                        "inputRequests": requests,
+                        "requestState": token,
+                    });
+                    self.client(jsonrpc::result(id, result)).await;
+                    return;
+                }
                 if !self.can_elicit() {
                     // Branch `http`: with the admin API the call waits out of band.
                     record.approval =
@@ -403,6 +509,94 @@ impl<S: AsyncCounterStore> Relay<S> {
         version_ok && form
     }
 
+    /// Whether this request may be answered with an approval round (`input_required`): the
+    /// session negotiated no `initialize` revision, the request's `_meta` names a revision
+    /// with input rounds that the gateway speaks, and declares the client's elicitation (form).
+    fn input_rounds(&self, msg: &Value) -> bool {
+        if self.protocol.is_some() {
+            return false;
+        }
+        let Some(meta) = jsonrpc::params(msg).and_then(|p| p.get("_meta")) else {
+            return false;
+        };
+        let version_ok = meta
+            .get(META_PROTOCOL_VERSION)
+            .and_then(Value::as_str)
+            .is_some_and(|v| INLINE_PROTOCOL_VERSIONS.contains(&v));
+        let form = match meta.get(META_CLIENT_CAPABILITIES).and_then(|c| c.get("elicitation")) {
+            Some(Value::Object(e)) => e.is_empty() || e.contains_key("form"),
+            _ => false,
+        };
+        version_ok && form
+    }
+
+    /// Takes the gateway's approval answer out of a `tools/call` (its entry of
+    /// `inputResponses`, and `requestState`, which the gateway's round owns when its input is
+    /// answered), so that neither reaches the upstream. The answer counts only when `rounds`
+    /// (see [`Relay::input_rounds`]); elsewhere it is dropped and the call decided afresh.
+    fn take_round_answer(
+        &mut self,
+        msg: &mut Value,
+        tool: &str,
+        rounds: bool,
+    ) -> Option<RoundAnswer> {
+        let params = msg.get_mut("params").and_then(Value::as_object_mut)?;
+        let responses = params.get_mut("inputResponses").and_then(Value::as_object_mut)?;
+        let response = responses.remove(APPROVAL_INPUT)?;
+        if responses.is_empty() {
+            params.remove("inputResponses");
+        }
+        let token = params.remove("requestState");
+        if !rounds {
+            return None;
+        }
+        let Some(key) =
+            token.as_ref().and_then(Value::as_str).and_then(|t| self.redeem_round(t, tool))
+        else {
+            return Some(RoundAnswer::Unknown);
+        };
+        let accepted = response.get("action").and_then(Value::as_str) == Some("accept")
+            && response.get("content").and_then(|c| c.get("approve")).and_then(Value::as_bool)
+                == Some(true);
+        Some(if accepted { RoundAnswer::Approved(key) } else { RoundAnswer::Declined })
+    }
+
+    /// A new round for the approval `key` of `tool`: its random token (256 bits).
+    fn issue_round(&mut self, key: String, tool: &str) -> String {
+        // Forget what was redeemed or has expired, then make room.
+        while let Some(front) = self.round_order.front() {
+            match self.rounds.get(front) {
+                Some(r) if r.issued.elapsed() < PENDING_ROUND_TTL => break,
+                _ => {
+                    if let Some(t) = self.round_order.pop_front() {
+                        self.rounds.remove(&t);
+                    }
+                }
+            }
+        }
+        while self.round_order.len() >= MAX_PENDING_ROUNDS {
+            if let Some(t) = self.round_order.pop_front() {
+                self.rounds.remove(&t);
+            }
+        }
+        let token = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+        self.round_order.push_back(token.clone());
+        self.rounds
+            .insert(token.clone(), Round { key, tool: tool.to_owned(), issued: Instant::now() });
+        token
+    }
+
+    /// The approval key of the round `token`, once, if it was issued for `tool` in this session
+    /// and has not expired.
+    fn redeem_round(&mut self, token: &str, tool: &str) -> Option<String> {
+        if self.rounds.get(token)?.tool != tool {
+            return None;
+        }
+        let round = self.rounds.remove(token)?;
+        self.round_order.retain(|t| t != token);
+        (round.issued.elapsed() < PENDING_ROUND_TTL).then_some(round.key)
+    }
+
     fn elicitation_params(&self, prompt: String) -> Value {
         let mut params = json!({
             "message": prompt,
@@ -412,9 +606,11 @@ impl<S: AsyncCounterStore> Relay<S> {
                 "required": ["approve"]
             }
         });
-        if self.protocol.as_deref() == Some("2025-11-25")
-            && let Some(p) = params.as_object_mut()
-        {
+        let form_mode = match self.protocol.as_deref() {
+            Some(v) => v == "2025-11-25",
+            None => true, // an approval round (revisions without `initialize`)
+        };
+        if form_mode && let Some(p) = params.as_object_mut() {
             p.insert("mode".into(), "form".into());
         }
         params
@@ -596,6 +792,9 @@ impl<S: AsyncCounterStore> Relay<S> {
                     match version {
                         Some(v) if PROTOCOL_VERSIONS.contains(&v) => {
                             self.protocol = Some(v.to_owned());
+                            if let Some(slot) = &self.negotiated {
+                                let _ = slot.set(v.to_owned());
+                            }
                             self.upstream_capabilities = result.get("capabilities").cloned();
                         }
                         _ => {
@@ -616,6 +815,37 @@ impl<S: AsyncCounterStore> Relay<S> {
                     }
                 }
                 self.client(msg).await;
+            }
+            Relayed::Discover => {
+                let id = msg.get("id").cloned().unwrap_or(Value::Null);
+                // Only the revisions the gateway speaks are offered.
+                let offered = msg
+                    .get_mut("result")
+                    .and_then(|r| r.get_mut("supportedVersions"))
+                    .and_then(Value::as_array_mut)
+                    .map(|versions| {
+                        versions.retain(|v| {
+                            v.as_str().is_some_and(|v| {
+                                INLINE_PROTOCOL_VERSIONS.contains(&v)
+                                    || PROTOCOL_VERSIONS.contains(&v)
+                            })
+                        });
+                        versions.iter().any(|v| {
+                            v.as_str().is_some_and(|v| INLINE_PROTOCOL_VERSIONS.contains(&v))
+                        })
+                    });
+                if offered == Some(true) {
+                    self.client(msg).await;
+                } else {
+                    self.client(jsonrpc::error(
+                        id,
+                        jsonrpc::METHOD_NOT_FOUND,
+                        "`server/discover` is not available through the policy gateway for this \
+                         upstream (it speaks no revision without `initialize` that the gateway \
+                         speaks): use `initialize`",
+                    ))
+                    .await;
+                }
             }
             Relayed::ToolsList => {
                 if let Some(tools) = msg

@@ -388,6 +388,17 @@ async fn admin_api_approves_once_and_refuses() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
+    let resp = admin
+        .post(&url)
+        .bearer_auth("admin-token-0123456789")
+        .body(r#"{"approve": false}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 409, "an approval is resolved once: the first answer stands");
+    let list: Value =
+        fs.gw.get("/approvals", Some("admin-token-0123456789")).await.json().await.unwrap();
+    assert_eq!(list["pending"], json!([]), "a resolved approval is no longer pending: {list}");
 
     // Approved: the retry passes, once.
     let r = c.call(3, "create_directory", json!({"path": d})).await;
@@ -697,4 +708,48 @@ async fn sessions_have_their_own_upstream_get_stream_delete_and_header_rules() {
     let status = fs.gw.stop().await;
     assert!(status.success());
     assert!(wait_children(pid, 0).await);
+}
+
+/// A batch in a session of 2025-06-18 or later is refused whole (-32600) and none of it reaches
+/// the upstream; a client of 2025-03-26 may still batch, and each call in its batch is decided.
+#[tokio::test]
+async fn batches_are_refused_after_2025_03_26_and_each_call_decided_before() {
+    let Some(fs) = fs_gateway(&[]).await else { return };
+    let write = |id: i64, name: &str| {
+        json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+               "params": {"name": "write_file", "arguments": {"path": fs.path(name), "content": "x"}}})
+    };
+    let deny = |id: i64| {
+        json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+               "params": {"name": "read_file", "arguments": {"path": fs.path("x")}}})
+    };
+    for version in ["2025-06-18", "2025-11-25"] {
+        let mut c = fs.gw.client();
+        c.version = version.to_owned();
+        let init = c.initialize().await.unwrap();
+        assert_eq!(init["result"]["protocolVersion"], version);
+        let name = format!("batched-{version}.txt");
+        let resp = c.post(&json!([write(1, &name), deny(2)])).send().await.unwrap();
+        assert_eq!(resp.status(), 400, "{version}");
+        let answer: Value = resp.json().await.unwrap();
+        assert_eq!(answer["error"]["code"], -32600, "{answer}");
+        assert!(answer["error"]["message"].as_str().unwrap().contains(version), "{answer}");
+        // The session goes on, and nothing of the batch reached the server.
+        let r = c.call(3, "list_allowed_directories", json!({})).await;
+        assert_ne!(r["isError"], true, "{r}");
+        assert!(!fs.data.join(&name).exists(), "a refused batch reached the upstream");
+    }
+
+    let mut old = fs.gw.client();
+    old.version = "2025-03-26".to_owned();
+    let init = old.initialize().await.unwrap();
+    assert_eq!(init["result"]["protocolVersion"], "2025-03-26");
+    let resp = old.post(&json!([write(1, "old.txt"), deny(2)])).send().await.unwrap();
+    assert!(resp.status().is_success(), "HTTP {}", resp.status());
+    let answers = messages(resp).await;
+    let by_id = |id: i64| answers.iter().find(|m| m["id"] == id).unwrap().clone();
+    assert_ne!(by_id(1)["result"]["isError"], true, "{answers:?}");
+    assert!(fs.data.join("old.txt").exists(), "the allowed call of the batch ran");
+    assert_eq!(by_id(2)["result"]["isError"], true, "the denied call of the batch: {answers:?}");
+    assert!(text(&by_id(2)["result"]).contains("Unknown tool"), "{answers:?}");
 }

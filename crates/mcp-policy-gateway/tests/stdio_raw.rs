@@ -66,7 +66,10 @@ async fn malformed_input_gets_json_rpc_errors_and_never_reaches_the_upstream() {
     assert_eq!(error_code(&g.until(|m| m["id"].is_null()).await), -32700);
     g.send_bytes(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"\xff\xfe}\n").await;
     assert_eq!(error_code(&g.until(|m| m["id"].is_null()).await), -32700);
-    g.send_line(r#"[{"jsonrpc":"2.0","id":2,"method":"ping"}]"#).await;
+    // A batch (2025-06-18 has none) is refused whole: its allowed write never reaches the server.
+    let batch = json!([{"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+        "params": {"name": "write_file", "arguments": {"path": fs.path("batched.txt"), "content": "x"}}}]);
+    g.send_line(&batch.to_string()).await;
     assert_eq!(error_code(&g.until(|m| m["id"].is_null()).await), -32600);
     g.send_line(r#"{"jsonrpc":"2.0","id":3,"method":7}"#).await;
     assert_eq!(error_code(&g.response(json!(3)).await), -32600);

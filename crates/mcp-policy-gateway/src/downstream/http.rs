@@ -1,7 +1,8 @@
 //! The client speaks MCP streamable HTTP to the gateway (the server side of the MCP
 //! specification's transport, revisions 2025-03-26 to 2025-11-25), at `http://ADDR/mcp`.
 //!
-//! - `POST /mcp` carries JSON-RPC messages (one, or a batch for clients of 2025-03-26). Requests
+//! - `POST /mcp` carries JSON-RPC messages (one, or a batch in a session of 2025-03-26: in any
+//!   other session a batch is refused whole with -32600 and nothing of it is relayed). Requests
 //!   are answered on a server-sent-event stream when the client accepts `text/event-stream`
 //!   (the stream also carries what the upstream or the gateway asks the client meanwhile, such
 //!   as an approval), otherwise as `application/json`; notifications and responses get 202.
@@ -42,7 +43,6 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::admin::AdminApi;
-use crate::approvals::OutOfBand;
 use crate::auth::{AuthError, Authenticator, Identity};
 use crate::decision_log::DecisionLog;
 use crate::guard::{Guard, Mode};
@@ -61,6 +61,8 @@ pub const PROTOCOL_HEADER: &str = "mcp-protocol-version";
 pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 /// The most server-initiated messages kept for a session with no stream open.
 pub const BACKLOG_MAX: usize = 1000;
+/// The one protocol revision with JSON-RPC batches.
+pub const BATCH_VERSION: &str = "2025-03-26";
 /// How long a command upstream gets to exit by itself when its session ends.
 const UPSTREAM_GRACE: Duration = Duration::from_secs(3);
 
@@ -120,9 +122,7 @@ pub struct Config<S> {
     pub upstream: UpstreamSpec,
     /// The metrics served at `/metrics`.
     pub metrics: Arc<Metrics>,
-    /// Out-of-band approvals (with the admin API).
-    pub approvals: Option<Arc<OutOfBand>>,
-    /// The admin API, when enabled.
+    /// The admin API, when enabled: approvals out of band (the evaluator's pending approvals).
     pub admin: Option<AdminApi>,
     /// The most sessions at once.
     pub max_sessions: usize,
@@ -142,6 +142,8 @@ pub struct Server<S> {
 struct Session {
     id: String,
     principal: String,
+    /// The protocol revision negotiated by the session's `initialize`.
+    protocol: Arc<std::sync::OnceLock<String>>,
     inbound: Mutex<Option<mpsc::Sender<Inbound>>>,
     routes: Mutex<Routes>,
     last_active: Mutex<Instant>,
@@ -366,14 +368,15 @@ impl<S: AsyncCounterStore + 'static> Server<S> {
         if let Some(context) = identity.context {
             guard = guard.with_context(context);
         }
-        if let Some(approvals) = &self.config.approvals {
-            guard = guard.with_approvals(approvals.clone());
+        if self.config.admin.is_some() {
+            guard = guard.with_out_of_band_approvals();
         }
         let (in_tx, in_rx) = mpsc::channel(CHANNEL_CAPACITY);
         let (out_tx, mut out_rx) = mpsc::channel::<Value>(CHANNEL_CAPACITY);
         let session = Arc::new(Session {
             id: id.clone(),
             principal: identity.principal,
+            protocol: Arc::new(std::sync::OnceLock::new()),
             inbound: Mutex::new(Some(in_tx)),
             routes: Mutex::new(Routes::default()),
             last_active: Mutex::new(Instant::now()),
@@ -393,6 +396,7 @@ impl<S: AsyncCounterStore + 'static> Server<S> {
         let relay_config = RelayConfig {
             session: Some(id.clone()),
             upstream_timeout: self.config.upstream_timeout,
+            negotiated: Some(session.protocol.clone()),
         };
         let task = tokio::spawn(async move {
             let client = ClientLink { tx: out_tx, rx: in_rx };
@@ -526,6 +530,19 @@ async fn post_mcp<S: AsyncCounterStore + 'static>(
         }
     };
     session.touch();
+    if batch && session.protocol.get().map(String::as_str) != Some(BATCH_VERSION) {
+        // Batches exist in 2025-03-26 only: for any other revision (or before one is
+        // negotiated) the whole batch is refused and none of its messages is relayed.
+        let version = session.protocol.get().map_or("none yet", String::as_str);
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            jsonrpc::INVALID_REQUEST,
+            format!(
+                "invalid request: JSON-RPC batches are not part of protocol revision `{version}` \
+                 (only of {BATCH_VERSION}): send one message per request"
+            ),
+        );
+    }
 
     // The requests of this POST, whose responses it waits for.
     let stream = NEXT_STREAM.fetch_add(1, Ordering::Relaxed);

@@ -68,7 +68,23 @@ fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Checks `url` and builds the HTTP client; nothing is sent until the relay sends.
+/// The process's HTTP client, shared by every upstream session: one connection pool (the
+/// session is in a header, so connections can carry any session's requests), and no client
+/// and pool per idle session.
+fn shared_client() -> Result<reqwest::Client, String> {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    if let Some(c) = CLIENT.get() {
+        return Ok(c.clone());
+    }
+    let client = reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true)
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+    Ok(CLIENT.get_or_init(|| client).clone())
+}
+
+/// Checks `url` and takes the HTTP client; nothing is sent until the relay sends.
 pub fn connect(url: &str) -> Result<(UpstreamLink, HttpUpstream), String> {
     let parsed =
         reqwest::Url::parse(url).map_err(|e| format!("invalid upstream URL `{url}`: {e}"))?;
@@ -82,10 +98,7 @@ pub fn connect(url: &str) -> Result<(UpstreamLink, HttpUpstream), String> {
         }
         other => return Err(format!("the upstream URL `{url}` must be http, not `{other}`")),
     }
-    let client = reqwest::Client::builder()
-        .connect_timeout(CONNECT_TIMEOUT)
-        .build()
-        .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+    let client = shared_client()?;
     let (up_tx, up_rx) = mpsc::channel::<Value>(CHANNEL_CAPACITY);
     let (down_tx, down_rx) = mpsc::channel::<Value>(CHANNEL_CAPACITY);
     let (gone, _) = watch::channel(false);

@@ -111,7 +111,13 @@ impl Gateway {
     }
 
     pub fn client(&self) -> Raw {
-        Raw { http: reqwest::Client::new(), url: self.mcp(), token: None, session: None }
+        Raw {
+            http: reqwest::Client::new(),
+            url: self.mcp(),
+            token: None,
+            session: None,
+            version: "2025-06-18".to_owned(),
+        }
     }
 
     /// Stops the gateway with SIGTERM and waits for it.
@@ -144,6 +150,8 @@ pub struct Raw {
     pub url: String,
     pub token: Option<String>,
     pub session: Option<String>,
+    /// The protocol revision `initialize` asks for (and `MCP-Protocol-Version` then says).
+    pub version: String,
 }
 
 /// Reads a response (JSON or SSE) into its JSON-RPC messages.
@@ -167,7 +175,9 @@ pub async fn messages(resp: reqwest::Response) -> Vec<Value> {
                 .filter_map(|l| l.strip_prefix("data:"))
                 .map(str::trim_start)
                 .collect();
-            (!data.is_empty()).then(|| serde_json::from_str(&data.join("\n")).unwrap())
+            // rmcp's server opens its streams with an event without data (a priming event).
+            let data = data.join("\n");
+            (!data.trim().is_empty()).then(|| serde_json::from_str(&data).unwrap())
         })
         .collect()
 }
@@ -189,7 +199,7 @@ impl Raw {
             req = req.bearer_auth(t);
         }
         if let Some(s) = &self.session {
-            req = req.header("mcp-session-id", s).header("mcp-protocol-version", "2025-06-18");
+            req = req.header("mcp-session-id", s).header("mcp-protocol-version", &self.version);
         }
         req
     }
@@ -198,7 +208,7 @@ impl Raw {
     /// response message, or the HTTP response when it was refused.
     pub async fn initialize(&mut self) -> Result<Value, reqwest::Response> {
         let body = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
-            "protocolVersion": "2025-06-18", "capabilities": {},
+            "protocolVersion": self.version, "capabilities": {},
             "clientInfo": {"name": "http-test", "version": "1"}}});
         let resp = self.post(&body).send().await.unwrap();
         if !resp.status().is_success() {
