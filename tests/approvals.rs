@@ -381,9 +381,13 @@ fn pending_approvals_list_the_call_and_an_approval_passes_the_identical_retry_on
         ToolCall::new("execute_sql").with_arguments(&other).with_grant("alice").with_session("s");
     assert_eq!(e.evaluate(&changed).kind(), Approve);
 
-    // The identical retry passes once, then asks again with a new entry.
-    assert_eq!(e.evaluate(&call).kind(), Allow);
+    // The identical retry passes once, saying a human approved it, then asks again with a new
+    // entry.
+    let approved = e.evaluate(&call);
+    assert_eq!(approved.kind(), Allow);
+    assert!(approved.approved_by_human() && !approved.refused_by_human());
     let again = e.evaluate(&call);
+    assert!(!again.approved_by_human());
     assert_eq!(again.kind(), Approve);
     assert_ne!(again.approval_id(), Some(id.as_str()));
     assert_eq!(e.resolve_approval(&id, true), Err(ResolveApprovalError::Unknown(id.clone())));
@@ -401,6 +405,11 @@ fn a_human_refusal_denies_the_identical_retry_once() {
     let d = e.evaluate(&call);
     assert_eq!((d.kind(), d.rule().into_owned()), (Deny, "/tools/execute_sql/approve_if/0".into()));
     assert_eq!(d.message(), "a human refused to approve this exact call");
+    assert!(d.refused_by_human() && !d.approved_by_human());
+    // Other denies at the same check are not a human's refusal.
+    let bad_key = e.evaluate(&call.with_grant("h").with_approval_key("not-a-key"));
+    assert_eq!(bad_key.kind(), Deny);
+    assert!(!bad_key.refused_by_human());
     // Once: the entry is gone, the next identical call asks again.
     assert_eq!(e.evaluate(&call).kind(), Approve);
     assert_eq!(e.resolve_approval(&id, true), Err(ResolveApprovalError::Unknown(id)));
@@ -412,7 +421,10 @@ fn a_human_refusal_denies_the_identical_retry_once() {
     let d = e.evaluate(&call.with_approval_key(&key));
     assert_eq!(d.kind(), Deny);
     assert_eq!(d.message(), "a human refused to approve this exact call");
-    assert_eq!(e.evaluate(&call.with_approval_key(&key)).kind(), Deny, "the key is gone");
+    assert!(d.refused_by_human());
+    let gone = e.evaluate(&call.with_approval_key(&key));
+    assert_eq!(gone.kind(), Deny, "the key is gone");
+    assert!(!gone.refused_by_human(), "an unknown key is not a human's refusal");
 }
 
 #[test]

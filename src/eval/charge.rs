@@ -10,7 +10,7 @@ use smallvec::SmallVec;
 use super::approval::{Approvals, Entry};
 use super::call::ToolCall;
 use super::condition::{Found, resolve};
-use super::decision::{Charge, Decision, DecisionKind, Extra, RuleRef, Text};
+use super::decision::{Charge, Decision, DecisionKind, Extra, Human, RuleRef, Text};
 use super::evaluator::{Evaluator, Installed, RollbackError};
 use super::messages;
 use super::steps::Plan;
@@ -76,6 +76,9 @@ impl<S> Evaluator<S> {
                         .zip(plan.requests.iter().map(|r| r.units))
                         .collect(),
                 });
+                if plan.approval.is_some() {
+                    allow.human = Human::Approved;
+                }
                 return allow;
             }
             Ok(ChargeOutcome::Refused { index, retry_after }) => match limit_at(index) {

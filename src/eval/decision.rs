@@ -127,6 +127,19 @@ pub struct Decision<'a> {
     pub(crate) message: Text,
     pub(crate) extra: Extra<'a>,
     pub(crate) monitored: bool,
+    pub(crate) human: Human,
+}
+
+/// What a human said about this exact call, when its `approve_if` check fired.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) enum Human {
+    /// No human was involved (no `approve_if` fired, or it is still waiting).
+    #[default]
+    Nobody,
+    /// A human approved it (an approval key, or an approval resolved out of band).
+    Approved,
+    /// A human refused it.
+    Refused,
 }
 
 /// What only some kinds of decision carry.
@@ -151,6 +164,7 @@ impl<'a> Decision<'a> {
             message,
             extra: Extra::None,
             monitored: false,
+            human: Human::Nobody,
         }
     }
 
@@ -199,6 +213,7 @@ impl<'a> Decision<'a> {
             message: self.message,
             extra,
             monitored: self.monitored,
+            human: self.human,
         }
     }
 
@@ -217,6 +232,37 @@ impl<'a> Decision<'a> {
     /// dispatches the call whatever its kind, and logs what the policy would have done.
     pub fn is_monitored(&self) -> bool {
         self.monitored
+    }
+
+    /// Whether a human approved this exact call: its `approve_if` check fired and the call
+    /// carried a valid approval key, or an approval resolved out of band
+    /// ([`Evaluator::resolve_approval`](crate::Evaluator::resolve_approval)) let it through.
+    /// Such a decision is an `allow` (or a `limit`/`deny` of a later step, which gives the
+    /// approval back).
+    ///
+    /// ```
+    /// use mcp_policy::{Evaluator, Policy, ToolCall};
+    ///
+    /// let policy: Policy = r#"{"version": "1", "default": "deny", "tools": {"drop_table": {
+    ///   "approve_if": [{"conditions": []}]}}}"#.parse()?;
+    /// let evaluator = Evaluator::new(policy);
+    /// let call = ToolCall::new("drop_table").with_grant("ops");
+    /// let asked = evaluator.evaluate(&call);
+    /// let id = asked.approval_id().unwrap().to_owned();
+    /// evaluator.resolve_approval(&id, true)?; // an administrator approves it out of band
+    /// let retried = evaluator.evaluate(&call);
+    /// assert!(retried.is_allowed() && retried.approved_by_human());
+    /// assert!(!evaluator.evaluate(&call).approved_by_human()); // once
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn approved_by_human(&self) -> bool {
+        self.human == Human::Approved && self.kind == DecisionKind::Allow
+    }
+
+    /// Whether the call was denied because a human refused to approve this exact call (in
+    /// band, through its approval key, or out of band).
+    pub fn refused_by_human(&self) -> bool {
+        self.human == Human::Refused
     }
 
     /// Whether the embedder should dispatch the call: allowed, or decided in monitor mode.

@@ -9,7 +9,9 @@ use super::condition::Truth;
 use super::decision::DecisionKind;
 use super::messages;
 
-/// A step of the evaluation order (`docs/policy.md`), as [`Explanation`] lists them.
+/// A step of the [evaluation order], as [`Explanation`] lists them.
+///
+/// [evaluation order]: https://github.com/mcp-policy/mcp-policy/blob/main/docs/policy.md#evaluation-order
 ///
 /// Serialises as its snake_case name: `"call"`, `"hide"`, `"rule"`, `"arguments"`, `"require"`,
 /// `"deny_if"`, `"approve_if"`, `"limits"`, `"allow"`.

@@ -5,7 +5,7 @@
 
 use serde_json::Value;
 
-use super::decision::{Decision, DecisionKind, RuleRef, Text};
+use super::decision::{Decision, DecisionKind, Human, RuleRef, Text};
 use super::text;
 use crate::policy::compiled::{CompiledLimit, Units};
 use crate::policy::model::Scope;
@@ -53,12 +53,14 @@ pub(super) fn not_an_object<'a>(tool: &'a str, what: &str, v: &Value) -> Decisio
 
 /// Step 6: a human refused this exact call.
 pub(super) fn refused_by_human<'a>(tool: &'a str, rule: RuleRef<'a>) -> Decision<'a> {
-    Decision::new(
+    let mut d = Decision::new(
         DecisionKind::Deny,
         tool,
         rule,
         Text::Static("a human refused to approve this exact call"),
-    )
+    );
+    d.human = Human::Refused;
+    d
 }
 
 /// Step 6: the call carries a key that does not approve it.

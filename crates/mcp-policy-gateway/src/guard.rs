@@ -237,15 +237,15 @@ impl<S: AsyncCounterStore> Guard<S> {
             monitor,
             approval: None,
         };
-        // A call without a key refused at an `approve_if` check: a human refused this exact call
-        // (out of band); the core denies it once and forgets the entry.
-        if approval_key.is_none()
-            && decision.kind() == DecisionKind::Deny
-            && is_approval_rule(&record.rule)
-        {
-            let mut record = record;
+        // Without a key, a human's answer came out of band: a refusal denies this exact call
+        // once (the core then forgets the entry); an approval lets it through once.
+        let mut record = record;
+        if approval_key.is_none() && decision.refused_by_human() {
             record.approval = Some("refused_out_of_band");
             return Verdict::Refuse { result: declined(tool, "refused"), record };
+        }
+        if approval_key.is_none() && decision.approved_by_human() {
+            record.approval = Some("approved_out_of_band");
         }
         // Out of band, the core's pending entry is what the administrator resolves.
         let pending_id = (self.out_of_band && !monitor)
@@ -291,12 +291,6 @@ impl<S: AsyncCounterStore> Guard<S> {
             _ => Verdict::Refuse { result: refusal(&decision, "", structured), record },
         }
     }
-}
-
-/// Whether `rule` points at an `approve_if` check (JSON Pointer escaping keeps a tool named
-/// `a/approve_if/b` from looking like one).
-fn is_approval_rule(rule: &str) -> bool {
-    rule.contains("/approve_if/")
 }
 
 /// The most of a decision's message the gateway writes (log and refusals).

@@ -66,6 +66,7 @@ async fn fs_gateway(extra: &[&str]) -> Option<Fs> {
         args.push(match *a {
             "SECRET" => secret.to_str().unwrap().to_owned(),
             "ADMIN" => admin.to_str().unwrap().to_owned(),
+            "LOG" => dir.path().join("decisions.jsonl").to_str().unwrap().to_owned(),
             other => other.to_owned(),
         });
     }
@@ -343,9 +344,8 @@ async fn origin_and_host_are_checked_and_remote_addresses_refused() {
 
 #[tokio::test]
 async fn admin_api_approves_once_and_refuses() {
-    let Some(fs) = fs_gateway(&["--admin-token-file", "ADMIN", "--grant", "agent"]).await else {
-        return;
-    };
+    let args = ["--admin-token-file", "ADMIN", "--grant", "agent", "--decision-log", "LOG"];
+    let Some(fs) = fs_gateway(&args).await else { return };
     let mut c = fs.gw.client();
     c.initialize().await.unwrap();
     let d = fs.path("approved");
@@ -435,6 +435,19 @@ async fn admin_api_approves_once_and_refuses() {
     assert!(!std::path::Path::new(&d).exists());
     let r = c.call(6, "create_directory", json!({"path": d})).await;
     assert!(text(&r).contains("Waiting for an administrator"), "refused once: {r}");
+
+    // The decision log says which calls a human let through or refused out of band.
+    let log = std::fs::read_to_string(fs.dir.path().join("decisions.jsonl")).unwrap();
+    let approvals: Vec<String> = log
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|r| r["tool"] == "create_directory")
+        .map(|r| r["approval"].as_str().unwrap_or("-").to_owned())
+        .collect();
+    let at = |a: &str| approvals.iter().position(|x| x == a);
+    assert!(at("approved_out_of_band").is_some(), "{approvals:?}");
+    assert!(at("refused_out_of_band").is_some(), "{approvals:?}");
+    assert!(at("approved_out_of_band") < at("refused_out_of_band"), "{approvals:?}");
 }
 
 #[tokio::test]
