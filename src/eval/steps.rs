@@ -14,7 +14,7 @@ use super::approval::{Approvals, Ask, Binding, Earlier, Entry, KeyUse};
 use super::call::ToolCall;
 use super::charge::{Refusal, scope_key, units_of};
 use super::condition::Truth;
-use super::decision::{Decision, DecisionKind, Extra, RuleRef, Text};
+use super::decision::{Decision, DecisionKind, Extra, Human, RuleRef, Text};
 use super::evaluator::{Evaluator, Installed};
 use super::explanation::Step;
 use super::messages;
@@ -135,12 +135,12 @@ impl<S> Evaluator<S> {
                 let t = now.unwrap_or_else(|| self.clock.now());
                 return Some(self.approve(installed, &ask, call, t, !T::READ_ONLY));
             }
-            return Some(Decision::new(
-                DecisionKind::Allow,
-                tool,
-                rule_ref,
-                Text::Static("allowed"),
-            ));
+            let mut allow =
+                Decision::new(DecisionKind::Allow, tool, rule_ref, Text::Static("allowed"));
+            if plan.approval.is_some() {
+                allow.human = Human::Approved;
+            }
+            return Some(allow);
         }
         plan.policy = Some(policy);
         plan.generation = installed.generation;
