@@ -371,22 +371,7 @@ impl<S: AsyncCounterStore> Relay<S> {
         match self.take_round_answer(&mut msg, &tool, rounds) {
             None => {}
             Some(RoundAnswer::Approved(key)) => {
-                let verdict = self
-                    .guard
-                    .decide(&tool, &arguments, self.session.as_deref(), Some(&key), &self.tools)
-                    .await;
-                match verdict {
-                    Verdict::Dispatch { receipt, mut record } => {
-                        record.approval = Some("accepted");
-                        self.dispatch(id, msg, record, receipt).await;
-                    }
-                    Verdict::Refuse { result, mut record }
-                    | Verdict::Approve { refusal: result, mut record, .. } => {
-                        record.approval = Some("accepted");
-                        self.log.write(&record, Outcome::NotDispatched, None);
-                        self.client(jsonrpc::result(id, result)).await;
-                    }
-                }
+                self.decide_approved(id, msg, &tool, &arguments, &key).await;
                 return;
             }
             Some(RoundAnswer::Declined) => {
@@ -710,9 +695,23 @@ impl<S: AsyncCounterStore> Relay<S> {
             self.client(jsonrpc::result(client_id, declined(&tool, how))).await;
             return;
         }
+        self.decide_approved(client_id, message, &tool, &arguments, &key).await;
+    }
+
+    /// Decides again, with its approval key, a call a human accepted (through elicitation or an
+    /// `input_required` round), then dispatches it or answers the refusal (a limit reached
+    /// since, a reloaded policy).
+    async fn decide_approved(
+        &mut self,
+        client_id: Value,
+        message: Value,
+        tool: &str,
+        arguments: &Value,
+        key: &str,
+    ) {
         let verdict = self
             .guard
-            .decide(&tool, &arguments, self.session.as_deref(), Some(&key), &self.tools)
+            .decide(tool, arguments, self.session.as_deref(), Some(key), &self.tools)
             .await;
         match verdict {
             Verdict::Dispatch { receipt, mut record } => {
