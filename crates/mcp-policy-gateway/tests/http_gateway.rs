@@ -342,6 +342,11 @@ async fn origin_and_host_are_checked_and_remote_addresses_refused() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a loopback address"));
 }
 
+/// `POST` of `body` to the admin API's `url`, with the admin token.
+async fn resolve(admin: &reqwest::Client, url: &str, body: &'static str) -> reqwest::Response {
+    admin.post(url).bearer_auth("admin-token-0123456789").body(body).send().await.unwrap()
+}
+
 #[tokio::test]
 async fn admin_api_approves_once_and_refuses() {
     let args = ["--admin-token-file", "ADMIN", "--grant", "agent", "--decision-log", "LOG"];
@@ -377,24 +382,11 @@ async fn admin_api_approves_once_and_refuses() {
     let url = format!("{}/approvals/{id}", fs.gw.base);
     let resp = admin.post(&url).body(r#"{"approve": true}"#).send().await.unwrap();
     assert_eq!(resp.status(), 401, "resolving needs the token too");
-    let resp =
-        admin.post(&url).bearer_auth("admin-token-0123456789").body("{}").send().await.unwrap();
+    let resp = resolve(&admin, &url, "{}").await;
     assert_eq!(resp.status(), 400);
-    let resp = admin
-        .post(&url)
-        .bearer_auth("admin-token-0123456789")
-        .body(r#"{"approve": true}"#)
-        .send()
-        .await
-        .unwrap();
+    let resp = resolve(&admin, &url, r#"{"approve": true}"#).await;
     assert_eq!(resp.status(), 200);
-    let resp = admin
-        .post(&url)
-        .bearer_auth("admin-token-0123456789")
-        .body(r#"{"approve": false}"#)
-        .send()
-        .await
-        .unwrap();
+    let resp = resolve(&admin, &url, r#"{"approve": false}"#).await;
     assert_eq!(resp.status(), 409, "an approval is resolved once: the first answer stands");
     let list: Value =
         fs.gw.get("/approvals", Some("admin-token-0123456789")).await.json().await.unwrap();
@@ -408,13 +400,7 @@ async fn admin_api_approves_once_and_refuses() {
     let r = c.call(4, "create_directory", json!({"path": d})).await;
     assert!(text(&r).contains("Waiting for an administrator"), "approved once only: {r}");
     assert!(!std::path::Path::new(&d).exists());
-    let resp = admin
-        .post(&url)
-        .bearer_auth("admin-token-0123456789")
-        .body(r#"{"approve": true}"#)
-        .send()
-        .await
-        .unwrap();
+    let resp = resolve(&admin, &url, r#"{"approve": true}"#).await;
     assert_eq!(resp.status(), 404, "a spent approval id is unknown");
 
     // Refused: the retry is refused once, saying so; the directory never appears.
@@ -422,13 +408,7 @@ async fn admin_api_approves_once_and_refuses() {
         fs.gw.get("/approvals", Some("admin-token-0123456789")).await.json().await.unwrap();
     let id2 = list["pending"][0]["id"].as_str().unwrap().to_owned();
     let url2 = format!("{}/approvals/{id2}", fs.gw.base);
-    let resp = admin
-        .post(&url2)
-        .bearer_auth("admin-token-0123456789")
-        .body(r#"{"approve": false}"#)
-        .send()
-        .await
-        .unwrap();
+    let resp = resolve(&admin, &url2, r#"{"approve": false}"#).await;
     assert_eq!(resp.status(), 200);
     let r = c.call(5, "create_directory", json!({"path": d})).await;
     assert!(text(&r).contains("Approval refused"), "{r}");
