@@ -8,9 +8,9 @@ use mcp_policy_gateway::cli::Cli;
 
 fn main() {
     let cli = Cli::parse();
-    // One session over stdio: one thread runs the relay and the upstream's pipes (no hops
-    // between worker threads); stdin and stdout have their own threads. The HTTP listener
-    // serves many sessions at once: a worker thread per core.
+    // One session over stdio: one thread runs the relay, the upstream's pipes and (when they
+    // are pipes or sockets) the gateway's own stdin and stdout, so that a call crosses no thread.
+    // The HTTP listener serves many sessions at once: a worker thread per core.
     let mut builder = if cli.listen.is_some() {
         tokio::runtime::Builder::new_multi_thread()
     } else {
