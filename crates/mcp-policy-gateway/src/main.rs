@@ -16,6 +16,12 @@ fn main() {
     } else {
         tokio::runtime::Builder::new_current_thread()
     };
+    if cli.listen.is_none() {
+        let budget = std::time::Duration::from_micros(cli.stdio_spin);
+        if !budget.is_zero() {
+            builder.on_thread_park(move || mcp_policy_gateway::spin::before_sleep(budget));
+        }
+    }
     let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {

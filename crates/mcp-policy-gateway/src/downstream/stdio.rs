@@ -123,6 +123,7 @@ fn polled() -> io::Result<(ClientLink, oneshot::Receiver<()>)> {
     kind(&stdin)?;
     kind(&stdout)?;
     let restore_in = Restore::nonblocking(stdin.try_clone()?)?;
+    crate::spin::watch(stdin.as_fd());
     let restore_out = Restore::nonblocking(stdout.try_clone()?)?;
     let mut input = reader(stdin)?;
     let mut output = writer(stdout)?;
