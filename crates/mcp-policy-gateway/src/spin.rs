@@ -40,3 +40,27 @@ pub fn before_sleep(budget: Duration) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::io::Write;
+
+    use super::*;
+
+    #[test]
+    fn the_spin_ends_when_a_watched_descriptor_is_readable() {
+        let (reader, mut writer) = std::io::pipe().unwrap();
+        watch(reader.as_fd());
+        writer.write_all(b"x").unwrap();
+        // With data waiting, a budget of an hour returns at once; a spin that ignored the
+        // descriptor would never report back.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            before_sleep(Duration::from_secs(3600));
+            tx.send(()).unwrap();
+        });
+        assert!(rx.recv_timeout(Duration::from_secs(60)).is_ok(), "the spin did not end");
+        drop(reader);
+    }
+}

@@ -54,9 +54,14 @@ fn nonblocking(fd: impl AsFd) -> bool {
 }
 
 fn gateway(policy: &std::path::Path, stdin: Stdio, stdout: Stdio) -> Child {
+    gateway_with(policy, &[], stdin, stdout)
+}
+
+fn gateway_with(policy: &std::path::Path, extra: &[&str], stdin: Stdio, stdout: Stdio) -> Child {
     Command::new(env!("CARGO_BIN_EXE_mcp-policy-gateway"))
         .arg("--policy")
         .arg(policy)
+        .args(extra)
         .arg("--")
         .arg(std::env::current_exe().unwrap())
         .env("MCP_POLICY_TEST_UPSTREAM", "1")
@@ -163,6 +168,16 @@ fn a_file_for_stdout_is_served_from_a_thread(policy: &std::path::Path, dir: &std
     wait(&mut g);
 }
 
+fn calls_are_relayed_with_stdio_spin(policy: &std::path::Path) {
+    let (in_r, mut in_w) = std::io::pipe().unwrap();
+    let (out_r, out_w) = std::io::pipe().unwrap();
+    let mut g = gateway_with(policy, &["--stdio-spin", "200"], in_r.into(), out_w.into());
+    in_w.write_all(session().as_bytes()).unwrap();
+    expect_answers(&out_r);
+    drop(in_w);
+    wait(&mut g);
+}
+
 fn main() {
     if std::env::var_os("MCP_POLICY_TEST_UPSTREAM").is_some() {
         upstream();
@@ -171,13 +186,14 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("policy.json");
     std::fs::write(&policy, POLICY).unwrap();
-    let tests: [(&str, &dyn Fn()); 3] = [
+    let tests: [(&str, &dyn Fn()); 4] = [
         ("pipes_are_polled_and_given_back_blocking", &|| {
             pipes_are_polled_and_given_back_blocking(&policy);
         }),
         ("sockets_are_polled_and_given_back_blocking", &|| {
             sockets_are_polled_and_given_back_blocking(&policy);
         }),
+        ("calls_are_relayed_with_stdio_spin", &|| calls_are_relayed_with_stdio_spin(&policy)),
         ("a_file_for_stdout_is_served_from_a_thread", &|| {
             a_file_for_stdout_is_served_from_a_thread(&policy, dir.path());
         }),
