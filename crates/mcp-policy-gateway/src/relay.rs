@@ -90,7 +90,9 @@ enum Relayed {
     Initialize,
     Discover,
     ToolsList,
-    ToolsCall { record: Box<Record>, sent: Instant },
+    /// A call sent to the upstream; its arguments are kept to bind an `input_required` answer
+    /// of the upstream (see [`Continuation`]) to them.
+    ToolsCall { record: Box<Record>, sent: Instant, arguments: Value },
     Other,
 }
 
@@ -128,6 +130,18 @@ struct Round {
     issued: Instant,
 }
 
+/// A call the upstream answered with an `input_required` result of its own (it wants input
+/// from the client): the client's retry that carries the upstream's `requestState` continues
+/// that call, and is dispatched without a new decision (no second charge, no second approval),
+/// once, if it names the same tool with the same arguments in this relay (its session, or its
+/// grant for clients without a session) before [`PENDING_ROUND_TTL`]. Keyed by a digest of the
+/// upstream's `requestState`, which is relayed both ways unchanged.
+struct Continuation {
+    tool: String,
+    arguments: [u8; 32],
+    issued: Instant,
+}
+
 /// The human's answer carried by an `input_required` retry.
 enum RoundAnswer {
     /// Accepted with `approve: true`, for the round whose approval key this is.
@@ -159,6 +173,10 @@ pub struct Relay<S> {
     /// Approval rounds by their `requestState` token, and the tokens oldest first.
     rounds: HashMap<String, Round>,
     round_order: VecDeque<String>,
+    /// The upstream's own `input_required` rounds, by the digest of their `requestState`, and
+    /// those digests oldest first.
+    continuations: HashMap<[u8; 32], Continuation>,
+    continuation_order: VecDeque<[u8; 32]>,
     client_capabilities: Option<Value>,
     upstream_capabilities: Option<Value>,
     protocol: Option<String>,
@@ -197,6 +215,8 @@ impl<S: AsyncCounterStore> Relay<S> {
             approvals: HashMap::new(),
             rounds: HashMap::new(),
             round_order: VecDeque::new(),
+            continuations: HashMap::new(),
+            continuation_order: VecDeque::new(),
             client_capabilities: None,
             upstream_capabilities: None,
             protocol: None,
@@ -394,11 +414,23 @@ impl<S: AsyncCounterStore> Relay<S> {
                 return;
             }
         }
+        // The retry of a call the upstream asked input for: it continues that call.
+        if let Some(state) = jsonrpc::params(&msg)
+            .and_then(|p| p.get("requestState"))
+            .and_then(Value::as_str)
+            && self.redeem_continuation(state, &tool, &arguments)
+        {
+            let record = self.guard.continuation_record(&tool, self.session.as_deref());
+            let sent = Instant::now();
+            let kind = Relayed::ToolsCall { record: Box::new(record), sent, arguments };
+            self.forward(id, kind, msg).await;
+            return;
+        }
         let verdict =
             self.guard.decide(&tool, &arguments, self.session.as_deref(), None, &self.tools).await;
         match verdict {
             Verdict::Dispatch { receipt, record } => {
-                self.dispatch(id, msg, record, receipt).await;
+                self.dispatch(id, msg, record, receipt, arguments).await;
             }
             Verdict::Refuse { result, record } => {
                 self.log.write(&record, Outcome::NotDispatched, None);
@@ -468,10 +500,11 @@ impl<S: AsyncCounterStore> Relay<S> {
         msg: Value,
         record: Record,
         receipt: Option<mcp_policy::ChargeReceipt>,
+        arguments: Value,
     ) {
         let sent = Instant::now();
-        let delivered =
-            self.forward(id, Relayed::ToolsCall { record: Box::new(record), sent }, msg).await;
+        let kind = Relayed::ToolsCall { record: Box::new(record), sent, arguments };
+        let delivered = self.forward(id, kind, msg).await;
         if !delivered
             && let Some(receipt) = receipt
             && let Err(e) = self.guard.evaluator().rollback_receipt_async(receipt).await
@@ -582,6 +615,51 @@ impl<S: AsyncCounterStore> Relay<S> {
         (round.issued.elapsed() < PENDING_ROUND_TTL).then_some(round.key)
     }
 
+    /// Remembers that the upstream answered the call of `tool` with `arguments` with an
+    /// `input_required` result whose `requestState` is `state`.
+    fn remember_continuation(&mut self, state: &str, tool: &str, arguments: &Value) {
+        while let Some(front) = self.continuation_order.front() {
+            match self.continuations.get(front) {
+                Some(c) if c.issued.elapsed() < PENDING_ROUND_TTL => break,
+                _ => {
+                    if let Some(k) = self.continuation_order.pop_front() {
+                        self.continuations.remove(&k);
+                    }
+                }
+            }
+        }
+        while self.continuation_order.len() >= MAX_PENDING_ROUNDS {
+            if let Some(k) = self.continuation_order.pop_front() {
+                self.continuations.remove(&k);
+            }
+        }
+        let key = state_digest(state);
+        // The same state given again (for this call or another) replaces the older round.
+        self.continuation_order.retain(|k| *k != key);
+        self.continuation_order.push_back(key);
+        let continuation = Continuation {
+            tool: tool.to_owned(),
+            arguments: arguments_digest(arguments),
+            issued: Instant::now(),
+        };
+        self.continuations.insert(key, continuation);
+    }
+
+    /// Whether `state` is the `requestState` of an `input_required` answer the upstream gave
+    /// in this relay to the call of `tool` with `arguments`, not yet used and not expired; it
+    /// is then spent. A state given for another tool or other arguments is left as it was.
+    fn redeem_continuation(&mut self, state: &str, tool: &str, arguments: &Value) -> bool {
+        let key = state_digest(state);
+        let Some(c) = self.continuations.get(&key) else { return false };
+        if c.tool != tool || c.arguments != arguments_digest(arguments) {
+            return false;
+        }
+        let fresh = c.issued.elapsed() < PENDING_ROUND_TTL;
+        self.continuations.remove(&key);
+        self.continuation_order.retain(|k| *k != key);
+        fresh
+    }
+
     fn elicitation_params(&self, prompt: String) -> Value {
         let mut params = json!({
             "message": prompt,
@@ -613,7 +691,7 @@ impl<S: AsyncCounterStore> Relay<S> {
                     Some(Target::Upstream(up_key)) => {
                         if let Some(UpPending::Client { kind, .. }) =
                             self.up_pending.remove(&up_key)
-                            && let Relayed::ToolsCall { record, sent } = kind
+                            && let Relayed::ToolsCall { record, sent, .. } = kind
                         {
                             let ms = sent.elapsed().as_secs_f64() * 1e3;
                             self.log.write(&record, Outcome::Cancelled, Some(ms));
@@ -716,7 +794,7 @@ impl<S: AsyncCounterStore> Relay<S> {
         match verdict {
             Verdict::Dispatch { receipt, mut record } => {
                 record.approval = Some("accepted");
-                self.dispatch(client_id, message, record, receipt).await;
+                self.dispatch(client_id, message, record, receipt, arguments.clone()).await;
             }
             Verdict::Refuse { result, mut record }
             | Verdict::Approve { refusal: result, mut record, .. } => {
@@ -857,8 +935,12 @@ impl<S: AsyncCounterStore> Relay<S> {
                 }
                 self.client(msg).await;
             }
-            Relayed::ToolsCall { record, sent } => {
+            Relayed::ToolsCall { record, sent, arguments } => {
                 let ms = sent.elapsed().as_secs_f64() * 1e3;
+                if let Some(state) = upstream_input_required(&msg) {
+                    let state = state.to_owned();
+                    self.remember_continuation(&state, &record.tool, &arguments);
+                }
                 let outcome = match msg.get("result") {
                     Some(r) if r.get("isError").and_then(Value::as_bool) == Some(true) => {
                         Outcome::ToolError
@@ -938,7 +1020,7 @@ impl<S: AsyncCounterStore> Relay<S> {
                 continue;
             };
             self.client_requests.remove(&jsonrpc::id_key(&client_id));
-            if let Relayed::ToolsCall { record, sent } = &kind {
+            if let Relayed::ToolsCall { record, sent, .. } = &kind {
                 let ms = sent.elapsed().as_secs_f64() * 1e3;
                 self.log.write(record, Outcome::UpstreamTimeout, Some(ms));
             }
@@ -963,7 +1045,7 @@ impl<S: AsyncCounterStore> Relay<S> {
         let pending: Vec<UpPending> = self.up_pending.drain().map(|(_, p)| p).collect();
         for p in pending {
             if let UpPending::Client { client_id, kind, .. } = p {
-                if let Relayed::ToolsCall { record, sent } = &kind {
+                if let Relayed::ToolsCall { record, sent, .. } = &kind {
                     let ms = sent.elapsed().as_secs_f64() * 1e3;
                     self.log.write(record, Outcome::UpstreamClosed, Some(ms));
                 }
@@ -977,6 +1059,63 @@ impl<S: AsyncCounterStore> Relay<S> {
         }
         self.client_requests.clear();
     }
+}
+
+/// The `requestState` of an `input_required` result (SEP-2322) the upstream answered.
+fn upstream_input_required(msg: &Value) -> Option<&str> {
+    let result = msg.get("result")?;
+    if result.get("resultType").and_then(Value::as_str) != Some("input_required") {
+        return None;
+    }
+    result.get("requestState").and_then(Value::as_str)
+}
+
+fn state_digest(state: &str) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(state.as_bytes()).into()
+}
+
+/// A digest of `arguments` that does not depend on the order of object members.
+fn arguments_digest(arguments: &Value) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    fn feed(h: &mut Sha256, v: &Value) {
+        match v {
+            Value::Null => h.update(b"n"),
+            Value::Bool(b) => h.update(if *b { b"t" } else { b"f" }),
+            Value::Number(n) => {
+                let s = n.to_string();
+                h.update(b"d");
+                h.update((s.len() as u64).to_le_bytes());
+                h.update(s.as_bytes());
+            }
+            Value::String(s) => {
+                h.update(b"s");
+                h.update((s.len() as u64).to_le_bytes());
+                h.update(s.as_bytes());
+            }
+            Value::Array(a) => {
+                h.update(b"a");
+                h.update((a.len() as u64).to_le_bytes());
+                for x in a {
+                    feed(h, x);
+                }
+            }
+            Value::Object(o) => {
+                let mut members: Vec<(&String, &Value)> = o.iter().collect();
+                members.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                h.update(b"o");
+                h.update((members.len() as u64).to_le_bytes());
+                for (k, x) in members {
+                    h.update((k.len() as u64).to_le_bytes());
+                    h.update(k.as_bytes());
+                    feed(h, x);
+                }
+            }
+        }
+    }
+    let mut h = Sha256::new();
+    feed(&mut h, arguments);
+    h.finalize().into()
 }
 
 fn upstream_gone_error(id: Value) -> Value {
@@ -1027,11 +1166,18 @@ mod tests {
         async fn upstream_sends(&self, v: Value) {
             self.upstream_out.as_ref().unwrap().send(v).await.unwrap();
         }
+        // (a bound on the wait so that a broken relay fails the test instead of hanging it)
         async fn upstream_gets(&mut self) -> Value {
-            self.upstream_in.recv().await.unwrap()
+            tokio::time::timeout(Duration::from_secs(30), self.upstream_in.recv())
+                .await
+                .expect("nothing reached the upstream")
+                .unwrap()
         }
         async fn client_gets(&mut self) -> Value {
-            self.client_out.recv().await.unwrap()
+            tokio::time::timeout(Duration::from_secs(30), self.client_out.recv())
+                .await
+                .expect("nothing reached the client")
+                .unwrap()
         }
     }
 
@@ -1101,6 +1247,66 @@ mod tests {
         h.client_sends(json!({"jsonrpc": "2.0", "id": ask["id"], "result": {"roots": []}})).await;
         let back = h.upstream_gets().await;
         assert_eq!(back, json!({"jsonrpc": "2.0", "id": 1, "result": {"roots": []}}));
+    }
+
+    /// The upstream's own `input_required`: the retry with its `requestState`, same tool and
+    /// arguments, continues the call once without a second charge; anything else is new.
+    #[tokio::test]
+    async fn the_upstreams_input_required_retry_is_charged_once() {
+        let mut h = start(
+            r#"{"version": "1", "default": "deny", "tools": {
+                "a": {"limits": [{"counter": "a", "window": "hour", "max": 2}]},
+                "b": {"limits": [{"counter": "b", "window": "hour", "max": 5}]}}}"#,
+        );
+        let call = |id: i64, tool: &str, args: Value, state: Option<&str>| {
+            let mut p = json!({"name": tool, "arguments": args});
+            if let Some(s) = state {
+                p["requestState"] = json!(s);
+                p["inputResponses"] = json!({"upstream-q": {"action": "accept"}});
+            }
+            json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": p})
+        };
+        // Charged once (1 of 2); the upstream asks for input.
+        h.client_sends(call(1, "a", json!({"x": 1, "y": 2}), None)).await;
+        let up = h.upstream_gets().await;
+        h.upstream_sends(json!({"jsonrpc": "2.0", "id": up["id"], "result": {
+            "resultType": "input_required", "requestState": "U1",
+            "inputRequests": {"upstream-q": {"method": "elicitation/create", "params": {}}}}}))
+            .await;
+        let r = h.client_gets().await;
+        assert_eq!(r["result"]["requestState"], "U1", "passed through unchanged: {r}");
+        // The retry (members in another order) continues it: not charged, passed unchanged.
+        h.client_sends(call(2, "a", json!({"y": 2, "x": 1}), Some("U1"))).await;
+        let up = h.upstream_gets().await;
+        assert_eq!(up["params"]["requestState"], "U1");
+        assert_eq!(up["params"]["inputResponses"]["upstream-q"]["action"], "accept");
+        h.upstream_sends(json!({"jsonrpc": "2.0", "id": up["id"], "result": {"content": []}}))
+            .await;
+        assert_eq!(h.client_gets().await["id"], 2);
+        // Replayed: decided as a new call, charged (2 of 2) and relayed with its state.
+        h.client_sends(call(3, "a", json!({"x": 1, "y": 2}), Some("U1"))).await;
+        let up = h.upstream_gets().await;
+        assert_eq!(up["params"]["requestState"], "U1");
+        h.upstream_sends(json!({"jsonrpc": "2.0", "id": up["id"], "result": {
+            "resultType": "input_required", "requestState": "U2"}}))
+            .await;
+        h.client_gets().await;
+        // Other arguments, another tool, a forged state: each decided as new. `a` is spent.
+        h.client_sends(call(4, "a", json!({"x": 9, "y": 2}), Some("U2"))).await;
+        let r = h.client_gets().await;
+        assert_eq!(r["result"]["isError"], true, "other arguments are a new call: {r}");
+        h.client_sends(call(5, "b", json!({"x": 1, "y": 2}), Some("U2"))).await;
+        let up = h.upstream_gets().await;
+        h.upstream_sends(json!({"jsonrpc": "2.0", "id": up["id"], "result": {"content": []}}))
+            .await;
+        h.client_gets().await;
+        h.client_sends(call(6, "a", json!({"x": 1, "y": 2}), Some("forged"))).await;
+        let r = h.client_gets().await;
+        assert_eq!(r["result"]["isError"], true, "a forged state is a new call: {r}");
+        // The round for `a` is still there (other tools and arguments did not spend it).
+        h.client_sends(call(7, "a", json!({"x": 1, "y": 2}), Some("U2"))).await;
+        let up = h.upstream_gets().await;
+        assert_eq!(up["params"]["name"], "a");
     }
 
     #[tokio::test]
