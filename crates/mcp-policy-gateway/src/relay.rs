@@ -36,6 +36,65 @@ pub const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion
 /// The request `_meta` key of the client's capabilities (revisions without `initialize`).
 pub const META_CLIENT_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
 
+/// The `Mcp-Method` header (SEP-2243): the JSON-RPC method of the request, required on every
+/// request of a revision without `initialize` over streamable HTTP.
+pub const METHOD_HEADER: &str = "mcp-method";
+/// The `Mcp-Name` header (SEP-2243): the tool, prompt or resource a request names.
+pub const NAME_HEADER: &str = "mcp-name";
+
+const BASE64_PREFIX: &str = "=?base64?";
+const BASE64_SUFFIX: &str = "?=";
+
+/// What the `Mcp-Name` header of a request must say (SEP-2243): `params.name` of `tools/call`
+/// and `prompts/get`, `params.uri` of the resource methods, `params.taskId` of the task methods;
+/// `None` for the other methods.
+pub fn mcp_name<'a>(
+    method: &str,
+    params: Option<&'a serde_json::Map<String, Value>>,
+) -> Option<&'a str> {
+    let key = match method {
+        "tools/call" | "prompts/get" => "name",
+        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => "uri",
+        "tasks/get" | "tasks/update" | "tasks/cancel" => "taskId",
+        _ => return None,
+    };
+    params?.get(key)?.as_str()
+}
+
+/// `value` as an HTTP header value (SEP-2243): as it is when it is printable ASCII without
+/// leading or trailing blanks, else Base64 between `=?base64?` and `?=`.
+pub fn encode_header_value(value: &str) -> String {
+    use base64::Engine;
+    let plain = !value.starts_with([' ', '\t'])
+        && !value.ends_with([' ', '\t'])
+        && value.chars().all(|c| (' '..='~').contains(&c))
+        && !(value.starts_with(BASE64_PREFIX) && value.ends_with(BASE64_SUFFIX));
+    if plain {
+        value.to_owned()
+    } else {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(value.as_bytes());
+        format!("{BASE64_PREFIX}{encoded}{BASE64_SUFFIX}")
+    }
+}
+
+/// The value an HTTP header of SEP-2243 carries (`None`: a Base64 form that does not decode
+/// to UTF-8).
+pub fn decode_header_value(raw: &str) -> Option<String> {
+    use base64::Engine;
+    match raw.strip_prefix(BASE64_PREFIX).and_then(|r| r.strip_suffix(BASE64_SUFFIX)) {
+        Some(encoded) => {
+            let bytes = base64::engine::general_purpose::STANDARD.decode(encoded).ok()?;
+            String::from_utf8(bytes).ok()
+        }
+        None => Some(raw.to_owned()),
+    }
+}
+
+/// The revision a request names in its `_meta` (revisions without `initialize`).
+pub fn meta_protocol_version(msg: &Value) -> Option<&str> {
+    jsonrpc::params(msg)?.get("_meta")?.get(META_PROTOCOL_VERSION)?.as_str()
+}
+
 /// The key of the gateway's approval request in `inputRequests` / `inputResponses` (the same
 /// as the rmcp guard's).
 pub const APPROVAL_INPUT: &str = "mcp-policy/approval";
