@@ -906,6 +906,15 @@ fn check_inline_request(
         }
         Some(_) => {}
     }
+    for name in [PROTOCOL_HEADER, METHOD_HEADER, NAME_HEADER] {
+        if headers.get_all(name).iter().nth(1).is_some() {
+            // A proxy may read either value: which one the gateway read would be a guess.
+            return refuse(
+                HEADER_MISMATCH,
+                format!("header mismatch: the request has more than one `{name}` header"),
+            );
+        }
+    }
     match header_str(headers, METHOD_HEADER) {
         Some(m) if m == method => {}
         Some(m) => {
