@@ -20,8 +20,8 @@ use std::sync::{Arc, Mutex};
 use http_support::{gateway, write};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, InputRequests,
-    InputRequiredResult, ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig,
-    Tool,
+    InputRequiredResult, ListToolsResult, PaginatedRequestParams, ProtocolVersion,
+    ServerCapabilities, ServerConfig, Tool,
 };
 use rmcp::service::RequestContext;
 use rmcp::transport::streamable_http_server::{
@@ -47,9 +47,19 @@ const POLICY: &str = r#"{"version": "1", "default": "deny", "tools": {
 #[derive(Clone)]
 struct Upstream {
     calls: Arc<Mutex<Vec<Value>>>,
+    /// Speaks only revisions with `initialize`.
+    old_only: bool,
 }
 
 impl ServerHandler for Upstream {
+    fn supported_protocol_versions(&self) -> std::borrow::Cow<'static, [ProtocolVersion]> {
+        if self.old_only {
+            std::borrow::Cow::Borrowed(&[ProtocolVersion::V_2025_06_18])
+        } else {
+            std::borrow::Cow::Borrowed(ProtocolVersion::KNOWN_VERSIONS)
+        }
+    }
+
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
     }
@@ -97,9 +107,9 @@ impl ServerHandler for Upstream {
     }
 }
 
-async fn upstream(calls: Arc<Mutex<Vec<Value>>>) -> String {
+async fn upstream(calls: Arc<Mutex<Vec<Value>>>, old_only: bool) -> String {
     let service = StreamableHttpService::new(
-        move || Ok(Upstream { calls: calls.clone() }),
+        move || Ok(Upstream { calls: calls.clone(), old_only }),
         LocalSessionManager::default().into(),
         StreamableHttpServerConfig::default(),
     );
@@ -194,7 +204,7 @@ fn ran(calls: &Mutex<Vec<Value>>) -> Vec<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_of_2026_07_28_over_http_without_a_session() {
     let calls = Arc::new(Mutex::new(Vec::new()));
-    let url = upstream(calls.clone()).await;
+    let url = upstream(calls.clone(), false).await;
     let dir = tempfile::tempdir().unwrap();
     let policy = write(dir.path(), "policy.json", POLICY);
     let gw = gateway(&policy, &["--upstream", &url, "--trusted-header", "x-user"], &[]).await;
@@ -364,5 +374,42 @@ async fn clients_of_2026_07_28_over_http_without_a_session() {
     assert_eq!(guarded[1]["state"], up.as_str());
     assert_eq!(guarded[1]["responses"], sure(), "the gateway's answer never reaches it");
 
+    gw.stop().await;
+}
+
+/// An upstream that speaks no revision without `initialize`: discovery through the gateway
+/// answers "method not found" (a client then falls back to `initialize`), a sessionless call
+/// reaches nothing the upstream runs, and `initialize` makes a session as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_without_2026_07_28_sends_the_client_to_initialize() {
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let url = upstream(calls.clone(), true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let policy = write(dir.path(), "policy.json", POLICY);
+    let gw = gateway(&policy, &["--upstream", &url, "--trusted-header", "x-user"], &[]).await;
+    let alice = Client::new(&gw.mcp(), "alice");
+    let d = alice.request(1, "server/discover", json!({"_meta": meta()})).await;
+    assert_eq!(d["error"]["code"], -32601, "{d}");
+    assert!(d["error"]["message"].as_str().unwrap().contains("use `initialize`"), "{d}");
+    let body = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+        "params": {"name": "read", "arguments": {}, "_meta": meta()}});
+    let resp = alice.post(&body, &[]).send().await.unwrap();
+    let answer = http_support::messages(resp).await;
+    assert!(answer[0].get("error").is_some(), "{answer:?}");
+    assert!(ran(&calls).is_empty(), "nothing ran");
+
+    let mut old = gw.client();
+    old.http = reqwest::Client::builder()
+        .default_headers(
+            [(reqwest::header::HeaderName::from_static("x-user"), "alice".parse().unwrap())]
+                .into_iter()
+                .collect(),
+        )
+        .build()
+        .unwrap();
+    let init = old.initialize().await.unwrap();
+    assert_eq!(init["result"]["protocolVersion"], "2025-06-18", "{init}");
+    assert_eq!(http_support::text(&old.call(3, "read", json!({})).await), "ran read");
+    assert_eq!(ran(&calls).len(), 1);
     gw.stop().await;
 }
