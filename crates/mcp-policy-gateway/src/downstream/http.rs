@@ -15,6 +15,12 @@
 //! - `DELETE /mcp` ends the session (and its upstream).
 //! - `MCP-Protocol-Version`, when sent after initialization, must be a revision the gateway
 //!   speaks (400 otherwise).
+//! - Revision 2026-07-28 has no `initialize` and no sessions: a POST without `Mcp-Session-Id`
+//!   whose `MCP-Protocol-Version` is `2026-07-28` carries one request, whose `_meta` names the
+//!   same revision and whose `Mcp-Method` / `Mcp-Name` headers say what its body says (400
+//!   otherwise). It is decided with the identity of that request, in no session, through the
+//!   relay of that identity (one per principal and call context, with its own upstream; it keeps
+//!   the identity's approval rounds); its answer is JSON. GET and DELETE are 405 for it.
 //! - Every request is checked against the [`OriginRule`] (403) and authenticated (401 with
 //!   `WWW-Authenticate: Bearer`); a session is bound to the identity that created it, and a
 //!   request of another identity gets 404 for it.

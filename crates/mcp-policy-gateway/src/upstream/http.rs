@@ -6,7 +6,9 @@
 //! the server chose. The `Mcp-Session-Id` the server gives on `initialize` is sent on every later
 //! request, with `MCP-Protocol-Version` once negotiated. After `notifications/initialized`, a GET
 //! stream is opened for the server's own requests and notifications (a server that answers 405
-//! has none). When the relay ends, the session is closed with DELETE.
+//! has none). When the relay ends, the session is closed with DELETE. A request of a revision
+//! without `initialize` (2026-07-28: its `_meta` names it) is sent without a session, with
+//! `MCP-Protocol-Version`, `Mcp-Method` and `Mcp-Name`.
 //!
 //! Requests are POSTed concurrently (a long tool call does not hold up the others);
 //! notifications and responses are POSTed in order, each after the previous one was accepted, so
