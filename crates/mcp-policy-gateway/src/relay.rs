@@ -65,11 +65,11 @@ pub fn mcp_name<'a>(
 /// leading or trailing blanks, else Base64 between `=?base64?` and `?=`.
 pub fn encode_header_value(value: &str) -> String {
     use base64::Engine;
-    let plain = !value.starts_with([' ', '\t'])
-        && !value.ends_with([' ', '\t'])
-        && value.chars().all(|c| (' '..='~').contains(&c))
-        && !(value.starts_with(BASE64_PREFIX) && value.ends_with(BASE64_SUFFIX));
-    if plain {
+    let needs_base64 = value.starts_with([' ', '\t'])
+        || value.ends_with([' ', '\t'])
+        || value.chars().any(|c| !(' '..='~').contains(&c))
+        || (value.starts_with(BASE64_PREFIX) && value.ends_with(BASE64_SUFFIX));
+    if !needs_base64 {
         value.to_owned()
     } else {
         let encoded = base64::engine::general_purpose::STANDARD.encode(value.as_bytes());
@@ -151,7 +151,11 @@ enum Relayed {
     ToolsList,
     /// A call sent to the upstream; its arguments are kept to bind an `input_required` answer
     /// of the upstream (see [`Continuation`]) to them.
-    ToolsCall { record: Box<Record>, sent: Instant, arguments: Value },
+    ToolsCall {
+        record: Box<Record>,
+        sent: Instant,
+        arguments: Value,
+    },
     Other,
 }
 
@@ -474,9 +478,8 @@ impl<S: AsyncCounterStore> Relay<S> {
             }
         }
         // The retry of a call the upstream asked input for: it continues that call.
-        if let Some(state) = jsonrpc::params(&msg)
-            .and_then(|p| p.get("requestState"))
-            .and_then(Value::as_str)
+        if let Some(state) =
+            jsonrpc::params(&msg).and_then(|p| p.get("requestState")).and_then(Value::as_str)
             && self.redeem_continuation(state, &tool, &arguments)
         {
             let record = self.guard.continuation_record(&tool, self.session.as_deref());
@@ -1306,6 +1309,39 @@ mod tests {
         h.client_sends(json!({"jsonrpc": "2.0", "id": ask["id"], "result": {"roots": []}})).await;
         let back = h.upstream_gets().await;
         assert_eq!(back, json!({"jsonrpc": "2.0", "id": 1, "result": {"roots": []}}));
+    }
+
+    #[test]
+    fn sep_2243_header_values_round_trip() {
+        for v in ["read", "file:///a b.txt", " lead", "trail\t", "naïve", "=?base64?x?=", ""] {
+            let encoded = encode_header_value(v);
+            assert!(encoded.chars().all(|c| (' '..='~').contains(&c)), "{encoded}");
+            assert_eq!(decode_header_value(&encoded).as_deref(), Some(v));
+        }
+        assert_eq!(encode_header_value("read"), "read");
+        assert_eq!(encode_header_value("naïve"), "=?base64?bmHDr3Zl?=");
+        assert_eq!(decode_header_value("=?base64?%%?="), None);
+        let p = json!({"name": "t", "uri": "u", "taskId": "k"});
+        let p = p.as_object();
+        assert_eq!(mcp_name("tools/call", p), Some("t"));
+        assert_eq!(mcp_name("resources/read", p), Some("u"));
+        assert_eq!(mcp_name("tasks/get", p), Some("k"));
+        assert_eq!(mcp_name("tools/list", p), None);
+    }
+
+    #[test]
+    fn the_arguments_digest_ignores_member_order_only() {
+        let a = json!({"x": 1, "y": [1, {"b": 2, "a": "s"}]});
+        let b = json!({"y": [1, {"a": "s", "b": 2}], "x": 1});
+        assert_eq!(arguments_digest(&a), arguments_digest(&b));
+        for other in [
+            json!({"x": 1, "y": [{"b": 2, "a": "s"}, 1]}),
+            json!({"x": "1", "y": [1, {"b": 2, "a": "s"}]}),
+            json!({"x": 1, "y": [1, {"b": 2, "a": "s"}], "z": null}),
+            json!({"x": 1.0, "y": [1, {"b": 2, "a": "s"}]}),
+        ] {
+            assert_ne!(arguments_digest(&a), arguments_digest(&other), "{other}");
+        }
     }
 
     /// The upstream's own `input_required`: the retry with its `requestState`, same tool and

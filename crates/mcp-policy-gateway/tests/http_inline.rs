@@ -97,11 +97,9 @@ impl ServerHandler for Upstream {
                 "params": {"mode": "form", "message": "sure?", "requestedSchema": {
                     "type": "object", "properties": {"sure": {"type": "boolean"}}}}}}))
             .unwrap();
-            return Ok(InputRequiredResult::new(
-                Some(requests),
-                Some(format!("{name}-state-{n}")),
-            )
-            .into());
+            return Ok(
+                InputRequiredResult::new(Some(requests), Some(format!("{name}-state-{n}"))).into()
+            );
         }
         Ok(CallToolResult::success(vec![ContentBlock::text(format!("ran {name}"))]).into())
     }
@@ -223,7 +221,8 @@ async fn clients_of_2026_07_28_over_http_without_a_session() {
         .unwrap();
     assert_eq!(old.status(), 400);
     // Without its identity: 401.
-    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"_meta": meta()}});
+    let body =
+        json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"_meta": meta()}});
     let anonymous = alice.post(&body, &["x-user"]).send().await.unwrap();
     assert_eq!(anonymous.status(), 401);
 
@@ -233,8 +232,12 @@ async fn clients_of_2026_07_28_over_http_without_a_session() {
     assert!(versions.contains(&json!(VERSION)), "{d}");
     // The listing is filtered: `secret` only the default denies.
     let l = alice.request(2, "tools/list", json!({"_meta": meta()})).await;
-    let mut names: Vec<&str> =
-        l["result"]["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    let mut names: Vec<&str> = l["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
     names.sort_unstable();
     assert_eq!(names, ["ask", "create", "guarded", "other", "per_session", "read"], "{l}");
 
@@ -298,10 +301,12 @@ async fn clients_of_2026_07_28_over_http_without_a_session() {
     // The gateway's approval rounds, bound to the identity.
     let r = alice.call(20, "create", json!({"n": 1}), None).await;
     assert_eq!(r["resultType"], "input_required", "{r}");
-    assert!(r["inputRequests"]["mcp-policy/approval"]["params"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("create"));
+    assert!(
+        r["inputRequests"]["mcp-policy/approval"]["params"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("create")
+    );
     let token = r["requestState"].as_str().unwrap().to_owned();
     let r = bob.call(21, "create", json!({"n": 1}), Some((&token, approve()))).await;
     assert_eq!(r["isError"], true, "another identity's round: {r}");

@@ -1046,9 +1046,8 @@ async fn post_inline<S: AsyncCounterStore + 'static>(
         return axum::Json(answer).into_response();
     }
     let event = Event::default().event("message").data(answer.to_string());
-    let events = futures_util::stream::once(async move {
-        Ok::<_, std::convert::Infallible>(event)
-    });
+    let events =
+        futures_util::stream::once(async move { Ok::<_, std::convert::Infallible>(event) });
     Sse::new(events).into_response()
 }
 
