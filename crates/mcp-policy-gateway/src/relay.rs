@@ -477,9 +477,12 @@ impl<S: AsyncCounterStore> Relay<S> {
                 return;
             }
         }
-        // The retry of a call the upstream asked input for: it continues that call.
+        // The retry of a call the upstream asked input for: it continues that call (unless a
+        // policy reloaded since hides the tool, or allows it no longer by name).
         if let Some(state) =
             jsonrpc::params(&msg).and_then(|p| p.get("requestState")).and_then(Value::as_str)
+            && (self.guard.mode() == crate::guard::Mode::Monitor
+                || self.guard.evaluator().policy().is_visible(&tool))
             && self.redeem_continuation(state, &tool, &arguments)
         {
             let record = self.guard.continuation_record(&tool, self.session.as_deref());
@@ -1197,6 +1200,7 @@ mod tests {
     use tokio::task::JoinHandle;
 
     struct Harness {
+        evaluator: Arc<Evaluator>,
         client_in: mpsc::Sender<Inbound>,
         client_out: mpsc::Receiver<Value>,
         upstream_in: mpsc::Receiver<Value>,
@@ -1206,7 +1210,7 @@ mod tests {
 
     fn start(policy: &str) -> Harness {
         let evaluator = Arc::new(Evaluator::new(policy.parse().unwrap()));
-        let guard = Arc::new(Guard::new(evaluator, "g", Mode::Enforce));
+        let guard = Arc::new(Guard::new(evaluator.clone(), "g", Mode::Enforce));
         let (client_in, rx) = mpsc::channel(16);
         let (tx, client_out) = mpsc::channel(16);
         let (up_tx, upstream_in) = mpsc::channel(16);
@@ -1218,7 +1222,14 @@ mod tests {
             ClientLink { tx, rx },
             UpstreamLink { tx: up_tx, rx: up_rx },
         ));
-        Harness { client_in, client_out, upstream_in, upstream_out: Some(upstream_out), task }
+        Harness {
+            evaluator,
+            client_in,
+            client_out,
+            upstream_in,
+            upstream_out: Some(upstream_out),
+            task,
+        }
     }
 
     impl Harness {
@@ -1402,6 +1413,15 @@ mod tests {
         h.client_sends(call(7, "a", json!({"x": 1, "y": 2}), Some("U2"))).await;
         let up = h.upstream_gets().await;
         assert_eq!(up["params"]["name"], "a");
+        h.upstream_sends(json!({"jsonrpc": "2.0", "id": up["id"], "result": {
+            "resultType": "input_required", "requestState": "U3"}}))
+            .await;
+        h.client_gets().await;
+        // A reloaded policy that no longer allows `a`: its continuation is a new call, refused.
+        h.evaluator.reload(r#"{"version": "1", "default": "deny", "tools": {}}"#.parse().unwrap());
+        h.client_sends(call(8, "a", json!({"x": 1, "y": 2}), Some("U3"))).await;
+        let r = h.client_gets().await;
+        assert_eq!(r["result"]["isError"], true, "{r}");
     }
 
     #[tokio::test]
