@@ -123,6 +123,8 @@ struct Client {
     http: reqwest::Client,
     url: String,
     user: &'static str,
+    /// A bearer token (a JWT), if any.
+    token: Option<String>,
 }
 
 fn meta() -> Value {
@@ -135,7 +137,7 @@ fn meta() -> Value {
 
 impl Client {
     fn new(url: &str, user: &'static str) -> Self {
-        Client { http: reqwest::Client::new(), url: url.to_owned(), user }
+        Client { http: reqwest::Client::new(), url: url.to_owned(), user, token: None }
     }
 
     /// A POST of `body` with the headers of 2026-07-28 (without the ones `skip` names).
@@ -152,6 +154,9 @@ impl Client {
             headers.push(("mcp-name", name.to_owned()));
         }
         let mut req = self.http.post(&self.url).body(body.to_string());
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
         for (k, v) in headers {
             if !skip.contains(&k) {
                 req = req.header(k, v);
@@ -416,5 +421,42 @@ async fn an_upstream_without_2026_07_28_sends_the_client_to_initialize() {
     assert_eq!(init["result"]["protocolVersion"], "2025-06-18", "{init}");
     assert_eq!(http_support::text(&old.call(3, "read", json!({})).await), "ran read");
     assert_eq!(ran(&calls).len(), 1);
+    gw.stop().await;
+}
+
+/// One subject with two tokens whose claims differ: each request is decided with the claims of
+/// its own token, whichever came first (the relay of an identity is also that of its claims).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_request_is_decided_with_the_claims_of_its_own_token() {
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let url = upstream(calls.clone(), false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let policy = write(
+        dir.path(),
+        "policy.json",
+        r#"{"version": "1", "default": "deny", "tools": {"read": {"require": [{"conditions": [
+            {"path": "context.claims.role", "op": "eq", "value": "admin"}]}]}}}"#,
+    );
+    let secret = write(dir.path(), "secret", http_support::SECRET);
+    let secret = secret.to_str().unwrap();
+    let args =
+        ["--upstream", &url, "--jwt-secret-file", secret, "--audience", "gw", "--issuer", "idp"];
+    let gw = gateway(&policy, &args, &[]).await;
+    let token = |role: &str| {
+        let claims = json!({"sub": "carol", "aud": "gw", "iss": "idp", "role": role,
+            "exp": http_support::now() + 600});
+        http_support::jwt(claims, http_support::SECRET)
+    };
+    let mut admin = Client::new(&gw.mcp(), "");
+    admin.token = Some(token("admin"));
+    let mut user = Client::new(&gw.mcp(), "");
+    user.token = Some(token("user"));
+    for round in 0..2 {
+        let r = user.call(10 * round + 1, "read", json!({}), None).await;
+        assert_eq!(r["isError"], true, "the user token's claims: {r}");
+        let r = admin.call(10 * round + 2, "read", json!({}), None).await;
+        assert_eq!(text(&r), "ran read", "the admin token's claims: {r}");
+    }
+    assert_eq!(ran(&calls).len(), 2, "only the admin's calls ran");
     gw.stop().await;
 }
