@@ -5,6 +5,11 @@
 //! directions (the gateway numbers what it sends to each end), so that the requests the gateway
 //! makes itself (`elicitation/create` to the client, `tools/list` refreshes to the upstream)
 //! can never collide with the peers' ids; cancellations are rewritten the same way.
+//!
+//! Two kinds of `input_required` rounds (revision 2026-07-28) meet here: the gateway's own
+//! approval rounds (its `requestState` a token of its own, its `inputRequests` key
+//! [`APPROVAL_INPUT`]), and the upstream's, relayed unchanged; the retry of an upstream's round
+//! continues the call it belongs to without a new decision (see `Continuation`).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -100,10 +105,12 @@ pub fn meta_protocol_version(msg: &Value) -> Option<&str> {
 pub const APPROVAL_INPUT: &str = "mcp-policy/approval";
 
 /// How many approval rounds (`input_required` results) one session may have outstanding; past
-/// this the session's oldest round is forgotten.
+/// this the session's oldest round is forgotten. The upstream's own rounds that the gateway
+/// remembers are bounded alike, apart.
 pub const MAX_PENDING_ROUNDS: usize = 1_000;
 
-/// How long the client has to come back with the human's answer to an `input_required` round.
+/// How long the client has to come back with the human's answer to an `input_required` round
+/// (the gateway's, or the upstream's own).
 pub const PENDING_ROUND_TTL: Duration = Duration::from_secs(3600);
 
 /// Revisions in which a server may send `elicitation/create` to the client.
