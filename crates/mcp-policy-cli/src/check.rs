@@ -128,8 +128,10 @@ impl State {
         self.line_no += 1;
         let line_no = self.line_no;
         let result = match std::str::from_utf8(bytes) {
-            Ok(line) if line.trim().is_empty() => return Ok(()),
-            Ok(line) => one(self, line.trim(), out),
+            Ok(line) => match trim(line) {
+                "" => return Ok(()),
+                line => one(self, line, out),
+            },
             Err(_) => Err(Line::Malformed("the line is not UTF-8".to_owned())),
         };
         match result {
@@ -158,6 +160,17 @@ struct Printed<'a, 'd> {
     line: usize,
     #[serde(flatten)]
     decision: &'a Decision<'d>,
+}
+
+/// `line` without the whitespace around it, as `str::trim` removes it (Unicode's), the common
+/// case (ASCII at both ends) without decoding characters.
+fn trim(line: &str) -> &str {
+    let inner = line.trim_ascii();
+    match (inner.as_bytes().first(), inner.as_bytes().last()) {
+        // `trim_ascii` leaves the vertical tab, which `trim` removes.
+        (Some(a), Some(z)) if a.is_ascii() && z.is_ascii() && *a != 0x0b && *z != 0x0b => inner,
+        _ => inner.trim(),
+    }
 }
 
 /// Decides one line and writes its decision.
@@ -237,7 +250,7 @@ fn print_into(scratch: &mut Vec<u8>, line_no: usize, d: &Decision<'_>) -> serde_
 /// `s` as a JSON string, as serde_json writes it: copied between quotes when no byte needs an
 /// escape (a quote, a backslash or a control character), else written by serde_json.
 fn json_str(scratch: &mut Vec<u8>, s: &str) -> serde_json::Result<()> {
-    if s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+    if has_special(s.as_bytes()) {
         return serde_json::to_writer(&mut *scratch, s);
     }
     scratch.reserve(s.len() + 2);
@@ -245,6 +258,23 @@ fn json_str(scratch: &mut Vec<u8>, s: &str) -> serde_json::Result<()> {
     scratch.extend_from_slice(s.as_bytes());
     scratch.push(b'"');
     Ok(())
+}
+
+/// Whether JSON writes `b` escaped in a string, or ends a string without escapes: a quote, a
+/// backslash or a control character.
+fn is_special(b: u8) -> bool {
+    b < 0x20 || b == b'"' || b == b'\\'
+}
+
+/// Whether any byte of `bytes` [`is_special`]: every byte is looked at (no early exit), which
+/// the compiler turns into a vector loop.
+fn has_special(bytes: &[u8]) -> bool {
+    bytes.iter().fold(false, |found, b| found | is_special(*b))
+}
+
+/// Whether any byte of `bytes` is a control character (as [`has_special`]).
+fn has_control(bytes: &[u8]) -> bool {
+    bytes.iter().fold(false, |found, b| found | (*b < 0x20))
 }
 
 /// The decimal digits of `n`, written at the end of `buf`.
@@ -475,9 +505,8 @@ impl<'a> Cursor<'a> {
     fn plain_string(&mut self) -> Option<&'a str> {
         self.eat(b'"')?;
         let start = self.pos;
-        let len = self.bytes.get(start..)?.iter().position(|b| *b == b'"' || *b == b'\\' || *b < 0x20)?;
-        let end = start + len;
-        if self.bytes.get(end) != Some(&b'"') {
+        let end = start + memchr::memchr2(b'"', b'\\', self.bytes.get(start..)?)?;
+        if self.bytes.get(end) != Some(&b'"') || has_control(self.bytes.get(start..end)?) {
             return None;
         }
         self.pos = end + 1;
@@ -492,10 +521,16 @@ impl<'a> Cursor<'a> {
         while matches!(self.peek(), Some(b'0'..=b'9' | b'.' | b'-' | b'+' | b'e' | b'E')) {
             self.pos += 1;
         }
-        let text = self.text.get(start..self.pos)?;
-        let digits = text.strip_prefix('-').unwrap_or(text);
-        let whole = digits.split(['.', 'e', 'E']).next().unwrap_or("");
-        (!whole.is_empty() && !(whole.len() > 1 && whole.starts_with('0'))).then_some(text)
+        let bytes = self.bytes.get(start..self.pos)?;
+        let digits = match bytes {
+            [b'-', rest @ ..] => rest,
+            _ => bytes,
+        };
+        match digits {
+            [b'0', b'0'..=b'9', ..] => None,
+            [b'0'..=b'9', ..] => self.text.get(start..self.pos),
+            _ => None,
+        }
     }
 
     /// A whole number as serde_json reads it: `0`, or up to 19 digits without a leading zero
@@ -561,24 +596,36 @@ fn plain_seconds(text: &str) -> Option<Timestamp> {
     const NANOS: u64 = 1_000_000_000;
     /// Unix seconds of 2501-01-01T00:00:00Z, as in `time`.
     const END_SECONDS: u64 = 16_756_761_600;
-    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
-    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
-    if whole.is_empty()
-        || !digits(whole)
-        || !digits(fraction)
-        || (text.contains('.') && fraction.is_empty())
-        || fraction.len() > 9
-        || whole.trim_start_matches('0').len() + fraction.len() > PLAIN_DIGITS
-    {
+    let bytes = text.as_bytes();
+    let (whole, fraction) = match memchr::memchr(b'.', bytes) {
+        Some(i) => (bytes.get(..i)?, bytes.get(i + 1..)?),
+        None => (bytes, &[][..]),
+    };
+    let dot = whole.len() < bytes.len();
+    if whole.is_empty() || (dot && fraction.is_empty()) || fraction.len() > 9 {
         return None;
     }
-    let seconds: u64 = whole.parse().ok()?;
-    if seconds >= END_SECONDS {
+    let mut seconds: u64 = 0;
+    let mut significant = 0;
+    for &b in whole {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        if seconds > 0 || b != b'0' {
+            significant += 1;
+        }
+        seconds = seconds.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+    }
+    if significant + fraction.len() > PLAIN_DIGITS || seconds >= END_SECONDS {
         return None;
     }
     let mut nanos: u64 = 0;
     for i in 0..9 {
-        let d = fraction.as_bytes().get(i).map_or(0, |b| u64::from(b - b'0'));
+        let d = match fraction.get(i) {
+            Some(b) if b.is_ascii_digit() => u64::from(b - b'0'),
+            Some(_) => return None,
+            None => 0,
+        };
         nanos = nanos * 10 + d;
     }
     Some(Timestamp::from_unix_nanos(seconds * NANOS + nanos))
@@ -764,6 +811,40 @@ mod tests {
             let d = monitored.evaluate(&ToolCall::new(tool).with_grant("g"));
             assert!(d.is_monitored());
             check(&d, 3, &mut scratch);
+        }
+    }
+
+    #[test]
+    fn has_special_finds_what_a_byte_scan_finds() {
+        // Every length up to 3 words, every position, every kind of byte (specials, their
+        // neighbours, high bytes that borrow in the word arithmetic).
+        let kinds = [0u8, 0x1f, 0x20, b'"', b'!', b'#', b'\\', b'[', b']', 0x7f, 0x80, 0xff, b'a'];
+        for len in 0..26 {
+            for at in 0..len {
+                for k in kinds {
+                    for fill in [b'a', 0xe9, 0x21] {
+                        let mut bytes = vec![fill; len];
+                        bytes[at] = k;
+                        if at + 1 < len {
+                            bytes[at + 1] = b'"';
+                        }
+                        let expected = bytes.iter().position(|b| is_special(*b));
+                        assert_eq!(has_special(&bytes), expected.is_some(), "{bytes:?}");
+                        let control = bytes.iter().any(|b| *b < 0x20);
+                        assert_eq!(has_control(&bytes), control, "{bytes:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn trim_is_str_trim() {
+        for line in [
+            "", " ", "\n", "\r\n", " {} \n", "\u{b}{}\u{b}", "{}\u{b}", "\u{a0}{}", "{}\u{a0}",
+            "\u{85}x", "x\u{2028}", "\t x \u{c}", "\u{1c}x\u{1f}", "é", " é ", "\u{3000}",
+        ] {
+            assert_eq!(trim(line), line.trim(), "{line:?}");
         }
     }
 
