@@ -195,9 +195,13 @@ fn hir_bound(hir: &regex_syntax::hir::Hir) -> usize {
         HirKind::Empty | HirKind::Look(_) => STATE,
         // One byte-range state per byte (in a trie of literals, a sparse state, its union and
         // alternates: within 2 states per byte).
-        HirKind::Literal(lit) => STATE.saturating_mul(2).saturating_mul(lit.0.len().saturating_add(1)),
+        HirKind::Literal(lit) => {
+            STATE.saturating_mul(2).saturating_mul(lit.0.len().saturating_add(1))
+        }
         // One sparse state and its end.
-        HirKind::Class(Class::Bytes(c)) => STATE.saturating_mul(2).saturating_add(c.ranges().len().saturating_mul(8)),
+        HirKind::Class(Class::Bytes(c)) => {
+            STATE.saturating_mul(2).saturating_add(c.ranges().len().saturating_mul(8))
+        }
         HirKind::Class(Class::Unicode(c)) if c.is_ascii() => {
             STATE.saturating_mul(2).saturating_add(c.ranges().len().saturating_mul(8))
         }
@@ -219,9 +223,9 @@ fn hir_bound(hir: &regex_syntax::hir::Hir) -> usize {
         }
         // A capture's two states.
         HirKind::Capture(c) => STATE.saturating_mul(2).saturating_add(hir_bound(&c.sub)),
-        HirKind::Concat(subs) => subs
-            .iter()
-            .fold(STATE, |total, sub| total.saturating_add(hir_bound(sub))),
+        HirKind::Concat(subs) => {
+            subs.iter().fold(STATE, |total, sub| total.saturating_add(hir_bound(sub)))
+        }
         // A union, an end and an alternate per branch.
         HirKind::Alternation(subs) => subs.iter().fold(STATE.saturating_mul(2), |total, sub| {
             total.saturating_add(hir_bound(sub)).saturating_add(STATE)

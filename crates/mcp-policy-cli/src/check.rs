@@ -350,7 +350,8 @@ impl FastLine {
                     "tool" if tool.is_none() => tool = Some(c.plain_string()?),
                     "grant" if grant.is_none() => grant = Some(c.plain_string()?),
                     "session" if session.is_none() => {
-                        session = Some(if c.literal("null") { None } else { Some(c.plain_string()?) })
+                        session =
+                            Some(if c.literal("null") { None } else { Some(c.plain_string()?) })
                     }
                     "arguments" if !arguments => {
                         arguments = true;
@@ -841,8 +842,22 @@ mod tests {
     #[test]
     fn trim_is_str_trim() {
         for line in [
-            "", " ", "\n", "\r\n", " {} \n", "\u{b}{}\u{b}", "{}\u{b}", "\u{a0}{}", "{}\u{a0}",
-            "\u{85}x", "x\u{2028}", "\t x \u{c}", "\u{1c}x\u{1f}", "é", " é ", "\u{3000}",
+            "",
+            " ",
+            "\n",
+            "\r\n",
+            " {} \n",
+            "\u{b}{}\u{b}",
+            "{}\u{b}",
+            "\u{a0}{}",
+            "{}\u{a0}",
+            "\u{85}x",
+            "x\u{2028}",
+            "\t x \u{c}",
+            "\u{1c}x\u{1f}",
+            "é",
+            " é ",
+            "\u{3000}",
         ] {
             assert_eq!(trim(line), line.trim(), "{line:?}");
         }

@@ -218,7 +218,9 @@ mod tests {
         }
         // A syntax error after the wanted pointers, inside a subtree that is only checked:
         // found as a full read finds it (the reader stops there in both).
-        for bad in ["{\"a\": 1, \"b\": [1, 2,], \"c\": 3}", "{\"a\": 1, \"b\": {\"x\": 1e999}, \"c\": 3}"] {
+        for bad in
+            ["{\"a\": 1, \"b\": [1, 2,], \"c\": 3}", "{\"a\": 1, \"b\": {\"x\": 1e999}, \"c\": 3}"]
+        {
             let full = read(bad, true);
             let spans = spans_of(bad, ["/a", "/c"]);
             assert_eq!(spans.value_offset("/c"), full.spans.value_offset("/c"), "{bad}");
