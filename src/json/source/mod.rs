@@ -11,7 +11,7 @@
 //! Positions are only recorded when asked for: the loader reads a document once without them and
 //! reads it again with them only when it has something to report.
 
-use std::collections::HashMap;
+use hashbrown::{HashMap, HashSet};
 
 mod reader;
 
@@ -98,7 +98,7 @@ pub(crate) fn read(text: &str, record_spans: bool) -> Read {
 /// fallbacks of [`Spans::value_offset`]): locating a few diagnostics in a large document then
 /// allocates nothing per value.
 pub(crate) fn spans_of<'w>(text: &str, wanted: impl IntoIterator<Item = &'w str>) -> Spans {
-    let mut set: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let mut set: HashSet<String> = HashSet::new();
     for p in wanted {
         let mut p = p;
         loop {

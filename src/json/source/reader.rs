@@ -13,7 +13,7 @@ pub(super) struct Reader<'a> {
     pub(super) pos: usize,
     pub(super) record_spans: bool,
     /// When set, only these pointers are recorded.
-    pub(super) wanted: Option<std::collections::HashSet<String>>,
+    pub(super) wanted: Option<hashbrown::HashSet<String>>,
     pub(super) spans: Spans,
     pub(super) problems: Vec<SourceProblem>,
     pub(super) pointer: String,
@@ -159,7 +159,14 @@ impl Reader<'_> {
             }
             let parent_len = self.pointer.len();
             push_token(&mut self.pointer, &key);
-            let duplicate = map.contains_key(&key);
+            // Reading spans only (`wanted`), the values are not kept: a duplicate is a key
+            // already recorded (an unwanted one records nothing either way).
+            let spans_only = self.wanted.is_some();
+            let duplicate = if spans_only {
+                self.wants() && self.spans.keys.contains_key(self.pointer.as_str())
+            } else {
+                map.contains_key(&key)
+            };
             if duplicate {
                 self.problems.push(SourceProblem {
                     offset: key_offset,
@@ -180,7 +187,7 @@ impl Reader<'_> {
             self.record_spans = record;
             self.pointer.truncate(parent_len);
             let value = value?;
-            if !duplicate {
+            if !duplicate && !spans_only {
                 map.insert(key, value);
             }
             self.skip_ws();
