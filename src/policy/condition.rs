@@ -117,7 +117,9 @@ impl LazyRegex {
             .parse(pattern)
             .map_err(|e| e.to_string())?;
         let lazy = LazyRegex { pattern: pattern.into(), compiled: OnceLock::new() };
-        if !nfa_fits(&hir) {
+        // Most patterns are far below the limit, which a walk of `hir` shows without building
+        // the NFAs.
+        if nfa_bound(&hir) > REGEX_SIZE_LIMIT && !nfa_fits(&hir) {
             // Over the limit by the NFA check: the regex crate may still build it without an
             // NFA (a plain literal search). Decide as it decides, at load.
             let re = build(pattern).map_err(|e| e.to_string())?;
@@ -166,6 +168,78 @@ fn nfa_fits(hir: &regex_syntax::hir::Hir) -> bool {
     let reverse = forward.clone().which_captures(WhichCaptures::None).reverse(true);
     thompson::Compiler::new().configure(forward).build_from_hir(hir).is_ok()
         && thompson::Compiler::new().configure(reverse).build_from_hir(hir).is_ok()
+}
+
+/// An upper bound, in the units of the NFA builder's size limit (bytes of states, sparse
+/// transitions and union alternates), of what either of the NFAs that [`nfa_fits`] builds
+/// for `hir` takes: `nfa_bound(hir) <= REGEX_SIZE_LIMIT` implies `nfa_fits(hir)`, so the
+/// build is skipped for such patterns (most: a case-insensitive `\b(drop|truncate)\b` is
+/// bounded by a few KiB). Each term over-counts what `regex-automata`'s Thompson compiler
+/// adds for the node (a builder state is 32 bytes, a sparse transition 8, an alternate 4);
+/// the compiler's own states around the pattern (unanchored prefix, the implicit capture,
+/// the match state) are in [`NFA_OVERHEAD`]. Saturating: a huge count only means "build it".
+fn nfa_bound(hir: &regex_syntax::hir::Hir) -> usize {
+    NFA_OVERHEAD.saturating_add(hir_bound(hir))
+}
+
+/// A bound of the compiler's states around any pattern.
+const NFA_OVERHEAD: usize = 4096;
+
+/// A bound of one builder state with its heap part, for a state with at most one transition
+/// or alternate.
+const STATE: usize = 64;
+
+fn hir_bound(hir: &regex_syntax::hir::Hir) -> usize {
+    use regex_syntax::hir::{Class, HirKind};
+    match hir.kind() {
+        HirKind::Empty | HirKind::Look(_) => STATE,
+        // One byte-range state per byte (in a trie of literals, a sparse state, its union and
+        // alternates: within 2 states per byte).
+        HirKind::Literal(lit) => {
+            STATE.saturating_mul(2).saturating_mul(lit.0.len().saturating_add(1))
+        }
+        // One sparse state and its end.
+        HirKind::Class(Class::Bytes(c)) => {
+            STATE.saturating_mul(2).saturating_add(c.ranges().len().saturating_mul(8))
+        }
+        HirKind::Class(Class::Unicode(c)) if c.is_ascii() => {
+            STATE.saturating_mul(2).saturating_add(c.ranges().len().saturating_mul(8))
+        }
+        // A UTF-8 automaton: forward, at most one sparse state per byte range of the class's
+        // UTF-8 sequences (plus a root and an end); reverse, one state per byte range, one
+        // alternate per sequence, a union and an end.
+        HirKind::Class(Class::Unicode(c)) => {
+            let (mut sequences, mut byte_ranges) = (0usize, 0usize);
+            for r in c.iter() {
+                for seq in regex_syntax::utf8::Utf8Sequences::new(r.start(), r.end()) {
+                    sequences += 1;
+                    byte_ranges += seq.as_slice().len();
+                }
+            }
+            STATE
+                .saturating_mul(4)
+                .saturating_add(byte_ranges.saturating_mul(STATE))
+                .saturating_add(sequences.saturating_mul(8))
+        }
+        // A capture's two states.
+        HirKind::Capture(c) => STATE.saturating_mul(2).saturating_add(hir_bound(&c.sub)),
+        HirKind::Concat(subs) => {
+            subs.iter().fold(STATE, |total, sub| total.saturating_add(hir_bound(sub)))
+        }
+        // A union, an end and an alternate per branch.
+        HirKind::Alternation(subs) => subs.iter().fold(STATE.saturating_mul(2), |total, sub| {
+            total.saturating_add(hir_bound(sub)).saturating_add(STATE)
+        }),
+        // The sub-expression compiled `max` times (`min` times, at least once, when unbounded),
+        // with a union and an empty state around each copy.
+        HirKind::Repetition(rep) => {
+            let copies = rep.max.unwrap_or(rep.min).max(rep.min).max(1);
+            let copies = usize::try_from(copies).unwrap_or(usize::MAX);
+            hir_bound(&rep.sub)
+                .saturating_add(STATE.saturating_mul(3))
+                .saturating_mul(copies.saturating_add(1))
+        }
+    }
 }
 
 /// Lexical normalisation of an absolute path into its components: `.` dropped, `..` removing the
@@ -242,6 +316,98 @@ mod tests {
             (Err(a), Err(b)) => assert_eq!(a, b.to_string()),
             (a, b) => panic!("loader {:?} but regex crate {:?}", a.err(), b.err()),
         }
+    }
+
+    /// Whether both NFAs of `hir` (as [`nfa_fits`] builds them) fit in `limit` bytes.
+    fn both_fit_in(hir: &regex_syntax::hir::Hir, limit: usize) -> bool {
+        let forward = thompson::Config::new()
+            .utf8(true)
+            .nfa_size_limit(Some(limit))
+            .shrink(false)
+            .which_captures(WhichCaptures::All);
+        let reverse = forward.clone().which_captures(WhichCaptures::None).reverse(true);
+        thompson::Compiler::new().configure(forward).build_from_hir(hir).is_ok()
+            && thompson::Compiler::new().configure(reverse).build_from_hir(hir).is_ok()
+    }
+
+    #[test]
+    fn the_nfa_bound_is_an_upper_bound() {
+        // For every pattern, both NFAs fit within the bound (so a pattern whose bound is under
+        // the limit needs no NFA build at load), of every kind of node.
+        let mut patterns: Vec<String> = [
+            r"(?i)\b(drop|truncate|t999)\b",
+            r"(?i)\b(drop|truncate)\b",
+            r"^[a-z0-9_-]{1,64}$",
+            r"\w{20}",
+            r"\w+@\w+\.com",
+            r"(?s).*",
+            r"a*",
+            r"(a*)*",
+            r"(a|)*",
+            r"(?:ab|cd|ef|gh|ijkl)",
+            r"foo|foobar|fo|f|bar|baz|quux",
+            r"(?i)foo|foobar|straße",
+            r"[\p{L}\p{N}]{3}",
+            r"\pL{3,7}?",
+            r"[^a]",
+            r"(?-u:[a-z\d])",
+            r"(?-u:\x00|a\w)",
+            r"é{2,}",
+            r"(é|ü|ß){0,3}",
+            r"\d{4}-\d{2}-\d{2}",
+            r"[\u{10000}-\u{10FFFF}]",
+            r"[\u{80}-\u{10FFFF}]+",
+            r"(?m)^\s*$",
+            r"\bword\B",
+            r"(?<name>x)(?:y)(z)",
+            r"",
+            r"(?:)",
+            r"a{0}",
+            r"a{0,1}",
+            r"(\pL{5}){5}",
+            r"(?i)\p{Greek}+",
+            r"\W\S\D",
+        ]
+        .iter()
+        .map(|p| (*p).to_owned())
+        .collect();
+        let words: Vec<String> = (0..300).map(|i| format!("w{i}x")).collect();
+        patterns.push(words.join("|"));
+        patterns.push(format!("(?i){}", words.join("|")));
+        // Random nestings of pieces.
+        let pieces = [r"a", r"(?i)k", r"\w", r"é", r"[α-ω]", r"\b", r"(?:x|yz)", r"\d", r"."];
+        let ops = ["*", "+", "?", "{2}", "{1,3}", "{2,}", "", "*?"];
+        let mut x: u64 = 0x853c_49e6_748f_ea9b;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..300 {
+            let mut p = String::new();
+            for _ in 0..(next() % 4 + 1) {
+                let piece = pieces[(next() % pieces.len() as u64) as usize];
+                let op = ops[(next() % ops.len() as u64) as usize];
+                let alt = if next() % 3 == 0 { "|" } else { "" };
+                p = format!("(?:{p}{alt}{piece}){op}");
+            }
+            patterns.push(p);
+        }
+        for p in &patterns {
+            let hir = regex_syntax::ParserBuilder::new().build().parse(p).unwrap();
+            let bound = nfa_bound(&hir);
+            assert!(both_fit_in(&hir, bound), "{p}: bound {bound} too small");
+        }
+        // The patterns of the load benchmark are bounded far below the limit (no NFA built).
+        let hir = regex_syntax::ParserBuilder::new()
+            .build()
+            .parse(r"(?i)\b(drop|truncate|t999)\b")
+            .unwrap();
+        assert!(nfa_bound(&hir) < REGEX_SIZE_LIMIT / 10, "{}", nfa_bound(&hir));
+        // And a pattern over the limit is bounded over it (then the NFAs are built).
+        let hir = regex_syntax::ParserBuilder::new().build().parse(r"\w{5000}").unwrap();
+        assert!(nfa_bound(&hir) > REGEX_SIZE_LIMIT);
     }
 
     #[test]

@@ -11,7 +11,7 @@
 //! Positions are only recorded when asked for: the loader reads a document once without them and
 //! reads it again with them only when it has something to report.
 
-use std::collections::HashMap;
+use hashbrown::{HashMap, HashSet};
 
 mod reader;
 
@@ -88,6 +88,7 @@ pub(crate) fn read(text: &str, record_spans: bool) -> Read {
         spans: Spans::default(),
         problems: Vec::new(),
         pointer: String::new(),
+        building: true,
     };
     let value = r.document();
     Read { value, problems: r.problems, spans: r.spans }
@@ -97,7 +98,7 @@ pub(crate) fn read(text: &str, record_spans: bool) -> Read {
 /// fallbacks of [`Spans::value_offset`]): locating a few diagnostics in a large document then
 /// allocates nothing per value.
 pub(crate) fn spans_of<'w>(text: &str, wanted: impl IntoIterator<Item = &'w str>) -> Spans {
-    let mut set: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let mut set: HashSet<String> = HashSet::new();
     for p in wanted {
         let mut p = p;
         loop {
@@ -119,6 +120,7 @@ pub(crate) fn spans_of<'w>(text: &str, wanted: impl IntoIterator<Item = &'w str>
         spans: Spans::default(),
         problems: Vec::new(),
         pointer: String::new(),
+        building: true,
     };
     let _ = r.document();
     r.spans
@@ -193,5 +195,36 @@ mod tests {
         // An absent member falls back to its parent.
         let off = read.spans.value_offset("/tools/a~1b/nope");
         assert_eq!(line_column(text, off), (3, 12));
+    }
+
+    #[test]
+    fn spans_of_a_few_pointers_are_those_of_a_full_read() {
+        let text = "{\n \"a\": {\"b\": [1, {\"c\\u00e9\": \"x\\ny\"}, [2.5e3, null]], \"d\": true},\n \
+                    \"e\": [{}, [], \"\\ud83d\\ude00\"], \"a\": {\"dup\": 1}, \"f~/g\": {\"h\": -0}\n}";
+        let full = read(text, true);
+        assert_eq!(full.problems.len(), 1, "one duplicate key");
+        let pointers: Vec<&str> = full.spans.values.keys().map(String::as_str).collect();
+        assert!(pointers.len() > 12, "{pointers:?}");
+        // Each pointer alone, and all of them at once, and pointers that are not in the text.
+        let mut sets: Vec<Vec<&str>> = pointers.iter().map(|p| vec![*p]).collect();
+        sets.push(pointers.clone());
+        sets.push(vec!["/a/b/1/c\u{e9}", "/nope/deeper", "/e/2", "/a/dup"]);
+        for wanted in sets {
+            let spans = spans_of(text, wanted.iter().copied());
+            for p in &wanted {
+                assert_eq!(spans.value_offset(p), full.spans.value_offset(p), "{p}");
+                assert_eq!(spans.key_offset(p), full.spans.key_offset(p), "{p}");
+            }
+        }
+        // A syntax error after the wanted pointers, inside a subtree that is only checked:
+        // found as a full read finds it (the reader stops there in both).
+        for bad in
+            ["{\"a\": 1, \"b\": [1, 2,], \"c\": 3}", "{\"a\": 1, \"b\": {\"x\": 1e999}, \"c\": 3}"]
+        {
+            let full = read(bad, true);
+            let spans = spans_of(bad, ["/a", "/c"]);
+            assert_eq!(spans.value_offset("/c"), full.spans.value_offset("/c"), "{bad}");
+            assert_eq!(spans.value_offset("/a"), full.spans.value_offset("/a"), "{bad}");
+        }
     }
 }

@@ -13,10 +13,14 @@ pub(super) struct Reader<'a> {
     pub(super) pos: usize,
     pub(super) record_spans: bool,
     /// When set, only these pointers are recorded.
-    pub(super) wanted: Option<std::collections::HashSet<String>>,
+    pub(super) wanted: Option<hashbrown::HashSet<String>>,
     pub(super) spans: Spans,
     pub(super) problems: Vec<SourceProblem>,
     pub(super) pointer: String,
+    /// Whether values are built. Reading spans for a few pointers, a subtree with none of them
+    /// is only checked (the same syntax, the same errors), without building its values or its
+    /// pointers: no allocation.
+    pub(super) building: bool,
 }
 
 /// A syntax error stops the reader; it has already been pushed to `problems`.
@@ -72,9 +76,24 @@ impl Reader<'_> {
     }
 
     fn value(&mut self, depth: usize) -> Result<Value, Stop> {
-        if self.record_spans && self.wants() {
-            self.spans.values.insert(self.pointer.clone(), self.pos);
+        if !self.building {
+            return self.value_inner(depth);
         }
+        if self.wants() {
+            if self.record_spans {
+                self.spans.values.insert(self.pointer.clone(), self.pos);
+            }
+        } else {
+            // Nothing under an unwanted pointer is wanted: its ancestors are all in the set.
+            self.building = false;
+            let value = self.value_inner(depth);
+            self.building = true;
+            return value;
+        }
+        self.value_inner(depth)
+    }
+
+    fn value_inner(&mut self, depth: usize) -> Result<Value, Stop> {
         match self.peek() {
             Some(b'{') => self.object(depth),
             Some(b'[') => self.array(depth),
@@ -121,9 +140,33 @@ impl Reader<'_> {
             }
             self.pos += 1;
             self.skip_ws();
+            if !self.building {
+                // Checked only: no key, no pointer, no map (the subtree records nothing).
+                self.value(depth + 1)?;
+                self.skip_ws();
+                match self.peek() {
+                    Some(b',') => {
+                        self.pos += 1;
+                        self.skip_ws();
+                        continue;
+                    }
+                    Some(b'}') => {
+                        self.pos += 1;
+                        return Ok(Value::Null);
+                    }
+                    _ => return Err(self.unexpected("`,` or `}`")),
+                }
+            }
             let parent_len = self.pointer.len();
             push_token(&mut self.pointer, &key);
-            let duplicate = map.contains_key(&key);
+            // Reading spans only (`wanted`), the values are not kept: a duplicate is a key
+            // already recorded (an unwanted one records nothing either way).
+            let spans_only = self.wanted.is_some();
+            let duplicate = if spans_only {
+                self.wants() && self.spans.keys.contains_key(self.pointer.as_str())
+            } else {
+                map.contains_key(&key)
+            };
             if duplicate {
                 self.problems.push(SourceProblem {
                     offset: key_offset,
@@ -144,7 +187,7 @@ impl Reader<'_> {
             self.record_spans = record;
             self.pointer.truncate(parent_len);
             let value = value?;
-            if !duplicate {
+            if !duplicate && !spans_only {
                 map.insert(key, value);
             }
             self.skip_ws();
@@ -170,12 +213,16 @@ impl Reader<'_> {
             return Ok(Value::Array(items));
         }
         loop {
-            let parent_len = self.pointer.len();
-            self.pointer.push('/');
-            self.pointer.push_str(&items.len().to_string());
-            let value = self.value(depth + 1);
-            self.pointer.truncate(parent_len);
-            items.push(value?);
+            if self.building {
+                let parent_len = self.pointer.len();
+                self.pointer.push('/');
+                self.pointer.push_str(&items.len().to_string());
+                let value = self.value(depth + 1);
+                self.pointer.truncate(parent_len);
+                items.push(value?);
+            } else {
+                self.value(depth + 1)?;
+            }
             self.skip_ws();
             match self.peek() {
                 Some(b',') => {
@@ -265,7 +312,9 @@ impl Reader<'_> {
                 }
                 self.pos += 1;
             }
-            out.push_str(self.text.get(run_start..self.pos).unwrap_or(""));
+            if self.building {
+                out.push_str(self.text.get(run_start..self.pos).unwrap_or(""));
+            }
             match self.peek() {
                 None => return Err(self.syntax("unterminated string")),
                 Some(b'"') => {
@@ -275,7 +324,9 @@ impl Reader<'_> {
                 Some(b'\\') => {
                     self.pos += 1;
                     let c = self.escape()?;
-                    out.push(c);
+                    if self.building {
+                        out.push(c);
+                    }
                 }
                 Some(_) => {
                     return Err(
