@@ -594,7 +594,7 @@ async fn post_mcp<S: AsyncCounterStore + 'static>(
     let mut response = if keys.is_empty() {
         StatusCode::ACCEPTED.into_response()
     } else if sse {
-        Sse::new(post_stream(rx, keys, guard)).keep_alive(KeepAlive::default()).into_response()
+        sse_answer(rx, keys, batch, guard).await
     } else {
         json_answer(rx, keys, batch, guard).await
     };
@@ -604,26 +604,94 @@ async fn post_mcp<S: AsyncCounterStore + 'static>(
     response
 }
 
-/// The SSE stream of a POST: every message routed to it, until each of its requests has its
-/// response.
+/// The answer to a POST of one request from a client that accepts both `application/json` and
+/// `text/event-stream`: when the first message for it, within [`JSON_ANSWER_WAIT`], is its
+/// response, that response alone as `application/json` (no event framing, no stream to keep
+/// alive); otherwise (a server-initiated message came first, such as an approval asked through
+/// the client, or the answer takes longer) an SSE stream that starts with that message. A
+/// batch is always answered on a stream.
+async fn sse_answer(
+    mut rx: mpsc::UnboundedReceiver<Value>,
+    mut keys: HashSet<String>,
+    batch: bool,
+    guard: PostGuard,
+) -> Response {
+    let stream = |first: Option<Value>, rx, keys, guard| {
+        Sse::new(post_stream(first, rx, keys, guard))
+            .keep_alive(KeepAlive::default())
+            .into_response()
+    };
+    if batch || keys.len() != 1 {
+        return stream(None, rx, keys, guard);
+    }
+    let first = match tokio::time::timeout(JSON_ANSWER_WAIT, rx.recv()).await {
+        Err(_) => return stream(None, rx, keys, guard),
+        Ok(None) => {
+            drop(guard);
+            return error_response(
+                StatusCode::NOT_FOUND,
+                -32001,
+                "session ended before answering (the upstream has gone)".into(),
+            );
+        }
+        Ok(Some(msg)) => msg,
+    };
+    if first.get("method").is_none()
+        && let Some(id) = first.get("id")
+        && keys.remove(&jsonrpc::id_key(id))
+    {
+        drop(guard);
+        return json_body(&first);
+    }
+    stream(Some(first), rx, keys, guard)
+}
+
+/// How long the answer to a POST may take and still be sent as `application/json` to a client
+/// that also accepts SSE; past this the answer is a stream, whose keep-alive comments keep
+/// clients with a read timeout (the Python SDK's is 30 s) waiting.
+pub const JSON_ANSWER_WAIT: Duration = Duration::from_secs(1);
+
+/// One JSON-RPC message as an `application/json` response.
+fn json_body(msg: &Value) -> Response {
+    match serde_json::to_vec(msg) {
+        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(e) => error_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            jsonrpc::INTERNAL_ERROR,
+            format!("cannot serialize the answer: {e}"),
+        ),
+    }
+}
+
+/// The SSE stream of a POST: `first` (when given), then every message routed to it, until each
+/// of its requests has its response.
 fn post_stream(
+    first: Option<Value>,
     rx: mpsc::UnboundedReceiver<Value>,
     keys: HashSet<String>,
     guard: PostGuard,
 ) -> impl Stream<Item = Result<Event, std::convert::Infallible>> {
-    futures_util::stream::unfold((rx, keys, guard), |(mut rx, mut keys, guard)| async move {
-        if keys.is_empty() {
-            return None;
-        }
-        let msg = rx.recv().await?;
-        if msg.get("method").is_none()
-            && let Some(id) = msg.get("id")
-        {
-            keys.remove(&jsonrpc::id_key(id));
-        }
-        let event = Event::default().event("message").data(msg.to_string());
-        Some((Ok(event), (rx, keys, guard)))
-    })
+    futures_util::stream::unfold(
+        (first, rx, keys, guard),
+        |(first, mut rx, mut keys, guard)| async move {
+            let msg = match first {
+                Some(m) => m,
+                None => {
+                    if keys.is_empty() {
+                        return None;
+                    }
+                    rx.recv().await?
+                }
+            };
+            if msg.get("method").is_none()
+                && let Some(id) = msg.get("id")
+            {
+                keys.remove(&jsonrpc::id_key(id));
+            }
+            let event = Event::default().event("message").data(msg.to_string());
+            Some((Ok(event), (None, rx, keys, guard)))
+        },
+    )
 }
 
 async fn json_answer(

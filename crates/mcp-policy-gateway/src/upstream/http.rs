@@ -15,10 +15,13 @@
 //! at once. When the server forgets the session (404), the upstream is gone: the relay answers
 //! what is pending with errors and the session ends.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
 use serde_json::Value;
 use tokio::sync::{mpsc, watch};
@@ -117,25 +120,39 @@ pub fn connect(url: &str) -> Result<(UpstreamLink, HttpUpstream), String> {
 async fn run(shared: Arc<Shared>, mut up_rx: mpsc::Receiver<Value>) {
     let mut gone = shared.gone.subscribe();
     let mut get_task: Option<JoinHandle<()>> = None;
+    // Requests in flight, polled by this task (no task spawned per request). A notification or
+    // a response is posted before anything that follows it is read (`ordered`), while the
+    // requests in flight go on.
+    let mut requests = FuturesUnordered::new();
+    let mut ordered: Option<Pin<Box<dyn Future<Output = bool> + Send>>> = None;
     loop {
-        let msg = tokio::select! {
-            m = up_rx.recv() => match m { Some(m) => m, None => break },
-            _ = gone.wait_for(|g| *g) => break,
-        };
-        let (is_request, initialized) = match jsonrpc::classify(&msg) {
-            Kind::Request { .. } => (true, false),
-            Kind::Notification { method } => (false, method == "notifications/initialized"),
-            _ => (false, false),
-        };
-        if is_request {
-            let sh = shared.clone();
-            tokio::spawn(async move { sh.post(msg).await });
-        } else {
-            shared.post(msg).await;
-            if initialized && get_task.is_none() {
+        tokio::select! {
+            m = up_rx.recv(), if ordered.is_none() => {
+                let Some(msg) = m else { break };
+                let (is_request, initialized) = match jsonrpc::classify(&msg) {
+                    Kind::Request { .. } => (true, false),
+                    Kind::Notification { method } => (false, method == "notifications/initialized"),
+                    _ => (false, false),
+                };
                 let sh = shared.clone();
-                get_task = Some(tokio::spawn(async move { sh.get_stream().await }));
+                if is_request {
+                    requests.push(async move { sh.post(msg).await });
+                } else {
+                    ordered = Some(Box::pin(async move {
+                        sh.post(msg).await;
+                        initialized
+                    }));
+                }
             }
+            Some(()) = requests.next(), if !requests.is_empty() => {}
+            initialized = async { ordered.as_mut()?.await.then_some(()) }, if ordered.is_some() => {
+                ordered = None;
+                if initialized.is_some() && get_task.is_none() {
+                    let sh = shared.clone();
+                    get_task = Some(tokio::spawn(async move { sh.get_stream().await }));
+                }
+            }
+            _ = gone.wait_for(|g| *g) => break,
         }
     }
     if let Some(t) = get_task {
