@@ -50,7 +50,7 @@ use crate::jsonrpc::{self, Kind};
 use crate::metrics::Metrics;
 use crate::origin::OriginRule;
 use crate::relay::{PROTOCOL_VERSIONS, Relay, RelayConfig, RelayEnd};
-use crate::transport::{CHANNEL_CAPACITY, ClientLink, Inbound, UpstreamLink};
+use crate::transport::{CHANNEL_CAPACITY, ClientTx, Inbound, UpstreamLink};
 use crate::upstream;
 
 /// The session header.
@@ -372,7 +372,6 @@ impl<S: AsyncCounterStore + 'static> Server<S> {
             guard = guard.with_out_of_band_approvals();
         }
         let (in_tx, in_rx) = mpsc::channel(CHANNEL_CAPACITY);
-        let (out_tx, mut out_rx) = mpsc::channel::<Value>(CHANNEL_CAPACITY);
         let session = Arc::new(Session {
             id: id.clone(),
             principal: identity.principal,
@@ -384,13 +383,15 @@ impl<S: AsyncCounterStore + 'static> Server<S> {
         lock(&self.sessions).insert(id.clone(), session.clone());
         self.config.metrics.set_sessions(self.session_count());
 
-        let router_session = session.clone();
-        tokio::spawn(async move {
-            while let Some(msg) = out_rx.recv().await {
-                router_session.route(msg);
+        // The relay routes each message for the client itself, to the request waiting for
+        // it (no task in between); when the relay ends, every stream closes.
+        let weak = Arc::downgrade(&session);
+        let to_client = ClientTx::Direct(Arc::new(move |msg| {
+            if let Some(s) = weak.upgrade() {
+                s.route(msg);
             }
-            router_session.end();
-        });
+        }));
+        let ended = session.clone();
         let me = self.clone();
         let log = self.config.log.clone();
         let relay_config = RelayConfig {
@@ -399,8 +400,9 @@ impl<S: AsyncCounterStore + 'static> Server<S> {
             negotiated: Some(session.protocol.clone()),
         };
         let task = tokio::spawn(async move {
-            let client = ClientLink { tx: out_tx, rx: in_rx };
-            let end = Relay::run(Arc::new(guard), log, relay_config, client, link).await;
+            let end =
+                Relay::run_to(Arc::new(guard), log, relay_config, to_client, in_rx, link).await;
+            ended.end();
             me.remove(&id);
             handle.finish(end).await;
         });

@@ -60,8 +60,10 @@ impl HttpUpstream {
 struct Shared {
     client: reqwest::Client,
     url: reqwest::Url,
-    session: Mutex<Option<String>>,
-    protocol: Mutex<Option<String>>,
+    /// The upstream's `Mcp-Session-Id` and the negotiated revision, as the header values sent
+    /// on every request.
+    session: Mutex<Option<HeaderValue>>,
+    protocol: Mutex<Option<HeaderValue>>,
     /// Messages for the relay; taken out when the upstream is gone, so that the relay sees it.
     down: Mutex<Option<mpsc::Sender<Value>>>,
     gone: watch::Sender<bool>,
@@ -185,14 +187,10 @@ impl Shared {
 
     fn headers(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         let mut req = req;
-        if let Some(s) = locked(&self.session).as_deref()
-            && let Ok(v) = HeaderValue::from_str(s)
-        {
+        if let Some(v) = locked(&self.session).clone() {
             req = req.header(SESSION_HEADER, v);
         }
-        if let Some(p) = locked(&self.protocol).as_deref()
-            && let Ok(v) = HeaderValue::from_str(p)
-        {
+        if let Some(v) = locked(&self.protocol).clone() {
             req = req.header(PROTOCOL_HEADER, v);
         }
         req
@@ -215,7 +213,7 @@ impl Shared {
             && msg.get("id") == Some(init_id)
             && let Some(v) = msg.pointer("/result/protocolVersion").and_then(Value::as_str)
         {
-            *locked(&self.protocol) = Some(v.to_owned());
+            *locked(&self.protocol) = HeaderValue::from_str(v).ok();
         }
         self.deliver(msg).await;
     }
@@ -243,9 +241,9 @@ impl Shared {
         let status = resp.status();
         if is_init
             && status.is_success()
-            && let Some(s) = resp.headers().get(SESSION_HEADER).and_then(|v| v.to_str().ok())
+            && let Some(s) = resp.headers().get(SESSION_HEADER)
         {
-            *locked(&self.session) = Some(s.to_owned());
+            *locked(&self.session) = Some(s.clone());
         }
         if status == reqwest::StatusCode::NOT_FOUND && locked(&self.session).is_some() {
             self.fail(id.as_ref(), "the upstream ended the MCP session (HTTP 404)".into()).await;
