@@ -5,7 +5,9 @@
 //!   other session a batch is refused whole with -32600 and nothing of it is relayed). Requests
 //!   are answered on a server-sent-event stream when the client accepts `text/event-stream`
 //!   (the stream also carries what the upstream or the gateway asks the client meanwhile, such
-//!   as an approval), otherwise as `application/json`; notifications and responses get 202.
+//!   as an approval), otherwise as `application/json`; one request whose response is the first
+//!   message for it (within [`JSON_ANSWER_WAIT`]) is answered as `application/json` either way.
+//!   Notifications and responses get 202.
 //! - `initialize` (without `Mcp-Session-Id`) creates a session, whose id is returned in the
 //!   `Mcp-Session-Id` header and required on every later request (400 without, 404 for an
 //!   unknown or ended one). Each session has its own [`Relay`] and its own upstream: a child
@@ -844,5 +846,65 @@ async fn resolve_approval<S: AsyncCounterStore + 'static>(
     match &server.config.admin {
         Some(admin) => admin.resolve(&headers, &id, &body),
         None => no_admin(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session() -> Arc<Session> {
+        Arc::new(Session {
+            id: "s".into(),
+            principal: "p".into(),
+            protocol: Arc::new(std::sync::OnceLock::new()),
+            inbound: Mutex::new(None),
+            routes: Mutex::new(Routes::default()),
+            last_active: Mutex::new(Instant::now()),
+        })
+    }
+
+    async fn answer(first: Vec<Value>, ids: &[i64], batch: bool) -> (String, String) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        for m in first {
+            tx.send(m).unwrap();
+        }
+        drop(tx);
+        let keys = ids.iter().map(|i| jsonrpc::id_key(&json!(i))).collect();
+        let guard = PostGuard { session: session(), stream: 1 };
+        let resp = sse_answer(rx, keys, batch, guard).await;
+        let ct = resp.headers()[header::CONTENT_TYPE].to_str().unwrap().to_owned();
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+        (ct, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_response_that_comes_first_is_plain_json() {
+        let r = json!({"jsonrpc": "2.0", "id": 3, "result": {"ok": true}});
+        let (ct, body) = answer(vec![r.clone()], &[3], false).await;
+        assert_eq!(ct, "application/json");
+        assert_eq!(serde_json::from_str::<Value>(&body).unwrap(), r);
+    }
+
+    #[tokio::test]
+    async fn anything_first_or_a_batch_is_a_stream_with_every_message() {
+        let ask = json!({"jsonrpc": "2.0", "id": 1, "method": "elicitation/create", "params": {}});
+        let r = json!({"jsonrpc": "2.0", "id": 3, "result": {}});
+        let (ct, body) = answer(vec![ask, r], &[3], false).await;
+        assert!(ct.starts_with("text/event-stream"), "{ct}");
+        assert!(body.contains("elicitation/create") && body.contains(r#""id":3"#), "{body}");
+        assert!(body.find("elicitation").unwrap() < body.find(r#""id":3"#).unwrap());
+
+        let r4 = json!({"jsonrpc": "2.0", "id": 4, "result": {}});
+        let (ct, body) = answer(vec![r4.clone()], &[4], true).await;
+        assert!(ct.starts_with("text/event-stream"), "a batch: {ct}");
+        assert!(body.contains(r#""id":4"#), "{body}");
+    }
+
+    #[tokio::test]
+    async fn a_session_that_ends_before_answering_is_404() {
+        let (ct, body) = answer(vec![], &[5], false).await;
+        assert_eq!(ct, "application/json");
+        assert!(body.contains("session ended before answering"), "{body}");
     }
 }
