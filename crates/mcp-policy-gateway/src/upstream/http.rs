@@ -37,6 +37,8 @@ pub const PROTOCOL_HEADER: &str = "mcp-protocol-version";
 
 /// How long the gateway waits for the upstream to accept a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the rest of an answered request's event stream is read for (see `read_body`).
+const DRAIN_WAIT: Duration = Duration::from_millis(100);
 /// How many times in a row the GET stream is reopened after it failed.
 const GET_RETRIES: u32 = 5;
 
@@ -309,18 +311,29 @@ impl Shared {
         }
         let mut events = sse_stream::SseStream::from_bytes_stream(resp.bytes_stream());
         let mut answered = false;
-        while let Some(event) = events.next().await {
-            let Ok(event) = event else { break };
+        let mut drain_until = None;
+        loop {
+            let event = if let Some(until) = drain_until {
+                // The request is answered; the server ends the stream now (the specification
+                // says it should). Read it to its end, briefly, so that the connection goes back
+                // to the pool rather than being closed with the rest unread; a stream left open
+                // is dropped.
+                match tokio::time::timeout_at(until, events.next()).await {
+                    Ok(e) => e,
+                    Err(_) => None,
+                }
+            } else {
+                events.next().await
+            };
+            let Some(Ok(event)) = event else { break };
             let Some(data) = event.data.filter(|d| !d.trim().is_empty()) else { continue };
             match serde_json::from_str::<Value>(&data) {
                 Ok(m) => {
-                    let this = is_answer(&m);
-                    self.receive(m, init_id).await;
-                    if this {
+                    if is_answer(&m) && !answered {
                         answered = true;
-                        // The stream may stay open; the request is answered.
-                        break;
+                        drain_until = Some(tokio::time::Instant::now() + DRAIN_WAIT);
                     }
+                    self.receive(m, init_id).await;
                 }
                 Err(e) => eprintln!(
                     "mcp-policy-gateway: the upstream sent an event that is not JSON ({e}); dropped"
