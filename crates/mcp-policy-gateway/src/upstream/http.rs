@@ -318,10 +318,7 @@ impl Shared {
                 // says it should). Read it to its end, briefly, so that the connection goes back
                 // to the pool rather than being closed with the rest unread; a stream left open
                 // is dropped.
-                match tokio::time::timeout_at(until, events.next()).await {
-                    Ok(e) => e,
-                    Err(_) => None,
-                }
+                tokio::time::timeout_at(until, events.next()).await.unwrap_or_default()
             } else {
                 events.next().await
             };
