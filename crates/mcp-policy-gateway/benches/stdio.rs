@@ -4,7 +4,8 @@
 //! An allowed call with one limit, as in production.
 //!
 //! `cargo bench -p mcp-policy-gateway --bench stdio` prints criterion's figures, then p50 and
-//! p99 of 20,000 sequential calls each way.
+//! p99 of 20,000 sequential calls each way, and the CPU time the gateway used per call: plain,
+//! and with `--stdio-spin 50` (it polls its pipes for up to 50 µs before sleeping).
 
 #![allow(
     clippy::unwrap_used,
@@ -110,22 +111,28 @@ impl Drop for Client {
     }
 }
 
-fn clients() -> (Client, Client, tempfile::TempDir) {
-    let me = std::env::current_exe().unwrap();
-    let direct = Client::start(Command::new(&me));
-    let dir = tempfile::tempdir().unwrap();
-    let policy = dir.path().join("policy.json");
-    std::fs::write(&policy, POLICY).unwrap();
+/// The gateway's command over `policy` in front of this executable, with `extra` options.
+fn gateway_command(policy: &std::path::Path, extra: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_mcp-policy-gateway"));
-    cmd.arg("--policy").arg(&policy).arg("--").arg(&me);
-    let gateway = Client::start(cmd);
-    (direct, gateway, dir)
+    cmd.arg("--policy").arg(policy).args(extra).arg("--").arg(std::env::current_exe().unwrap());
+    cmd
 }
 
-fn percentiles(client: &mut Client, n: usize) -> (Duration, Duration) {
+/// CPU time (user + system) a process has used so far, from `/proc/PID/stat`.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let ticks: u64 =
+        fields.get(11..13).map_or(0, |f| f.iter().filter_map(|t| t.parse::<u64>().ok()).sum());
+    // The kernel's USER_HZ is 100 on Linux.
+    Duration::from_millis(ticks * 10)
+}
+
+fn percentiles(client: &mut Client, n: usize) -> (Duration, Duration, Duration) {
     for _ in 0..2000 {
         client.call();
     }
+    let cpu = cpu_time(client.child.id());
     let mut samples: Vec<Duration> = (0..n)
         .map(|_| {
             let t = Instant::now();
@@ -133,8 +140,9 @@ fn percentiles(client: &mut Client, n: usize) -> (Duration, Duration) {
             t.elapsed()
         })
         .collect();
+    let cpu = cpu_time(client.child.id()).saturating_sub(cpu) / u32::try_from(n).unwrap();
     samples.sort();
-    (samples[n / 2], samples[n * 99 / 100])
+    (samples[n / 2], samples[n * 99 / 100], cpu)
 }
 
 fn main() {
@@ -142,26 +150,39 @@ fn main() {
         upstream();
         return;
     }
-    let (mut direct, mut gateway, _dir) = clients();
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.json");
+    std::fs::write(&policy, POLICY).unwrap();
+    let mut direct = Client::start(Command::new(std::env::current_exe().unwrap()));
+    let mut gateway = Client::start(gateway_command(&policy, &[]));
+    let mut spinning = Client::start(gateway_command(&policy, &["--stdio-spin", "50"]));
+
     let mut c = Criterion::default().configure_from_args();
     let mut g = c.benchmark_group("stdio");
     g.bench_function("direct_call", |b| b.iter(|| direct.call()));
     g.bench_function("gateway_call", |b| b.iter(|| gateway.call()));
+    g.bench_function("gateway_call_stdio_spin_50", |b| b.iter(|| spinning.call()));
     g.finish();
     c.final_summary();
 
     let n = 20_000;
-    let (d50, d99) = percentiles(&mut direct, n);
-    let (g50, g99) = percentiles(&mut gateway, n);
     let us = |d: Duration| d.as_secs_f64() * 1e6;
-    println!("\n{n} sequential calls each way:");
-    println!("| path | p50 | p99 |");
-    println!("|---|---|---|");
-    println!("| upstream directly | {:.1} µs | {:.1} µs |", us(d50), us(d99));
-    println!("| through the gateway | {:.1} µs | {:.1} µs |", us(g50), us(g99));
-    println!(
-        "| added by the gateway | {:.1} µs | {:.1} µs |",
-        us(g50) - us(d50),
-        us(g99) - us(d99)
-    );
+    let (d50, d99, _) = percentiles(&mut direct, n);
+    println!("\n{n} sequential calls each way (CPU: the gateway process's, per call):");
+    println!("| path | p50 | p99 | added p50 | added p99 | gateway CPU per call |");
+    println!("|---|---|---|---|---|---|");
+    println!("| upstream directly | {:.1} µs | {:.1} µs | | | |", us(d50), us(d99));
+    for (name, client) in
+        [("through the gateway", &mut gateway), ("the gateway, `--stdio-spin 50`", &mut spinning)]
+    {
+        let (p50, p99, cpu) = percentiles(client, n);
+        println!(
+            "| {name} | {:.1} µs | {:.1} µs | {:.1} µs | {:.1} µs | {:.0} µs |",
+            us(p50),
+            us(p99),
+            us(p50) - us(d50),
+            us(p99) - us(d99),
+            us(cpu)
+        );
+    }
 }

@@ -183,6 +183,25 @@ impl<S> Guard<S> {
         }
     }
 
+    /// The decision-log record of the retry that continues a call the upstream answered with
+    /// an `input_required` result of its own: dispatched without a new decision (`allow`, no
+    /// rule, nothing charged), its `approval` field `continuation`.
+    pub fn continuation_record(&self, tool: &str, session: Option<&str>) -> Record {
+        Record {
+            tool: tool.to_owned(),
+            grant: self.grant.clone(),
+            session: session.map(str::to_owned),
+            decision: "allow",
+            rule: String::new(),
+            message: "continues a call the upstream asked input for: not decided nor charged again"
+                .to_owned(),
+            policy: self.evaluator.policy().digest().to_owned(),
+            eval_us: 0.0,
+            monitor: self.mode == Mode::Monitor,
+            approval: Some("continuation"),
+        }
+    }
+
     /// Keeps in `tools` (the `tools` array of a `tools/list` result) only the tools the policy
     /// lets a client see: hidden tools and tools only the default denies are removed; entries
     /// without a string `name` are removed too. In monitor mode nothing is removed (the calls

@@ -26,6 +26,7 @@ pub mod guard;
 pub mod jsonrpc;
 pub mod relay;
 pub mod reload;
+pub mod spin;
 pub mod transport;
 pub mod upstream;
 

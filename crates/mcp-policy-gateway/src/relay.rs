@@ -5,6 +5,11 @@
 //! directions (the gateway numbers what it sends to each end), so that the requests the gateway
 //! makes itself (`elicitation/create` to the client, `tools/list` refreshes to the upstream)
 //! can never collide with the peers' ids; cancellations are rewritten the same way.
+//!
+//! Two kinds of `input_required` rounds (revision 2026-07-28) meet here: the gateway's own
+//! approval rounds (its `requestState` a token of its own, its `inputRequests` key
+//! [`APPROVAL_INPUT`]), and the upstream's, relayed unchanged; the retry of an upstream's round
+//! continues the call it belongs to without a new decision (see `Continuation`).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -36,15 +41,76 @@ pub const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion
 /// The request `_meta` key of the client's capabilities (revisions without `initialize`).
 pub const META_CLIENT_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
 
+/// The `Mcp-Method` header (SEP-2243): the JSON-RPC method of the request, required on every
+/// request of a revision without `initialize` over streamable HTTP.
+pub const METHOD_HEADER: &str = "mcp-method";
+/// The `Mcp-Name` header (SEP-2243): the tool, prompt or resource a request names.
+pub const NAME_HEADER: &str = "mcp-name";
+
+const BASE64_PREFIX: &str = "=?base64?";
+const BASE64_SUFFIX: &str = "?=";
+
+/// What the `Mcp-Name` header of a request must say (SEP-2243): `params.name` of `tools/call`
+/// and `prompts/get`, `params.uri` of the resource methods, `params.taskId` of the task methods;
+/// `None` for the other methods.
+pub fn mcp_name<'a>(
+    method: &str,
+    params: Option<&'a serde_json::Map<String, Value>>,
+) -> Option<&'a str> {
+    let key = match method {
+        "tools/call" | "prompts/get" => "name",
+        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => "uri",
+        "tasks/get" | "tasks/update" | "tasks/cancel" => "taskId",
+        _ => return None,
+    };
+    params?.get(key)?.as_str()
+}
+
+/// `value` as an HTTP header value (SEP-2243): as it is when it is printable ASCII without
+/// leading or trailing blanks, else Base64 between `=?base64?` and `?=`.
+pub fn encode_header_value(value: &str) -> String {
+    use base64::Engine;
+    let needs_base64 = value.starts_with([' ', '\t'])
+        || value.ends_with([' ', '\t'])
+        || value.chars().any(|c| !(' '..='~').contains(&c))
+        || (value.starts_with(BASE64_PREFIX) && value.ends_with(BASE64_SUFFIX));
+    if !needs_base64 {
+        value.to_owned()
+    } else {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(value.as_bytes());
+        format!("{BASE64_PREFIX}{encoded}{BASE64_SUFFIX}")
+    }
+}
+
+/// The value an HTTP header of SEP-2243 carries (`None`: a Base64 form that does not decode
+/// to UTF-8).
+pub fn decode_header_value(raw: &str) -> Option<String> {
+    use base64::Engine;
+    match raw.strip_prefix(BASE64_PREFIX).and_then(|r| r.strip_suffix(BASE64_SUFFIX)) {
+        Some(encoded) => {
+            let bytes = base64::engine::general_purpose::STANDARD.decode(encoded).ok()?;
+            String::from_utf8(bytes).ok()
+        }
+        None => Some(raw.to_owned()),
+    }
+}
+
+/// The revision a request names in its `_meta` (revisions without `initialize`).
+pub fn meta_protocol_version(msg: &Value) -> Option<&str> {
+    jsonrpc::params(msg)?.get("_meta")?.get(META_PROTOCOL_VERSION)?.as_str()
+}
+
 /// The key of the gateway's approval request in `inputRequests` / `inputResponses` (the same
 /// as the rmcp guard's).
 pub const APPROVAL_INPUT: &str = "mcp-policy/approval";
 
 /// How many approval rounds (`input_required` results) one session may have outstanding; past
-/// this the session's oldest round is forgotten.
+/// this the session's oldest round is forgotten. The upstream's own rounds that the gateway
+/// remembers are bounded alike, apart.
 pub const MAX_PENDING_ROUNDS: usize = 1_000;
 
-/// How long the client has to come back with the human's answer to an `input_required` round.
+/// How long the client has to come back with the human's answer to an `input_required` round
+/// (the gateway's, or the upstream's own).
 pub const PENDING_ROUND_TTL: Duration = Duration::from_secs(3600);
 
 /// Revisions in which a server may send `elicitation/create` to the client.
@@ -90,7 +156,13 @@ enum Relayed {
     Initialize,
     Discover,
     ToolsList,
-    ToolsCall { record: Box<Record>, sent: Instant },
+    /// A call sent to the upstream; its arguments are kept to bind an `input_required` answer
+    /// of the upstream (see [`Continuation`]) to them.
+    ToolsCall {
+        record: Box<Record>,
+        sent: Instant,
+        arguments: Value,
+    },
     Other,
 }
 
@@ -128,6 +200,18 @@ struct Round {
     issued: Instant,
 }
 
+/// A call the upstream answered with an `input_required` result of its own (it wants input
+/// from the client): the client's retry that carries the upstream's `requestState` continues
+/// that call, and is dispatched without a new decision (no second charge, no second approval),
+/// once, if it names the same tool with the same arguments in this relay (its session, or its
+/// grant for clients without a session) before [`PENDING_ROUND_TTL`]. Keyed by a digest of the
+/// upstream's `requestState`, which is relayed both ways unchanged.
+struct Continuation {
+    tool: String,
+    arguments: [u8; 32],
+    issued: Instant,
+}
+
 /// The human's answer carried by an `input_required` retry.
 enum RoundAnswer {
     /// Accepted with `approve: true`, for the round whose approval key this is.
@@ -159,6 +243,10 @@ pub struct Relay<S> {
     /// Approval rounds by their `requestState` token, and the tokens oldest first.
     rounds: HashMap<String, Round>,
     round_order: VecDeque<String>,
+    /// The upstream's own `input_required` rounds, by the digest of their `requestState`, and
+    /// those digests oldest first.
+    continuations: HashMap<[u8; 32], Continuation>,
+    continuation_order: VecDeque<[u8; 32]>,
     client_capabilities: Option<Value>,
     upstream_capabilities: Option<Value>,
     protocol: Option<String>,
@@ -209,6 +297,8 @@ impl<S: AsyncCounterStore> Relay<S> {
             approvals: HashMap::new(),
             rounds: HashMap::new(),
             round_order: VecDeque::new(),
+            continuations: HashMap::new(),
+            continuation_order: VecDeque::new(),
             client_capabilities: None,
             upstream_capabilities: None,
             protocol: None,
@@ -406,11 +496,25 @@ impl<S: AsyncCounterStore> Relay<S> {
                 return;
             }
         }
+        // The retry of a call the upstream asked input for: it continues that call (unless a
+        // policy reloaded since hides the tool, or allows it no longer by name).
+        if let Some(state) =
+            jsonrpc::params(&msg).and_then(|p| p.get("requestState")).and_then(Value::as_str)
+            && (self.guard.mode() == crate::guard::Mode::Monitor
+                || self.guard.evaluator().policy().is_visible(&tool))
+            && self.redeem_continuation(state, &tool, &arguments)
+        {
+            let record = self.guard.continuation_record(&tool, self.session.as_deref());
+            let sent = Instant::now();
+            let kind = Relayed::ToolsCall { record: Box::new(record), sent, arguments };
+            self.forward(id, kind, msg).await;
+            return;
+        }
         let verdict =
             self.guard.decide(&tool, &arguments, self.session.as_deref(), None, &self.tools).await;
         match verdict {
             Verdict::Dispatch { receipt, record } => {
-                self.dispatch(id, msg, record, receipt).await;
+                self.dispatch(id, msg, record, receipt, arguments).await;
             }
             Verdict::Refuse { result, record } => {
                 self.log.write(&record, Outcome::NotDispatched, None);
@@ -480,10 +584,11 @@ impl<S: AsyncCounterStore> Relay<S> {
         msg: Value,
         record: Record,
         receipt: Option<mcp_policy::ChargeReceipt>,
+        arguments: Value,
     ) {
         let sent = Instant::now();
-        let delivered =
-            self.forward(id, Relayed::ToolsCall { record: Box::new(record), sent }, msg).await;
+        let kind = Relayed::ToolsCall { record: Box::new(record), sent, arguments };
+        let delivered = self.forward(id, kind, msg).await;
         if !delivered
             && let Some(receipt) = receipt
             && let Err(e) = self.guard.evaluator().rollback_receipt_async(receipt).await
@@ -594,6 +699,51 @@ impl<S: AsyncCounterStore> Relay<S> {
         (round.issued.elapsed() < PENDING_ROUND_TTL).then_some(round.key)
     }
 
+    /// Remembers that the upstream answered the call of `tool` with `arguments` with an
+    /// `input_required` result whose `requestState` is `state`.
+    fn remember_continuation(&mut self, state: &str, tool: &str, arguments: &Value) {
+        while let Some(front) = self.continuation_order.front() {
+            match self.continuations.get(front) {
+                Some(c) if c.issued.elapsed() < PENDING_ROUND_TTL => break,
+                _ => {
+                    if let Some(k) = self.continuation_order.pop_front() {
+                        self.continuations.remove(&k);
+                    }
+                }
+            }
+        }
+        while self.continuation_order.len() >= MAX_PENDING_ROUNDS {
+            if let Some(k) = self.continuation_order.pop_front() {
+                self.continuations.remove(&k);
+            }
+        }
+        let key = state_digest(state);
+        // The same state given again (for this call or another) replaces the older round.
+        self.continuation_order.retain(|k| *k != key);
+        self.continuation_order.push_back(key);
+        let continuation = Continuation {
+            tool: tool.to_owned(),
+            arguments: arguments_digest(arguments),
+            issued: Instant::now(),
+        };
+        self.continuations.insert(key, continuation);
+    }
+
+    /// Whether `state` is the `requestState` of an `input_required` answer the upstream gave
+    /// in this relay to the call of `tool` with `arguments`, not yet used and not expired; it
+    /// is then spent. A state given for another tool or other arguments is left as it was.
+    fn redeem_continuation(&mut self, state: &str, tool: &str, arguments: &Value) -> bool {
+        let key = state_digest(state);
+        let Some(c) = self.continuations.get(&key) else { return false };
+        if c.tool != tool || c.arguments != arguments_digest(arguments) {
+            return false;
+        }
+        let fresh = c.issued.elapsed() < PENDING_ROUND_TTL;
+        self.continuations.remove(&key);
+        self.continuation_order.retain(|k| *k != key);
+        fresh
+    }
+
     fn elicitation_params(&self, prompt: String) -> Value {
         let mut params = json!({
             "message": prompt,
@@ -625,7 +775,7 @@ impl<S: AsyncCounterStore> Relay<S> {
                     Some(Target::Upstream(up_key)) => {
                         if let Some(UpPending::Client { kind, .. }) =
                             self.up_pending.remove(&up_key)
-                            && let Relayed::ToolsCall { record, sent } = kind
+                            && let Relayed::ToolsCall { record, sent, .. } = kind
                         {
                             let ms = sent.elapsed().as_secs_f64() * 1e3;
                             self.log.write(&record, Outcome::Cancelled, Some(ms));
@@ -728,7 +878,7 @@ impl<S: AsyncCounterStore> Relay<S> {
         match verdict {
             Verdict::Dispatch { receipt, mut record } => {
                 record.approval = Some("accepted");
-                self.dispatch(client_id, message, record, receipt).await;
+                self.dispatch(client_id, message, record, receipt, arguments.clone()).await;
             }
             Verdict::Refuse { result, mut record }
             | Verdict::Approve { refusal: result, mut record, .. } => {
@@ -869,8 +1019,12 @@ impl<S: AsyncCounterStore> Relay<S> {
                 }
                 self.client(msg).await;
             }
-            Relayed::ToolsCall { record, sent } => {
+            Relayed::ToolsCall { record, sent, arguments } => {
                 let ms = sent.elapsed().as_secs_f64() * 1e3;
+                if let Some(state) = upstream_input_required(&msg) {
+                    let state = state.to_owned();
+                    self.remember_continuation(&state, &record.tool, &arguments);
+                }
                 let outcome = match msg.get("result") {
                     Some(r) if r.get("isError").and_then(Value::as_bool) == Some(true) => {
                         Outcome::ToolError
@@ -950,7 +1104,7 @@ impl<S: AsyncCounterStore> Relay<S> {
                 continue;
             };
             self.client_requests.remove(&jsonrpc::id_key(&client_id));
-            if let Relayed::ToolsCall { record, sent } = &kind {
+            if let Relayed::ToolsCall { record, sent, .. } = &kind {
                 let ms = sent.elapsed().as_secs_f64() * 1e3;
                 self.log.write(record, Outcome::UpstreamTimeout, Some(ms));
             }
@@ -975,7 +1129,7 @@ impl<S: AsyncCounterStore> Relay<S> {
         let pending: Vec<UpPending> = self.up_pending.drain().map(|(_, p)| p).collect();
         for p in pending {
             if let UpPending::Client { client_id, kind, .. } = p {
-                if let Relayed::ToolsCall { record, sent } = &kind {
+                if let Relayed::ToolsCall { record, sent, .. } = &kind {
                     let ms = sent.elapsed().as_secs_f64() * 1e3;
                     self.log.write(record, Outcome::UpstreamClosed, Some(ms));
                 }
@@ -989,6 +1143,63 @@ impl<S: AsyncCounterStore> Relay<S> {
         }
         self.client_requests.clear();
     }
+}
+
+/// The `requestState` of an `input_required` result (SEP-2322) the upstream answered.
+fn upstream_input_required(msg: &Value) -> Option<&str> {
+    let result = msg.get("result")?;
+    if result.get("resultType").and_then(Value::as_str) != Some("input_required") {
+        return None;
+    }
+    result.get("requestState").and_then(Value::as_str)
+}
+
+fn state_digest(state: &str) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(state.as_bytes()).into()
+}
+
+/// A digest of `arguments` that does not depend on the order of object members.
+fn arguments_digest(arguments: &Value) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    fn feed(h: &mut Sha256, v: &Value) {
+        match v {
+            Value::Null => h.update(b"n"),
+            Value::Bool(b) => h.update(if *b { b"t" } else { b"f" }),
+            Value::Number(n) => {
+                let s = n.to_string();
+                h.update(b"d");
+                h.update((s.len() as u64).to_le_bytes());
+                h.update(s.as_bytes());
+            }
+            Value::String(s) => {
+                h.update(b"s");
+                h.update((s.len() as u64).to_le_bytes());
+                h.update(s.as_bytes());
+            }
+            Value::Array(a) => {
+                h.update(b"a");
+                h.update((a.len() as u64).to_le_bytes());
+                for x in a {
+                    feed(h, x);
+                }
+            }
+            Value::Object(o) => {
+                let mut members: Vec<(&String, &Value)> = o.iter().collect();
+                members.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                h.update(b"o");
+                h.update((members.len() as u64).to_le_bytes());
+                for (k, x) in members {
+                    h.update((k.len() as u64).to_le_bytes());
+                    h.update(k.as_bytes());
+                    feed(h, x);
+                }
+            }
+        }
+    }
+    let mut h = Sha256::new();
+    feed(&mut h, arguments);
+    h.finalize().into()
 }
 
 fn upstream_gone_error(id: Value) -> Value {
@@ -1008,6 +1219,7 @@ mod tests {
     use tokio::task::JoinHandle;
 
     struct Harness {
+        evaluator: Arc<Evaluator>,
         client_in: mpsc::Sender<Inbound>,
         client_out: mpsc::Receiver<Value>,
         upstream_in: mpsc::Receiver<Value>,
@@ -1017,7 +1229,7 @@ mod tests {
 
     fn start(policy: &str) -> Harness {
         let evaluator = Arc::new(Evaluator::new(policy.parse().unwrap()));
-        let guard = Arc::new(Guard::new(evaluator, "g", Mode::Enforce));
+        let guard = Arc::new(Guard::new(evaluator.clone(), "g", Mode::Enforce));
         let (client_in, rx) = mpsc::channel(16);
         let (tx, client_out) = mpsc::channel(16);
         let (up_tx, upstream_in) = mpsc::channel(16);
@@ -1029,7 +1241,14 @@ mod tests {
             ClientLink { tx, rx },
             UpstreamLink { tx: up_tx, rx: up_rx },
         ));
-        Harness { client_in, client_out, upstream_in, upstream_out: Some(upstream_out), task }
+        Harness {
+            evaluator,
+            client_in,
+            client_out,
+            upstream_in,
+            upstream_out: Some(upstream_out),
+            task,
+        }
     }
 
     impl Harness {
@@ -1039,11 +1258,18 @@ mod tests {
         async fn upstream_sends(&self, v: Value) {
             self.upstream_out.as_ref().unwrap().send(v).await.unwrap();
         }
+        // (a bound on the wait so that a broken relay fails the test instead of hanging it)
         async fn upstream_gets(&mut self) -> Value {
-            self.upstream_in.recv().await.unwrap()
+            tokio::time::timeout(Duration::from_secs(30), self.upstream_in.recv())
+                .await
+                .expect("nothing reached the upstream")
+                .unwrap()
         }
         async fn client_gets(&mut self) -> Value {
-            self.client_out.recv().await.unwrap()
+            tokio::time::timeout(Duration::from_secs(30), self.client_out.recv())
+                .await
+                .expect("nothing reached the client")
+                .unwrap()
         }
     }
 
@@ -1113,6 +1339,108 @@ mod tests {
         h.client_sends(json!({"jsonrpc": "2.0", "id": ask["id"], "result": {"roots": []}})).await;
         let back = h.upstream_gets().await;
         assert_eq!(back, json!({"jsonrpc": "2.0", "id": 1, "result": {"roots": []}}));
+    }
+
+    #[test]
+    fn sep_2243_header_values_round_trip() {
+        for v in ["read", "file:///a b.txt", " lead", "trail\t", "naïve", "=?base64?x?=", ""] {
+            let encoded = encode_header_value(v);
+            assert!(encoded.chars().all(|c| (' '..='~').contains(&c)), "{encoded}");
+            assert_eq!(decode_header_value(&encoded).as_deref(), Some(v));
+        }
+        assert_eq!(encode_header_value("read"), "read");
+        assert_eq!(encode_header_value("naïve"), "=?base64?bmHDr3Zl?=");
+        assert_eq!(decode_header_value("=?base64?%%?="), None);
+        let p = json!({"name": "t", "uri": "u", "taskId": "k"});
+        let p = p.as_object();
+        assert_eq!(mcp_name("tools/call", p), Some("t"));
+        assert_eq!(mcp_name("resources/read", p), Some("u"));
+        assert_eq!(mcp_name("tasks/get", p), Some("k"));
+        assert_eq!(mcp_name("tools/list", p), None);
+    }
+
+    #[test]
+    fn the_arguments_digest_ignores_member_order_only() {
+        let a = json!({"x": 1, "y": [1, {"b": 2, "a": "s"}]});
+        let b = json!({"y": [1, {"a": "s", "b": 2}], "x": 1});
+        assert_eq!(arguments_digest(&a), arguments_digest(&b));
+        for other in [
+            json!({"x": 1, "y": [{"b": 2, "a": "s"}, 1]}),
+            json!({"x": "1", "y": [1, {"b": 2, "a": "s"}]}),
+            json!({"x": 1, "y": [1, {"b": 2, "a": "s"}], "z": null}),
+            json!({"x": 1.0, "y": [1, {"b": 2, "a": "s"}]}),
+        ] {
+            assert_ne!(arguments_digest(&a), arguments_digest(&other), "{other}");
+        }
+    }
+
+    /// The upstream's own `input_required`: the retry with its `requestState`, same tool and
+    /// arguments, continues the call once without a second charge; anything else is new.
+    #[tokio::test]
+    async fn the_upstreams_input_required_retry_is_charged_once() {
+        let mut h = start(
+            r#"{"version": "1", "default": "deny", "tools": {
+                "a": {"limits": [{"counter": "a", "window": "hour", "max": 2}]},
+                "b": {"limits": [{"counter": "b", "window": "hour", "max": 5}]}}}"#,
+        );
+        let call = |id: i64, tool: &str, args: Value, state: Option<&str>| {
+            let mut p = json!({"name": tool, "arguments": args});
+            if let Some(s) = state {
+                p["requestState"] = json!(s);
+                p["inputResponses"] = json!({"upstream-q": {"action": "accept"}});
+            }
+            json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": p})
+        };
+        // Charged once (1 of 2); the upstream asks for input.
+        h.client_sends(call(1, "a", json!({"x": 1, "y": 2}), None)).await;
+        let up = h.upstream_gets().await;
+        h.upstream_sends(json!({"jsonrpc": "2.0", "id": up["id"], "result": {
+            "resultType": "input_required", "requestState": "U1",
+            "inputRequests": {"upstream-q": {"method": "elicitation/create", "params": {}}}}}))
+            .await;
+        let r = h.client_gets().await;
+        assert_eq!(r["result"]["requestState"], "U1", "passed through unchanged: {r}");
+        // The retry (members in another order) continues it: not charged, passed unchanged.
+        h.client_sends(call(2, "a", json!({"y": 2, "x": 1}), Some("U1"))).await;
+        let up = h.upstream_gets().await;
+        assert_eq!(up["params"]["requestState"], "U1");
+        assert_eq!(up["params"]["inputResponses"]["upstream-q"]["action"], "accept");
+        h.upstream_sends(json!({"jsonrpc": "2.0", "id": up["id"], "result": {"content": []}}))
+            .await;
+        assert_eq!(h.client_gets().await["id"], 2);
+        // Replayed: decided as a new call, charged (2 of 2) and relayed with its state.
+        h.client_sends(call(3, "a", json!({"x": 1, "y": 2}), Some("U1"))).await;
+        let up = h.upstream_gets().await;
+        assert_eq!(up["params"]["requestState"], "U1");
+        h.upstream_sends(json!({"jsonrpc": "2.0", "id": up["id"], "result": {
+            "resultType": "input_required", "requestState": "U2"}}))
+            .await;
+        h.client_gets().await;
+        // Other arguments, another tool, a forged state: each decided as new. `a` is spent.
+        h.client_sends(call(4, "a", json!({"x": 9, "y": 2}), Some("U2"))).await;
+        let r = h.client_gets().await;
+        assert_eq!(r["result"]["isError"], true, "other arguments are a new call: {r}");
+        h.client_sends(call(5, "b", json!({"x": 1, "y": 2}), Some("U2"))).await;
+        let up = h.upstream_gets().await;
+        h.upstream_sends(json!({"jsonrpc": "2.0", "id": up["id"], "result": {"content": []}}))
+            .await;
+        h.client_gets().await;
+        h.client_sends(call(6, "a", json!({"x": 1, "y": 2}), Some("forged"))).await;
+        let r = h.client_gets().await;
+        assert_eq!(r["result"]["isError"], true, "a forged state is a new call: {r}");
+        // The round for `a` is still there (other tools and arguments did not spend it).
+        h.client_sends(call(7, "a", json!({"x": 1, "y": 2}), Some("U2"))).await;
+        let up = h.upstream_gets().await;
+        assert_eq!(up["params"]["name"], "a");
+        h.upstream_sends(json!({"jsonrpc": "2.0", "id": up["id"], "result": {
+            "resultType": "input_required", "requestState": "U3"}}))
+            .await;
+        h.client_gets().await;
+        // A reloaded policy that no longer allows `a`: its continuation is a new call, refused.
+        h.evaluator.reload(r#"{"version": "1", "default": "deny", "tools": {}}"#.parse().unwrap());
+        h.client_sends(call(8, "a", json!({"x": 1, "y": 2}), Some("U3"))).await;
+        let r = h.client_gets().await;
+        assert_eq!(r["result"]["isError"], true, "{r}");
     }
 
     #[tokio::test]

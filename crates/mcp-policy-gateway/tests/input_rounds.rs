@@ -29,7 +29,8 @@ use support::{Raw, gateway_command, write};
 const POLICY: &str = r#"{"version": "1", "default": "deny", "tools": {
     "read": {},
     "create": {"approve_if": [{"conditions": [], "reason": "creating needs a human"}]},
-    "delete": {"approve_if": [{"conditions": [], "reason": "deleting needs a human"}]}}}"#;
+    "delete": {"approve_if": [{"conditions": [], "reason": "deleting needs a human"}]},
+    "ask": {"limits": [{"counter": "ask", "window": "hour", "max": 1}]}}}"#;
 
 /// The upstream: rmcp's stdio server with tools `read`, `create` and `delete`, appending
 /// `tool arguments` to the file `MCP_POLICY_TEST_UPSTREAM` names for every call it runs.
@@ -49,7 +50,7 @@ impl ServerHandler for Recorder {
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
         let schema = Arc::new(json!({"type": "object"}).as_object().cloned().unwrap());
-        let tools = ["read", "create", "delete"]
+        let tools = ["read", "create", "delete", "ask"]
             .into_iter()
             .map(|n| Tool::new(n, "a tool", schema.clone()))
             .collect();
@@ -64,7 +65,15 @@ impl ServerHandler for Recorder {
         let args = Value::Object(request.arguments.unwrap_or_default());
         let mut f =
             std::fs::OpenOptions::new().create(true).append(true).open(&self.record).unwrap();
-        writeln!(f, "{} {args}", request.name).unwrap();
+        match &request.request_state {
+            Some(state) => writeln!(f, "{} {args} {state}", request.name).unwrap(),
+            None => writeln!(f, "{} {args}", request.name).unwrap(),
+        }
+        // `ask` wants input of its own first (SEP-2322), with a state only it understands.
+        if request.name == "ask" && request.request_state.is_none() {
+            let state = format!("upstream-state-{}", std::process::id());
+            return Ok(rmcp::model::InputRequiredResult::from_request_state(state).into());
+        }
         Ok(CallToolResult::success(vec![ContentBlock::text(format!("ran {}", request.name))])
             .into())
     }
@@ -224,6 +233,38 @@ async fn scenario() {
     assert_denied(&r, "an approval used for other arguments");
     assert_eq!(ran(&record).len(), 2, "dispatched once");
 
+    // The upstream's own `input_required` (`ask` admits 1): passed through unchanged; the retry
+    // with its state continues the call without a second charge, once; in another session the
+    // same state is a new call, charged there.
+    let r = g.request(20, "tools/call", call_params("ask", json!({"q": 1}), None)).await;
+    assert_eq!(r["result"]["resultType"], "input_required", "{r}");
+    let state = r["result"]["requestState"].as_str().unwrap().to_owned();
+    assert!(state.starts_with("upstream-state-"), "{r}");
+    let retry = |id: i64, state: &str| {
+        let mut p = call_params("ask", json!({"q": 1}), None);
+        p["requestState"] = json!(state);
+        p["inputResponses"] = json!({"upstream-q": {"action": "accept", "content": {}}});
+        json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": p})
+    };
+    let r = {
+        g.send(retry(21, &state)).await;
+        g.response(json!(21)).await
+    };
+    assert_eq!(text(&r), "ran ask", "continued without a second charge: {r}");
+    assert_eq!(ran(&record).last().unwrap(), &format!(r#"ask {{"q":1}} {state}"#));
+    let r = {
+        g.send(retry(22, &state)).await;
+        g.response(json!(22)).await
+    };
+    assert_denied(&r, "the upstream's state replayed is a new call, limited");
+    let r = {
+        other.send(retry(2, &state)).await;
+        other.response(json!(2)).await
+    };
+    assert_eq!(text(&r), "ran ask", "another session: a new call, charged there: {r}");
+    let r = other.request(3, "tools/call", call_params("ask", json!({"q": 2}), None)).await;
+    assert_denied(&r, "the other session's `ask` was charged for it");
+
     // A client that does not declare elicitation cannot be asked.
     let mut p = call_params("create", args.clone(), None);
     p["_meta"] = meta(false);
@@ -248,9 +289,10 @@ async fn scenario() {
         .await;
     assert_denied(&r, "an answer on a 2025-11-25 session");
     assert!(text(&r).contains("No approver is configured"), "{r}");
-    assert_eq!(ran(&record).len(), 2);
+    assert_eq!(ran(&record).len(), 5, "2 calls of `ask` here, 1 in the other session");
     old.close_stdin();
     old.wait_exit().await;
+
     other.close_stdin();
     other.wait_exit().await;
 }

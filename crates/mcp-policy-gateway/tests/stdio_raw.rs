@@ -354,7 +354,8 @@ async fn a_hung_upstream_answers_errors_after_the_upstream_timeout() {
     let policy = write(dir.path(), "policy.json", r#"{"version": "1", "default": "allow"}"#);
     let log = dir.path().join("log.jsonl");
     let log_arg = log.to_str().unwrap().to_owned();
-    let args = ["--upstream-timeout", "1", "--decision-log", &log_arg];
+    // Two seconds: the call after the hang must come back within it on a loaded machine.
+    let args = ["--upstream-timeout", "2", "--decision-log", &log_arg];
     let mut g = Raw::spawn(gateway_command(&policy, &args, &upstream));
     g.initialize("2025-06-18", json!({})).await;
     let node = children_of(g.child.id().unwrap());
@@ -364,11 +365,12 @@ async fn a_hung_upstream_answers_errors_after_the_upstream_timeout() {
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
     let r = g.call(7, "echo", json!({"message": "hello"})).await;
     assert_eq!(error_code(&r), -32603);
-    assert!(r["error"]["message"].as_str().unwrap().contains("did not answer within 1 seconds"));
+    assert!(r["error"]["message"].as_str().unwrap().contains("did not answer within 2 seconds"));
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
     // Once it is back, the session goes on; its late answer to the abandoned call is dropped.
     let r = g.call(8, "echo", json!({"message": "again"})).await;
-    assert!(r["result"]["content"][0]["text"].as_str().unwrap().contains("again"), "{r}");
+    let text = r["result"]["content"][0]["text"].as_str();
+    assert!(text.is_some_and(|t| t.contains("again")), "{r}");
     assert!(g.queue.iter().all(|m| m["id"] != json!(7)));
     let outcomes: Vec<Value> = log_lines(&log).iter().map(|l| l["outcome"].clone()).collect();
     assert_eq!(outcomes, vec![json!("upstream_timeout"), json!("ok")]);

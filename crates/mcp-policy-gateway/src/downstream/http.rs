@@ -17,6 +17,12 @@
 //! - `DELETE /mcp` ends the session (and its upstream).
 //! - `MCP-Protocol-Version`, when sent after initialization, must be a revision the gateway
 //!   speaks (400 otherwise).
+//! - Revision 2026-07-28 has no `initialize` and no sessions: a POST without `Mcp-Session-Id`
+//!   whose `MCP-Protocol-Version` is `2026-07-28` carries one request, whose `_meta` names the
+//!   same revision and whose `Mcp-Method` / `Mcp-Name` headers say what its body says (400
+//!   otherwise). It is decided with the identity of that request, in no session, through the
+//!   relay of that identity (one per principal and call context, with its own upstream; it keeps
+//!   the identity's approval rounds); its answer is JSON. GET and DELETE are 405 for it.
 //! - Every request is checked against the [`OriginRule`] (403) and authenticated (401 with
 //!   `WWW-Authenticate: Bearer`); a session is bound to the identity that created it, and a
 //!   request of another identity gets 404 for it.
@@ -51,8 +57,11 @@ use crate::guard::{Guard, Mode};
 use crate::jsonrpc::{self, Kind};
 use crate::metrics::Metrics;
 use crate::origin::OriginRule;
-use crate::relay::{PROTOCOL_VERSIONS, Relay, RelayConfig, RelayEnd};
-use crate::transport::{CHANNEL_CAPACITY, ClientTx, Inbound, UpstreamLink};
+use crate::relay::{
+    INLINE_PROTOCOL_VERSIONS, METHOD_HEADER, NAME_HEADER, PROTOCOL_VERSIONS, Relay, RelayConfig,
+    RelayEnd, decode_header_value, mcp_name, meta_protocol_version,
+};
+use crate::transport::{CHANNEL_CAPACITY, ClientLink, ClientTx, Inbound, UpstreamLink};
 use crate::upstream;
 
 /// The session header.
@@ -138,12 +147,18 @@ pub struct Config<S> {
 pub struct Server<S> {
     config: Config<S>,
     sessions: Mutex<HashMap<String, Arc<Session>>>,
+    /// The relays of clients without a session (revisions without `initialize`), one per
+    /// identity: by the principal and the call context of the requests they serve.
+    inline: Mutex<HashMap<String, Arc<Session>>>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 struct Session {
     id: String,
     principal: String,
+    /// The relay of clients without a session: only responses are routed (each to the POST of
+    /// its request); nothing else has a stream to go to.
+    inline: bool,
     /// The protocol revision negotiated by the session's `initialize`.
     protocol: Arc<std::sync::OnceLock<String>>,
     inbound: Mutex<Option<mpsc::Sender<Inbound>>>,
@@ -187,6 +202,11 @@ impl Session {
             if let Some((_, tx)) = r.waiters.remove(&jsonrpc::id_key(id)) {
                 let _ = tx.send(msg);
             }
+            return;
+        }
+        if self.inline {
+            // Several clients share this relay: a message that answers none of their requests
+            // is theirs to see only if it says whose it is, and it does not.
             return;
         }
         let mut msg = msg;
@@ -291,6 +311,7 @@ impl<S: AsyncCounterStore + 'static> Server<S> {
         Arc::new(Server {
             config,
             sessions: Mutex::new(HashMap::new()),
+            inline: Mutex::new(HashMap::new()),
             tasks: Mutex::new(Vec::new()),
         })
     }
@@ -307,9 +328,11 @@ impl<S: AsyncCounterStore + 'static> Server<S> {
             .with_state(self.clone())
     }
 
-    /// How many sessions are open.
+    /// How many sessions are open, counting the relays of clients without a session (one per
+    /// identity).
     pub fn session_count(&self) -> usize {
-        lock(&self.sessions).len()
+        let sessions = lock(&self.sessions).len();
+        sessions + lock(&self.inline).len()
     }
 
     fn check_origin(&self, headers: &HeaderMap) -> Result<(), Response> {
@@ -377,6 +400,7 @@ impl<S: AsyncCounterStore + 'static> Server<S> {
         let session = Arc::new(Session {
             id: id.clone(),
             principal: identity.principal,
+            inline: false,
             protocol: Arc::new(std::sync::OnceLock::new()),
             inbound: Mutex::new(Some(in_tx)),
             routes: Mutex::new(Routes::default()),
@@ -416,7 +440,9 @@ impl<S: AsyncCounterStore + 'static> Server<S> {
 
     /// Ends every session and waits (at most `timeout`) for their upstreams to stop.
     pub async fn shutdown(&self, timeout: Duration) {
-        let sessions: Vec<Arc<Session>> = lock(&self.sessions).drain().map(|(_, s)| s).collect();
+        let mut sessions: Vec<Arc<Session>> =
+            lock(&self.sessions).drain().map(|(_, s)| s).collect();
+        sessions.extend(lock(&self.inline).drain().map(|(_, s)| s));
         for s in sessions {
             s.close();
         }
@@ -439,6 +465,15 @@ impl<S: AsyncCounterStore + 'static> Server<S> {
                 .collect();
             for s in stale {
                 self.remove(&s.id);
+                s.close();
+            }
+            let stale: Vec<(String, Arc<Session>)> = lock(&self.inline)
+                .iter()
+                .filter(|(_, s)| lock(&s.last_active).elapsed() > idle && !s.busy())
+                .map(|(k, s)| (k.clone(), s.clone()))
+                .collect();
+            for (key, s) in stale {
+                self.remove_inline(&key, &s.id);
                 s.close();
             }
         }
@@ -508,6 +543,14 @@ async fn post_mcp<S: AsyncCounterStore + 'static>(
     };
     let initialize =
         messages.iter().any(|m| m.get("method").and_then(Value::as_str) == Some("initialize"));
+    if !initialize && header_str(&headers, SESSION_HEADER).is_none() {
+        if let Some(version) = inline_version(&headers) {
+            return post_inline(&server, &headers, batch, messages, version).await;
+        }
+        if let Some(r) = inline_without_header(&messages) {
+            return r;
+        }
+    }
     let (session, created) = if initialize {
         if messages.len() != 1 || header_str(&headers, SESSION_HEADER).is_some() {
             return error_response(
@@ -744,6 +787,9 @@ async fn get_mcp<S: AsyncCounterStore + 'static>(
             "GET opens the server's event stream: accept `text/event-stream`".into(),
         );
     }
+    if let Some(r) = no_inline_stream(&headers, "GET") {
+        return r;
+    }
     if let Err(r) = validate_protocol(&headers) {
         return r;
     }
@@ -788,6 +834,9 @@ async fn delete_mcp<S: AsyncCounterStore + 'static>(
     State(server): State<Arc<Server<S>>>,
     headers: HeaderMap,
 ) -> Response {
+    if let Some(r) = no_inline_stream(&headers, "DELETE") {
+        return r;
+    }
     let session = match server.session_of(&headers) {
         Ok((_, s)) => s,
         Err(r) => return r,
@@ -849,6 +898,340 @@ async fn resolve_approval<S: AsyncCounterStore + 'static>(
     }
 }
 
+// ---- clients without a session (revisions without `initialize`) ----
+
+/// The JSON-RPC code of a header that contradicts the body (SEP-2243).
+pub const HEADER_MISMATCH: i64 = -32020;
+
+/// The revision without `initialize` that a request's `MCP-Protocol-Version` names, if it
+/// names one the gateway speaks.
+fn inline_version(headers: &HeaderMap) -> Option<&'static str> {
+    let v = header_str(headers, PROTOCOL_HEADER)?;
+    INLINE_PROTOCOL_VERSIONS.iter().copied().find(|known| *known == v)
+}
+
+/// A request without a session whose `_meta` names a revision without `initialize` but that
+/// lacks the `MCP-Protocol-Version` header: 400, saying so.
+fn inline_without_header(messages: &[Value]) -> Option<Response> {
+    let [msg] = messages else { return None };
+    let version = meta_protocol_version(msg)?;
+    INLINE_PROTOCOL_VERSIONS.contains(&version).then(|| {
+        error_response(
+            StatusCode::BAD_REQUEST,
+            HEADER_MISMATCH,
+            format!(
+                "bad request: a request of protocol revision `{version}` needs the \
+                 `MCP-Protocol-Version: {version}` header"
+            ),
+        )
+    })
+}
+
+/// GET and DELETE without a session in a revision without `initialize`: there is no session
+/// to end and no stream of the server's own messages (405).
+fn no_inline_stream(headers: &HeaderMap, what: &str) -> Option<Response> {
+    if header_str(headers, SESSION_HEADER).is_some() {
+        return None;
+    }
+    let version = inline_version(headers)?;
+    let mut r = error_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        jsonrpc::INVALID_REQUEST,
+        format!(
+            "method not allowed: protocol revision `{version}` has no sessions and no event \
+             stream of the server's own; {what} is not part of it (send each request as a POST)"
+        ),
+    );
+    r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+    Some(r)
+}
+
+/// The SEP-2243 checks of a request without a session: its `_meta` names the revision of its
+/// `MCP-Protocol-Version` header, and `Mcp-Method` (and `Mcp-Name` where the method names a
+/// tool, prompt or resource) say what the body says. A proxy in front of the gateway may route
+/// or filter on those headers: a request whose headers say another thing than its body is
+/// refused (400) rather than decided on the body alone.
+fn check_inline_request(
+    headers: &HeaderMap,
+    msg: &Value,
+    method: &str,
+    version: &str,
+) -> Result<(), Response> {
+    let id = msg.get("id").cloned().unwrap_or(Value::Null);
+    let refuse = |code: i64, message: String| {
+        Err((StatusCode::BAD_REQUEST, axum::Json(jsonrpc::error(id.clone(), code, message)))
+            .into_response())
+    };
+    match meta_protocol_version(msg) {
+        None => {
+            return refuse(
+                jsonrpc::INVALID_PARAMS,
+                format!(
+                    "invalid params: a request of protocol revision `{version}` names its \
+                     revision in `params._meta[\"{}\"]`",
+                    crate::relay::META_PROTOCOL_VERSION
+                ),
+            );
+        }
+        Some(v) if v != version => {
+            return refuse(
+                HEADER_MISMATCH,
+                format!(
+                    "header mismatch: `MCP-Protocol-Version` is `{version}` but the request's \
+                     `_meta` names `{v}`"
+                ),
+            );
+        }
+        Some(_) => {}
+    }
+    for name in [PROTOCOL_HEADER, METHOD_HEADER, NAME_HEADER] {
+        if headers.get_all(name).iter().nth(1).is_some() {
+            // A proxy may read either value: which one the gateway read would be a guess.
+            return refuse(
+                HEADER_MISMATCH,
+                format!("header mismatch: the request has more than one `{name}` header"),
+            );
+        }
+    }
+    match header_str(headers, METHOD_HEADER) {
+        Some(m) if m == method => {}
+        Some(m) => {
+            return refuse(
+                HEADER_MISMATCH,
+                format!("header mismatch: `Mcp-Method` is `{m}` but the request is `{method}`"),
+            );
+        }
+        None => {
+            return refuse(
+                HEADER_MISMATCH,
+                format!(
+                    "header mismatch: a request of protocol revision `{version}` needs the \
+                     `Mcp-Method: {method}` header"
+                ),
+            );
+        }
+    }
+    if let Some(expected) = mcp_name(method, jsonrpc::params(msg)) {
+        let given = headers.get(NAME_HEADER).map(|v| v.to_str().ok().and_then(decode_header_value));
+        match given {
+            Some(Some(n)) if n == expected => {}
+            Some(_) => {
+                return refuse(
+                    HEADER_MISMATCH,
+                    format!(
+                        "header mismatch: `Mcp-Name` does not name what the `{method}` request \
+                         names"
+                    ),
+                );
+            }
+            None => {
+                return refuse(
+                    HEADER_MISMATCH,
+                    format!("header mismatch: a `{method}` request needs the `Mcp-Name` header"),
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A POST without a session, of a revision without `initialize`: one message, decided with the
+/// identity of the request (its JWT, trusted header or `--grant`), in no session, relayed
+/// through the relay of that identity.
+async fn post_inline<S: AsyncCounterStore + 'static>(
+    server: &Arc<Server<S>>,
+    headers: &HeaderMap,
+    batch: bool,
+    mut messages: Vec<Value>,
+    version: &'static str,
+) -> Response {
+    let identity = match server.config.auth.authenticate(headers) {
+        Ok(i) => i,
+        Err(e) => return unauthorized(&e),
+    };
+    let msg = match messages.pop() {
+        Some(m) if !batch && messages.is_empty() => m,
+        _ => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                jsonrpc::INVALID_REQUEST,
+                format!(
+                    "invalid request: JSON-RPC batches are not part of protocol revision \
+                     `{version}`: send one message per request"
+                ),
+            );
+        }
+    };
+    let (client_id, method) = match jsonrpc::classify(&msg) {
+        Kind::Request { id, method } => (id.clone(), method.to_owned()),
+        // Nothing to relay: without a session, a notification concerns no request the
+        // gateway could attribute to this client (several clients share the identity's relay).
+        Kind::Notification { .. } => return StatusCode::ACCEPTED.into_response(),
+        Kind::Response { .. } => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                jsonrpc::INVALID_REQUEST,
+                format!(
+                    "invalid request: in protocol revision `{version}` servers send no requests, \
+                     so there is nothing to answer"
+                ),
+            );
+        }
+        Kind::Invalid { id, reason } => {
+            let body = jsonrpc::error(id, jsonrpc::INVALID_REQUEST, reason);
+            return (StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
+        }
+    };
+    if let Err(r) = check_inline_request(headers, &msg, &method, version) {
+        return r;
+    }
+    let session = match server.inline_relay(identity) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    session.touch();
+    // The relay serves every client of this identity: the request travels under an id of the
+    // gateway's own, and its answer goes back with the client's.
+    let stream = NEXT_STREAM.fetch_add(1, Ordering::Relaxed);
+    let relay_id = Value::String(format!("inline-{stream}"));
+    let key = jsonrpc::id_key(&relay_id);
+    let mut msg = msg;
+    jsonrpc::set_id(&mut msg, relay_id);
+    let (tx, mut rx) = mpsc::unbounded_channel::<Value>();
+    {
+        let mut r = lock(&session.routes);
+        if r.ended {
+            return inline_gone();
+        }
+        r.waiters.insert(key, (stream, tx));
+    }
+    let guard = PostGuard { session: session.clone(), stream };
+    let Some(inbound) = session.sender() else { return inline_gone() };
+    if inbound.send(Inbound::Message(msg)).await.is_err() {
+        return inline_gone();
+    }
+    drop(inbound);
+    let Some(mut answer) = rx.recv().await else { return inline_gone() };
+    drop(guard);
+    jsonrpc::set_id(&mut answer, client_id);
+    if accepts(headers, "application/json") {
+        return axum::Json(answer).into_response();
+    }
+    let event = Event::default().event("message").data(answer.to_string());
+    let events =
+        futures_util::stream::once(async move { Ok::<_, std::convert::Infallible>(event) });
+    Sse::new(events).into_response()
+}
+
+fn inline_gone() -> Response {
+    error_response(
+        StatusCode::BAD_GATEWAY,
+        jsonrpc::INTERNAL_ERROR,
+        "the upstream MCP server has gone before answering; send the request again".into(),
+    )
+}
+
+/// The key of an identity's relay: its principal and its call context (so that a request is
+/// decided with the claims of its own token, never another's).
+fn inline_key(identity: &Identity) -> String {
+    let context = identity.context.as_ref().map(Value::to_string).unwrap_or_default();
+    format!("{}\u{0}{context}", identity.principal)
+}
+
+impl<S: AsyncCounterStore + 'static> Server<S> {
+    /// The relay serving requests without a session for `identity`, started with its own
+    /// upstream at the identity's first request. It counts against `--max-sessions`, ends
+    /// after the idle timeout like a session, and holds the identity's approval rounds (which
+    /// are thereby bound to the grant, and to the claims of the token that started them).
+    fn inline_relay(self: &Arc<Self>, identity: Identity) -> Result<Arc<Session>, Response> {
+        let key = inline_key(&identity);
+        let mut inline = lock(&self.inline);
+        if let Some(s) = inline.get(&key)
+            && !lock(&s.routes).ended
+        {
+            return Ok(s.clone());
+        }
+        let count = inline.len() + lock(&self.sessions).len();
+        if count >= self.config.max_sessions {
+            return Err(error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                jsonrpc::INTERNAL_ERROR,
+                format!(
+                    "too many sessions: the gateway serves at most {} (see --max-sessions), \
+                     counting one per identity of clients without a session",
+                    self.config.max_sessions
+                ),
+            ));
+        }
+        let (link, handle) = self.config.upstream.connect().map_err(|why| {
+            eprintln!("mcp-policy-gateway: {why}");
+            error_response(StatusCode::BAD_GATEWAY, jsonrpc::INTERNAL_ERROR, why)
+        })?;
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let mut guard = Guard::new(self.config.evaluator.clone(), identity.grant, self.config.mode);
+        if let Some(context) = identity.context {
+            guard = guard.with_context(context);
+        }
+        if self.config.admin.is_some() {
+            guard = guard.with_out_of_band_approvals();
+        }
+        let (in_tx, in_rx) = mpsc::channel(CHANNEL_CAPACITY);
+        let (out_tx, mut out_rx) = mpsc::channel::<Value>(CHANNEL_CAPACITY);
+        let session = Arc::new(Session {
+            id: id.clone(),
+            principal: identity.principal,
+            inline: true,
+            protocol: Arc::new(std::sync::OnceLock::new()),
+            inbound: Mutex::new(Some(in_tx)),
+            routes: Mutex::new(Routes::default()),
+            last_active: Mutex::new(Instant::now()),
+        });
+        if let Some(old) = inline.insert(key.clone(), session.clone()) {
+            old.close();
+        }
+        drop(inline);
+        self.config.metrics.set_sessions(self.session_count());
+
+        let router_session = session.clone();
+        tokio::spawn(async move {
+            while let Some(msg) = out_rx.recv().await {
+                router_session.route(msg);
+            }
+            router_session.end();
+        });
+        let me = self.clone();
+        let log = self.config.log.clone();
+        // No MCP session: calls are decided with no session (a `session`-scoped limit counts
+        // them in the grant's one "no session" bucket).
+        let relay_config = RelayConfig {
+            session: None,
+            upstream_timeout: self.config.upstream_timeout,
+            negotiated: None,
+        };
+        let task = tokio::spawn(async move {
+            let client = ClientLink { tx: out_tx, rx: in_rx };
+            let end = Relay::run(Arc::new(guard), log, relay_config, client, link).await;
+            me.remove_inline(&key, &id);
+            handle.finish(end).await;
+        });
+        let mut tasks = lock(&self.tasks);
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(task);
+        Ok(session)
+    }
+
+    /// Forgets the relay `id` of the identity `key` (not a newer one that replaced it).
+    fn remove_inline(&self, key: &str, id: &str) {
+        {
+            let mut inline = lock(&self.inline);
+            if inline.get(key).is_some_and(|s| s.id == id) {
+                inline.remove(key);
+            }
+        }
+        self.config.metrics.set_sessions(self.session_count());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -857,6 +1240,7 @@ mod tests {
         Arc::new(Session {
             id: "s".into(),
             principal: "p".into(),
+            inline: false,
             protocol: Arc::new(std::sync::OnceLock::new()),
             inbound: Mutex::new(None),
             routes: Mutex::new(Routes::default()),

@@ -1,25 +1,176 @@
 //! The client speaks MCP over the gateway's own stdin and stdout (newline-delimited JSON).
 //!
-//! Stdin and stdout are served by two dedicated threads doing plain blocking I/O: tokio's
-//! `stdin()`/`stdout()` hand every read and write to its blocking pool, a thread hop each way
-//! that costs more than everything else the gateway does to a call.
+//! When stdin and stdout are pipes or sockets (as when a client starts the gateway: Python and
+//! most clients give it pipes, Node's `child_process` gives it sockets), they are read and
+//! written by the runtime's own thread, next to the relay and the upstream's pipes: a call
+//! crosses no thread on its way through the gateway. Each crossing is a wake-up of an idle
+//! thread, which costs tens of microseconds on a virtual machine, more than everything else the
+//! gateway does to a call. The descriptors are put in non-blocking mode for that, and put back
+//! as they were when the gateway is done with them.
+//!
+//! Anything else (a terminal, a regular file) cannot be polled: then stdin and stdout get two
+//! dedicated threads doing plain blocking I/O.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::FileTypeExt;
 
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::transport::{CHANNEL_CAPACITY, ClientLink, Inbound, MAX_MESSAGE_BYTES, to_line};
+use crate::transport::{
+    CHANNEL_CAPACITY, ClientLink, Frame, Inbound, MAX_MESSAGE_BYTES, read_frame, to_line,
+};
+
+/// How the client link was set up: on the runtime's thread, or on two threads of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Io {
+    /// Stdin and stdout are polled by the runtime (pipes or sockets).
+    Polled,
+    /// Stdin and stdout are served by two blocking threads (a terminal, a file).
+    Threads,
+}
 
 /// The client link over stdin/stdout, and a receiver that fires once everything sent to the
 /// client has been written (await it before exiting, so that the last errors reach the client).
+///
+/// Must be called from within the tokio runtime.
 pub fn serve() -> (ClientLink, oneshot::Receiver<()>) {
+    serve_with(Io::Polled).0
+}
+
+/// As [`serve`], asking for `io`; falls back to [`Io::Threads`] when stdin or stdout cannot be
+/// polled. Returns what was set up.
+pub fn serve_with(io: Io) -> ((ClientLink, oneshot::Receiver<()>), Io) {
+    if io == Io::Polled {
+        match polled() {
+            Ok(link) => return (link, Io::Polled),
+            Err(e) if e.kind() == io::ErrorKind::Unsupported => {}
+            Err(e) => eprintln!(
+                "mcp-policy-gateway: cannot poll stdin/stdout ({e}); serving them from threads"
+            ),
+        }
+    }
+    (threads(), Io::Threads)
+}
+
+/// A descriptor in non-blocking mode that gets its flags back when dropped.
+struct Restore {
+    fd: OwnedFd,
+    flags: OFlag,
+}
+
+impl Restore {
+    fn nonblocking(fd: OwnedFd) -> io::Result<Restore> {
+        let flags = OFlag::from_bits_truncate(fcntl(&fd, FcntlArg::F_GETFL)?);
+        fcntl(&fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+        Ok(Restore { fd, flags })
+    }
+}
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        let _ = fcntl(&self.fd, FcntlArg::F_SETFL(self.flags));
+    }
+}
+
+type Reader = Box<dyn AsyncRead + Unpin + Send>;
+type Writer = Box<dyn AsyncWrite + Unpin + Send>;
+
+/// A descriptor the runtime can poll.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Pipe,
+    Socket,
+}
+
+/// What kind of descriptor `fd` is; `Unsupported` when it is neither a pipe nor a socket.
+fn kind(fd: &OwnedFd) -> io::Result<Kind> {
+    let file = File::from(fd.try_clone()?);
+    let ty = file.metadata()?.file_type();
+    if ty.is_fifo() {
+        Ok(Kind::Pipe)
+    } else if ty.is_socket() {
+        Ok(Kind::Socket)
+    } else {
+        Err(io::Error::new(io::ErrorKind::Unsupported, "neither a pipe nor a socket"))
+    }
+}
+
+/// `fd` (already non-blocking) registered with the runtime for reading.
+fn reader(fd: OwnedFd) -> io::Result<Reader> {
+    match kind(&fd)? {
+        Kind::Pipe => Ok(Box::new(tokio::net::unix::pipe::Receiver::from_owned_fd_unchecked(fd)?)),
+        Kind::Socket => Ok(Box::new(tokio::net::UnixStream::from_std(fd.into())?)),
+    }
+}
+
+/// `fd` (already non-blocking) registered with the runtime for writing.
+fn writer(fd: OwnedFd) -> io::Result<Writer> {
+    match kind(&fd)? {
+        Kind::Pipe => Ok(Box::new(tokio::net::unix::pipe::Sender::from_owned_fd_unchecked(fd)?)),
+        Kind::Socket => Ok(Box::new(tokio::net::UnixStream::from_std(fd.into())?)),
+    }
+}
+
+fn polled() -> io::Result<(ClientLink, oneshot::Receiver<()>)> {
+    let stdin = io::stdin().as_fd().try_clone_to_owned()?;
+    let stdout = io::stdout().as_fd().try_clone_to_owned()?;
+    // Both must be pollable before either is touched.
+    kind(&stdin)?;
+    kind(&stdout)?;
+    let restore_in = Restore::nonblocking(stdin.try_clone()?)?;
+    crate::spin::watch(stdin.as_fd());
+    let restore_out = Restore::nonblocking(stdout.try_clone()?)?;
+    let mut input = reader(stdin)?;
+    let mut output = writer(stdout)?;
+
+    let (in_tx, in_rx) = mpsc::channel(CHANNEL_CAPACITY);
+    let (out_tx, mut out_rx) = mpsc::channel::<Value>(CHANNEL_CAPACITY);
+    let (done_tx, done_rx) = oneshot::channel();
+    tokio::spawn(async move {
+        let restore_in = restore_in;
+        let mut reader = tokio::io::BufReader::new(&mut input);
+        let mut buf = Vec::new();
+        loop {
+            let inbound = match read_frame(&mut reader, &mut buf, MAX_MESSAGE_BYTES).await {
+                Ok(Some(Frame::Json(v))) => Inbound::Message(v),
+                Ok(Some(Frame::Malformed(why))) => Inbound::Malformed(why),
+                Ok(None) => break,
+                Err(e) => {
+                    eprintln!("mcp-policy-gateway: cannot read standard input: {e}");
+                    break;
+                }
+            };
+            if in_tx.send(inbound).await.is_err() {
+                break;
+            }
+        }
+        drop(restore_in);
+    });
+    tokio::spawn(async move {
+        while let Some(msg) = out_rx.recv().await {
+            if output.write_all(&to_line(&msg)).await.is_err() || output.flush().await.is_err() {
+                break;
+            }
+        }
+        // Blocking again before anyone is told that the gateway is done with stdout.
+        drop(restore_out);
+        let _ = done_tx.send(());
+    });
+    Ok((ClientLink { tx: out_tx, rx: in_rx }, done_rx))
+}
+
+fn threads() -> (ClientLink, oneshot::Receiver<()>) {
     let (in_tx, in_rx) = mpsc::channel(CHANNEL_CAPACITY);
     let (out_tx, mut out_rx) = mpsc::channel::<Value>(CHANNEL_CAPACITY);
     let (done_tx, done_rx) = oneshot::channel();
     std::thread::Builder::new().name("mcp-stdin".into()).spawn(move || read_stdin(&in_tx)).ok();
     let spawned = std::thread::Builder::new().name("mcp-stdout".into()).spawn(move || {
-        let stdout = std::io::stdout();
+        let stdout = io::stdout();
         let mut out = stdout.lock();
         while let Some(msg) = out_rx.blocking_recv() {
             if out.write_all(&to_line(&msg)).and_then(|()| out.flush()).is_err() {
@@ -35,7 +186,7 @@ pub fn serve() -> (ClientLink, oneshot::Receiver<()>) {
 }
 
 fn read_stdin(tx: &mpsc::Sender<Inbound>) {
-    let stdin = std::io::stdin();
+    let stdin = io::stdin();
     let mut reader = BufReader::new(stdin.lock());
     let mut buf = Vec::new();
     loop {

@@ -6,7 +6,9 @@
 //! the server chose. The `Mcp-Session-Id` the server gives on `initialize` is sent on every later
 //! request, with `MCP-Protocol-Version` once negotiated. After `notifications/initialized`, a GET
 //! stream is opened for the server's own requests and notifications (a server that answers 405
-//! has none). When the relay ends, the session is closed with DELETE.
+//! has none). When the relay ends, the session is closed with DELETE. A request of a revision
+//! without `initialize` (2026-07-28: its `_meta` names it) is sent without a session, with
+//! `MCP-Protocol-Version`, `Mcp-Method` and `Mcp-Name`.
 //!
 //! Requests are POSTed concurrently (a long tool call does not hold up the others);
 //! notifications and responses are POSTed in order, each after the previous one was accepted, so
@@ -198,6 +200,32 @@ impl Shared {
         req
     }
 
+    /// The headers of a request of a revision without `initialize` (it names its revision in
+    /// its `_meta`, and no revision was negotiated): `MCP-Protocol-Version` (that revision),
+    /// `Mcp-Method` and `Mcp-Name` (SEP-2243).
+    fn inline_headers(&self, req: reqwest::RequestBuilder, msg: &Value) -> reqwest::RequestBuilder {
+        use crate::relay::{INLINE_PROTOCOL_VERSIONS, encode_header_value, mcp_name};
+        let Kind::Request { method, .. } = jsonrpc::classify(msg) else { return req };
+        let Some(version) = crate::relay::meta_protocol_version(msg)
+            .filter(|v| INLINE_PROTOCOL_VERSIONS.contains(v))
+        else {
+            return req;
+        };
+        if locked(&self.protocol).is_some() {
+            return req;
+        }
+        let mut req = req.header(PROTOCOL_HEADER, version);
+        if let Ok(v) = HeaderValue::from_str(method) {
+            req = req.header(crate::relay::METHOD_HEADER, v);
+        }
+        if let Some(name) = mcp_name(method, jsonrpc::params(msg))
+            && let Ok(v) = HeaderValue::from_str(&encode_header_value(name))
+        {
+            req = req.header(crate::relay::NAME_HEADER, v);
+        }
+        req
+    }
+
     /// Tells the relay that a request failed (nothing for a notification or a response).
     async fn fail(&self, id: Option<&Value>, why: String) {
         match id {
@@ -232,7 +260,8 @@ impl Shared {
             .header(ACCEPT, "application/json, text/event-stream")
             .header(CONTENT_TYPE, "application/json")
             .body(body);
-        let resp = match self.headers(req).send().await {
+        let req = self.inline_headers(self.headers(req), &msg);
+        let resp = match req.send().await {
             Ok(r) => r,
             Err(e) => {
                 let why = format!("cannot reach the upstream `{}`: {e}", self.url);

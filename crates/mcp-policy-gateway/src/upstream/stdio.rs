@@ -7,6 +7,7 @@
 
 use std::ffi::OsString;
 use std::io;
+use std::os::fd::AsFd;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
@@ -49,6 +50,7 @@ pub fn spawn(command: &[OsString]) -> io::Result<(UpstreamLink, ChildProcess)> {
         return Err(io::Error::other("the upstream's stdin or stdout is not a pipe"));
     };
 
+    crate::spin::watch(stdout.as_fd());
     let (status_tx, status_rx) = watch::channel(None);
     tokio::spawn(async move {
         let status = child.wait().await;

@@ -1,0 +1,462 @@
+//! Clients of protocol revision 2026-07-28 over the HTTP listener: no `initialize`, no
+//! `Mcp-Session-Id`; every POST carries `MCP-Protocol-Version`, `Mcp-Method`, `Mcp-Name` and the
+//! revision in its `_meta`. A raw reqwest client speaks it to the gateway; the upstream is
+//! rmcp's own streamable-HTTP server (which serves 2026-07-28 without sessions), in this test
+//! process, recording every call it runs, so that the test sees what reached it.
+//!
+//! Shown here: each request is decided with the identity of its own request (the trusted
+//! header), in no session (a `session` limit counts in the grant's one "no session" bucket);
+//! the gateway's approval rounds (`input_required`) are bound to the identity; the upstream's own
+//! `input_required` rounds pass through unchanged, and the retry that carries the upstream's
+//! `requestState` is charged once with its call, once; anything else is decided as a new call;
+//! both rounds on one call. A sessionless request of an older revision keeps its 400.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+mod http_support;
+
+use std::sync::{Arc, Mutex};
+
+use http_support::{gateway, write};
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, InputRequests,
+    InputRequiredResult, ListToolsResult, PaginatedRequestParams, ProtocolVersion,
+    ServerCapabilities, ServerConfig, Tool,
+};
+use rmcp::service::RequestContext;
+use rmcp::transport::streamable_http_server::{
+    StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager,
+};
+use rmcp::{ErrorData, RoleServer, ServerHandler};
+use serde_json::{Value, json};
+
+const VERSION: &str = "2026-07-28";
+
+const POLICY: &str = r#"{"version": "1", "default": "deny", "tools": {
+    "read": {"limits": [{"counter": "read", "window": "hour", "max": 3}]},
+    "create": {"approve_if": [{"conditions": [], "reason": "creating needs a human"}]},
+    "ask": {"limits": [{"counter": "ask", "window": "hour", "max": 2}]},
+    "other": {"limits": [{"counter": "other", "window": "hour", "max": 1}]},
+    "guarded": {"approve_if": [{"conditions": [], "reason": "guarded needs a human"}],
+                "limits": [{"counter": "guarded", "window": "hour", "max": 1}]},
+    "per_session": {"limits": [{"counter": "ps", "window": "hour", "max": 2, "scope": "session"}]}}}"#;
+
+/// The upstream: every call it runs is recorded (`tool`, `args`, `state`, `responses`). `ask`
+/// and `guarded` first answer `input_required` with a `requestState` of their own, and run
+/// when called again with it.
+#[derive(Clone)]
+struct Upstream {
+    calls: Arc<Mutex<Vec<Value>>>,
+    /// Speaks only revisions with `initialize`.
+    old_only: bool,
+}
+
+impl ServerHandler for Upstream {
+    fn supported_protocol_versions(&self) -> std::borrow::Cow<'static, [ProtocolVersion]> {
+        if self.old_only {
+            std::borrow::Cow::Borrowed(&[ProtocolVersion::V_2025_06_18])
+        } else {
+            std::borrow::Cow::Borrowed(ProtocolVersion::KNOWN_VERSIONS)
+        }
+    }
+
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        let schema = Arc::new(json!({"type": "object"}).as_object().cloned().unwrap());
+        let tools = ["read", "create", "ask", "other", "guarded", "per_session", "secret"]
+            .into_iter()
+            .map(|n| Tool::new(n, "a tool", schema.clone()))
+            .collect();
+        Ok(ListToolsResult::with_all_items(tools))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let name = request.name.to_string();
+        let args = Value::Object(request.arguments.clone().unwrap_or_default());
+        let state = request.request_state.clone();
+        let responses = request.input_responses.clone().map(|r| json!(r));
+        let n = {
+            let mut calls = self.calls.lock().unwrap();
+            calls.push(json!({"tool": name, "args": args, "state": state, "responses": responses}));
+            calls.len()
+        };
+        if (name == "ask" || name == "guarded") && state.is_none() {
+            let requests: InputRequests = serde_json::from_value(json!({"confirm": {
+                "method": "elicitation/create",
+                "params": {"mode": "form", "message": "sure?", "requestedSchema": {
+                    "type": "object", "properties": {"sure": {"type": "boolean"}}}}}}))
+            .unwrap();
+            return Ok(
+                InputRequiredResult::new(Some(requests), Some(format!("{name}-state-{n}"))).into()
+            );
+        }
+        Ok(CallToolResult::success(vec![ContentBlock::text(format!("ran {name}"))]).into())
+    }
+}
+
+async fn upstream(calls: Arc<Mutex<Vec<Value>>>, old_only: bool) -> String {
+    let service = StreamableHttpService::new(
+        move || Ok(Upstream { calls: calls.clone(), old_only }),
+        LocalSessionManager::default().into(),
+        StreamableHttpServerConfig::default(),
+    );
+    let app = axum::Router::new().nest_service("/mcp", service);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}/mcp")
+}
+
+/// A raw client of 2026-07-28 for the user `user` (the trusted header `x-user`).
+struct Client {
+    http: reqwest::Client,
+    url: String,
+    user: &'static str,
+    /// A bearer token (a JWT), if any.
+    token: Option<String>,
+}
+
+fn meta() -> Value {
+    json!({
+        "io.modelcontextprotocol/protocolVersion": VERSION,
+        "io.modelcontextprotocol/clientCapabilities": {"elicitation": {"form": {}}},
+        "io.modelcontextprotocol/clientInfo": {"name": "raw-2026-http", "version": "1"}
+    })
+}
+
+impl Client {
+    fn new(url: &str, user: &'static str) -> Self {
+        Client { http: reqwest::Client::new(), url: url.to_owned(), user, token: None }
+    }
+
+    /// A POST of `body` with the headers of 2026-07-28 (without the ones `skip` names).
+    fn post(&self, body: &Value, skip: &[&str]) -> reqwest::RequestBuilder {
+        let method = body["method"].as_str().unwrap_or("");
+        let mut headers = vec![
+            ("accept", "application/json, text/event-stream".to_owned()),
+            ("content-type", "application/json".to_owned()),
+            ("x-user", self.user.to_owned()),
+            ("mcp-protocol-version", VERSION.to_owned()),
+            ("mcp-method", method.to_owned()),
+        ];
+        if let Some(name) = body["params"]["name"].as_str() {
+            headers.push(("mcp-name", name.to_owned()));
+        }
+        let mut req = self.http.post(&self.url).body(body.to_string());
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        for (k, v) in headers {
+            if !skip.contains(&k) {
+                req = req.header(k, v);
+            }
+        }
+        req
+    }
+
+    async fn request(&self, id: i64, method: &str, params: Value) -> Value {
+        let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+        let resp = self.post(&body, &[]).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{method}");
+        assert!(resp.headers().get("mcp-session-id").is_none(), "no session is made");
+        let messages = http_support::messages(resp).await;
+        assert_eq!(messages.len(), 1, "{messages:?}");
+        let m = messages.into_iter().next().unwrap();
+        assert_eq!(m["id"], id, "the answer carries the client's own id: {m}");
+        m
+    }
+
+    /// `tools/call` of `tool`; with `retry`, the `requestState` and `inputResponses` of a round.
+    async fn call(&self, id: i64, tool: &str, args: Value, retry: Option<(&str, Value)>) -> Value {
+        let mut p = json!({"name": tool, "arguments": args, "_meta": meta()});
+        if let Some((state, responses)) = retry {
+            p["requestState"] = json!(state);
+            p["inputResponses"] = responses;
+        }
+        self.request(id, "tools/call", p).await["result"].clone()
+    }
+}
+
+fn text(result: &Value) -> String {
+    http_support::text(result)
+}
+
+fn approve() -> Value {
+    json!({"mcp-policy/approval": {"action": "accept", "content": {"approve": true}}})
+}
+
+fn sure() -> Value {
+    json!({"confirm": {"action": "accept", "content": {"sure": true}}})
+}
+
+fn ran(calls: &Mutex<Vec<Value>>) -> Vec<Value> {
+    calls.lock().unwrap().clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_of_2026_07_28_over_http_without_a_session() {
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let url = upstream(calls.clone(), false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let policy = write(dir.path(), "policy.json", POLICY);
+    let gw = gateway(&policy, &["--upstream", &url, "--trusted-header", "x-user"], &[]).await;
+    let alice = Client::new(&gw.mcp(), "alice");
+    let bob = Client::new(&gw.mcp(), "bob");
+
+    // A request without a session of an older revision keeps its 400.
+    let old = reqwest::Client::new()
+        .post(gw.mcp())
+        .header("accept", "application/json, text/event-stream")
+        .header("content-type", "application/json")
+        .header("x-user", "alice")
+        .body(json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(old.status(), 400);
+    // Without its identity: 401.
+    let body =
+        json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"_meta": meta()}});
+    let anonymous = alice.post(&body, &["x-user"]).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+
+    // Discovery reaches the upstream, which offers 2026-07-28; no session is made.
+    let d = alice.request(1, "server/discover", json!({"_meta": meta()})).await;
+    let versions = d["result"]["supportedVersions"].as_array().unwrap_or_else(|| panic!("{d}"));
+    assert!(versions.contains(&json!(VERSION)), "{d}");
+    // The listing is filtered: `secret` only the default denies.
+    let l = alice.request(2, "tools/list", json!({"_meta": meta()})).await;
+    let mut names: Vec<&str> = l["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(names, ["ask", "create", "guarded", "other", "per_session", "read"], "{l}");
+
+    // Headers that contradict the body, or a body that does not name its revision: 400, and
+    // nothing reaches the upstream.
+    let call = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+        "params": {"name": "read", "arguments": {}, "_meta": meta()}});
+    let r = alice.post(&call, &[]).header("mcp-name", "create").send().await.unwrap();
+    assert_eq!(r.status(), 400, "a `Mcp-Name` other than the body's");
+    let r = alice.post(&call, &["mcp-method"]).send().await.unwrap();
+    assert_eq!(r.status(), 400, "no `Mcp-Method`");
+    let r = alice.post(&call, &["mcp-name"]).send().await.unwrap();
+    assert_eq!(r.status(), 400, "no `Mcp-Name`");
+    let mut no_meta = call.clone();
+    no_meta["params"]["_meta"] = json!({});
+    let r = alice.post(&no_meta, &[]).send().await.unwrap();
+    assert_eq!(r.status(), 400, "no revision in `_meta`");
+    let r = alice.post(&call, &["mcp-protocol-version"]).send().await.unwrap();
+    assert_eq!(r.status(), 400, "`_meta` names 2026-07-28 without the header");
+    let r = alice.post(&json!([call]), &[]).send().await.unwrap();
+    assert_eq!(r.status(), 400, "no batches");
+    assert!(ran(&calls).is_empty());
+    // No event stream and no session to end.
+    for req in [reqwest::Client::new().get(gw.mcp()), reqwest::Client::new().delete(gw.mcp())] {
+        let r = req
+            .header("accept", "text/event-stream")
+            .header("mcp-protocol-version", VERSION)
+            .header("x-user", "alice")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 405);
+    }
+
+    // Each request is decided with its own identity: alice's `read` is limited after 3, bob's
+    // count is his own.
+    for i in 0..3 {
+        assert_eq!(text(&alice.call(10 + i, "read", json!({"i": i}), None).await), "ran read");
+    }
+    let r = alice.call(13, "read", json!({"i": 3}), None).await;
+    assert_eq!(r["isError"], true, "{r}");
+    assert!(text(&r).contains("Rate limited"), "{r}");
+    assert_eq!(text(&bob.call(14, "read", json!({}), None).await), "ran read");
+    assert_eq!(ran(&calls).len(), 4, "the limited call never reached the upstream");
+
+    // The same request id from two clients at once: each gets its own answer.
+    let (a, b) = tokio::join!(
+        alice.call(99, "per_session", json!({"who": "a"}), None),
+        bob.call(99, "per_session", json!({"who": "b"}), None)
+    );
+    assert_eq!((text(&a), text(&b)), ("ran per_session".into(), "ran per_session".into()));
+    // No session: a `session` limit counts alice's calls from any of her clients in her one
+    // "no session" bucket (2 in all); bob's are his.
+    let alice2 = Client::new(&gw.mcp(), "alice");
+    assert_eq!(text(&alice2.call(15, "per_session", json!({}), None).await), "ran per_session");
+    let r = alice.call(16, "per_session", json!({}), None).await;
+    assert_eq!(r["isError"], true, "alice's third call without a session: {r}");
+    assert_eq!(text(&bob.call(17, "per_session", json!({}), None).await), "ran per_session");
+    let before = ran(&calls).len();
+
+    // The gateway's approval rounds, bound to the identity.
+    let r = alice.call(20, "create", json!({"n": 1}), None).await;
+    assert_eq!(r["resultType"], "input_required", "{r}");
+    assert!(
+        r["inputRequests"]["mcp-policy/approval"]["params"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("create")
+    );
+    let token = r["requestState"].as_str().unwrap().to_owned();
+    let r = bob.call(21, "create", json!({"n": 1}), Some((&token, approve()))).await;
+    assert_eq!(r["isError"], true, "another identity's round: {r}");
+    assert!(text(&r).contains("matches no pending approval"), "{r}");
+    let r = alice.call(22, "create", json!({"n": 1}), Some((&token, approve()))).await;
+    assert_eq!(text(&r), "ran create", "{r}");
+    let r = alice.call(23, "create", json!({"n": 1}), Some((&token, approve()))).await;
+    assert_eq!(r["isError"], true, "a spent round: {r}");
+    let mut after = ran(&calls);
+    assert_eq!(after.len(), before + 1, "created once");
+    let created = after.pop().unwrap();
+    assert_eq!(created["tool"], "create");
+    assert_eq!(created["state"], Value::Null, "the gateway's round never reaches the upstream");
+    assert_eq!(created["responses"], Value::Null, "{created}");
+
+    // The upstream's own `input_required`: relayed unchanged; the retry with its requestState
+    // continues the call without a second charge (`ask` admits 2).
+    let r = alice.call(30, "ask", json!({"q": 1}), None).await;
+    assert_eq!(r["resultType"], "input_required", "{r}");
+    assert_eq!(r["inputRequests"]["confirm"]["params"]["message"], "sure?", "{r}");
+    let s1 = r["requestState"].as_str().unwrap().to_owned();
+    assert!(s1.starts_with("ask-state-"), "the upstream's requestState, unchanged: {s1}");
+    let r = alice.call(31, "ask", json!({"q": 2}), None).await;
+    let s2 = r["requestState"].as_str().unwrap().to_owned();
+    // `ask` is now exhausted for alice: her retries pass all the same, once each.
+    let r = alice.call(32, "ask", json!({"q": 1}), Some((&s1, sure()))).await;
+    assert_eq!(text(&r), "ran ask", "{r}");
+    let last = ran(&calls).pop().unwrap();
+    assert_eq!(last["state"], s1.as_str(), "the upstream gets its requestState back: {last}");
+    assert_eq!(last["responses"], sure(), "and the client's answers: {last}");
+    let n = ran(&calls).len();
+    let r = alice.call(33, "ask", json!({"q": 1}), Some((&s1, sure()))).await;
+    assert_eq!(r["isError"], true, "replayed: decided as new, and limited: {r}");
+    let r = alice.call(34, "ask", json!({"q": 1}), Some(("ask-state-999", sure()))).await;
+    assert_eq!(r["isError"], true, "forged: decided as new, and limited: {r}");
+    let r = alice.call(35, "ask", json!({"q": 3}), Some((&s2, sure()))).await;
+    assert_eq!(r["isError"], true, "other arguments: decided as new, and limited: {r}");
+    assert_eq!(ran(&calls).len(), n, "none of those reached the upstream");
+    // Another tool with alice's state: decided (and charged) as a new call of that tool.
+    let r = alice.call(36, "other", json!({"q": 2}), Some((&s2, sure()))).await;
+    assert_eq!(text(&r), "ran other", "{r}");
+    let r = alice.call(37, "other", json!({}), None).await;
+    assert_eq!(r["isError"], true, "`other` was charged for it: {r}");
+    // Another identity with alice's state: a new call of bob's, charged to bob.
+    let r = bob.call(38, "ask", json!({"q": 2}), Some((&s2, sure()))).await;
+    assert_eq!(text(&r), "ran ask", "{r}");
+    assert_eq!(ran(&calls).pop().unwrap()["state"], s2.as_str(), "passed through unchanged");
+    bob.call(39, "ask", json!({"b": 1}), None).await;
+    let r = bob.call(40, "ask", json!({"b": 2}), None).await;
+    assert_eq!(r["isError"], true, "bob's retry was charged to bob: {r}");
+    // Alice's own retry of s2 is still hers to use.
+    let r = alice.call(41, "ask", json!({"q": 2}), Some((&s2, sure()))).await;
+    assert_eq!(text(&r), "ran ask", "{r}");
+
+    // Both rounds on one call: the gateway's first, then the upstream's (`guarded` admits 1).
+    let r = alice.call(50, "guarded", json!({"g": 1}), None).await;
+    assert_eq!(r["resultType"], "input_required", "{r}");
+    assert!(r["inputRequests"]["mcp-policy/approval"].is_object(), "the gateway's round: {r}");
+    let token = r["requestState"].as_str().unwrap().to_owned();
+    let r = alice.call(51, "guarded", json!({"g": 1}), Some((&token, approve()))).await;
+    assert_eq!(r["resultType"], "input_required", "{r}");
+    assert!(r["inputRequests"]["confirm"].is_object(), "the upstream's round: {r}");
+    let up = r["requestState"].as_str().unwrap().to_owned();
+    assert!(up.starts_with("guarded-state-"), "{up}");
+    let r = alice.call(52, "guarded", json!({"g": 1}), Some((&up, sure()))).await;
+    assert_eq!(text(&r), "ran guarded", "no second approval, no second charge: {r}");
+    let guarded: Vec<Value> = ran(&calls).into_iter().filter(|c| c["tool"] == "guarded").collect();
+    assert_eq!(guarded.len(), 2, "{guarded:?}");
+    assert_eq!(guarded[0]["state"], Value::Null);
+    assert_eq!(guarded[1]["state"], up.as_str());
+    assert_eq!(guarded[1]["responses"], sure(), "the gateway's answer never reaches it");
+
+    gw.stop().await;
+}
+
+/// An upstream that speaks no revision without `initialize`: discovery through the gateway
+/// answers "method not found" (a client then falls back to `initialize`), a sessionless call
+/// reaches nothing the upstream runs, and `initialize` makes a session as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_without_2026_07_28_sends_the_client_to_initialize() {
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let url = upstream(calls.clone(), true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let policy = write(dir.path(), "policy.json", POLICY);
+    let gw = gateway(&policy, &["--upstream", &url, "--trusted-header", "x-user"], &[]).await;
+    let alice = Client::new(&gw.mcp(), "alice");
+    let d = alice.request(1, "server/discover", json!({"_meta": meta()})).await;
+    assert_eq!(d["error"]["code"], -32601, "{d}");
+    assert!(d["error"]["message"].as_str().unwrap().contains("use `initialize`"), "{d}");
+    let body = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+        "params": {"name": "read", "arguments": {}, "_meta": meta()}});
+    let resp = alice.post(&body, &[]).send().await.unwrap();
+    let answer = http_support::messages(resp).await;
+    assert!(answer[0].get("error").is_some(), "{answer:?}");
+    assert!(ran(&calls).is_empty(), "nothing ran");
+
+    let mut old = gw.client();
+    old.http = reqwest::Client::builder()
+        .default_headers(
+            [(reqwest::header::HeaderName::from_static("x-user"), "alice".parse().unwrap())]
+                .into_iter()
+                .collect(),
+        )
+        .build()
+        .unwrap();
+    let init = old.initialize().await.unwrap();
+    assert_eq!(init["result"]["protocolVersion"], "2025-06-18", "{init}");
+    assert_eq!(http_support::text(&old.call(3, "read", json!({})).await), "ran read");
+    assert_eq!(ran(&calls).len(), 1);
+    gw.stop().await;
+}
+
+/// One subject with two tokens whose claims differ: each request is decided with the claims of
+/// its own token, whichever came first (the relay of an identity is also that of its claims).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_request_is_decided_with_the_claims_of_its_own_token() {
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let url = upstream(calls.clone(), false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let policy = write(
+        dir.path(),
+        "policy.json",
+        r#"{"version": "1", "default": "deny", "tools": {"read": {"require": [{"conditions": [
+            {"path": "context.claims.role", "op": "eq", "value": "admin"}]}]}}}"#,
+    );
+    let secret = write(dir.path(), "secret", http_support::SECRET);
+    let secret = secret.to_str().unwrap();
+    let args =
+        ["--upstream", &url, "--jwt-secret-file", secret, "--audience", "gw", "--issuer", "idp"];
+    let gw = gateway(&policy, &args, &[]).await;
+    let token = |role: &str| {
+        let claims = json!({"sub": "carol", "aud": "gw", "iss": "idp", "role": role,
+            "exp": http_support::now() + 600});
+        http_support::jwt(claims, http_support::SECRET)
+    };
+    let mut admin = Client::new(&gw.mcp(), "");
+    admin.token = Some(token("admin"));
+    let mut user = Client::new(&gw.mcp(), "");
+    user.token = Some(token("user"));
+    for round in 0..2 {
+        let r = user.call(10 * round + 1, "read", json!({}), None).await;
+        assert_eq!(r["isError"], true, "the user token's claims: {r}");
+        let r = admin.call(10 * round + 2, "read", json!({}), None).await;
+        assert_eq!(text(&r), "ran read", "the admin token's claims: {r}");
+    }
+    assert_eq!(ran(&calls).len(), 2, "only the admin's calls ran");
+    gw.stop().await;
+}

@@ -1,0 +1,206 @@
+//! What the gateway's stdin and stdout can be, as clients hand them over: pipes (Python, most
+//! clients), sockets (Node's `child_process` gives a socket pair), or a regular file (a shell
+//! redirect). Pipes and sockets are polled by the runtime's thread (non-blocking while the
+//! gateway runs, given back blocking when it is done with them); anything else is served from
+//! two threads. Each way, calls are decided and relayed.
+//!
+//! The upstream is this executable started with `MCP_POLICY_TEST_UPSTREAM=1`: it answers at once
+//! and needs nothing installed, so these tests never skip.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
+use serde_json::{Value, json};
+
+const POLICY: &str = r#"{"version": "1", "default": "deny", "tools": {"echo": {}}}"#;
+
+/// The upstream: answers `initialize`, `tools/list` (tools `echo` and `other`) and `tools/call`.
+fn upstream() {
+    let mut out = std::io::stdout().lock();
+    for line in std::io::stdin().lock().lines() {
+        let Ok(line) = line else { break };
+        let Ok(msg) = serde_json::from_str::<Value>(&line) else { continue };
+        let (Some(id), Some(method)) = (msg.get("id"), msg.get("method").and_then(Value::as_str))
+        else {
+            continue;
+        };
+        let result = match method {
+            "initialize" => json!({
+                "protocolVersion": msg["params"]["protocolVersion"],
+                "capabilities": {"tools": {}},
+                "serverInfo": {"name": "test-upstream", "version": "1"}
+            }),
+            "tools/list" => json!({"tools": [
+                {"name": "echo", "inputSchema": {"type": "object"}},
+                {"name": "other", "inputSchema": {"type": "object"}}]}),
+            "tools/call" => json!({"content": [{"type": "text", "text": "ran"}]}),
+            _ => json!({}),
+        };
+        writeln!(out, "{}", json!({"jsonrpc": "2.0", "id": id, "result": result})).unwrap();
+        out.flush().unwrap();
+    }
+}
+
+fn nonblocking(fd: impl AsFd) -> bool {
+    let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL).unwrap());
+    flags.contains(OFlag::O_NONBLOCK)
+}
+
+fn gateway(policy: &std::path::Path, stdin: Stdio, stdout: Stdio) -> Child {
+    gateway_with(policy, &[], stdin, stdout)
+}
+
+fn gateway_with(policy: &std::path::Path, extra: &[&str], stdin: Stdio, stdout: Stdio) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_mcp-policy-gateway"))
+        .arg("--policy")
+        .arg(policy)
+        .args(extra)
+        .arg("--")
+        .arg(std::env::current_exe().unwrap())
+        .env("MCP_POLICY_TEST_UPSTREAM", "1")
+        .stdin(stdin)
+        .stdout(stdout)
+        .spawn()
+        .unwrap()
+}
+
+/// The requests of a session: initialize, an allowed call (id 2), a refused one (id 3).
+fn session() -> String {
+    [
+        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": {"name": "t", "version": "1"}}}),
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+            "params": {"name": "echo", "arguments": {}}}),
+        json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+            "params": {"name": "other", "arguments": {}}}),
+    ]
+    .iter()
+    .map(|m| format!("{m}\n"))
+    .collect()
+}
+
+/// Reads answers from `out` until ids 1, 2 and 3 have come; checks what they say.
+fn expect_answers(out: impl Read) {
+    let mut seen = std::collections::HashMap::new();
+    for line in BufReader::new(out).lines() {
+        let v: Value = serde_json::from_str(&line.unwrap()).unwrap();
+        if let Some(id) = v["id"].as_u64() {
+            seen.insert(id, v);
+        }
+        if seen.len() == 3 {
+            break;
+        }
+    }
+    assert_eq!(seen[&1]["result"]["serverInfo"]["name"], "test-upstream", "{:?}", seen[&1]);
+    assert_eq!(seen[&2]["result"]["content"][0]["text"], "ran", "{:?}", seen[&2]);
+    assert_eq!(seen[&3]["result"]["isError"], true, "{:?}", seen[&3]);
+    assert_ne!(seen[&3]["result"]["content"][0]["text"], "ran");
+}
+
+fn wait(child: &mut Child) {
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        assert!(start.elapsed() < Duration::from_secs(20), "the gateway did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn pipes_are_polled_and_given_back_blocking(policy: &std::path::Path) {
+    let (in_r, mut in_w) = std::io::pipe().unwrap();
+    let (out_r, out_w) = std::io::pipe().unwrap();
+    // Our own copies of the gateway's ends: the same open file descriptions.
+    let in_r_copy = in_r.try_clone().unwrap();
+    let out_w_copy = out_w.try_clone().unwrap();
+    let mut g = gateway(policy, in_r.into(), out_w.into());
+    in_w.write_all(session().as_bytes()).unwrap();
+    expect_answers(&out_r);
+    assert!(nonblocking(&in_r_copy), "stdin (a pipe) is not polled");
+    assert!(nonblocking(&out_w_copy), "stdout (a pipe) is not polled");
+    drop(in_w);
+    wait(&mut g);
+    assert!(!nonblocking(&in_r_copy), "stdin was left non-blocking");
+    assert!(!nonblocking(&out_w_copy), "stdout was left non-blocking");
+}
+
+fn sockets_are_polled_and_given_back_blocking(policy: &std::path::Path) {
+    // As Node's child_process does: a socket pair for each of stdin and stdout.
+    let (mut in_ours, in_theirs) = UnixStream::pair().unwrap();
+    let (out_ours, out_theirs) = UnixStream::pair().unwrap();
+    let in_copy = in_theirs.try_clone().unwrap();
+    let out_copy = out_theirs.try_clone().unwrap();
+    let mut g = gateway(policy, OwnedFd::from(in_theirs).into(), OwnedFd::from(out_theirs).into());
+    in_ours.write_all(session().as_bytes()).unwrap();
+    expect_answers(&out_ours);
+    assert!(nonblocking(&in_copy), "stdin (a socket) is not polled");
+    assert!(nonblocking(&out_copy), "stdout (a socket) is not polled");
+    in_ours.shutdown(std::net::Shutdown::Write).unwrap();
+    wait(&mut g);
+    assert!(!nonblocking(&in_copy), "stdin was left non-blocking");
+    assert!(!nonblocking(&out_copy), "stdout was left non-blocking");
+}
+
+fn a_file_for_stdout_is_served_from_a_thread(policy: &std::path::Path, dir: &std::path::Path) {
+    let path = dir.join("out.jsonl");
+    let file = File::create(&path).unwrap();
+    let (in_r, mut in_w) = std::io::pipe().unwrap();
+    let mut g = gateway(policy, in_r.into(), file.into());
+    in_w.write_all(session().as_bytes()).unwrap();
+    let start = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(&path).unwrap();
+        if text.lines().filter(|l| l.contains("\"id\"")).count() >= 3 {
+            expect_answers(text.as_bytes());
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "answers never came: {text}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(in_w);
+    wait(&mut g);
+}
+
+fn calls_are_relayed_with_stdio_spin(policy: &std::path::Path) {
+    let (in_r, mut in_w) = std::io::pipe().unwrap();
+    let (out_r, out_w) = std::io::pipe().unwrap();
+    let mut g = gateway_with(policy, &["--stdio-spin", "200"], in_r.into(), out_w.into());
+    in_w.write_all(session().as_bytes()).unwrap();
+    expect_answers(&out_r);
+    drop(in_w);
+    wait(&mut g);
+}
+
+fn main() {
+    if std::env::var_os("MCP_POLICY_TEST_UPSTREAM").is_some() {
+        upstream();
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.json");
+    std::fs::write(&policy, POLICY).unwrap();
+    let tests: [(&str, &dyn Fn()); 4] = [
+        ("pipes_are_polled_and_given_back_blocking", &|| {
+            pipes_are_polled_and_given_back_blocking(&policy);
+        }),
+        ("sockets_are_polled_and_given_back_blocking", &|| {
+            sockets_are_polled_and_given_back_blocking(&policy);
+        }),
+        ("calls_are_relayed_with_stdio_spin", &|| calls_are_relayed_with_stdio_spin(&policy)),
+        ("a_file_for_stdout_is_served_from_a_thread", &|| {
+            a_file_for_stdout_is_served_from_a_thread(&policy, dir.path());
+        }),
+    ];
+    for (name, test) in tests {
+        test();
+        println!("test {name} ... ok");
+    }
+    println!("\ntest result: ok. {} passed", tests.len());
+}
