@@ -5,7 +5,8 @@
 //! - `gateway`: the `mcp-policy-gateway` binary (`--listen`) in front of that same server
 //!   (`--upstream URL`), the policy allowing `echo` with a limit high enough never to refuse.
 //!
-//! Both are driven by the same raw HTTP client (reqwest, SSE answers), for a fixed time per
+//! Both are driven by the same raw HTTP client (reqwest; it accepts JSON and SSE answers: rmcp
+//! answers on SSE streams, the gateway as JSON when it can), for a fixed time per
 //! configuration (1 s of warm-up, then `MCP_POLICY_BENCH_SECS`, default 5 s), so that the whole
 //! run takes about a minute:
 //!
@@ -14,6 +15,9 @@
 //! Memory per idle session: `cargo bench -p mcp-policy-gateway --bench http -- memory [N]` opens
 //! N (default 1000) initialized sessions against the gateway (upstream: the same rmcp server)
 //! and reads the gateway's `VmRSS` from `/proc/PID/status` before and after.
+//!
+//! `MCP_POLICY_BENCH_BASELINE_BIN=PATH` adds a `baseline` row: another build of the gateway
+//! binary, measured in the same run (before/after a change on a busy machine).
 //!
 //! Figures in docs/performance.md.
 
@@ -151,11 +155,25 @@ fn throughput(rt: &tokio::runtime::Runtime) {
     let gw =
         rt.block_on(gateway(&policy, &["--upstream", &direct_url, "--max-sessions", "256"], &[]));
     let gw_url = gw.mcp();
-    println!("| sessions | server | calls/s | p50 | p99 | gateway / direct |");
+    // Another build of the gateway (`MCP_POLICY_BENCH_BASELINE_BIN`), measured in the same run:
+    // the before/after ratio of a change on a machine too busy for figures taken apart.
+    let baseline = std::env::var_os("MCP_POLICY_BENCH_BASELINE_BIN").map(|bin| {
+        rt.block_on(gateway_bin(
+            &bin,
+            &policy,
+            &["--upstream", &direct_url, "--max-sessions", "256"],
+        ))
+    });
+    let mut servers = vec![("direct", direct_url.clone()), ("gateway", gw_url)];
+    if let Some(b) = &baseline {
+        servers.push(("baseline", b.mcp()));
+    }
+    println!("| sessions | server | calls/s | p50 | p99 | / direct |");
     println!("|---|---|---|---|---|---|");
     for n in [1usize, 16, 64] {
         let mut direct_rate = 0.0;
-        for (name, url) in [("direct", &direct_url), ("gateway", &gw_url)] {
+        for (name, url) in &servers {
+            let name = *name;
             let clients = rt.block_on(sessions(url, n));
             rt.block_on(run(&clients, Instant::now() + Duration::from_secs(1)));
             let start = Instant::now();
@@ -177,6 +195,32 @@ fn throughput(rt: &tokio::runtime::Runtime) {
         }
     }
     drop(gw);
+    drop(baseline);
+}
+
+/// Starts the gateway binary `bin` (see `gateway`).
+async fn gateway_bin(
+    bin: &std::ffi::OsStr,
+    policy: &std::path::Path,
+    extra: &[&str],
+) -> http_support::Gateway {
+    use tokio::io::AsyncBufReadExt;
+    let mut cmd = tokio::process::Command::new(bin);
+    cmd.arg("--policy").arg(policy).args(["--listen", "127.0.0.1:0"]).args(extra);
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let base = loop {
+        let line = lines.next_line().await.unwrap().expect("the baseline gateway exited");
+        if let Some(rest) = line.split("serving MCP at ").nth(1) {
+            break rest.trim_end_matches("/mcp").to_owned();
+        }
+    };
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    http_support::Gateway { child, base, stderr: Default::default() }
 }
 
 fn rss_kib(pid: u32) -> u64 {

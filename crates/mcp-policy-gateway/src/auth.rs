@@ -6,7 +6,9 @@
 //! which must be a non-empty string. The verified claims are given to the policy's conditions as
 //! `context.claims`.
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Mutex;
 
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
@@ -62,7 +64,20 @@ pub struct Jwt {
     key: DecodingKey,
     validation: Validation,
     grant_claim: String,
+    /// Tokens verified already (a client sends the same one on every request), with their
+    /// `exp` and `nbf`, which are checked again on every use.
+    verified: Mutex<HashMap<String, Verified>>,
 }
+
+/// A token that passed verification.
+struct Verified {
+    identity: Identity,
+    exp: u64,
+    nbf: Option<u64>,
+}
+
+/// The most verified tokens kept; past this the cache starts over.
+pub const VERIFIED_TOKENS_MAX: usize = 4096;
 
 /// What the JWT options say (from the command line).
 #[derive(Debug, Default, Clone)]
@@ -132,14 +147,61 @@ impl Jwt {
             required.push("iss");
         }
         validation.set_required_spec_claims(&required);
-        Jwt { key, validation, grant_claim: options.grant_claim.to_owned() }
+        Jwt {
+            key,
+            validation,
+            grant_claim: options.grant_claim.to_owned(),
+            verified: Mutex::new(HashMap::new()),
+        }
     }
 
-    /// Verifies `token` and returns who it names.
+    /// Verifies `token` and returns who it names. A token verified before is not verified
+    /// again (its signature and claims cannot have changed), but its `exp` and `nbf` are
+    /// checked against the clock on every use.
     pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+        let now = jsonwebtoken::get_current_timestamp();
+        if let Some(identity) = self.cached(token, now) {
+            return Ok(identity);
+        }
+        let (identity, exp, nbf) = self.verify_uncached(token)?;
+        if let Some(exp) = exp {
+            let mut verified = lock(&self.verified);
+            if verified.len() >= VERIFIED_TOKENS_MAX {
+                verified.clear();
+            }
+            verified.insert(token.to_owned(), Verified { identity: identity.clone(), exp, nbf });
+        }
+        Ok(identity)
+    }
+
+    /// The identity of `token` if it was verified before and is still valid at `now`.
+    fn cached(&self, token: &str, now: u64) -> Option<Identity> {
+        let verified = lock(&self.verified);
+        let v = verified.get(token)?;
+        let leeway = self.validation.leeway;
+        let live = v.exp.saturating_add(leeway) >= now
+            && v.nbf.is_none_or(|nbf| nbf <= now.saturating_add(leeway));
+        live.then(|| v.identity.clone())
+    }
+
+    /// Verifies `token` with the key: who it names, its `exp` and `nbf` (`None` for `exp` when
+    /// they are not plain integers: such a token is verified every time).
+    fn verify_uncached(
+        &self,
+        token: &str,
+    ) -> Result<(Identity, Option<u64>, Option<u64>), AuthError> {
         let data = jsonwebtoken::decode::<Value>(token, &self.key, &self.validation)
             .map_err(|e| AuthError(format!("invalid token: {}", describe(&e))))?;
         let claims = data.claims;
+        let exp = claims.get("exp").and_then(Value::as_u64);
+        let nbf = match claims.get("nbf") {
+            None => Some(None),
+            Some(n) => n.as_u64().map(Some),
+        };
+        let (exp, nbf) = match nbf {
+            Some(nbf) => (exp, nbf),
+            None => (None, None),
+        };
         let grant = match claims.get(&self.grant_claim) {
             Some(Value::String(s)) if !s.is_empty() => s.clone(),
             _ => {
@@ -151,8 +213,12 @@ impl Jwt {
         };
         let part = |name: &str| claims.get(name).map(Value::to_string).unwrap_or_default();
         let principal = format!("jwt\u{0}{}\u{0}{}\u{0}{grant}", part("iss"), part("sub"));
-        Ok(Identity { grant, principal, context: Some(json!({ "claims": claims })) })
+        Ok((Identity { grant, principal, context: Some(json!({ "claims": claims })) }, exp, nbf))
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn describe(e: &jsonwebtoken::errors::Error) -> String {
@@ -239,6 +305,31 @@ mod tests {
 
     fn now() -> i64 {
         chrono::Utc::now().timestamp()
+    }
+
+    #[test]
+    fn a_verified_token_is_kept_but_its_exp_and_nbf_checked_on_every_use() {
+        let j = jwt(None, None);
+        let t = now() as u64;
+        let tok = token(json!({"sub": "alice", "exp": t + 60, "nbf": t - 10}));
+        assert!(j.cached(&tok, t).is_none(), "nothing before the first verification");
+        let id = j.verify(&tok).unwrap();
+        assert_eq!(j.cached(&tok, t), Some(id.clone()));
+        assert_eq!(j.verify(&tok).unwrap(), id);
+        // Past `exp` (and the leeway), or before `nbf`, the kept token is not used.
+        assert!(j.cached(&tok, t + 60 + LEEWAY_SECONDS).is_some());
+        assert!(j.cached(&tok, t + 61 + LEEWAY_SECONDS).is_none());
+        assert!(j.cached(&tok, t - 11 - LEEWAY_SECONDS).is_none());
+        // A forged signature is another token: verified (and refused), never served from the
+        // cache.
+        let last = if tok.ends_with('A') { 'B' } else { 'A' };
+        let forged = format!("{}{last}", &tok[..tok.len() - 1]);
+        assert!(j.cached(&forged, t).is_none());
+        assert!(j.verify(&forged).is_err());
+        // Refused tokens are not kept.
+        let expired = token(json!({"sub": "a", "exp": t - 3600}));
+        assert!(j.verify(&expired).is_err());
+        assert!(j.cached(&expired, t - 3600).is_none());
     }
 
     #[test]

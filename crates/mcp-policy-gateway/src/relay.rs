@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 use crate::decision_log::{DecisionLog, Outcome, Record};
 use crate::guard::{Guard, ToolCache, Verdict, declined, round_refusal};
 use crate::jsonrpc::{self, Kind};
-use crate::transport::{ClientLink, Inbound, UpstreamLink};
+use crate::transport::{ClientLink, ClientTx, Inbound, UpstreamLink};
 
 /// The protocol revisions the gateway speaks (those with an `initialize` handshake).
 pub const PROTOCOL_VERSIONS: &[&str] = &["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
@@ -230,7 +230,7 @@ pub struct Relay<S> {
     session: Option<String>,
     upstream_timeout: Option<Duration>,
     negotiated: Option<Arc<std::sync::OnceLock<String>>>,
-    to_client: mpsc::Sender<Value>,
+    to_client: ClientTx,
     to_upstream: mpsc::Sender<Value>,
     next_up: u64,
     next_down: u64,
@@ -266,7 +266,19 @@ impl<S: AsyncCounterStore> Relay<S> {
         client: ClientLink,
         upstream: UpstreamLink,
     ) -> RelayEnd {
-        let ClientLink { tx: to_client, rx: mut from_client } = client;
+        let ClientLink { tx, rx } = client;
+        Self::run_to(guard, log, config, tx.into(), rx, upstream).await
+    }
+
+    /// [`Relay::run`], with what the client must receive sent to `to_client`.
+    pub async fn run_to(
+        guard: Arc<Guard<S>>,
+        log: Arc<DecisionLog>,
+        config: RelayConfig,
+        to_client: ClientTx,
+        mut from_client: mpsc::Receiver<Inbound>,
+        upstream: UpstreamLink,
+    ) -> RelayEnd {
         let UpstreamLink { tx: to_upstream, rx: mut from_upstream } = upstream;
         let mut relay = Relay {
             guard,

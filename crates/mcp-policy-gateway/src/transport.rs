@@ -4,6 +4,8 @@
 //! sent and takes what the client must receive; an upstream transport (a child process today,
 //! an HTTP client later) does the same for the server. The relay never sees bytes.
 
+use std::sync::Arc;
+
 use serde_json::Value;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt};
 use tokio::sync::mpsc;
@@ -30,6 +32,44 @@ pub struct ClientLink {
     pub tx: mpsc::Sender<Value>,
     /// Messages from the client; `None` when the client has gone.
     pub rx: mpsc::Receiver<Inbound>,
+}
+
+/// Where the relay sends what the client must receive.
+#[derive(Clone)]
+pub enum ClientTx {
+    /// A channel, read by the transport's writer.
+    Channel(mpsc::Sender<Value>),
+    /// A function that takes each message at once and must not block: the HTTP listener routes
+    /// a message to the request waiting for it without a task in between.
+    Direct(Arc<dyn Fn(Value) + Send + Sync>),
+}
+
+impl ClientTx {
+    /// Sends `msg`; it comes back when the client has gone.
+    pub async fn send(&self, msg: Value) -> Result<(), Value> {
+        match self {
+            ClientTx::Channel(tx) => tx.send(msg).await.map_err(|e| e.0),
+            ClientTx::Direct(f) => {
+                f(msg);
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for ClientTx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientTx::Channel(tx) => f.debug_tuple("Channel").field(tx).finish(),
+            ClientTx::Direct(_) => f.write_str("Direct"),
+        }
+    }
+}
+
+impl From<mpsc::Sender<Value>> for ClientTx {
+    fn from(tx: mpsc::Sender<Value>) -> Self {
+        ClientTx::Channel(tx)
+    }
 }
 
 /// The relay's end of the upstream connection.

@@ -5,7 +5,9 @@
 //!   other session a batch is refused whole with -32600 and nothing of it is relayed). Requests
 //!   are answered on a server-sent-event stream when the client accepts `text/event-stream`
 //!   (the stream also carries what the upstream or the gateway asks the client meanwhile, such
-//!   as an approval), otherwise as `application/json`; notifications and responses get 202.
+//!   as an approval), otherwise as `application/json`; one request whose response is the first
+//!   message for it (within [`JSON_ANSWER_WAIT`]) is answered as `application/json` either way.
+//!   Notifications and responses get 202.
 //! - `initialize` (without `Mcp-Session-Id`) creates a session, whose id is returned in the
 //!   `Mcp-Session-Id` header and required on every later request (400 without, 404 for an
 //!   unknown or ended one). Each session has its own [`Relay`] and its own upstream: a child
@@ -59,7 +61,7 @@ use crate::relay::{
     INLINE_PROTOCOL_VERSIONS, METHOD_HEADER, NAME_HEADER, PROTOCOL_VERSIONS, Relay, RelayConfig,
     RelayEnd, decode_header_value, mcp_name, meta_protocol_version,
 };
-use crate::transport::{CHANNEL_CAPACITY, ClientLink, Inbound, UpstreamLink};
+use crate::transport::{CHANNEL_CAPACITY, ClientLink, ClientTx, Inbound, UpstreamLink};
 use crate::upstream;
 
 /// The session header.
@@ -395,7 +397,6 @@ impl<S: AsyncCounterStore + 'static> Server<S> {
             guard = guard.with_out_of_band_approvals();
         }
         let (in_tx, in_rx) = mpsc::channel(CHANNEL_CAPACITY);
-        let (out_tx, mut out_rx) = mpsc::channel::<Value>(CHANNEL_CAPACITY);
         let session = Arc::new(Session {
             id: id.clone(),
             principal: identity.principal,
@@ -408,13 +409,15 @@ impl<S: AsyncCounterStore + 'static> Server<S> {
         lock(&self.sessions).insert(id.clone(), session.clone());
         self.config.metrics.set_sessions(self.session_count());
 
-        let router_session = session.clone();
-        tokio::spawn(async move {
-            while let Some(msg) = out_rx.recv().await {
-                router_session.route(msg);
+        // The relay routes each message for the client itself, to the request waiting for
+        // it (no task in between); when the relay ends, every stream closes.
+        let weak = Arc::downgrade(&session);
+        let to_client = ClientTx::Direct(Arc::new(move |msg| {
+            if let Some(s) = weak.upgrade() {
+                s.route(msg);
             }
-            router_session.end();
-        });
+        }));
+        let ended = session.clone();
         let me = self.clone();
         let log = self.config.log.clone();
         let relay_config = RelayConfig {
@@ -423,8 +426,9 @@ impl<S: AsyncCounterStore + 'static> Server<S> {
             negotiated: Some(session.protocol.clone()),
         };
         let task = tokio::spawn(async move {
-            let client = ClientLink { tx: out_tx, rx: in_rx };
-            let end = Relay::run(Arc::new(guard), log, relay_config, client, link).await;
+            let end =
+                Relay::run_to(Arc::new(guard), log, relay_config, to_client, in_rx, link).await;
+            ended.end();
             me.remove(&id);
             handle.finish(end).await;
         });
@@ -637,7 +641,7 @@ async fn post_mcp<S: AsyncCounterStore + 'static>(
     let mut response = if keys.is_empty() {
         StatusCode::ACCEPTED.into_response()
     } else if sse {
-        Sse::new(post_stream(rx, keys, guard)).keep_alive(KeepAlive::default()).into_response()
+        sse_answer(rx, keys, batch, guard).await
     } else {
         json_answer(rx, keys, batch, guard).await
     };
@@ -647,26 +651,94 @@ async fn post_mcp<S: AsyncCounterStore + 'static>(
     response
 }
 
-/// The SSE stream of a POST: every message routed to it, until each of its requests has its
-/// response.
+/// The answer to a POST of one request from a client that accepts both `application/json` and
+/// `text/event-stream`: when the first message for it, within [`JSON_ANSWER_WAIT`], is its
+/// response, that response alone as `application/json` (no event framing, no stream to keep
+/// alive); otherwise (a server-initiated message came first, such as an approval asked through
+/// the client, or the answer takes longer) an SSE stream that starts with that message. A
+/// batch is always answered on a stream.
+async fn sse_answer(
+    mut rx: mpsc::UnboundedReceiver<Value>,
+    mut keys: HashSet<String>,
+    batch: bool,
+    guard: PostGuard,
+) -> Response {
+    let stream = |first: Option<Value>, rx, keys, guard| {
+        Sse::new(post_stream(first, rx, keys, guard))
+            .keep_alive(KeepAlive::default())
+            .into_response()
+    };
+    if batch || keys.len() != 1 {
+        return stream(None, rx, keys, guard);
+    }
+    let first = match tokio::time::timeout(JSON_ANSWER_WAIT, rx.recv()).await {
+        Err(_) => return stream(None, rx, keys, guard),
+        Ok(None) => {
+            drop(guard);
+            return error_response(
+                StatusCode::NOT_FOUND,
+                -32001,
+                "session ended before answering (the upstream has gone)".into(),
+            );
+        }
+        Ok(Some(msg)) => msg,
+    };
+    if first.get("method").is_none()
+        && let Some(id) = first.get("id")
+        && keys.remove(&jsonrpc::id_key(id))
+    {
+        drop(guard);
+        return json_body(&first);
+    }
+    stream(Some(first), rx, keys, guard)
+}
+
+/// How long the answer to a POST may take and still be sent as `application/json` to a client
+/// that also accepts SSE; past this the answer is a stream, whose keep-alive comments keep
+/// clients with a read timeout (the Python SDK's is 30 s) waiting.
+pub const JSON_ANSWER_WAIT: Duration = Duration::from_secs(1);
+
+/// One JSON-RPC message as an `application/json` response.
+fn json_body(msg: &Value) -> Response {
+    match serde_json::to_vec(msg) {
+        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(e) => error_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            jsonrpc::INTERNAL_ERROR,
+            format!("cannot serialize the answer: {e}"),
+        ),
+    }
+}
+
+/// The SSE stream of a POST: `first` (when given), then every message routed to it, until each
+/// of its requests has its response.
 fn post_stream(
+    first: Option<Value>,
     rx: mpsc::UnboundedReceiver<Value>,
     keys: HashSet<String>,
     guard: PostGuard,
 ) -> impl Stream<Item = Result<Event, std::convert::Infallible>> {
-    futures_util::stream::unfold((rx, keys, guard), |(mut rx, mut keys, guard)| async move {
-        if keys.is_empty() {
-            return None;
-        }
-        let msg = rx.recv().await?;
-        if msg.get("method").is_none()
-            && let Some(id) = msg.get("id")
-        {
-            keys.remove(&jsonrpc::id_key(id));
-        }
-        let event = Event::default().event("message").data(msg.to_string());
-        Some((Ok(event), (rx, keys, guard)))
-    })
+    futures_util::stream::unfold(
+        (first, rx, keys, guard),
+        |(first, mut rx, mut keys, guard)| async move {
+            let msg = match first {
+                Some(m) => m,
+                None => {
+                    if keys.is_empty() {
+                        return None;
+                    }
+                    rx.recv().await?
+                }
+            };
+            if msg.get("method").is_none()
+                && let Some(id) = msg.get("id")
+            {
+                keys.remove(&jsonrpc::id_key(id));
+            }
+            let event = Event::default().event("message").data(msg.to_string());
+            Some((Ok(event), (None, rx, keys, guard)))
+        },
+    )
 }
 
 async fn json_answer(
@@ -1157,5 +1229,66 @@ impl<S: AsyncCounterStore + 'static> Server<S> {
             }
         }
         self.config.metrics.set_sessions(self.session_count());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session() -> Arc<Session> {
+        Arc::new(Session {
+            id: "s".into(),
+            principal: "p".into(),
+            inline: false,
+            protocol: Arc::new(std::sync::OnceLock::new()),
+            inbound: Mutex::new(None),
+            routes: Mutex::new(Routes::default()),
+            last_active: Mutex::new(Instant::now()),
+        })
+    }
+
+    async fn answer(first: Vec<Value>, ids: &[i64], batch: bool) -> (String, String) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        for m in first {
+            tx.send(m).unwrap();
+        }
+        drop(tx);
+        let keys = ids.iter().map(|i| jsonrpc::id_key(&json!(i))).collect();
+        let guard = PostGuard { session: session(), stream: 1 };
+        let resp = sse_answer(rx, keys, batch, guard).await;
+        let ct = resp.headers()[header::CONTENT_TYPE].to_str().unwrap().to_owned();
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+        (ct, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_response_that_comes_first_is_plain_json() {
+        let r = json!({"jsonrpc": "2.0", "id": 3, "result": {"ok": true}});
+        let (ct, body) = answer(vec![r.clone()], &[3], false).await;
+        assert_eq!(ct, "application/json");
+        assert_eq!(serde_json::from_str::<Value>(&body).unwrap(), r);
+    }
+
+    #[tokio::test]
+    async fn anything_first_or_a_batch_is_a_stream_with_every_message() {
+        let ask = json!({"jsonrpc": "2.0", "id": 1, "method": "elicitation/create", "params": {}});
+        let r = json!({"jsonrpc": "2.0", "id": 3, "result": {}});
+        let (ct, body) = answer(vec![ask, r], &[3], false).await;
+        assert!(ct.starts_with("text/event-stream"), "{ct}");
+        assert!(body.contains("elicitation/create") && body.contains(r#""id":3"#), "{body}");
+        assert!(body.find("elicitation").unwrap() < body.find(r#""id":3"#).unwrap());
+
+        let r4 = json!({"jsonrpc": "2.0", "id": 4, "result": {}});
+        let (ct, body) = answer(vec![r4.clone()], &[4], true).await;
+        assert!(ct.starts_with("text/event-stream"), "a batch: {ct}");
+        assert!(body.contains(r#""id":4"#), "{body}");
+    }
+
+    #[tokio::test]
+    async fn a_session_that_ends_before_answering_is_404() {
+        let (ct, body) = answer(vec![], &[5], false).await;
+        assert_eq!(ct, "application/json");
+        assert!(body.contains("session ended before answering"), "{body}");
     }
 }

@@ -17,10 +17,13 @@
 //! at once. When the server forgets the session (404), the upstream is gone: the relay answers
 //! what is pending with errors and the session ends.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
 use serde_json::Value;
 use tokio::sync::{mpsc, watch};
@@ -36,6 +39,8 @@ pub const PROTOCOL_HEADER: &str = "mcp-protocol-version";
 
 /// How long the gateway waits for the upstream to accept a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the rest of an answered request's event stream is read for (see `read_body`).
+const DRAIN_WAIT: Duration = Duration::from_millis(100);
 /// How many times in a row the GET stream is reopened after it failed.
 const GET_RETRIES: u32 = 5;
 
@@ -59,8 +64,10 @@ impl HttpUpstream {
 struct Shared {
     client: reqwest::Client,
     url: reqwest::Url,
-    session: Mutex<Option<String>>,
-    protocol: Mutex<Option<String>>,
+    /// The upstream's `Mcp-Session-Id` and the negotiated revision, as the header values sent
+    /// on every request.
+    session: Mutex<Option<HeaderValue>>,
+    protocol: Mutex<Option<HeaderValue>>,
     /// Messages for the relay; taken out when the upstream is gone, so that the relay sees it.
     down: Mutex<Option<mpsc::Sender<Value>>>,
     gone: watch::Sender<bool>,
@@ -119,25 +126,39 @@ pub fn connect(url: &str) -> Result<(UpstreamLink, HttpUpstream), String> {
 async fn run(shared: Arc<Shared>, mut up_rx: mpsc::Receiver<Value>) {
     let mut gone = shared.gone.subscribe();
     let mut get_task: Option<JoinHandle<()>> = None;
+    // Requests in flight, polled by this task (no task spawned per request). A notification or
+    // a response is posted before anything that follows it is read (`ordered`), while the
+    // requests in flight go on.
+    let mut requests = FuturesUnordered::new();
+    let mut ordered: Option<Pin<Box<dyn Future<Output = bool> + Send>>> = None;
     loop {
-        let msg = tokio::select! {
-            m = up_rx.recv() => match m { Some(m) => m, None => break },
-            _ = gone.wait_for(|g| *g) => break,
-        };
-        let (is_request, initialized) = match jsonrpc::classify(&msg) {
-            Kind::Request { .. } => (true, false),
-            Kind::Notification { method } => (false, method == "notifications/initialized"),
-            _ => (false, false),
-        };
-        if is_request {
-            let sh = shared.clone();
-            tokio::spawn(async move { sh.post(msg).await });
-        } else {
-            shared.post(msg).await;
-            if initialized && get_task.is_none() {
+        tokio::select! {
+            m = up_rx.recv(), if ordered.is_none() => {
+                let Some(msg) = m else { break };
+                let (is_request, initialized) = match jsonrpc::classify(&msg) {
+                    Kind::Request { .. } => (true, false),
+                    Kind::Notification { method } => (false, method == "notifications/initialized"),
+                    _ => (false, false),
+                };
                 let sh = shared.clone();
-                get_task = Some(tokio::spawn(async move { sh.get_stream().await }));
+                if is_request {
+                    requests.push(async move { sh.post(msg).await });
+                } else {
+                    ordered = Some(Box::pin(async move {
+                        sh.post(msg).await;
+                        initialized
+                    }));
+                }
             }
+            Some(()) = requests.next(), if !requests.is_empty() => {}
+            initialized = async { ordered.as_mut()?.await.then_some(()) }, if ordered.is_some() => {
+                ordered = None;
+                if initialized.is_some() && get_task.is_none() {
+                    let sh = shared.clone();
+                    get_task = Some(tokio::spawn(async move { sh.get_stream().await }));
+                }
+            }
+            _ = gone.wait_for(|g| *g) => break,
         }
     }
     if let Some(t) = get_task {
@@ -170,14 +191,10 @@ impl Shared {
 
     fn headers(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         let mut req = req;
-        if let Some(s) = locked(&self.session).as_deref()
-            && let Ok(v) = HeaderValue::from_str(s)
-        {
+        if let Some(v) = locked(&self.session).clone() {
             req = req.header(SESSION_HEADER, v);
         }
-        if let Some(p) = locked(&self.protocol).as_deref()
-            && let Ok(v) = HeaderValue::from_str(p)
-        {
+        if let Some(v) = locked(&self.protocol).clone() {
             req = req.header(PROTOCOL_HEADER, v);
         }
         req
@@ -226,7 +243,7 @@ impl Shared {
             && msg.get("id") == Some(init_id)
             && let Some(v) = msg.pointer("/result/protocolVersion").and_then(Value::as_str)
         {
-            *locked(&self.protocol) = Some(v.to_owned());
+            *locked(&self.protocol) = HeaderValue::from_str(v).ok();
         }
         self.deliver(msg).await;
     }
@@ -255,9 +272,9 @@ impl Shared {
         let status = resp.status();
         if is_init
             && status.is_success()
-            && let Some(s) = resp.headers().get(SESSION_HEADER).and_then(|v| v.to_str().ok())
+            && let Some(s) = resp.headers().get(SESSION_HEADER)
         {
-            *locked(&self.session) = Some(s.to_owned());
+            *locked(&self.session) = Some(s.clone());
         }
         if status == reqwest::StatusCode::NOT_FOUND && locked(&self.session).is_some() {
             self.fail(id.as_ref(), "the upstream ended the MCP session (HTTP 404)".into()).await;
@@ -323,18 +340,26 @@ impl Shared {
         }
         let mut events = sse_stream::SseStream::from_bytes_stream(resp.bytes_stream());
         let mut answered = false;
-        while let Some(event) = events.next().await {
-            let Ok(event) = event else { break };
+        let mut drain_until = None;
+        loop {
+            let event = if let Some(until) = drain_until {
+                // The request is answered; the server ends the stream now (the specification
+                // says it should). Read it to its end, briefly, so that the connection goes back
+                // to the pool rather than being closed with the rest unread; a stream left open
+                // is dropped.
+                tokio::time::timeout_at(until, events.next()).await.unwrap_or_default()
+            } else {
+                events.next().await
+            };
+            let Some(Ok(event)) = event else { break };
             let Some(data) = event.data.filter(|d| !d.trim().is_empty()) else { continue };
             match serde_json::from_str::<Value>(&data) {
                 Ok(m) => {
-                    let this = is_answer(&m);
-                    self.receive(m, init_id).await;
-                    if this {
+                    if is_answer(&m) && !answered {
                         answered = true;
-                        // The stream may stay open; the request is answered.
-                        break;
+                        drain_until = Some(tokio::time::Instant::now() + DRAIN_WAIT);
                     }
+                    self.receive(m, init_id).await;
                 }
                 Err(e) => eprintln!(
                     "mcp-policy-gateway: the upstream sent an event that is not JSON ({e}); dropped"
