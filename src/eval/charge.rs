@@ -61,25 +61,27 @@ impl<S> Evaluator<S> {
         };
         let refusal = match outcome {
             Ok(ChargeOutcome::Admitted { at }) => {
-                let rule = plan.rule.take().unwrap_or(RuleRef::Static(""));
-                let mut allow =
-                    Decision::new(DecisionKind::Allow, tool, rule, Text::Static("allowed"));
-                allow.extra = Extra::Charge(Charge {
-                    generation: plan.generation,
-                    at,
-                    grant: Cow::Borrowed(call.grant()),
-                    session: call.session().map(Cow::Borrowed),
-                    entries: plan
-                        .ids
-                        .iter()
-                        .copied()
-                        .zip(plan.requests.iter().map(|r| r.units))
-                        .collect(),
-                });
-                if plan.approval.is_some() {
-                    allow.human = Human::Approved;
+                // Pushed one by one: cheaper than a collect, which reserves first.
+                let mut entries = SmallVec::new();
+                for (id, r) in plan.ids.iter().zip(plan.requests.iter()) {
+                    entries.push((*id, r.units));
                 }
-                return allow;
+                // Built whole, in the caller's slot.
+                return Decision {
+                    kind: DecisionKind::Allow,
+                    tool: Cow::Borrowed(tool),
+                    rule: plan.rule.take().unwrap_or(RuleRef::Static("")),
+                    message: Text::Static("allowed"),
+                    extra: Extra::Charge(Charge {
+                        generation: plan.generation,
+                        at,
+                        grant: Cow::Borrowed(call.grant()),
+                        session: call.session().map(Cow::Borrowed),
+                        entries,
+                    }),
+                    monitored: false,
+                    human: if plan.approval.is_some() { Human::Approved } else { Human::Nobody },
+                };
             }
             Ok(ChargeOutcome::Refused { index, retry_after }) => match limit_at(index) {
                 Some(limit) => {

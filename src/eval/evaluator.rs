@@ -258,9 +258,9 @@ impl<S> Evaluator<S> {
     }
 
     /// A decision as this evaluator's mode marks it.
-    fn mark<'a>(&self, mut d: Decision<'a>) -> Decision<'a> {
+    #[inline]
+    fn mark(&self, d: &mut Decision<'_>) {
         d.monitored = self.mode == Mode::Monitor;
-        d
     }
 
     /// Loads `text` and puts it in force; a text that fails to load leaves the policy in force
@@ -333,17 +333,20 @@ impl<S: CounterStore> Evaluator<S> {
     pub fn evaluate<'a>(&self, call: &ToolCall<'a>) -> Decision<'a> {
         let installed = self.current.load();
         let mut plan = Plan::new();
-        if let Some(d) = self.prepare(&installed, call, &mut plan, &mut ()) {
-            return self.mark(d);
-        }
-        let d = if plan.ask.is_some() {
-            let outcome = self.store.check(plan.now, &plan.requests);
-            self.ask(&installed, &mut plan, outcome, call, true)
-        } else {
-            let outcome = self.store.charge(plan.now, &plan.requests);
-            self.finish(&mut plan, outcome, call)
+        // One decision, marked in place and returned: nothing large is moved on the way out.
+        let mut d = match self.prepare(&installed, call, &mut plan, &mut ()) {
+            Some(d) => d,
+            None if plan.ask.is_some() => {
+                let outcome = self.store.check(plan.now, &plan.requests);
+                self.ask(&installed, &mut plan, outcome, call, true)
+            }
+            None => {
+                let outcome = self.store.charge(plan.now, &plan.requests);
+                self.finish(&mut plan, outcome, call)
+            }
         };
-        self.mark(d)
+        self.mark(&mut d);
+        d
     }
 
     /// Returns the units an allowed decision charged, for a call whose upstream tool call never
@@ -410,17 +413,19 @@ impl<S: AsyncCounterStore> Evaluator<S> {
     pub async fn evaluate_async<'a>(&self, call: &ToolCall<'a>) -> Decision<'a> {
         let installed = self.current.load_full();
         let mut plan = Plan::new();
-        if let Some(d) = self.prepare(&installed, call, &mut plan, &mut ()) {
-            return self.mark(d);
-        }
-        let d = if plan.ask.is_some() {
-            let outcome = self.store.check_async(plan.now, &plan.requests).await;
-            self.ask(&installed, &mut plan, outcome, call, true)
-        } else {
-            let outcome = self.store.charge_async(plan.now, &plan.requests).await;
-            self.finish(&mut plan, outcome, call)
+        let mut d = match self.prepare(&installed, call, &mut plan, &mut ()) {
+            Some(d) => d,
+            None if plan.ask.is_some() => {
+                let outcome = self.store.check_async(plan.now, &plan.requests).await;
+                self.ask(&installed, &mut plan, outcome, call, true)
+            }
+            None => {
+                let outcome = self.store.charge_async(plan.now, &plan.requests).await;
+                self.finish(&mut plan, outcome, call)
+            }
         };
-        self.mark(d)
+        self.mark(&mut d);
+        d
     }
 
     /// [`rollback`](Evaluator::rollback) for stores that do I/O.
