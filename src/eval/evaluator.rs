@@ -333,17 +333,17 @@ impl<S: CounterStore> Evaluator<S> {
     pub fn evaluate<'a>(&self, call: &ToolCall<'a>) -> Decision<'a> {
         let installed = self.current.load();
         let mut plan = Plan::new();
-        // One decision, marked in place and returned: nothing large is moved on the way out.
-        let mut d = match self.prepare(&installed, call, &mut plan, &mut ()) {
-            Some(d) => d,
-            None if plan.ask.is_some() => {
-                let outcome = self.store.check(plan.now, &plan.requests);
-                self.ask(&installed, &mut plan, outcome, call, true)
-            }
-            None => {
-                let outcome = self.store.charge(plan.now, &plan.requests);
-                self.finish(&mut plan, outcome, call)
-            }
+        // Each decision is marked in place and returned: nothing large is moved on the way out.
+        if let Some(mut d) = self.prepare(&installed, call, &mut plan, &mut ()) {
+            self.mark(&mut d);
+            return d;
+        }
+        let mut d = if plan.ask.is_some() {
+            let outcome = self.store.check(plan.now, &plan.requests);
+            self.ask(&installed, &mut plan, outcome, call, true)
+        } else {
+            let outcome = self.store.charge(plan.now, &plan.requests);
+            self.finish(&mut plan, outcome, call)
         };
         self.mark(&mut d);
         d
@@ -413,16 +413,16 @@ impl<S: AsyncCounterStore> Evaluator<S> {
     pub async fn evaluate_async<'a>(&self, call: &ToolCall<'a>) -> Decision<'a> {
         let installed = self.current.load_full();
         let mut plan = Plan::new();
-        let mut d = match self.prepare(&installed, call, &mut plan, &mut ()) {
-            Some(d) => d,
-            None if plan.ask.is_some() => {
-                let outcome = self.store.check_async(plan.now, &plan.requests).await;
-                self.ask(&installed, &mut plan, outcome, call, true)
-            }
-            None => {
-                let outcome = self.store.charge_async(plan.now, &plan.requests).await;
-                self.finish(&mut plan, outcome, call)
-            }
+        if let Some(mut d) = self.prepare(&installed, call, &mut plan, &mut ()) {
+            self.mark(&mut d);
+            return d;
+        }
+        let mut d = if plan.ask.is_some() {
+            let outcome = self.store.check_async(plan.now, &plan.requests).await;
+            self.ask(&installed, &mut plan, outcome, call, true)
+        } else {
+            let outcome = self.store.charge_async(plan.now, &plan.requests).await;
+            self.finish(&mut plan, outcome, call)
         };
         self.mark(&mut d);
         d

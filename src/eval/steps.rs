@@ -178,13 +178,18 @@ impl<S> Evaluator<S> {
     fn approve_if<'r, 'p: 'r, 'a: 'p, T: Trace>(
         &self,
         installed: &'p Installed,
-        mut rules: impl Iterator<Item = &'r &'p CompiledRule>,
+        rules: impl Iterator<Item = &'r &'p CompiledRule>,
         call: &ToolCall<'a>,
         plan: &mut Plan<'p, 'a>,
     ) -> Result<Option<Timestamp>, Decision<'a>> {
         let tool = call.tool();
-        let firing =
-            rules.find_map(|r| r.approve_if.iter().find(|c| truth(c, call) != Truth::False));
+        let mut firing = None;
+        for r in rules {
+            firing = r.approve_if.iter().find(|c| truth(c, call) != Truth::False);
+            if firing.is_some() {
+                break;
+            }
+        }
         let Some(check) = firing else { return Ok(None) };
         // The approval key hashes the arguments' canonical form, a recursive walk.
         if call.arguments_too_deep() {
