@@ -13,6 +13,7 @@ use super::condition::{Found, resolve};
 use super::decision::{Charge, Decision, DecisionKind, Extra, Human, RuleRef, Text};
 use super::evaluator::{Evaluator, Installed, RollbackError};
 use super::messages;
+use super::mode::Mode;
 use super::steps::Plan;
 use super::text;
 use crate::counter::{ChargeOutcome, ChargeRequest, CounterKey, ScopeKey, StoreError, WindowSpec};
@@ -47,7 +48,7 @@ impl<'a> Refusal<'a> {
 }
 
 impl<S> Evaluator<S> {
-    /// Turns the store's answer into the decision.
+    /// Turns the store's answer into the decision, marked as the evaluator's mode says.
     pub(super) fn finish<'a>(
         &self,
         plan: &mut Plan<'_, 'a>,
@@ -79,7 +80,7 @@ impl<S> Evaluator<S> {
                         session: call.session().map(Cow::Borrowed),
                         entries,
                     }),
-                    monitored: false,
+                    monitored: self.mode == Mode::Monitor,
                     human: if plan.approval.is_some() { Human::Approved } else { Human::Nobody },
                 };
             }
@@ -106,12 +107,16 @@ impl<S> Evaluator<S> {
                     limit_at(0).map_or(RuleRef::Static(""), |l| RuleRef::Shared(l.pointer.clone()));
                 if self.fail_open {
                     let message = Text::Owned(format!("allowed uncounted: {e} (fail-open)"));
-                    return Decision::new(DecisionKind::Allow, tool, rule, message);
+                    let mut d = Decision::new(DecisionKind::Allow, tool, rule, message);
+                    self.mark(&mut d);
+                    return d;
                 }
                 Refusal::Deny(rule, Text::Owned(format!("{e}; the call is denied (fail-closed)")))
             }
         };
-        refusal.into_decision(tool, plan.approval.take(), &self.approvals)
+        let mut d = refusal.into_decision(tool, plan.approval.take(), &self.approvals);
+        self.mark(&mut d);
+        d
     }
 
     /// The charge requests of an allowed decision, rebuilt for a rollback.

@@ -259,7 +259,7 @@ impl<S> Evaluator<S> {
 
     /// A decision as this evaluator's mode marks it.
     #[inline]
-    fn mark(&self, d: &mut Decision<'_>) {
+    pub(super) fn mark(&self, d: &mut Decision<'_>) {
         d.monitored = self.mode == Mode::Monitor;
     }
 
@@ -338,15 +338,15 @@ impl<S: CounterStore> Evaluator<S> {
             self.mark(&mut d);
             return d;
         }
-        let mut d = if plan.ask.is_some() {
+        if plan.ask.is_some() {
             let outcome = self.store.check(plan.now, &plan.requests);
-            self.ask(&installed, &mut plan, outcome, call, true)
-        } else {
-            let outcome = self.store.charge(plan.now, &plan.requests);
-            self.finish(&mut plan, outcome, call)
-        };
-        self.mark(&mut d);
-        d
+            let mut d = self.ask(&installed, &mut plan, outcome, call, true);
+            self.mark(&mut d);
+            return d;
+        }
+        let outcome = self.store.charge(plan.now, &plan.requests);
+        // Marked by `finish`, which builds an allow decision in the caller's slot.
+        self.finish(&mut plan, outcome, call)
     }
 
     /// Returns the units an allowed decision charged, for a call whose upstream tool call never
@@ -417,15 +417,15 @@ impl<S: AsyncCounterStore> Evaluator<S> {
             self.mark(&mut d);
             return d;
         }
-        let mut d = if plan.ask.is_some() {
+        if plan.ask.is_some() {
             let outcome = self.store.check_async(plan.now, &plan.requests).await;
-            self.ask(&installed, &mut plan, outcome, call, true)
-        } else {
-            let outcome = self.store.charge_async(plan.now, &plan.requests).await;
-            self.finish(&mut plan, outcome, call)
-        };
-        self.mark(&mut d);
-        d
+            let mut d = self.ask(&installed, &mut plan, outcome, call, true);
+            self.mark(&mut d);
+            return d;
+        }
+        let outcome = self.store.charge_async(plan.now, &plan.requests).await;
+        // Marked by `finish`, which builds an allow decision in the caller's slot.
+        self.finish(&mut plan, outcome, call)
     }
 
     /// [`rollback`](Evaluator::rollback) for stores that do I/O.
