@@ -252,8 +252,13 @@ fn count(spec: &str) {
         }
     };
     match case {
-        "deny" => one(r#"{"version": "1", "default": "deny", "tools": {"list_jobs": {}}}"#, "cancel_run"),
-        "allow" => one(r#"{"version": "1", "default": "deny", "tools": {"execute_sql": {}}}"#, "execute_sql"),
+        "deny" => {
+            one(r#"{"version": "1", "default": "deny", "tools": {"list_jobs": {}}}"#, "cancel_run")
+        }
+        "allow" => one(
+            r#"{"version": "1", "default": "deny", "tools": {"execute_sql": {}}}"#,
+            "execute_sql",
+        ),
         "limit" => one(&limited, "execute_sql"),
         "limit_loop" => {
             let e = evaluator(&limited);
@@ -273,7 +278,8 @@ fn count(spec: &str) {
                 "pay".to_owned(),
                 json!({"deny_if": [{"conditions": [{"path": "args.amount", "op": "gt", "value": 10000}]}]}),
             );
-            let e = evaluator(&json!({"version": "1", "default": "deny", "tools": tools}).to_string());
+            let e =
+                evaluator(&json!({"version": "1", "default": "deny", "tools": tools}).to_string());
             let names: Vec<String> = (0..40).map(|i| format!("tool_{i:02}")).collect();
             let pay_args = json!({"amount": 250, "to": "acct-7"});
             let mut calls: Vec<ToolCall<'_>> = names
