@@ -2,7 +2,13 @@
 //!
 //! `cargo bench --bench evaluate`
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, missing_docs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    missing_docs
+)]
 
 mod support;
 
@@ -11,7 +17,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group};
 use mcp_policy::{Clock, Evaluator, ManualClock, Policy, Timestamp, ToolCall};
 use serde_json::json;
 
@@ -232,4 +238,84 @@ fn scaling(c: &mut Criterion) {
 }
 
 criterion_group!(benches, single, scaling);
-criterion_main!(benches);
+
+/// Instruction counts: with `MCP_POLICY_BENCH_COUNT=CASE:N` the bench runs CASE `N` times and
+/// nothing else, for `perf stat -e instructions:u` (run it with N and with 0; the difference over
+/// N is the cost of one call). CASE is `deny`, `allow`, `limit`, `limit_loop`, `rules41` or
+/// `governor`.
+fn count(spec: &str) {
+    let (case, n) = spec.split_once(':').expect("CASE:N");
+    let n: u64 = n.parse().expect("N is a number");
+    let args = json!({"statement": "select * from sales where region = 'emea'", "limit": 100, "path": "/srv/data/report.csv"});
+    let limited = json!({"version": "1", "default": "deny", "tools": {"execute_sql": {
+        "limits": [{"counter": "sql", "window": "minute", "max": HUGE, "scope": "grant"}]}}})
+    .to_string();
+    let one = |doc: &str, tool: &str| {
+        let e = evaluator(doc);
+        let call = ToolCall::new(tool).with_arguments(&args).with_grant("agent-1");
+        for _ in 0..n {
+            black_box(e.evaluate(black_box(&call)).kind());
+        }
+    };
+    match case {
+        "deny" => {
+            one(r#"{"version": "1", "default": "deny", "tools": {"list_jobs": {}}}"#, "cancel_run")
+        }
+        "allow" => one(
+            r#"{"version": "1", "default": "deny", "tools": {"execute_sql": {}}}"#,
+            "execute_sql",
+        ),
+        "limit" => one(&limited, "execute_sql"),
+        "limit_loop" => {
+            let e = evaluator(&limited);
+            for _ in 0..n {
+                let call = ToolCall::new(black_box("execute_sql"))
+                    .with_arguments(black_box(&args))
+                    .with_grant(black_box("agent-1"));
+                black_box(e.evaluate(&call).kind());
+            }
+        }
+        "rules41" => {
+            let mut tools = serde_json::Map::new();
+            for i in 0..40 {
+                tools.insert(format!("tool_{i:02}"), json!({}));
+            }
+            tools.insert(
+                "pay".to_owned(),
+                json!({"deny_if": [{"conditions": [{"path": "args.amount", "op": "gt", "value": 10000}]}]}),
+            );
+            let e =
+                evaluator(&json!({"version": "1", "default": "deny", "tools": tools}).to_string());
+            let names: Vec<String> = (0..40).map(|i| format!("tool_{i:02}")).collect();
+            let pay_args = json!({"amount": 250, "to": "acct-7"});
+            let mut calls: Vec<ToolCall<'_>> = names
+                .iter()
+                .map(|n| ToolCall::new(n).with_arguments(&args).with_grant("agent-1"))
+                .collect();
+            calls.push(ToolCall::new("pay").with_arguments(&pay_args).with_grant("agent-1"));
+            let mut i = 0;
+            for _ in 0..n {
+                i = if i + 1 == calls.len() { 0 } else { i + 1 };
+                black_box(e.evaluate(black_box(&calls[i])).kind());
+            }
+        }
+        "governor" => {
+            let limiter =
+                governor::RateLimiter::keyed(governor::Quota::per_second(NonZeroU32::MAX));
+            let key = "agent-1".to_owned();
+            for _ in 0..n {
+                black_box(limiter.check_key(black_box(&key)).is_ok());
+            }
+        }
+        other => panic!("unknown case `{other}`"),
+    }
+}
+
+fn main() {
+    if let Ok(spec) = std::env::var("MCP_POLICY_BENCH_COUNT") {
+        count(&spec);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

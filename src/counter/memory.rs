@@ -214,11 +214,31 @@ fn same_key(encoded: &[u8], key: &CounterKey<'_>) -> bool {
     }
     let g_at = 2 + c.len();
     let s_at = g_at + 1 + g.len();
-    encoded.get(1..1 + c.len()) == Some(c)
-        && encoded.get(g_at..g_at + g.len()) == Some(g)
-        && encoded.get(s_at..) == Some(session.as_bytes())
-        && encoded.get(g_at - 1) == Some(&SEP)
+    // Empty parts (a global key's grant, a key without a session) are not compared: the length
+    // check above already placed the separators around them.
+    let same = |at: usize, part: &[u8]| {
+        part.is_empty() || encoded.get(at..at + part.len()).is_some_and(|e| eq_short(e, part))
+    };
+    encoded.get(g_at - 1) == Some(&SEP)
         && encoded.get(s_at - 1) == Some(&SEP)
+        && same(1, c)
+        && same(g_at, g)
+        && same(s_at, session.as_bytes())
+}
+
+/// `a == b` for slices of the same length, without a call to `memcmp` for the short ones (names
+/// and grants are mostly under 16 bytes): two overlapping word loads compare them.
+#[inline]
+fn eq_short(a: &[u8], b: &[u8]) -> bool {
+    fn words<const N: usize>(s: &[u8]) -> Option<([u8; N], [u8; N])> {
+        Some((*s.first_chunk::<N>()?, *s.last_chunk::<N>()?))
+    }
+    match a.len() {
+        n if n != b.len() => false,
+        8..=16 => words::<8>(a) == words::<8>(b),
+        4..=7 => words::<4>(a) == words::<4>(b),
+        _ => a == b,
+    }
 }
 
 impl Shard {
@@ -459,6 +479,21 @@ mod tests {
             window: WindowSpec { seconds: 60, sliding: false },
             max,
             units,
+        }
+    }
+
+    #[test]
+    fn eq_short_is_slice_equality() {
+        for n in 0..=24u8 {
+            let a: Vec<u8> = (0..n).collect();
+            assert!(eq_short(&a, &a.clone()), "length {n}");
+            for i in 0..usize::from(n) {
+                let mut b = a.clone();
+                b[i] ^= 0x80;
+                assert!(!eq_short(&a, &b), "length {n}, byte {i} differs");
+            }
+            let longer: Vec<u8> = (0..=n).collect();
+            assert!(!eq_short(&a, &longer), "lengths {n} and {}", n + 1);
         }
     }
 

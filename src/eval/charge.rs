@@ -13,6 +13,7 @@ use super::condition::{Found, resolve};
 use super::decision::{Charge, Decision, DecisionKind, Extra, Human, RuleRef, Text};
 use super::evaluator::{Evaluator, Installed, RollbackError};
 use super::messages;
+use super::mode::Mode;
 use super::steps::Plan;
 use super::text;
 use crate::counter::{ChargeOutcome, ChargeRequest, CounterKey, ScopeKey, StoreError, WindowSpec};
@@ -47,7 +48,7 @@ impl<'a> Refusal<'a> {
 }
 
 impl<S> Evaluator<S> {
-    /// Turns the store's answer into the decision.
+    /// Turns the store's answer into the decision, marked as the evaluator's mode says.
     pub(super) fn finish<'a>(
         &self,
         plan: &mut Plan<'_, 'a>,
@@ -61,25 +62,27 @@ impl<S> Evaluator<S> {
         };
         let refusal = match outcome {
             Ok(ChargeOutcome::Admitted { at }) => {
-                let rule = plan.rule.take().unwrap_or(RuleRef::Static(""));
-                let mut allow =
-                    Decision::new(DecisionKind::Allow, tool, rule, Text::Static("allowed"));
-                allow.extra = Extra::Charge(Charge {
-                    generation: plan.generation,
-                    at,
-                    grant: Cow::Borrowed(call.grant()),
-                    session: call.session().map(Cow::Borrowed),
-                    entries: plan
-                        .ids
-                        .iter()
-                        .copied()
-                        .zip(plan.requests.iter().map(|r| r.units))
-                        .collect(),
-                });
-                if plan.approval.is_some() {
-                    allow.human = Human::Approved;
+                // Pushed one by one: cheaper than a collect, which reserves first.
+                let mut entries = SmallVec::new();
+                for (id, r) in plan.ids.iter().zip(plan.requests.iter()) {
+                    entries.push((*id, r.units));
                 }
-                return allow;
+                // Built whole, in the caller's slot.
+                return Decision {
+                    kind: DecisionKind::Allow,
+                    tool: Cow::Borrowed(tool),
+                    rule: plan.rule.take().unwrap_or(RuleRef::Static("")),
+                    message: Text::Static("allowed"),
+                    extra: Extra::Charge(Charge {
+                        generation: plan.generation,
+                        at,
+                        grant: Cow::Borrowed(call.grant()),
+                        session: call.session().map(Cow::Borrowed),
+                        entries,
+                    }),
+                    monitored: self.mode == Mode::Monitor,
+                    human: if plan.approval.is_some() { Human::Approved } else { Human::Nobody },
+                };
             }
             Ok(ChargeOutcome::Refused { index, retry_after }) => match limit_at(index) {
                 Some(limit) => {
@@ -104,12 +107,16 @@ impl<S> Evaluator<S> {
                     limit_at(0).map_or(RuleRef::Static(""), |l| RuleRef::Shared(l.pointer.clone()));
                 if self.fail_open {
                     let message = Text::Owned(format!("allowed uncounted: {e} (fail-open)"));
-                    return Decision::new(DecisionKind::Allow, tool, rule, message);
+                    let mut d = Decision::new(DecisionKind::Allow, tool, rule, message);
+                    self.mark(&mut d);
+                    return d;
                 }
                 Refusal::Deny(rule, Text::Owned(format!("{e}; the call is denied (fail-closed)")))
             }
         };
-        refusal.into_decision(tool, plan.approval.take(), &self.approvals)
+        let mut d = refusal.into_decision(tool, plan.approval.take(), &self.approvals);
+        self.mark(&mut d);
+        d
     }
 
     /// The charge requests of an allowed decision, rebuilt for a rollback.

@@ -258,9 +258,9 @@ impl<S> Evaluator<S> {
     }
 
     /// A decision as this evaluator's mode marks it.
-    fn mark<'a>(&self, mut d: Decision<'a>) -> Decision<'a> {
+    #[inline]
+    pub(super) fn mark(&self, d: &mut Decision<'_>) {
         d.monitored = self.mode == Mode::Monitor;
-        d
     }
 
     /// Loads `text` and puts it in force; a text that fails to load leaves the policy in force
@@ -333,17 +333,20 @@ impl<S: CounterStore> Evaluator<S> {
     pub fn evaluate<'a>(&self, call: &ToolCall<'a>) -> Decision<'a> {
         let installed = self.current.load();
         let mut plan = Plan::new();
-        if let Some(d) = self.prepare(&installed, call, &mut plan, &mut ()) {
-            return self.mark(d);
+        // Each decision is marked in place and returned: nothing large is moved on the way out.
+        if let Some(mut d) = self.prepare(&installed, call, &mut plan, &mut ()) {
+            self.mark(&mut d);
+            return d;
         }
-        let d = if plan.ask.is_some() {
+        if plan.ask.is_some() {
             let outcome = self.store.check(plan.now, &plan.requests);
-            self.ask(&installed, &mut plan, outcome, call, true)
-        } else {
-            let outcome = self.store.charge(plan.now, &plan.requests);
-            self.finish(&mut plan, outcome, call)
-        };
-        self.mark(d)
+            let mut d = self.ask(&installed, &mut plan, outcome, call, true);
+            self.mark(&mut d);
+            return d;
+        }
+        let outcome = self.store.charge(plan.now, &plan.requests);
+        // Marked by `finish`, which builds an allow decision in the caller's slot.
+        self.finish(&mut plan, outcome, call)
     }
 
     /// Returns the units an allowed decision charged, for a call whose upstream tool call never
@@ -410,17 +413,19 @@ impl<S: AsyncCounterStore> Evaluator<S> {
     pub async fn evaluate_async<'a>(&self, call: &ToolCall<'a>) -> Decision<'a> {
         let installed = self.current.load_full();
         let mut plan = Plan::new();
-        if let Some(d) = self.prepare(&installed, call, &mut plan, &mut ()) {
-            return self.mark(d);
+        if let Some(mut d) = self.prepare(&installed, call, &mut plan, &mut ()) {
+            self.mark(&mut d);
+            return d;
         }
-        let d = if plan.ask.is_some() {
+        if plan.ask.is_some() {
             let outcome = self.store.check_async(plan.now, &plan.requests).await;
-            self.ask(&installed, &mut plan, outcome, call, true)
-        } else {
-            let outcome = self.store.charge_async(plan.now, &plan.requests).await;
-            self.finish(&mut plan, outcome, call)
-        };
-        self.mark(d)
+            let mut d = self.ask(&installed, &mut plan, outcome, call, true);
+            self.mark(&mut d);
+            return d;
+        }
+        let outcome = self.store.charge_async(plan.now, &plan.requests).await;
+        // Marked by `finish`, which builds an allow decision in the caller's slot.
+        self.finish(&mut plan, outcome, call)
     }
 
     /// [`rollback`](Evaluator::rollback) for stores that do I/O.

@@ -252,6 +252,7 @@ impl Policy {
 }
 
 impl Compiled {
+    #[inline]
     pub(crate) fn hidden_by(&self, tool: &str) -> Option<usize> {
         // Most policies hide nothing, or only patterns: skip hashing the name then.
         let exact =
@@ -263,6 +264,7 @@ impl Compiled {
         }
     }
 
+    #[inline]
     pub(crate) fn rule_for(&self, tool: &str) -> Option<&CompiledRule> {
         let index = match self.exact.get(tool) {
             Some(i) => *i,
