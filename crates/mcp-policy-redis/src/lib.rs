@@ -121,6 +121,9 @@ impl RedisStore {
 
     /// Connects to Redis at `url` with `options`. The connection reconnects by itself after
     /// Redis restarts; until it is back, decisions fail (and deny) after the timeout.
+    ///
+    /// Fails with [`StoreErrorKind::Config`] when the server is older than Redis 7.0 (or
+    /// Valkey 7.2): the store needs `PEXPIRETIME`.
     pub async fn connect_with(url: &str, options: RedisOptions) -> Result<Self, StoreError> {
         let client = Client::open(url).map_err(|e| {
             StoreError::with_kind(StoreErrorKind::Config, format!("invalid Redis URL: {e}"))
@@ -145,14 +148,37 @@ impl RedisStore {
                 )
                 .with_source(e)
             })?;
-        Ok(RedisStore {
+        let store = RedisStore {
             connection,
             options,
             charge: Script::new(CHARGE),
             charge_one: Script::new(CHARGE_ONE),
             refund: Script::new(REFUND),
             count: Script::new(COUNT),
-        })
+        };
+        store.require_pexpiretime().await?;
+        Ok(store)
+    }
+
+    /// Fails unless the server knows `PEXPIRETIME` (Redis 7.0, Valkey 7.2): fixed windows are
+    /// named by their keys' expiry, and an older server would fail (and deny) every call.
+    async fn require_pexpiretime(&self) -> Result<(), StoreError> {
+        let mut connection = self.connection.clone();
+        let probe = format!("{}:version-check", self.options.prefix);
+        let mut cmd = redis::cmd("PEXPIRETIME");
+        cmd.arg(probe);
+        match self.with_timeout("version check", cmd.query_async::<i64>(&mut connection)).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == StoreErrorKind::Protocol => Err(StoreError::with_kind(
+                StoreErrorKind::Config,
+                format!(
+                    "the Redis server does not run `PEXPIRETIME`: mcp-policy-redis needs \
+                     Redis 7.0 or later, or Valkey 7.2 or later ({})",
+                    e.message()
+                ),
+            )),
+            Err(e) => Err(e),
+        }
     }
 
     /// The Redis key of a counter with the given window.

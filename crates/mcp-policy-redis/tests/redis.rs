@@ -583,3 +583,39 @@ async fn counts_just_under_2_pow_53_stay_exact_on_one_counter() {
     let count: u64 = con.get("{mcp-policy}:eur:86400f2:global").unwrap();
     assert_eq!(count, max);
 }
+
+#[tokio::test]
+async fn a_server_without_pexpiretime_is_refused_at_connect() {
+    use mcp_policy::StoreErrorKind;
+    use std::io::{Read, Write};
+
+    // A stand-in for Redis 6: it answers every command with an unknown-command error.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = stream.read(&mut buf) {
+                    if n == 0 {
+                        return;
+                    }
+                    // One error per command: each command is an array (`*N`) at a line start.
+                    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    let commands = text.split("\r\n").filter(|l| l.starts_with('*')).count();
+                    for _ in 0..commands {
+                        if stream.write_all(b"-ERR unknown command\r\n").is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let options = RedisOptions::new().timeout(Duration::from_millis(500));
+    let e =
+        RedisStore::connect_with(&format!("redis://127.0.0.1:{port}/"), options).await.unwrap_err();
+    assert_eq!(e.kind(), StoreErrorKind::Config, "{e}");
+    assert!(e.to_string().contains("Redis 7.0 or later"), "{e}");
+}
