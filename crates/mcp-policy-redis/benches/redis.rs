@@ -127,6 +127,7 @@ fn redis(c: &mut Criterion) {
         server_cost(&mut stats, &format!("decision_{tool}_limit"));
     }
     g.finish();
+    interleaved(&rt, &con, &evaluator, &noop);
 
     // Throughput: 64 requests in flight at once on one connection (the multiplexer pipelines
     // them), as 64 concurrent tasks of a server would: 64 decisions with one limit, next to 64
@@ -177,6 +178,49 @@ fn redis(c: &mut Criterion) {
     server_cost(&mut stats, "decisions_64_in_flight");
     g.finish();
     drop(con);
+}
+
+/// The ratio to a bare `INCR` with the load shared fairly: each round times one `INCR`, one
+/// bare `EVALSHA` (reading `TIME`) and one decision with one fixed-window limit, back to back,
+/// so that the machine's load (which moves loopback round trips by tens of percent from one
+/// second to the next) weighs on all three alike. Prints the medians and their ratios.
+fn interleaved(
+    rt: &tokio::runtime::Runtime,
+    con: &redis::aio::MultiplexedConnection,
+    evaluator: &Evaluator<RedisStore>,
+    noop: &redis::Script,
+) {
+    let rounds = if std::env::args().any(|a| a == "--test") { 100 } else { 20_000 };
+    let call = ToolCall::new("one").with_grant("agent-3");
+    let (mut incr, mut evalsha, mut decision) = (Vec::new(), Vec::new(), Vec::new());
+    rt.block_on(async {
+        let mut con = con.clone();
+        for _ in 0..rounds {
+            let t = std::time::Instant::now();
+            let v: u64 = redis::cmd("INCR").arg("bench:incr").query_async(&mut con).await.unwrap();
+            incr.push(t.elapsed());
+            black_box(v);
+            let t = std::time::Instant::now();
+            let v: String = noop.invoke_async(&mut con).await.unwrap();
+            evalsha.push(t.elapsed());
+            black_box(v);
+            let t = std::time::Instant::now();
+            let d = evaluator.evaluate_async(&call).await;
+            decision.push(t.elapsed());
+            assert!(d.is_allowed(), "{}", d.message());
+        }
+    });
+    let median = |v: &mut Vec<std::time::Duration>| {
+        v.sort();
+        v[v.len() / 2].as_secs_f64() * 1e6
+    };
+    let (i, e, d) = (median(&mut incr), median(&mut evalsha), median(&mut decision));
+    eprintln!(
+        "interleaved, {rounds} rounds, medians: INCR {i:.1} µs; EVALSHA (TIME) {e:.1} µs ({:.2}x); \
+         decision, one fixed-window limit {d:.1} µs ({:.2}x INCR)",
+        e / i,
+        d / i
+    );
 }
 
 /// Prints the server's time per command since the last call (`INFO commandstats`), and resets
