@@ -289,8 +289,9 @@ impl RedisStore {
         check: bool,
     ) -> Result<ChargeOutcome, StoreError> {
         // One fixed-window counter whose counts stay exact: the cheap script.
-        if let ([one], false) = (batch, check) {
-            if !one.window.sliding && one.units <= one.max && one.max <= EXACT - one.units {
+        if let [one] = batch {
+            let fits = one.units <= one.max && one.max <= EXACT - one.units;
+            if !check && !one.window.sliding && fits {
                 return self.charge_one(one).await;
             }
         }
