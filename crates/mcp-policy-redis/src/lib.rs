@@ -5,8 +5,10 @@
 //!
 //! - **One round trip per decision.** All counters of a call are checked and charged by one Lua
 //!   script (`EVALSHA`, loaded once and reloaded after `NOSCRIPT`), atomically: every counter is
-//!   charged or none is.
-//! - **One clock.** Windows use the Redis server's `TIME`, so replicas with skewed clocks agree.
+//!   charged or none is. A call with one fixed-window limit (the common case) costs one
+//!   `INCRBY` in a script of its own.
+//! - **One clock.** Windows use the Redis server's clock (`TIME`, and the expiry of a fixed
+//!   window's key), so replicas with skewed clocks agree. Needs Redis 7.0 or Valkey 7.2.
 //! - **Only live windows.** Every counter key expires when its window can no longer matter.
 //! - **Bounded waiting.** A call to Redis that takes longer than the timeout (default 50 ms)
 //!   fails, and the evaluator denies (fail-closed) unless the embedder chose fail-open. The
