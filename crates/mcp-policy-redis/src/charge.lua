@@ -1,11 +1,13 @@
 -- Checks and charges a batch of counters atomically, on the server's clock.
 --
--- KEYS[i]  the hash of counter i
+-- KEYS[i]  counter i
 -- ARGV[1]  the number of requests n
 -- then, for each request: window (microseconds), sliding ("1" or "0"), max, units
 -- then, optionally, `check`: answer without charging (read-only)
 --
--- Fixed windows: the hash holds `w` (the window's index since the epoch) and `c` (its count).
+-- Fixed windows: the key holds the count as an integer and expires at its window's last
+-- millisecond (PEXPIREAT), so its expiry names its window (as in charge_one.lua). A key that
+-- expires before the window of now is left over from the window before: it counts nothing.
 -- Sliding windows: the hash holds one field per bucket (window / 16) with that bucket's units;
 -- units count until their bucket's end plus the window.
 --
@@ -60,13 +62,28 @@ for i = 1, n do
       s = { count = total, buckets = buckets, g = g, cur = cur, stale = stale, newest = newest }
     else
       local win = math.floor(now / w)
-      local v = redis.call('HMGET', key, 'w', 'c')
+      -- The window's last millisecond; w is whole seconds, so this is exact.
+      local last = (win + 1) * (w / 1000) - 1
       local c = 0
-      local fresh = tonumber(v[1]) ~= nil and tonumber(v[1]) >= win
-      if fresh then
-        c = tonumber(v[2]) or 0
+      local fresh = false
+      local ends = last
+      local expiry = nil
+      local v = redis.call('GET', key)
+      if v then
+        expiry = redis.call('PEXPIRETIME', key)
+        -- No expiry (-1): a count written by hand, kept (and given its window below).
+        if expiry == -1 or expiry >= last then
+          c = tonumber(v)
+          if c == nil then
+            return redis.error_reply('counter `' .. key .. '` does not hold an integer')
+          end
+          fresh = true
+          if expiry > last then
+            ends = expiry
+          end
+        end
       end
-      s = { count = c, win = win, fresh = fresh }
+      s = { count = c, win = win, fresh = fresh, last = last, ends = ends, expiry = expiry }
     end
     s.added = 0
     state[key] = s
@@ -89,7 +106,7 @@ for i = 1, n do
           end
         end
       else
-        wait = (s.win + 1) * w - now
+        wait = (s.ends + 1) * 1000 - now
       end
     end
     if refused == nil then
@@ -131,10 +148,12 @@ for i = 1, n do
         redis.call('PEXPIREAT', key, int(math.ceil((s.cur + 1 + B) * s.g / 1000) + 1000))
       end
     elseif s.fresh then
-      redis.call('HINCRBY', key, 'c', int(s.added))
+      redis.call('INCRBY', key, int(s.added))
+      if s.expiry == -1 then
+        redis.call('PEXPIREAT', key, int(s.last))
+      end
     else
-      redis.call('HSET', key, 'w', int(s.win), 'c', int(s.added))
-      redis.call('PEXPIREAT', key, int(math.ceil((s.win + 1) * w / 1000) + 1000))
+      redis.call('SET', key, int(s.added), 'PXAT', int(s.last))
     end
   end
 end

@@ -5,8 +5,10 @@
 //!
 //! - **One round trip per decision.** All counters of a call are checked and charged by one Lua
 //!   script (`EVALSHA`, loaded once and reloaded after `NOSCRIPT`), atomically: every counter is
-//!   charged or none is.
-//! - **One clock.** Windows use the Redis server's `TIME`, so replicas with skewed clocks agree.
+//!   charged or none is. A call with one fixed-window limit (the common case) costs one
+//!   `INCRBY` in a script of its own.
+//! - **One clock.** Windows use the Redis server's clock (`TIME`, and the expiry of a fixed
+//!   window's key), so replicas with skewed clocks agree. Needs Redis 7.0 or Valkey 7.2.
 //! - **Only live windows.** Every counter key expires when its window can no longer matter.
 //! - **Bounded waiting.** A call to Redis that takes longer than the timeout (default 50 ms)
 //!   fails, and the evaluator denies (fail-closed) unless the embedder chose fail-open. The
@@ -39,7 +41,12 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, Script, Value};
 
 const CHARGE: &str = include_str!("charge.lua");
+const CHARGE_ONE: &str = include_str!("charge_one.lua");
 const REFUND: &str = include_str!("refund.lua");
+const COUNT: &str = include_str!("count.lua");
+
+/// Counts up to this stay exact in the scripts' doubles.
+const EXACT: u64 = 1 << 53;
 
 /// The default key prefix. The braces make it a Redis Cluster hash tag: every key of the store
 /// lives in one slot, so that a batch stays atomic (see [`docs/redis.md`]).
@@ -97,7 +104,9 @@ pub struct RedisStore {
     connection: ConnectionManager,
     options: RedisOptions,
     charge: Script,
+    charge_one: Script,
     refund: Script,
+    count: Script,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -114,6 +123,9 @@ impl RedisStore {
 
     /// Connects to Redis at `url` with `options`. The connection reconnects by itself after
     /// Redis restarts; until it is back, decisions fail (and deny) after the timeout.
+    ///
+    /// Fails with [`StoreErrorKind::Config`] when the server is older than Redis 7.0 (or
+    /// Valkey 7.2): the store needs `PEXPIRETIME`.
     pub async fn connect_with(url: &str, options: RedisOptions) -> Result<Self, StoreError> {
         let client = Client::open(url).map_err(|e| {
             StoreError::with_kind(StoreErrorKind::Config, format!("invalid Redis URL: {e}"))
@@ -138,18 +150,43 @@ impl RedisStore {
                 )
                 .with_source(e)
             })?;
-        Ok(RedisStore {
+        let store = RedisStore {
             connection,
             options,
             charge: Script::new(CHARGE),
+            charge_one: Script::new(CHARGE_ONE),
             refund: Script::new(REFUND),
-        })
+            count: Script::new(COUNT),
+        };
+        store.require_pexpiretime().await?;
+        Ok(store)
+    }
+
+    /// Fails unless the server knows `PEXPIRETIME` (Redis 7.0, Valkey 7.2): fixed windows are
+    /// named by their keys' expiry, and an older server would fail (and deny) every call.
+    async fn require_pexpiretime(&self) -> Result<(), StoreError> {
+        let mut connection = self.connection.clone();
+        let probe = format!("{}:version-check", self.options.prefix);
+        let mut cmd = redis::cmd("PEXPIRETIME");
+        cmd.arg(probe);
+        match self.with_timeout("version check", cmd.query_async::<i64>(&mut connection)).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == StoreErrorKind::Protocol => Err(StoreError::with_kind(
+                StoreErrorKind::Config,
+                format!(
+                    "the Redis server does not run `PEXPIRETIME`: mcp-policy-redis needs \
+                     Redis 7.0 or later, or Valkey 7.2 or later ({})",
+                    e.message()
+                ),
+            )),
+            Err(e) => Err(e),
+        }
     }
 
     /// The Redis key of a counter with the given window.
     ///
-    /// `PREFIX:COUNTER:WINDOW:SCOPE`, where `WINDOW` is the length in seconds followed by `f`
-    /// (fixed) or `s` (sliding), and `SCOPE` is `global`, `g:GRANT`, `s:GRANT:SESSION` or
+    /// `PREFIX:COUNTER:WINDOW:SCOPE`, where `WINDOW` is the length in seconds followed by `f2`
+    /// (fixed: an integer that expires with its window) or `s` (sliding: a hash of buckets), and `SCOPE` is `global`, `g:GRANT`, `s:GRANT:SESSION` or
     /// `n:GRANT` (a session-scoped call without a session). Names, grants and sessions are
     /// percent-encoded where they hold `%`, `:`, `{`, `}` or control characters, so no two
     /// counters share a key.
@@ -159,7 +196,7 @@ impl RedisStore {
     /// use mcp_policy::{CounterKey, ScopeKey, WindowSpec};
     /// let key = CounterKey { counter: "cancel_run_rate", scope: ScopeKey::Grant("alice") };
     /// let window = WindowSpec { seconds: 60, sliding: false };
-    /// assert_eq!(store.key(&key, window), "{mcp-policy}:cancel_run_rate:60f:g:alice");
+    /// assert_eq!(store.key(&key, window), "{mcp-policy}:cancel_run_rate:60f2:g:alice");
     /// # }
     /// ```
     pub fn key(&self, key: &CounterKey<'_>, window: mcp_policy::WindowSpec) -> String {
@@ -167,7 +204,7 @@ impl RedisStore {
         k.push_str(&self.options.prefix);
         k.push(':');
         encode(&mut k, key.counter);
-        let _ = write!(k, ":{}{}:", window.seconds, if window.sliding { 's' } else { 'f' });
+        let _ = write!(k, ":{}{}:", window.seconds, if window.sliding { "s" } else { "f2" });
         match key.scope {
             ScopeKey::Global => k.push_str("global"),
             ScopeKey::Grant(g) => {
@@ -253,6 +290,13 @@ impl RedisStore {
         batch: &[ChargeRequest<'_>],
         check: bool,
     ) -> Result<ChargeOutcome, StoreError> {
+        // One fixed-window counter whose counts stay exact: the cheap script.
+        if let [one] = batch {
+            let fits = one.units <= one.max && one.max <= EXACT - one.units;
+            if !check && !one.window.sliding && fits {
+                return self.charge_one(one).await;
+            }
+        }
         let mut invocation = self.charge.prepare_invoke();
         invocation.arg(batch.len());
         for req in batch {
@@ -303,6 +347,61 @@ impl RedisStore {
                 "malformed reply from the charge script",
             )),
         }
+    }
+}
+
+impl RedisStore {
+    /// The common case, one fixed-window counter, in one `INCRBY` (`charge_one.lua`).
+    async fn charge_one(&self, req: &ChargeRequest<'_>) -> Result<ChargeOutcome, StoreError> {
+        let mut invocation = self.charge_one.key(self.key(&req.key, req.window));
+        invocation.arg(req.window.seconds).arg(req.units).arg(req.max);
+        let mut connection = self.connection.clone();
+        let reply: i64 =
+            self.with_timeout("charge", invocation.invoke_async(&mut connection)).await?;
+        if reply >= 0 {
+            // `reply` is the key's expiry, its window's last millisecond: the charge is dated
+            // at the window's last microsecond, so that a refund finds the same window.
+            let end_us = reply.saturating_add(1).saturating_mul(1000).saturating_sub(1);
+            let nanos = u64::try_from(end_us).unwrap_or(0).saturating_mul(1000);
+            Ok(ChargeOutcome::Admitted { at: Timestamp::from_unix_nanos(nanos) })
+        } else {
+            let wait = u64::try_from(-1 - reply).unwrap_or(0);
+            Ok(ChargeOutcome::Refused { index: 0, retry_after: Some(Duration::from_micros(wait)) })
+        }
+    }
+
+    /// The units counted against `request`'s counter (its key and window) now, on the
+    /// server's clock, charging nothing; `request`'s `units` and `max` are not used. One round
+    /// trip (a read-only script); the same count a charge would see.
+    ///
+    /// This is what [`mcp_policy::CounterStore::count`] answers for `Evaluator::explain`; the
+    /// asynchronous store trait has no such method yet, so it is offered here.
+    ///
+    /// ```no_run
+    /// # async fn f(store: mcp_policy_redis::RedisStore) -> Result<(), mcp_policy::StoreError> {
+    /// use mcp_policy::{ChargeRequest, CounterKey, ScopeKey, WindowSpec};
+    /// let request = ChargeRequest {
+    ///     key: CounterKey { counter: "cancel_run_rate", scope: ScopeKey::Grant("alice") },
+    ///     window: WindowSpec { seconds: 60, sliding: false },
+    ///     max: 10,
+    ///     units: 1,
+    /// };
+    /// let used = store.count(&request).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn count(&self, request: &ChargeRequest<'_>) -> Result<u64, StoreError> {
+        let mut invocation = self.count.key(self.key(&request.key, request.window));
+        invocation.arg(micros(request.window.seconds)).arg(if request.window.sliding {
+            "1"
+        } else {
+            "0"
+        });
+        let mut connection = self.connection.clone();
+        let reply: Value =
+            self.with_timeout("count", invocation.invoke_async(&mut connection)).await?;
+        int(&reply).and_then(|n| u64::try_from(n).ok()).ok_or_else(|| {
+            StoreError::with_kind(StoreErrorKind::Protocol, "malformed reply from the count script")
+        })
     }
 }
 

@@ -1,6 +1,6 @@
 -- Returns the units of an admitted batch where they still count.
 --
--- KEYS[i]  the hash of counter i
+-- KEYS[i]  counter i
 -- ARGV[1]  the number of requests n, ARGV[2] when the batch was charged (microseconds)
 -- then, for each request: window (microseconds), sliding ("1" or "0"), units
 
@@ -29,11 +29,13 @@ for i = 1, n do
       end
     end
   else
-    local win = math.floor(charged / w)
-    if win == math.floor(now / w) and tonumber(redis.call('HGET', key, 'w')) == win then
-      local left = tonumber(redis.call('HINCRBY', key, 'c', int(-units)))
+    -- Units count where they were charged: the key of the charge's window, which its expiry
+    -- (that window's last millisecond) names; a key of a later window has another.
+    local last = (math.floor(charged / w) + 1) * (w / 1000) - 1
+    if redis.call('PEXPIRETIME', key) == last then
+      local left = tonumber(redis.call('DECRBY', key, int(units)))
       if left < 0 then
-        redis.call('HSET', key, 'c', '0')
+        redis.call('SET', key, '0', 'KEEPTTL')
       end
     end
   end

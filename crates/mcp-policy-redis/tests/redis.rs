@@ -137,7 +137,7 @@ async fn a_refused_multi_limit_call_charges_nothing() {
     assert_eq!(d.kind(), DecisionKind::Limit);
     assert!(d.retry_after().unwrap() <= Duration::from_secs(3600));
     let mut con = server.connection();
-    let count: u64 = con.hget("{mcp-policy}:calls:3600f:g:g", "c").unwrap();
+    let count: u64 = con.get("{mcp-policy}:calls:3600f2:g:g").unwrap();
     assert_eq!(count, 3);
 }
 
@@ -197,10 +197,15 @@ async fn keys_follow_the_documented_layout_and_expire() {
     assert!(e.evaluate_async(&call).await.is_allowed());
     let mut con = server.connection();
     let keys: Vec<String> = con.keys("*").unwrap();
-    assert_eq!(keys, vec!["{mcp-policy}:c:1f:s:alice%3A1:s%7B1%7D".to_owned()]);
+    assert_eq!(keys, vec!["{mcp-policy}:c:1f2:s:alice%3A1:s%7B1%7D".to_owned()]);
+    // A fixed window's count is an integer that expires with its window (1 s here).
+    let count: u64 = con.get(&keys[0]).unwrap();
+    assert_eq!(count, 1);
     let ttl: i64 = con.pttl(&keys[0]).unwrap();
-    assert!(ttl > 0 && ttl <= 2000, "{ttl}");
-    tokio::time::sleep(Duration::from_millis(2300)).await;
+    assert!((0..1000).contains(&ttl), "{ttl}");
+    let expiry: i64 = redis::cmd("PEXPIRETIME").arg(&keys[0]).query(&mut con).unwrap();
+    assert_eq!((expiry + 1) % 1000, 0, "the window's last millisecond: {expiry}");
+    tokio::time::sleep(Duration::from_millis(1300)).await;
     let keys: Vec<String> = con.keys("*").unwrap();
     assert!(keys.is_empty(), "{keys:?}");
 }
@@ -285,6 +290,18 @@ async fn large_counts_and_units_stay_exact() {
     );
 }
 
+/// What Redis holds for counter `b` of `a_check_answers_like_a_charge_and_writes_nothing`.
+fn dump(con: &mut redis::Connection, sliding: bool) -> String {
+    if sliding {
+        let fields: Vec<(String, String)> = con.hgetall("{mcp-policy}:b:60s:g:g").unwrap();
+        format!("{fields:?}")
+    } else {
+        let count: Option<String> = con.get("{mcp-policy}:b:60f2:g:g").unwrap();
+        let ttl: i64 = redis::cmd("PEXPIRETIME").arg("{mcp-policy}:b:60f2:g:g").query(con).unwrap();
+        format!("{count:?} {ttl}")
+    }
+}
+
 #[tokio::test]
 async fn a_check_answers_like_a_charge_and_writes_nothing() {
     if !support::available() {
@@ -317,14 +334,10 @@ async fn a_check_answers_like_a_charge_and_writes_nothing() {
             store.charge_async(now, &batch).await.unwrap(),
             ChargeOutcome::Admitted { .. }
         ));
-        let before: Vec<(String, String)> = con
-            .hgetall("{mcp-policy}:b:60".to_owned() + if sliding { "s:g:g" } else { "f:g:g" })
-            .unwrap();
+        let before = dump(&mut con, sliding);
         let checked = store.check_async(now, &batch).await.unwrap();
         assert!(matches!(checked, ChargeOutcome::Refused { index: 1, .. }), "{checked:?}");
-        let after: Vec<(String, String)> = con
-            .hgetall("{mcp-policy}:b:60".to_owned() + if sliding { "s:g:g" } else { "f:g:g" })
-            .unwrap();
+        let after = dump(&mut con, sliding);
         assert_eq!(before, after, "a refused check writes nothing");
         // `a` still has room for one: the checks charged nothing.
         assert!(matches!(
@@ -370,7 +383,7 @@ async fn approval_prompts_stop_when_the_redis_limit_is_exhausted() {
     }
     assert_eq!((prompts, limited), (3, 17));
     let mut con = server.connection();
-    let count: u64 = con.hget("{mcp-policy}:calls:3600f:g:g", "c").unwrap();
+    let count: u64 = con.get("{mcp-policy}:calls:3600f2:g:g").unwrap();
     assert_eq!(count, 3, "the prompts charged nothing");
 }
 
@@ -394,4 +407,215 @@ async fn connection_errors_carry_a_kind_and_a_source() {
         e.kind()
     );
     assert!(e.source().is_some(), "{e}");
+}
+
+#[tokio::test]
+async fn one_counter_alone_and_in_a_batch_share_one_count() {
+    if !support::available() {
+        return;
+    }
+    // `a` charges only `calls`: the one-counter script. `b` charges `calls` and `b`: the batch
+    // script. Both must read and write the same count.
+    let server = RedisServer::start();
+    let e = evaluator(
+        &server,
+        serde_json::json!({"version": "1", "default": "allow",
+        "all_tools": {"limits": [{"counter": "calls", "window": "hour", "max": 3, "scope": "global"}]},
+        "tools": {"b": {"limits": [{"counter": "b", "window": "hour", "max": 10, "scope": "global"}]}}}),
+    )
+    .await;
+    let mut con = server.connection();
+    let count = |con: &mut redis::Connection| -> u64 {
+        con.get("{mcp-policy}:calls:3600f2:global").unwrap()
+    };
+    let mut first_a = e.evaluate_async(&ToolCall::new("a")).await;
+    assert!(first_a.is_allowed());
+    let mut first_b = e.evaluate_async(&ToolCall::new("b")).await;
+    assert!(first_b.is_allowed());
+    assert!(e.evaluate_async(&ToolCall::new("a")).await.is_allowed());
+    assert_eq!(count(&mut con), 3);
+    let limited = e.evaluate_async(&ToolCall::new("a")).await;
+    assert_eq!(limited.kind(), DecisionKind::Limit);
+    let wait = limited.retry_after().unwrap();
+    assert!(wait > Duration::ZERO && wait <= Duration::from_secs(3600), "{wait:?}");
+    assert_eq!(e.evaluate_async(&ToolCall::new("b")).await.kind(), DecisionKind::Limit);
+    assert_eq!(count(&mut con), 3, "refused calls charge nothing");
+    let b: u64 = con.get("{mcp-policy}:b:3600f2:global").unwrap();
+    assert_eq!(b, 1, "a batch refused by one counter charges none");
+    // A rollback of either kind returns its unit to the same count.
+    e.rollback_async(&mut first_a).await.unwrap();
+    assert_eq!(count(&mut con), 2);
+    e.rollback_async(&mut first_b).await.unwrap();
+    assert_eq!(count(&mut con), 1);
+    let b: u64 = con.get("{mcp-policy}:b:3600f2:global").unwrap();
+    assert_eq!(b, 0);
+    assert!(e.evaluate_async(&ToolCall::new("b")).await.is_allowed());
+    assert!(e.evaluate_async(&ToolCall::new("a")).await.is_allowed());
+    assert_eq!(e.evaluate_async(&ToolCall::new("a")).await.kind(), DecisionKind::Limit);
+}
+
+#[tokio::test]
+async fn a_rollback_never_returns_units_to_a_later_window() {
+    if !support::available() {
+        return;
+    }
+    let server = RedisServer::start();
+    let e = evaluator(
+        &server,
+        serde_json::json!({"version": "1", "default": "deny", "tools": {"t": {"limits": [
+        {"counter": "c", "window": 1, "max": 1, "scope": "global"}]}}}),
+    )
+    .await;
+    let key = "{mcp-policy}:c:1f2:global";
+    let mut con = server.connection();
+    let call = ToolCall::new("t");
+    // Retried only when the 1 s window ends between the second charge and the read.
+    for attempt in 0..5 {
+        let _: () = redis::cmd("FLUSHALL").query(&mut con).unwrap();
+        let mut earlier = e.evaluate_async(&call).await;
+        assert!(earlier.is_allowed());
+        let first: i64 = redis::cmd("PEXPIRETIME").arg(key).query(&mut con).unwrap();
+        // Into the next window: the first key is gone, a charge starts a new count.
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let now: i64 = redis::cmd("PEXPIRETIME").arg(key).query(&mut con).unwrap();
+            if now != first {
+                break;
+            }
+        }
+        let later = e.evaluate_async(&call).await;
+        assert!(later.is_allowed(), "{}", later.message());
+        e.rollback_async(&mut earlier).await.unwrap();
+        let count: Option<u64> = con.get(key).unwrap();
+        match count {
+            Some(n) => {
+                assert_eq!(n, 1, "the refund of an ended window reached the next one");
+                return;
+            }
+            None => eprintln!("attempt {attempt}: the window ended before the read; again"),
+        }
+    }
+    panic!("five windows ended before a read");
+}
+
+#[tokio::test]
+async fn count_reports_what_a_charge_sees() {
+    if !support::available() {
+        return;
+    }
+    use mcp_policy::{
+        AsyncCounterStore, ChargeOutcome, ChargeRequest, CounterKey, ScopeKey, Timestamp,
+        WindowSpec,
+    };
+    let server = RedisServer::start();
+    let store = RedisStore::connect(&server.url()).await.unwrap();
+    let req = |counter, units, sliding| ChargeRequest {
+        key: CounterKey { counter, scope: ScopeKey::Grant("g") },
+        window: WindowSpec { seconds: 60, sliding },
+        max: 10,
+        units,
+    };
+    let now = Timestamp::EPOCH;
+    for sliding in [false, true] {
+        assert_eq!(store.count(&req("a", 1, sliding)).await.unwrap(), 0);
+        // Alone (the one-counter script for a fixed window), then in a batch.
+        let one = store.charge_async(now, &[req("a", 3, sliding)]).await.unwrap();
+        assert!(matches!(one, ChargeOutcome::Admitted { .. }), "{one:?}");
+        let two = store.charge_async(now, &[req("a", 2, sliding), req("b", 4, sliding)]).await;
+        assert!(matches!(two.unwrap(), ChargeOutcome::Admitted { .. }));
+        assert_eq!(store.count(&req("a", 1, sliding)).await.unwrap(), 5);
+        assert_eq!(store.count(&req("b", 1, sliding)).await.unwrap(), 4);
+        // A refused charge adds nothing.
+        let refused = store.charge_async(now, &[req("a", 6, sliding)]).await.unwrap();
+        assert!(matches!(refused, ChargeOutcome::Refused { index: 0, .. }), "{refused:?}");
+        assert_eq!(store.count(&req("a", 1, sliding)).await.unwrap(), 5);
+    }
+    let mut con = server.connection();
+    let _: () = con.set("{mcp-policy}:x:60f2:g:g", "not a number").unwrap();
+    let e = store.count(&req("x", 1, false)).await.unwrap_err();
+    assert!(e.to_string().contains("does not hold an integer"), "{e}");
+}
+
+#[tokio::test]
+async fn a_count_without_expiry_gets_its_window_and_a_corrupt_one_denies() {
+    if !support::available() {
+        return;
+    }
+    let server = RedisServer::start();
+    let e = evaluator(&server, global_limit(10)).await;
+    let key = "{mcp-policy}:c:3600f2:global";
+    let mut con = server.connection();
+    // Written by hand, without expiry: counted, and given the end of its window.
+    let _: () = con.set(key, 9).unwrap();
+    assert!(e.evaluate_async(&ToolCall::new("t")).await.is_allowed());
+    let count: u64 = con.get(key).unwrap();
+    assert_eq!(count, 10);
+    let ttl: i64 = con.pttl(key).unwrap();
+    assert!(ttl > 0 && ttl <= 3_600_000, "{ttl}");
+    assert_eq!(e.evaluate_async(&ToolCall::new("t")).await.kind(), DecisionKind::Limit);
+    // Not an integer: the store fails, and the evaluator denies.
+    let _: () = con.set(key, "ten").unwrap();
+    let d = e.evaluate_async(&ToolCall::new("t")).await;
+    assert_eq!(d.kind(), DecisionKind::Deny);
+    assert!(d.message().contains("fail-closed"), "{}", d.message());
+}
+
+#[tokio::test]
+async fn counts_just_under_2_pow_53_stay_exact_on_one_counter() {
+    if !support::available() {
+        return;
+    }
+    let server = RedisServer::start();
+    // max + units <= 2^53: the one-counter script.
+    let max = 9_007_199_254_740_991u64;
+    let e = evaluator(&server, serde_json::json!({"version": "1", "default": "deny", "tools": {"spend": {"limits": [
+        {"counter": "eur", "window": "day", "max": max, "increment_from": "args.amount", "scope": "global"}]}}}))
+    .await;
+    let big = serde_json::json!({"amount": max - 1});
+    let one = serde_json::json!({"amount": 1});
+    assert!(e.evaluate_async(&ToolCall::new("spend").with_arguments(&big)).await.is_allowed());
+    assert!(e.evaluate_async(&ToolCall::new("spend").with_arguments(&one)).await.is_allowed());
+    assert_eq!(
+        e.evaluate_async(&ToolCall::new("spend").with_arguments(&one)).await.kind(),
+        DecisionKind::Limit
+    );
+    let mut con = server.connection();
+    let count: u64 = con.get("{mcp-policy}:eur:86400f2:global").unwrap();
+    assert_eq!(count, max);
+}
+
+#[tokio::test]
+async fn a_server_without_pexpiretime_is_refused_at_connect() {
+    use mcp_policy::StoreErrorKind;
+    use std::io::{Read, Write};
+
+    // A stand-in for Redis 6: it answers every command with an unknown-command error.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = stream.read(&mut buf) {
+                    if n == 0 {
+                        return;
+                    }
+                    // One error per command: each command is an array (`*N`) at a line start.
+                    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    let commands = text.split("\r\n").filter(|l| l.starts_with('*')).count();
+                    for _ in 0..commands {
+                        if stream.write_all(b"-ERR unknown command\r\n").is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let options = RedisOptions::new().timeout(Duration::from_millis(500));
+    let e =
+        RedisStore::connect_with(&format!("redis://127.0.0.1:{port}/"), options).await.unwrap_err();
+    assert_eq!(e.kind(), StoreErrorKind::Config, "{e}");
+    assert!(e.to_string().contains("Redis 7.0 or later"), "{e}");
 }
