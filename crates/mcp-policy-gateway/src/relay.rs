@@ -713,8 +713,7 @@ impl<S: AsyncCounterStore> Relay<S> {
     /// retry is then decided as a new call).
     fn remember_continuation(&mut self, state: &str, tool: &str, arguments: &Value, chain: Chain) {
         let key = state_digest(state);
-        if chain.rounds >= MAX_CONTINUATION_ROUNDS || chain.decided.elapsed() >= PENDING_ROUND_TTL
-        {
+        if chain.rounds >= MAX_CONTINUATION_ROUNDS || chain.decided.elapsed() >= PENDING_ROUND_TTL {
             // A state given again must not keep an older round of it alive either.
             if self.continuations.remove(&key).is_some() {
                 self.continuation_order.retain(|k| *k != key);
@@ -758,8 +757,8 @@ impl<S: AsyncCounterStore> Relay<S> {
         if c.tool != tool || c.arguments != arguments_digest(arguments) {
             return None;
         }
-        let fresh = c.issued.elapsed() < PENDING_ROUND_TTL
-            && c.chain.decided.elapsed() < PENDING_ROUND_TTL;
+        let fresh =
+            c.issued.elapsed() < PENDING_ROUND_TTL && c.chain.decided.elapsed() < PENDING_ROUND_TTL;
         let chain = c.chain;
         self.continuations.remove(&key);
         self.continuation_order.retain(|k| *k != key);
