@@ -590,3 +590,73 @@ async fn wait_for(env: &Env, tool: &str, n: usize) {
     .await
     .expect("the upstream never got the call");
 }
+
+/// Over stdio, a client that never reads its standard output while the upstream floods it with
+/// notifications: the gateway holds a bounded number of messages (its channels), stops reading
+/// the upstream, and the upstream blocks on its full pipe; the gateway's memory stays bounded.
+/// (Were the gateway to buffer without bound, the upstream would write all of its 200 MB.)
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_cannot_make_the_gateway_buffer_without_bound() {
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let policy = write(dir.path(), "policy.json", POLICY);
+    let progress = dir.path().join("progress");
+    let done = dir.path().join("done");
+    // 20 000 notifications of 10 kB; the count written every 100.
+    let script = format!(
+        r#"BEGIN {{ s = "xxxxxxxxxx"; for (j = 0; j < 10; j++) s = s s;
+            for (i = 1; i <= 20000; i++) {{
+                print "{{\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\",\"params\":{{\"level\":\"info\",\"data\":\"" s "\"}}}}"; fflush();
+                if (i % 100 == 0) {{ print i > "{p}"; close("{p}") }}
+            }}
+            print "done" > "{d}"; close("{d}") }}"#,
+        p = progress.display(),
+        d = done.display()
+    );
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mcp-policy-gateway"))
+        .arg("--policy")
+        .arg(&policy)
+        .args(["--", "awk", &script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pid = child.id().unwrap();
+    let written =
+        || std::fs::read_to_string(&progress).ok().and_then(|s| s.trim().parse::<u64>().ok());
+    // Wait until the upstream stops making progress (it blocks on its pipe), or finishes, or
+    // the gateway exits (a test that cannot run is a failure, not a pass).
+    let mut last = None;
+    let mut still = 0;
+    tokio::time::timeout(http_support::PATIENCE, async {
+        while !done.exists() && still < 20 {
+            assert!(child.try_wait().unwrap().is_none(), "the gateway exited");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            let now = written();
+            if now.is_some() && now == last {
+                still += 1;
+            } else {
+                still = 0;
+            }
+            last = now;
+        }
+    })
+    .await
+    .expect("the upstream neither finished nor stalled");
+    assert!(!done.exists(), "the upstream wrote all of its 200 MB to a client that reads nothing");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let rss_kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    let upstream_kb = last.unwrap_or(0) * 10;
+    eprintln!("the upstream stalled after {upstream_kb} kB; the gateway holds {rss_kb} kB");
+    assert!(rss_kb < 64 * 1024, "the gateway holds {rss_kb} kB after {upstream_kb} kB");
+    drop(child.stdin.take());
+    let _ = child.kill().await;
+}
