@@ -231,6 +231,18 @@ struct Chain {
     rounds: u32,
 }
 
+impl Chain {
+    /// Whether the call's decision is recent enough to carry it through another round.
+    fn fresh(&self) -> bool {
+        self.decided.elapsed() < PENDING_ROUND_TTL
+    }
+
+    /// Whether one more of the upstream's rounds may continue the call without a decision.
+    fn may_continue(&self) -> bool {
+        self.rounds < MAX_CONTINUATION_ROUNDS && self.fresh()
+    }
+}
+
 /// The human's answer carried by an `input_required` retry.
 enum RoundAnswer {
     /// Accepted with `approve: true`, for the round whose approval key this is.
@@ -713,7 +725,7 @@ impl<S: AsyncCounterStore> Relay<S> {
     /// retry is then decided as a new call).
     fn remember_continuation(&mut self, state: &str, tool: &str, arguments: &Value, chain: Chain) {
         let key = state_digest(state);
-        if chain.rounds >= MAX_CONTINUATION_ROUNDS || chain.decided.elapsed() >= PENDING_ROUND_TTL {
+        if !chain.may_continue() {
             // A state given again must not keep an older round of it alive either.
             if self.continuations.remove(&key).is_some() {
                 self.continuation_order.retain(|k| *k != key);
@@ -757,8 +769,7 @@ impl<S: AsyncCounterStore> Relay<S> {
         if c.tool != tool || c.arguments != arguments_digest(arguments) {
             return None;
         }
-        let fresh =
-            c.issued.elapsed() < PENDING_ROUND_TTL && c.chain.decided.elapsed() < PENDING_ROUND_TTL;
+        let fresh = c.issued.elapsed() < PENDING_ROUND_TTL && c.chain.fresh();
         let chain = c.chain;
         self.continuations.remove(&key);
         self.continuation_order.retain(|k| *k != key);
@@ -1295,6 +1306,23 @@ mod tests {
     }
 
     const POLICY: &str = r#"{"version": "1", "default": "deny", "hide": ["h_*"], "tools": {"a": {}, "b": {}, "h_x": {}}}"#;
+
+    #[test]
+    fn a_decided_call_continues_through_a_bounded_number_of_rounds_within_an_hour() {
+        let now = Instant::now();
+        assert!(Chain { decided: now, rounds: 0 }.may_continue());
+        assert!(Chain { decided: now, rounds: MAX_CONTINUATION_ROUNDS - 1 }.may_continue());
+        assert!(!Chain { decided: now, rounds: MAX_CONTINUATION_ROUNDS }.may_continue());
+        // Decided over an hour ago (skipped on a machine up for less than that).
+        if let Some(old) = now.checked_sub(PENDING_ROUND_TTL + Duration::from_secs(1)) {
+            let chain = Chain { decided: old, rounds: 1 };
+            assert!(!chain.fresh() && !chain.may_continue());
+        } else {
+            eprintln!("SKIPPED: the clock cannot go back an hour on this machine");
+        }
+        // The documented bound (docs/gateway.md, docs/security.md).
+        assert_eq!(MAX_CONTINUATION_ROUNDS, 16);
+    }
 
     #[tokio::test]
     async fn pages_pass_through_and_each_is_filtered() {
