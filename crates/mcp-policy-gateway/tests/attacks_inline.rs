@@ -365,7 +365,8 @@ async fn smuggling_under_other_headers_reaches_nothing() {
         format!("=?base64?{}?=", base64::engine::general_purpose::STANDARD.encode(s))
     };
     let secret_b64 = b64("secret");
-    let cases: Vec<(&str, Option<&str>, Vec<(&str, &str)>, &str)> = vec![
+    type Case<'a> = (&'a str, Option<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
         ("tools/list", Some("read"), vec![], "a harmless Mcp-Method"),
         ("Tools/Call", Some("read"), vec![], "Mcp-Method in another case"),
         ("tools/call", Some("READ"), vec![], "Mcp-Name in another case"),
