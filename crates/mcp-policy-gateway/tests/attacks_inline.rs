@@ -389,6 +389,24 @@ async fn smuggling_under_other_headers_reaches_nothing() {
     let secret = Client::call_body(2, "secret", "{}", None);
     let (status, _) = Client::send(alice.raw(secret, "tools/call", Some("read"), &[])).await;
     assert_eq!(status, 400);
+    // A body naming `read`, then `secret` (a repeated key: the last counts, for the gateway as
+    // for what it relays), under headers naming `read`.
+    let twice = Client::call_body(3, "read", "{}", None).replacen(
+        r#""name": "read","#,
+        r#""name": "read", "name": "secret","#,
+        1,
+    );
+    assert!(twice.contains(r#""name": "secret""#), "{twice}");
+    let (status, msg) = Client::send(alice.raw(twice, "tools/call", Some("read"), &[])).await;
+    assert_eq!(status, 400, "{msg}");
+    // Oversized headers: refused by the HTTP layer or as a mismatch, never relayed.
+    let huge = "r".repeat(512 * 1024);
+    let (status, _) = Client::send(alice.raw(body.clone(), "tools/call", Some(&huge), &[])).await;
+    assert!(status == 400 || status == 431, "{status}");
+    let (status, _) =
+        Client::send(alice.raw(body.clone(), "tools/call", Some("read"), &[("x-pad", &huge)]))
+            .await;
+    assert!(status == 400 || status == 431, "{status}");
     // The Mcp-Name of `read` encoded: the same name, accepted.
     let read_b64 = b64("read");
     let (status, msg) =
