@@ -251,6 +251,13 @@ impl Authenticator {
                 jwt.verify(token)
             }
             Authenticator::Header(name) => {
+                if headers.get_all(name).iter().nth(1).is_some() {
+                    // A proxy that appends its header behind the client's would otherwise let
+                    // the client's own value (the first) name the grant.
+                    return Err(AuthError(format!(
+                        "more than one `{name}` header: the trusted proxy must set exactly one"
+                    )));
+                }
                 let value = headers
                     .get(name)
                     .and_then(|v| v.to_str().ok())
@@ -413,6 +420,10 @@ vMiCRRj+AG+2sEqHR3jn+ywfAMNR1slz9T24n3cMMb7dxp7yeipFsvKU3A==
         assert_eq!(id.grant, "alice");
         h.insert("x-user", "bob".parse().unwrap());
         assert_ne!(a.authenticate(&h).unwrap().principal, id.principal);
+        // Two values (a client's and the proxy's, appended): neither is trusted.
+        h.append("x-user", "alice".parse().unwrap());
+        let e = a.authenticate(&h).unwrap_err();
+        assert!(e.0.contains("more than one `x-user` header"), "{}", e.0);
         let f = Authenticator::Fixed("g".into());
         assert_eq!(f.authenticate(&HeaderMap::new()).unwrap().grant, "g");
     }

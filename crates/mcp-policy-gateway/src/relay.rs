@@ -113,6 +113,13 @@ pub const MAX_PENDING_ROUNDS: usize = 1_000;
 /// (the gateway's, or the upstream's own).
 pub const PENDING_ROUND_TTL: Duration = Duration::from_secs(3600);
 
+/// How many of the upstream's own `input_required` rounds one decided call may go through:
+/// the retries of one call continue it without a new decision at most this many times, and
+/// within [`PENDING_ROUND_TTL`] of its decision (not of its last round). Past either, the
+/// retry is decided (and charged) as a new call, so that an upstream that asks for input
+/// forever cannot turn one charge into unlimited calls.
+pub const MAX_CONTINUATION_ROUNDS: u32 = 16;
+
 /// Revisions in which a server may send `elicitation/create` to the client.
 const ELICITATION_VERSIONS: &[&str] = &["2025-06-18", "2025-11-25"];
 
@@ -162,6 +169,8 @@ enum Relayed {
         record: Box<Record>,
         sent: Instant,
         arguments: Value,
+        /// The decided call this one continues (itself, when it was decided).
+        chain: Chain,
     },
     Other,
 }
@@ -210,6 +219,28 @@ struct Continuation {
     tool: String,
     arguments: [u8; 32],
     issued: Instant,
+    chain: Chain,
+}
+
+/// A decided call and the upstream's `input_required` rounds it went through so far.
+#[derive(Clone, Copy)]
+struct Chain {
+    /// When the call was decided.
+    decided: Instant,
+    /// How many of the upstream's rounds it has been continued through.
+    rounds: u32,
+}
+
+impl Chain {
+    /// Whether the call's decision is recent enough to carry it through another round.
+    fn fresh(&self) -> bool {
+        self.decided.elapsed() < PENDING_ROUND_TTL
+    }
+
+    /// Whether one more of the upstream's rounds may continue the call without a decision.
+    fn may_continue(&self) -> bool {
+        self.rounds < MAX_CONTINUATION_ROUNDS && self.fresh()
+    }
 }
 
 /// The human's answer carried by an `input_required` retry.
@@ -502,11 +533,11 @@ impl<S: AsyncCounterStore> Relay<S> {
             jsonrpc::params(&msg).and_then(|p| p.get("requestState")).and_then(Value::as_str)
             && (self.guard.mode() == crate::guard::Mode::Monitor
                 || self.guard.evaluator().policy().is_visible(&tool))
-            && self.redeem_continuation(state, &tool, &arguments)
+            && let Some(chain) = self.redeem_continuation(state, &tool, &arguments)
         {
             let record = self.guard.continuation_record(&tool, self.session.as_deref());
             let sent = Instant::now();
-            let kind = Relayed::ToolsCall { record: Box::new(record), sent, arguments };
+            let kind = Relayed::ToolsCall { record: Box::new(record), sent, arguments, chain };
             self.forward(id, kind, msg).await;
             return;
         }
@@ -587,7 +618,8 @@ impl<S: AsyncCounterStore> Relay<S> {
         arguments: Value,
     ) {
         let sent = Instant::now();
-        let kind = Relayed::ToolsCall { record: Box::new(record), sent, arguments };
+        let chain = Chain { decided: sent, rounds: 0 };
+        let kind = Relayed::ToolsCall { record: Box::new(record), sent, arguments, chain };
         let delivered = self.forward(id, kind, msg).await;
         if !delivered
             && let Some(receipt) = receipt
@@ -700,8 +732,18 @@ impl<S: AsyncCounterStore> Relay<S> {
     }
 
     /// Remembers that the upstream answered the call of `tool` with `arguments` with an
-    /// `input_required` result whose `requestState` is `state`.
-    fn remember_continuation(&mut self, state: &str, tool: &str, arguments: &Value) {
+    /// `input_required` result whose `requestState` is `state`, unless that call has gone
+    /// through [`MAX_CONTINUATION_ROUNDS`] rounds already or was decided too long ago (its
+    /// retry is then decided as a new call).
+    fn remember_continuation(&mut self, state: &str, tool: &str, arguments: &Value, chain: Chain) {
+        let key = state_digest(state);
+        if !chain.may_continue() {
+            // A state given again must not keep an older round of it alive either.
+            if self.continuations.remove(&key).is_some() {
+                self.continuation_order.retain(|k| *k != key);
+            }
+            return;
+        }
         while let Some(front) = self.continuation_order.front() {
             match self.continuations.get(front) {
                 Some(c) if c.issued.elapsed() < PENDING_ROUND_TTL => break,
@@ -717,7 +759,6 @@ impl<S: AsyncCounterStore> Relay<S> {
                 self.continuations.remove(&k);
             }
         }
-        let key = state_digest(state);
         // The same state given again (for this call or another) replaces the older round.
         self.continuation_order.retain(|k| *k != key);
         self.continuation_order.push_back(key);
@@ -725,23 +766,26 @@ impl<S: AsyncCounterStore> Relay<S> {
             tool: tool.to_owned(),
             arguments: arguments_digest(arguments),
             issued: Instant::now(),
+            chain: Chain { decided: chain.decided, rounds: chain.rounds.saturating_add(1) },
         };
         self.continuations.insert(key, continuation);
     }
 
     /// Whether `state` is the `requestState` of an `input_required` answer the upstream gave
     /// in this relay to the call of `tool` with `arguments`, not yet used and not expired; it
-    /// is then spent. A state given for another tool or other arguments is left as it was.
-    fn redeem_continuation(&mut self, state: &str, tool: &str, arguments: &Value) -> bool {
+    /// is then spent, and the call it continues is returned. A state given for another tool or
+    /// other arguments is left as it was.
+    fn redeem_continuation(&mut self, state: &str, tool: &str, arguments: &Value) -> Option<Chain> {
         let key = state_digest(state);
-        let Some(c) = self.continuations.get(&key) else { return false };
+        let c = self.continuations.get(&key)?;
         if c.tool != tool || c.arguments != arguments_digest(arguments) {
-            return false;
+            return None;
         }
-        let fresh = c.issued.elapsed() < PENDING_ROUND_TTL;
+        let fresh = c.issued.elapsed() < PENDING_ROUND_TTL && c.chain.fresh();
+        let chain = c.chain;
         self.continuations.remove(&key);
         self.continuation_order.retain(|k| *k != key);
-        fresh
+        fresh.then_some(chain)
     }
 
     fn elicitation_params(&self, prompt: String) -> Value {
@@ -1019,11 +1063,11 @@ impl<S: AsyncCounterStore> Relay<S> {
                 }
                 self.client(msg).await;
             }
-            Relayed::ToolsCall { record, sent, arguments } => {
+            Relayed::ToolsCall { record, sent, arguments, chain } => {
                 let ms = sent.elapsed().as_secs_f64() * 1e3;
                 if let Some(state) = upstream_input_required(&msg) {
                     let state = state.to_owned();
-                    self.remember_continuation(&state, &record.tool, &arguments);
+                    self.remember_continuation(&state, &record.tool, &arguments, chain);
                 }
                 let outcome = match msg.get("result") {
                     Some(r) if r.get("isError").and_then(Value::as_bool) == Some(true) => {
@@ -1274,6 +1318,23 @@ mod tests {
     }
 
     const POLICY: &str = r#"{"version": "1", "default": "deny", "hide": ["h_*"], "tools": {"a": {}, "b": {}, "h_x": {}}}"#;
+
+    #[test]
+    fn a_decided_call_continues_through_a_bounded_number_of_rounds_within_an_hour() {
+        let now = Instant::now();
+        assert!(Chain { decided: now, rounds: 0 }.may_continue());
+        assert!(Chain { decided: now, rounds: MAX_CONTINUATION_ROUNDS - 1 }.may_continue());
+        assert!(!Chain { decided: now, rounds: MAX_CONTINUATION_ROUNDS }.may_continue());
+        // Decided over an hour ago (skipped on a machine up for less than that).
+        if let Some(old) = now.checked_sub(PENDING_ROUND_TTL + Duration::from_secs(1)) {
+            let chain = Chain { decided: old, rounds: 1 };
+            assert!(!chain.fresh() && !chain.may_continue());
+        } else {
+            eprintln!("SKIPPED: the clock cannot go back an hour on this machine");
+        }
+        // The documented bound (docs/gateway.md, docs/security.md).
+        assert_eq!(MAX_CONTINUATION_ROUNDS, 16);
+    }
 
     #[tokio::test]
     async fn pages_pass_through_and_each_is_filtered() {

@@ -1,0 +1,681 @@
+//! A hostile client of protocol revision 2026-07-28 against the gateway's sessionless path and
+//! the continuation of the upstream's own `input_required` rounds (security review, issue 12).
+//!
+//! The upstream is rmcp's own streamable-HTTP server in this test process, recording every call
+//! it runs, so that each attack is judged by what reached it: `ask` answers `input_required`
+//! once, `forever` answers it to every call (new `requestState` each time), `slow` waits until
+//! the test lets it go.
+//!
+//! Attacks that held: racing retries of one state, a state reused with arguments that differ
+//! only in spelling (1 vs 1.0, a duplicated key, unicode escapes, member order), headers that
+//! contradict the body (case, duplicates, encodings), notifications and responses without a
+//! session, another client's session id, a JWT whose claims change, a flood of identities,
+//! cancellations and dropped connections mid-flight. Holes found and closed here: an upstream
+//! that asks for input forever let one charge buy unlimited calls (now at most
+//! `MAX_CONTINUATION_ROUNDS` rounds per decided call); a trusted header sent twice named the
+//! grant by the client's copy (now 401).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+mod http_support;
+
+use std::sync::{Arc, Mutex};
+
+use http_support::{gateway, write};
+use mcp_policy_gateway::relay::MAX_CONTINUATION_ROUNDS;
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, InputRequests,
+    InputRequiredResult, ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig,
+    Tool,
+};
+use rmcp::service::RequestContext;
+use rmcp::transport::streamable_http_server::{
+    StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager,
+};
+use rmcp::{ErrorData, RoleServer, ServerHandler};
+use serde_json::{Value, json};
+
+const VERSION: &str = "2026-07-28";
+
+const POLICY: &str = r#"{"version": "1", "default": "deny", "tools": {
+    "read": {},
+    "ask": {"limits": [{"counter": "ask", "window": "hour", "max": 2}]},
+    "forever": {"limits": [{"counter": "forever", "window": "hour", "max": 2}]},
+    "slow": {"limits": [{"counter": "slow", "window": "hour", "max": 2}]}}}"#;
+
+#[derive(Clone)]
+struct Upstream {
+    calls: Arc<Mutex<Vec<Value>>>,
+    /// `slow` takes one permit per call.
+    gate: Arc<tokio::sync::Semaphore>,
+}
+
+impl ServerHandler for Upstream {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        let schema = Arc::new(json!({"type": "object"}).as_object().cloned().unwrap());
+        let tools = ["read", "ask", "forever", "slow", "secret"]
+            .into_iter()
+            .map(|n| Tool::new(n, "a tool", schema.clone()))
+            .collect();
+        Ok(ListToolsResult::with_all_items(tools))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let name = request.name.to_string();
+        let args = Value::Object(request.arguments.clone().unwrap_or_default());
+        let state = request.request_state.clone();
+        let n = {
+            let mut calls = self.calls.lock().unwrap();
+            calls.push(json!({"tool": name, "args": args, "state": state}));
+            calls.len()
+        };
+        if name == "slow" {
+            self.gate.acquire().await.unwrap().forget();
+        }
+        if (name == "ask" && state.is_none()) || name == "forever" {
+            let requests: InputRequests = serde_json::from_value(json!({"confirm": {
+                "method": "elicitation/create",
+                "params": {"mode": "form", "message": "sure?", "requestedSchema": {
+                    "type": "object", "properties": {"sure": {"type": "boolean"}}}}}}))
+            .unwrap();
+            return Ok(
+                InputRequiredResult::new(Some(requests), Some(format!("{name}-state-{n}"))).into()
+            );
+        }
+        Ok(CallToolResult::success(vec![ContentBlock::text(format!("ran {name}"))]).into())
+    }
+}
+
+struct Env {
+    calls: Arc<Mutex<Vec<Value>>>,
+    gate: Arc<tokio::sync::Semaphore>,
+    url: String,
+    dir: tempfile::TempDir,
+}
+
+async fn upstream() -> Env {
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let (c, g) = (calls.clone(), gate.clone());
+    let service = StreamableHttpService::new(
+        move || Ok(Upstream { calls: c.clone(), gate: g.clone() }),
+        LocalSessionManager::default().into(),
+        StreamableHttpServerConfig::default(),
+    );
+    let app = axum::Router::new().nest_service("/mcp", service);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "policy.json", POLICY);
+    Env { calls, gate, url: format!("http://{addr}/mcp"), dir }
+}
+
+impl Env {
+    fn policy(&self) -> std::path::PathBuf {
+        self.dir.path().join("policy.json")
+    }
+
+    fn ran(&self) -> Vec<Value> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    fn ran_of(&self, tool: &str) -> Vec<Value> {
+        self.ran().into_iter().filter(|c| c["tool"] == tool).collect()
+    }
+}
+
+fn meta() -> Value {
+    json!({
+        "io.modelcontextprotocol/protocolVersion": VERSION,
+        "io.modelcontextprotocol/clientCapabilities": {"elicitation": {"form": {}}}
+    })
+}
+
+fn sure() -> Value {
+    json!({"confirm": {"action": "accept", "content": {"sure": true}}})
+}
+
+/// A hostile raw client: it sends whatever bytes and headers it likes.
+#[derive(Clone)]
+struct Client {
+    http: reqwest::Client,
+    url: String,
+    headers: Vec<(String, String)>,
+}
+
+impl Client {
+    fn new(url: &str, user: &str) -> Self {
+        Client {
+            http: reqwest::Client::new(),
+            url: url.to_owned(),
+            headers: vec![("x-user".into(), user.into())],
+        }
+    }
+
+    /// A POST of the raw `body`, with the 2026-07-28 headers for `method` and `name`, then
+    /// `extra` headers (appended, so a name given twice is sent twice).
+    fn raw(
+        &self,
+        body: String,
+        method: &str,
+        name: Option<&str>,
+        extra: &[(&str, &str)],
+    ) -> reqwest::RequestBuilder {
+        let mut req = self
+            .http
+            .post(&self.url)
+            .header("accept", "application/json, text/event-stream")
+            .header("content-type", "application/json")
+            .header("mcp-protocol-version", VERSION)
+            .header("mcp-method", method)
+            .body(body);
+        if let Some(n) = name {
+            req = req.header("mcp-name", n);
+        }
+        for (k, v) in &self.headers {
+            req = req.header(k, v);
+        }
+        for (k, v) in extra {
+            req = req.header(*k, *v);
+        }
+        req
+    }
+
+    /// Sends and reads the one answer (status, message).
+    async fn send(req: reqwest::RequestBuilder) -> (u16, Value) {
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let body = resp.text().await.unwrap();
+        let msg = body
+            .lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .map(str::trim)
+            .find(|d| !d.is_empty())
+            .map(|d| serde_json::from_str(d).unwrap())
+            .or_else(|| serde_json::from_str(&body).ok())
+            .unwrap_or(Value::Null);
+        (status, msg)
+    }
+
+    fn call_body(id: i64, tool: &str, args: &str, retry: Option<&str>) -> String {
+        let retry = retry.map_or(String::new(), |s| {
+            format!(r#", "requestState": {}, "inputResponses": {}"#, json!(s), sure())
+        });
+        format!(
+            r#"{{"jsonrpc": "2.0", "id": {id}, "method": "tools/call", "params": {{"name": {},
+                "arguments": {args}, "_meta": {}{retry}}}}}"#,
+            json!(tool),
+            meta()
+        )
+    }
+
+    /// `tools/call` of `tool` with the raw JSON `args`; with `retry`, the upstream's state.
+    async fn call(&self, id: i64, tool: &str, args: &str, retry: Option<&str>) -> Value {
+        let req = self.raw(Self::call_body(id, tool, args, retry), "tools/call", Some(tool), &[]);
+        let (status, msg) = Self::send(req).await;
+        assert_eq!(status, 200, "{msg}");
+        assert_eq!(msg["id"], id, "{msg}");
+        msg["result"].clone()
+    }
+}
+
+fn text(result: &Value) -> String {
+    http_support::text(result)
+}
+
+fn limited(result: &Value) -> bool {
+    result["isError"] == true && text(result).contains("Rate limited")
+}
+
+/// The first call of `ask` for `client`: charged, answered by the upstream's own round.
+async fn ask(client: &Client, id: i64, args: &str) -> String {
+    let r = client.call(id, "ask", args, None).await;
+    assert_eq!(r["resultType"], "input_required", "{r}");
+    r["requestState"].as_str().unwrap().to_owned()
+}
+
+/// Several retries carrying one state at once: one continues the call, the others are new
+/// calls of an exhausted limit, refused; only one reaches the upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_retries_of_one_state_continue_the_call_once() {
+    let env = upstream().await;
+    let gw =
+        gateway(&env.policy(), &["--upstream", &env.url, "--trusted-header", "x-user"], &[]).await;
+    let alice = Client::new(&gw.mcp(), "alice");
+    let s1 = ask(&alice, 1, "{}").await;
+    let _s2 = ask(&alice, 2, "{}").await; // `ask` (max 2) is now exhausted for alice
+    let tasks: Vec<_> = (0..6)
+        .map(|i| {
+            let (c, s) = (alice.clone(), s1.clone());
+            tokio::spawn(async move { c.call(10 + i, "ask", "{}", Some(&s)).await })
+        })
+        .collect();
+    let mut ran = 0;
+    for t in tasks {
+        let r = t.await.unwrap();
+        if text(&r) == "ran ask" {
+            ran += 1;
+        } else {
+            assert!(limited(&r), "a racing replay is a new call, limited: {r}");
+        }
+    }
+    assert_eq!(ran, 1, "one retry continues the call");
+    let with_state: Vec<Value> =
+        env.ran_of("ask").into_iter().filter(|c| c["state"] == s1.as_str()).collect();
+    assert_eq!(with_state.len(), 1, "the upstream saw the state once: {with_state:?}");
+    assert_eq!(env.ran_of("ask").len(), 3);
+    gw.stop().await;
+}
+
+/// A state is bound to the arguments the upstream was called with, as the upstream sees them:
+/// spellings that parse to other values (1.0 for 1, a duplicated key whose last value differs)
+/// are new calls; spellings of the same value (member order, unicode escapes, a duplicated key
+/// whose last value is the original) continue it, and the upstream gets the original values.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_is_bound_to_the_arguments_the_upstream_sees() {
+    let env = upstream().await;
+    let gw =
+        gateway(&env.policy(), &["--upstream", &env.url, "--trusted-header", "x-user"], &[]).await;
+    let alice = Client::new(&gw.mcp(), "alice");
+    let original = r#"{"n": 1, "s": "a", "o": {"x": [1, 2], "y": null}}"#;
+    let s1 = ask(&alice, 1, original).await;
+    let _ = ask(&alice, 2, "{}").await; // exhausted
+    let sent = env.ran_of("ask")[0]["args"].clone();
+    assert_eq!(sent, json!({"n": 1, "s": "a", "o": {"x": [1, 2], "y": null}}));
+    let others = [
+        r#"{"n": 1.0, "s": "a", "o": {"x": [1, 2], "y": null}}"#,
+        r#"{"n": 1, "s": "a", "o": {"x": [1, 2], "y": null}, "n": 2}"#,
+        r#"{"n": 1, "s": "A", "o": {"x": [1, 2], "y": null}}"#,
+        r#"{"n": 1, "s": "a", "o": {"x": [2, 1], "y": null}}"#,
+        r#"{"n": 1, "s": "a", "o": {"x": [1, 2]}}"#,
+        r#"{"n": 1, "s": "a", "o": {"x": [1, 2], "y": null}, "extra": true}"#,
+        r#"{"n": "1", "s": "a", "o": {"x": [1, 2], "y": null}}"#,
+    ];
+    for (i, args) in others.iter().enumerate() {
+        let r = alice.call(10 + i as i64, "ask", args, Some(&s1)).await;
+        assert!(limited(&r), "`{args}` is another call: decided anew, limited: {r}");
+    }
+    assert_eq!(env.ran_of("ask").len(), 2, "none of those reached the upstream");
+    // The same values spelled otherwise: the call continues, with the original values.
+    let same = r#"{"o": {"y": null, "x": [1, 2]}, "s": "\u0061", "n": 2, "n": 1}"#;
+    let r = alice.call(20, "ask", same, Some(&s1)).await;
+    assert_eq!(text(&r), "ran ask", "{r}");
+    let last = env.ran_of("ask").pop().unwrap();
+    assert_eq!(last["args"], sent, "the upstream ran what was decided: {last}");
+    assert_eq!(last["state"], s1.as_str());
+    // Spent.
+    let r = alice.call(21, "ask", original, Some(&s1)).await;
+    assert!(limited(&r), "{r}");
+    gw.stop().await;
+}
+
+/// An upstream that answers `input_required` forever: one decision carries the call through at
+/// most `MAX_CONTINUATION_ROUNDS` of its rounds; the next retry is decided (and charged) as a
+/// new call, so the limit bounds what reaches the upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_asks_forever_cannot_stretch_one_charge() {
+    let env = upstream().await;
+    let gw =
+        gateway(&env.policy(), &["--upstream", &env.url, "--trusted-header", "x-user"], &[]).await;
+    let alice = Client::new(&gw.mcp(), "alice");
+    let mut state: Option<String> = None;
+    let mut refused = None;
+    let cap = 10 * (MAX_CONTINUATION_ROUNDS as i64 + 1);
+    for id in 1..=cap {
+        let r = alice.call(id, "forever", r#"{"k": 1}"#, state.as_deref()).await;
+        if r["isError"] == true {
+            refused = Some(r);
+            break;
+        }
+        assert_eq!(r["resultType"], "input_required", "{r}");
+        state = Some(r["requestState"].as_str().unwrap().to_owned());
+    }
+    let refused = refused.expect("the upstream's rounds went on without a new charge");
+    assert!(limited(&refused), "{refused}");
+    // `forever` admits 2: two decided calls, each continued through the bound, then refused.
+    let per_charge = 1 + MAX_CONTINUATION_ROUNDS as usize;
+    assert_eq!(env.ran_of("forever").len(), 2 * per_charge, "what reached the upstream");
+    gw.stop().await;
+}
+
+/// Headers that say another thing than the body, however spelled, are refused before anything
+/// is decided or relayed; notifications and responses without a session reach nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smuggling_under_other_headers_reaches_nothing() {
+    let env = upstream().await;
+    let gw =
+        gateway(&env.policy(), &["--upstream", &env.url, "--trusted-header", "x-user"], &[]).await;
+    let alice = Client::new(&gw.mcp(), "alice");
+    let body = Client::call_body(1, "read", "{}", None);
+    let b64 = |s: &str| {
+        use base64::Engine;
+        format!("=?base64?{}?=", base64::engine::general_purpose::STANDARD.encode(s))
+    };
+    let secret_b64 = b64("secret");
+    type Case<'a> = (&'a str, Option<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
+        ("tools/list", Some("read"), vec![], "a harmless Mcp-Method"),
+        ("Tools/Call", Some("read"), vec![], "Mcp-Method in another case"),
+        ("tools/call", Some("READ"), vec![], "Mcp-Name in another case"),
+        ("tools/call", Some(&secret_b64), vec![], "Mcp-Name encoded, naming another tool"),
+        ("tools/call", Some("read"), vec![("mcp-name", "secret")], "two Mcp-Name"),
+        ("tools/call", Some("read"), vec![("Mcp-Method", "tools/list")], "two Mcp-Method"),
+        (
+            "tools/call",
+            Some("read"),
+            vec![("MCP-Protocol-Version", "2025-06-18")],
+            "two MCP-Protocol-Version",
+        ),
+    ];
+    for (method, name, extra, what) in &cases {
+        let (status, msg) = Client::send(alice.raw(body.clone(), method, *name, extra)).await;
+        assert_eq!(status, 400, "{what}: {msg}");
+        assert_eq!(msg["error"]["code"], -32020, "{what}: {msg}");
+    }
+    // A body naming `secret` under headers naming `read`.
+    let secret = Client::call_body(2, "secret", "{}", None);
+    let (status, _) = Client::send(alice.raw(secret, "tools/call", Some("read"), &[])).await;
+    assert_eq!(status, 400);
+    // A body naming `read`, then `secret` (a repeated key: the last counts, for the gateway as
+    // for what it relays), under headers naming `read`.
+    let twice = Client::call_body(3, "read", "{}", None).replacen(
+        r#""name": "read","#,
+        r#""name": "read", "name": "secret","#,
+        1,
+    );
+    assert!(twice.contains(r#""name": "secret""#), "{twice}");
+    let (status, msg) = Client::send(alice.raw(twice, "tools/call", Some("read"), &[])).await;
+    assert_eq!(status, 400, "{msg}");
+    // Oversized headers: refused by the HTTP layer or as a mismatch, never relayed.
+    let huge = "r".repeat(512 * 1024);
+    let (status, _) = Client::send(alice.raw(body.clone(), "tools/call", Some(&huge), &[])).await;
+    assert!(status == 400 || status == 431, "{status}");
+    let (status, _) =
+        Client::send(alice.raw(body.clone(), "tools/call", Some("read"), &[("x-pad", &huge)]))
+            .await;
+    assert!(status == 400 || status == 431, "{status}");
+    // The Mcp-Name of `read` encoded: the same name, accepted.
+    let read_b64 = b64("read");
+    let (status, msg) =
+        Client::send(alice.raw(body.clone(), "tools/call", Some(&read_b64), &[])).await;
+    assert_eq!((status, text(&msg["result"])), (200, "ran read".to_owned()), "{msg}");
+    // A tools/call without an id (a notification): nothing to decide, nothing relayed.
+    let note = format!(
+        r#"{{"jsonrpc": "2.0", "method": "tools/call", "params": {{"name": "read",
+            "arguments": {{}}, "_meta": {}}}}}"#,
+        meta()
+    );
+    let (status, _) = Client::send(alice.raw(note, "tools/call", Some("read"), &[])).await;
+    assert_eq!(status, 202);
+    // A response (to nothing: servers of 2026-07-28 send no requests): 400.
+    let resp = r#"{"jsonrpc": "2.0", "id": "inline-1", "result": {"action": "accept"}}"#;
+    let (status, _) = Client::send(alice.raw(resp.into(), "tools/call", None, &[])).await;
+    assert_eq!(status, 400);
+    // A batch of one: 400.
+    let (status, _) =
+        Client::send(alice.raw(format!("[{body}]"), "tools/call", Some("read"), &[])).await;
+    assert_eq!(status, 400);
+    assert_eq!(env.ran().len(), 1, "only the honest call ran: {:?}", env.ran());
+    gw.stop().await;
+}
+
+/// The trusted header given twice (a client's own, then the proxy's appended): neither names
+/// the grant (401). Another client's session id on a sessionless request reaches nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn borrowed_identities_and_sessions_are_refused() {
+    let env = upstream().await;
+    let gw =
+        gateway(&env.policy(), &["--upstream", &env.url, "--trusted-header", "x-user"], &[]).await;
+    let mallory = Client::new(&gw.mcp(), "admin");
+    let body = Client::call_body(1, "read", "{}", None);
+    let req = mallory.raw(body.clone(), "tools/call", Some("read"), &[("x-user", "mallory")]);
+    let (status, msg) = Client::send(req).await;
+    assert_eq!(status, 401, "{msg}");
+    assert!(msg["error"]["message"].as_str().unwrap().contains("more than one `x-user`"), "{msg}");
+
+    // Alice's session (an older revision, with `initialize`).
+    let mut old = gw.client();
+    old.http = reqwest::Client::builder()
+        .default_headers(
+            [(reqwest::header::HeaderName::from_static("x-user"), "alice".parse().unwrap())]
+                .into_iter()
+                .collect(),
+        )
+        .build()
+        .unwrap();
+    old.initialize().await.unwrap();
+    let alice_session = old.session.clone().unwrap();
+    let bob = Client::new(&gw.mcp(), "bob");
+    // Bob, sessionless, with alice's session id: not his session (and not a 2026-07-28
+    // request any more): refused, nothing relayed.
+    let req =
+        bob.raw(body.clone(), "tools/call", Some("read"), &[("mcp-session-id", &alice_session)]);
+    let (status, msg) = Client::send(req).await;
+    assert!(status == 400 || status == 404, "{status} {msg}");
+    let plain = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+        "params": {"name": "read", "arguments": {}}});
+    let req = bob
+        .http
+        .post(&bob.url)
+        .header("accept", "application/json, text/event-stream")
+        .header("content-type", "application/json")
+        .header("x-user", "bob")
+        .header("mcp-session-id", &alice_session)
+        .header("mcp-protocol-version", "2025-06-18")
+        .body(plain.to_string());
+    let (status, _) = Client::send(req).await;
+    assert_eq!(status, 404, "another identity's session is unknown");
+    assert!(env.ran().is_empty(), "nothing ran: {:?}", env.ran());
+    gw.stop().await;
+}
+
+/// A JWT whose claims change between requests (same subject): the upstream's round given to
+/// one token is not continued under another (a new call, charged); each token's relay counts
+/// against `--max-sessions`, as does each identity: a flood of identities gets 503 past it and
+/// starts no upstream connection of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changing_claims_and_floods_of_identities() {
+    let env = upstream().await;
+    let secret = write(env.dir.path(), "secret", http_support::SECRET);
+    let args = [
+        "--upstream",
+        &env.url,
+        "--jwt-secret-file",
+        secret.to_str().unwrap(),
+        "--audience",
+        "gw",
+        "--issuer",
+        "idp",
+        "--max-sessions",
+        "3",
+    ];
+    let gw = gateway(&env.policy(), &args, &[]).await;
+    let token = |team: &str| {
+        http_support::jwt(
+            json!({"sub": "carol", "aud": "gw", "iss": "idp", "team": team,
+                "exp": http_support::now() + 600}),
+            http_support::SECRET,
+        )
+    };
+    let client = |t: String| {
+        let mut c = Client::new(&gw.mcp(), "");
+        c.headers = vec![("authorization".into(), format!("Bearer {t}"))];
+        c
+    };
+    let (a, b) = (client(token("a")), client(token("b")));
+    let s1 = ask(&a, 1, "{}").await;
+    // Token b (carol's too, other claims) with a's state: a new call of carol's, charged.
+    let r = b.call(2, "ask", "{}", Some(&s1)).await;
+    assert_eq!(text(&r), "ran ask", "decided, charged and sent as a new call: {r}");
+    // Carol's `ask` (max 2) is spent by those two (were b's call not charged, a's new call
+    // below would pass): a's own retry still continues its call.
+    let r = a.call(3, "ask", "{}", Some(&s1)).await;
+    assert_eq!(text(&r), "ran ask", "{r}");
+    let r = a.call(4, "ask", "{}", None).await;
+    assert!(limited(&r), "{r}");
+    // Two relays (tokens a and b) of 3; a third identity fits, the fourth does not.
+    let c = client(token("c"));
+    let (status, _) = Client::send(c.raw(
+        Client::call_body(5, "read", "{}", None),
+        "tools/call",
+        Some("read"),
+        &[],
+    ))
+    .await;
+    assert_eq!(status, 200);
+    let before = env.ran().len();
+    for i in 0..5 {
+        let flood = client(http_support::token_for(&format!("flood-{i}")));
+        let req =
+            flood.raw(Client::call_body(6, "read", "{}", None), "tools/call", Some("read"), &[]);
+        let (status, msg) = Client::send(req).await;
+        assert_eq!(status, 503, "{msg}");
+        assert!(msg["error"]["message"].as_str().unwrap().contains("--max-sessions"), "{msg}");
+    }
+    assert_eq!(env.ran().len(), before, "the flood reached nothing");
+    let metrics = gw.metrics().await;
+    let sessions: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("mcp_policy_gateway_sessions "))
+        .and_then(|l| l.rsplit(' ').next())
+        .unwrap_or_else(|| panic!("no sessions gauge: {metrics}"))
+        .parse()
+        .unwrap();
+    assert_eq!(sessions, 3.0, "{metrics}");
+    gw.stop().await;
+}
+
+/// Cancellations without a session relay nothing (they could name another client's call of
+/// the same identity), and a client that drops its connection mid-call neither frees its charge
+/// nor wedges the identity's relay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancellations_and_dropped_connections_mid_call() {
+    let env = upstream().await;
+    let gw =
+        gateway(&env.policy(), &["--upstream", &env.url, "--trusted-header", "x-user"], &[]).await;
+    let alice = Client::new(&gw.mcp(), "alice");
+    let first = {
+        let c = alice.clone();
+        tokio::spawn(async move { c.call(1, "slow", "{}", None).await })
+    };
+    wait_for(&env, "slow", 1).await;
+    // Cancel every id the gateway may have given it, and the client's own.
+    for id in [json!(1), json!("inline-0"), json!("inline-1"), json!("inline-2"), json!(0)] {
+        let note = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+            "params": {"requestId": id, "_meta": meta()}});
+        let req = alice.raw(note.to_string(), "notifications/cancelled", None, &[]);
+        let (status, _) = Client::send(req).await;
+        assert_eq!(status, 202);
+    }
+    // A second call, its connection dropped while the upstream works on it.
+    let second = {
+        let c = alice.clone();
+        tokio::spawn(async move { c.call(2, "slow", "{}", None).await })
+    };
+    wait_for(&env, "slow", 2).await;
+    second.abort();
+    let _ = second.await;
+    env.gate.add_permits(2);
+    let r = first.await.unwrap();
+    assert_eq!(text(&r), "ran slow", "not cancelled by another's notification: {r}");
+    // Both calls were charged (`slow` admits 2): the dropped one did not give its units back.
+    let r = alice.call(3, "slow", "{}", None).await;
+    assert!(limited(&r), "{r}");
+    // And the relay still serves alice.
+    assert_eq!(text(&alice.call(4, "read", "{}", None).await), "ran read");
+    assert_eq!(env.ran_of("slow").len(), 2);
+    gw.stop().await;
+}
+
+async fn wait_for(env: &Env, tool: &str, n: usize) {
+    tokio::time::timeout(http_support::PATIENCE, async {
+        while env.ran_of(tool).len() < n {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the upstream never got the call");
+}
+
+/// Over stdio, a client that never reads its standard output while the upstream floods it with
+/// notifications: the gateway holds a bounded number of messages (its channels), stops reading
+/// the upstream, and the upstream blocks on its full pipe; the gateway's memory stays bounded.
+/// (Were the gateway to buffer without bound, the upstream would write all of its 200 MB.)
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_cannot_make_the_gateway_buffer_without_bound() {
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let policy = write(dir.path(), "policy.json", POLICY);
+    let progress = dir.path().join("progress");
+    let done = dir.path().join("done");
+    // 20 000 notifications of 10 kB; the count written every 100.
+    let script = format!(
+        r#"BEGIN {{ s = "xxxxxxxxxx"; for (j = 0; j < 10; j++) s = s s;
+            for (i = 1; i <= 20000; i++) {{
+                print "{{\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\",\"params\":{{\"level\":\"info\",\"data\":\"" s "\"}}}}"; fflush();
+                if (i % 100 == 0) {{ print i > "{p}"; close("{p}") }}
+            }}
+            print "done" > "{d}"; close("{d}") }}"#,
+        p = progress.display(),
+        d = done.display()
+    );
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mcp-policy-gateway"))
+        .arg("--policy")
+        .arg(&policy)
+        .args(["--", "awk", &script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pid = child.id().unwrap();
+    let written =
+        || std::fs::read_to_string(&progress).ok().and_then(|s| s.trim().parse::<u64>().ok());
+    // Wait until the upstream stops making progress (it blocks on its pipe), or finishes, or
+    // the gateway exits (a test that cannot run is a failure, not a pass).
+    let mut last = None;
+    let mut still = 0;
+    tokio::time::timeout(http_support::PATIENCE, async {
+        while !done.exists() && still < 20 {
+            assert!(child.try_wait().unwrap().is_none(), "the gateway exited");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            let now = written();
+            if now.is_some() && now == last {
+                still += 1;
+            } else {
+                still = 0;
+            }
+            last = now;
+        }
+    })
+    .await
+    .expect("the upstream neither finished nor stalled");
+    assert!(!done.exists(), "the upstream wrote all of its 200 MB to a client that reads nothing");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let rss_kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    let upstream_kb = last.unwrap_or(0) * 10;
+    eprintln!("the upstream stalled after {upstream_kb} kB; the gateway holds {rss_kb} kB");
+    assert!(rss_kb < 64 * 1024, "the gateway holds {rss_kb} kB after {upstream_kb} kB");
+    drop(child.stdin.take());
+    let _ = child.kill().await;
+}
