@@ -558,6 +558,68 @@ async fn changing_claims_and_floods_of_identities() {
     gw.stop().await;
 }
 
+/// A client that mints a token per request (same subject, new claims each time) churns its own
+/// relays, at most `MAX_RELAYS_PER_PRINCIPAL` at once, and never fills `--max-sessions` for the
+/// others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_per_request_cannot_fill_the_gateway() {
+    let env = upstream().await;
+    let secret = write(env.dir.path(), "secret", http_support::SECRET);
+    let args = [
+        "--upstream",
+        &env.url,
+        "--jwt-secret-file",
+        secret.to_str().unwrap(),
+        "--audience",
+        "gw",
+        "--issuer",
+        "idp",
+        "--max-sessions",
+        "6",
+    ];
+    let gw = gateway(&env.policy(), &args, &[]).await;
+    let client = |sub: &str, jti: usize| {
+        let t = http_support::jwt(
+            json!({"sub": sub, "aud": "gw", "iss": "idp", "jti": format!("t{jti}"),
+                "exp": http_support::now() + 600}),
+            http_support::SECRET,
+        );
+        let mut c = Client::new(&gw.mcp(), "");
+        c.headers = vec![("authorization".into(), format!("Bearer {t}"))];
+        c
+    };
+    let read = |c: Client, id: i64| async move {
+        Client::send(c.raw(
+            Client::call_body(id, "read", "{}", None),
+            "tools/call",
+            Some("read"),
+            &[],
+        ))
+        .await
+    };
+    for i in 0..12 {
+        let (status, msg) = read(client("mallory", i), 100 + i as i64).await;
+        assert_eq!(status, 200, "token {i}: {msg}");
+    }
+    let metrics = gw.metrics().await;
+    let sessions: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("mcp_policy_gateway_sessions "))
+        .and_then(|l| l.rsplit(' ').next())
+        .unwrap_or_else(|| panic!("no sessions gauge: {metrics}"))
+        .parse()
+        .unwrap();
+    assert_eq!(
+        sessions,
+        mcp_policy_gateway::downstream::http::MAX_RELAYS_PER_PRINCIPAL as f64,
+        "{metrics}"
+    );
+    // Another user still gets in.
+    let (status, msg) = read(client("dave", 0), 200).await;
+    assert_eq!(status, 200, "{msg}");
+    gw.stop().await;
+}
+
 /// Cancellations without a session relay nothing (they could name another client's call of
 /// the same identity), and a client that drops its connection mid-call neither frees its charge
 /// nor wedges the identity's relay.

@@ -1131,6 +1131,12 @@ fn inline_gone() -> Response {
     )
 }
 
+/// How many relays of clients without a session one principal (a JWT's subject, a trusted
+/// header's value) holds at once: one per distinct set of claims, so a client that mints a token
+/// per request churns its own relays (the least recently used one makes way) instead of filling
+/// `--max-sessions` for everyone.
+pub const MAX_RELAYS_PER_PRINCIPAL: usize = 4;
+
 /// The key of an identity's relay: its principal and its call context (so that a request is
 /// decided with the claims of its own token, never another's).
 fn inline_key(identity: &Identity) -> String {
@@ -1150,6 +1156,20 @@ impl<S: AsyncCounterStore + 'static> Server<S> {
             && !lock(&s.routes).ended
         {
             return Ok(s.clone());
+        }
+        // One principal minting a token per request must not fill `--max-sessions`: past
+        // its quota, its least recently used relay (a token it no longer uses) makes way.
+        // An idle relay makes way before one with calls in flight.
+        let mine: Vec<(&String, (bool, Instant))> = inline
+            .iter()
+            .filter(|(_, s)| s.principal == identity.principal)
+            .map(|(k, s)| (k, (s.busy(), *lock(&s.last_active))))
+            .collect();
+        if mine.len() >= MAX_RELAYS_PER_PRINCIPAL {
+            let oldest = mine.iter().min_by_key(|(_, t)| *t).map(|(k, _)| (*k).clone());
+            if let Some(old) = oldest.and_then(|k| inline.remove(&k)) {
+                old.close();
+            }
         }
         let count = inline.len() + lock(&self.sessions).len();
         if count >= self.config.max_sessions {
