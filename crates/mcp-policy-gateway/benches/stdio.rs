@@ -6,6 +6,8 @@
 //! `cargo bench -p mcp-policy-gateway --bench stdio` prints criterion's figures, then p50 and
 //! p99 of 20,000 sequential calls each way, and the CPU time the gateway used per call: plain,
 //! and with `--stdio-spin 50` (it polls its pipes for up to 50 µs before sleeping).
+//! `MCP_POLICY_BENCH_BASELINE_BIN=PATH` adds a row for another build of the gateway (an older
+//! commit, say), measured in the same run.
 
 #![allow(
     clippy::unwrap_used,
@@ -113,7 +115,16 @@ impl Drop for Client {
 
 /// The gateway's command over `policy` in front of this executable, with `extra` options.
 fn gateway_command(policy: &std::path::Path, extra: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mcp-policy-gateway"));
+    gateway_command_of(
+        std::ffi::OsStr::new(env!("CARGO_BIN_EXE_mcp-policy-gateway")),
+        policy,
+        extra,
+    )
+}
+
+/// The same with another build of the gateway.
+fn gateway_command_of(bin: &std::ffi::OsStr, policy: &std::path::Path, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(bin);
     cmd.arg("--policy").arg(policy).args(extra).arg("--").arg(std::env::current_exe().unwrap());
     cmd
 }
@@ -156,6 +167,9 @@ fn main() {
     let mut direct = Client::start(Command::new(std::env::current_exe().unwrap()));
     let mut gateway = Client::start(gateway_command(&policy, &[]));
     let mut spinning = Client::start(gateway_command(&policy, &["--stdio-spin", "50"]));
+    // Another build of the gateway (`MCP_POLICY_BENCH_BASELINE_BIN`), measured in the same run.
+    let mut baseline = std::env::var_os("MCP_POLICY_BENCH_BASELINE_BIN")
+        .map(|bin| Client::start(gateway_command_of(&bin, &policy, &[])));
 
     let mut c = Criterion::default().configure_from_args();
     let mut g = c.benchmark_group("stdio");
@@ -172,9 +186,14 @@ fn main() {
     println!("| path | p50 | p99 | added p50 | added p99 | gateway CPU per call |");
     println!("|---|---|---|---|---|---|");
     println!("| upstream directly | {:.1} µs | {:.1} µs | | | |", us(d50), us(d99));
-    for (name, client) in
-        [("through the gateway", &mut gateway), ("the gateway, `--stdio-spin 50`", &mut spinning)]
-    {
+    let mut rows = vec![
+        ("through the gateway", &mut gateway),
+        ("the gateway, `--stdio-spin 50`", &mut spinning),
+    ];
+    if let Some(b) = baseline.as_mut() {
+        rows.push(("baseline build (`MCP_POLICY_BENCH_BASELINE_BIN`)", b));
+    }
+    for (name, client) in rows {
         let (p50, p99, cpu) = percentiles(client, n);
         println!(
             "| {name} | {:.1} µs | {:.1} µs | {:.1} µs | {:.1} µs | {:.0} µs |",

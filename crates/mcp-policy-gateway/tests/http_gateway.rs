@@ -676,6 +676,11 @@ async fn sessions_have_their_own_upstream_get_stream_delete_and_header_rules() {
     assert_eq!(resp.status(), 400);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["code"], -32700);
+    // SSE-only clients get a stream, even for an answer that comes at once.
+    let resp = raw("text/event-stream", "application/json", "2025-06-18").await.unwrap();
+    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    let text = resp.text().await.unwrap();
+    assert!(text.contains("\"tools\""), "{text}");
     // JSON-only clients get JSON.
     let resp = raw("application/json", "application/json", "2025-06-18").await.unwrap();
     assert_eq!(resp.headers()["content-type"], "application/json");

@@ -641,6 +641,8 @@ async fn post_mcp<S: AsyncCounterStore + 'static>(
     let mut response = if keys.is_empty() {
         StatusCode::ACCEPTED.into_response()
     } else if sse {
+        // The answer alone as JSON only for a client that accepts it.
+        let batch = batch || !accepts(&headers, "application/json");
         sse_answer(rx, keys, batch, guard).await
     } else {
         json_answer(rx, keys, batch, guard).await
@@ -656,7 +658,8 @@ async fn post_mcp<S: AsyncCounterStore + 'static>(
 /// response, that response alone as `application/json` (no event framing, no stream to keep
 /// alive); otherwise (a server-initiated message came first, such as an approval asked through
 /// the client, or the answer takes longer) an SSE stream that starts with that message. A
-/// batch is always answered on a stream.
+/// batch, and any request of a client that does not accept `application/json`, is always
+/// answered on a stream (`batch` is true for both).
 async fn sse_answer(
     mut rx: mpsc::UnboundedReceiver<Value>,
     mut keys: HashSet<String>,
