@@ -39,10 +39,10 @@ pub struct Cli {
     pub policy_poll: std::time::Duration,
 
     /// Over stdio: before the gateway's thread goes to sleep, it polls the client's and the
-    /// upstream's pipes for up to MICROS microseconds (default 0: it sleeps at once). Lowers the
-    /// latency a call gains where waking a sleeping thread is slow (virtual machines), for at
+    /// upstream's pipes for up to MICROS microseconds (0 to 10000; 0: it sleeps at once). Lowers
+    /// the latency a call gains where waking a sleeping thread is slow (virtual machines), for at
     /// most MICROS of CPU time per sleep.
-    #[arg(long, value_name = "MICROS", default_value_t = 0,
+    #[arg(long, value_name = "MICROS", default_value_t = 200,
         value_parser = clap::value_parser!(u64).range(0..=10_000))]
     pub stdio_spin: u64,
 
