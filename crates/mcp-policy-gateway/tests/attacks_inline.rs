@@ -21,7 +21,7 @@ mod http_support;
 
 use std::sync::{Arc, Mutex};
 
-use http_support::{gateway, write};
+use http_support::{Gateway, gateway, write};
 use mcp_policy_gateway::relay::MAX_CONTINUATION_ROUNDS;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, InputRequests,
@@ -546,16 +546,22 @@ async fn changing_claims_and_floods_of_identities() {
         assert!(msg["error"]["message"].as_str().unwrap().contains("--max-sessions"), "{msg}");
     }
     assert_eq!(env.ran().len(), before, "the flood reached nothing");
+    let (sessions, metrics) = sessions_gauge(&gw).await;
+    assert_eq!(sessions, 3.0, "{metrics}");
+    gw.stop().await;
+}
+
+/// The gateway's `mcp_policy_gateway_sessions` gauge, and the whole metrics text.
+async fn sessions_gauge(gw: &Gateway) -> (f64, String) {
     let metrics = gw.metrics().await;
-    let sessions: f64 = metrics
+    let sessions = metrics
         .lines()
         .find(|l| l.starts_with("mcp_policy_gateway_sessions "))
         .and_then(|l| l.rsplit(' ').next())
         .unwrap_or_else(|| panic!("no sessions gauge: {metrics}"))
         .parse()
         .unwrap();
-    assert_eq!(sessions, 3.0, "{metrics}");
-    gw.stop().await;
+    (sessions, metrics)
 }
 
 /// A client that mints a token per request (same subject, new claims each time) churns its own
@@ -601,14 +607,7 @@ async fn a_token_per_request_cannot_fill_the_gateway() {
         let (status, msg) = read(client("mallory", i), 100 + i as i64).await;
         assert_eq!(status, 200, "token {i}: {msg}");
     }
-    let metrics = gw.metrics().await;
-    let sessions: f64 = metrics
-        .lines()
-        .find(|l| l.starts_with("mcp_policy_gateway_sessions "))
-        .and_then(|l| l.rsplit(' ').next())
-        .unwrap_or_else(|| panic!("no sessions gauge: {metrics}"))
-        .parse()
-        .unwrap();
+    let (sessions, metrics) = sessions_gauge(&gw).await;
     assert_eq!(
         sessions,
         mcp_policy_gateway::downstream::http::MAX_RELAYS_PER_PRINCIPAL as f64,

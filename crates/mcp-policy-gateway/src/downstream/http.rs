@@ -61,7 +61,7 @@ use crate::relay::{
     INLINE_PROTOCOL_VERSIONS, METHOD_HEADER, NAME_HEADER, PROTOCOL_VERSIONS, Relay, RelayConfig,
     RelayEnd, decode_header_value, mcp_name, meta_protocol_version,
 };
-use crate::transport::{CHANNEL_CAPACITY, ClientLink, ClientTx, Inbound, UpstreamLink};
+use crate::transport::{CHANNEL_CAPACITY, ClientTx, Inbound, UpstreamLink};
 use crate::upstream;
 
 /// The session header.
@@ -253,6 +253,33 @@ impl Session {
     }
 }
 
+impl Session {
+    /// A new session (or relay of clients without a session) for `principal`, and the
+    /// receiving end of what it sends to its relay.
+    fn start(principal: String, inline: bool) -> (Arc<Session>, mpsc::Receiver<Inbound>) {
+        let (in_tx, in_rx) = mpsc::channel(CHANNEL_CAPACITY);
+        let session = Arc::new(Session {
+            id: uuid::Uuid::new_v4().simple().to_string(),
+            principal,
+            inline,
+            protocol: Arc::new(std::sync::OnceLock::new()),
+            inbound: Mutex::new(Some(in_tx)),
+            routes: Mutex::new(Routes::default()),
+            last_active: Mutex::new(Instant::now()),
+        });
+        (session, in_rx)
+    }
+}
+
+/// What a session's relay runs with.
+struct SessionRelay<S: AsyncCounterStore> {
+    guard: Guard<S>,
+    config: RelayConfig,
+    in_rx: mpsc::Receiver<Inbound>,
+    link: UpstreamLink,
+    handle: UpstreamHandle,
+}
+
 /// Deregisters a POST's waiters and stream when its response is dropped.
 struct PostGuard {
     session: Arc<Session>,
@@ -384,34 +411,56 @@ impl<S: AsyncCounterStore + 'static> Server<S> {
                 ),
             ));
         }
-        let (link, handle) = self.config.upstream.connect().map_err(|why| {
+        let (link, handle) = self.connect_upstream()?;
+        let guard = self.guard_for(identity.grant, identity.context);
+        let (session, in_rx) = Session::start(identity.principal, false);
+        let id = session.id.clone();
+        lock(&self.sessions).insert(id.clone(), session.clone());
+        self.config.metrics.set_sessions(self.session_count());
+        let relay_config = RelayConfig {
+            session: Some(id.clone()),
+            upstream_timeout: self.config.upstream_timeout,
+            negotiated: Some(session.protocol.clone()),
+        };
+        let relay = SessionRelay { guard, config: relay_config, in_rx, link, handle };
+        self.run_relay(&session, relay, move |me| {
+            me.remove(&id);
+        });
+        Ok(session)
+    }
+
+    /// The upstream of a new session (a child process, or a connection to the upstream URL).
+    fn connect_upstream(&self) -> Result<(UpstreamLink, UpstreamHandle), Response> {
+        self.config.upstream.connect().map_err(|why| {
             eprintln!("mcp-policy-gateway: {why}");
             error_response(StatusCode::BAD_GATEWAY, jsonrpc::INTERNAL_ERROR, why)
-        })?;
-        let id = uuid::Uuid::new_v4().simple().to_string();
-        let mut guard = Guard::new(self.config.evaluator.clone(), identity.grant, self.config.mode);
-        if let Some(context) = identity.context {
+        })
+    }
+
+    /// The guard of a new session: the identity's grant and call context.
+    fn guard_for(&self, grant: String, context: Option<Value>) -> Guard<S> {
+        let mut guard = Guard::new(self.config.evaluator.clone(), grant, self.config.mode);
+        if let Some(context) = context {
             guard = guard.with_context(context);
         }
         if self.config.admin.is_some() {
             guard = guard.with_out_of_band_approvals();
         }
-        let (in_tx, in_rx) = mpsc::channel(CHANNEL_CAPACITY);
-        let session = Arc::new(Session {
-            id: id.clone(),
-            principal: identity.principal,
-            inline: false,
-            protocol: Arc::new(std::sync::OnceLock::new()),
-            inbound: Mutex::new(Some(in_tx)),
-            routes: Mutex::new(Routes::default()),
-            last_active: Mutex::new(Instant::now()),
-        });
-        lock(&self.sessions).insert(id.clone(), session.clone());
-        self.config.metrics.set_sessions(self.session_count());
+        guard
+    }
 
-        // The relay routes each message for the client itself, to the request waiting for
-        // it (no task in between); when the relay ends, every stream closes.
-        let weak = Arc::downgrade(&session);
+    /// Runs `relay` for `session` until it ends. The relay routes each message for the client
+    /// itself, to the request waiting for it (no task in between); when it ends, every stream
+    /// of the session closes, `forget` takes the session out of the server's maps, and the
+    /// upstream is stopped.
+    fn run_relay(
+        self: &Arc<Self>,
+        session: &Arc<Session>,
+        relay: SessionRelay<S>,
+        forget: impl FnOnce(&Self) + Send + 'static,
+    ) {
+        let SessionRelay { guard, config, in_rx, link, handle } = relay;
+        let weak = Arc::downgrade(session);
         let to_client = ClientTx::Direct(Arc::new(move |msg| {
             if let Some(s) = weak.upgrade() {
                 s.route(msg);
@@ -420,22 +469,15 @@ impl<S: AsyncCounterStore + 'static> Server<S> {
         let ended = session.clone();
         let me = self.clone();
         let log = self.config.log.clone();
-        let relay_config = RelayConfig {
-            session: Some(id.clone()),
-            upstream_timeout: self.config.upstream_timeout,
-            negotiated: Some(session.protocol.clone()),
-        };
         let task = tokio::spawn(async move {
-            let end =
-                Relay::run_to(Arc::new(guard), log, relay_config, to_client, in_rx, link).await;
+            let end = Relay::run_to(Arc::new(guard), log, config, to_client, in_rx, link).await;
             ended.end();
-            me.remove(&id);
+            forget(&me);
             handle.finish(end).await;
         });
         let mut tasks = lock(&self.tasks);
         tasks.retain(|t| !t.is_finished());
         tasks.push(task);
-        Ok(session)
     }
 
     /// Ends every session and waits (at most `timeout`) for their upstreams to stop.
@@ -1186,44 +1228,15 @@ impl<S: AsyncCounterStore + 'static> Server<S> {
                 ),
             ));
         }
-        let (link, handle) = self.config.upstream.connect().map_err(|why| {
-            eprintln!("mcp-policy-gateway: {why}");
-            error_response(StatusCode::BAD_GATEWAY, jsonrpc::INTERNAL_ERROR, why)
-        })?;
-        let id = uuid::Uuid::new_v4().simple().to_string();
-        let mut guard = Guard::new(self.config.evaluator.clone(), identity.grant, self.config.mode);
-        if let Some(context) = identity.context {
-            guard = guard.with_context(context);
-        }
-        if self.config.admin.is_some() {
-            guard = guard.with_out_of_band_approvals();
-        }
-        let (in_tx, in_rx) = mpsc::channel(CHANNEL_CAPACITY);
-        let (out_tx, mut out_rx) = mpsc::channel::<Value>(CHANNEL_CAPACITY);
-        let session = Arc::new(Session {
-            id: id.clone(),
-            principal: identity.principal,
-            inline: true,
-            protocol: Arc::new(std::sync::OnceLock::new()),
-            inbound: Mutex::new(Some(in_tx)),
-            routes: Mutex::new(Routes::default()),
-            last_active: Mutex::new(Instant::now()),
-        });
+        let (link, handle) = self.connect_upstream()?;
+        let guard = self.guard_for(identity.grant, identity.context);
+        let (session, in_rx) = Session::start(identity.principal, true);
+        let id = session.id.clone();
         if let Some(old) = inline.insert(key.clone(), session.clone()) {
             old.close();
         }
         drop(inline);
         self.config.metrics.set_sessions(self.session_count());
-
-        let router_session = session.clone();
-        tokio::spawn(async move {
-            while let Some(msg) = out_rx.recv().await {
-                router_session.route(msg);
-            }
-            router_session.end();
-        });
-        let me = self.clone();
-        let log = self.config.log.clone();
         // No MCP session: calls are decided with no session (a `session`-scoped limit counts
         // them in the grant's one "no session" bucket).
         let relay_config = RelayConfig {
@@ -1231,15 +1244,8 @@ impl<S: AsyncCounterStore + 'static> Server<S> {
             upstream_timeout: self.config.upstream_timeout,
             negotiated: None,
         };
-        let task = tokio::spawn(async move {
-            let client = ClientLink { tx: out_tx, rx: in_rx };
-            let end = Relay::run(Arc::new(guard), log, relay_config, client, link).await;
-            me.remove_inline(&key, &id);
-            handle.finish(end).await;
-        });
-        let mut tasks = lock(&self.tasks);
-        tasks.retain(|t| !t.is_finished());
-        tasks.push(task);
+        let relay = SessionRelay { guard, config: relay_config, in_rx, link, handle };
+        self.run_relay(&session, relay, move |me| me.remove_inline(&key, &id));
         Ok(session)
     }
 
