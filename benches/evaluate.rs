@@ -21,6 +21,22 @@ use criterion::{Criterion, criterion_group};
 use mcp_policy::{Clock, Evaluator, ManualClock, Policy, Timestamp, ToolCall};
 use serde_json::json;
 
+/// The 41-rule policy: 40 tools allowed as they are, and `pay` with a `deny_if` on its amount.
+fn rules41_policy() -> String {
+    let mut tools: serde_json::Map<String, serde_json::Value> =
+        rules41_names().into_iter().map(|n| (n, json!({}))).collect();
+    tools.insert(
+        "pay".to_owned(),
+        json!({"deny_if": [{"conditions": [{"path": "args.amount", "op": "gt", "value": 10000}]}]}),
+    );
+    json!({"version": "1", "default": "deny", "tools": tools}).to_string()
+}
+
+/// The 40 plain tools of [`rules41_policy`].
+fn rules41_names() -> Vec<String> {
+    (0..40).map(|i| format!("tool_{i:02}")).collect()
+}
+
 fn evaluator(doc: &str) -> Evaluator {
     Evaluator::new(Policy::from_json_str(doc).unwrap())
 }
@@ -126,17 +142,8 @@ fn single(c: &mut Criterion) {
 
     // 41 rules: 40 tools allowed as they are, and a payment tool with a `deny_if` on its
     // amount; every call allowed, the 41 tools called in turn.
-    let mut tools = serde_json::Map::new();
-    for i in 0..40 {
-        tools.insert(format!("tool_{i:02}"), json!({}));
-    }
-    tools.insert(
-        "pay".to_owned(),
-        json!({"deny_if": [{"conditions": [{"path": "args.amount", "op": "gt", "value": 10000}]}]}),
-    );
-    let rules41 =
-        evaluator(&json!({"version": "1", "default": "deny", "tools": tools}).to_string());
-    let names: Vec<String> = (0..40).map(|i| format!("tool_{i:02}")).collect();
+    let rules41 = evaluator(&rules41_policy());
+    let names = rules41_names();
     let pay_args = json!({"amount": 250, "to": "acct-7"});
     let mut calls: Vec<ToolCall<'_>> = names
         .iter()
@@ -276,17 +283,8 @@ fn count(spec: &str) {
             }
         }
         "rules41" => {
-            let mut tools = serde_json::Map::new();
-            for i in 0..40 {
-                tools.insert(format!("tool_{i:02}"), json!({}));
-            }
-            tools.insert(
-                "pay".to_owned(),
-                json!({"deny_if": [{"conditions": [{"path": "args.amount", "op": "gt", "value": 10000}]}]}),
-            );
-            let e =
-                evaluator(&json!({"version": "1", "default": "deny", "tools": tools}).to_string());
-            let names: Vec<String> = (0..40).map(|i| format!("tool_{i:02}")).collect();
+            let e = evaluator(&rules41_policy());
+            let names = rules41_names();
             let pay_args = json!({"amount": 250, "to": "acct-7"});
             let mut calls: Vec<ToolCall<'_>> = names
                 .iter()

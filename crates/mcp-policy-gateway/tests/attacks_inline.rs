@@ -482,13 +482,9 @@ async fn borrowed_identities_and_sessions_are_refused() {
     gw.stop().await;
 }
 
-/// A JWT whose claims change between requests (same subject): the upstream's round given to
-/// one token is not continued under another (a new call, charged); each token's relay counts
-/// against `--max-sessions`, as does each identity: a flood of identities gets 503 past it and
-/// starts no upstream connection of its own.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn changing_claims_and_floods_of_identities() {
-    let env = upstream().await;
+/// The gateway in front of `env`'s upstream, with HS256 JWTs (audience `gw`, issuer `idp`) and
+/// at most `max_sessions` sessions.
+async fn jwt_gateway(env: &Env, max_sessions: &str) -> Gateway {
     let secret = write(env.dir.path(), "secret", http_support::SECRET);
     let args = [
         "--upstream",
@@ -500,9 +496,19 @@ async fn changing_claims_and_floods_of_identities() {
         "--issuer",
         "idp",
         "--max-sessions",
-        "3",
+        max_sessions,
     ];
-    let gw = gateway(&env.policy(), &args, &[]).await;
+    gateway(&env.policy(), &args, &[]).await
+}
+
+/// A JWT whose claims change between requests (same subject): the upstream's round given to
+/// one token is not continued under another (a new call, charged); each token's relay counts
+/// against `--max-sessions`, as does each identity: a flood of identities gets 503 past it and
+/// starts no upstream connection of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changing_claims_and_floods_of_identities() {
+    let env = upstream().await;
+    let gw = jwt_gateway(&env, "3").await;
     let token = |team: &str| {
         http_support::jwt(
             json!({"sub": "carol", "aud": "gw", "iss": "idp", "team": team,
@@ -570,20 +576,7 @@ async fn sessions_gauge(gw: &Gateway) -> (f64, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_per_request_cannot_fill_the_gateway() {
     let env = upstream().await;
-    let secret = write(env.dir.path(), "secret", http_support::SECRET);
-    let args = [
-        "--upstream",
-        &env.url,
-        "--jwt-secret-file",
-        secret.to_str().unwrap(),
-        "--audience",
-        "gw",
-        "--issuer",
-        "idp",
-        "--max-sessions",
-        "6",
-    ];
-    let gw = gateway(&env.policy(), &args, &[]).await;
+    let gw = jwt_gateway(&env, "6").await;
     let client = |sub: &str, jti: usize| {
         let t = http_support::jwt(
             json!({"sub": sub, "aud": "gw", "iss": "idp", "jti": format!("t{jti}"),
