@@ -1,9 +1,17 @@
 //! HTTP throughput: calls per second, and p50/p99 per call, at 1, 16 and 64 concurrent MCP
 //! sessions, each calling a trivial `echo` tool in a loop:
 //!
-//! - `direct`: rmcp's own streamable-HTTP server (in this process), no gateway;
-//! - `gateway`: the `mcp-policy-gateway` binary (`--listen`) in front of that same server
-//!   (`--upstream URL`), the policy allowing `echo` with a limit high enough never to refuse.
+//! - `direct`: rmcp's own streamable-HTTP server (in this process), no gateway: the reference;
+//! - the `mcp-policy-gateway` binary (`--listen`), the policy allowing `echo` with a limit high
+//!   enough never to refuse, in front of a trivial upstream (tests/trivial: it answers at once,
+//!   so that what is measured is the gateway):
+//!   - `gateway, stdio upstream`: the trivial server as a child process (this executable
+//!     started with `trivial-upstream`), one per session as the gateway runs it;
+//!   - `gateway, HTTP upstream`: the trivial server over streamable HTTP (plain JSON answers,
+//!     in this process);
+//! - `gateway in front of rmcp`: the gateway in front of the `direct` server itself (`--upstream
+//!   URL`): every call is two of rmcp's HTTP exchanges in a row, so this row cannot reach the
+//!   `direct` row's throughput with one session; it shows what the gateway adds to rmcp.
 //!
 //! Both are driven by the same raw HTTP client (reqwest; it accepts JSON and SSE answers: rmcp
 //! answers on SSE streams, the gateway as JSON when it can), for a fixed time per
@@ -31,6 +39,8 @@
 
 #[path = "../tests/http_support/mod.rs"]
 mod http_support;
+#[path = "../tests/trivial/mod.rs"]
+mod trivial;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -85,6 +95,39 @@ async fn rmcp_server() -> String {
     let addr = listener.local_addr().unwrap();
     // As the gateway does: without it every answer waits ~40 ms for a delayed ACK, and the
     // baseline would measure that rather than rmcp.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}/mcp")
+}
+
+/// The trivial server (tests/trivial) over streamable HTTP: every answer plain JSON, a session
+/// id given on `initialize` and never checked, no GET stream.
+async fn trivial_http_server() -> String {
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    async fn post(body: axum::body::Bytes) -> axum::response::Response {
+        let Ok(msg) = serde_json::from_slice::<serde_json::Value>(&body) else {
+            return StatusCode::BAD_REQUEST.into_response();
+        };
+        let Some(reply) = trivial::answer(&msg) else {
+            return StatusCode::ACCEPTED.into_response();
+        };
+        let mut response = axum::Json(reply).into_response();
+        if msg["method"] == "initialize" {
+            response.headers_mut().insert("mcp-session-id", "trivial".parse().unwrap());
+        }
+        response
+    }
+    let app = axum::Router::new().route(
+        "/mcp",
+        axum::routing::post(post)
+            .get(|| async { StatusCode::METHOD_NOT_ALLOWED })
+            .delete(|| async { StatusCode::OK }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
         let _ = tcp.set_nodelay(true);
     });
@@ -150,52 +193,72 @@ fn throughput(rt: &tokio::runtime::Runtime) {
     let secs: f64 =
         std::env::var("MCP_POLICY_BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(5.0);
     let direct_url = rt.block_on(rmcp_server());
+    let trivial_url = rt.block_on(trivial_http_server());
     let dir = tempfile::tempdir().unwrap();
     let policy = policy(dir.path());
-    let gw =
+    let sessions_max = ["--max-sessions", "256"];
+    let this = std::env::current_exe().unwrap();
+    let stdio_upstream = [this.into_os_string(), "trivial-upstream".into()];
+    let gw_stdio = rt.block_on(gateway(&policy, &sessions_max, &stdio_upstream));
+    let gw_http =
+        rt.block_on(gateway(&policy, &["--upstream", &trivial_url, "--max-sessions", "256"], &[]));
+    let gw_rmcp =
         rt.block_on(gateway(&policy, &["--upstream", &direct_url, "--max-sessions", "256"], &[]));
-    let gw_url = gw.mcp();
-    // Another build of the gateway (`MCP_POLICY_BENCH_BASELINE_BIN`), measured in the same run:
-    // the before/after ratio of a change on a machine too busy for figures taken apart.
+    // Another build of the gateway (`MCP_POLICY_BENCH_BASELINE_BIN`), measured in the same run
+    // in front of the trivial HTTP upstream: the before/after ratio of a change on a machine
+    // too busy for figures taken apart.
     let baseline = std::env::var_os("MCP_POLICY_BENCH_BASELINE_BIN").map(|bin| {
         rt.block_on(gateway_bin(
             &bin,
             &policy,
-            &["--upstream", &direct_url, "--max-sessions", "256"],
+            &["--upstream", &trivial_url, "--max-sessions", "256"],
         ))
     });
-    let mut servers = vec![("direct", direct_url.clone()), ("gateway", gw_url)];
+    let mut servers = vec![
+        ("direct (rmcp's server)", direct_url.clone(), None),
+        ("gateway, stdio upstream", gw_stdio.mcp(), gw_stdio.child.id()),
+        ("gateway, HTTP upstream", gw_http.mcp(), gw_http.child.id()),
+        ("gateway in front of rmcp", gw_rmcp.mcp(), gw_rmcp.child.id()),
+    ];
     if let Some(b) = &baseline {
-        servers.push(("baseline", b.mcp()));
+        servers.push(("baseline build, HTTP upstream", b.mcp(), b.child.id()));
     }
-    println!("| sessions | server | calls/s | p50 | p99 | / direct |");
-    println!("|---|---|---|---|---|---|");
+    println!(
+        "| sessions | server | calls/s | p50 | p99 | / direct | CPU/call: gateway | bench (client + rmcp) |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
     for n in [1usize, 16, 64] {
         let mut direct_rate = 0.0;
-        for (name, url) in &servers {
+        for (name, url, pid) in &servers {
             let name = *name;
             let clients = rt.block_on(sessions(url, n));
             rt.block_on(run(&clients, Instant::now() + Duration::from_secs(1)));
+            let cpu_gw = pid.map(cpu_time);
+            let cpu_self = cpu_time(std::process::id());
             let start = Instant::now();
             let mut lat = rt.block_on(run(&clients, start + Duration::from_secs_f64(secs)));
             let elapsed = start.elapsed().as_secs_f64();
+            let calls = u32::try_from(lat.len().max(1)).unwrap();
+            let cpu_self = (cpu_time(std::process::id()) - cpu_self) / calls;
+            let cpu_gw = pid.zip(cpu_gw).map(|(p, c)| (cpu_time(p) - c) / calls);
             lat.sort();
             let rate = lat.len() as f64 / elapsed;
-            let ratio = if name == "direct" {
+            let ratio = if name.starts_with("direct") {
                 direct_rate = rate;
                 String::new()
             } else {
                 format!("{:.2}x", rate / direct_rate)
             };
             println!(
-                "| {n} | {name} | {rate:.0} | {:.0} µs | {:.0} µs | {ratio} |",
+                "| {n} | {name} | {rate:.0} | {:.0} µs | {:.0} µs | {ratio} | {} | {:.0} µs |",
                 pct(&lat, 0.50).as_secs_f64() * 1e6,
                 pct(&lat, 0.99).as_secs_f64() * 1e6,
+                cpu_gw.map_or(String::new(), |c| format!("{:.0} µs", c.as_secs_f64() * 1e6)),
+                cpu_self.as_secs_f64() * 1e6,
             );
         }
     }
-    drop(gw);
-    drop(baseline);
+    drop((gw_stdio, gw_http, gw_rmcp, baseline));
 }
 
 /// Starts the gateway binary `bin` (see `gateway`).
@@ -221,6 +284,16 @@ async fn gateway_bin(
     };
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     http_support::Gateway { child, base, stderr: Default::default() }
+}
+
+/// CPU time (user + system) a process has used so far, from `/proc/PID/stat`.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let ticks: u64 =
+        fields.get(11..13).map_or(0, |f| f.iter().filter_map(|t| t.parse::<u64>().ok()).sum());
+    // The kernel's USER_HZ is 100 on Linux.
+    Duration::from_millis(ticks * 10)
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -261,6 +334,10 @@ fn memory(rt: &tokio::runtime::Runtime, n: usize) {
 }
 
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some("trivial-upstream") {
+        trivial::stdio_upstream();
+        return;
+    }
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let rt =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();

@@ -23,38 +23,14 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "../tests/trivial/mod.rs"]
+mod trivial;
+
 use criterion::Criterion;
 use serde_json::{Value, json};
 
 const POLICY: &str = r#"{"version": "1", "default": "deny", "tools": {
     "echo": {"limits": [{"counter": "c", "window": "minute", "max": 9007199254740992}]}}}"#;
-
-/// The trivial upstream: answers `initialize`, `tools/list` and `tools/call` at once.
-fn upstream() {
-    let stdin = std::io::stdin();
-    let mut out = std::io::stdout().lock();
-    for line in stdin.lock().lines() {
-        let Ok(line) = line else { break };
-        let Ok(msg) = serde_json::from_str::<Value>(&line) else { continue };
-        let (Some(id), Some(method)) = (msg.get("id"), msg.get("method").and_then(Value::as_str))
-        else {
-            continue;
-        };
-        let result = match method {
-            "initialize" => json!({
-                "protocolVersion": msg["params"]["protocolVersion"],
-                "capabilities": {"tools": {}},
-                "serverInfo": {"name": "bench-upstream", "version": "1"}
-            }),
-            "tools/list" => json!({"tools": [{"name": "echo", "inputSchema": {"type": "object"}}]}),
-            "tools/call" => json!({"content": [{"type": "text", "text": "ok"}]}),
-            _ => json!({}),
-        };
-        let reply = json!({"jsonrpc": "2.0", "id": id, "result": result});
-        writeln!(out, "{reply}").unwrap();
-        out.flush().unwrap();
-    }
-}
 
 struct Client {
     child: Child,
@@ -159,7 +135,7 @@ fn percentiles(client: &mut Client, n: usize) -> (Duration, Duration, Duration) 
 
 fn main() {
     if std::env::var_os("MCP_POLICY_BENCH_UPSTREAM").is_some() {
-        upstream();
+        trivial::stdio_upstream();
         return;
     }
     let dir = tempfile::tempdir().unwrap();

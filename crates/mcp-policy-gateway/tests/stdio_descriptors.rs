@@ -18,36 +18,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
+#[path = "trivial/mod.rs"]
+mod trivial;
+
 use serde_json::{Value, json};
 
 const POLICY: &str = r#"{"version": "1", "default": "deny", "tools": {"echo": {}}}"#;
-
-/// The upstream: answers `initialize`, `tools/list` (tools `echo` and `other`) and `tools/call`.
-fn upstream() {
-    let mut out = std::io::stdout().lock();
-    for line in std::io::stdin().lock().lines() {
-        let Ok(line) = line else { break };
-        let Ok(msg) = serde_json::from_str::<Value>(&line) else { continue };
-        let (Some(id), Some(method)) = (msg.get("id"), msg.get("method").and_then(Value::as_str))
-        else {
-            continue;
-        };
-        let result = match method {
-            "initialize" => json!({
-                "protocolVersion": msg["params"]["protocolVersion"],
-                "capabilities": {"tools": {}},
-                "serverInfo": {"name": "test-upstream", "version": "1"}
-            }),
-            "tools/list" => json!({"tools": [
-                {"name": "echo", "inputSchema": {"type": "object"}},
-                {"name": "other", "inputSchema": {"type": "object"}}]}),
-            "tools/call" => json!({"content": [{"type": "text", "text": "ran"}]}),
-            _ => json!({}),
-        };
-        writeln!(out, "{}", json!({"jsonrpc": "2.0", "id": id, "result": result})).unwrap();
-        out.flush().unwrap();
-    }
-}
 
 fn nonblocking(fd: impl AsFd) -> bool {
     let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL).unwrap());
@@ -181,7 +157,7 @@ fn calls_are_relayed_without_stdio_spin(policy: &std::path::Path) {
 
 fn main() {
     if std::env::var_os("MCP_POLICY_TEST_UPSTREAM").is_some() {
-        upstream();
+        trivial::stdio_upstream();
         return;
     }
     let dir = tempfile::tempdir().unwrap();
