@@ -9,6 +9,8 @@
 //!     started with `trivial-upstream`), one per session as the gateway runs it;
 //!   - `gateway, HTTP upstream`: the trivial server over streamable HTTP (plain JSON answers,
 //!     in this process);
+//!   - `gateway, HTTP upstream, --threads 2`: the same with two worker threads (the default
+//!     is half the cores: one on a 2-core machine);
 //! - `gateway in front of rmcp`: the gateway in front of the `direct` server itself (`--upstream
 //!   URL`): every call is two of rmcp's HTTP exchanges in a row, so this row cannot reach the
 //!   `direct` row's throughput with one session; it shows what the gateway adds to rmcp.
@@ -202,6 +204,12 @@ fn throughput(rt: &tokio::runtime::Runtime) {
     let gw_stdio = rt.block_on(gateway(&policy, &sessions_max, &stdio_upstream));
     let gw_http =
         rt.block_on(gateway(&policy, &["--upstream", &trivial_url, "--max-sessions", "256"], &[]));
+    // The same with two worker threads (the default on this project's 2-core VM is one).
+    let gw_http2 = rt.block_on(gateway(
+        &policy,
+        &["--upstream", &trivial_url, "--max-sessions", "256", "--threads", "2"],
+        &[],
+    ));
     let gw_rmcp =
         rt.block_on(gateway(&policy, &["--upstream", &direct_url, "--max-sessions", "256"], &[]));
     // Another build of the gateway (`MCP_POLICY_BENCH_BASELINE_BIN`), measured in the same run
@@ -218,6 +226,7 @@ fn throughput(rt: &tokio::runtime::Runtime) {
         ("direct (rmcp's server)", direct_url.clone(), None),
         ("gateway, stdio upstream", gw_stdio.mcp(), gw_stdio.child.id()),
         ("gateway, HTTP upstream", gw_http.mcp(), gw_http.child.id()),
+        ("gateway, HTTP upstream, `--threads 2`", gw_http2.mcp(), gw_http2.child.id()),
         ("gateway in front of rmcp", gw_rmcp.mcp(), gw_rmcp.child.id()),
     ];
     if let Some(b) = &baseline {
@@ -258,7 +267,7 @@ fn throughput(rt: &tokio::runtime::Runtime) {
             );
         }
     }
-    drop((gw_stdio, gw_http, gw_rmcp, baseline));
+    drop((gw_stdio, gw_http, gw_http2, gw_rmcp, baseline));
 }
 
 /// Starts the gateway binary `bin` (see `gateway`).

@@ -62,6 +62,13 @@ pub struct Cli {
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<std::net::SocketAddr>,
 
+    /// The threads serving --listen (default: half the cores, at least one). With one, every
+    /// session's request, relay and upstream exchange run on one thread and hand work to each
+    /// other without waking another thread; more threads serve more sessions at once on a
+    /// machine with cores to spare.
+    #[arg(long, value_name = "N", requires = "listen")]
+    pub threads: Option<std::num::NonZeroUsize>,
+
     /// Let --listen bind to an address that is not loopback (behind TLS and authentication).
     #[arg(long, requires = "listen")]
     pub allow_remote: bool,

@@ -58,6 +58,16 @@ pub const EXIT_SPAWN: i32 = 127;
 /// How long the upstream gets to exit by itself once the client has gone (its stdin is closed).
 const UPSTREAM_GRACE: Duration = Duration::from_secs(3);
 
+/// The threads serving `--listen` when `--threads` is not given: half the cores the process may
+/// use, at least one. The gateway's clients and upstreams (a child process per session over
+/// stdio) usually run on the same machine and need the rest; on two cores this is one thread,
+/// on which a call's request, relay and upstream exchange pass work to each other without
+/// waking another thread (docs/performance.md has the measurement).
+#[must_use]
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
+}
+
 /// Runs the gateway as the command line says, serving MCP on stdin/stdout; returns the exit
 /// code: the upstream's own, or [`EXIT_CONFIG`] / [`EXIT_SPAWN`] when it could not start.
 pub async fn run(cli: Cli) -> i32 {

@@ -10,9 +10,18 @@ fn main() {
     let cli = Cli::parse();
     // One session over stdio: one thread runs the relay, the upstream's pipes and (when they
     // are pipes or sockets) the gateway's own stdin and stdout, so that a call crosses no thread.
-    // The HTTP listener serves many sessions at once: a worker thread per core.
-    let mut builder = if cli.listen.is_some() {
-        tokio::runtime::Builder::new_multi_thread()
+    // The HTTP listener serves many sessions at once: `--threads` worker threads, by default
+    // half the cores (the clients and the upstreams of a gateway usually share its machine);
+    // with one, the runtime is the current thread's, as over stdio.
+    let threads = match (cli.listen, cli.threads) {
+        (None, _) => 1,
+        (Some(_), Some(n)) => n.get(),
+        (Some(_), None) => mcp_policy_gateway::default_threads(),
+    };
+    let mut builder = if threads > 1 {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(threads);
+        b
     } else {
         tokio::runtime::Builder::new_current_thread()
     };

@@ -77,7 +77,7 @@ fn expect_answers(out: impl Read) {
             break;
         }
     }
-    assert_eq!(seen[&1]["result"]["serverInfo"]["name"], "test-upstream", "{:?}", seen[&1]);
+    assert_eq!(seen[&1]["result"]["serverInfo"]["name"], "trivial-upstream", "{:?}", seen[&1]);
     assert_eq!(seen[&2]["result"]["content"][0]["text"], "ran", "{:?}", seen[&2]);
     assert_eq!(seen[&3]["result"]["isError"], true, "{:?}", seen[&3]);
     assert_ne!(seen[&3]["result"]["content"][0]["text"], "ran");

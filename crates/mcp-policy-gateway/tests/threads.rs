@@ -1,0 +1,93 @@
+//! `--threads`: the HTTP listener runs on that many worker threads, or with one on the process's
+//! own thread (no worker thread at all), and serves sessions either way. The upstream is the
+//! trivial server of tests/trivial (this executable started with `trivial-upstream`), so these
+//! tests never skip.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+#[path = "http_support/mod.rs"]
+mod http_support;
+#[path = "trivial/mod.rs"]
+mod trivial;
+
+use http_support::{gateway, text, write};
+use serde_json::json;
+
+/// The names of the gateway's threads (as the kernel keeps them: 15 bytes at most).
+fn thread_names(pid: u32) -> Vec<String> {
+    let mut names = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let comm = task.unwrap().path().join("comm");
+        if let Ok(name) = std::fs::read_to_string(comm) {
+            names.push(name.trim().to_owned());
+        }
+    }
+    names
+}
+
+/// Starts the gateway with `--threads N` (none: the default), serves `sessions` sessions of
+/// two calls each, one allowed and one refused; the number of tokio worker threads it runs.
+async fn serve(threads: Option<&str>, sessions: usize) -> usize {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = write(
+        dir.path(),
+        "policy.json",
+        r#"{"version": "1", "default": "deny", "tools": {"echo": {}}}"#,
+    );
+    let this = std::env::current_exe().unwrap();
+    let upstream = [this.into_os_string(), "trivial-upstream".into()];
+    // No polling of the policy file: each poll reads it on a blocking thread, which tokio names
+    // as it names its workers.
+    let mut extra = vec!["--policy-poll", "0"];
+    if let Some(n) = threads {
+        extra.extend(["--threads", n]);
+    }
+    let gw = gateway(&policy, &extra, &upstream).await;
+    let mut clients = Vec::new();
+    for _ in 0..sessions {
+        let mut c = gw.client();
+        c.initialize().await.unwrap();
+        clients.push(c);
+    }
+    let calls = clients.iter().enumerate().map(|(i, c)| async move {
+        let id = i64::try_from(i).unwrap() * 2;
+        let allowed = c.call(id + 1, "echo", json!({})).await;
+        let refused = c.call(id + 2, "other", json!({})).await;
+        (allowed, refused)
+    });
+    for (allowed, refused) in futures_util::future::join_all(calls).await {
+        assert_eq!(text(&allowed), "ran", "{allowed}");
+        assert_eq!(refused["isError"], true, "{refused}");
+        assert_ne!(text(&refused), "ran", "{refused}");
+    }
+    let names = thread_names(gw.child.id().unwrap());
+    gw.stop().await;
+    // tokio's default name for its threads.
+    names.iter().filter(|n| n.as_str() == "tokio-rt-worker").count()
+}
+
+fn main() {
+    if std::env::args().nth(1).as_deref() == Some("trivial-upstream") {
+        trivial::stdio_upstream();
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        // One thread: the runtime is the process's own thread; no worker thread is started.
+        assert_eq!(serve(Some("1"), 8).await, 0, "--threads 1 started worker threads");
+        println!("test threads_1_serves_sessions_on_the_process_thread ... ok");
+        let workers = serve(Some("3"), 8).await;
+        assert_eq!(workers, 3, "--threads 3 ran {workers} worker threads");
+        println!("test threads_3_runs_three_workers ... ok");
+        // The default: half the cores, at least one (one thread means no worker thread).
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        let expected = match (cores / 2).max(1) {
+            1 => 0,
+            n => n,
+        };
+        let workers = serve(None, 4).await;
+        assert_eq!(workers, expected, "{cores} cores: the default ran {workers} workers");
+        println!("test the_default_is_half_the_cores ... ok");
+    });
+    println!("\ntest result: ok. 3 passed; 0 failed");
+}
