@@ -1,7 +1,10 @@
-//! `--threads`: the HTTP listener runs on that many worker threads, or with one on the process's
-//! own thread (no worker thread at all), and serves sessions either way. The upstream is the
-//! trivial server of tests/trivial (this executable started with `trivial-upstream`), so these
-//! tests never skip.
+//! The HTTP listener in front of a command (a child process per session):
+//! - `--threads`: the listener runs on that many worker threads, or with one on the process's
+//!   own thread (no worker thread at all), and serves sessions either way;
+//! - an ended session leaves no descriptor open in the gateway (its upstream's pipes close).
+//!
+//! The upstream is the trivial server of tests/trivial (this executable started with
+//! `trivial-upstream`), so these tests never skip.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
@@ -23,6 +26,61 @@ fn thread_names(pid: u32) -> Vec<String> {
         }
     }
     names
+}
+
+fn policy(dir: &std::path::Path) -> std::path::PathBuf {
+    write(dir, "policy.json", r#"{"version": "1", "default": "deny", "tools": {"echo": {}}}"#)
+}
+
+fn trivial_upstream() -> [std::ffi::OsString; 2] {
+    [std::env::current_exe().unwrap().into_os_string(), "trivial-upstream".into()]
+}
+
+fn open_descriptors(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
+}
+
+/// Sessions opened, used and ended (DELETE) one after another leave the gateway's open
+/// descriptors where they were: nothing of a session (its upstream's pipes, its connection)
+/// is kept once it has ended.
+async fn ended_sessions_leave_no_descriptor_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = gateway(&policy(dir.path()), &["--policy-poll", "0"], &trivial_upstream()).await;
+    let pid = gw.child.id().unwrap();
+    let session = || async {
+        let mut c = gw.client();
+        c.initialize().await.unwrap();
+        assert_eq!(text(&c.call(1, "echo", json!({})).await), "ran");
+        let status = c
+            .http
+            .delete(&c.url)
+            .header("mcp-session-id", c.session.clone().unwrap())
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert!(status.is_success(), "DELETE: {status}");
+    };
+    session().await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let before = open_descriptors(pid);
+    for _ in 0..40 {
+        session().await;
+    }
+    // The last session's child is stopped after the DELETE's answer: give it a moment.
+    let mut after = open_descriptors(pid);
+    for _ in 0..100 {
+        if after <= before + 4 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        after = open_descriptors(pid);
+    }
+    assert!(
+        after <= before + 4,
+        "40 ended sessions: {before} descriptors open before, {after} after"
+    );
+    gw.stop().await;
 }
 
 /// Starts the gateway with `--threads N` (none: the default), serves `sessions` sessions of
@@ -88,6 +146,8 @@ fn main() {
         let workers = serve(None, 4).await;
         assert_eq!(workers, expected, "{cores} cores: the default ran {workers} workers");
         println!("test the_default_is_half_the_cores ... ok");
+        ended_sessions_leave_no_descriptor_open().await;
+        println!("test ended_sessions_leave_no_descriptor_open ... ok");
     });
-    println!("\ntest result: ok. 3 passed; 0 failed");
+    println!("\ntest result: ok. 4 passed; 0 failed");
 }
