@@ -1138,7 +1138,7 @@ async fn post_inline<S: AsyncCounterStore + 'static>(
     // The relay serves every client of this identity: the request travels under an id of the
     // gateway's own, and its answer goes back with the client's.
     let stream = NEXT_STREAM.fetch_add(1, Ordering::Relaxed);
-    let relay_id = Value::String(format!("inline-{stream}"));
+    let relay_id = relay_id_of(stream);
     let key = jsonrpc::id_key(&relay_id);
     let mut msg = msg;
     jsonrpc::set_id(&mut msg, relay_id);
@@ -1155,8 +1155,13 @@ async fn post_inline<S: AsyncCounterStore + 'static>(
     if inbound.send(Inbound::Message(msg)).await.is_err() {
         return inline_gone();
     }
-    drop(inbound);
-    let Some(mut answer) = rx.recv().await else { return inline_gone() };
+    // In a revision without sessions a client cancels a request by closing its connection:
+    // if this future is dropped before the answer came, the relay is told to cancel the
+    // request (the upstream is told, the decision log says `cancelled`).
+    let cancel = CancelOnDrop { inbound: Some(inbound), request: relay_id_of(stream) };
+    let answer = rx.recv().await;
+    cancel.disarm();
+    let Some(mut answer) = answer else { return inline_gone() };
     drop(guard);
     jsonrpc::set_id(&mut answer, client_id);
     if accepts(headers, "application/json") {
@@ -1166,6 +1171,43 @@ async fn post_inline<S: AsyncCounterStore + 'static>(
     let events =
         futures_util::stream::once(async move { Ok::<_, std::convert::Infallible>(event) });
     Sse::new(events).into_response()
+}
+
+/// The id under which the request of the sessionless POST `stream` travels through its relay.
+fn relay_id_of(stream: u64) -> Value {
+    Value::String(format!("inline-{stream}"))
+}
+
+/// Sends `notifications/cancelled` for `request` to the relay when dropped armed: the client
+/// of a sessionless request closed its connection before the answer.
+struct CancelOnDrop {
+    inbound: Option<mpsc::Sender<Inbound>>,
+    request: Value,
+}
+
+impl CancelOnDrop {
+    /// The answer came: nothing to cancel.
+    fn disarm(mut self) {
+        self.inbound = None;
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        let Some(inbound) = self.inbound.take() else { return };
+        let cancel = jsonrpc::notification(
+            "notifications/cancelled",
+            json!({"requestId": self.request, "reason": "the client closed its connection"}),
+        );
+        // Dropping cannot wait: when the relay's queue is full, a task sends it.
+        if let Err(mpsc::error::TrySendError::Full(m)) = inbound.try_send(Inbound::Message(cancel))
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            rt.spawn(async move {
+                let _ = inbound.send(m).await;
+            });
+        }
+    }
 }
 
 fn inline_gone() -> Response {

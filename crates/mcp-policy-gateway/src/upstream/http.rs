@@ -8,7 +8,8 @@
 //! stream is opened for the server's own requests and notifications (a server that answers 405
 //! has none). When the relay ends, the session is closed with DELETE. A request of a revision
 //! without `initialize` (2026-07-28: its `_meta` names it) is sent without a session, with
-//! `MCP-Protocol-Version`, `Mcp-Method` and `Mcp-Name`.
+//! `MCP-Protocol-Version`, `Mcp-Method` and `Mcp-Name`; a `notifications/cancelled` for such a
+//! request, which the server could not attribute, aborts it instead (its connection is closed).
 //!
 //! Requests are POSTed concurrently (a long tool call does not hold up the others);
 //! notifications and responses are POSTed in order, each after the previous one was accepted, so
@@ -22,7 +23,10 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use std::collections::HashMap;
+
 use futures_util::StreamExt;
+use futures_util::future::AbortHandle;
 use futures_util::stream::FuturesUnordered;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
 use serde_json::Value;
@@ -131,6 +135,8 @@ async fn run(shared: Arc<Shared>, mut up_rx: mpsc::Receiver<Value>) {
     // requests in flight go on.
     let mut requests = FuturesUnordered::new();
     let mut ordered: Option<Pin<Box<dyn Future<Output = bool> + Send>>> = None;
+    // The sessionless requests in flight, by id: how to abort each.
+    let mut sessionless: HashMap<String, AbortHandle> = HashMap::new();
     loop {
         tokio::select! {
             m = up_rx.recv(), if ordered.is_none() => {
@@ -142,7 +148,24 @@ async fn run(shared: Arc<Shared>, mut up_rx: mpsc::Receiver<Value>) {
                 };
                 let sh = shared.clone();
                 if is_request {
-                    requests.push(async move { sh.post(msg).await });
+                    // A request without a session (its revision has none) is cancelled by
+                    // closing its connection: it can be aborted until it is answered.
+                    let id = sh.sessionless(&msg).then(|| match jsonrpc::classify(&msg) {
+                        Kind::Request { id, .. } => jsonrpc::id_key(id),
+                        _ => String::new(),
+                    });
+                    let (post, handle) = futures_util::future::abortable(async move { sh.post(msg).await });
+                    if let Some(id) = &id {
+                        sessionless.insert(id.clone(), handle);
+                    }
+                    requests.push(async move {
+                        let _ = post.await;
+                        id
+                    });
+                } else if let Some(handle) = cancelled_request(&msg).and_then(|k| sessionless.remove(&k)) {
+                    // The upstream cannot tell whose request a notification without a session
+                    // concerns: the request's connection is closed instead.
+                    handle.abort();
                 } else {
                     ordered = Some(Box::pin(async move {
                         sh.post(msg).await;
@@ -150,7 +173,11 @@ async fn run(shared: Arc<Shared>, mut up_rx: mpsc::Receiver<Value>) {
                     }));
                 }
             }
-            Some(()) = requests.next(), if !requests.is_empty() => {}
+            Some(done) = requests.next(), if !requests.is_empty() => {
+                if let Some(id) = done {
+                    sessionless.remove(&id);
+                }
+            }
             initialized = async { ordered.as_mut()?.await.then_some(()) }, if ordered.is_some() => {
                 ordered = None;
                 if initialized.is_some() && get_task.is_none() {
@@ -173,6 +200,16 @@ async fn run(shared: Arc<Shared>, mut up_rx: mpsc::Receiver<Value>) {
             shared.client.delete(shared.url.clone()).header(SESSION_HEADER, session).send(),
         )
         .await;
+    }
+}
+
+/// The key of the request a `notifications/cancelled` names.
+fn cancelled_request(msg: &Value) -> Option<String> {
+    match jsonrpc::classify(msg) {
+        Kind::Notification { method: "notifications/cancelled" } => {
+            jsonrpc::params(msg).and_then(|p| p.get("requestId")).map(jsonrpc::id_key)
+        }
+        _ => None,
     }
 }
 
@@ -224,6 +261,14 @@ impl Shared {
             req = req.header(crate::relay::NAME_HEADER, v);
         }
         req
+    }
+
+    /// Whether `msg` is sent without a session: a request of a revision without `initialize`
+    /// (its `_meta` names it), no revision having been negotiated.
+    fn sessionless(&self, msg: &Value) -> bool {
+        crate::relay::meta_protocol_version(msg)
+            .is_some_and(|v| crate::relay::INLINE_PROTOCOL_VERSIONS.contains(&v))
+            && locked(&self.protocol).is_none()
     }
 
     /// Tells the relay that a request failed (nothing for a notification or a response).
