@@ -98,6 +98,44 @@ impl ServerHandler for Upstream {
     }
 }
 
+/// Records `{"tool": "slow:closed"}` when a request for `slow` (its `Mcp-Name`) ends before its
+/// answer carried a result: the gateway closed the connection.
+async fn closed_before_answer(
+    axum::extract::State(calls): axum::extract::State<Arc<Mutex<Vec<Value>>>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use futures_util::StreamExt;
+    struct Watch {
+        calls: Arc<Mutex<Vec<Value>>>,
+        tool: String,
+        answered: bool,
+    }
+    impl Drop for Watch {
+        fn drop(&mut self) {
+            if !self.answered {
+                let tool = format!("{}:closed", self.tool);
+                self.calls.lock().unwrap().push(json!({ "tool": tool }));
+            }
+        }
+    }
+    let tool = req.headers().get("mcp-name").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let Some(tool) = tool.filter(|t| t == "slow") else { return next.run(req).await };
+    // Made before the answer: the connection may close while rmcp still works on it.
+    let mut watch = Watch { calls, tool, answered: false };
+    let response = next.run(req).await;
+    let (parts, body) = response.into_parts();
+    let body = body.into_data_stream().map(move |chunk| {
+        if let Ok(bytes) = &chunk
+            && bytes.windows(8).any(|w| w == b"\"result\"")
+        {
+            watch.answered = true;
+        }
+        chunk
+    });
+    axum::response::Response::from_parts(parts, axum::body::Body::from_stream(body))
+}
+
 struct Env {
     calls: Arc<Mutex<Vec<Value>>>,
     gate: Arc<tokio::sync::Semaphore>,
@@ -114,7 +152,9 @@ async fn upstream() -> Env {
         LocalSessionManager::default().into(),
         StreamableHttpServerConfig::default(),
     );
-    let app = axum::Router::new().nest_service("/mcp", service);
+    let app = axum::Router::new()
+        .nest_service("/mcp", service)
+        .layer(axum::middleware::from_fn_with_state(calls.clone(), closed_before_answer));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -732,4 +772,46 @@ async fn a_client_that_never_reads_cannot_make_the_gateway_buffer_without_bound(
     assert!(rss_kb < 64 * 1024, "the gateway holds {rss_kb} kB after {upstream_kb} kB");
     drop(child.stdin.take());
     let _ = child.kill().await;
+}
+
+/// A client without a session cancels by closing its connection: the gateway then aborts the
+/// request to the upstream (closes its connection before the answer) and the decision log says `cancelled`;
+/// the charge stands, and the identity's relay serves the next call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_connection_cancels_the_call_upstream() {
+    let env = upstream().await;
+    let log = env.dir.path().join("decisions.jsonl");
+    let log_arg = log.to_str().unwrap();
+    let args = ["--upstream", &env.url, "--trusted-header", "x-user", "--decision-log", log_arg];
+    let gw = gateway(&env.policy(), &args, &[]).await;
+    let alice = Client::new(&gw.mcp(), "alice");
+    let call = {
+        let c = alice.clone();
+        tokio::spawn(async move { c.call(1, "slow", "{}", None).await })
+    };
+    wait_for(&env, "slow", 1).await;
+    call.abort();
+    let _ = call.await;
+    let logged = tokio::time::timeout(http_support::PATIENCE, async {
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let lines: Vec<Value> =
+                text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+            if let Some(l) = lines.into_iter().find(|l| l["tool"] == "slow") {
+                return l;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the call was never logged");
+    assert_eq!(logged["outcome"], "cancelled", "{logged}");
+    // The gateway closed its request to the upstream before the answer.
+    wait_for(&env, "slow:closed", 1).await;
+    // Charged once (`slow` admits 2): the cancelled call did not give its units back. (rmcp
+    // goes on running the first handler, which takes a permit too.)
+    env.gate.add_permits(2);
+    assert_eq!(text(&alice.call(2, "slow", "{}", None).await), "ran slow");
+    assert!(limited(&alice.call(3, "slow", "{}", None).await));
+    gw.stop().await;
 }
