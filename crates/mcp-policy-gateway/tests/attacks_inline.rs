@@ -111,6 +111,11 @@ async fn closed_before_answer(
         tool: String,
         answered: bool,
     }
+    impl Watch {
+        fn answered(&mut self) {
+            self.answered = true;
+        }
+    }
     impl Drop for Watch {
         fn drop(&mut self) {
             if !self.answered {
@@ -129,7 +134,7 @@ async fn closed_before_answer(
         if let Ok(bytes) = &chunk
             && bytes.windows(8).any(|w| w == b"\"result\"")
         {
-            watch.answered = true;
+            watch.answered();
         }
         chunk
     });
