@@ -25,8 +25,8 @@ use http_support::{Gateway, gateway, write};
 use mcp_policy_gateway::relay::MAX_CONTINUATION_ROUNDS;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, InputRequests,
-    InputRequiredResult, ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig,
-    Tool,
+    InputRequiredResult, ListToolsResult, PaginatedRequestParams, ProgressNotificationParam,
+    ServerCapabilities, ServerConfig, Tool,
 };
 use rmcp::service::RequestContext;
 use rmcp::transport::streamable_http_server::{
@@ -41,7 +41,8 @@ const POLICY: &str = r#"{"version": "1", "default": "deny", "tools": {
     "read": {},
     "ask": {"limits": [{"counter": "ask", "window": "hour", "max": 2}]},
     "forever": {"limits": [{"counter": "forever", "window": "hour", "max": 2}]},
-    "slow": {"limits": [{"counter": "slow", "window": "hour", "max": 2}]}}}"#;
+    "slow": {"limits": [{"counter": "slow", "window": "hour", "max": 2}]},
+    "progress": {}}}"#;
 
 #[derive(Clone)]
 struct Upstream {
@@ -61,7 +62,7 @@ impl ServerHandler for Upstream {
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
         let schema = Arc::new(json!({"type": "object"}).as_object().cloned().unwrap());
-        let tools = ["read", "ask", "forever", "slow", "secret"]
+        let tools = ["read", "ask", "forever", "slow", "progress", "secret"]
             .into_iter()
             .map(|n| Tool::new(n, "a tool", schema.clone()))
             .collect();
@@ -71,11 +72,22 @@ impl ServerHandler for Upstream {
     async fn call_tool(
         &self,
         request: CallToolRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let name = request.name.to_string();
         let args = Value::Object(request.arguments.clone().unwrap_or_default());
         let state = request.request_state.clone();
+        if name == "progress" {
+            // Progress on the request's own stream, with the token the request came with.
+            let token = context.meta.get_progress_token();
+            self.calls.lock().unwrap().push(json!({"tool": "progress", "token": json!(token)}));
+            if let Some(token) = token {
+                let note = ProgressNotificationParam::new(token, 0.5).with_message("half way");
+                context.peer.notify_progress(note).await.unwrap();
+            }
+            let done = ContentBlock::text("ran progress".to_owned());
+            return Ok(CallToolResult::success(vec![done]).into());
+        }
         let n = {
             let mut calls = self.calls.lock().unwrap();
             calls.push(json!({"tool": name, "args": args, "state": state}));
@@ -818,5 +830,35 @@ async fn a_closed_connection_cancels_the_call_upstream() {
     env.gate.add_permits(2);
     assert_eq!(text(&alice.call(2, "slow", "{}", None).await), "ran slow");
     assert!(limited(&alice.call(3, "slow", "{}", None).await));
+    gw.stop().await;
+}
+
+/// Progress without a session: the request travels with a progress token of the gateway's own
+/// (several clients of one identity share the relay; theirs could collide), and the upstream's
+/// progress reaches the client on its POST's stream, before the answer, with the client's token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_reaches_the_client_with_its_own_token() {
+    let env = upstream().await;
+    let gw =
+        gateway(&env.policy(), &["--upstream", &env.url, "--trusted-header", "x-user"], &[]).await;
+    let alice = Client::new(&gw.mcp(), "alice");
+    let mut with_token = meta();
+    with_token["progressToken"] = json!("mine");
+    let body = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {
+        "name": "progress", "arguments": {}, "_meta": with_token}});
+    let resp =
+        alice.raw(body.to_string(), "tools/call", Some("progress"), &[]).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let messages = http_support::messages(resp).await;
+    assert_eq!(messages.len(), 2, "progress, then the answer: {messages:?}");
+    assert_eq!(messages[0]["method"], "notifications/progress", "{messages:?}");
+    assert_eq!(messages[0]["params"]["progressToken"], "mine", "{messages:?}");
+    assert_eq!(messages[0]["params"]["message"], "half way");
+    assert_eq!(messages[1]["id"], 7, "{messages:?}");
+    assert_eq!(text(&messages[1]["result"]), "ran progress");
+    // The upstream saw a token of the gateway's, not the client's.
+    let seen = env.ran_of("progress");
+    assert_eq!(seen.len(), 1);
+    assert!(seen[0]["token"].is_string() && seen[0]["token"] != "mine", "{seen:?}");
     gw.stop().await;
 }

@@ -174,6 +174,9 @@ struct Routes {
     posts: Vec<(u64, mpsc::UnboundedSender<Value>)>,
     /// The GET stream.
     standalone: Option<(u64, mpsc::UnboundedSender<Value>)>,
+    /// Relays of clients without a session: the progress token a request travels with → its
+    /// POST (stream, sender) and the client's own token.
+    progress: HashMap<String, (u64, mpsc::UnboundedSender<Value>, Value)>,
     backlog: VecDeque<Value>,
     ended: bool,
 }
@@ -206,7 +209,19 @@ impl Session {
         }
         if self.inline {
             // Several clients share this relay: a message that answers none of their requests
-            // is theirs to see only if it says whose it is, and it does not.
+            // is theirs to see only if it says whose it is. A progress notification does (its
+            // token is the gateway's own for one request); nothing else does.
+            let mut msg = msg;
+            let token = (msg.get("method").and_then(Value::as_str)
+                == Some("notifications/progress"))
+            .then(|| msg.pointer("/params/progressToken").map(jsonrpc::id_key))
+            .flatten();
+            if let Some((_, tx, theirs)) = token.and_then(|t| r.progress.get(&t))
+                && let Some(p) = msg.get_mut("params").and_then(Value::as_object_mut)
+            {
+                p.insert("progressToken".into(), theirs.clone());
+                let _ = tx.send(msg);
+            }
             return;
         }
         let mut msg = msg;
@@ -239,6 +254,7 @@ impl Session {
         let mut r = lock(&self.routes);
         r.ended = true;
         r.waiters.clear();
+        r.progress.clear();
         r.posts.clear();
         r.standalone = None;
     }
@@ -291,6 +307,7 @@ impl Drop for PostGuard {
         let mut r = lock(&self.session.routes);
         let s = self.stream;
         r.waiters.retain(|_, (id, _)| *id != s);
+        r.progress.retain(|_, (id, _, _)| *id != s);
         r.posts.retain(|(id, _)| *id != s);
         if r.standalone.as_ref().is_some_and(|(id, _)| *id == s) {
             r.standalone = None;
@@ -1142,11 +1159,26 @@ async fn post_inline<S: AsyncCounterStore + 'static>(
     let key = jsonrpc::id_key(&relay_id);
     let mut msg = msg;
     jsonrpc::set_id(&mut msg, relay_id);
+    // A progress token is the client's own choice, and the relay is shared: the request
+    // travels with one of the gateway's, and its progress comes back with the client's.
+    let theirs = msg
+        .get_mut("params")
+        .and_then(|p| p.get_mut("_meta"))
+        .and_then(Value::as_object_mut)
+        .and_then(|m| {
+            let theirs = m.remove("progressToken")?;
+            m.insert("progressToken".into(), Value::String(format!("inline-progress-{stream}")));
+            Some(theirs)
+        });
     let (tx, mut rx) = mpsc::unbounded_channel::<Value>();
     {
         let mut r = lock(&session.routes);
         if r.ended {
             return inline_gone();
+        }
+        if let Some(theirs) = theirs {
+            let ours = jsonrpc::id_key(&Value::String(format!("inline-progress-{stream}")));
+            r.progress.insert(ours, (stream, tx.clone(), theirs));
         }
         r.waiters.insert(key, (stream, tx));
     }
@@ -1159,17 +1191,70 @@ async fn post_inline<S: AsyncCounterStore + 'static>(
     // if this future is dropped before the answer came, the relay is told to cancel the
     // request (the upstream is told, the decision log says `cancelled`).
     let cancel = CancelOnDrop { inbound: Some(inbound), request: relay_id_of(stream) };
-    let answer = rx.recv().await;
-    cancel.disarm();
-    let Some(mut answer) = answer else { return inline_gone() };
-    drop(guard);
-    jsonrpc::set_id(&mut answer, client_id);
-    if accepts(headers, "application/json") {
-        return axum::Json(answer).into_response();
+    let sse = accepts(headers, "text/event-stream");
+    let json = accepts(headers, "application/json");
+    loop {
+        let Some(mut msg) = rx.recv().await else {
+            cancel.disarm();
+            return inline_gone();
+        };
+        if msg.get("method").is_none() {
+            // The answer, first: one JSON body (or one event for a client of streams only).
+            cancel.disarm();
+            drop(guard);
+            if json {
+                jsonrpc::set_id(&mut msg, client_id);
+                return axum::Json(msg).into_response();
+            }
+            return inline_stream(Some(msg), rx, client_id, None, None);
+        }
+        if sse {
+            // Progress before the answer: the answer becomes a stream of events, progress
+            // first; the request stays cancellable while the stream is open.
+            return inline_stream(Some(msg), rx, client_id, Some(guard), Some(cancel));
+        }
+        // A client that takes only JSON gets the answer alone.
     }
-    let event = Event::default().event("message").data(answer.to_string());
-    let events =
-        futures_util::stream::once(async move { Ok::<_, std::convert::Infallible>(event) });
+}
+
+/// The SSE answer of a sessionless POST: `first`, then what the relay routes to it (progress)
+/// until its response (the only message without a method), which gets the client's id back;
+/// `guard` and `cancel` are held until then.
+fn inline_stream(
+    first: Option<Value>,
+    rx: mpsc::UnboundedReceiver<Value>,
+    client_id: Value,
+    guard: Option<PostGuard>,
+    cancel: Option<CancelOnDrop>,
+) -> Response {
+    let events = futures_util::stream::unfold(
+        (first, rx, client_id, guard, cancel, false),
+        |(first, mut rx, client_id, guard, cancel, done)| async move {
+            if done {
+                return None;
+            }
+            let mut msg = match first {
+                Some(m) => m,
+                None => rx.recv().await?,
+            };
+            let answer = msg.get("method").is_none();
+            let (guard, cancel) = if answer {
+                jsonrpc::set_id(&mut msg, client_id.clone());
+                if let Some(c) = cancel {
+                    c.disarm();
+                }
+                drop(guard);
+                (None, None)
+            } else {
+                (guard, cancel)
+            };
+            let event = Event::default().event("message").data(msg.to_string());
+            Some((
+                Ok::<_, std::convert::Infallible>(event),
+                (None, rx, client_id, guard, cancel, answer),
+            ))
+        },
+    );
     Sse::new(events).into_response()
 }
 
