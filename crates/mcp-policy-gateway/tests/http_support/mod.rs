@@ -20,6 +20,8 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 
+pub mod inline;
+
 /// How long a test waits for something before failing instead of hanging.
 pub const PATIENCE: Duration = Duration::from_secs(60);
 
