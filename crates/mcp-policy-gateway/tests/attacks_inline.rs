@@ -50,6 +50,12 @@ impl Env {
     fn policy(&self) -> std::path::PathBuf {
         self.dir.path().join("policy.json")
     }
+
+    /// The gateway in front of the upstream, the identity by the trusted header `x-user`.
+    async fn gateway(&self) -> Gateway {
+        gateway(&self.policy(), &["--upstream", &self.up.url, "--trusted-header", "x-user"], &[])
+            .await
+    }
 }
 
 fn limited(result: &Value) -> bool {
@@ -68,9 +74,7 @@ async fn ask(client: &Client, id: i64, args: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_retries_of_one_state_continue_the_call_once() {
     let env = upstream().await;
-    let gw =
-        gateway(&env.policy(), &["--upstream", &env.up.url, "--trusted-header", "x-user"], &[])
-            .await;
+    let gw = env.gateway().await;
     let alice = Client::new(&gw.mcp(), "alice");
     let s1 = ask(&alice, 1, "{}").await;
     let _s2 = ask(&alice, 2, "{}").await; // `ask` (max 2) is now exhausted for alice
@@ -104,9 +108,7 @@ async fn racing_retries_of_one_state_continue_the_call_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_state_is_bound_to_the_arguments_the_upstream_sees() {
     let env = upstream().await;
-    let gw =
-        gateway(&env.policy(), &["--upstream", &env.up.url, "--trusted-header", "x-user"], &[])
-            .await;
+    let gw = env.gateway().await;
     let alice = Client::new(&gw.mcp(), "alice");
     let original = r#"{"n": 1, "s": "a", "o": {"x": [1, 2], "y": null}}"#;
     let s1 = ask(&alice, 1, original).await;
@@ -146,9 +148,7 @@ async fn a_state_is_bound_to_the_arguments_the_upstream_sees() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upstream_that_asks_forever_cannot_stretch_one_charge() {
     let env = upstream().await;
-    let gw =
-        gateway(&env.policy(), &["--upstream", &env.up.url, "--trusted-header", "x-user"], &[])
-            .await;
+    let gw = env.gateway().await;
     let alice = Client::new(&gw.mcp(), "alice");
     let mut state: Option<String> = None;
     let mut refused = None;
@@ -176,9 +176,7 @@ async fn an_upstream_that_asks_forever_cannot_stretch_one_charge() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smuggling_under_other_headers_reaches_nothing() {
     let env = upstream().await;
-    let gw =
-        gateway(&env.policy(), &["--upstream", &env.up.url, "--trusted-header", "x-user"], &[])
-            .await;
+    let gw = env.gateway().await;
     let alice = Client::new(&gw.mcp(), "alice");
     let body = call_body(1, "read", "{}", None);
     let b64 = |s: &str| {
@@ -255,9 +253,7 @@ async fn smuggling_under_other_headers_reaches_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn borrowed_identities_and_sessions_are_refused() {
     let env = upstream().await;
-    let gw =
-        gateway(&env.policy(), &["--upstream", &env.up.url, "--trusted-header", "x-user"], &[])
-            .await;
+    let gw = env.gateway().await;
     let mallory = Client::new(&gw.mcp(), "admin");
     let body = call_body(1, "read", "{}", None);
     let req = mallory.raw(body.clone(), "tools/call", Some("read"), &[("x-user", "mallory")]);
@@ -411,9 +407,7 @@ async fn a_token_per_request_cannot_fill_the_gateway() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancellations_and_dropped_connections_mid_call() {
     let env = upstream().await;
-    let gw =
-        gateway(&env.policy(), &["--upstream", &env.up.url, "--trusted-header", "x-user"], &[])
-            .await;
+    let gw = env.gateway().await;
     let alice = Client::new(&gw.mcp(), "alice");
     let first = {
         let c = alice.clone();

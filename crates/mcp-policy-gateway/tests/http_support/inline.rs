@@ -194,7 +194,7 @@ impl Client {
 
     /// A POST of the raw `body`: the headers of 2026-07-28 (`Mcp-Method: method`, `Mcp-Name:
     /// name` if any) and the identity, without those `skip` names, then `extra` (appended).
-    pub fn send_raw(
+    pub fn post_raw(
         &self,
         body: String,
         method: &str,
@@ -232,7 +232,7 @@ impl Client {
         name: Option<&str>,
         extra: &[(&str, &str)],
     ) -> reqwest::RequestBuilder {
-        self.send_raw(body, method, name, &[], extra)
+        self.post_raw(body, method, name, &[], extra)
     }
 
     /// A POST of `body` with the headers its own `method` and `params.name` call for (an
@@ -240,7 +240,7 @@ impl Client {
     pub fn post(&self, body: &Value, skip: &[&str]) -> reqwest::RequestBuilder {
         let method = body["method"].as_str().unwrap_or("");
         let name = body["params"]["name"].as_str();
-        self.send_raw(body.to_string(), method, name, skip, &[])
+        self.post_raw(body.to_string(), method, name, skip, &[])
     }
 
     /// A request; its one answer (200, no session made, the client's own id).

@@ -1,6 +1,6 @@
 //! Support for the HTTP tests: the gateway started with `--listen 127.0.0.1:0` (its address read
 //! from its stderr), real upstream servers, a raw HTTP client, JWTs, and a `redis-server` of the
-//! test's own.
+//! test's own; in `inline`, a raw client of revision 2026-07-28 and a recording upstream.
 #![allow(
     dead_code,
     unreachable_pub,
