@@ -19,23 +19,10 @@
 
 mod http_support;
 
-use std::sync::{Arc, Mutex};
-
-use http_support::{Gateway, gateway, write};
+use http_support::inline::{Client, Upstream, call_body, meta, send, session_client, sure};
+use http_support::{Gateway, gateway, text, write};
 use mcp_policy_gateway::relay::MAX_CONTINUATION_ROUNDS;
-use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, InputRequests,
-    InputRequiredResult, ListToolsResult, PaginatedRequestParams, ProgressNotificationParam,
-    ServerCapabilities, ServerConfig, Tool,
-};
-use rmcp::service::RequestContext;
-use rmcp::transport::streamable_http_server::{
-    StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager,
-};
-use rmcp::{ErrorData, RoleServer, ServerHandler};
 use serde_json::{Value, json};
-
-const VERSION: &str = "2026-07-28";
 
 const POLICY: &str = r#"{"version": "1", "default": "deny", "tools": {
     "read": {},
@@ -44,140 +31,20 @@ const POLICY: &str = r#"{"version": "1", "default": "deny", "tools": {
     "slow": {"limits": [{"counter": "slow", "window": "hour", "max": 2}]},
     "progress": {}}}"#;
 
-#[derive(Clone)]
-struct Upstream {
-    calls: Arc<Mutex<Vec<Value>>>,
-    /// `slow` takes one permit per call.
-    gate: Arc<tokio::sync::Semaphore>,
-}
+/// The upstream's tools (it lists `secret` too, which only the default denies).
+const TOOLS: &[&str] = &["read", "ask", "forever", "slow", "progress", "secret"];
 
-impl ServerHandler for Upstream {
-    fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
-    }
-
-    async fn list_tools(
-        &self,
-        _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
-    ) -> Result<ListToolsResult, ErrorData> {
-        let schema = Arc::new(json!({"type": "object"}).as_object().cloned().unwrap());
-        let tools = ["read", "ask", "forever", "slow", "progress", "secret"]
-            .into_iter()
-            .map(|n| Tool::new(n, "a tool", schema.clone()))
-            .collect();
-        Ok(ListToolsResult::with_all_items(tools))
-    }
-
-    async fn call_tool(
-        &self,
-        request: CallToolRequestParams,
-        context: RequestContext<RoleServer>,
-    ) -> Result<CallToolResponse, ErrorData> {
-        let name = request.name.to_string();
-        let args = Value::Object(request.arguments.clone().unwrap_or_default());
-        let state = request.request_state.clone();
-        if name == "progress" {
-            // Progress on the request's own stream, with the token the request came with.
-            let token = context.meta.get_progress_token();
-            self.calls.lock().unwrap().push(json!({"tool": "progress", "token": json!(token)}));
-            if let Some(token) = token {
-                let note = ProgressNotificationParam::new(token, 0.5).with_message("half way");
-                context.peer.notify_progress(note).await.unwrap();
-            }
-            let done = ContentBlock::text("ran progress".to_owned());
-            return Ok(CallToolResult::success(vec![done]).into());
-        }
-        let n = {
-            let mut calls = self.calls.lock().unwrap();
-            calls.push(json!({"tool": name, "args": args, "state": state}));
-            calls.len()
-        };
-        if name == "slow" {
-            self.gate.acquire().await.unwrap().forget();
-        }
-        if (name == "ask" && state.is_none()) || name == "forever" {
-            let requests: InputRequests = serde_json::from_value(json!({"confirm": {
-                "method": "elicitation/create",
-                "params": {"mode": "form", "message": "sure?", "requestedSchema": {
-                    "type": "object", "properties": {"sure": {"type": "boolean"}}}}}}))
-            .unwrap();
-            return Ok(
-                InputRequiredResult::new(Some(requests), Some(format!("{name}-state-{n}"))).into()
-            );
-        }
-        Ok(CallToolResult::success(vec![ContentBlock::text(format!("ran {name}"))]).into())
-    }
-}
-
-/// Records `{"tool": "slow:closed"}` when a request for `slow` (its `Mcp-Name`) ends before its
-/// answer carried a result: the gateway closed the connection.
-async fn closed_before_answer(
-    axum::extract::State(calls): axum::extract::State<Arc<Mutex<Vec<Value>>>>,
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    use futures_util::StreamExt;
-    struct Watch {
-        calls: Arc<Mutex<Vec<Value>>>,
-        tool: String,
-        answered: bool,
-    }
-    impl Watch {
-        fn answered(&mut self) {
-            self.answered = true;
-        }
-    }
-    impl Drop for Watch {
-        fn drop(&mut self) {
-            if !self.answered {
-                let tool = format!("{}:closed", self.tool);
-                self.calls.lock().unwrap().push(json!({ "tool": tool }));
-            }
-        }
-    }
-    let tool = req.headers().get("mcp-name").and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let Some(tool) = tool.filter(|t| t == "slow") else { return next.run(req).await };
-    // Made before the answer: the connection may close while rmcp still works on it.
-    let mut watch = Watch { calls, tool, answered: false };
-    let response = next.run(req).await;
-    let (parts, body) = response.into_parts();
-    let body = body.into_data_stream().map(move |chunk| {
-        if let Ok(bytes) = &chunk
-            && bytes.windows(8).any(|w| w == b"\"result\"")
-        {
-            watch.answered();
-        }
-        chunk
-    });
-    axum::response::Response::from_parts(parts, axum::body::Body::from_stream(body))
-}
-
+/// The recording upstream, and a directory with the policy.
 struct Env {
-    calls: Arc<Mutex<Vec<Value>>>,
-    gate: Arc<tokio::sync::Semaphore>,
-    url: String,
+    up: Upstream,
     dir: tempfile::TempDir,
 }
 
 async fn upstream() -> Env {
-    let calls = Arc::new(Mutex::new(Vec::new()));
-    let gate = Arc::new(tokio::sync::Semaphore::new(0));
-    let (c, g) = (calls.clone(), gate.clone());
-    let service = StreamableHttpService::new(
-        move || Ok(Upstream { calls: c.clone(), gate: g.clone() }),
-        LocalSessionManager::default().into(),
-        StreamableHttpServerConfig::default(),
-    );
-    let app = axum::Router::new()
-        .nest_service("/mcp", service)
-        .layer(axum::middleware::from_fn_with_state(calls.clone(), closed_before_answer));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let up = Upstream::start(TOOLS, false).await;
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "policy.json", POLICY);
-    Env { calls, gate, url: format!("http://{addr}/mcp"), dir }
+    Env { up, dir }
 }
 
 impl Env {
@@ -185,112 +52,11 @@ impl Env {
         self.dir.path().join("policy.json")
     }
 
-    fn ran(&self) -> Vec<Value> {
-        self.calls.lock().unwrap().clone()
+    /// The gateway in front of the upstream, the identity by the trusted header `x-user`.
+    async fn gateway(&self) -> Gateway {
+        gateway(&self.policy(), &["--upstream", &self.up.url, "--trusted-header", "x-user"], &[])
+            .await
     }
-
-    fn ran_of(&self, tool: &str) -> Vec<Value> {
-        self.ran().into_iter().filter(|c| c["tool"] == tool).collect()
-    }
-}
-
-fn meta() -> Value {
-    json!({
-        "io.modelcontextprotocol/protocolVersion": VERSION,
-        "io.modelcontextprotocol/clientCapabilities": {"elicitation": {"form": {}}}
-    })
-}
-
-fn sure() -> Value {
-    json!({"confirm": {"action": "accept", "content": {"sure": true}}})
-}
-
-/// A hostile raw client: it sends whatever bytes and headers it likes.
-#[derive(Clone)]
-struct Client {
-    http: reqwest::Client,
-    url: String,
-    headers: Vec<(String, String)>,
-}
-
-impl Client {
-    fn new(url: &str, user: &str) -> Self {
-        Client {
-            http: reqwest::Client::new(),
-            url: url.to_owned(),
-            headers: vec![("x-user".into(), user.into())],
-        }
-    }
-
-    /// A POST of the raw `body`, with the 2026-07-28 headers for `method` and `name`, then
-    /// `extra` headers (appended, so a name given twice is sent twice).
-    fn raw(
-        &self,
-        body: String,
-        method: &str,
-        name: Option<&str>,
-        extra: &[(&str, &str)],
-    ) -> reqwest::RequestBuilder {
-        let mut req = self
-            .http
-            .post(&self.url)
-            .header("accept", "application/json, text/event-stream")
-            .header("content-type", "application/json")
-            .header("mcp-protocol-version", VERSION)
-            .header("mcp-method", method)
-            .body(body);
-        if let Some(n) = name {
-            req = req.header("mcp-name", n);
-        }
-        for (k, v) in &self.headers {
-            req = req.header(k, v);
-        }
-        for (k, v) in extra {
-            req = req.header(*k, *v);
-        }
-        req
-    }
-
-    /// Sends and reads the one answer (status, message).
-    async fn send(req: reqwest::RequestBuilder) -> (u16, Value) {
-        let resp = req.send().await.unwrap();
-        let status = resp.status().as_u16();
-        let body = resp.text().await.unwrap();
-        let msg = body
-            .lines()
-            .filter_map(|l| l.strip_prefix("data:"))
-            .map(str::trim)
-            .find(|d| !d.is_empty())
-            .map(|d| serde_json::from_str(d).unwrap())
-            .or_else(|| serde_json::from_str(&body).ok())
-            .unwrap_or(Value::Null);
-        (status, msg)
-    }
-
-    fn call_body(id: i64, tool: &str, args: &str, retry: Option<&str>) -> String {
-        let retry = retry.map_or(String::new(), |s| {
-            format!(r#", "requestState": {}, "inputResponses": {}"#, json!(s), sure())
-        });
-        format!(
-            r#"{{"jsonrpc": "2.0", "id": {id}, "method": "tools/call", "params": {{"name": {},
-                "arguments": {args}, "_meta": {}{retry}}}}}"#,
-            json!(tool),
-            meta()
-        )
-    }
-
-    /// `tools/call` of `tool` with the raw JSON `args`; with `retry`, the upstream's state.
-    async fn call(&self, id: i64, tool: &str, args: &str, retry: Option<&str>) -> Value {
-        let req = self.raw(Self::call_body(id, tool, args, retry), "tools/call", Some(tool), &[]);
-        let (status, msg) = Self::send(req).await;
-        assert_eq!(status, 200, "{msg}");
-        assert_eq!(msg["id"], id, "{msg}");
-        msg["result"].clone()
-    }
-}
-
-fn text(result: &Value) -> String {
-    http_support::text(result)
 }
 
 fn limited(result: &Value) -> bool {
@@ -309,15 +75,14 @@ async fn ask(client: &Client, id: i64, args: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_retries_of_one_state_continue_the_call_once() {
     let env = upstream().await;
-    let gw =
-        gateway(&env.policy(), &["--upstream", &env.url, "--trusted-header", "x-user"], &[]).await;
+    let gw = env.gateway().await;
     let alice = Client::new(&gw.mcp(), "alice");
     let s1 = ask(&alice, 1, "{}").await;
     let _s2 = ask(&alice, 2, "{}").await; // `ask` (max 2) is now exhausted for alice
     let tasks: Vec<_> = (0..6)
         .map(|i| {
             let (c, s) = (alice.clone(), s1.clone());
-            tokio::spawn(async move { c.call(10 + i, "ask", "{}", Some(&s)).await })
+            tokio::spawn(async move { c.call(10 + i, "ask", "{}", Some((&s, sure()))).await })
         })
         .collect();
     let mut ran = 0;
@@ -331,9 +96,9 @@ async fn racing_retries_of_one_state_continue_the_call_once() {
     }
     assert_eq!(ran, 1, "one retry continues the call");
     let with_state: Vec<Value> =
-        env.ran_of("ask").into_iter().filter(|c| c["state"] == s1.as_str()).collect();
+        env.up.ran_of("ask").into_iter().filter(|c| c["state"] == s1.as_str()).collect();
     assert_eq!(with_state.len(), 1, "the upstream saw the state once: {with_state:?}");
-    assert_eq!(env.ran_of("ask").len(), 3);
+    assert_eq!(env.up.ran_of("ask").len(), 3);
     gw.stop().await;
 }
 
@@ -344,13 +109,12 @@ async fn racing_retries_of_one_state_continue_the_call_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_state_is_bound_to_the_arguments_the_upstream_sees() {
     let env = upstream().await;
-    let gw =
-        gateway(&env.policy(), &["--upstream", &env.url, "--trusted-header", "x-user"], &[]).await;
+    let gw = env.gateway().await;
     let alice = Client::new(&gw.mcp(), "alice");
     let original = r#"{"n": 1, "s": "a", "o": {"x": [1, 2], "y": null}}"#;
     let s1 = ask(&alice, 1, original).await;
     let _ = ask(&alice, 2, "{}").await; // exhausted
-    let sent = env.ran_of("ask")[0]["args"].clone();
+    let sent = env.up.ran_of("ask")[0]["args"].clone();
     assert_eq!(sent, json!({"n": 1, "s": "a", "o": {"x": [1, 2], "y": null}}));
     let others = [
         r#"{"n": 1.0, "s": "a", "o": {"x": [1, 2], "y": null}}"#,
@@ -362,19 +126,19 @@ async fn a_state_is_bound_to_the_arguments_the_upstream_sees() {
         r#"{"n": "1", "s": "a", "o": {"x": [1, 2], "y": null}}"#,
     ];
     for (i, args) in others.iter().enumerate() {
-        let r = alice.call(10 + i as i64, "ask", args, Some(&s1)).await;
+        let r = alice.call(10 + i as i64, "ask", args, Some((&s1, sure()))).await;
         assert!(limited(&r), "`{args}` is another call: decided anew, limited: {r}");
     }
-    assert_eq!(env.ran_of("ask").len(), 2, "none of those reached the upstream");
+    assert_eq!(env.up.ran_of("ask").len(), 2, "none of those reached the upstream");
     // The same values spelled otherwise: the call continues, with the original values.
     let same = r#"{"o": {"y": null, "x": [1, 2]}, "s": "\u0061", "n": 2, "n": 1}"#;
-    let r = alice.call(20, "ask", same, Some(&s1)).await;
+    let r = alice.call(20, "ask", same, Some((&s1, sure()))).await;
     assert_eq!(text(&r), "ran ask", "{r}");
-    let last = env.ran_of("ask").pop().unwrap();
+    let last = env.up.ran_of("ask").pop().unwrap();
     assert_eq!(last["args"], sent, "the upstream ran what was decided: {last}");
     assert_eq!(last["state"], s1.as_str());
     // Spent.
-    let r = alice.call(21, "ask", original, Some(&s1)).await;
+    let r = alice.call(21, "ask", original, Some((&s1, sure()))).await;
     assert!(limited(&r), "{r}");
     gw.stop().await;
 }
@@ -385,14 +149,14 @@ async fn a_state_is_bound_to_the_arguments_the_upstream_sees() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upstream_that_asks_forever_cannot_stretch_one_charge() {
     let env = upstream().await;
-    let gw =
-        gateway(&env.policy(), &["--upstream", &env.url, "--trusted-header", "x-user"], &[]).await;
+    let gw = env.gateway().await;
     let alice = Client::new(&gw.mcp(), "alice");
     let mut state: Option<String> = None;
     let mut refused = None;
     let cap = 10 * (MAX_CONTINUATION_ROUNDS as i64 + 1);
     for id in 1..=cap {
-        let r = alice.call(id, "forever", r#"{"k": 1}"#, state.as_deref()).await;
+        let r =
+            alice.call(id, "forever", r#"{"k": 1}"#, state.as_deref().map(|s| (s, sure()))).await;
         if r["isError"] == true {
             refused = Some(r);
             break;
@@ -404,7 +168,7 @@ async fn an_upstream_that_asks_forever_cannot_stretch_one_charge() {
     assert!(limited(&refused), "{refused}");
     // `forever` admits 2: two decided calls, each continued through the bound, then refused.
     let per_charge = 1 + MAX_CONTINUATION_ROUNDS as usize;
-    assert_eq!(env.ran_of("forever").len(), 2 * per_charge, "what reached the upstream");
+    assert_eq!(env.up.ran_of("forever").len(), 2 * per_charge, "what reached the upstream");
     gw.stop().await;
 }
 
@@ -413,10 +177,9 @@ async fn an_upstream_that_asks_forever_cannot_stretch_one_charge() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smuggling_under_other_headers_reaches_nothing() {
     let env = upstream().await;
-    let gw =
-        gateway(&env.policy(), &["--upstream", &env.url, "--trusted-header", "x-user"], &[]).await;
+    let gw = env.gateway().await;
     let alice = Client::new(&gw.mcp(), "alice");
-    let body = Client::call_body(1, "read", "{}", None);
+    let body = call_body(1, "read", "{}", None);
     let b64 = |s: &str| {
         use base64::Engine;
         format!("=?base64?{}?=", base64::engine::general_purpose::STANDARD.encode(s))
@@ -438,36 +201,34 @@ async fn smuggling_under_other_headers_reaches_nothing() {
         ),
     ];
     for (method, name, extra, what) in &cases {
-        let (status, msg) = Client::send(alice.raw(body.clone(), method, *name, extra)).await;
+        let (status, msg) = send(alice.raw(body.clone(), method, *name, extra)).await;
         assert_eq!(status, 400, "{what}: {msg}");
         assert_eq!(msg["error"]["code"], -32020, "{what}: {msg}");
     }
     // A body naming `secret` under headers naming `read`.
-    let secret = Client::call_body(2, "secret", "{}", None);
-    let (status, _) = Client::send(alice.raw(secret, "tools/call", Some("read"), &[])).await;
+    let secret = call_body(2, "secret", "{}", None);
+    let (status, _) = send(alice.raw(secret, "tools/call", Some("read"), &[])).await;
     assert_eq!(status, 400);
     // A body naming `read`, then `secret` (a repeated key: the last counts, for the gateway as
     // for what it relays), under headers naming `read`.
-    let twice = Client::call_body(3, "read", "{}", None).replacen(
+    let twice = call_body(3, "read", "{}", None).replacen(
         r#""name": "read","#,
         r#""name": "read", "name": "secret","#,
         1,
     );
     assert!(twice.contains(r#""name": "secret""#), "{twice}");
-    let (status, msg) = Client::send(alice.raw(twice, "tools/call", Some("read"), &[])).await;
+    let (status, msg) = send(alice.raw(twice, "tools/call", Some("read"), &[])).await;
     assert_eq!(status, 400, "{msg}");
     // Oversized headers: refused by the HTTP layer or as a mismatch, never relayed.
     let huge = "r".repeat(512 * 1024);
-    let (status, _) = Client::send(alice.raw(body.clone(), "tools/call", Some(&huge), &[])).await;
+    let (status, _) = send(alice.raw(body.clone(), "tools/call", Some(&huge), &[])).await;
     assert!(status == 400 || status == 431, "{status}");
     let (status, _) =
-        Client::send(alice.raw(body.clone(), "tools/call", Some("read"), &[("x-pad", &huge)]))
-            .await;
+        send(alice.raw(body.clone(), "tools/call", Some("read"), &[("x-pad", &huge)])).await;
     assert!(status == 400 || status == 431, "{status}");
     // The Mcp-Name of `read` encoded: the same name, accepted.
     let read_b64 = b64("read");
-    let (status, msg) =
-        Client::send(alice.raw(body.clone(), "tools/call", Some(&read_b64), &[])).await;
+    let (status, msg) = send(alice.raw(body.clone(), "tools/call", Some(&read_b64), &[])).await;
     assert_eq!((status, text(&msg["result"])), (200, "ran read".to_owned()), "{msg}");
     // A tools/call without an id (a notification): nothing to decide, nothing relayed.
     let note = format!(
@@ -475,17 +236,16 @@ async fn smuggling_under_other_headers_reaches_nothing() {
             "arguments": {{}}, "_meta": {}}}}}"#,
         meta()
     );
-    let (status, _) = Client::send(alice.raw(note, "tools/call", Some("read"), &[])).await;
+    let (status, _) = send(alice.raw(note, "tools/call", Some("read"), &[])).await;
     assert_eq!(status, 202);
     // A response (to nothing: servers of 2026-07-28 send no requests): 400.
     let resp = r#"{"jsonrpc": "2.0", "id": "inline-1", "result": {"action": "accept"}}"#;
-    let (status, _) = Client::send(alice.raw(resp.into(), "tools/call", None, &[])).await;
+    let (status, _) = send(alice.raw(resp.into(), "tools/call", None, &[])).await;
     assert_eq!(status, 400);
     // A batch of one: 400.
-    let (status, _) =
-        Client::send(alice.raw(format!("[{body}]"), "tools/call", Some("read"), &[])).await;
+    let (status, _) = send(alice.raw(format!("[{body}]"), "tools/call", Some("read"), &[])).await;
     assert_eq!(status, 400);
-    assert_eq!(env.ran().len(), 1, "only the honest call ran: {:?}", env.ran());
+    assert_eq!(env.up.ran().len(), 1, "only the honest call ran: {:?}", env.up.ran());
     gw.stop().await;
 }
 
@@ -494,25 +254,16 @@ async fn smuggling_under_other_headers_reaches_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn borrowed_identities_and_sessions_are_refused() {
     let env = upstream().await;
-    let gw =
-        gateway(&env.policy(), &["--upstream", &env.url, "--trusted-header", "x-user"], &[]).await;
+    let gw = env.gateway().await;
     let mallory = Client::new(&gw.mcp(), "admin");
-    let body = Client::call_body(1, "read", "{}", None);
+    let body = call_body(1, "read", "{}", None);
     let req = mallory.raw(body.clone(), "tools/call", Some("read"), &[("x-user", "mallory")]);
-    let (status, msg) = Client::send(req).await;
+    let (status, msg) = send(req).await;
     assert_eq!(status, 401, "{msg}");
     assert!(msg["error"]["message"].as_str().unwrap().contains("more than one `x-user`"), "{msg}");
 
     // Alice's session (an older revision, with `initialize`).
-    let mut old = gw.client();
-    old.http = reqwest::Client::builder()
-        .default_headers(
-            [(reqwest::header::HeaderName::from_static("x-user"), "alice".parse().unwrap())]
-                .into_iter()
-                .collect(),
-        )
-        .build()
-        .unwrap();
+    let mut old = session_client(&gw, "alice");
     old.initialize().await.unwrap();
     let alice_session = old.session.clone().unwrap();
     let bob = Client::new(&gw.mcp(), "bob");
@@ -520,7 +271,7 @@ async fn borrowed_identities_and_sessions_are_refused() {
     // request any more): refused, nothing relayed.
     let req =
         bob.raw(body.clone(), "tools/call", Some("read"), &[("mcp-session-id", &alice_session)]);
-    let (status, msg) = Client::send(req).await;
+    let (status, msg) = send(req).await;
     assert!(status == 400 || status == 404, "{status} {msg}");
     let plain = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
         "params": {"name": "read", "arguments": {}}});
@@ -533,9 +284,9 @@ async fn borrowed_identities_and_sessions_are_refused() {
         .header("mcp-session-id", &alice_session)
         .header("mcp-protocol-version", "2025-06-18")
         .body(plain.to_string());
-    let (status, _) = Client::send(req).await;
+    let (status, _) = send(req).await;
     assert_eq!(status, 404, "another identity's session is unknown");
-    assert!(env.ran().is_empty(), "nothing ran: {:?}", env.ran());
+    assert!(env.up.ran().is_empty(), "nothing ran: {:?}", env.up.ran());
     gw.stop().await;
 }
 
@@ -545,7 +296,7 @@ async fn jwt_gateway(env: &Env, max_sessions: &str) -> Gateway {
     let secret = write(env.dir.path(), "secret", http_support::SECRET);
     let args = [
         "--upstream",
-        &env.url,
+        &env.up.url,
         "--jwt-secret-file",
         secret.to_str().unwrap(),
         "--audience",
@@ -573,42 +324,32 @@ async fn changing_claims_and_floods_of_identities() {
             http_support::SECRET,
         )
     };
-    let client = |t: String| {
-        let mut c = Client::new(&gw.mcp(), "");
-        c.headers = vec![("authorization".into(), format!("Bearer {t}"))];
-        c
-    };
+    let client = |t: String| Client::with_token(&gw.mcp(), &t);
     let (a, b) = (client(token("a")), client(token("b")));
     let s1 = ask(&a, 1, "{}").await;
     // Token b (carol's too, other claims) with a's state: a new call of carol's, charged.
-    let r = b.call(2, "ask", "{}", Some(&s1)).await;
+    let r = b.call(2, "ask", "{}", Some((&s1, sure()))).await;
     assert_eq!(text(&r), "ran ask", "decided, charged and sent as a new call: {r}");
     // Carol's `ask` (max 2) is spent by those two (were b's call not charged, a's new call
     // below would pass): a's own retry still continues its call.
-    let r = a.call(3, "ask", "{}", Some(&s1)).await;
+    let r = a.call(3, "ask", "{}", Some((&s1, sure()))).await;
     assert_eq!(text(&r), "ran ask", "{r}");
     let r = a.call(4, "ask", "{}", None).await;
     assert!(limited(&r), "{r}");
     // Two relays (tokens a and b) of 3; a third identity fits, the fourth does not.
     let c = client(token("c"));
-    let (status, _) = Client::send(c.raw(
-        Client::call_body(5, "read", "{}", None),
-        "tools/call",
-        Some("read"),
-        &[],
-    ))
-    .await;
+    let (status, _) =
+        send(c.raw(call_body(5, "read", "{}", None), "tools/call", Some("read"), &[])).await;
     assert_eq!(status, 200);
-    let before = env.ran().len();
+    let before = env.up.ran().len();
     for i in 0..5 {
         let flood = client(http_support::token_for(&format!("flood-{i}")));
-        let req =
-            flood.raw(Client::call_body(6, "read", "{}", None), "tools/call", Some("read"), &[]);
-        let (status, msg) = Client::send(req).await;
+        let req = flood.raw(call_body(6, "read", "{}", None), "tools/call", Some("read"), &[]);
+        let (status, msg) = send(req).await;
         assert_eq!(status, 503, "{msg}");
         assert!(msg["error"]["message"].as_str().unwrap().contains("--max-sessions"), "{msg}");
     }
-    assert_eq!(env.ran().len(), before, "the flood reached nothing");
+    assert_eq!(env.up.ran().len(), before, "the flood reached nothing");
     let (sessions, metrics) = sessions_gauge(&gw).await;
     assert_eq!(sessions, 3.0, "{metrics}");
     gw.stop().await;
@@ -640,18 +381,10 @@ async fn a_token_per_request_cannot_fill_the_gateway() {
                 "exp": http_support::now() + 600}),
             http_support::SECRET,
         );
-        let mut c = Client::new(&gw.mcp(), "");
-        c.headers = vec![("authorization".into(), format!("Bearer {t}"))];
-        c
+        Client::with_token(&gw.mcp(), &t)
     };
     let read = |c: Client, id: i64| async move {
-        Client::send(c.raw(
-            Client::call_body(id, "read", "{}", None),
-            "tools/call",
-            Some("read"),
-            &[],
-        ))
-        .await
+        send(c.raw(call_body(id, "read", "{}", None), "tools/call", Some("read"), &[])).await
     };
     for i in 0..12 {
         let (status, msg) = read(client("mallory", i), 100 + i as i64).await;
@@ -675,20 +408,19 @@ async fn a_token_per_request_cannot_fill_the_gateway() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancellations_and_dropped_connections_mid_call() {
     let env = upstream().await;
-    let gw =
-        gateway(&env.policy(), &["--upstream", &env.url, "--trusted-header", "x-user"], &[]).await;
+    let gw = env.gateway().await;
     let alice = Client::new(&gw.mcp(), "alice");
     let first = {
         let c = alice.clone();
         tokio::spawn(async move { c.call(1, "slow", "{}", None).await })
     };
-    wait_for(&env, "slow", 1).await;
+    env.up.wait_for("slow", 1).await;
     // Cancel every id the gateway may have given it, and the client's own.
     for id in [json!(1), json!("inline-0"), json!("inline-1"), json!("inline-2"), json!(0)] {
         let note = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
             "params": {"requestId": id, "_meta": meta()}});
         let req = alice.raw(note.to_string(), "notifications/cancelled", None, &[]);
-        let (status, _) = Client::send(req).await;
+        let (status, _) = send(req).await;
         assert_eq!(status, 202);
     }
     // A second call, its connection dropped while the upstream works on it.
@@ -696,10 +428,10 @@ async fn cancellations_and_dropped_connections_mid_call() {
         let c = alice.clone();
         tokio::spawn(async move { c.call(2, "slow", "{}", None).await })
     };
-    wait_for(&env, "slow", 2).await;
+    env.up.wait_for("slow", 2).await;
     second.abort();
     let _ = second.await;
-    env.gate.add_permits(2);
+    env.up.gate.add_permits(2);
     let r = first.await.unwrap();
     assert_eq!(text(&r), "ran slow", "not cancelled by another's notification: {r}");
     // Both calls were charged (`slow` admits 2): the dropped one did not give its units back.
@@ -707,18 +439,8 @@ async fn cancellations_and_dropped_connections_mid_call() {
     assert!(limited(&r), "{r}");
     // And the relay still serves alice.
     assert_eq!(text(&alice.call(4, "read", "{}", None).await), "ran read");
-    assert_eq!(env.ran_of("slow").len(), 2);
+    assert_eq!(env.up.ran_of("slow").len(), 2);
     gw.stop().await;
-}
-
-async fn wait_for(env: &Env, tool: &str, n: usize) {
-    tokio::time::timeout(http_support::PATIENCE, async {
-        while env.ran_of(tool).len() < n {
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .expect("the upstream never got the call");
 }
 
 /// Over stdio, a client that never reads its standard output while the upstream floods it with
@@ -799,14 +521,14 @@ async fn a_closed_connection_cancels_the_call_upstream() {
     let env = upstream().await;
     let log = env.dir.path().join("decisions.jsonl");
     let log_arg = log.to_str().unwrap();
-    let args = ["--upstream", &env.url, "--trusted-header", "x-user", "--decision-log", log_arg];
+    let args = ["--upstream", &env.up.url, "--trusted-header", "x-user", "--decision-log", log_arg];
     let gw = gateway(&env.policy(), &args, &[]).await;
     let alice = Client::new(&gw.mcp(), "alice");
     let call = {
         let c = alice.clone();
         tokio::spawn(async move { c.call(1, "slow", "{}", None).await })
     };
-    wait_for(&env, "slow", 1).await;
+    env.up.wait_for("slow", 1).await;
     call.abort();
     let _ = call.await;
     let logged = tokio::time::timeout(http_support::PATIENCE, async {
@@ -824,10 +546,10 @@ async fn a_closed_connection_cancels_the_call_upstream() {
     .expect("the call was never logged");
     assert_eq!(logged["outcome"], "cancelled", "{logged}");
     // The gateway closed its request to the upstream before the answer.
-    wait_for(&env, "slow:closed", 1).await;
+    env.up.wait_for("slow:closed", 1).await;
     // Charged once (`slow` admits 2): the cancelled call did not give its units back. (rmcp
     // goes on running the first handler, which takes a permit too.)
-    env.gate.add_permits(2);
+    env.up.gate.add_permits(2);
     assert_eq!(text(&alice.call(2, "slow", "{}", None).await), "ran slow");
     assert!(limited(&alice.call(3, "slow", "{}", None).await));
     gw.stop().await;
@@ -839,8 +561,7 @@ async fn a_closed_connection_cancels_the_call_upstream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn progress_reaches_the_client_with_its_own_token() {
     let env = upstream().await;
-    let gw =
-        gateway(&env.policy(), &["--upstream", &env.url, "--trusted-header", "x-user"], &[]).await;
+    let gw = env.gateway().await;
     let alice = Client::new(&gw.mcp(), "alice");
     let mut with_token = meta();
     with_token["progressToken"] = json!("mine");
@@ -857,7 +578,7 @@ async fn progress_reaches_the_client_with_its_own_token() {
     assert_eq!(messages[1]["id"], 7, "{messages:?}");
     assert_eq!(text(&messages[1]["result"]), "ran progress");
     // The upstream saw a token of the gateway's, not the client's.
-    let seen = env.ran_of("progress");
+    let seen = env.up.ran_of("progress");
     assert_eq!(seen.len(), 1);
     assert!(seen[0]["token"].is_string() && seen[0]["token"] != "mine", "{seen:?}");
     gw.stop().await;

@@ -15,22 +15,9 @@
 
 mod http_support;
 
-use std::sync::{Arc, Mutex};
-
-use http_support::{gateway, write};
-use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, InputRequests,
-    InputRequiredResult, ListToolsResult, PaginatedRequestParams, ProtocolVersion,
-    ServerCapabilities, ServerConfig, Tool,
-};
-use rmcp::service::RequestContext;
-use rmcp::transport::streamable_http_server::{
-    StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager,
-};
-use rmcp::{ErrorData, RoleServer, ServerHandler};
+use http_support::inline::{Client, Upstream, VERSION, meta, session_client, sure};
+use http_support::{gateway, text, write};
 use serde_json::{Value, json};
-
-const VERSION: &str = "2026-07-28";
 
 const POLICY: &str = r#"{"version": "1", "default": "deny", "tools": {
     "read": {"limits": [{"counter": "read", "window": "hour", "max": 3}]},
@@ -41,176 +28,20 @@ const POLICY: &str = r#"{"version": "1", "default": "deny", "tools": {
                 "limits": [{"counter": "guarded", "window": "hour", "max": 1}]},
     "per_session": {"limits": [{"counter": "ps", "window": "hour", "max": 2, "scope": "session"}]}}}"#;
 
-/// The upstream: every call it runs is recorded (`tool`, `args`, `state`, `responses`). `ask`
-/// and `guarded` first answer `input_required` with a `requestState` of their own, and run
-/// when called again with it.
-#[derive(Clone)]
-struct Upstream {
-    calls: Arc<Mutex<Vec<Value>>>,
-    /// Speaks only revisions with `initialize`.
-    old_only: bool,
-}
-
-impl ServerHandler for Upstream {
-    fn supported_protocol_versions(&self) -> std::borrow::Cow<'static, [ProtocolVersion]> {
-        if self.old_only {
-            std::borrow::Cow::Borrowed(&[ProtocolVersion::V_2025_06_18])
-        } else {
-            std::borrow::Cow::Borrowed(ProtocolVersion::KNOWN_VERSIONS)
-        }
-    }
-
-    fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
-    }
-
-    async fn list_tools(
-        &self,
-        _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
-    ) -> Result<ListToolsResult, ErrorData> {
-        let schema = Arc::new(json!({"type": "object"}).as_object().cloned().unwrap());
-        let tools = ["read", "create", "ask", "other", "guarded", "per_session", "secret"]
-            .into_iter()
-            .map(|n| Tool::new(n, "a tool", schema.clone()))
-            .collect();
-        Ok(ListToolsResult::with_all_items(tools))
-    }
-
-    async fn call_tool(
-        &self,
-        request: CallToolRequestParams,
-        _context: RequestContext<RoleServer>,
-    ) -> Result<CallToolResponse, ErrorData> {
-        let name = request.name.to_string();
-        let args = Value::Object(request.arguments.clone().unwrap_or_default());
-        let state = request.request_state.clone();
-        let responses = request.input_responses.clone().map(|r| json!(r));
-        let n = {
-            let mut calls = self.calls.lock().unwrap();
-            calls.push(json!({"tool": name, "args": args, "state": state, "responses": responses}));
-            calls.len()
-        };
-        if (name == "ask" || name == "guarded") && state.is_none() {
-            let requests: InputRequests = serde_json::from_value(json!({"confirm": {
-                "method": "elicitation/create",
-                "params": {"mode": "form", "message": "sure?", "requestedSchema": {
-                    "type": "object", "properties": {"sure": {"type": "boolean"}}}}}}))
-            .unwrap();
-            return Ok(
-                InputRequiredResult::new(Some(requests), Some(format!("{name}-state-{n}"))).into()
-            );
-        }
-        Ok(CallToolResult::success(vec![ContentBlock::text(format!("ran {name}"))]).into())
-    }
-}
-
-async fn upstream(calls: Arc<Mutex<Vec<Value>>>, old_only: bool) -> String {
-    let service = StreamableHttpService::new(
-        move || Ok(Upstream { calls: calls.clone(), old_only }),
-        LocalSessionManager::default().into(),
-        StreamableHttpServerConfig::default(),
-    );
-    let app = axum::Router::new().nest_service("/mcp", service);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    format!("http://{addr}/mcp")
-}
-
-/// A raw client of 2026-07-28 for the user `user` (the trusted header `x-user`).
-struct Client {
-    http: reqwest::Client,
-    url: String,
-    user: &'static str,
-    /// A bearer token (a JWT), if any.
-    token: Option<String>,
-}
-
-fn meta() -> Value {
-    json!({
-        "io.modelcontextprotocol/protocolVersion": VERSION,
-        "io.modelcontextprotocol/clientCapabilities": {"elicitation": {"form": {}}},
-        "io.modelcontextprotocol/clientInfo": {"name": "raw-2026-http", "version": "1"}
-    })
-}
-
-impl Client {
-    fn new(url: &str, user: &'static str) -> Self {
-        Client { http: reqwest::Client::new(), url: url.to_owned(), user, token: None }
-    }
-
-    /// A POST of `body` with the headers of 2026-07-28 (without the ones `skip` names).
-    fn post(&self, body: &Value, skip: &[&str]) -> reqwest::RequestBuilder {
-        let method = body["method"].as_str().unwrap_or("");
-        let mut headers = vec![
-            ("accept", "application/json, text/event-stream".to_owned()),
-            ("content-type", "application/json".to_owned()),
-            ("x-user", self.user.to_owned()),
-            ("mcp-protocol-version", VERSION.to_owned()),
-            ("mcp-method", method.to_owned()),
-        ];
-        if let Some(name) = body["params"]["name"].as_str() {
-            headers.push(("mcp-name", name.to_owned()));
-        }
-        let mut req = self.http.post(&self.url).body(body.to_string());
-        if let Some(t) = &self.token {
-            req = req.bearer_auth(t);
-        }
-        for (k, v) in headers {
-            if !skip.contains(&k) {
-                req = req.header(k, v);
-            }
-        }
-        req
-    }
-
-    async fn request(&self, id: i64, method: &str, params: Value) -> Value {
-        let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
-        let resp = self.post(&body, &[]).send().await.unwrap();
-        assert_eq!(resp.status(), 200, "{method}");
-        assert!(resp.headers().get("mcp-session-id").is_none(), "no session is made");
-        let messages = http_support::messages(resp).await;
-        assert_eq!(messages.len(), 1, "{messages:?}");
-        let m = messages.into_iter().next().unwrap();
-        assert_eq!(m["id"], id, "the answer carries the client's own id: {m}");
-        m
-    }
-
-    /// `tools/call` of `tool`; with `retry`, the `requestState` and `inputResponses` of a round.
-    async fn call(&self, id: i64, tool: &str, args: Value, retry: Option<(&str, Value)>) -> Value {
-        let mut p = json!({"name": tool, "arguments": args, "_meta": meta()});
-        if let Some((state, responses)) = retry {
-            p["requestState"] = json!(state);
-            p["inputResponses"] = responses;
-        }
-        self.request(id, "tools/call", p).await["result"].clone()
-    }
-}
-
-fn text(result: &Value) -> String {
-    http_support::text(result)
-}
+/// The upstream's tools (it lists `secret` too, which only the default denies).
+const TOOLS: &[&str] = &["read", "create", "ask", "other", "guarded", "per_session", "secret"];
 
 fn approve() -> Value {
     json!({"mcp-policy/approval": {"action": "accept", "content": {"approve": true}}})
 }
 
-fn sure() -> Value {
-    json!({"confirm": {"action": "accept", "content": {"sure": true}}})
-}
-
-fn ran(calls: &Mutex<Vec<Value>>) -> Vec<Value> {
-    calls.lock().unwrap().clone()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_of_2026_07_28_over_http_without_a_session() {
-    let calls = Arc::new(Mutex::new(Vec::new()));
-    let url = upstream(calls.clone(), false).await;
+    let upstream = Upstream::start(TOOLS, false).await;
     let dir = tempfile::tempdir().unwrap();
     let policy = write(dir.path(), "policy.json", POLICY);
-    let gw = gateway(&policy, &["--upstream", &url, "--trusted-header", "x-user"], &[]).await;
+    let gw =
+        gateway(&policy, &["--upstream", &upstream.url, "--trusted-header", "x-user"], &[]).await;
     let alice = Client::new(&gw.mcp(), "alice");
     let bob = Client::new(&gw.mcp(), "bob");
 
@@ -264,7 +95,7 @@ async fn clients_of_2026_07_28_over_http_without_a_session() {
     assert_eq!(r.status(), 400, "`_meta` names 2026-07-28 without the header");
     let r = alice.post(&json!([call]), &[]).send().await.unwrap();
     assert_eq!(r.status(), 400, "no batches");
-    assert!(ran(&calls).is_empty());
+    assert!(upstream.ran().is_empty());
     // No event stream and no session to end.
     for req in [reqwest::Client::new().get(gw.mcp()), reqwest::Client::new().delete(gw.mcp())] {
         let r = req
@@ -286,7 +117,7 @@ async fn clients_of_2026_07_28_over_http_without_a_session() {
     assert_eq!(r["isError"], true, "{r}");
     assert!(text(&r).contains("Rate limited"), "{r}");
     assert_eq!(text(&bob.call(14, "read", json!({}), None).await), "ran read");
-    assert_eq!(ran(&calls).len(), 4, "the limited call never reached the upstream");
+    assert_eq!(upstream.ran().len(), 4, "the limited call never reached the upstream");
 
     // The same request id from two clients at once: each gets its own answer.
     let (a, b) = tokio::join!(
@@ -301,7 +132,7 @@ async fn clients_of_2026_07_28_over_http_without_a_session() {
     let r = alice.call(16, "per_session", json!({}), None).await;
     assert_eq!(r["isError"], true, "alice's third call without a session: {r}");
     assert_eq!(text(&bob.call(17, "per_session", json!({}), None).await), "ran per_session");
-    let before = ran(&calls).len();
+    let before = upstream.ran().len();
 
     // The gateway's approval rounds, bound to the identity.
     let r = alice.call(20, "create", json!({"n": 1}), None).await;
@@ -320,7 +151,7 @@ async fn clients_of_2026_07_28_over_http_without_a_session() {
     assert_eq!(text(&r), "ran create", "{r}");
     let r = alice.call(23, "create", json!({"n": 1}), Some((&token, approve()))).await;
     assert_eq!(r["isError"], true, "a spent round: {r}");
-    let mut after = ran(&calls);
+    let mut after = upstream.ran();
     assert_eq!(after.len(), before + 1, "created once");
     let created = after.pop().unwrap();
     assert_eq!(created["tool"], "create");
@@ -339,17 +170,17 @@ async fn clients_of_2026_07_28_over_http_without_a_session() {
     // `ask` is now exhausted for alice: her retries pass all the same, once each.
     let r = alice.call(32, "ask", json!({"q": 1}), Some((&s1, sure()))).await;
     assert_eq!(text(&r), "ran ask", "{r}");
-    let last = ran(&calls).pop().unwrap();
+    let last = upstream.ran().pop().unwrap();
     assert_eq!(last["state"], s1.as_str(), "the upstream gets its requestState back: {last}");
     assert_eq!(last["responses"], sure(), "and the client's answers: {last}");
-    let n = ran(&calls).len();
+    let n = upstream.ran().len();
     let r = alice.call(33, "ask", json!({"q": 1}), Some((&s1, sure()))).await;
     assert_eq!(r["isError"], true, "replayed: decided as new, and limited: {r}");
     let r = alice.call(34, "ask", json!({"q": 1}), Some(("ask-state-999", sure()))).await;
     assert_eq!(r["isError"], true, "forged: decided as new, and limited: {r}");
     let r = alice.call(35, "ask", json!({"q": 3}), Some((&s2, sure()))).await;
     assert_eq!(r["isError"], true, "other arguments: decided as new, and limited: {r}");
-    assert_eq!(ran(&calls).len(), n, "none of those reached the upstream");
+    assert_eq!(upstream.ran().len(), n, "none of those reached the upstream");
     // Another tool with alice's state: decided (and charged) as a new call of that tool.
     let r = alice.call(36, "other", json!({"q": 2}), Some((&s2, sure()))).await;
     assert_eq!(text(&r), "ran other", "{r}");
@@ -358,7 +189,7 @@ async fn clients_of_2026_07_28_over_http_without_a_session() {
     // Another identity with alice's state: a new call of bob's, charged to bob.
     let r = bob.call(38, "ask", json!({"q": 2}), Some((&s2, sure()))).await;
     assert_eq!(text(&r), "ran ask", "{r}");
-    assert_eq!(ran(&calls).pop().unwrap()["state"], s2.as_str(), "passed through unchanged");
+    assert_eq!(upstream.ran().pop().unwrap()["state"], s2.as_str(), "passed through unchanged");
     bob.call(39, "ask", json!({"b": 1}), None).await;
     let r = bob.call(40, "ask", json!({"b": 2}), None).await;
     assert_eq!(r["isError"], true, "bob's retry was charged to bob: {r}");
@@ -378,7 +209,7 @@ async fn clients_of_2026_07_28_over_http_without_a_session() {
     assert!(up.starts_with("guarded-state-"), "{up}");
     let r = alice.call(52, "guarded", json!({"g": 1}), Some((&up, sure()))).await;
     assert_eq!(text(&r), "ran guarded", "no second approval, no second charge: {r}");
-    let guarded: Vec<Value> = ran(&calls).into_iter().filter(|c| c["tool"] == "guarded").collect();
+    let guarded = upstream.ran_of("guarded");
     assert_eq!(guarded.len(), 2, "{guarded:?}");
     assert_eq!(guarded[0]["state"], Value::Null);
     assert_eq!(guarded[1]["state"], up.as_str());
@@ -392,11 +223,11 @@ async fn clients_of_2026_07_28_over_http_without_a_session() {
 /// reaches nothing the upstream runs, and `initialize` makes a session as before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upstream_without_2026_07_28_sends_the_client_to_initialize() {
-    let calls = Arc::new(Mutex::new(Vec::new()));
-    let url = upstream(calls.clone(), true).await;
+    let upstream = Upstream::start(TOOLS, true).await;
     let dir = tempfile::tempdir().unwrap();
     let policy = write(dir.path(), "policy.json", POLICY);
-    let gw = gateway(&policy, &["--upstream", &url, "--trusted-header", "x-user"], &[]).await;
+    let gw =
+        gateway(&policy, &["--upstream", &upstream.url, "--trusted-header", "x-user"], &[]).await;
     let alice = Client::new(&gw.mcp(), "alice");
     let d = alice.request(1, "server/discover", json!({"_meta": meta()})).await;
     assert_eq!(d["error"]["code"], -32601, "{d}");
@@ -406,21 +237,13 @@ async fn an_upstream_without_2026_07_28_sends_the_client_to_initialize() {
     let resp = alice.post(&body, &[]).send().await.unwrap();
     let answer = http_support::messages(resp).await;
     assert!(answer[0].get("error").is_some(), "{answer:?}");
-    assert!(ran(&calls).is_empty(), "nothing ran");
+    assert!(upstream.ran().is_empty(), "nothing ran");
 
-    let mut old = gw.client();
-    old.http = reqwest::Client::builder()
-        .default_headers(
-            [(reqwest::header::HeaderName::from_static("x-user"), "alice".parse().unwrap())]
-                .into_iter()
-                .collect(),
-        )
-        .build()
-        .unwrap();
+    let mut old = session_client(&gw, "alice");
     let init = old.initialize().await.unwrap();
     assert_eq!(init["result"]["protocolVersion"], "2025-06-18", "{init}");
-    assert_eq!(http_support::text(&old.call(3, "read", json!({})).await), "ran read");
-    assert_eq!(ran(&calls).len(), 1);
+    assert_eq!(text(&old.call(3, "read", json!({})).await), "ran read");
+    assert_eq!(upstream.ran().len(), 1);
     gw.stop().await;
 }
 
@@ -428,8 +251,7 @@ async fn an_upstream_without_2026_07_28_sends_the_client_to_initialize() {
 /// its own token, whichever came first (the relay of an identity is also that of its claims).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_request_is_decided_with_the_claims_of_its_own_token() {
-    let calls = Arc::new(Mutex::new(Vec::new()));
-    let url = upstream(calls.clone(), false).await;
+    let upstream = Upstream::start(TOOLS, false).await;
     let dir = tempfile::tempdir().unwrap();
     let policy = write(
         dir.path(),
@@ -439,24 +261,30 @@ async fn each_request_is_decided_with_the_claims_of_its_own_token() {
     );
     let secret = write(dir.path(), "secret", http_support::SECRET);
     let secret = secret.to_str().unwrap();
-    let args =
-        ["--upstream", &url, "--jwt-secret-file", secret, "--audience", "gw", "--issuer", "idp"];
+    let args = [
+        "--upstream",
+        &upstream.url,
+        "--jwt-secret-file",
+        secret,
+        "--audience",
+        "gw",
+        "--issuer",
+        "idp",
+    ];
     let gw = gateway(&policy, &args, &[]).await;
     let token = |role: &str| {
         let claims = json!({"sub": "carol", "aud": "gw", "iss": "idp", "role": role,
             "exp": http_support::now() + 600});
         http_support::jwt(claims, http_support::SECRET)
     };
-    let mut admin = Client::new(&gw.mcp(), "");
-    admin.token = Some(token("admin"));
-    let mut user = Client::new(&gw.mcp(), "");
-    user.token = Some(token("user"));
+    let admin = Client::with_token(&gw.mcp(), &token("admin"));
+    let user = Client::with_token(&gw.mcp(), &token("user"));
     for round in 0..2 {
         let r = user.call(10 * round + 1, "read", json!({}), None).await;
         assert_eq!(r["isError"], true, "the user token's claims: {r}");
         let r = admin.call(10 * round + 2, "read", json!({}), None).await;
         assert_eq!(text(&r), "ran read", "the admin token's claims: {r}");
     }
-    assert_eq!(ran(&calls).len(), 2, "only the admin's calls ran");
+    assert_eq!(upstream.ran().len(), 2, "only the admin's calls ran");
     gw.stop().await;
 }

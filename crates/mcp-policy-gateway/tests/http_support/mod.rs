@@ -1,6 +1,6 @@
 //! Support for the HTTP tests: the gateway started with `--listen 127.0.0.1:0` (its address read
 //! from its stderr), real upstream servers, a raw HTTP client, JWTs, and a `redis-server` of the
-//! test's own.
+//! test's own; in `inline`, a raw client of revision 2026-07-28 and a recording upstream.
 #![allow(
     dead_code,
     unreachable_pub,
@@ -19,6 +19,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
+
+pub mod inline;
 
 /// How long a test waits for something before failing instead of hanging.
 pub const PATIENCE: Duration = Duration::from_secs(60);

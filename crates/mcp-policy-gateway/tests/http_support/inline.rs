@@ -1,0 +1,382 @@
+//! Protocol revision 2026-07-28 over HTTP (no `initialize`, no session): an upstream that is
+//! rmcp's own streamable-HTTP server in the test process, recording every call it runs, and a
+//! raw client that sends the revision's headers (or omits, repeats or contradicts them).
+
+use std::borrow::Cow;
+use std::sync::{Arc, Mutex};
+
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, InputRequests,
+    InputRequiredResult, ListToolsResult, PaginatedRequestParams, ProgressNotificationParam,
+    ProtocolVersion, ServerCapabilities, ServerConfig, Tool,
+};
+use rmcp::service::RequestContext;
+use rmcp::transport::streamable_http_server::{
+    StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager,
+};
+use rmcp::{ErrorData, RoleServer, ServerHandler};
+use serde_json::{Value, json};
+use tokio::sync::Semaphore;
+
+use super::{Gateway, PATIENCE, Raw, messages};
+
+/// The protocol revision these clients speak.
+pub const VERSION: &str = "2026-07-28";
+
+/// The `_meta` every request of 2026-07-28 carries: its revision, capabilities and client.
+pub fn meta() -> Value {
+    json!({
+        "io.modelcontextprotocol/protocolVersion": VERSION,
+        "io.modelcontextprotocol/clientCapabilities": {"elicitation": {"form": {}}},
+        "io.modelcontextprotocol/clientInfo": {"name": "raw-2026-http", "version": "1"}
+    })
+}
+
+/// The client's answer to the upstream's own round (`confirm`).
+pub fn sure() -> Value {
+    json!({"confirm": {"action": "accept", "content": {"sure": true}}})
+}
+
+/// The upstream: rmcp's streamable-HTTP server on `127.0.0.1:0`, listing `tools` and recording
+/// every call it runs as `{"tool", "args", "state", "responses"}`. By tool name: `ask` and
+/// `guarded` first answer `input_required` with a `requestState` of their own
+/// (`NAME-state-N`, N the call's rank) and run when called again with one; `forever` answers
+/// `input_required` to every call (a new state each time); `slow` waits for a permit of
+/// `gate` (one per call) first; `progress` sends a progress notification with the request's
+/// token (recorded as `{"tool": "progress", "token"}`) and runs; any other tool runs at once
+/// (`ran NAME`). A request for `slow` whose connection closes before its answer carried a
+/// result is recorded as `{"tool": "slow:closed"}`. With `old_only` it speaks only 2025-06-18
+/// (no revision without `initialize`).
+pub struct Upstream {
+    /// `http://127.0.0.1:PORT/mcp`
+    pub url: String,
+    pub calls: Arc<Mutex<Vec<Value>>>,
+    /// `slow` takes one permit per call (none at first).
+    pub gate: Arc<Semaphore>,
+}
+
+impl Upstream {
+    pub async fn start(tools: &[&'static str], old_only: bool) -> Upstream {
+        let handler = Recorder {
+            tools: tools.into(),
+            old_only,
+            calls: Arc::default(),
+            gate: Arc::new(Semaphore::new(0)),
+        };
+        let (calls, gate) = (handler.calls.clone(), handler.gate.clone());
+        let service = StreamableHttpService::new(
+            move || Ok(handler.clone()),
+            LocalSessionManager::default().into(),
+            StreamableHttpServerConfig::default(),
+        );
+        let app = axum::Router::new()
+            .nest_service("/mcp", service)
+            .layer(axum::middleware::from_fn_with_state(calls.clone(), closed_before_answer));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Upstream { url: format!("http://{addr}/mcp"), calls, gate }
+    }
+
+    /// Every call it ran, in order.
+    pub fn ran(&self) -> Vec<Value> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    /// The calls of `tool` it ran, in order.
+    pub fn ran_of(&self, tool: &str) -> Vec<Value> {
+        self.ran().into_iter().filter(|c| c["tool"] == tool).collect()
+    }
+
+    /// Waits until it has run `n` calls of `tool` (fails after `PATIENCE`).
+    pub async fn wait_for(&self, tool: &str, n: usize) {
+        tokio::time::timeout(PATIENCE, async {
+            while self.ran_of(tool).len() < n {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("the upstream never got the call");
+    }
+}
+
+/// Records `{"tool": "slow:closed"}` when a request for `slow` (its `Mcp-Name`) ends before its
+/// answer carried a result: the gateway closed the connection.
+async fn closed_before_answer(
+    axum::extract::State(calls): axum::extract::State<Arc<Mutex<Vec<Value>>>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use futures_util::StreamExt;
+    struct Watch {
+        calls: Arc<Mutex<Vec<Value>>>,
+        tool: String,
+        answered: bool,
+    }
+    impl Watch {
+        fn answered(&mut self) {
+            self.answered = true;
+        }
+    }
+    impl Drop for Watch {
+        fn drop(&mut self) {
+            if !self.answered {
+                let tool = format!("{}:closed", self.tool);
+                self.calls.lock().unwrap().push(json!({ "tool": tool }));
+            }
+        }
+    }
+    let tool = req.headers().get("mcp-name").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let Some(tool) = tool.filter(|t| t == "slow") else { return next.run(req).await };
+    // Made before the answer: the connection may close while rmcp still works on it.
+    let mut watch = Watch { calls, tool, answered: false };
+    let response = next.run(req).await;
+    let (parts, body) = response.into_parts();
+    let body = body.into_data_stream().map(move |chunk| {
+        if let Ok(bytes) = &chunk
+            && bytes.windows(8).any(|w| w == b"\"result\"")
+        {
+            watch.answered();
+        }
+        chunk
+    });
+    axum::response::Response::from_parts(parts, axum::body::Body::from_stream(body))
+}
+
+#[derive(Clone)]
+struct Recorder {
+    tools: Arc<[&'static str]>,
+    old_only: bool,
+    calls: Arc<Mutex<Vec<Value>>>,
+    gate: Arc<Semaphore>,
+}
+
+impl ServerHandler for Recorder {
+    fn supported_protocol_versions(&self) -> Cow<'static, [ProtocolVersion]> {
+        if self.old_only {
+            Cow::Borrowed(&[ProtocolVersion::V_2025_06_18])
+        } else {
+            Cow::Borrowed(ProtocolVersion::KNOWN_VERSIONS)
+        }
+    }
+
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        let schema = Arc::new(json!({"type": "object"}).as_object().cloned().unwrap());
+        let tools = self.tools.iter().map(|n| Tool::new(*n, "a tool", schema.clone())).collect();
+        Ok(ListToolsResult::with_all_items(tools))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let name = request.name.to_string();
+        let args = Value::Object(request.arguments.clone().unwrap_or_default());
+        let state = request.request_state.clone();
+        let responses = request.input_responses.clone().map(|r| json!(r));
+        if name == "progress" {
+            // Progress on the request's own stream, with the token the request came with.
+            let token = context.meta.get_progress_token();
+            self.calls.lock().unwrap().push(json!({"tool": "progress", "token": json!(token)}));
+            if let Some(token) = token {
+                let note = ProgressNotificationParam::new(token, 0.5).with_message("half way");
+                context.peer.notify_progress(note).await.unwrap();
+            }
+            let done = ContentBlock::text("ran progress".to_owned());
+            return Ok(CallToolResult::success(vec![done]).into());
+        }
+        let n = {
+            let mut calls = self.calls.lock().unwrap();
+            calls.push(json!({"tool": name, "args": args, "state": state, "responses": responses}));
+            calls.len()
+        };
+        if name == "slow" {
+            self.gate.acquire().await.unwrap().forget();
+        }
+        let asks = match name.as_str() {
+            "ask" | "guarded" => state.is_none(),
+            "forever" => true,
+            _ => false,
+        };
+        if asks {
+            let requests: InputRequests = serde_json::from_value(json!({"confirm": {
+                "method": "elicitation/create",
+                "params": {"mode": "form", "message": "sure?", "requestedSchema": {
+                    "type": "object", "properties": {"sure": {"type": "boolean"}}}}}}))
+            .unwrap();
+            return Ok(
+                InputRequiredResult::new(Some(requests), Some(format!("{name}-state-{n}"))).into()
+            );
+        }
+        Ok(CallToolResult::success(vec![ContentBlock::text(format!("ran {name}"))]).into())
+    }
+}
+
+/// A raw client of 2026-07-28: every POST carries `MCP-Protocol-Version`, `Mcp-Method` and
+/// `Mcp-Name`, and its identity headers (`x-user`, or a bearer token); it can send any body
+/// bytes, leave out any of those headers, and append more (a name given twice is sent twice).
+#[derive(Clone)]
+pub struct Client {
+    pub http: reqwest::Client,
+    pub url: String,
+    /// The identity headers sent with every request.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Client {
+    /// The user `user` by the trusted header `x-user`.
+    pub fn new(url: &str, user: &str) -> Self {
+        Client {
+            http: reqwest::Client::new(),
+            url: url.to_owned(),
+            headers: vec![("x-user".into(), user.into())],
+        }
+    }
+
+    /// The holder of the bearer token `token` (a JWT).
+    pub fn with_token(url: &str, token: &str) -> Self {
+        Client {
+            http: reqwest::Client::new(),
+            url: url.to_owned(),
+            headers: vec![("authorization".into(), format!("Bearer {token}"))],
+        }
+    }
+
+    /// A POST of the raw `body`: the headers of 2026-07-28 (`Mcp-Method: method`, `Mcp-Name:
+    /// name` if any) and the identity, without those `skip` names, then `extra` (appended).
+    pub fn post_raw(
+        &self,
+        body: String,
+        method: &str,
+        name: Option<&str>,
+        skip: &[&str],
+        extra: &[(&str, &str)],
+    ) -> reqwest::RequestBuilder {
+        let mut headers = vec![
+            ("accept", "application/json, text/event-stream"),
+            ("content-type", "application/json"),
+            ("mcp-protocol-version", VERSION),
+            ("mcp-method", method),
+        ];
+        if let Some(n) = name {
+            headers.push(("mcp-name", n));
+        }
+        headers.extend(self.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let mut req = self.http.post(&self.url).body(body);
+        for (k, v) in headers {
+            if !skip.contains(&k) {
+                req = req.header(k, v);
+            }
+        }
+        for (k, v) in extra {
+            req = req.header(*k, *v);
+        }
+        req
+    }
+
+    /// A POST of the raw `body` with all the headers, then `extra`.
+    pub fn raw(
+        &self,
+        body: String,
+        method: &str,
+        name: Option<&str>,
+        extra: &[(&str, &str)],
+    ) -> reqwest::RequestBuilder {
+        self.post_raw(body, method, name, &[], extra)
+    }
+
+    /// A POST of `body` with the headers its own `method` and `params.name` call for (an
+    /// empty `Mcp-Method` when it has no method), without the ones `skip` names.
+    pub fn post(&self, body: &Value, skip: &[&str]) -> reqwest::RequestBuilder {
+        let method = body["method"].as_str().unwrap_or("");
+        let name = body["params"]["name"].as_str();
+        self.post_raw(body.to_string(), method, name, skip, &[])
+    }
+
+    /// A request; its one answer (200, no session made, the client's own id).
+    pub async fn request(&self, id: i64, method: &str, params: Value) -> Value {
+        let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+        answer(self.post(&body, &[]), id, method).await
+    }
+
+    /// `tools/call` of `tool` with the arguments `args` (a JSON value, or raw JSON text sent
+    /// as it is spelled); with `retry`, a round's `requestState` and `inputResponses`. Its
+    /// `result` (200, no session made, one answer with the client's own id).
+    pub async fn call(
+        &self,
+        id: i64,
+        tool: &str,
+        args: impl std::fmt::Display,
+        retry: Option<(&str, Value)>,
+    ) -> Value {
+        let body = call_body(id, tool, &args.to_string(), retry);
+        answer(self.raw(body, "tools/call", Some(tool), &[]), id, "tools/call").await["result"]
+            .clone()
+    }
+}
+
+/// Sends `req`; its one answer, checked: 200, no `Mcp-Session-Id`, one message, id `id`.
+async fn answer(req: reqwest::RequestBuilder, id: i64, method: &str) -> Value {
+    let resp = req.send().await.unwrap();
+    assert_eq!(resp.status(), 200, "{method}");
+    assert!(resp.headers().get("mcp-session-id").is_none(), "no session is made");
+    let messages = messages(resp).await;
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    let m = messages.into_iter().next().unwrap();
+    assert_eq!(m["id"], id, "the answer carries the client's own id: {m}");
+    m
+}
+
+/// The raw text of a `tools/call` of `tool` with the raw JSON `args`, spelled as given; with
+/// `retry`, a round's `requestState` and `inputResponses`.
+pub fn call_body(id: i64, tool: &str, args: &str, retry: Option<(&str, Value)>) -> String {
+    let retry = retry.map_or(String::new(), |(s, responses)| {
+        format!(r#", "requestState": {}, "inputResponses": {responses}"#, json!(s))
+    });
+    format!(
+        r#"{{"jsonrpc": "2.0", "id": {id}, "method": "tools/call", "params": {{"name": {},
+            "arguments": {args}, "_meta": {}{retry}}}}}"#,
+        json!(tool),
+        meta()
+    )
+}
+
+/// Sends `req` and reads its status and its first message (JSON or SSE; `null` if none).
+pub async fn send(req: reqwest::RequestBuilder) -> (u16, Value) {
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let body = resp.text().await.unwrap();
+    let msg = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .map(str::trim)
+        .find(|d| !d.is_empty())
+        .map(|d| serde_json::from_str(d).unwrap())
+        .or_else(|| serde_json::from_str(&body).ok())
+        .unwrap_or(Value::Null);
+    (status, msg)
+}
+
+/// A client of an older revision (with `initialize` and a session) for the user `user` by
+/// the trusted header `x-user`.
+pub fn session_client(gw: &Gateway, user: &str) -> Raw {
+    let mut old = gw.client();
+    old.http = reqwest::Client::builder()
+        .default_headers(
+            [(reqwest::header::HeaderName::from_static("x-user"), user.parse().unwrap())]
+                .into_iter()
+                .collect(),
+        )
+        .build()
+        .unwrap();
+    old
+}
