@@ -95,6 +95,62 @@ pub fn decode_header_value(raw: &str) -> Option<String> {
     }
 }
 
+/// The prefix of the SEP-2243 headers that mirror a `tools/call`'s arguments.
+pub const PARAM_HEADER_PREFIX: &str = "mcp-param-";
+
+/// A tool's `Mcp-Param-*` declarations: (path of property names, header name without the
+/// prefix), as [`param_header_declarations`] finds them.
+pub type ParamDeclarations = Vec<(Vec<String>, String)>;
+
+/// The `Mcp-Param-*` headers a tool's input schema declares (SEP-2243): each property reached
+/// from the root through `properties` alone that carries a non-empty string `x-mcp-header`,
+/// as (its path of property names, the header's name without the prefix).
+pub fn param_header_declarations(input_schema: &Value) -> Vec<(Vec<String>, String)> {
+    fn walk(
+        properties: Option<&Value>,
+        path: &mut Vec<String>,
+        out: &mut Vec<(Vec<String>, String)>,
+    ) {
+        let Some(Value::Object(properties)) = properties else { return };
+        for (name, schema) in properties {
+            path.push(name.clone());
+            if let Some(header) = schema.get("x-mcp-header").and_then(Value::as_str)
+                && !header.is_empty()
+            {
+                out.push((path.clone(), header.to_owned()));
+            }
+            walk(schema.get("properties"), path, out);
+            path.pop();
+        }
+    }
+    let mut out = Vec::new();
+    walk(input_schema.get("properties"), &mut Vec::new(), &mut out);
+    out
+}
+
+/// The `Mcp-Param-*` headers of a call with `arguments` for `declarations`: (full header name,
+/// encoded value) for each declared argument that is a string, a number or a boolean; an absent,
+/// null or structured argument has no header.
+pub fn param_header_values(
+    declarations: &[(Vec<String>, String)],
+    arguments: Option<&Value>,
+) -> Vec<(String, String)> {
+    let Some(arguments) = arguments else { return Vec::new() };
+    declarations
+        .iter()
+        .filter_map(|(path, header)| {
+            let value = path.iter().try_fold(arguments, |v, key| v.get(key))?;
+            let text = match value {
+                Value::String(s) => s.clone(),
+                Value::Bool(b) => b.to_string(),
+                Value::Number(n) => n.to_string(),
+                _ => return None,
+            };
+            Some((format!("{PARAM_HEADER_PREFIX}{header}"), encode_header_value(&text)))
+        })
+        .collect()
+}
+
 /// The revision a request names in its `_meta` (revisions without `initialize`).
 pub fn meta_protocol_version(msg: &Value) -> Option<&str> {
     jsonrpc::params(msg)?.get("_meta")?.get(META_PROTOCOL_VERSION)?.as_str()
@@ -1400,6 +1456,38 @@ mod tests {
         h.client_sends(json!({"jsonrpc": "2.0", "id": ask["id"], "result": {"roots": []}})).await;
         let back = h.upstream_gets().await;
         assert_eq!(back, json!({"jsonrpc": "2.0", "id": 1, "result": {"roots": []}}));
+    }
+
+    #[test]
+    fn param_headers_follow_the_schemas_declarations() {
+        let schema = json!({"type": "object", "properties": {
+            "region": {"type": "string", "x-mcp-header": "Region"},
+            "count": {"type": "integer", "x-mcp-header": "Count"},
+            "plain": {"type": "string"},
+            "nested": {"type": "object", "properties": {
+                "tenant": {"type": "string", "x-mcp-header": "Tenant"}}},
+            "list": {"type": "array", "items": {"type": "string", "x-mcp-header": "Item"}},
+            "empty": {"type": "string", "x-mcp-header": ""}}});
+        let mut declared = param_header_declarations(&schema);
+        declared.sort();
+        let names: Vec<&str> = declared.iter().map(|(_, h)| h.as_str()).collect();
+        assert_eq!(names, ["Count", "Tenant", "Region"]);
+        let args = json!({"region": "eu west ", "count": 3, "plain": "x",
+            "nested": {"tenant": "acme"}, "list": ["a"]});
+        let mut values = param_header_values(&declared, Some(&args));
+        values.sort();
+        assert_eq!(
+            values,
+            [
+                ("mcp-param-Count".to_owned(), "3".to_owned()),
+                ("mcp-param-Region".to_owned(), encode_header_value("eu west ")),
+                ("mcp-param-Tenant".to_owned(), "acme".to_owned()),
+            ]
+        );
+        assert!(values[1].1.starts_with("=?base64?"), "a trailing blank is Base64");
+        // Absent, null and structured arguments have no header.
+        let args = json!({"region": null, "count": {"n": 1}});
+        assert!(param_header_values(&declared, Some(&args)).is_empty());
     }
 
     #[test]

@@ -29,10 +29,11 @@ const POLICY: &str = r#"{"version": "1", "default": "deny", "tools": {
     "ask": {"limits": [{"counter": "ask", "window": "hour", "max": 2}]},
     "forever": {"limits": [{"counter": "forever", "window": "hour", "max": 2}]},
     "slow": {"limits": [{"counter": "slow", "window": "hour", "max": 2}]},
-    "progress": {}}}"#;
+    "progress": {},
+    "regional": {}}}"#;
 
 /// The upstream's tools (it lists `secret` too, which only the default denies).
-const TOOLS: &[&str] = &["read", "ask", "forever", "slow", "progress", "secret"];
+const TOOLS: &[&str] = &["read", "ask", "forever", "slow", "progress", "regional", "secret"];
 
 /// The recording upstream, and a directory with the policy.
 struct Env {
@@ -581,5 +582,27 @@ async fn progress_reaches_the_client_with_its_own_token() {
     let seen = env.up.ran_of("progress");
     assert_eq!(seen.len(), 1);
     assert!(seen[0]["token"].is_string() && seen[0]["token"] != "mine", "{seen:?}");
+    gw.stop().await;
+}
+
+/// SEP-2243's `Mcp-Param-*` headers toward an HTTP upstream without a session: a tool whose
+/// schema declares `x-mcp-header` gets each declared argument mirrored in its header (Base64 when
+/// it is not plain ASCII), which rmcp's server requires, whether or not the client listed the
+/// tools first (the gateway lists them itself); an absent argument has no header.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_carry_the_param_headers_their_schema_declares() {
+    let env = upstream().await;
+    let gw = env.gateway().await;
+    let alice = Client::new(&gw.mcp(), "alice");
+    // No `tools/list` first: the gateway learns the schema itself.
+    let r = alice.call(1, "regional", json!({"region": "eu-west"}), None).await;
+    assert_eq!(text(&r), "ran regional", "{r}");
+    let r = alice.call(2, "regional", json!({"region": "Zürich"}), None).await;
+    assert_eq!(text(&r), "ran regional", "{r}");
+    let r = alice.call(3, "regional", json!({}), None).await;
+    assert_eq!(text(&r), "ran regional", "{r}");
+    let regions: Vec<Value> =
+        env.up.ran_of("regional").into_iter().map(|c| c["args"]["region"].clone()).collect();
+    assert_eq!(regions, [json!("eu-west"), json!("Zürich"), Value::Null]);
     gw.stop().await;
 }

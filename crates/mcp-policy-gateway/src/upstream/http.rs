@@ -75,6 +75,9 @@ struct Shared {
     /// Messages for the relay; taken out when the upstream is gone, so that the relay sees it.
     down: Mutex<Option<mpsc::Sender<Value>>>,
     gone: watch::Sender<bool>,
+    /// Each listed tool's `Mcp-Param-*` declarations (SEP-2243), from the `tools/list`
+    /// answers that passed through; sent with a call of the tool without a session.
+    params: Mutex<HashMap<String, Arc<crate::relay::ParamDeclarations>>>,
 }
 
 fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -122,6 +125,7 @@ pub fn connect(url: &str) -> Result<(UpstreamLink, HttpUpstream), String> {
         protocol: Mutex::new(None),
         down: Mutex::new(Some(down_tx)),
         gone,
+        params: Mutex::new(HashMap::new()),
     });
     let task = tokio::spawn(run(shared, up_rx));
     Ok((UpstreamLink { tx: up_tx, rx: down_rx }, HttpUpstream { task }))
@@ -203,6 +207,28 @@ async fn run(shared: Arc<Shared>, mut up_rx: mpsc::Receiver<Value>) {
     }
 }
 
+/// How many pages of `tools/list` the gateway reads to learn a tool's `Mcp-Param-*` headers.
+const LIST_PAGES_MAX: usize = 20;
+
+/// The response to `id` in an answer (JSON or SSE) to a request of the gateway's own.
+async fn read_answer(resp: reqwest::Response, id: &Value) -> Option<Value> {
+    let bytes = resp.bytes().await.ok()?;
+    if bytes.len() > MAX_MESSAGE_BYTES {
+        return None;
+    }
+    let is_answer = |m: &Value| m.get("id") == Some(id) && m.get("method").is_none();
+    if let Ok(v) = serde_json::from_slice::<Value>(&bytes) {
+        return is_answer(&v).then_some(v);
+    }
+    // An event stream: the `data` of each event.
+    let text = std::str::from_utf8(&bytes).ok()?;
+    text.split("\n\n").find_map(|event| {
+        let data: Vec<&str> =
+            event.lines().filter_map(|l| l.strip_prefix("data:")).map(str::trim_start).collect();
+        serde_json::from_str::<Value>(&data.join("\n")).ok().filter(is_answer)
+    })
+}
+
 /// The key of the request a `notifications/cancelled` names.
 fn cancelled_request(msg: &Value) -> Option<String> {
     match jsonrpc::classify(msg) {
@@ -259,8 +285,73 @@ impl Shared {
             && let Ok(v) = HeaderValue::from_str(&encode_header_value(name))
         {
             req = req.header(crate::relay::NAME_HEADER, v);
+            if method == "tools/call" {
+                let declared = locked(&self.params).get(name).cloned();
+                let arguments = jsonrpc::params(msg).and_then(|p| p.get("arguments"));
+                let declared = declared.as_deref().map_or(&[][..], Vec::as_slice);
+                for (header, value) in crate::relay::param_header_values(declared, arguments) {
+                    if let Ok(v) = HeaderValue::from_str(&value) {
+                        req = req.header(header, v);
+                    }
+                }
+            }
         }
         req
+    }
+
+    /// Records the `Mcp-Param-*` declarations of the tools a `tools/list` answer lists.
+    fn learn_params(&self, msg: &Value) {
+        let Some(tools) = msg.pointer("/result/tools").and_then(Value::as_array) else { return };
+        let mut params = locked(&self.params);
+        for tool in tools {
+            if let (Some(name), Some(schema)) =
+                (tool.get("name").and_then(Value::as_str), tool.get("inputSchema"))
+            {
+                let declared = crate::relay::param_header_declarations(schema);
+                params.insert(name.to_owned(), Arc::new(declared));
+            }
+        }
+    }
+
+    /// Before a sessionless call of a tool whose schema has not been seen: lists the upstream's
+    /// tools (without a session, with the call's `_meta`), so that the call carries the
+    /// `Mcp-Param-*` headers its schema declares. A tool still unknown is remembered without
+    /// headers (not listed again for each call).
+    async fn learn_tool(&self, msg: &Value) {
+        let Some(params) = jsonrpc::params(msg) else { return };
+        let Some(tool) = params.get("name").and_then(Value::as_str) else { return };
+        if locked(&self.params).contains_key(tool) {
+            return;
+        }
+        let meta = params.get("_meta").cloned().unwrap_or_else(|| serde_json::json!({}));
+        let mut cursor: Option<Value> = None;
+        for page in 0..LIST_PAGES_MAX {
+            let mut list_params = serde_json::Map::new();
+            list_params.insert("_meta".into(), meta.clone());
+            if let Some(c) = cursor.take() {
+                list_params.insert("cursor".into(), c);
+            }
+            let id = Value::String(format!("mcp-policy-gateway-tools-{page}"));
+            let list = jsonrpc::request(id.clone(), "tools/list", Value::Object(list_params));
+            let body = serde_json::to_vec(&list).unwrap_or_default();
+            let req = self
+                .client
+                .post(self.url.clone())
+                .header(ACCEPT, "application/json, text/event-stream")
+                .header(CONTENT_TYPE, "application/json")
+                .body(body);
+            let Ok(resp) = self.inline_headers(req, &list).send().await else { break };
+            if !resp.status().is_success() {
+                break;
+            }
+            let Some(answer) = read_answer(resp, &id).await else { break };
+            self.learn_params(&answer);
+            match answer.pointer("/result/nextCursor") {
+                Some(c @ Value::String(_)) => cursor = Some(c.clone()),
+                _ => break,
+            }
+        }
+        locked(&self.params).entry(tool.to_owned()).or_default();
     }
 
     /// Whether `msg` is sent without a session: a request of a revision without `initialize`
@@ -284,6 +375,7 @@ impl Shared {
     /// Receives a message from the upstream: records the negotiated version from the
     /// `initialize` result, and passes it on.
     async fn receive(&self, msg: Value, init_id: Option<&Value>) {
+        self.learn_params(&msg);
         if let Some(init_id) = init_id
             && msg.get("id") == Some(init_id)
             && let Some(v) = msg.pointer("/result/protocolVersion").and_then(Value::as_str)
@@ -298,6 +390,10 @@ impl Shared {
             Kind::Request { id, method } => (Some(id.clone()), method == "initialize"),
             _ => (None, false),
         };
+        let call = matches!(jsonrpc::classify(&msg), Kind::Request { method: "tools/call", .. });
+        if call && self.sessionless(&msg) {
+            self.learn_tool(&msg).await;
+        }
         let body = serde_json::to_vec(&msg).unwrap_or_default();
         let req = self
             .client

@@ -143,6 +143,19 @@ async fn closed_before_answer(
     axum::response::Response::from_parts(parts, axum::body::Body::from_stream(body))
 }
 
+/// The tool `name` as listed: `regional` declares its `region` argument as the header
+/// `Mcp-Param-Region` (SEP-2243), which rmcp then requires on every call of it; the others take
+/// any object.
+fn tool(name: &'static str) -> Tool {
+    let schema = if name == "regional" {
+        json!({"type": "object", "properties": {
+            "region": {"type": "string", "x-mcp-header": "Region"}}})
+    } else {
+        json!({"type": "object"})
+    };
+    Tool::new(name, "a tool", Arc::new(schema.as_object().cloned().unwrap()))
+}
+
 #[derive(Clone)]
 struct Recorder {
     tools: Arc<[&'static str]>,
@@ -169,9 +182,13 @@ impl ServerHandler for Recorder {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        let schema = Arc::new(json!({"type": "object"}).as_object().cloned().unwrap());
-        let tools = self.tools.iter().map(|n| Tool::new(*n, "a tool", schema.clone())).collect();
+        let tools = self.tools.iter().map(|n| tool(n)).collect();
         Ok(ListToolsResult::with_all_items(tools))
+    }
+
+    /// rmcp checks a call's `Mcp-Param-*` headers against the schema this gives.
+    fn get_tool(&self, name: &str) -> Option<Tool> {
+        self.tools.iter().find(|n| **n == name).map(|n| tool(n))
     }
 
     async fn call_tool(
