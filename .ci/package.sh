@@ -8,6 +8,7 @@
 # - README.md's install lines are missing or hold a placeholder;
 # - a doc comment of a published crate names a docs page (`docs/*.md`) without a link, or links
 #   to it with a relative path (neither resolves on docs.rs);
+# - a source file of one includes (`include_str!`) a file outside its crate;
 # - `cargo package --no-verify` fails for any of them or warns (other than about the tests and
 #   benchmarks the root crate leaves out on purpose).
 set -euo pipefail
@@ -68,6 +69,30 @@ if grep -rnE '^\s*//[!/].*(`docs/[A-Za-z0-9_.-]+`[^]]|`docs/[A-Za-z0-9_.-]+`$|\]
      --include='*.rs' "${sources[@]}"; then
   echo "error: a doc comment above names a docs page without an absolute link"; status=1
 fi
+
+echo "== files included by the published crates' sources stay inside their crate"
+# `include_str!("../../..")` reaching the workspace, which a packaged crate does not have (its
+# tests and doctests would not build from crates.io); a symlink inside the crate is packaged.
+python3 - "${sources[@]}" <<'PY' || status=1
+import os, re, sys
+bad = 0
+for src in sys.argv[1:]:
+    crate = os.path.realpath(os.path.dirname(src.rstrip("/")) or ".")
+    for root, _, files in os.walk(src):
+        for f in files:
+            if not f.endswith(".rs"):
+                continue
+            path = os.path.join(root, f)
+            for n, line in enumerate(open(path, encoding="utf-8"), 1):
+                for rel in re.findall(r'include_(?:str|bytes)!\("([^"]+)"\)', line):
+                    target = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(path)), rel))
+                    if not (target + os.sep).startswith(crate + os.sep):
+                        print(f"{path}:{n}: includes `{rel}`, outside its crate")
+                        bad = 1
+if bad:
+    print("error: an include above leaves its crate: link the file into the crate instead")
+sys.exit(bad)
+PY
 
 echo "== cargo package --no-verify ($(cargo --version))"
 args=()

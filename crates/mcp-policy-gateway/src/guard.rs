@@ -512,7 +512,7 @@ mod tests {
     /// What README.md and docs/gateway.md show the agent on the 11th `cancel_run`.
     #[tokio::test]
     async fn the_seed_policy_limits_the_eleventh_cancel_run_as_documented() {
-        let g = guard(include_str!("../../../examples/seed-policy.json"), Mode::Enforce);
+        let g = guard(include_str!("../seed-policy.json"), Mode::Enforce);
         let mut cache = ToolCache::default();
         cache.record(&[json!({"name": "cancel_run"})]);
         for i in 0..10 {

@@ -1018,5 +1018,5 @@ mod tests {
 ///
 /// [`docs/embedding.md`]: https://github.com/mcp-policy/mcp-policy/blob/main/docs/embedding.md
 #[cfg(doctest)]
-#[doc = include_str!("../../../docs/embedding.md")]
+#[doc = include_str!("../embedding.md")]
 struct EmbeddingGuide;
