@@ -30,7 +30,8 @@ const POLICY: &str = r#"{"version": "1", "default": "deny", "tools": {
     "forever": {"limits": [{"counter": "forever", "window": "hour", "max": 2}]},
     "slow": {"limits": [{"counter": "slow", "window": "hour", "max": 2}]},
     "progress": {},
-    "regional": {}}}"#;
+    "regional": {},
+    "ghost": {}}}"#;
 
 /// The upstream's tools (it lists `secret` too, which only the default denies).
 const TOOLS: &[&str] = &["read", "ask", "forever", "slow", "progress", "regional", "secret"];
@@ -604,5 +605,14 @@ async fn calls_carry_the_param_headers_their_schema_declares() {
     let regions: Vec<Value> =
         env.up.ran_of("regional").into_iter().map(|c| c["args"]["region"].clone()).collect();
     assert_eq!(regions, [json!("eu-west"), json!("Zürich"), Value::Null]);
+    let lists = || env.up.lists.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(lists(), 1, "the gateway listed the tools once");
+    // A name the policy allows and the upstream does not list (`ghost`): calls of it cost no
+    // listing each (at most one per 10 s), however many come.
+    for id in 10..30 {
+        alice.call(id, "ghost", json!({}), None).await;
+    }
+    assert_eq!(env.up.ran_of("ghost").len(), 20);
+    assert_eq!(lists(), 1, "a flood of unlisted names makes no listing");
     gw.stop().await;
 }

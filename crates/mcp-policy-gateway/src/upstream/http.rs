@@ -78,6 +78,8 @@ struct Shared {
     /// Each listed tool's `Mcp-Param-*` declarations (SEP-2243), from the `tools/list`
     /// answers that passed through; sent with a call of the tool without a session.
     params: Mutex<HashMap<String, Arc<crate::relay::ParamDeclarations>>>,
+    /// When the gateway last listed the tools itself (at most once per [`RELIST_AFTER`]).
+    listed: Mutex<Option<std::time::Instant>>,
 }
 
 fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -126,6 +128,7 @@ pub fn connect(url: &str) -> Result<(UpstreamLink, HttpUpstream), String> {
         down: Mutex::new(Some(down_tx)),
         gone,
         params: Mutex::new(HashMap::new()),
+        listed: Mutex::new(None),
     });
     let task = tokio::spawn(run(shared, up_rx));
     Ok((UpstreamLink { tx: up_tx, rx: down_rx }, HttpUpstream { task }))
@@ -209,6 +212,8 @@ async fn run(shared: Arc<Shared>, mut up_rx: mpsc::Receiver<Value>) {
 
 /// How many pages of `tools/list` the gateway reads to learn a tool's `Mcp-Param-*` headers.
 const LIST_PAGES_MAX: usize = 20;
+/// How long after listing the tools itself the gateway lists them again for an unseen tool.
+const RELIST_AFTER: Duration = Duration::from_secs(10);
 
 /// The response to `id` in an answer (JSON or SSE) to a request of the gateway's own.
 async fn read_answer(resp: reqwest::Response, id: &Value) -> Option<Value> {
@@ -315,13 +320,21 @@ impl Shared {
 
     /// Before a sessionless call of a tool whose schema has not been seen: lists the upstream's
     /// tools (without a session, with the call's `_meta`), so that the call carries the
-    /// `Mcp-Param-*` headers its schema declares. A tool still unknown is remembered without
-    /// headers (not listed again for each call).
+    /// `Mcp-Param-*` headers its schema declares. At most once per [`RELIST_AFTER`]: calls of
+    /// names the upstream does not list (a policy may allow a pattern) cost no listing each,
+    /// and are not remembered (nothing grows with them).
     async fn learn_tool(&self, msg: &Value) {
         let Some(params) = jsonrpc::params(msg) else { return };
         let Some(tool) = params.get("name").and_then(Value::as_str) else { return };
         if locked(&self.params).contains_key(tool) {
             return;
+        }
+        {
+            let mut listed = locked(&self.listed);
+            if listed.is_some_and(|t| t.elapsed() < RELIST_AFTER) {
+                return;
+            }
+            *listed = Some(std::time::Instant::now());
         }
         let meta = params.get("_meta").cloned().unwrap_or_else(|| serde_json::json!({}));
         let mut cursor: Option<Value> = None;
@@ -351,7 +364,6 @@ impl Shared {
                 _ => break,
             }
         }
-        locked(&self.params).entry(tool.to_owned()).or_default();
     }
 
     /// Whether `msg` is sent without a session: a request of a revision without `initialize`

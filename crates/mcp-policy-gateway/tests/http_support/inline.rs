@@ -53,6 +53,8 @@ pub struct Upstream {
     pub calls: Arc<Mutex<Vec<Value>>>,
     /// `slow` takes one permit per call (none at first).
     pub gate: Arc<Semaphore>,
+    /// How many times it answered `tools/list`.
+    pub lists: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Upstream {
@@ -62,8 +64,10 @@ impl Upstream {
             old_only,
             calls: Arc::default(),
             gate: Arc::new(Semaphore::new(0)),
+            lists: Arc::default(),
         };
-        let (calls, gate) = (handler.calls.clone(), handler.gate.clone());
+        let (calls, gate, lists) =
+            (handler.calls.clone(), handler.gate.clone(), handler.lists.clone());
         let service = StreamableHttpService::new(
             move || Ok(handler.clone()),
             LocalSessionManager::default().into(),
@@ -75,7 +79,7 @@ impl Upstream {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Upstream { url: format!("http://{addr}/mcp"), calls, gate }
+        Upstream { url: format!("http://{addr}/mcp"), calls, gate, lists }
     }
 
     /// Every call it ran, in order.
@@ -162,6 +166,7 @@ struct Recorder {
     old_only: bool,
     calls: Arc<Mutex<Vec<Value>>>,
     gate: Arc<Semaphore>,
+    lists: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl ServerHandler for Recorder {
@@ -182,6 +187,7 @@ impl ServerHandler for Recorder {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
+        self.lists.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let tools = self.tools.iter().map(|n| tool(n)).collect();
         Ok(ListToolsResult::with_all_items(tools))
     }
