@@ -16,7 +16,9 @@ use super::messages;
 use super::mode::Mode;
 use super::steps::Plan;
 use super::text;
-use crate::counter::{ChargeOutcome, ChargeRequest, CounterKey, ScopeKey, StoreError, WindowSpec};
+use crate::counter::{
+    ChargeOutcome, ChargeRequest, CounterKey, ScopeKey, StoreError, Timestamp, WindowSpec,
+};
 use crate::policy::compiled::{CompiledLimit, Units};
 use crate::policy::model::{MAX_LIMIT, Scope};
 
@@ -117,6 +119,76 @@ impl<S> Evaluator<S> {
         let mut d = refusal.into_decision(tool, plan.approval.take(), &self.approvals);
         self.mark(&mut d);
         d
+    }
+
+    /// An allowed decision that charged nothing, marked.
+    #[inline]
+    pub(super) fn allowed<'a>(&self, tool: &'a str, rule: RuleRef<'a>) -> Decision<'a> {
+        let mut d = Decision::new(DecisionKind::Allow, tool, rule, Text::Static("allowed"));
+        self.mark(&mut d);
+        d
+    }
+
+    /// [`finish`](Evaluator::finish) for a call that charged one limit (`request`, of the
+    /// limit at index `id`) and nothing else: the shortcut of a rule without checks.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    pub(super) fn finish_one<'p, 'a: 'p>(
+        &self,
+        installed: &'p Installed,
+        id: u32,
+        request: &ChargeRequest<'p>,
+        rule: RuleRef<'a>,
+        now: Timestamp,
+        outcome: Result<ChargeOutcome, StoreError>,
+        call: &ToolCall<'a>,
+    ) -> Decision<'a> {
+        if let Ok(ChargeOutcome::Admitted { at }) = outcome {
+            let mut entries = SmallVec::new();
+            entries.push((id, request.units));
+            // Built whole, in the caller's slot, as `finish` does.
+            return Decision {
+                kind: DecisionKind::Allow,
+                tool: Cow::Borrowed(call.tool()),
+                rule,
+                message: Text::Static("allowed"),
+                extra: Extra::Charge(Charge {
+                    generation: installed.generation,
+                    at,
+                    grant: Cow::Borrowed(call.grant()),
+                    session: call.session().map(Cow::Borrowed),
+                    entries,
+                }),
+                monitored: self.mode == Mode::Monitor,
+                human: Human::Nobody,
+            };
+        }
+        self.refuse_one(installed, id, request, rule, now, outcome, call)
+    }
+
+    /// A refusal (or a store error) of [`finish_one`](Evaluator::finish_one): the plan that
+    /// `prepare` would have made, finished by [`finish`](Evaluator::finish).
+    #[allow(clippy::too_many_arguments)]
+    #[cold]
+    #[inline(never)]
+    fn refuse_one<'p, 'a: 'p>(
+        &self,
+        installed: &'p Installed,
+        id: u32,
+        request: &ChargeRequest<'p>,
+        rule: RuleRef<'a>,
+        now: Timestamp,
+        outcome: Result<ChargeOutcome, StoreError>,
+        call: &ToolCall<'a>,
+    ) -> Decision<'a> {
+        let mut plan = Plan::new();
+        plan.policy = Some(installed.policy.compiled());
+        plan.generation = installed.generation;
+        plan.now = now;
+        plan.requests.push(*request);
+        plan.ids.push(id);
+        plan.rule = Some(rule);
+        self.finish(&mut plan, outcome, call)
     }
 
     /// The charge requests of an allowed decision, rebuilt for a rollback.

@@ -114,6 +114,9 @@ impl PatternIndex {
 
     /// The payload of the most specific pattern matching `name`.
     pub(crate) fn find(&self, name: &str) -> Option<usize> {
+        if self.patterns.is_empty() {
+            return None;
+        }
         let mut best: Option<(usize, usize)> = None;
         let mut consider = |node: &TrieNode| {
             for id in &node.here {
