@@ -222,37 +222,66 @@ fn encode(key: &CounterKey<'_>, window_seconds: u64) -> Box<[u8]> {
     v.into_boxed_slice()
 }
 
-/// Whether an encoded key is `key`, without allocating.
-#[inline(always)]
-fn same_key(encoded: &[u8], key: &CounterKey<'_>) -> bool {
-    let (tag, grant, session) = parts(key);
-    let (c, g, s) = (key.counter.as_bytes(), grant.as_bytes(), session.as_bytes());
-    // The length rejects almost every other key before any bytes are compared.
-    if encoded.len() != 3 + c.len() + g.len() + s.len() {
-        return false;
-    }
-    // `tag c SEP g SEP s`: with the total length equal, the parts are where the key puts them.
-    let Some((&t, rest)) = encoded.split_first() else { return false };
-    let Some((ec, rest)) = rest.split_at_checked(c.len()) else { return false };
-    let Some((&sep1, rest)) = rest.split_first() else { return false };
-    let Some((eg, rest)) = rest.split_at_checked(g.len()) else { return false };
-    let Some((&sep2, es)) = rest.split_first() else { return false };
-    t == tag
-        && sep1 == SEP
-        && sep2 == SEP
-        && eq_short(ec, c)
-        && eq_short(eg, g)
-        && (s.is_empty() || eq_short(es, s))
+/// A key's parts, found once per lookup: what an entry's key is compared with.
+#[derive(Clone, Copy)]
+struct Probe<'a> {
+    tag: u8,
+    counter: &'a [u8],
+    grant: &'a [u8],
+    session: &'a [u8],
+    /// The length of [`Entry::key`] for this key (header included).
+    len: usize,
 }
 
-impl Shard {
-    fn find(&self, hash: u64, key: &CounterKey<'_>) -> Option<&Entry> {
-        self.table.find(hash, |e| same_key(e.parts(), key))
+impl<'a> Probe<'a> {
+    #[inline(always)]
+    fn of(key: &CounterKey<'a>) -> Self {
+        let (tag, grant, session) = parts(key);
+        let (counter, grant, session) =
+            (key.counter.as_bytes(), grant.as_bytes(), session.as_bytes());
+        let len = HEADER + 3 + counter.len() + grant.len() + session.len();
+        Probe { tag, counter, grant, session, len }
     }
 
     #[inline(always)]
-    fn find_mut(&mut self, hash: u64, key: &CounterKey<'_>) -> Option<&mut Entry> {
-        self.table.find_mut(hash, |e| same_key(e.parts(), key))
+    fn hash(&self, hasher: &KeyHasher) -> u64 {
+        hasher.hash(self.tag, self.counter, self.grant, self.session)
+    }
+
+    /// Whether an [`Entry::key`] is this key, without allocating.
+    #[inline(always)]
+    fn matches(&self, stored: &[u8]) -> bool {
+        // The length rejects almost every other key before any bytes are compared.
+        if stored.len() != self.len {
+            return false;
+        }
+        // `header tag c SEP g SEP s`: with the total length equal, the parts are where the key
+        // puts them.
+        let Some((&t, rest)) = stored.get(HEADER..).and_then(<[u8]>::split_first) else {
+            return false;
+        };
+        let Some((ec, rest)) = rest.split_at_checked(self.counter.len()) else { return false };
+        let Some((&sep1, rest)) = rest.split_first() else { return false };
+        let Some((eg, rest)) = rest.split_at_checked(self.grant.len()) else { return false };
+        let Some((&sep2, es)) = rest.split_first() else { return false };
+        t == self.tag
+            && sep1 == SEP
+            && sep2 == SEP
+            && eq_short(ec, self.counter)
+            && eq_short(eg, self.grant)
+            && (self.session.is_empty() || eq_short(es, self.session))
+    }
+}
+
+impl Shard {
+    #[inline(always)]
+    fn find(&self, hash: u64, probe: &Probe<'_>) -> Option<&Entry> {
+        self.table.find(hash, |e| probe.matches(&e.key))
+    }
+
+    #[inline(always)]
+    fn find_mut(&mut self, hash: u64, probe: &Probe<'_>) -> Option<&mut Entry> {
+        self.table.find_mut(hash, |e| probe.matches(&e.key))
     }
 
     fn sweep(&mut self, now: Timestamp) {
@@ -325,7 +354,7 @@ impl Entry {
 impl Shard {
     /// Charges `req`, creating its counter if needed.
     fn apply(&mut self, hasher: &KeyHasher, hash: u64, now: Timestamp, req: &ChargeRequest<'_>) {
-        match self.find_mut(hash, &req.key) {
+        match self.find_mut(hash, &Probe::of(&req.key)) {
             Some(e) => e.charge(now, req),
             None => self.insert(hasher, hash, now, req),
         }
@@ -363,7 +392,7 @@ fn refused(
             .filter(|r| r.key == req.key)
             .map(|r| r.units)
             .fold(0, u64::saturating_add);
-        if let Some(wait) = refusal(shard.find(hash, &req.key), now, req, earlier) {
+        if let Some(wait) = refusal(shard.find(hash, &Probe::of(&req.key)), now, req, earlier) {
             refused = Some(match refused {
                 None => (j, wait),
                 // `None` (never) outlasts every wait.
@@ -380,7 +409,7 @@ impl CounterStore for MemoryStore {
         let shard =
             self.shards.get(self.shard_of(hash)).ok_or_else(|| StoreError::new("no shard"))?;
         let shard = shard.0.lock();
-        Ok(shard.find(hash, &request.key).map_or(0, |e| e.count(now, request)))
+        Ok(shard.find(hash, &Probe::of(&request.key)).map_or(0, |e| e.count(now, request)))
     }
 
     fn check(
@@ -403,12 +432,18 @@ impl CounterStore for MemoryStore {
     ) -> Result<ChargeOutcome, StoreError> {
         // One counter (the common case): one lock, no bookkeeping.
         if let [req] = batch {
-            let hash = self.hash(&req.key);
+            let probe = Probe::of(&req.key);
+            let hash = probe.hash(&self.hasher);
             let shard =
                 self.shards.get(self.shard_of(hash)).ok_or_else(|| StoreError::new("no shard"))?;
             let mut shard = shard.0.lock();
             // One lookup both checks and charges an existing counter.
-            if let Some(e) = shard.find_mut(hash, &req.key) {
+            if let Some(e) = shard.find_mut(hash, &probe) {
+                // The common case, in one step: the counter's window is the request's, and
+                // there is room.
+                if e.matches(req) && e.state.try_add(now, req.window.seconds, req.units, req.max) {
+                    return Ok(ChargeOutcome::Admitted { at: now });
+                }
                 if let Some(retry_after) = refusal(Some(e), now, req, 0) {
                     return Ok(ChargeOutcome::Refused { index: 0, retry_after });
                 }
@@ -452,7 +487,7 @@ impl CounterStore for MemoryStore {
                 (hashes.get(j).copied().unwrap_or(0), slots.get(j).copied().unwrap_or(0));
             let shard =
                 guards.get_mut(slot).ok_or_else(|| StoreError::new("shard lock missing"))?;
-            if let Some(e) = shard.find_mut(hash, &req.key) {
+            if let Some(e) = shard.find_mut(hash, &Probe::of(&req.key)) {
                 if e.matches(req) {
                     e.state.remove(now, charged_at, req.window.seconds, req.units);
                 }
@@ -498,14 +533,15 @@ mod tests {
     fn keys_do_not_collide_across_parts() {
         let a = CounterKey { counter: "ab", scope: ScopeKey::Grant("c") };
         let b = CounterKey { counter: "a", scope: ScopeKey::Grant("bc") };
-        let parts = |k: &CounterKey<'_>| encode(k, 60).get(HEADER..).unwrap().to_vec();
-        assert!(same_key(&parts(&a), &a));
-        assert!(!same_key(&parts(&a), &b));
+        let stored = |k: &CounterKey<'_>| encode(k, 60).to_vec();
+        assert!(Probe::of(&a).matches(&stored(&a)));
+        assert!(!Probe::of(&b).matches(&stored(&a)));
         let none =
             CounterKey { counter: "a", scope: ScopeKey::Session { grant: "g", session: None } };
         let empty =
             CounterKey { counter: "a", scope: ScopeKey::Session { grant: "g", session: Some("") } };
-        assert!(!same_key(&parts(&none), &empty));
+        assert!(!Probe::of(&empty).matches(&stored(&none)));
+        assert!(!Probe::of(&none).matches(&stored(&empty)));
     }
 
     #[test]
