@@ -403,6 +403,64 @@ fn refused(
     Ok(refused)
 }
 
+impl MemoryStore {
+    /// [`CounterStore::charge`] of a batch of one request.
+    #[inline]
+    fn charge_one(
+        &self,
+        now: Timestamp,
+        req: &ChargeRequest<'_>,
+    ) -> Result<ChargeOutcome, StoreError> {
+        let probe = Probe::of(&req.key);
+        let hash = probe.hash(&self.hasher);
+        let shard =
+            self.shards.get(self.shard_of(hash)).ok_or_else(|| StoreError::new("no shard"))?;
+        let mut shard = shard.0.lock();
+        // One lookup both checks and charges an existing counter.
+        if let Some(e) = shard.find_mut(hash, &probe) {
+            // The common case, in one step: the counter's window is the request's, and
+            // there is room.
+            if e.matches(req) && e.state.try_add(now, req.window.seconds, req.units, req.max) {
+                return Ok(ChargeOutcome::Admitted { at: now });
+            }
+            if let Some(retry_after) = refusal(Some(e), now, req, 0) {
+                return Ok(ChargeOutcome::Refused { index: 0, retry_after });
+            }
+            e.charge(now, req);
+        } else {
+            if let Some(retry_after) = refusal(None, now, req, 0) {
+                return Ok(ChargeOutcome::Refused { index: 0, retry_after });
+            }
+            shard.insert(&self.hasher, hash, now, req);
+        }
+        Ok(ChargeOutcome::Admitted { at: now })
+    }
+
+    /// [`CounterStore::charge`] of a batch of several requests (or none).
+    #[inline(never)]
+    fn charge_batch(
+        &self,
+        now: Timestamp,
+        batch: &[ChargeRequest<'_>],
+    ) -> Result<ChargeOutcome, StoreError> {
+        let hashes: SmallVec<[u64; 8]> = batch.iter().map(|r| self.hash(&r.key)).collect();
+        let (mut guards, slots) = self.lock(&hashes);
+
+        // Check every request before charging anything.
+        if let Some((index, retry_after)) = refused(&guards, &hashes, &slots, now, batch)? {
+            return Ok(ChargeOutcome::Refused { index, retry_after });
+        }
+        for (j, req) in batch.iter().enumerate() {
+            let (hash, slot) =
+                (hashes.get(j).copied().unwrap_or(0), slots.get(j).copied().unwrap_or(0));
+            let shard =
+                guards.get_mut(slot).ok_or_else(|| StoreError::new("shard lock missing"))?;
+            shard.apply(&self.hasher, hash, now, req);
+        }
+        Ok(ChargeOutcome::Admitted { at: now })
+    }
+}
+
 impl CounterStore for MemoryStore {
     fn count(&self, now: Timestamp, request: &ChargeRequest<'_>) -> Result<u64, StoreError> {
         let hash = self.hash(&request.key);
@@ -431,47 +489,10 @@ impl CounterStore for MemoryStore {
         batch: &[ChargeRequest<'_>],
     ) -> Result<ChargeOutcome, StoreError> {
         // One counter (the common case): one lock, no bookkeeping.
-        if let [req] = batch {
-            let probe = Probe::of(&req.key);
-            let hash = probe.hash(&self.hasher);
-            let shard =
-                self.shards.get(self.shard_of(hash)).ok_or_else(|| StoreError::new("no shard"))?;
-            let mut shard = shard.0.lock();
-            // One lookup both checks and charges an existing counter.
-            if let Some(e) = shard.find_mut(hash, &probe) {
-                // The common case, in one step: the counter's window is the request's, and
-                // there is room.
-                if e.matches(req) && e.state.try_add(now, req.window.seconds, req.units, req.max) {
-                    return Ok(ChargeOutcome::Admitted { at: now });
-                }
-                if let Some(retry_after) = refusal(Some(e), now, req, 0) {
-                    return Ok(ChargeOutcome::Refused { index: 0, retry_after });
-                }
-                e.charge(now, req);
-            } else {
-                if let Some(retry_after) = refusal(None, now, req, 0) {
-                    return Ok(ChargeOutcome::Refused { index: 0, retry_after });
-                }
-                shard.insert(&self.hasher, hash, now, req);
-            }
-            return Ok(ChargeOutcome::Admitted { at: now });
+        match batch {
+            [req] => self.charge_one(now, req),
+            _ => self.charge_batch(now, batch),
         }
-
-        let hashes: SmallVec<[u64; 8]> = batch.iter().map(|r| self.hash(&r.key)).collect();
-        let (mut guards, slots) = self.lock(&hashes);
-
-        // Check every request before charging anything.
-        if let Some((index, retry_after)) = refused(&guards, &hashes, &slots, now, batch)? {
-            return Ok(ChargeOutcome::Refused { index, retry_after });
-        }
-        for (j, req) in batch.iter().enumerate() {
-            let (hash, slot) =
-                (hashes.get(j).copied().unwrap_or(0), slots.get(j).copied().unwrap_or(0));
-            let shard =
-                guards.get_mut(slot).ok_or_else(|| StoreError::new("shard lock missing"))?;
-            shard.apply(&self.hasher, hash, now, req);
-        }
-        Ok(ChargeOutcome::Admitted { at: now })
     }
 
     fn refund(

@@ -46,11 +46,28 @@ use crate::policy::{Policy, PolicyError};
 pub struct Evaluator<S = MemoryStore> {
     pub(super) current: ArcSwap<Installed>,
     pub(super) store: S,
-    pub(super) clock: Arc<dyn Clock>,
+    pub(super) clock: EvalClock,
     pub(super) fail_open: bool,
     pub(super) mode: Mode,
     pub(super) approvals: Approvals,
     pub(super) generations: AtomicU64,
+}
+
+/// The evaluator's clock: the default [`FastClock`] read without a dynamic call (it is inlined
+/// into the decision), or the clock given to [`Evaluator::with_clock`].
+pub(super) enum EvalClock {
+    Fast(FastClock),
+    Other(Arc<dyn Clock>),
+}
+
+impl EvalClock {
+    #[inline]
+    pub(super) fn now(&self) -> crate::counter::Timestamp {
+        match self {
+            EvalClock::Fast(c) => c.now(),
+            EvalClock::Other(c) => c.now(),
+        }
+    }
 }
 
 /// The policy in force, with the generation that tells a rollback whether it was reloaded since.
@@ -105,7 +122,7 @@ impl<S> Evaluator<S> {
         Evaluator {
             current: ArcSwap::from_pointee(Installed { policy, generation: 0 }),
             store,
-            clock: Arc::new(FastClock::new()),
+            clock: EvalClock::Fast(FastClock::new()),
             fail_open: false,
             mode: Mode::Enforce,
             approvals: Approvals::new(approval::DEFAULT_TTL),
@@ -126,7 +143,7 @@ impl<S> Evaluator<S> {
     /// # Ok::<(), mcp_policy::PolicyError>(())
     /// ```
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
-        self.clock = clock;
+        self.clock = EvalClock::Other(clock);
         self
     }
 
