@@ -25,7 +25,7 @@ use crate::policy::model::{MAX_LIMIT, Scope};
 /// A call refused at or after the limits step, which must give back an approval it took.
 pub(super) enum Refusal<'a> {
     Deny(RuleRef<'a>, Text),
-    Limit(RuleRef<'a>, String, Duration),
+    Limit(RuleRef<'a>, Text, Duration),
 }
 
 impl<'a> Refusal<'a> {
@@ -41,7 +41,7 @@ impl<'a> Refusal<'a> {
         match self {
             Refusal::Deny(rule, message) => Decision::new(DecisionKind::Deny, tool, rule, message),
             Refusal::Limit(rule, message, retry_after) => {
-                let mut d = Decision::new(DecisionKind::Limit, tool, rule, Text::Owned(message));
+                let mut d = Decision::new(DecisionKind::Limit, tool, rule, message);
                 d.extra = Extra::RetryAfter(retry_after);
                 d
             }
@@ -87,18 +87,7 @@ impl<S> Evaluator<S> {
                 };
             }
             Ok(ChargeOutcome::Refused { index, retry_after }) => match limit_at(index) {
-                Some(limit) => {
-                    let message = messages::limit_reached(limit);
-                    let rule = RuleRef::Shared(limit.pointer.clone());
-                    match retry_after {
-                        Some(wait) => Refusal::Limit(rule, message, wait),
-                        // No wait would help: deny rather than ask to retry.
-                        None => Refusal::Deny(
-                            rule,
-                            Text::Owned(format!("{message}: this call can never be admitted")),
-                        ),
-                    }
-                }
+                Some(limit) => limit_refusal(limit, retry_after),
                 None => Refusal::Deny(
                     RuleRef::Static(""),
                     Text::Static("the counter store refused a limit this call does not have"),
@@ -181,8 +170,17 @@ impl<S> Evaluator<S> {
         outcome: Result<ChargeOutcome, StoreError>,
         call: &ToolCall<'a>,
     ) -> Decision<'a> {
+        let policy = installed.policy.compiled();
+        if let (Ok(ChargeOutcome::Refused { index: 0, retry_after }), Some(limit)) =
+            (&outcome, policy.limits.get(id as usize))
+        {
+            let refusal = limit_refusal(limit, *retry_after);
+            let mut d = refusal.into_decision(call.tool(), None, &self.approvals);
+            self.mark(&mut d);
+            return d;
+        }
         let mut plan = Plan::new();
-        plan.policy = Some(installed.policy.compiled());
+        plan.policy = Some(policy);
         plan.generation = installed.generation;
         plan.now = now;
         plan.requests.push(*request);
@@ -217,6 +215,23 @@ impl<S> Evaluator<S> {
                 })
             })
             .collect())
+    }
+}
+
+/// The refusal of a call that `limit` refused: `limit` when waiting `retry_after` helps, else
+/// `deny`. The message is made once per limit and shared (no allocation per refused call).
+pub(super) fn limit_refusal<'a>(
+    limit: &CompiledLimit,
+    retry_after: Option<Duration>,
+) -> Refusal<'a> {
+    let message = limit.reached.get_or_init(|| messages::limit_reached(limit).into());
+    let rule = RuleRef::Shared(limit.pointer.clone());
+    match retry_after {
+        Some(wait) => Refusal::Limit(rule, Text::Shared(message.clone()), wait),
+        // No wait would help: deny rather than ask to retry.
+        None => {
+            Refusal::Deny(rule, Text::Owned(format!("{message}: this call can never be admitted")))
+        }
     }
 }
 

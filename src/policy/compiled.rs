@@ -153,6 +153,9 @@ pub(crate) struct CompiledCheck {
 
 pub(crate) struct CompiledLimit {
     pub(crate) pointer: Arc<str>,
+    /// The message of a call this limit refuses, made at the first refusal and shared by the
+    /// next ones (the evaluator words it).
+    pub(crate) reached: std::sync::OnceLock<Arc<str>>,
     pub(crate) counter: Arc<str>,
     pub(crate) window_seconds: u64,
     pub(crate) sliding: bool,
