@@ -168,3 +168,51 @@ pub(crate) enum Units {
     Fixed(u64),
     From { path: Path, pointer: Arc<str> },
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::Policy;
+
+    /// The shortcut of each tool's rule, and of the default rule.
+    fn fast_of(doc: &str, tool: &str) -> Fast {
+        let policy = Policy::from_json_str(doc).unwrap();
+        let c = policy.compiled();
+        c.rule_for(tool).map_or(c.default_rule.fast, |r| r.fast)
+    }
+
+    #[test]
+    fn only_rules_without_checks_and_one_fixed_limit_take_the_shortcut() {
+        let limit = r#"{"counter": "c", "window": "minute", "max": 5}"#;
+        let doc = |tool: &str, all: &str| {
+            format!(r#"{{"version": "1", "default": "allow", "tools": {{"t": {tool}}}{all}}}"#)
+        };
+        let check = r#"[{"conditions": [{"path": "args.a", "op": "exists", "value": true}]}]"#;
+        assert_eq!(fast_of(&doc("{}", ""), "t"), Fast::Allow);
+        assert_eq!(fast_of(&doc("{}", ""), "other"), Fast::Allow, "the default rule");
+        let one = doc(&format!(r#"{{"limits": [{limit}]}}"#), "");
+        assert_eq!(fast_of(&one, "t"), Fast::OneLimit { id: 0, units: 1 });
+        let inc =
+            doc(&format!(r#"{{"limits": [{}]}}"#, limit.replace('}', r#", "increment": 3}"#)), "");
+        assert_eq!(fast_of(&inc, "t"), Fast::OneLimit { id: 0, units: 3 });
+        // (`increment` over `max` is a load error; `set_fast` still leaves it to step 7.)
+        let from = limit.replace('}', r#", "increment_from": "args.n"}"#);
+        assert_eq!(fast_of(&doc(&format!(r#"{{"limits": [{from}]}}"#), ""), "t"), Fast::No);
+        let two = doc(&format!(r#"{{"limits": [{limit}, {limit}]}}"#), "");
+        assert_eq!(fast_of(&two, "t"), Fast::No);
+        for step in ["require", "deny_if", "approve_if"] {
+            let own = doc(&format!(r#"{{"{step}": {check}}}"#), "");
+            assert_eq!(fast_of(&own, "t"), Fast::No, "{step}");
+            let all = doc("{}", &format!(r#", "all_tools": {{"{step}": {check}}}"#));
+            assert_eq!(fast_of(&all, "t"), Fast::No, "all_tools {step}");
+            assert_eq!(fast_of(&all, "other"), Fast::No, "all_tools {step}, default rule");
+        }
+        let schema = doc(r#"{"arguments": {"type": "object"}}"#, "");
+        assert_eq!(fast_of(&schema, "t"), Fast::No);
+        // `all_tools`' limit counts: one limit in all, or two.
+        let all_limit = format!(r#", "all_tools": {{"limits": [{limit}]}}"#);
+        assert_eq!(fast_of(&doc("{}", &all_limit), "t"), Fast::OneLimit { id: 0, units: 1 });
+        let both = doc(&format!(r#"{{"limits": [{limit}]}}"#), &all_limit);
+        assert_eq!(fast_of(&both, "t"), Fast::No);
+    }
+}
