@@ -221,8 +221,10 @@ fn print_into(scratch: &mut Vec<u8>, line_no: usize, d: &Decision<'_>) -> serde_
     scratch.extend_from_slice(b"{\"line\":");
     scratch.extend_from_slice(itoa_usize(line_no, &mut [0u8; 20]));
     // The fields and their order are those of `Decision`'s `Serialize`.
-    scratch.extend_from_slice(b",\"decision\":");
-    json_str(scratch, d.kind().as_str())?;
+    // The kind is one of four plain words: nothing to escape.
+    scratch.extend_from_slice(b",\"decision\":\"");
+    scratch.extend_from_slice(d.kind().as_str().as_bytes());
+    scratch.push(b'"');
     scratch.extend_from_slice(b",\"tool\":");
     json_str(scratch, d.tool())?;
     scratch.extend_from_slice(b",\"rule\":");
@@ -231,10 +233,9 @@ fn print_into(scratch: &mut Vec<u8>, line_no: usize, d: &Decision<'_>) -> serde_
     json_str(scratch, d.message())?;
     if let Some(r) = d.retry_after() {
         // As `Decision` writes it: whole milliseconds, rounded up.
-        let seconds = (r.as_secs_f64() * 1000.0).ceil() / 1000.0;
+        let millis = (r.as_secs_f64() * 1000.0).ceil();
         scratch.extend_from_slice(b",\"retry_after\":");
-        // A number is written by serde_json itself (it has no escapes to scan for).
-        serde_json::to_writer(&mut *scratch, &seconds)?;
+        write_seconds(scratch, millis)?;
     }
     if let Some(k) = d.approval_key() {
         scratch.extend_from_slice(b",\"approval_key\":");
@@ -244,6 +245,42 @@ fn print_into(scratch: &mut Vec<u8>, line_no: usize, d: &Decision<'_>) -> serde_
         scratch.extend_from_slice(b",\"monitor\":true");
     }
     scratch.extend_from_slice(b"}\n");
+    Ok(())
+}
+
+/// `millis / 1000` as serde_json writes that `f64` (its shortest decimal, with `.0` for a whole
+/// number): below 10^12 ms the shortest decimal of the nearest `f64` to `k / 1000` is `k / 1000`
+/// itself (any other decimal with at most three decimals is 0.001 away, far more than half the
+/// gap between two `f64`s there), so it is written from the integer; any other value by
+/// serde_json.
+fn write_seconds(scratch: &mut Vec<u8>, millis: f64) -> serde_json::Result<()> {
+    if !(0.0..1e12).contains(&millis) || millis.fract() != 0.0 {
+        return serde_json::to_writer(&mut *scratch, &(millis / 1000.0));
+    }
+    // A whole number under 10^12: exact as an integer.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let k = millis as u64;
+    let mut buf = [0u8; 20];
+    scratch.extend_from_slice(itoa_usize(usize::try_from(k / 1000).unwrap_or(0), &mut buf));
+    scratch.push(b'.');
+    let frac = k % 1000;
+    if frac == 0 {
+        scratch.push(b'0');
+    } else {
+        // Three digits, trailing zeros dropped.
+        let digits = [frac / 100, frac / 10 % 10, frac % 10];
+        let n = if frac % 100 == 0 {
+            1
+        } else if frac % 10 == 0 {
+            2
+        } else {
+            3
+        };
+        for d in digits.iter().take(n) {
+            #[allow(clippy::cast_possible_truncation)]
+            scratch.push(b'0' + *d as u8);
+        }
+    }
     Ok(())
 }
 
@@ -812,6 +849,33 @@ mod tests {
             let d = monitored.evaluate(&ToolCall::new(tool).with_grant("g"));
             assert!(d.is_monitored());
             check(&d, 3, &mut scratch);
+        }
+    }
+
+    #[test]
+    fn write_seconds_writes_what_serde_json_writes() {
+        let mut ks: Vec<u64> = (0..3000).collect();
+        ks.extend([59_999, 60_000, 86_400_000, 3_600_001, 999_999_999_999, 123_456_789_012]);
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            ks.push(x % 1_000_000_000_000);
+        }
+        for k in ks {
+            #[allow(clippy::cast_precision_loss)]
+            let millis = k as f64;
+            let mut ours = Vec::new();
+            write_seconds(&mut ours, millis).unwrap();
+            let theirs = serde_json::to_vec(&(millis / 1000.0)).unwrap();
+            assert_eq!(String::from_utf8_lossy(&ours), String::from_utf8_lossy(&theirs), "{k}");
+        }
+        // Outside the integer range: serde_json's own text.
+        for millis in [1e12, 1e15, 0.5, f64::MAX] {
+            let mut ours = Vec::new();
+            write_seconds(&mut ours, millis).unwrap();
+            assert_eq!(ours, serde_json::to_vec(&(millis / 1000.0)).unwrap(), "{millis}");
         }
     }
 
