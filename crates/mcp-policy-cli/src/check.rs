@@ -269,9 +269,9 @@ fn write_seconds(scratch: &mut Vec<u8>, millis: f64) -> serde_json::Result<()> {
     } else {
         // Three digits, trailing zeros dropped.
         let digits = [frac / 100, frac / 10 % 10, frac % 10];
-        let n = if frac % 100 == 0 {
+        let n = if frac.is_multiple_of(100) {
             1
-        } else if frac % 10 == 0 {
+        } else if frac.is_multiple_of(10) {
             2
         } else {
             3
