@@ -257,30 +257,35 @@ fn write_seconds(scratch: &mut Vec<u8>, millis: f64) -> serde_json::Result<()> {
     if !(0.0..1e12).contains(&millis) || millis.fract() != 0.0 {
         return serde_json::to_writer(&mut *scratch, &(millis / 1000.0));
     }
-    // A whole number under 10^12: exact as an integer.
+    // A whole number under 10^12: exact as an integer. Written into a buffer, copied once.
     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
     let k = millis as u64;
-    let mut buf = [0u8; 20];
-    scratch.extend_from_slice(itoa_usize(usize::try_from(k / 1000).unwrap_or(0), &mut buf));
-    scratch.push(b'.');
-    let frac = k % 1000;
-    if frac == 0 {
-        scratch.push(b'0');
-    } else {
-        // Three digits, trailing zeros dropped.
-        let digits = [frac / 100, frac / 10 % 10, frac % 10];
-        let n = if frac.is_multiple_of(100) {
-            1
-        } else if frac.is_multiple_of(10) {
-            2
-        } else {
-            3
-        };
-        for d in digits.iter().take(n) {
-            #[allow(clippy::cast_possible_truncation)]
-            scratch.push(b'0' + *d as u8);
-        }
+    let (whole, frac) = (k / 1000, k % 1000);
+    let mut buf = [0u8; 24];
+    let mut int = [0u8; 20];
+    let digits = itoa_usize(usize::try_from(whole).unwrap_or(0), &mut int);
+    let n = digits.len();
+    let mut len = n + 2;
+    if let Some(head) = buf.get_mut(..n) {
+        head.copy_from_slice(digits);
     }
+    // `.0` for a whole number, else up to three digits with trailing zeros dropped.
+    #[allow(clippy::cast_possible_truncation)]
+    let tail =
+        [b'.', b'0' + (frac / 100) as u8, b'0' + (frac / 10 % 10) as u8, b'0' + (frac % 10) as u8];
+    if let Some(t) = buf.get_mut(n..n + 4) {
+        t.copy_from_slice(&tail);
+    }
+    if frac != 0 {
+        len = n + if frac.is_multiple_of(100) {
+            2
+        } else if frac.is_multiple_of(10) {
+            3
+        } else {
+            4
+        };
+    }
+    scratch.extend_from_slice(buf.get(..len).unwrap_or_default());
     Ok(())
 }
 
