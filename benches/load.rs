@@ -2,11 +2,11 @@
 //!
 //! `cargo bench --bench load`
 
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 mod support;
 
-use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use criterion::{BatchSize, Criterion, criterion_group};
 use mcp_policy::{Evaluator, Policy, ToolCall};
 use serde_json::json;
 use std::hint::black_box;
@@ -77,4 +77,29 @@ fn load(c: &mut Criterion) {
 }
 
 criterion_group!(benches, load);
-criterion_main!(benches);
+
+/// Instruction counts: with `MCP_POLICY_BENCH_COUNT=CASE:N` the bench loads CASE's policy `N`
+/// times and does nothing else, for `valgrind --tool=callgrind` (run it with N and with 0; the
+/// difference over N is the cost of one load). CASE is `generated_1mb` (110 regexes) or
+/// `regex_every_tool` (1,000 regexes).
+fn count(spec: &str) {
+    let (case, n) = spec.split_once(':').expect("CASE:N");
+    let n: u64 = n.parse().expect("N is a number");
+    let doc = match case {
+        "generated_1mb" => support::big_policy(1 << 20, 10),
+        "regex_every_tool" => support::big_policy(1 << 20, 1),
+        other => panic!("unknown case `{other}`"),
+    };
+    for _ in 0..n {
+        drop(black_box(Policy::from_json_str(black_box(&doc)).unwrap()));
+    }
+}
+
+fn main() {
+    if let Ok(spec) = std::env::var("MCP_POLICY_BENCH_COUNT") {
+        count(&spec);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

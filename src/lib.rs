@@ -49,6 +49,7 @@
 // are private: every public item has exactly one path, re-exported here.
 mod counter;
 mod eval;
+mod fasthash;
 mod json;
 mod policy;
 

@@ -2,9 +2,10 @@
 //!
 //! ```text
 //! json/     (leaf: positioned reader, JSON Pointer, canonical JSON)
-//! counter/  (leaf: the store contract, the in-memory store, clocks, windows)
-//! policy/   (model, loader, compiled form, diagnostics, lint, paths, patterns)  imports json
-//! eval/     (evaluation, decisions, approvals)  imports json, counter, policy
+//! fasthash  (leaf: hashing and comparing short strings for the per-call lookups)
+//! counter/  (the store contract, the in-memory store, clocks, windows)  imports fasthash
+//! policy/   (model, loader, compiled form, diagnostics, lint, paths, patterns)  imports json, fasthash
+//! eval/     (evaluation, decisions, approvals)  imports json, fasthash, counter, policy
 //! lib.rs    (the facade: re-exports only)
 //! ```
 //!
@@ -23,9 +24,10 @@ use std::path::{Path, PathBuf};
 fn allowed(layer: &str) -> Option<&'static [&'static str]> {
     match layer {
         "json" => Some(&[]),
-        "counter" => Some(&[]),
-        "policy" => Some(&["json"]),
-        "eval" => Some(&["json", "counter", "policy"]),
+        "fasthash" => Some(&[]),
+        "counter" => Some(&["fasthash"]),
+        "policy" => Some(&["json", "fasthash"]),
+        "eval" => Some(&["json", "fasthash", "counter", "policy"]),
         _ => None,
     }
 }
@@ -328,7 +330,7 @@ fn imports_flow_one_way() {
     }
     assert_eq!(
         layers.into_iter().collect::<Vec<_>>(),
-        ["counter", "eval", "json", "policy"],
+        ["counter", "eval", "fasthash", "json", "policy"],
         "the top-level modules changed: update the layers here and in docs/architecture.md"
     );
     assert!(problems.is_empty(), "imports against the layers:\n{}", problems.join("\n"));

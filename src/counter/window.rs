@@ -141,6 +141,34 @@ impl WindowState {
         }
     }
 
+    /// Adds `units` when the units that count at `now` plus `units` are at most `max`, and
+    /// says whether it did (nothing changes when it did not): `count` and `add` in one step.
+    #[inline]
+    pub(crate) fn try_add(&mut self, now: Timestamp, seconds: u64, units: u64, max: u64) -> bool {
+        match self {
+            WindowState::Fixed { ends, count } => {
+                let now = now.as_unix_nanos();
+                let live = now < ends.get();
+                let counted = if live { *count } else { 0 };
+                if counted.saturating_add(units) > max {
+                    return false;
+                }
+                if !live {
+                    *ends = fixed_end(now, seconds);
+                }
+                *count = counted.saturating_add(units);
+                true
+            }
+            WindowState::Sliding(_) => {
+                if self.count(now, seconds).saturating_add(units) > max {
+                    return false;
+                }
+                self.add(now, seconds, units);
+                true
+            }
+        }
+    }
+
     /// Takes back `units` charged at `charged_at`, where they still count at `now`.
     pub(crate) fn remove(
         &mut self,

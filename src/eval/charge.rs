@@ -16,14 +16,16 @@ use super::messages;
 use super::mode::Mode;
 use super::steps::Plan;
 use super::text;
-use crate::counter::{ChargeOutcome, ChargeRequest, CounterKey, ScopeKey, StoreError, WindowSpec};
+use crate::counter::{
+    ChargeOutcome, ChargeRequest, CounterKey, ScopeKey, StoreError, Timestamp, WindowSpec,
+};
 use crate::policy::compiled::{CompiledLimit, Units};
 use crate::policy::model::{MAX_LIMIT, Scope};
 
 /// A call refused at or after the limits step, which must give back an approval it took.
 pub(super) enum Refusal<'a> {
     Deny(RuleRef<'a>, Text),
-    Limit(RuleRef<'a>, String, Duration),
+    Limit(RuleRef<'a>, Text, Duration),
 }
 
 impl<'a> Refusal<'a> {
@@ -39,7 +41,7 @@ impl<'a> Refusal<'a> {
         match self {
             Refusal::Deny(rule, message) => Decision::new(DecisionKind::Deny, tool, rule, message),
             Refusal::Limit(rule, message, retry_after) => {
-                let mut d = Decision::new(DecisionKind::Limit, tool, rule, Text::Owned(message));
+                let mut d = Decision::new(DecisionKind::Limit, tool, rule, message);
                 d.extra = Extra::RetryAfter(retry_after);
                 d
             }
@@ -85,18 +87,7 @@ impl<S> Evaluator<S> {
                 };
             }
             Ok(ChargeOutcome::Refused { index, retry_after }) => match limit_at(index) {
-                Some(limit) => {
-                    let message = messages::limit_reached(limit);
-                    let rule = RuleRef::Shared(limit.pointer.clone());
-                    match retry_after {
-                        Some(wait) => Refusal::Limit(rule, message, wait),
-                        // No wait would help: deny rather than ask to retry.
-                        None => Refusal::Deny(
-                            rule,
-                            Text::Owned(format!("{message}: this call can never be admitted")),
-                        ),
-                    }
-                }
+                Some(limit) => limit_refusal(limit, retry_after),
                 None => Refusal::Deny(
                     RuleRef::Static(""),
                     Text::Static("the counter store refused a limit this call does not have"),
@@ -117,6 +108,85 @@ impl<S> Evaluator<S> {
         let mut d = refusal.into_decision(tool, plan.approval.take(), &self.approvals);
         self.mark(&mut d);
         d
+    }
+
+    /// An allowed decision that charged nothing, marked.
+    #[inline]
+    pub(super) fn allowed<'a>(&self, tool: &'a str, rule: RuleRef<'a>) -> Decision<'a> {
+        let mut d = Decision::new(DecisionKind::Allow, tool, rule, Text::Static("allowed"));
+        self.mark(&mut d);
+        d
+    }
+
+    /// [`finish`](Evaluator::finish) for a call that charged one limit (`request`, of the
+    /// limit at index `id`) and nothing else: the shortcut of a rule without checks.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    pub(super) fn finish_one<'p, 'a: 'p>(
+        &self,
+        installed: &'p Installed,
+        id: u32,
+        request: &ChargeRequest<'p>,
+        rule: RuleRef<'a>,
+        now: Timestamp,
+        outcome: Result<ChargeOutcome, StoreError>,
+        call: &ToolCall<'a>,
+    ) -> Decision<'a> {
+        if let Ok(ChargeOutcome::Admitted { at }) = outcome {
+            let mut entries = SmallVec::new();
+            entries.push((id, request.units));
+            // Built whole, in the caller's slot, as `finish` does.
+            return Decision {
+                kind: DecisionKind::Allow,
+                tool: Cow::Borrowed(call.tool()),
+                rule,
+                message: Text::Static("allowed"),
+                extra: Extra::Charge(Charge {
+                    generation: installed.generation,
+                    at,
+                    grant: Cow::Borrowed(call.grant()),
+                    session: call.session().map(Cow::Borrowed),
+                    entries,
+                }),
+                monitored: self.mode == Mode::Monitor,
+                human: Human::Nobody,
+            };
+        }
+        self.refuse_one(installed, id, request, rule, now, outcome, call)
+    }
+
+    /// A refusal (or a store error) of [`finish_one`](Evaluator::finish_one): the plan that
+    /// `prepare` would have made, finished by [`finish`](Evaluator::finish).
+    #[allow(clippy::too_many_arguments)]
+    #[cold]
+    #[inline(never)]
+    fn refuse_one<'p, 'a: 'p>(
+        &self,
+        installed: &'p Installed,
+        id: u32,
+        request: &ChargeRequest<'p>,
+        rule: RuleRef<'a>,
+        now: Timestamp,
+        outcome: Result<ChargeOutcome, StoreError>,
+        call: &ToolCall<'a>,
+    ) -> Decision<'a> {
+        let policy = installed.policy.compiled();
+        if let (Ok(ChargeOutcome::Refused { index: 0, retry_after }), Some(limit)) =
+            (&outcome, policy.limits.get(id as usize))
+        {
+            let refusal = limit_refusal(limit, *retry_after);
+            let mut d = refusal.into_decision(call.tool(), None, &self.approvals);
+            self.mark(&mut d);
+            return d;
+        }
+        let mut plan = Plan::new();
+        plan.policy = Some(policy);
+        plan.generation = installed.generation;
+        plan.now = now;
+        plan.requests.push(*request);
+        plan.ids.push(id);
+        plan.rule = Some(rule);
+        self.finish(&mut plan, outcome, call)
     }
 
     /// The charge requests of an allowed decision, rebuilt for a rollback.
@@ -145,6 +215,23 @@ impl<S> Evaluator<S> {
                 })
             })
             .collect())
+    }
+}
+
+/// The refusal of a call that `limit` refused: `limit` when waiting `retry_after` helps, else
+/// `deny`. The message is made once per limit and shared (no allocation per refused call).
+pub(super) fn limit_refusal<'a>(
+    limit: &CompiledLimit,
+    retry_after: Option<Duration>,
+) -> Refusal<'a> {
+    let message = limit.reached.get_or_init(|| messages::limit_reached(limit).into());
+    let rule = RuleRef::Shared(limit.pointer.clone());
+    match retry_after {
+        Some(wait) => Refusal::Limit(rule, Text::Shared(message.clone()), wait),
+        // No wait would help: deny rather than ask to retry.
+        None => {
+            Refusal::Deny(rule, Text::Owned(format!("{message}: this call can never be admitted")))
+        }
     }
 }
 

@@ -9,9 +9,11 @@ use arc_swap::ArcSwap;
 use super::approval::{self, Approvals, PendingApproval, ResolveApprovalError};
 use super::call::ToolCall;
 use super::decision::{ChargeReceipt, Decision, Extra};
+use super::messages;
 use super::mode::Mode;
-use super::steps::Plan;
+use super::steps::{Plan, front, one_request};
 use crate::counter::{AsyncCounterStore, Clock, CounterStore, FastClock, MemoryStore, StoreError};
+use crate::policy::compiled::Fast;
 use crate::policy::{Policy, PolicyError};
 
 /// Decides tool calls against the policy in force.
@@ -44,11 +46,28 @@ use crate::policy::{Policy, PolicyError};
 pub struct Evaluator<S = MemoryStore> {
     pub(super) current: ArcSwap<Installed>,
     pub(super) store: S,
-    pub(super) clock: Arc<dyn Clock>,
+    pub(super) clock: EvalClock,
     pub(super) fail_open: bool,
     pub(super) mode: Mode,
     pub(super) approvals: Approvals,
     pub(super) generations: AtomicU64,
+}
+
+/// The evaluator's clock: the default [`FastClock`] read without a dynamic call (it is inlined
+/// into the decision), or the clock given to [`Evaluator::with_clock`].
+pub(super) enum EvalClock {
+    Fast(FastClock),
+    Other(Arc<dyn Clock>),
+}
+
+impl EvalClock {
+    #[inline]
+    pub(super) fn now(&self) -> crate::counter::Timestamp {
+        match self {
+            EvalClock::Fast(c) => c.now(),
+            EvalClock::Other(c) => c.now(),
+        }
+    }
 }
 
 /// The policy in force, with the generation that tells a rollback whether it was reloaded since.
@@ -103,7 +122,7 @@ impl<S> Evaluator<S> {
         Evaluator {
             current: ArcSwap::from_pointee(Installed { policy, generation: 0 }),
             store,
-            clock: Arc::new(FastClock::new()),
+            clock: EvalClock::Fast(FastClock::new()),
             fail_open: false,
             mode: Mode::Enforce,
             approvals: Approvals::new(approval::DEFAULT_TTL),
@@ -124,7 +143,7 @@ impl<S> Evaluator<S> {
     /// # Ok::<(), mcp_policy::PolicyError>(())
     /// ```
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
-        self.clock = clock;
+        self.clock = EvalClock::Other(clock);
         self
     }
 
@@ -332,9 +351,35 @@ impl<S: CounterStore> Evaluator<S> {
     #[must_use = "the decision says whether to dispatch the call"]
     pub fn evaluate<'a>(&self, call: &ToolCall<'a>) -> Decision<'a> {
         let installed = self.current.load();
-        let mut plan = Plan::new();
+        let policy = installed.policy.compiled();
         // Each decision is marked in place and returned: nothing large is moved on the way out.
-        if let Some(mut d) = self.prepare(&installed, call, &mut plan, &mut ()) {
+        let (rule, rule_ref) = match front(policy, call) {
+            Ok(found) => found,
+            Err(mut d) => {
+                self.mark(&mut d);
+                return d;
+            }
+        };
+        // A rule without checks: only its limit, if any, is left to decide.
+        match rule.fast {
+            Fast::Allow => return self.allowed(call.tool(), rule_ref),
+            Fast::OneLimit { id, units } => {
+                if let Some(limit) = policy.limits.get(id as usize) {
+                    let Some(now) = self.now() else {
+                        let mut d = messages::clock_out_of_range(call.tool());
+                        self.mark(&mut d);
+                        return d;
+                    };
+                    let request = one_request(limit, units, call);
+                    let outcome = self.store.charge(now, std::slice::from_ref(&request));
+                    return self.finish_one(&installed, id, &request, rule_ref, now, outcome, call);
+                }
+            }
+            Fast::No => {}
+        }
+        let mut plan = Plan::new();
+        if let Some(mut d) = self.prepare_rule(&installed, rule, rule_ref, call, &mut plan, &mut ())
+        {
             self.mark(&mut d);
             return d;
         }
@@ -412,8 +457,35 @@ impl<S: AsyncCounterStore> Evaluator<S> {
     #[must_use = "the decision says whether to dispatch the call"]
     pub async fn evaluate_async<'a>(&self, call: &ToolCall<'a>) -> Decision<'a> {
         let installed = self.current.load_full();
+        let policy = installed.policy.compiled();
+        let (rule, rule_ref) = match front(policy, call) {
+            Ok(found) => found,
+            Err(mut d) => {
+                self.mark(&mut d);
+                return d;
+            }
+        };
+        // A rule without checks: only its limit, if any, is left to decide.
+        match rule.fast {
+            Fast::Allow => return self.allowed(call.tool(), rule_ref),
+            Fast::OneLimit { id, units } => {
+                if let Some(limit) = policy.limits.get(id as usize) {
+                    let Some(now) = self.now() else {
+                        let mut d = messages::clock_out_of_range(call.tool());
+                        self.mark(&mut d);
+                        return d;
+                    };
+                    let request = one_request(limit, units, call);
+                    let outcome =
+                        self.store.charge_async(now, std::slice::from_ref(&request)).await;
+                    return self.finish_one(&installed, id, &request, rule_ref, now, outcome, call);
+                }
+            }
+            Fast::No => {}
+        }
         let mut plan = Plan::new();
-        if let Some(mut d) = self.prepare(&installed, call, &mut plan, &mut ()) {
+        if let Some(mut d) = self.prepare_rule(&installed, rule, rule_ref, call, &mut plan, &mut ())
+        {
             self.mark(&mut d);
             return d;
         }

@@ -21,7 +21,7 @@ use super::messages;
 use super::mode::Mode;
 use super::text;
 use crate::counter::{ChargeOutcome, ChargeRequest, CounterKey, StoreError, Timestamp, WindowSpec};
-use crate::policy::compiled::{Compiled, CompiledCheck, CompiledRule, RuleName};
+use crate::policy::compiled::{Compiled, CompiledCheck, CompiledLimit, CompiledRule, RuleName};
 use crate::policy::model::DefaultDecision;
 
 /// What `prepare` tells the one who runs it. `()` is the tracer of
@@ -111,6 +111,22 @@ impl<S> Evaluator<S> {
             Err(d) => return Some(d),
         };
         trace.passed(Step::Rule);
+        self.prepare_rule(installed, rule, rule_ref, call, plan, trace)
+    }
+
+    /// Steps 3 to 7 of [`prepare`](Evaluator::prepare), for the call's `rule` (found at step 2).
+    #[inline]
+    pub(super) fn prepare_rule<'p, 'a: 'p, T: Trace>(
+        &self,
+        installed: &'p Installed,
+        rule: &'p CompiledRule,
+        rule_ref: RuleRef<'a>,
+        call: &ToolCall<'a>,
+        plan: &mut Plan<'p, 'a>,
+        trace: &mut T,
+    ) -> Option<Decision<'a>> {
+        let policy = installed.policy.compiled();
+        let tool = call.tool();
         // The tool's rule, then `all_tools`': a slice, cheaper to walk five times than a chain.
         let both;
         let rules: &[&CompiledRule] = match &policy.all_tools {
@@ -321,6 +337,42 @@ impl<S> Evaluator<S> {
     /// clock can never stop windows from counting.
     pub(super) fn now(&self) -> Option<Timestamp> {
         Some(self.clock.now()).filter(|t| t.is_supported())
+    }
+}
+
+/// Steps 0 to 2: a malformed call, a hidden tool, and the call's rule (or the decision of one
+/// of them).
+// The decision is returned in place, as `prepare`'s `Option<Decision>` is.
+#[allow(clippy::result_large_err)]
+#[inline]
+pub(super) fn front<'p, 'a>(
+    policy: &'p Compiled,
+    call: &ToolCall<'a>,
+) -> Result<(&'p CompiledRule, RuleRef<'a>), Decision<'a>> {
+    if let Some(d) = malformed(call) {
+        return Err(d);
+    }
+    if let Some(d) = hidden(policy, call.tool()) {
+        return Err(d);
+    }
+    find_rule(policy, call.tool())
+}
+
+/// The request of a call under a rule with one limit (see [`Fast`]).
+#[inline]
+pub(super) fn one_request<'p>(
+    limit: &'p CompiledLimit,
+    units: u64,
+    call: &ToolCall<'p>,
+) -> ChargeRequest<'p> {
+    ChargeRequest {
+        key: CounterKey {
+            counter: &limit.counter,
+            scope: scope_key(limit.scope, call.grant(), call.session()),
+        },
+        window: WindowSpec { seconds: limit.window_seconds, sliding: limit.sliding },
+        max: limit.max,
+        units,
     }
 }
 

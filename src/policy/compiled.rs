@@ -21,7 +21,7 @@ pub(crate) struct Compiled {
     /// Pattern `hide` entries with their indexes, in document order.
     pub(crate) hide_patterns: Vec<(Pattern, usize)>,
     /// Exact `tools` keys to their rule.
-    pub(crate) exact: HashMap<Box<str>, usize>,
+    pub(crate) exact: super::exact::ExactIndex,
     /// Pattern `tools` keys with their rule.
     pub(crate) patterns: PatternIndex,
     pub(crate) rules: Vec<CompiledRule>,
@@ -49,6 +49,9 @@ pub(crate) enum RuleName {
 
 pub(crate) struct CompiledRule {
     pub(crate) name: RuleName,
+    /// What a call under this rule (with `all_tools`) comes to when it has no check: set once
+    /// the policy is compiled (see [`Compiled::set_fast`]).
+    pub(crate) fast: Fast,
     pub(crate) arguments: Option<Arguments>,
     pub(crate) require: Vec<CompiledCheck>,
     pub(crate) deny_if: Vec<CompiledCheck>,
@@ -80,7 +83,59 @@ impl CompiledRule {
             deny_if: Vec::new(),
             approve_if: Vec::new(),
             limits: Vec::new(),
+            fast: Fast::No,
         }
+    }
+
+    /// Whether the rule has a check of steps 3 to 6 (an argument schema, `require`, `deny_if`,
+    /// `approve_if`).
+    fn has_checks(&self) -> bool {
+        self.arguments.is_some()
+            || !self.require.is_empty()
+            || !self.deny_if.is_empty()
+            || !self.approve_if.is_empty()
+    }
+}
+
+/// The evaluator's shortcut for a rule without checks, found at load: a call under such a rule
+/// passes steps 3 to 6 whatever its arguments, so only the limits are left to decide it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fast {
+    /// A check, or more than one limit, or units taken from the call: every step, in order.
+    No,
+    /// No check and no limit: allowed.
+    Allow,
+    /// No check and one limit of fixed `units` (at most its `max`), at index `id` of
+    /// [`Compiled::limits`]: charged alone.
+    OneLimit { id: u32, units: u64 },
+}
+
+impl Compiled {
+    /// Sets the [`Fast`] shortcut of every rule, `all_tools` counted in.
+    pub(crate) fn set_fast(&mut self) {
+        let all = self.all_tools.as_ref();
+        let limits = &self.limits;
+        let fast = |r: &CompiledRule| -> Fast {
+            if r.has_checks() || all.is_some_and(CompiledRule::has_checks) {
+                return Fast::No;
+            }
+            let mut ids = r.limits.iter().chain(all.map_or(&[][..], |a| &a.limits[..]));
+            match (ids.next(), ids.next()) {
+                (None, _) => Fast::Allow,
+                (Some(&id), None) => match limits.get(id as usize) {
+                    Some(CompiledLimit { units: Units::Fixed(units), max, .. }) if units <= max => {
+                        Fast::OneLimit { id, units: *units }
+                    }
+                    _ => Fast::No,
+                },
+                _ => Fast::No,
+            }
+        };
+        let found: Vec<Fast> = self.rules.iter().map(fast).collect();
+        for (r, f) in self.rules.iter_mut().zip(found) {
+            r.fast = f;
+        }
+        self.default_rule.fast = fast(&self.default_rule);
     }
 }
 
@@ -98,6 +153,9 @@ pub(crate) struct CompiledCheck {
 
 pub(crate) struct CompiledLimit {
     pub(crate) pointer: Arc<str>,
+    /// The message of a call this limit refuses, made at the first refusal and shared by the
+    /// next ones (the evaluator words it).
+    pub(crate) reached: std::sync::OnceLock<Arc<str>>,
     pub(crate) counter: Arc<str>,
     pub(crate) window_seconds: u64,
     pub(crate) sliding: bool,
@@ -109,4 +167,52 @@ pub(crate) struct CompiledLimit {
 pub(crate) enum Units {
     Fixed(u64),
     From { path: Path, pointer: Arc<str> },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::Policy;
+
+    /// The shortcut of each tool's rule, and of the default rule.
+    fn fast_of(doc: &str, tool: &str) -> Fast {
+        let policy = Policy::from_json_str(doc).unwrap();
+        let c = policy.compiled();
+        c.rule_for(tool).map_or(c.default_rule.fast, |r| r.fast)
+    }
+
+    #[test]
+    fn only_rules_without_checks_and_one_fixed_limit_take_the_shortcut() {
+        let limit = r#"{"counter": "c", "window": "minute", "max": 5}"#;
+        let doc = |tool: &str, all: &str| {
+            format!(r#"{{"version": "1", "default": "allow", "tools": {{"t": {tool}}}{all}}}"#)
+        };
+        let check = r#"[{"conditions": [{"path": "args.a", "op": "exists", "value": true}]}]"#;
+        assert_eq!(fast_of(&doc("{}", ""), "t"), Fast::Allow);
+        assert_eq!(fast_of(&doc("{}", ""), "other"), Fast::Allow, "the default rule");
+        let one = doc(&format!(r#"{{"limits": [{limit}]}}"#), "");
+        assert_eq!(fast_of(&one, "t"), Fast::OneLimit { id: 0, units: 1 });
+        let inc =
+            doc(&format!(r#"{{"limits": [{}]}}"#, limit.replace('}', r#", "increment": 3}"#)), "");
+        assert_eq!(fast_of(&inc, "t"), Fast::OneLimit { id: 0, units: 3 });
+        // (`increment` over `max` is a load error; `set_fast` still leaves it to step 7.)
+        let from = limit.replace('}', r#", "increment_from": "args.n"}"#);
+        assert_eq!(fast_of(&doc(&format!(r#"{{"limits": [{from}]}}"#), ""), "t"), Fast::No);
+        let two = doc(&format!(r#"{{"limits": [{limit}, {limit}]}}"#), "");
+        assert_eq!(fast_of(&two, "t"), Fast::No);
+        for step in ["require", "deny_if", "approve_if"] {
+            let own = doc(&format!(r#"{{"{step}": {check}}}"#), "");
+            assert_eq!(fast_of(&own, "t"), Fast::No, "{step}");
+            let all = doc("{}", &format!(r#", "all_tools": {{"{step}": {check}}}"#));
+            assert_eq!(fast_of(&all, "t"), Fast::No, "all_tools {step}");
+            assert_eq!(fast_of(&all, "other"), Fast::No, "all_tools {step}, default rule");
+        }
+        let schema = doc(r#"{"arguments": {"type": "object"}}"#, "");
+        assert_eq!(fast_of(&schema, "t"), Fast::No);
+        // `all_tools`' limit counts: one limit in all, or two.
+        let all_limit = format!(r#", "all_tools": {{"limits": [{limit}]}}"#);
+        assert_eq!(fast_of(&doc("{}", &all_limit), "t"), Fast::OneLimit { id: 0, units: 1 });
+        let both = doc(&format!(r#"{{"limits": [{limit}]}}"#), &all_limit);
+        assert_eq!(fast_of(&both, "t"), Fast::No);
+    }
 }

@@ -10,6 +10,7 @@
 pub(crate) mod compiled;
 pub(crate) mod condition;
 mod diagnostics;
+mod exact;
 pub(crate) mod lint;
 mod load;
 pub mod model;
@@ -200,7 +201,7 @@ impl Policy {
     /// ```
     pub fn rule_key(&self, tool: &str) -> Option<&str> {
         let index = match self.inner.exact.get(tool) {
-            Some(i) => *i,
+            Some(i) => i,
             None => self.inner.patterns.find(tool)?,
         };
         self.inner.rule_keys.get(index).map(|k| &**k)
@@ -255,6 +256,9 @@ impl Compiled {
     #[inline]
     pub(crate) fn hidden_by(&self, tool: &str) -> Option<usize> {
         // Most policies hide nothing, or only patterns: skip hashing the name then.
+        if self.hide_patterns.is_empty() && self.hide_exact.is_empty() {
+            return None;
+        }
         let exact =
             if self.hide_exact.is_empty() { None } else { self.hide_exact.get(tool).copied() };
         let pattern = self.hide_patterns.iter().find(|(p, _)| p.matches(tool)).map(|(_, i)| *i);
@@ -267,7 +271,7 @@ impl Compiled {
     #[inline]
     pub(crate) fn rule_for(&self, tool: &str) -> Option<&CompiledRule> {
         let index = match self.exact.get(tool) {
-            Some(i) => *i,
+            Some(i) => i,
             None => self.patterns.find(tool)?,
         };
         self.rules.get(index)

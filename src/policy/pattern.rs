@@ -113,7 +113,15 @@ impl PatternIndex {
     }
 
     /// The payload of the most specific pattern matching `name`.
+    #[inline]
     pub(crate) fn find(&self, name: &str) -> Option<usize> {
+        if self.patterns.is_empty() {
+            return None;
+        }
+        self.find_in_trie(name)
+    }
+
+    fn find_in_trie(&self, name: &str) -> Option<usize> {
         let mut best: Option<(usize, usize)> = None;
         let mut consider = |node: &TrieNode| {
             for id in &node.here {

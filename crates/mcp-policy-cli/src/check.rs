@@ -221,8 +221,10 @@ fn print_into(scratch: &mut Vec<u8>, line_no: usize, d: &Decision<'_>) -> serde_
     scratch.extend_from_slice(b"{\"line\":");
     scratch.extend_from_slice(itoa_usize(line_no, &mut [0u8; 20]));
     // The fields and their order are those of `Decision`'s `Serialize`.
-    scratch.extend_from_slice(b",\"decision\":");
-    json_str(scratch, d.kind().as_str())?;
+    // The kind is one of four plain words: nothing to escape.
+    scratch.extend_from_slice(b",\"decision\":\"");
+    scratch.extend_from_slice(d.kind().as_str().as_bytes());
+    scratch.push(b'"');
     scratch.extend_from_slice(b",\"tool\":");
     json_str(scratch, d.tool())?;
     scratch.extend_from_slice(b",\"rule\":");
@@ -231,10 +233,9 @@ fn print_into(scratch: &mut Vec<u8>, line_no: usize, d: &Decision<'_>) -> serde_
     json_str(scratch, d.message())?;
     if let Some(r) = d.retry_after() {
         // As `Decision` writes it: whole milliseconds, rounded up.
-        let seconds = (r.as_secs_f64() * 1000.0).ceil() / 1000.0;
+        let millis = (r.as_secs_f64() * 1000.0).ceil();
         scratch.extend_from_slice(b",\"retry_after\":");
-        // A number is written by serde_json itself (it has no escapes to scan for).
-        serde_json::to_writer(&mut *scratch, &seconds)?;
+        write_seconds(scratch, millis)?;
     }
     if let Some(k) = d.approval_key() {
         scratch.extend_from_slice(b",\"approval_key\":");
@@ -244,6 +245,47 @@ fn print_into(scratch: &mut Vec<u8>, line_no: usize, d: &Decision<'_>) -> serde_
         scratch.extend_from_slice(b",\"monitor\":true");
     }
     scratch.extend_from_slice(b"}\n");
+    Ok(())
+}
+
+/// `millis / 1000` as serde_json writes that `f64` (its shortest decimal, with `.0` for a whole
+/// number): below 10^12 ms the shortest decimal of the nearest `f64` to `k / 1000` is `k / 1000`
+/// itself (any other decimal with at most three decimals is 0.001 away, far more than half the
+/// gap between two `f64`s there), so it is written from the integer; any other value by
+/// serde_json.
+fn write_seconds(scratch: &mut Vec<u8>, millis: f64) -> serde_json::Result<()> {
+    if !(0.0..1e12).contains(&millis) || millis.fract() != 0.0 {
+        return serde_json::to_writer(&mut *scratch, &(millis / 1000.0));
+    }
+    // A whole number under 10^12: exact as an integer. Written into a buffer, copied once.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let k = millis as u64;
+    let (whole, frac) = (k / 1000, k % 1000);
+    let mut buf = [0u8; 24];
+    let mut int = [0u8; 20];
+    let digits = itoa_usize(usize::try_from(whole).unwrap_or(0), &mut int);
+    let n = digits.len();
+    let mut len = n + 2;
+    if let Some(head) = buf.get_mut(..n) {
+        head.copy_from_slice(digits);
+    }
+    // `.0` for a whole number, else up to three digits with trailing zeros dropped.
+    #[allow(clippy::cast_possible_truncation)]
+    let tail =
+        [b'.', b'0' + (frac / 100) as u8, b'0' + (frac / 10 % 10) as u8, b'0' + (frac % 10) as u8];
+    if let Some(t) = buf.get_mut(n..n + 4) {
+        t.copy_from_slice(&tail);
+    }
+    if frac != 0 {
+        len = n + if frac.is_multiple_of(100) {
+            2
+        } else if frac.is_multiple_of(10) {
+            3
+        } else {
+            4
+        };
+    }
+    scratch.extend_from_slice(buf.get(..len).unwrap_or_default());
     Ok(())
 }
 
@@ -812,6 +854,33 @@ mod tests {
             let d = monitored.evaluate(&ToolCall::new(tool).with_grant("g"));
             assert!(d.is_monitored());
             check(&d, 3, &mut scratch);
+        }
+    }
+
+    #[test]
+    fn write_seconds_writes_what_serde_json_writes() {
+        let mut ks: Vec<u64> = (0..3000).collect();
+        ks.extend([59_999, 60_000, 86_400_000, 3_600_001, 999_999_999_999, 123_456_789_012]);
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            ks.push(x % 1_000_000_000_000);
+        }
+        for k in ks {
+            #[allow(clippy::cast_precision_loss)]
+            let millis = k as f64;
+            let mut ours = Vec::new();
+            write_seconds(&mut ours, millis).unwrap();
+            let theirs = serde_json::to_vec(&(millis / 1000.0)).unwrap();
+            assert_eq!(String::from_utf8_lossy(&ours), String::from_utf8_lossy(&theirs), "{k}");
+        }
+        // Outside the integer range: serde_json's own text.
+        for millis in [1e12, 1e15, 0.5, f64::MAX] {
+            let mut ours = Vec::new();
+            write_seconds(&mut ours, millis).unwrap();
+            assert_eq!(ours, serde_json::to_vec(&(millis / 1000.0)).unwrap(), "{millis}");
         }
     }
 

@@ -8,6 +8,7 @@ use hashbrown::HashMap;
 
 use super::super::compiled::{Compiled, CompiledCheck, CompiledLimit, CompiledRule, RuleName};
 use super::super::condition::LazyRegex;
+use super::super::exact::ExactIndex;
 use super::super::model::{PolicyDocument, Rule, Scope};
 use super::super::pattern::{self, Pattern, PatternIndex};
 use super::{DiagnosticKind, Problem, Skip};
@@ -81,7 +82,7 @@ impl Compiler<'_> {
 
         let mut rules = Vec::with_capacity(document.tools.len());
         let mut rule_keys: Vec<Box<str>> = Vec::with_capacity(document.tools.len());
-        let mut exact = HashMap::with_capacity(document.tools.len());
+        let mut exact = ExactIndex::with_capacity(document.tools.len());
         let mut patterns: Vec<(Pattern, usize, &str)> = Vec::new();
         for (key, rule) in &document.tools {
             let ptr = join("/tools", key);
@@ -110,7 +111,7 @@ impl Compiler<'_> {
             if is_pattern {
                 patterns.push((Pattern::new(key), index, key));
             } else {
-                exact.insert(key.as_str().into(), index);
+                exact.insert(key, index);
             }
         }
         self.check_ambiguity(&patterns);
@@ -118,7 +119,7 @@ impl Compiler<'_> {
             return None;
         }
         let patterns = PatternIndex::new(patterns.iter().map(|(_, i, key)| (*key, *i)));
-        Some(Compiled {
+        let mut compiled = Compiled {
             default: document.default,
             document,
             digest: OnceLock::new(),
@@ -133,7 +134,9 @@ impl Compiler<'_> {
             limits: std::mem::take(&mut self.limits),
             warnings: Vec::new(),
             places: Default::default(),
-        })
+        };
+        compiled.set_fast();
+        Some(compiled)
     }
 
     /// Two patterns with the same number of literal characters that can match one name.

@@ -97,6 +97,7 @@ impl Compiler<'_> {
         let index = u32::try_from(self.limits.len()).ok()?;
         self.limits.push(CompiledLimit {
             pointer,
+            reached: std::sync::OnceLock::new(),
             counter: counter.as_str().into(),
             window_seconds: window,
             sliding,
