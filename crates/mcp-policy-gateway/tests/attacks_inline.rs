@@ -19,7 +19,9 @@
 
 mod http_support;
 
-use http_support::inline::{Client, Upstream, call_body, meta, send, session_client, sure};
+use http_support::inline::{
+    Client, EndlessLister, Upstream, call_body, meta, send, session_client, sure,
+};
 use http_support::{Gateway, gateway, text, write};
 use mcp_policy_gateway::relay::MAX_CONTINUATION_ROUNDS;
 use serde_json::{Value, json};
@@ -614,5 +616,33 @@ async fn calls_carry_the_param_headers_their_schema_declares() {
     }
     assert_eq!(env.up.ran_of("ghost").len(), 20);
     assert_eq!(lists(), 1, "a flood of unlisted names makes no listing");
+    gw.stop().await;
+}
+
+/// A hostile upstream answers the gateway's own `tools/list` (made to learn a tool's
+/// `Mcp-Param-*` headers before a sessionless call) with an event stream that never ends: the
+/// call is not held up forever (the listing is given up on and its connection closed), and
+/// reaches the upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endless_tools_list_does_not_hold_up_the_call() {
+    let up = EndlessLister::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "policy.json", POLICY);
+    let policy = dir.path().join("policy.json");
+    let gw = gateway(&policy, &["--upstream", &up.url, "--trusted-header", "x-user"], &[]).await;
+    let alice = Client::new(&gw.mcp(), "alice");
+    let r = tokio::time::timeout(http_support::PATIENCE, alice.call(1, "read", json!({}), None))
+        .await
+        .expect("the call hung on the upstream's endless tools/list");
+    assert_eq!(text(&r), "ran read", "{r}");
+    assert_eq!(up.calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // The listing's connection was closed by the gateway, not left open.
+    tokio::time::timeout(http_support::PATIENCE, async {
+        while up.listings_closed.load(std::sync::atomic::Ordering::SeqCst) < 1 {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the gateway never closed the endless listing");
     gw.stop().await;
 }

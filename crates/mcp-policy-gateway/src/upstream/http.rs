@@ -215,23 +215,81 @@ const LIST_PAGES_MAX: usize = 20;
 /// How long after listing the tools itself the gateway lists them again for an unseen tool.
 const RELIST_AFTER: Duration = Duration::from_secs(10);
 
-/// The response to `id` in an answer (JSON or SSE) to a request of the gateway's own.
+/// How long the gateway spends listing the tools itself before a call (every page together):
+/// past this the call goes on without what the listing would have taught.
+const LIST_WAIT: Duration = Duration::from_secs(10);
+
+/// The response to `id` in an answer (JSON or SSE) to a request of the gateway's own: read as it
+/// comes, up to [`MAX_MESSAGE_BYTES`] in all (an answer that never ends, or ends only after
+/// more, is given up on and its connection closed); an event stream is read until the event
+/// that answers.
 async fn read_answer(resp: reqwest::Response, id: &Value) -> Option<Value> {
-    let bytes = resp.bytes().await.ok()?;
-    if bytes.len() > MAX_MESSAGE_BYTES {
+    let is_answer = |m: &Value| m.get("id") == Some(id) && m.get("method").is_none();
+    let sse = resp
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    let mut body = resp.bytes_stream();
+    let mut bytes: Vec<u8> = Vec::new();
+    // Where the next event of a stream starts in `bytes`.
+    let mut start = 0;
+    // How far a blank line was looked for.
+    let mut scanned = 0;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.ok()?;
+        if bytes.len() + chunk.len() > MAX_MESSAGE_BYTES {
+            return None;
+        }
+        bytes.extend_from_slice(&chunk);
+        if !sse {
+            continue;
+        }
+        // The events complete so far; the search for a blank line resumes where the last one
+        // stopped (a long event arriving in many pieces is not searched again each time).
+        while let Some(end) = next_event_end(&bytes, start, &mut scanned) {
+            let event = String::from_utf8_lossy(bytes.get(start..end.0).unwrap_or_default());
+            start = end.1;
+            let data: Vec<&str> = event
+                .lines()
+                .filter_map(|l| l.strip_prefix("data:"))
+                .map(str::trim_start)
+                .collect();
+            if let Ok(m) = serde_json::from_str::<Value>(&data.join("\n"))
+                && is_answer(&m)
+            {
+                return Some(m);
+            }
+        }
+    }
+    if sse {
         return None;
     }
-    let is_answer = |m: &Value| m.get("id") == Some(id) && m.get("method").is_none();
-    if let Ok(v) = serde_json::from_slice::<Value>(&bytes) {
-        return is_answer(&v).then_some(v);
+    serde_json::from_slice::<Value>(&bytes).ok().filter(is_answer)
+}
+
+/// The end of the event that starts at `from` in `bytes` (a blank line ends it): where its text
+/// ends and where the next event starts. The search starts at `scanned` (if past `from`), and
+/// leaves it where the next search can start.
+fn next_event_end(bytes: &[u8], from: usize, scanned: &mut usize) -> Option<(usize, usize)> {
+    let at = (*scanned).max(from);
+    let rest = bytes.get(at..)?;
+    let found = rest.windows(2).enumerate().find_map(|(i, w)| match w {
+        [b'\n', b'\n'] => Some((i, i + 2)),
+        [b'\n', b'\r'] if rest.get(i + 2) == Some(&b'\n') => Some((i, i + 3)),
+        _ => None,
+    });
+    match found {
+        Some((end, next)) => {
+            *scanned = at + next;
+            Some((at + end, at + next))
+        }
+        None => {
+            // A blank line may begin in the last two bytes: look at them again.
+            *scanned = bytes.len().saturating_sub(2).max(from);
+            None
+        }
     }
-    // An event stream: the `data` of each event.
-    let text = std::str::from_utf8(&bytes).ok()?;
-    text.split("\n\n").find_map(|event| {
-        let data: Vec<&str> =
-            event.lines().filter_map(|l| l.strip_prefix("data:")).map(str::trim_start).collect();
-        serde_json::from_str::<Value>(&data.join("\n")).ok().filter(is_answer)
-    })
 }
 
 /// The key of the request a `notifications/cancelled` names.
@@ -337,6 +395,14 @@ impl Shared {
             *listed = Some(std::time::Instant::now());
         }
         let meta = params.get("_meta").cloned().unwrap_or_else(|| serde_json::json!({}));
+        // An upstream that never answers (or answers forever) holds up the call no longer
+        // than this.
+        let _ = tokio::time::timeout(LIST_WAIT, self.list_tools(meta)).await;
+    }
+
+    /// Lists the upstream's tools without a session (with `meta`), learning their
+    /// `Mcp-Param-*` declarations, at most [`LIST_PAGES_MAX`] pages.
+    async fn list_tools(&self, meta: Value) {
         let mut cursor: Option<Value> = None;
         for page in 0..LIST_PAGES_MAX {
             let mut list_params = serde_json::Map::new();

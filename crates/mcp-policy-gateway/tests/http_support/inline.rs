@@ -403,3 +403,66 @@ pub fn session_client(gw: &Gateway, user: &str) -> Raw {
         .unwrap();
     old
 }
+
+/// A hostile upstream of 2026-07-28 (a bare HTTP server): it answers `tools/call` at once
+/// (`ran NAME`, JSON), and `tools/list` with an event stream that never ends and never answers
+/// (a comment every 50 ms). `listings_closed` counts the listing streams whose connection the
+/// gateway closed.
+pub struct EndlessLister {
+    /// `http://127.0.0.1:PORT/mcp`
+    pub url: String,
+    pub listings_closed: Arc<std::sync::atomic::AtomicUsize>,
+    pub calls: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl EndlessLister {
+    pub async fn start() -> EndlessLister {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        /// Counts the stream as closed when the server drops it (its connection closed).
+        struct Closed(Arc<AtomicUsize>);
+        impl Drop for Closed {
+            fn drop(&mut self) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let closed: Arc<AtomicUsize> = Arc::default();
+        let calls: Arc<AtomicUsize> = Arc::default();
+        let (c, n) = (closed.clone(), calls.clone());
+        let app = axum::Router::new().route(
+            "/mcp",
+            axum::routing::post(move |body: axum::body::Bytes| {
+                let (closed, calls) = (c.clone(), n.clone());
+                async move {
+                    use axum::response::IntoResponse;
+                    let msg: Value = serde_json::from_slice(&body).unwrap_or_default();
+                    if msg["method"] == "tools/list" {
+                        let guard = Closed(closed);
+                        let events = futures_util::stream::unfold(guard, |guard| async move {
+                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                            Some((
+                                Ok::<_, std::convert::Infallible>(bytes::Bytes::from_static(
+                                    b": still listing\n\n",
+                                )),
+                                guard,
+                            ))
+                        });
+                        return (
+                            [("content-type", "text/event-stream")],
+                            axum::body::Body::from_stream(events),
+                        )
+                            .into_response();
+                    }
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    let name = msg["params"]["name"].as_str().unwrap_or("").to_owned();
+                    axum::Json(json!({"jsonrpc": "2.0", "id": msg["id"], "result": {
+                        "content": [{"type": "text", "text": format!("ran {name}")}]}}))
+                    .into_response()
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        EndlessLister { url: format!("http://{addr}/mcp"), listings_closed: closed, calls }
+    }
+}
