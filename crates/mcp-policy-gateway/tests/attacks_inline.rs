@@ -20,7 +20,7 @@
 mod http_support;
 
 use http_support::inline::{
-    Client, EndlessLister, Upstream, call_body, meta, send, session_client, sure,
+    Client, EndlessLister, ProgressFlood, Upstream, call_body, meta, send, session_client, sure,
 };
 use http_support::{Gateway, gateway, text, write};
 use mcp_policy_gateway::relay::MAX_CONTINUATION_ROUNDS;
@@ -644,5 +644,49 @@ async fn an_endless_tools_list_does_not_hold_up_the_call() {
     })
     .await
     .expect("the gateway never closed the endless listing");
+    gw.stop().await;
+}
+
+/// A hostile upstream floods a sessionless call with progress (10 000 notifications of 10 kB)
+/// while its client reads nothing past the answer's headers: the gateway keeps at most
+/// `INLINE_PROGRESS_MAX` of them for the client and drops the rest, so its memory stays bounded.
+/// (Were it to queue them all, it would hold 100 MB.)
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_progress_toward_a_client_that_never_reads_is_bounded() {
+    let up = ProgressFlood::start(10_000).await;
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "policy.json", POLICY);
+    let policy = dir.path().join("policy.json");
+    let gw = gateway(&policy, &["--upstream", &up.url, "--trusted-header", "x-user"], &[]).await;
+    let alice = Client::new(&gw.mcp(), "alice");
+    let mut with_token = meta();
+    with_token["progressToken"] = json!("mine");
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+        "name": "read", "arguments": {}, "_meta": with_token}});
+    let resp = alice.raw(body.to_string(), "tools/call", Some("read"), &[]).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    // The body is never read; the upstream sends all of it (the gateway reads it).
+    tokio::time::timeout(http_support::PATIENCE, async {
+        while !up.done.load(std::sync::atomic::Ordering::SeqCst) {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the upstream could not send its flood");
+    // Let the gateway take in what it read.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let pid = gw.child.id().unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let rss_kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    eprintln!("the gateway holds {rss_kb} kB after a 100 MB flood of progress");
+    assert!(rss_kb < 64 * 1024, "the gateway holds {rss_kb} kB");
+    drop(resp);
     gw.stop().await;
 }

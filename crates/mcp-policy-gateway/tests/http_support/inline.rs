@@ -466,3 +466,65 @@ impl EndlessLister {
         EndlessLister { url: format!("http://{addr}/mcp"), listings_closed: closed, calls }
     }
 }
+
+/// A hostile upstream of 2026-07-28 (a bare HTTP server) that floods progress: it lists no tools,
+/// and answers any `tools/call` with an event stream of `count` progress notifications of 10 kB
+/// each (with the request's own token), then the answer (`ran NAME`). `done` is set once the
+/// answer was handed to its connection.
+pub struct ProgressFlood {
+    /// `http://127.0.0.1:PORT/mcp`
+    pub url: String,
+    pub done: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl ProgressFlood {
+    pub async fn start(count: usize) -> ProgressFlood {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let done: Arc<AtomicBool> = Arc::default();
+        let d = done.clone();
+        let app = axum::Router::new().route(
+            "/mcp",
+            axum::routing::post(move |body: axum::body::Bytes| {
+                let done = d.clone();
+                async move {
+                    use axum::response::IntoResponse;
+                    let msg: Value = serde_json::from_slice(&body).unwrap_or_default();
+                    if msg["method"] != "tools/call" {
+                        return axum::Json(json!({"jsonrpc": "2.0", "id": msg["id"],
+                            "result": {"tools": []}}))
+                        .into_response();
+                    }
+                    let token = msg["params"]["_meta"]["progressToken"].clone();
+                    let filler = "x".repeat(10_000);
+                    let event = |m: Value| bytes::Bytes::from(format!("data: {m}\n\n"));
+                    let answer = event(json!({"jsonrpc": "2.0", "id": msg["id"], "result": {
+                        "content": [{"type": "text", "text": "ran flood"}]}}));
+                    let events = futures_util::stream::unfold(0, move |i| {
+                        let (token, filler, answer, done) =
+                            (token.clone(), filler.clone(), answer.clone(), done.clone());
+                        async move {
+                            let chunk = match i {
+                                i if i < count => event(json!({"jsonrpc": "2.0",
+                                    "method": "notifications/progress", "params": {
+                                    "progressToken": token, "progress": i,
+                                    "message": filler}})),
+                                i if i == count => answer,
+                                _ => {
+                                    done.store(true, Ordering::SeqCst);
+                                    return None;
+                                }
+                            };
+                            Some((Ok::<_, std::convert::Infallible>(chunk), i + 1))
+                        }
+                    });
+                    ([("content-type", "text/event-stream")], axum::body::Body::from_stream(events))
+                        .into_response()
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        ProgressFlood { url: format!("http://{addr}/mcp"), done }
+    }
+}
