@@ -20,7 +20,8 @@
 mod http_support;
 
 use http_support::inline::{
-    Client, EndlessLister, ProgressFlood, Upstream, call_body, meta, send, session_client, sure,
+    Bare, Client, EndlessLister, ProgressFlood, Upstream, call_body, meta, send, session_client,
+    sure,
 };
 use http_support::{Gateway, gateway, text, write};
 use mcp_policy_gateway::relay::MAX_CONTINUATION_ROUNDS;
@@ -688,5 +689,31 @@ async fn a_flood_of_progress_toward_a_client_that_never_reads_is_bounded() {
     eprintln!("the gateway holds {rss_kb} kB after a 100 MB flood of progress");
     assert!(rss_kb < 64 * 1024, "the gateway holds {rss_kb} kB");
     drop(resp);
+    gw.stop().await;
+}
+
+/// An upstream whose schema declares an `x-mcp-header` that is no header name (a space in it)
+/// next to a good one: the call still reaches it, with the good header and without the bad one
+/// (the bad name used to fail the whole request: "cannot reach the upstream"). A value with a
+/// line break cannot inject a header: it travels in Base64.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_declaring_a_bad_header_name_does_not_break_the_call() {
+    let up = Bare::start(json!([{"name": "read", "inputSchema": {"type": "object", "properties": {
+        "region": {"type": "string", "x-mcp-header": "Region"},
+        "bad": {"type": "string", "x-mcp-header": "Bad Name"}}}}]))
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "policy.json", POLICY);
+    let policy = dir.path().join("policy.json");
+    let gw = gateway(&policy, &["--upstream", &up.url, "--trusted-header", "x-user"], &[]).await;
+    let alice = Client::new(&gw.mcp(), "alice");
+    let args = json!({"region": "eu\r\nX-Injected: 1", "bad": "x"});
+    let r = alice.call(1, "read", args, None).await;
+    assert_eq!(text(&r), "ran read", "{r}");
+    let seen = up.params.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].len(), 1, "only the good header: {seen:?}");
+    assert_eq!(seen[0][0].0, "mcp-param-region");
+    assert!(seen[0][0].1.starts_with("=?base64?"), "{seen:?}");
     gw.stop().await;
 }

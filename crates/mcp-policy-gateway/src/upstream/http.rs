@@ -353,8 +353,12 @@ impl Shared {
                 let arguments = jsonrpc::params(msg).and_then(|p| p.get("arguments"));
                 let declared = declared.as_deref().map_or(&[][..], Vec::as_slice);
                 for (header, value) in crate::relay::param_header_values(declared, arguments) {
-                    if let Ok(v) = HeaderValue::from_str(&value) {
-                        req = req.header(header, v);
+                    // A name the upstream's schema made up that is no header name (a space, a
+                    // line break) would fail the whole request: it is left out instead.
+                    if let Ok(name) = reqwest::header::HeaderName::from_bytes(header.as_bytes())
+                        && let Ok(v) = HeaderValue::from_str(&value)
+                    {
+                        req = req.header(name, v);
                     }
                 }
             }

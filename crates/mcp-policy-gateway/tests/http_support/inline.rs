@@ -528,3 +528,45 @@ impl ProgressFlood {
         ProgressFlood { url: format!("http://{addr}/mcp"), done }
     }
 }
+
+/// A bare upstream of 2026-07-28 (a plain HTTP server): it answers `tools/list` with `tools`
+/// (one page), and any `tools/call` at once (`ran NAME`, JSON), recording the `mcp-param-*`
+/// headers of each call (name, value) in `params`.
+pub struct Bare {
+    /// `http://127.0.0.1:PORT/mcp`
+    pub url: String,
+    pub params: Arc<Mutex<Vec<Vec<(String, String)>>>>,
+}
+
+impl Bare {
+    pub async fn start(tools: Value) -> Bare {
+        let params: Arc<Mutex<Vec<Vec<(String, String)>>>> = Arc::default();
+        let p = params.clone();
+        let app = axum::Router::new().route(
+            "/mcp",
+            axum::routing::post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let (params, tools) = (p.clone(), tools.clone());
+                async move {
+                    let msg: Value = serde_json::from_slice(&body).unwrap_or_default();
+                    if msg["method"] == "tools/list" {
+                        return axum::Json(json!({"jsonrpc": "2.0", "id": msg["id"],
+                            "result": {"tools": tools}}));
+                    }
+                    let seen = headers
+                        .iter()
+                        .filter(|(k, _)| k.as_str().starts_with("mcp-param-"))
+                        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("?").to_owned()))
+                        .collect();
+                    params.lock().unwrap().push(seen);
+                    let name = msg["params"]["name"].as_str().unwrap_or("").to_owned();
+                    axum::Json(json!({"jsonrpc": "2.0", "id": msg["id"], "result": {
+                        "content": [{"type": "text", "text": format!("ran {name}")}]}}))
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Bare { url: format!("http://{addr}/mcp"), params }
+    }
+}
