@@ -292,6 +292,31 @@ fn next_event_end(bytes: &[u8], from: usize, scanned: &mut usize) -> Option<(usi
     }
 }
 
+/// The most tools whose `Mcp-Param-*` declarations one upstream session remembers; past this
+/// they are forgotten and learned again (an upstream listing ever new names cannot grow the
+/// gateway's memory with them).
+const LEARNED_TOOLS_MAX: usize = 10_000;
+
+/// Records in `params` the `Mcp-Param-*` declarations of the tools a `tools/list` answer lists,
+/// at most [`LEARNED_TOOLS_MAX`] tools.
+fn learn_params_into(
+    params: &mut HashMap<String, Arc<crate::relay::ParamDeclarations>>,
+    msg: &Value,
+) {
+    let Some(tools) = msg.pointer("/result/tools").and_then(Value::as_array) else { return };
+    for tool in tools {
+        if let (Some(name), Some(schema)) =
+            (tool.get("name").and_then(Value::as_str), tool.get("inputSchema"))
+        {
+            if params.len() >= LEARNED_TOOLS_MAX && !params.contains_key(name) {
+                params.clear();
+            }
+            let declared = crate::relay::param_header_declarations(schema);
+            params.insert(name.to_owned(), Arc::new(declared));
+        }
+    }
+}
+
 /// The key of the request a `notifications/cancelled` names.
 fn cancelled_request(msg: &Value) -> Option<String> {
     match jsonrpc::classify(msg) {
@@ -368,16 +393,7 @@ impl Shared {
 
     /// Records the `Mcp-Param-*` declarations of the tools a `tools/list` answer lists.
     fn learn_params(&self, msg: &Value) {
-        let Some(tools) = msg.pointer("/result/tools").and_then(Value::as_array) else { return };
-        let mut params = locked(&self.params);
-        for tool in tools {
-            if let (Some(name), Some(schema)) =
-                (tool.get("name").and_then(Value::as_str), tool.get("inputSchema"))
-            {
-                let declared = crate::relay::param_header_declarations(schema);
-                params.insert(name.to_owned(), Arc::new(declared));
-            }
-        }
+        learn_params_into(&mut locked(&self.params), msg);
     }
 
     /// Before a sessionless call of a tool whose schema has not been seen: lists the upstream's
@@ -617,5 +633,42 @@ impl Shared {
             self.read_body(resp, None, None).await;
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use super::*;
+
+    /// An upstream listing ever new tools cannot grow what the gateway remembers of them.
+    #[test]
+    fn learned_tools_are_bounded() {
+        let mut params = HashMap::new();
+        let schema = serde_json::json!({"properties": {"r": {"x-mcp-header": "R"}}});
+        for round in 0..3 {
+            let tools: Vec<Value> = (0..LEARNED_TOOLS_MAX / 2 + 7)
+                .map(
+                    |i| serde_json::json!({"name": format!("t{round}-{i}"), "inputSchema": schema}),
+                )
+                .collect();
+            learn_params_into(&mut params, &serde_json::json!({"result": {"tools": tools}}));
+            assert!(params.len() <= LEARNED_TOOLS_MAX, "{}", params.len());
+        }
+        // The latest listing is known.
+        assert_eq!(params[&format!("t2-{}", LEARNED_TOOLS_MAX / 2)].len(), 1);
+    }
+
+    /// An event-stream answer is read up to the event that answers, whatever its line ends.
+    #[test]
+    fn event_ends_are_found_once() {
+        let bytes = b"data: 1\r\n\r\ndata: 2\n\ndata: 3";
+        let mut scanned = 0;
+        let first = next_event_end(bytes, 0, &mut scanned).unwrap();
+        assert_eq!(&bytes[..first.0], b"data: 1\r");
+        let second = next_event_end(bytes, first.1, &mut scanned).unwrap();
+        assert_eq!(&bytes[first.1..second.0], b"data: 2");
+        assert!(next_event_end(bytes, second.1, &mut scanned).is_none());
+        assert_eq!(scanned, bytes.len() - 2);
     }
 }
