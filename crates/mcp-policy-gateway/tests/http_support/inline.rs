@@ -529,18 +529,21 @@ impl ProgressFlood {
     }
 }
 
+/// The `mcp-param-*` headers of each call, in order: (name, value).
+pub type SeenParams = Arc<Mutex<Vec<Vec<(String, String)>>>>;
+
 /// A bare upstream of 2026-07-28 (a plain HTTP server): it answers `tools/list` with `tools`
 /// (one page), and any `tools/call` at once (`ran NAME`, JSON), recording the `mcp-param-*`
 /// headers of each call (name, value) in `params`.
 pub struct Bare {
     /// `http://127.0.0.1:PORT/mcp`
     pub url: String,
-    pub params: Arc<Mutex<Vec<Vec<(String, String)>>>>,
+    pub params: SeenParams,
 }
 
 impl Bare {
     pub async fn start(tools: Value) -> Bare {
-        let params: Arc<Mutex<Vec<Vec<(String, String)>>>> = Arc::default();
+        let params: SeenParams = Arc::default();
         let p = params.clone();
         let app = axum::Router::new().route(
             "/mcp",
