@@ -13,7 +13,14 @@
 //! cancellations and dropped connections mid-flight. Holes found and closed here: an upstream
 //! that asks for input forever let one charge buy unlimited calls (now at most
 //! `MAX_CONTINUATION_ROUNDS` rounds per decided call); a trusted header sent twice named the
-//! grant by the client's copy (now 401).
+//! grant by the client's copy (now 401); an upstream answering the gateway's own `tools/list`
+//! with an endless event stream held the call forever (now 10 s, 64 MiB at most); a flood of
+//! progress toward a client that does not read was queued without bound (now 256 per POST); an
+//! `x-mcp-header` that is no header name failed every call of its tool (now left out). These
+//! held too: a progress token or request id chosen to collide with the gateway's own
+//! (`inline-progress-N`, `inline-N`: both are replaced), tokens that are objects or numbers (given
+//! back as sent), a cancellation for another client's request (a sessionless client's
+//! notifications reach nothing), a value with CR/LF in an `Mcp-Param-*` header (Base64).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
