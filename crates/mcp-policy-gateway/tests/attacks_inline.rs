@@ -724,3 +724,32 @@ async fn a_schema_declaring_a_bad_header_name_does_not_break_the_call() {
     assert!(seen[0][0].1.starts_with("=?base64?"), "{seen:?}");
     gw.stop().await;
 }
+
+/// Progress tokens that are not strings (a number, an object, one spelled like the gateway's
+/// own) come back to their client exactly as it sent them; the upstream sees the gateway's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_tokens_of_any_shape_come_back_as_sent() {
+    let env = upstream().await;
+    let gw = env.gateway().await;
+    let alice = Client::new(&gw.mcp(), "alice");
+    let tokens = [json!(42), json!({"k": [1, "inline-progress-1"]}), json!("inline-progress-1")];
+    for (id, token) in tokens.iter().enumerate() {
+        let mut with_token = meta();
+        with_token["progressToken"] = token.clone();
+        let body = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {
+            "name": "progress", "arguments": {}, "_meta": with_token}});
+        let resp =
+            alice.raw(body.to_string(), "tools/call", Some("progress"), &[]).send().await.unwrap();
+        let messages = http_support::messages(resp).await;
+        assert_eq!(messages.len(), 2, "{messages:?}");
+        assert_eq!(&messages[0]["params"]["progressToken"], token, "{messages:?}");
+        assert_eq!(messages[1]["id"], id, "{messages:?}");
+    }
+    let seen: Vec<Value> =
+        env.up.ran_of("progress").into_iter().map(|c| c["token"].clone()).collect();
+    assert_eq!(seen.len(), 3);
+    // Each call travelled with a token of the gateway's own, one per call.
+    assert!(seen.iter().all(|t| t.as_str().unwrap().starts_with("inline-progress-")), "{seen:?}");
+    assert!(seen[0] != seen[1] && seen[1] != seen[2] && seen[0] != seen[2], "{seen:?}");
+    gw.stop().await;
+}
