@@ -557,11 +557,20 @@ impl Shared {
         let is_answer =
             |m: &Value| id.is_some_and(|id| m.get("id") == Some(id) && m.get("method").is_none());
         if !sse {
-            let bytes = match resp.bytes().await {
-                Ok(b) if b.len() <= MAX_MESSAGE_BYTES => b,
-                Ok(_) => return false,
-                Err(_) => return false,
-            };
+            // Read as it comes, given up past the bound (not read whole, then measured).
+            let mut body = resp.bytes_stream();
+            let mut bytes: Vec<u8> = Vec::new();
+            while let Some(chunk) = body.next().await {
+                let Ok(chunk) = chunk else { return false };
+                if bytes.len() + chunk.len() > MAX_MESSAGE_BYTES {
+                    eprintln!(
+                        "mcp-policy-gateway: the upstream's answer is longer than \
+                         {MAX_MESSAGE_BYTES} bytes; dropped"
+                    );
+                    return false;
+                }
+                bytes.extend_from_slice(&chunk);
+            }
             let messages = match serde_json::from_slice::<Value>(&bytes) {
                 Ok(Value::Array(a)) => a,
                 Ok(v) => vec![v],
