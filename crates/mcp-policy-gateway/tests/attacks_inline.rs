@@ -754,35 +754,40 @@ async fn progress_tokens_of_any_shape_come_back_as_sent() {
     gw.stop().await;
 }
 
-/// A hostile upstream answers a call with a JSON body of 200 MB: the gateway reads it as it
-/// comes and gives up past its 64 MiB bound (the call gets an error), rather than taking all of
-/// it into memory first and measuring it after (its peak memory says which).
+/// A hostile upstream answers a call with a JSON body of 200 MB, or with an event stream whose
+/// one event is 200 MB long: the gateway reads it as it comes and gives up past its 64 MiB bound
+/// (the call gets an error), rather than taking all of it into memory first (the JSON body was
+/// read whole, then measured; the event's line was buffered without bound). Its peak memory
+/// says which.
 #[cfg(target_os = "linux")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_huge_answer_is_given_up_on_as_it_comes() {
-    let up = HugeAnswer::start(200).await;
-    let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "policy.json", POLICY);
-    let policy = dir.path().join("policy.json");
-    let gw = gateway(&policy, &["--upstream", &up.url, "--trusted-header", "x-user"], &[]).await;
-    let alice = Client::new(&gw.mcp(), "alice");
-    let resp = alice.raw(call_body(1, "read", "{}", None), "tools/call", Some("read"), &[]);
-    let resp = tokio::time::timeout(http_support::PATIENCE, resp.send())
-        .await
-        .expect("the call was never answered")
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let messages = http_support::messages(resp).await;
-    assert!(messages[0]["error"].is_object(), "{messages:?}");
-    let pid = gw.child.id().unwrap();
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let peak_kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap();
-    eprintln!("the gateway's memory peaked at {peak_kb} kB");
-    assert!(peak_kb < 150 * 1024, "the gateway peaked at {peak_kb} kB");
-    gw.stop().await;
+    for sse in [false, true] {
+        let up = HugeAnswer::start(200, sse).await;
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "policy.json", POLICY);
+        let policy = dir.path().join("policy.json");
+        let args = ["--upstream", &up.url, "--trusted-header", "x-user"];
+        let gw = gateway(&policy, &args, &[]).await;
+        let alice = Client::new(&gw.mcp(), "alice");
+        let resp = alice.raw(call_body(1, "read", "{}", None), "tools/call", Some("read"), &[]);
+        let resp = tokio::time::timeout(http_support::PATIENCE, resp.send())
+            .await
+            .expect("the call was never answered")
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let messages = http_support::messages(resp).await;
+        let pid = gw.child.id().unwrap();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let peak_kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap();
+        eprintln!("sse {sse}: the gateway's memory peaked at {peak_kb} kB");
+        assert!(peak_kb < 150 * 1024, "sse {sse}: the gateway peaked at {peak_kb} kB");
+        assert!(messages[0]["error"].is_object(), "sse {sse}: {messages:?}");
+        gw.stop().await;
+    }
 }

@@ -586,7 +586,22 @@ impl Shared {
             }
             return answered;
         }
-        let mut events = sse_stream::SseStream::from_bytes_stream(resp.bytes_stream());
+        // The bytes read since the last event: an event that never ends (a data line without
+        // end) ends the stream past the bound, rather than growing the parser's buffer.
+        let since_event = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = since_event.clone();
+        let body = resp.bytes_stream().take_while(move |chunk| {
+            let len = chunk.as_ref().map_or(0, bytes::Bytes::len);
+            let read = counted.fetch_add(len, std::sync::atomic::Ordering::Relaxed) + len;
+            if read > MAX_MESSAGE_BYTES {
+                eprintln!(
+                    "mcp-policy-gateway: an event from the upstream is longer than \
+                     {MAX_MESSAGE_BYTES} bytes; its stream is closed"
+                );
+            }
+            std::future::ready(read <= MAX_MESSAGE_BYTES)
+        });
+        let mut events = sse_stream::SseStream::from_bytes_stream(body);
         let mut answered = false;
         let mut drain_until = None;
         loop {
@@ -600,6 +615,7 @@ impl Shared {
                 events.next().await
             };
             let Some(Ok(event)) = event else { break };
+            since_event.store(0, std::sync::atomic::Ordering::Relaxed);
             let Some(data) = event.data.filter(|d| !d.trim().is_empty()) else { continue };
             match serde_json::from_str::<Value>(&data) {
                 Ok(m) => {

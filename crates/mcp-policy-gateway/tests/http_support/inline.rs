@@ -575,50 +575,47 @@ impl Bare {
 }
 
 /// A hostile upstream of 2026-07-28 (a bare HTTP server) whose every answer is a JSON body of
-/// `mb` MB (whitespace, then the answer). `sent` is set once it was all handed to its connection.
+/// `mb` MB (whitespace, then the answer), or with `sse` an event stream whose one event has a
+/// data line of `mb` MB (whitespace, no line end), then the answer as an event.
 pub struct HugeAnswer {
     /// `http://127.0.0.1:PORT/mcp`
     pub url: String,
-    pub sent: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl HugeAnswer {
-    pub async fn start(mb: usize) -> HugeAnswer {
-        use std::sync::atomic::{AtomicBool, Ordering};
-        let sent: Arc<AtomicBool> = Arc::default();
-        let s = sent.clone();
+    pub async fn start(mb: usize, sse: bool) -> HugeAnswer {
         let app = axum::Router::new().route(
             "/mcp",
-            axum::routing::post(move |body: axum::body::Bytes| {
-                let sent = s.clone();
-                async move {
-                    let msg: Value = serde_json::from_slice(&body).unwrap_or_default();
-                    let answer = bytes::Bytes::from(
-                        json!({"jsonrpc": "2.0", "id": msg["id"], "result": {"tools": []}})
-                            .to_string(),
-                    );
-                    let blank = bytes::Bytes::from(vec![b' '; 1 << 20]);
-                    let chunks = futures_util::stream::unfold(0, move |i| {
-                        let (blank, answer, sent) = (blank.clone(), answer.clone(), sent.clone());
-                        async move {
-                            let chunk = match i {
-                                i if i < mb => blank,
-                                i if i == mb => answer,
-                                _ => {
-                                    sent.store(true, Ordering::SeqCst);
-                                    return None;
-                                }
-                            };
-                            Some((Ok::<_, std::convert::Infallible>(chunk), i + 1))
-                        }
-                    });
-                    ([("content-type", "application/json")], axum::body::Body::from_stream(chunks))
-                }
+            axum::routing::post(move |body: axum::body::Bytes| async move {
+                let msg: Value = serde_json::from_slice(&body).unwrap_or_default();
+                let answer = json!({"jsonrpc": "2.0", "id": msg["id"], "result": {"tools": []}});
+                let answer = bytes::Bytes::from(match sse {
+                    true => format!("\n\ndata: {answer}\n\n"),
+                    false => answer.to_string(),
+                });
+                let (first, kind) = match sse {
+                    true => (bytes::Bytes::from_static(b"data: "), "text/event-stream"),
+                    false => (bytes::Bytes::new(), "application/json"),
+                };
+                let blank = bytes::Bytes::from(vec![b' '; 1 << 20]);
+                let chunks = futures_util::stream::unfold(0, move |i| {
+                    let (first, blank, answer) = (first.clone(), blank.clone(), answer.clone());
+                    async move {
+                        let chunk = match i {
+                            0 => first,
+                            i if i <= mb => blank,
+                            i if i == mb + 1 => answer,
+                            _ => return None,
+                        };
+                        Some((Ok::<_, std::convert::Infallible>(chunk), i + 1))
+                    }
+                });
+                ([("content-type", kind)], axum::body::Body::from_stream(chunks))
             }),
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        HugeAnswer { url: format!("http://{addr}/mcp"), sent }
+        HugeAnswer { url: format!("http://{addr}/mcp") }
     }
 }
