@@ -791,3 +791,20 @@ async fn a_huge_answer_is_given_up_on_as_it_comes() {
         gw.stop().await;
     }
 }
+
+/// Several first calls at once of a tool whose schema declares `Mcp-Param-*` headers: each waits
+/// for the gateway's one listing and carries the headers (rmcp's server refuses a call without
+/// them; the calls that came during the listing used to go without).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_calls_at_once_all_carry_the_param_headers() {
+    let env = upstream().await;
+    let gw = env.gateway().await;
+    let alice = Client::new(&gw.mcp(), "alice");
+    let calls = (1..=8).map(|id| alice.call(id, "regional", json!({"region": "eu"}), None));
+    for r in futures_util::future::join_all(calls).await {
+        assert_eq!(text(&r), "ran regional", "{r}");
+    }
+    assert_eq!(env.up.ran_of("regional").len(), 8);
+    assert_eq!(env.up.lists.load(std::sync::atomic::Ordering::SeqCst), 1, "one listing");
+    gw.stop().await;
+}

@@ -80,6 +80,9 @@ struct Shared {
     params: Mutex<HashMap<String, Arc<crate::relay::ParamDeclarations>>>,
     /// When the gateway last listed the tools itself (at most once per [`RELIST_AFTER`]).
     listed: Mutex<Option<std::time::Instant>>,
+    /// Held while the gateway lists the tools itself: the calls that need the listing wait for
+    /// it rather than go without the headers it teaches.
+    listing: tokio::sync::Mutex<()>,
 }
 
 fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -129,6 +132,7 @@ pub fn connect(url: &str) -> Result<(UpstreamLink, HttpUpstream), String> {
         gone,
         params: Mutex::new(HashMap::new()),
         listed: Mutex::new(None),
+        listing: tokio::sync::Mutex::new(()),
     });
     let task = tokio::spawn(run(shared, up_rx));
     Ok((UpstreamLink { tx: up_tx, rx: down_rx }, HttpUpstream { task }))
@@ -404,6 +408,11 @@ impl Shared {
     async fn learn_tool(&self, msg: &Value) {
         let Some(params) = jsonrpc::params(msg) else { return };
         let Some(tool) = params.get("name").and_then(Value::as_str) else { return };
+        if locked(&self.params).contains_key(tool) {
+            return;
+        }
+        // A listing under way may teach this tool: wait for it, then look again.
+        let _listing = self.listing.lock().await;
         if locked(&self.params).contains_key(tool) {
             return;
         }
