@@ -16,7 +16,10 @@
 //! grant by the client's copy (now 401); an upstream answering the gateway's own `tools/list`
 //! with an endless event stream held the call forever (now 10 s, 64 MiB at most); a flood of
 //! progress toward a client that does not read was queued without bound (now 256 per POST); an
-//! `x-mcp-header` that is no header name failed every call of its tool (now left out). These
+//! `x-mcp-header` that is no header name failed every call of its tool (now left out); a huge
+//! JSON answer or event from the upstream was held whole in memory (now given up past 64 MiB);
+//! calls arriving during the gateway's own listing went without their `Mcp-Param-*` headers
+//! (now they wait for it). These
 //! held too: a progress token or request id chosen to collide with the gateway's own
 //! (`inline-progress-N`, `inline-N`: both are replaced), tokens that are objects or numbers (given
 //! back as sent), a cancellation for another client's request (a sessionless client's
