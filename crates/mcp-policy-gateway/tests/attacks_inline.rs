@@ -13,13 +13,26 @@
 //! cancellations and dropped connections mid-flight. Holes found and closed here: an upstream
 //! that asks for input forever let one charge buy unlimited calls (now at most
 //! `MAX_CONTINUATION_ROUNDS` rounds per decided call); a trusted header sent twice named the
-//! grant by the client's copy (now 401).
+//! grant by the client's copy (now 401); an upstream answering the gateway's own `tools/list`
+//! with an endless event stream held the call forever (now 10 s, 64 MiB at most); a flood of
+//! progress toward a client that does not read was queued without bound (now 256 per POST); an
+//! `x-mcp-header` that is no header name failed every call of its tool (now left out); a huge
+//! JSON answer or event from the upstream was held whole in memory (now given up past 64 MiB);
+//! calls arriving during the gateway's own listing went without their `Mcp-Param-*` headers
+//! (now they wait for it). These
+//! held too: a progress token or request id chosen to collide with the gateway's own
+//! (`inline-progress-N`, `inline-N`: both are replaced), tokens that are objects or numbers (given
+//! back as sent), a cancellation for another client's request (a sessionless client's
+//! notifications reach nothing), a value with CR/LF in an `Mcp-Param-*` header (Base64).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 mod http_support;
 
-use http_support::inline::{Client, Upstream, call_body, meta, send, session_client, sure};
+use http_support::inline::{
+    Bare, Client, EndlessLister, HugeAnswer, ProgressFlood, Upstream, call_body, meta, send,
+    session_client, sure,
+};
 use http_support::{Gateway, gateway, text, write};
 use mcp_policy_gateway::relay::MAX_CONTINUATION_ROUNDS;
 use serde_json::{Value, json};
@@ -614,5 +627,187 @@ async fn calls_carry_the_param_headers_their_schema_declares() {
     }
     assert_eq!(env.up.ran_of("ghost").len(), 20);
     assert_eq!(lists(), 1, "a flood of unlisted names makes no listing");
+    gw.stop().await;
+}
+
+/// A hostile upstream answers the gateway's own `tools/list` (made to learn a tool's
+/// `Mcp-Param-*` headers before a sessionless call) with an event stream that never ends: the
+/// call is not held up forever (the listing is given up on and its connection closed), and
+/// reaches the upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endless_tools_list_does_not_hold_up_the_call() {
+    let up = EndlessLister::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "policy.json", POLICY);
+    let policy = dir.path().join("policy.json");
+    let gw = gateway(&policy, &["--upstream", &up.url, "--trusted-header", "x-user"], &[]).await;
+    let alice = Client::new(&gw.mcp(), "alice");
+    let r = tokio::time::timeout(http_support::PATIENCE, alice.call(1, "read", json!({}), None))
+        .await
+        .expect("the call hung on the upstream's endless tools/list");
+    assert_eq!(text(&r), "ran read", "{r}");
+    assert_eq!(up.calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // The listing's connection was closed by the gateway, not left open.
+    tokio::time::timeout(http_support::PATIENCE, async {
+        while up.listings_closed.load(std::sync::atomic::Ordering::SeqCst) < 1 {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the gateway never closed the endless listing");
+    gw.stop().await;
+}
+
+/// A hostile upstream floods a sessionless call with progress (10 000 notifications of 10 kB)
+/// while its client reads nothing past the answer's headers: the gateway keeps at most
+/// `INLINE_PROGRESS_MAX` of them for the client and drops the rest, so its memory stays bounded.
+/// (Were it to queue them all, it would hold 100 MB.)
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_progress_toward_a_client_that_never_reads_is_bounded() {
+    let up = ProgressFlood::start(10_000).await;
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "policy.json", POLICY);
+    let policy = dir.path().join("policy.json");
+    let gw = gateway(&policy, &["--upstream", &up.url, "--trusted-header", "x-user"], &[]).await;
+    let alice = Client::new(&gw.mcp(), "alice");
+    let mut with_token = meta();
+    with_token["progressToken"] = json!("mine");
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+        "name": "read", "arguments": {}, "_meta": with_token}});
+    let resp = alice.raw(body.to_string(), "tools/call", Some("read"), &[]).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    // The body is never read; the upstream sends all of it (the gateway reads it).
+    tokio::time::timeout(http_support::PATIENCE, async {
+        while !up.done.load(std::sync::atomic::Ordering::SeqCst) {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the upstream could not send its flood");
+    // Let the gateway take in what it read.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let pid = gw.child.id().unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let rss_kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    eprintln!("the gateway holds {rss_kb} kB after a 100 MB flood of progress");
+    assert!(rss_kb < 64 * 1024, "the gateway holds {rss_kb} kB");
+    drop(resp);
+    gw.stop().await;
+}
+
+/// An upstream whose schema declares an `x-mcp-header` that is no header name (a space in it)
+/// next to a good one: the call still reaches it, with the good header and without the bad one
+/// (the bad name used to fail the whole request: "cannot reach the upstream"). A value with a
+/// line break cannot inject a header: it travels in Base64.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_declaring_a_bad_header_name_does_not_break_the_call() {
+    let up = Bare::start(json!([{"name": "read", "inputSchema": {"type": "object", "properties": {
+        "region": {"type": "string", "x-mcp-header": "Region"},
+        "bad": {"type": "string", "x-mcp-header": "Bad Name"}}}}]))
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "policy.json", POLICY);
+    let policy = dir.path().join("policy.json");
+    let gw = gateway(&policy, &["--upstream", &up.url, "--trusted-header", "x-user"], &[]).await;
+    let alice = Client::new(&gw.mcp(), "alice");
+    let args = json!({"region": "eu\r\nX-Injected: 1", "bad": "x"});
+    let r = alice.call(1, "read", args, None).await;
+    assert_eq!(text(&r), "ran read", "{r}");
+    let seen = up.params.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].len(), 1, "only the good header: {seen:?}");
+    assert_eq!(seen[0][0].0, "mcp-param-region");
+    assert!(seen[0][0].1.starts_with("=?base64?"), "{seen:?}");
+    gw.stop().await;
+}
+
+/// Progress tokens that are not strings (a number, an object, one spelled like the gateway's
+/// own) come back to their client exactly as it sent them; the upstream sees the gateway's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_tokens_of_any_shape_come_back_as_sent() {
+    let env = upstream().await;
+    let gw = env.gateway().await;
+    let alice = Client::new(&gw.mcp(), "alice");
+    let tokens = [json!(42), json!({"k": [1, "inline-progress-1"]}), json!("inline-progress-1")];
+    for (id, token) in tokens.iter().enumerate() {
+        let mut with_token = meta();
+        with_token["progressToken"] = token.clone();
+        let body = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {
+            "name": "progress", "arguments": {}, "_meta": with_token}});
+        let resp =
+            alice.raw(body.to_string(), "tools/call", Some("progress"), &[]).send().await.unwrap();
+        let messages = http_support::messages(resp).await;
+        assert_eq!(messages.len(), 2, "{messages:?}");
+        assert_eq!(&messages[0]["params"]["progressToken"], token, "{messages:?}");
+        assert_eq!(messages[1]["id"], id, "{messages:?}");
+    }
+    let seen: Vec<Value> =
+        env.up.ran_of("progress").into_iter().map(|c| c["token"].clone()).collect();
+    assert_eq!(seen.len(), 3);
+    // Each call travelled with a token of the gateway's own, one per call.
+    assert!(seen.iter().all(|t| t.as_str().unwrap().starts_with("inline-progress-")), "{seen:?}");
+    assert!(seen[0] != seen[1] && seen[1] != seen[2] && seen[0] != seen[2], "{seen:?}");
+    gw.stop().await;
+}
+
+/// A hostile upstream answers a call with a JSON body of 200 MB, or with an event stream whose
+/// one event is 200 MB long: the gateway reads it as it comes and gives up past its 64 MiB bound
+/// (the call gets an error), rather than taking all of it into memory first (the JSON body was
+/// read whole, then measured; the event's line was buffered without bound). Its peak memory
+/// says which.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_answer_is_given_up_on_as_it_comes() {
+    for sse in [false, true] {
+        let up = HugeAnswer::start(200, sse).await;
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "policy.json", POLICY);
+        let policy = dir.path().join("policy.json");
+        let args = ["--upstream", &up.url, "--trusted-header", "x-user"];
+        let gw = gateway(&policy, &args, &[]).await;
+        let alice = Client::new(&gw.mcp(), "alice");
+        let resp = alice.raw(call_body(1, "read", "{}", None), "tools/call", Some("read"), &[]);
+        let resp = tokio::time::timeout(http_support::PATIENCE, resp.send())
+            .await
+            .expect("the call was never answered")
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let messages = http_support::messages(resp).await;
+        let pid = gw.child.id().unwrap();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let peak_kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap();
+        eprintln!("sse {sse}: the gateway's memory peaked at {peak_kb} kB");
+        assert!(peak_kb < 150 * 1024, "sse {sse}: the gateway peaked at {peak_kb} kB");
+        assert!(messages[0]["error"].is_object(), "sse {sse}: {messages:?}");
+        gw.stop().await;
+    }
+}
+
+/// Several first calls at once of a tool whose schema declares `Mcp-Param-*` headers: each waits
+/// for the gateway's one listing and carries the headers (rmcp's server refuses a call without
+/// them; the calls that came during the listing used to go without).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_calls_at_once_all_carry_the_param_headers() {
+    let env = upstream().await;
+    let gw = env.gateway().await;
+    let alice = Client::new(&gw.mcp(), "alice");
+    let calls = (1..=8).map(|id| alice.call(id, "regional", json!({"region": "eu"}), None));
+    for r in futures_util::future::join_all(calls).await {
+        assert_eq!(text(&r), "ran regional", "{r}");
+    }
+    assert_eq!(env.up.ran_of("regional").len(), 8);
+    assert_eq!(env.up.lists.load(std::sync::atomic::Ordering::SeqCst), 1, "one listing");
     gw.stop().await;
 }

@@ -34,7 +34,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::OsString;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -72,6 +72,10 @@ pub const PROTOCOL_HEADER: &str = "mcp-protocol-version";
 pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 /// The most server-initiated messages kept for a session with no stream open.
 pub const BACKLOG_MAX: usize = 1000;
+/// How many progress notifications a sessionless POST may have waiting for its client; past
+/// this the upstream's next ones are dropped until the client reads (a client that never reads
+/// cannot make a flood of progress pile up).
+pub const INLINE_PROGRESS_MAX: usize = 256;
 /// The one protocol revision with JSON-RPC batches.
 pub const BATCH_VERSION: &str = "2025-03-26";
 /// How long a command upstream gets to exit by itself when its session ends.
@@ -175,8 +179,9 @@ struct Routes {
     /// The GET stream.
     standalone: Option<(u64, mpsc::UnboundedSender<Value>)>,
     /// Relays of clients without a session: the progress token a request travels with → its
-    /// POST (stream, sender) and the client's own token.
-    progress: HashMap<String, (u64, mpsc::UnboundedSender<Value>, Value)>,
+    /// POST (stream, sender), the client's own token, and how many of its progress
+    /// notifications wait for the client (at most [`INLINE_PROGRESS_MAX`]).
+    progress: HashMap<String, (u64, mpsc::UnboundedSender<Value>, Value, Arc<AtomicUsize>)>,
     backlog: VecDeque<Value>,
     ended: bool,
 }
@@ -216,10 +221,12 @@ impl Session {
                 == Some("notifications/progress"))
             .then(|| msg.pointer("/params/progressToken").map(jsonrpc::id_key))
             .flatten();
-            if let Some((_, tx, theirs)) = token.and_then(|t| r.progress.get(&t))
+            if let Some((_, tx, theirs, waiting)) = token.and_then(|t| r.progress.get(&t))
+                && waiting.load(Ordering::Relaxed) < INLINE_PROGRESS_MAX
                 && let Some(p) = msg.get_mut("params").and_then(Value::as_object_mut)
             {
                 p.insert("progressToken".into(), theirs.clone());
+                waiting.fetch_add(1, Ordering::Relaxed);
                 let _ = tx.send(msg);
             }
             return;
@@ -307,7 +314,7 @@ impl Drop for PostGuard {
         let mut r = lock(&self.session.routes);
         let s = self.stream;
         r.waiters.retain(|_, (id, _)| *id != s);
-        r.progress.retain(|_, (id, _, _)| *id != s);
+        r.progress.retain(|_, (id, _, _, _)| *id != s);
         r.posts.retain(|(id, _)| *id != s);
         if r.standalone.as_ref().is_some_and(|(id, _)| *id == s) {
             r.standalone = None;
@@ -1171,6 +1178,7 @@ async fn post_inline<S: AsyncCounterStore + 'static>(
             Some(theirs)
         });
     let (tx, mut rx) = mpsc::unbounded_channel::<Value>();
+    let waiting = Arc::new(AtomicUsize::new(0));
     {
         let mut r = lock(&session.routes);
         if r.ended {
@@ -1178,7 +1186,7 @@ async fn post_inline<S: AsyncCounterStore + 'static>(
         }
         if let Some(theirs) = theirs {
             let ours = jsonrpc::id_key(&Value::String(format!("inline-progress-{stream}")));
-            r.progress.insert(ours, (stream, tx.clone(), theirs));
+            r.progress.insert(ours, (stream, tx.clone(), theirs, waiting.clone()));
         }
         r.waiters.insert(key, (stream, tx));
     }
@@ -1206,12 +1214,14 @@ async fn post_inline<S: AsyncCounterStore + 'static>(
                 jsonrpc::set_id(&mut msg, client_id);
                 return axum::Json(msg).into_response();
             }
-            return inline_stream(Some(msg), rx, client_id, None, None);
+            return inline_stream(Some(msg), rx, client_id, None);
         }
+        waiting.fetch_sub(1, Ordering::Relaxed);
         if sse {
             // Progress before the answer: the answer becomes a stream of events, progress
             // first; the request stays cancellable while the stream is open.
-            return inline_stream(Some(msg), rx, client_id, Some(guard), Some(cancel));
+            let pending = Some((guard, cancel, waiting));
+            return inline_stream(Some(msg), rx, client_id, pending);
         }
         // A client that takes only JSON gets the answer alone.
     }
@@ -1219,40 +1229,41 @@ async fn post_inline<S: AsyncCounterStore + 'static>(
 
 /// The SSE answer of a sessionless POST: `first`, then what the relay routes to it (progress)
 /// until its response (the only message without a method), which gets the client's id back;
-/// `guard` and `cancel` are held until then.
+/// `pending` (the POST's guard, its cancellation, and the count of its progress waiting, taken
+/// down as each is read) is held until then.
 fn inline_stream(
     first: Option<Value>,
     rx: mpsc::UnboundedReceiver<Value>,
     client_id: Value,
-    guard: Option<PostGuard>,
-    cancel: Option<CancelOnDrop>,
+    pending: Option<(PostGuard, CancelOnDrop, Arc<AtomicUsize>)>,
 ) -> Response {
     let events = futures_util::stream::unfold(
-        (first, rx, client_id, guard, cancel, false),
-        |(first, mut rx, client_id, guard, cancel, done)| async move {
+        (first, rx, client_id, pending, false),
+        |(first, mut rx, client_id, pending, done)| async move {
             if done {
                 return None;
             }
+            let from_relay = first.is_none();
             let mut msg = match first {
                 Some(m) => m,
                 None => rx.recv().await?,
             };
             let answer = msg.get("method").is_none();
-            let (guard, cancel) = if answer {
+            let pending = if answer {
                 jsonrpc::set_id(&mut msg, client_id.clone());
-                if let Some(c) = cancel {
-                    c.disarm();
+                if let Some((guard, cancel, _)) = pending {
+                    cancel.disarm();
+                    drop(guard);
                 }
-                drop(guard);
-                (None, None)
+                None
             } else {
-                (guard, cancel)
+                if from_relay && let Some((_, _, waiting)) = &pending {
+                    waiting.fetch_sub(1, Ordering::Relaxed);
+                }
+                pending
             };
             let event = Event::default().event("message").data(msg.to_string());
-            Some((
-                Ok::<_, std::convert::Infallible>(event),
-                (None, rx, client_id, guard, cancel, answer),
-            ))
+            Some((Ok::<_, std::convert::Infallible>(event), (None, rx, client_id, pending, answer)))
         },
     );
     Sse::new(events).into_response()

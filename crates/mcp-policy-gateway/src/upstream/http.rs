@@ -80,6 +80,9 @@ struct Shared {
     params: Mutex<HashMap<String, Arc<crate::relay::ParamDeclarations>>>,
     /// When the gateway last listed the tools itself (at most once per [`RELIST_AFTER`]).
     listed: Mutex<Option<std::time::Instant>>,
+    /// Held while the gateway lists the tools itself: the calls that need the listing wait for
+    /// it rather than go without the headers it teaches.
+    listing: tokio::sync::Mutex<()>,
 }
 
 fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -129,6 +132,7 @@ pub fn connect(url: &str) -> Result<(UpstreamLink, HttpUpstream), String> {
         gone,
         params: Mutex::new(HashMap::new()),
         listed: Mutex::new(None),
+        listing: tokio::sync::Mutex::new(()),
     });
     let task = tokio::spawn(run(shared, up_rx));
     Ok((UpstreamLink { tx: up_tx, rx: down_rx }, HttpUpstream { task }))
@@ -215,23 +219,106 @@ const LIST_PAGES_MAX: usize = 20;
 /// How long after listing the tools itself the gateway lists them again for an unseen tool.
 const RELIST_AFTER: Duration = Duration::from_secs(10);
 
-/// The response to `id` in an answer (JSON or SSE) to a request of the gateway's own.
+/// How long the gateway spends listing the tools itself before a call (every page together):
+/// past this the call goes on without what the listing would have taught.
+const LIST_WAIT: Duration = Duration::from_secs(10);
+
+/// The response to `id` in an answer (JSON or SSE) to a request of the gateway's own: read as it
+/// comes, up to [`MAX_MESSAGE_BYTES`] in all (an answer that never ends, or ends only after
+/// more, is given up on and its connection closed); an event stream is read until the event
+/// that answers.
 async fn read_answer(resp: reqwest::Response, id: &Value) -> Option<Value> {
-    let bytes = resp.bytes().await.ok()?;
-    if bytes.len() > MAX_MESSAGE_BYTES {
+    let is_answer = |m: &Value| m.get("id") == Some(id) && m.get("method").is_none();
+    let sse = resp
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    let mut body = resp.bytes_stream();
+    let mut bytes: Vec<u8> = Vec::new();
+    // Where the next event of a stream starts in `bytes`.
+    let mut start = 0;
+    // How far a blank line was looked for.
+    let mut scanned = 0;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.ok()?;
+        if bytes.len() + chunk.len() > MAX_MESSAGE_BYTES {
+            return None;
+        }
+        bytes.extend_from_slice(&chunk);
+        if !sse {
+            continue;
+        }
+        // The events complete so far; the search for a blank line resumes where the last one
+        // stopped (a long event arriving in many pieces is not searched again each time).
+        while let Some(end) = next_event_end(&bytes, start, &mut scanned) {
+            let event = String::from_utf8_lossy(bytes.get(start..end.0).unwrap_or_default());
+            start = end.1;
+            let data: Vec<&str> = event
+                .lines()
+                .filter_map(|l| l.strip_prefix("data:"))
+                .map(str::trim_start)
+                .collect();
+            if let Ok(m) = serde_json::from_str::<Value>(&data.join("\n"))
+                && is_answer(&m)
+            {
+                return Some(m);
+            }
+        }
+    }
+    if sse {
         return None;
     }
-    let is_answer = |m: &Value| m.get("id") == Some(id) && m.get("method").is_none();
-    if let Ok(v) = serde_json::from_slice::<Value>(&bytes) {
-        return is_answer(&v).then_some(v);
+    serde_json::from_slice::<Value>(&bytes).ok().filter(is_answer)
+}
+
+/// The end of the event that starts at `from` in `bytes` (a blank line ends it): where its text
+/// ends and where the next event starts. The search starts at `scanned` (if past `from`), and
+/// leaves it where the next search can start.
+fn next_event_end(bytes: &[u8], from: usize, scanned: &mut usize) -> Option<(usize, usize)> {
+    let at = (*scanned).max(from);
+    let rest = bytes.get(at..)?;
+    let found = rest.windows(2).enumerate().find_map(|(i, w)| match w {
+        [b'\n', b'\n'] => Some((i, i + 2)),
+        [b'\n', b'\r'] if rest.get(i + 2) == Some(&b'\n') => Some((i, i + 3)),
+        _ => None,
+    });
+    match found {
+        Some((end, next)) => {
+            *scanned = at + next;
+            Some((at + end, at + next))
+        }
+        None => {
+            // A blank line may begin in the last two bytes: look at them again.
+            *scanned = bytes.len().saturating_sub(2).max(from);
+            None
+        }
     }
-    // An event stream: the `data` of each event.
-    let text = std::str::from_utf8(&bytes).ok()?;
-    text.split("\n\n").find_map(|event| {
-        let data: Vec<&str> =
-            event.lines().filter_map(|l| l.strip_prefix("data:")).map(str::trim_start).collect();
-        serde_json::from_str::<Value>(&data.join("\n")).ok().filter(is_answer)
-    })
+}
+
+/// The most tools whose `Mcp-Param-*` declarations one upstream session remembers; past this
+/// they are forgotten and learned again (an upstream listing ever new names cannot grow the
+/// gateway's memory with them).
+const LEARNED_TOOLS_MAX: usize = 10_000;
+
+/// Records in `params` the `Mcp-Param-*` declarations of the tools a `tools/list` answer lists,
+/// at most [`LEARNED_TOOLS_MAX`] tools.
+fn learn_params_into(
+    params: &mut HashMap<String, Arc<crate::relay::ParamDeclarations>>,
+    msg: &Value,
+) {
+    let Some(tools) = msg.pointer("/result/tools").and_then(Value::as_array) else { return };
+    for tool in tools {
+        if let (Some(name), Some(schema)) =
+            (tool.get("name").and_then(Value::as_str), tool.get("inputSchema"))
+        {
+            if params.len() >= LEARNED_TOOLS_MAX && !params.contains_key(name) {
+                params.clear();
+            }
+            let declared = crate::relay::param_header_declarations(schema);
+            params.insert(name.to_owned(), Arc::new(declared));
+        }
+    }
 }
 
 /// The key of the request a `notifications/cancelled` names.
@@ -295,8 +382,12 @@ impl Shared {
                 let arguments = jsonrpc::params(msg).and_then(|p| p.get("arguments"));
                 let declared = declared.as_deref().map_or(&[][..], Vec::as_slice);
                 for (header, value) in crate::relay::param_header_values(declared, arguments) {
-                    if let Ok(v) = HeaderValue::from_str(&value) {
-                        req = req.header(header, v);
+                    // A name the upstream's schema made up that is no header name (a space, a
+                    // line break) would fail the whole request: it is left out instead.
+                    if let Ok(name) = reqwest::header::HeaderName::from_bytes(header.as_bytes())
+                        && let Ok(v) = HeaderValue::from_str(&value)
+                    {
+                        req = req.header(name, v);
                     }
                 }
             }
@@ -306,16 +397,7 @@ impl Shared {
 
     /// Records the `Mcp-Param-*` declarations of the tools a `tools/list` answer lists.
     fn learn_params(&self, msg: &Value) {
-        let Some(tools) = msg.pointer("/result/tools").and_then(Value::as_array) else { return };
-        let mut params = locked(&self.params);
-        for tool in tools {
-            if let (Some(name), Some(schema)) =
-                (tool.get("name").and_then(Value::as_str), tool.get("inputSchema"))
-            {
-                let declared = crate::relay::param_header_declarations(schema);
-                params.insert(name.to_owned(), Arc::new(declared));
-            }
-        }
+        learn_params_into(&mut locked(&self.params), msg);
     }
 
     /// Before a sessionless call of a tool whose schema has not been seen: lists the upstream's
@@ -329,6 +411,11 @@ impl Shared {
         if locked(&self.params).contains_key(tool) {
             return;
         }
+        // A listing under way may teach this tool: wait for it, then look again.
+        let _listing = self.listing.lock().await;
+        if locked(&self.params).contains_key(tool) {
+            return;
+        }
         {
             let mut listed = locked(&self.listed);
             if listed.is_some_and(|t| t.elapsed() < RELIST_AFTER) {
@@ -337,6 +424,14 @@ impl Shared {
             *listed = Some(std::time::Instant::now());
         }
         let meta = params.get("_meta").cloned().unwrap_or_else(|| serde_json::json!({}));
+        // An upstream that never answers (or answers forever) holds up the call no longer
+        // than this.
+        let _ = tokio::time::timeout(LIST_WAIT, self.list_tools(meta)).await;
+    }
+
+    /// Lists the upstream's tools without a session (with `meta`), learning their
+    /// `Mcp-Param-*` declarations, at most [`LIST_PAGES_MAX`] pages.
+    async fn list_tools(&self, meta: Value) {
         let mut cursor: Option<Value> = None;
         for page in 0..LIST_PAGES_MAX {
             let mut list_params = serde_json::Map::new();
@@ -471,11 +566,20 @@ impl Shared {
         let is_answer =
             |m: &Value| id.is_some_and(|id| m.get("id") == Some(id) && m.get("method").is_none());
         if !sse {
-            let bytes = match resp.bytes().await {
-                Ok(b) if b.len() <= MAX_MESSAGE_BYTES => b,
-                Ok(_) => return false,
-                Err(_) => return false,
-            };
+            // Read as it comes, given up past the bound (not read whole, then measured).
+            let mut body = resp.bytes_stream();
+            let mut bytes: Vec<u8> = Vec::new();
+            while let Some(chunk) = body.next().await {
+                let Ok(chunk) = chunk else { return false };
+                if bytes.len() + chunk.len() > MAX_MESSAGE_BYTES {
+                    eprintln!(
+                        "mcp-policy-gateway: the upstream's answer is longer than \
+                         {MAX_MESSAGE_BYTES} bytes; dropped"
+                    );
+                    return false;
+                }
+                bytes.extend_from_slice(&chunk);
+            }
             let messages = match serde_json::from_slice::<Value>(&bytes) {
                 Ok(Value::Array(a)) => a,
                 Ok(v) => vec![v],
@@ -491,7 +595,22 @@ impl Shared {
             }
             return answered;
         }
-        let mut events = sse_stream::SseStream::from_bytes_stream(resp.bytes_stream());
+        // The bytes read since the last event: an event that never ends (a data line without
+        // end) ends the stream past the bound, rather than growing the parser's buffer.
+        let since_event = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = since_event.clone();
+        let body = resp.bytes_stream().take_while(move |chunk| {
+            let len = chunk.as_ref().map_or(0, bytes::Bytes::len);
+            let read = counted.fetch_add(len, std::sync::atomic::Ordering::Relaxed) + len;
+            if read > MAX_MESSAGE_BYTES {
+                eprintln!(
+                    "mcp-policy-gateway: an event from the upstream is longer than \
+                     {MAX_MESSAGE_BYTES} bytes; its stream is closed"
+                );
+            }
+            std::future::ready(read <= MAX_MESSAGE_BYTES)
+        });
+        let mut events = sse_stream::SseStream::from_bytes_stream(body);
         let mut answered = false;
         let mut drain_until = None;
         loop {
@@ -505,6 +624,7 @@ impl Shared {
                 events.next().await
             };
             let Some(Ok(event)) = event else { break };
+            since_event.store(0, std::sync::atomic::Ordering::Relaxed);
             let Some(data) = event.data.filter(|d| !d.trim().is_empty()) else { continue };
             match serde_json::from_str::<Value>(&data) {
                 Ok(m) => {
@@ -547,5 +667,42 @@ impl Shared {
             self.read_body(resp, None, None).await;
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use super::*;
+
+    /// An upstream listing ever new tools cannot grow what the gateway remembers of them.
+    #[test]
+    fn learned_tools_are_bounded() {
+        let mut params = HashMap::new();
+        let schema = serde_json::json!({"properties": {"r": {"x-mcp-header": "R"}}});
+        for round in 0..3 {
+            let tools: Vec<Value> = (0..LEARNED_TOOLS_MAX / 2 + 7)
+                .map(
+                    |i| serde_json::json!({"name": format!("t{round}-{i}"), "inputSchema": schema}),
+                )
+                .collect();
+            learn_params_into(&mut params, &serde_json::json!({"result": {"tools": tools}}));
+            assert!(params.len() <= LEARNED_TOOLS_MAX, "{}", params.len());
+        }
+        // The latest listing is known.
+        assert_eq!(params[&format!("t2-{}", LEARNED_TOOLS_MAX / 2)].len(), 1);
+    }
+
+    /// An event-stream answer is read up to the event that answers, whatever its line ends.
+    #[test]
+    fn event_ends_are_found_once() {
+        let bytes = b"data: 1\r\n\r\ndata: 2\n\ndata: 3";
+        let mut scanned = 0;
+        let first = next_event_end(bytes, 0, &mut scanned).unwrap();
+        assert_eq!(&bytes[..first.0], b"data: 1\r");
+        let second = next_event_end(bytes, first.1, &mut scanned).unwrap();
+        assert_eq!(&bytes[first.1..second.0], b"data: 2");
+        assert!(next_event_end(bytes, second.1, &mut scanned).is_none());
+        assert_eq!(scanned, bytes.len() - 2);
     }
 }

@@ -403,3 +403,219 @@ pub fn session_client(gw: &Gateway, user: &str) -> Raw {
         .unwrap();
     old
 }
+
+/// A hostile upstream of 2026-07-28 (a bare HTTP server): it answers `tools/call` at once
+/// (`ran NAME`, JSON), and `tools/list` with an event stream that never ends and never answers
+/// (a comment every 50 ms). `listings_closed` counts the listing streams whose connection the
+/// gateway closed.
+pub struct EndlessLister {
+    /// `http://127.0.0.1:PORT/mcp`
+    pub url: String,
+    pub listings_closed: Arc<std::sync::atomic::AtomicUsize>,
+    pub calls: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl EndlessLister {
+    pub async fn start() -> EndlessLister {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        /// Counts the stream as closed when the server drops it (its connection closed).
+        struct Closed(Arc<AtomicUsize>);
+        impl Drop for Closed {
+            fn drop(&mut self) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let closed: Arc<AtomicUsize> = Arc::default();
+        let calls: Arc<AtomicUsize> = Arc::default();
+        let (c, n) = (closed.clone(), calls.clone());
+        let app = axum::Router::new().route(
+            "/mcp",
+            axum::routing::post(move |body: axum::body::Bytes| {
+                let (closed, calls) = (c.clone(), n.clone());
+                async move {
+                    use axum::response::IntoResponse;
+                    let msg: Value = serde_json::from_slice(&body).unwrap_or_default();
+                    if msg["method"] == "tools/list" {
+                        let guard = Closed(closed);
+                        let events = futures_util::stream::unfold(guard, |guard| async move {
+                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                            Some((
+                                Ok::<_, std::convert::Infallible>(bytes::Bytes::from_static(
+                                    b": still listing\n\n",
+                                )),
+                                guard,
+                            ))
+                        });
+                        return (
+                            [("content-type", "text/event-stream")],
+                            axum::body::Body::from_stream(events),
+                        )
+                            .into_response();
+                    }
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    let name = msg["params"]["name"].as_str().unwrap_or("").to_owned();
+                    axum::Json(json!({"jsonrpc": "2.0", "id": msg["id"], "result": {
+                        "content": [{"type": "text", "text": format!("ran {name}")}]}}))
+                    .into_response()
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        EndlessLister { url: format!("http://{addr}/mcp"), listings_closed: closed, calls }
+    }
+}
+
+/// A hostile upstream of 2026-07-28 (a bare HTTP server) that floods progress: it lists no tools,
+/// and answers any `tools/call` with an event stream of `count` progress notifications of 10 kB
+/// each (with the request's own token), then the answer (`ran NAME`). `done` is set once the
+/// answer was handed to its connection.
+pub struct ProgressFlood {
+    /// `http://127.0.0.1:PORT/mcp`
+    pub url: String,
+    pub done: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl ProgressFlood {
+    pub async fn start(count: usize) -> ProgressFlood {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let done: Arc<AtomicBool> = Arc::default();
+        let d = done.clone();
+        let app = axum::Router::new().route(
+            "/mcp",
+            axum::routing::post(move |body: axum::body::Bytes| {
+                let done = d.clone();
+                async move {
+                    use axum::response::IntoResponse;
+                    let msg: Value = serde_json::from_slice(&body).unwrap_or_default();
+                    if msg["method"] != "tools/call" {
+                        return axum::Json(json!({"jsonrpc": "2.0", "id": msg["id"],
+                            "result": {"tools": []}}))
+                        .into_response();
+                    }
+                    let token = msg["params"]["_meta"]["progressToken"].clone();
+                    let filler = "x".repeat(10_000);
+                    let event = |m: Value| bytes::Bytes::from(format!("data: {m}\n\n"));
+                    let answer = event(json!({"jsonrpc": "2.0", "id": msg["id"], "result": {
+                        "content": [{"type": "text", "text": "ran flood"}]}}));
+                    let events = futures_util::stream::unfold(0, move |i| {
+                        let (token, filler, answer, done) =
+                            (token.clone(), filler.clone(), answer.clone(), done.clone());
+                        async move {
+                            let chunk = match i {
+                                i if i < count => event(json!({"jsonrpc": "2.0",
+                                    "method": "notifications/progress", "params": {
+                                    "progressToken": token, "progress": i,
+                                    "message": filler}})),
+                                i if i == count => answer,
+                                _ => {
+                                    done.store(true, Ordering::SeqCst);
+                                    return None;
+                                }
+                            };
+                            Some((Ok::<_, std::convert::Infallible>(chunk), i + 1))
+                        }
+                    });
+                    ([("content-type", "text/event-stream")], axum::body::Body::from_stream(events))
+                        .into_response()
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        ProgressFlood { url: format!("http://{addr}/mcp"), done }
+    }
+}
+
+/// The `mcp-param-*` headers of each call, in order: (name, value).
+pub type SeenParams = Arc<Mutex<Vec<Vec<(String, String)>>>>;
+
+/// A bare upstream of 2026-07-28 (a plain HTTP server): it answers `tools/list` with `tools`
+/// (one page), and any `tools/call` at once (`ran NAME`, JSON), recording the `mcp-param-*`
+/// headers of each call (name, value) in `params`.
+pub struct Bare {
+    /// `http://127.0.0.1:PORT/mcp`
+    pub url: String,
+    pub params: SeenParams,
+}
+
+impl Bare {
+    pub async fn start(tools: Value) -> Bare {
+        let params: SeenParams = Arc::default();
+        let p = params.clone();
+        let app = axum::Router::new().route(
+            "/mcp",
+            axum::routing::post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let (params, tools) = (p.clone(), tools.clone());
+                async move {
+                    let msg: Value = serde_json::from_slice(&body).unwrap_or_default();
+                    if msg["method"] == "tools/list" {
+                        return axum::Json(json!({"jsonrpc": "2.0", "id": msg["id"],
+                            "result": {"tools": tools}}));
+                    }
+                    let seen = headers
+                        .iter()
+                        .filter(|(k, _)| k.as_str().starts_with("mcp-param-"))
+                        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("?").to_owned()))
+                        .collect();
+                    params.lock().unwrap().push(seen);
+                    let name = msg["params"]["name"].as_str().unwrap_or("").to_owned();
+                    axum::Json(json!({"jsonrpc": "2.0", "id": msg["id"], "result": {
+                        "content": [{"type": "text", "text": format!("ran {name}")}]}}))
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Bare { url: format!("http://{addr}/mcp"), params }
+    }
+}
+
+/// A hostile upstream of 2026-07-28 (a bare HTTP server) whose every answer is a JSON body of
+/// `mb` MB (whitespace, then the answer), or with `sse` an event stream whose one event has a
+/// data line of `mb` MB (whitespace, no line end), then the answer as an event.
+pub struct HugeAnswer {
+    /// `http://127.0.0.1:PORT/mcp`
+    pub url: String,
+}
+
+impl HugeAnswer {
+    pub async fn start(mb: usize, sse: bool) -> HugeAnswer {
+        let app = axum::Router::new().route(
+            "/mcp",
+            axum::routing::post(move |body: axum::body::Bytes| async move {
+                let msg: Value = serde_json::from_slice(&body).unwrap_or_default();
+                let answer = json!({"jsonrpc": "2.0", "id": msg["id"], "result": {"tools": []}});
+                let answer = bytes::Bytes::from(match sse {
+                    true => format!("\n\ndata: {answer}\n\n"),
+                    false => answer.to_string(),
+                });
+                let (first, kind) = match sse {
+                    true => (bytes::Bytes::from_static(b"data: "), "text/event-stream"),
+                    false => (bytes::Bytes::new(), "application/json"),
+                };
+                let blank = bytes::Bytes::from(vec![b' '; 1 << 20]);
+                let chunks = futures_util::stream::unfold(0, move |i| {
+                    let (first, blank, answer) = (first.clone(), blank.clone(), answer.clone());
+                    async move {
+                        let chunk = match i {
+                            0 => first,
+                            i if i <= mb => blank,
+                            i if i == mb + 1 => answer,
+                            _ => return None,
+                        };
+                        Some((Ok::<_, std::convert::Infallible>(chunk), i + 1))
+                    }
+                });
+                ([("content-type", kind)], axum::body::Body::from_stream(chunks))
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        HugeAnswer { url: format!("http://{addr}/mcp") }
+    }
+}
