@@ -306,9 +306,7 @@ fn cpu_time(pid: u32) -> Duration {
 }
 
 fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    http_support::proc_status_kib(pid, "VmRSS")
 }
 
 fn memory(rt: &tokio::runtime::Runtime, n: usize) {

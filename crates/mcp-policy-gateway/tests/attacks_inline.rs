@@ -514,13 +514,7 @@ async fn a_client_that_never_reads_cannot_make_the_gateway_buffer_without_bound(
     .await
     .expect("the upstream neither finished nor stalled");
     assert!(!done.exists(), "the upstream wrote all of its 200 MB to a client that reads nothing");
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let rss_kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap();
+    let rss_kb = http_support::proc_status_kib(pid, "VmRSS");
     let upstream_kb = last.unwrap_or(0) * 10;
     eprintln!("the upstream stalled after {upstream_kb} kB; the gateway holds {rss_kb} kB");
     assert!(rss_kb < 64 * 1024, "the gateway holds {rss_kb} kB after {upstream_kb} kB");
@@ -689,13 +683,7 @@ async fn a_flood_of_progress_toward_a_client_that_never_reads_is_bounded() {
     // Let the gateway take in what it read.
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     let pid = gw.child.id().unwrap();
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let rss_kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap();
+    let rss_kb = http_support::proc_status_kib(pid, "VmRSS");
     eprintln!("the gateway holds {rss_kb} kB after a 100 MB flood of progress");
     assert!(rss_kb < 64 * 1024, "the gateway holds {rss_kb} kB");
     drop(resp);
@@ -781,13 +769,7 @@ async fn a_huge_answer_is_given_up_on_as_it_comes() {
         assert_eq!(resp.status(), 200);
         let messages = http_support::messages(resp).await;
         let pid = gw.child.id().unwrap();
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-        let peak_kb: u64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap();
+        let peak_kb = http_support::proc_status_kib(pid, "VmHWM");
         eprintln!("sse {sse}: the gateway's memory peaked at {peak_kb} kB");
         assert!(peak_kb < 150 * 1024, "sse {sse}: the gateway peaked at {peak_kb} kB");
         assert!(messages[0]["error"].is_object(), "sse {sse}: {messages:?}");

@@ -441,14 +441,9 @@ impl Shared {
             }
             let id = Value::String(format!("mcp-policy-gateway-tools-{page}"));
             let list = jsonrpc::request(id.clone(), "tools/list", Value::Object(list_params));
-            let body = serde_json::to_vec(&list).unwrap_or_default();
-            let req = self
-                .client
-                .post(self.url.clone())
-                .header(ACCEPT, "application/json, text/event-stream")
-                .header(CONTENT_TYPE, "application/json")
-                .body(body);
-            let Ok(resp) = self.inline_headers(req, &list).send().await else { break };
+            let Ok(resp) = self.inline_headers(self.post_of(&list), &list).send().await else {
+                break;
+            };
             if !resp.status().is_success() {
                 break;
             }
@@ -467,6 +462,15 @@ impl Shared {
         crate::relay::meta_protocol_version(msg)
             .is_some_and(|v| crate::relay::INLINE_PROTOCOL_VERSIONS.contains(&v))
             && locked(&self.protocol).is_none()
+    }
+
+    /// A POST of `msg` to the upstream, accepting JSON and event streams.
+    fn post_of(&self, msg: &Value) -> reqwest::RequestBuilder {
+        self.client
+            .post(self.url.clone())
+            .header(ACCEPT, "application/json, text/event-stream")
+            .header(CONTENT_TYPE, "application/json")
+            .body(serde_json::to_vec(msg).unwrap_or_default())
     }
 
     /// Tells the relay that a request failed (nothing for a notification or a response).
@@ -501,14 +505,7 @@ impl Shared {
         if call && self.sessionless(&msg) {
             self.learn_tool(&msg).await;
         }
-        let body = serde_json::to_vec(&msg).unwrap_or_default();
-        let req = self
-            .client
-            .post(self.url.clone())
-            .header(ACCEPT, "application/json, text/event-stream")
-            .header(CONTENT_TYPE, "application/json")
-            .body(body);
-        let req = self.inline_headers(self.headers(req), &msg);
+        let req = self.inline_headers(self.headers(self.post_of(&msg)), &msg);
         let resp = match req.send().await {
             Ok(r) => r,
             Err(e) => {

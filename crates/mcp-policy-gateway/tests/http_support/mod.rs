@@ -59,6 +59,18 @@ pub fn node_server(package: &str) -> Option<Vec<OsString>> {
     Some(vec!["node".into(), entry.into()])
 }
 
+/// A memory figure of process `pid` from `/proc/PID/status`, in KiB: `VmRSS` (resident now),
+/// `VmHWM` (its peak).
+pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no `{field}` in /proc/{pid}/status"))
+}
+
 /// A free loopback port (for servers that cannot be told to pick one).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
