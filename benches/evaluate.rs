@@ -37,6 +37,23 @@ fn rules41_names() -> Vec<String> {
     (0..40).map(|i| format!("tool_{i:02}")).collect()
 }
 
+/// The arguments of the payment call of the 41-rule policy, under its `deny_if` bound.
+fn rules41_pay_args() -> serde_json::Value {
+    json!({"amount": 250, "to": "acct-7"})
+}
+
+/// The 41 calls of the 41-rule policy, the 40 tools then the payment, all allowed.
+fn rules41_calls<'a>(
+    names: &'a [String],
+    args: &'a serde_json::Value,
+    pay_args: &'a serde_json::Value,
+) -> Vec<ToolCall<'a>> {
+    let mut calls: Vec<ToolCall<'a>> =
+        names.iter().map(|n| ToolCall::new(n).with_arguments(args).with_grant("agent-1")).collect();
+    calls.push(ToolCall::new("pay").with_arguments(pay_args).with_grant("agent-1"));
+    calls
+}
+
 fn evaluator(doc: &str) -> Evaluator {
     Evaluator::new(Policy::from_json_str(doc).unwrap())
 }
@@ -144,12 +161,8 @@ fn single(c: &mut Criterion) {
     // amount; every call allowed, the 41 tools called in turn.
     let rules41 = evaluator(&rules41_policy());
     let names = rules41_names();
-    let pay_args = json!({"amount": 250, "to": "acct-7"});
-    let mut calls: Vec<ToolCall<'_>> = names
-        .iter()
-        .map(|n| ToolCall::new(n).with_arguments(&args).with_grant("agent-1"))
-        .collect();
-    calls.push(ToolCall::new("pay").with_arguments(&pay_args).with_grant("agent-1"));
+    let pay_args = rules41_pay_args();
+    let calls = rules41_calls(&names, &args, &pay_args);
     assert!(calls.iter().all(|c| rules41.evaluate(c).is_allowed()));
     g.bench_function("allow_41_rules_round_robin", |b| {
         let mut i = 0;
@@ -285,12 +298,8 @@ fn count(spec: &str) {
         "rules41" => {
             let e = evaluator(&rules41_policy());
             let names = rules41_names();
-            let pay_args = json!({"amount": 250, "to": "acct-7"});
-            let mut calls: Vec<ToolCall<'_>> = names
-                .iter()
-                .map(|n| ToolCall::new(n).with_arguments(&args).with_grant("agent-1"))
-                .collect();
-            calls.push(ToolCall::new("pay").with_arguments(&pay_args).with_grant("agent-1"));
+            let pay_args = rules41_pay_args();
+            let calls = rules41_calls(&names, &args, &pay_args);
             let mut i = 0;
             for _ in 0..n {
                 i = if i + 1 == calls.len() { 0 } else { i + 1 };

@@ -318,15 +318,7 @@ impl<S> Evaluator<S> {
                 let d = Refusal::Deny(RuleRef::Shared(limit.pointer.clone()), Text::Owned(message));
                 return Some(d.into_decision(tool, plan.approval.take(), &self.approvals));
             }
-            plan.requests.push(ChargeRequest {
-                key: CounterKey {
-                    counter: &limit.counter,
-                    scope: scope_key(limit.scope, call.grant(), call.session()),
-                },
-                window: WindowSpec { seconds: limit.window_seconds, sliding: limit.sliding },
-                max: limit.max,
-                units,
-            });
+            plan.requests.push(one_request(limit, units, call));
             plan.ids.push(id);
         }
         None
