@@ -26,6 +26,8 @@
 //! N (default 1000) initialized sessions against the gateway (upstream: the same rmcp server)
 //! and reads the gateway's `VmRSS` from `/proc/PID/status` before and after.
 //!
+//! `MCP_POLICY_BENCH_ROWS=TEXT` keeps only the rows whose name contains `TEXT` (and `direct`).
+//!
 //! `MCP_POLICY_BENCH_BASELINE_BIN=PATH` adds a `baseline` row: another build of the gateway
 //! binary, measured in the same run (before/after a change on a busy machine).
 //!
@@ -210,6 +212,12 @@ fn throughput(rt: &tokio::runtime::Runtime) {
         &["--upstream", &trivial_url, "--max-sessions", "256", "--threads", "2"],
         &[],
     ));
+    // Without the spin before the thread sleeps (the default is `--spin 200`).
+    let gw_http_nospin = rt.block_on(gateway(
+        &policy,
+        &["--upstream", &trivial_url, "--max-sessions", "256", "--spin", "0"],
+        &[],
+    ));
     let gw_rmcp =
         rt.block_on(gateway(&policy, &["--upstream", &direct_url, "--max-sessions", "256"], &[]));
     // Another build of the gateway (`MCP_POLICY_BENCH_BASELINE_BIN`), measured in the same run
@@ -227,10 +235,15 @@ fn throughput(rt: &tokio::runtime::Runtime) {
         ("gateway, stdio upstream", gw_stdio.mcp(), gw_stdio.child.id()),
         ("gateway, HTTP upstream", gw_http.mcp(), gw_http.child.id()),
         ("gateway, HTTP upstream, `--threads 2`", gw_http2.mcp(), gw_http2.child.id()),
+        ("gateway, HTTP upstream, `--spin 0`", gw_http_nospin.mcp(), gw_http_nospin.child.id()),
         ("gateway in front of rmcp", gw_rmcp.mcp(), gw_rmcp.child.id()),
     ];
     if let Some(b) = &baseline {
         servers.push(("baseline build, HTTP upstream", b.mcp(), b.child.id()));
+    }
+    // `MCP_POLICY_BENCH_ROWS=TEXT`: only the rows whose name contains TEXT (and `direct`).
+    if let Ok(only) = std::env::var("MCP_POLICY_BENCH_ROWS") {
+        servers.retain(|(name, _, _)| name.starts_with("direct") || name.contains(only.as_str()));
     }
     println!(
         "| sessions | server | calls/s | p50 | p99 | / direct | CPU/call: gateway | bench (client + rmcp) |"
@@ -267,7 +280,7 @@ fn throughput(rt: &tokio::runtime::Runtime) {
             );
         }
     }
-    drop((gw_stdio, gw_http, gw_http2, gw_rmcp, baseline));
+    drop((gw_stdio, gw_http, gw_http2, gw_http_nospin, gw_rmcp, baseline));
 }
 
 /// Starts the gateway binary `bin` (see `gateway`).

@@ -38,13 +38,15 @@ pub struct Cli {
     #[arg(long, value_name = "SECS", default_value = "0.5", value_parser = parse_poll)]
     pub policy_poll: std::time::Duration,
 
-    /// Over stdio: before the gateway's thread goes to sleep, it polls the client's and the
-    /// upstream's pipes for up to MICROS microseconds (0 to 10000; 0: it sleeps at once). Lowers
-    /// the latency a call gains where waking a sleeping thread is slow (virtual machines), for at
-    /// most MICROS of CPU time per sleep.
-    #[arg(long, value_name = "MICROS", default_value_t = 200,
+    /// Before the gateway's thread goes to sleep, it polls the connections it waits on (the
+    /// client's and the upstream's pipes or sockets) for up to MICROS microseconds (0 to 10000;
+    /// 0: it sleeps at once). Lowers the latency a call gains where waking a sleeping thread is
+    /// slow (virtual machines), for at most MICROS of CPU time per sleep. Default: 200 over
+    /// stdio and for the HTTP listener on one thread; never with `--threads` above 1.
+    /// (`--stdio-spin` is another name for it.)
+    #[arg(long, alias = "stdio-spin", value_name = "MICROS",
         value_parser = clap::value_parser!(u64).range(0..=10_000))]
-    pub stdio_spin: u64,
+    pub spin: Option<u64>,
 
     /// Give up on a request the upstream has not answered after SECS seconds: the client gets
     /// an error and the upstream a cancellation (default: wait as long as it takes).

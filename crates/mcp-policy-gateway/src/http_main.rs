@@ -243,10 +243,12 @@ async fn listen<S: AsyncCounterStore + 'static>(
     eprintln!("mcp-policy-gateway: serving MCP at http://{local}/mcp");
     // Without TCP_NODELAY, a response written in pieces (headers, then SSE events) waits for
     // the client's delayed ACK: about 40 ms a call on Linux.
+    // Each connection is watched by the spin (`--spin`), until it closes.
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
         if let Err(e) = tcp.set_nodelay(true) {
             eprintln!("mcp-policy-gateway: cannot set TCP_NODELAY on a connection: {e}");
         }
+        crate::spin::watch(std::os::fd::AsFd::as_fd(tcp));
     });
     let reaper = tokio::spawn(server.clone().reap_idle());
     let app = server.router();

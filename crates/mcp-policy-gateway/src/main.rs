@@ -6,6 +6,9 @@
 use clap::Parser;
 use mcp_policy_gateway::cli::Cli;
 
+/// The spin's default budget, in microseconds (`--spin`).
+const DEFAULT_SPIN: u64 = 200;
+
 fn main() {
     let cli = Cli::parse();
     // One session over stdio: one thread runs the relay, the upstream's pipes and (when they
@@ -25,8 +28,10 @@ fn main() {
     } else {
         tokio::runtime::Builder::new_current_thread()
     };
-    if cli.listen.is_none() {
-        let budget = std::time::Duration::from_micros(cli.stdio_spin);
+    // A short spin before the thread sleeps (see `spin`): only where one thread runs everything
+    // (with several workers, the idle ones would spin for nothing).
+    if threads == 1 {
+        let budget = std::time::Duration::from_micros(cli.spin.unwrap_or(DEFAULT_SPIN));
         if !budget.is_zero() {
             builder.on_thread_park(move || mcp_policy_gateway::spin::before_sleep(budget));
         }

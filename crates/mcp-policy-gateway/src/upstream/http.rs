@@ -25,24 +25,24 @@ use std::time::Duration;
 
 use std::collections::HashMap;
 
+use axum::http::header::{ACCEPT, CONTENT_TYPE, HeaderName, HeaderValue};
+use axum::http::{Method, StatusCode, Uri};
 use futures_util::StreamExt;
 use futures_util::future::AbortHandle;
 use futures_util::stream::FuturesUnordered;
-use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
 use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::jsonrpc::{self, Kind};
 use crate::transport::{CHANNEL_CAPACITY, MAX_MESSAGE_BYTES, UpstreamLink};
+use crate::upstream::client::{Client, RequestBuilder, Response};
 
 /// The session header.
 pub const SESSION_HEADER: &str = "mcp-session-id";
 /// The protocol version header.
 pub const PROTOCOL_HEADER: &str = "mcp-protocol-version";
 
-/// How long the gateway waits for the upstream to accept a connection.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the rest of an answered request's event stream is read for (see `read_body`).
 const DRAIN_WAIT: Duration = Duration::from_millis(100);
 /// How many times in a row the GET stream is reopened after it failed.
@@ -66,8 +66,8 @@ impl HttpUpstream {
 }
 
 struct Shared {
-    client: reqwest::Client,
-    url: reqwest::Url,
+    client: Client,
+    url: Uri,
     /// The upstream's `Mcp-Session-Id` and the negotiated revision, as the header values sent
     /// on every request.
     session: Mutex<Option<HeaderValue>>,
@@ -89,27 +89,13 @@ fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// The process's HTTP client, shared by every upstream session: one connection pool (the
-/// session is in a header, so connections can carry any session's requests), and no client
-/// and pool per idle session.
-fn shared_client() -> Result<reqwest::Client, String> {
-    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
-    if let Some(c) = CLIENT.get() {
-        return Ok(c.clone());
-    }
-    let client = reqwest::Client::builder()
-        .connect_timeout(CONNECT_TIMEOUT)
-        .tcp_nodelay(true)
-        .build()
-        .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-    Ok(CLIENT.get_or_init(|| client).clone())
-}
-
 /// Checks `url` and takes the HTTP client; nothing is sent until the relay sends.
 pub fn connect(url: &str) -> Result<(UpstreamLink, HttpUpstream), String> {
-    let parsed =
-        reqwest::Url::parse(url).map_err(|e| format!("invalid upstream URL `{url}`: {e}"))?;
-    match parsed.scheme() {
+    let parsed: Uri = url.parse().map_err(|e| format!("invalid upstream URL `{url}`: {e}"))?;
+    if parsed.host().is_none_or(str::is_empty) {
+        return Err(format!("invalid upstream URL `{url}`: it names no host"));
+    }
+    match parsed.scheme_str().unwrap_or("") {
         "http" => {}
         "https" => {
             return Err(format!(
@@ -119,7 +105,7 @@ pub fn connect(url: &str) -> Result<(UpstreamLink, HttpUpstream), String> {
         }
         other => return Err(format!("the upstream URL `{url}` must be http, not `{other}`")),
     }
-    let client = shared_client()?;
+    let client = Client::shared();
     let (up_tx, up_rx) = mpsc::channel::<Value>(CHANNEL_CAPACITY);
     let (down_tx, down_rx) = mpsc::channel::<Value>(CHANNEL_CAPACITY);
     let (gone, _) = watch::channel(false);
@@ -208,7 +194,11 @@ async fn run(shared: Arc<Shared>, mut up_rx: mpsc::Receiver<Value>) {
         // The server may not allow clients to end sessions (405): nothing to do then.
         let _ = tokio::time::timeout(
             Duration::from_secs(2),
-            shared.client.delete(shared.url.clone()).header(SESSION_HEADER, session).send(),
+            shared
+                .client
+                .request(Method::DELETE, &shared.url)
+                .header(SESSION_HEADER, session)
+                .send(),
         )
         .await;
     }
@@ -227,7 +217,7 @@ const LIST_WAIT: Duration = Duration::from_secs(10);
 /// comes, up to [`MAX_MESSAGE_BYTES`] in all (an answer that never ends, or ends only after
 /// more, is given up on and its connection closed); an event stream is read until the event
 /// that answers.
-async fn read_answer(resp: reqwest::Response, id: &Value) -> Option<Value> {
+async fn read_answer(resp: Response, id: &Value) -> Option<Value> {
     let is_answer = |m: &Value| m.get("id") == Some(id) && m.get("method").is_none();
     let sse = resp
         .headers()
@@ -344,7 +334,7 @@ impl Shared {
         let _ = self.gone.send(true);
     }
 
-    fn headers(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    fn headers(&self, req: RequestBuilder) -> RequestBuilder {
         let mut req = req;
         if let Some(v) = locked(&self.session).clone() {
             req = req.header(SESSION_HEADER, v);
@@ -358,7 +348,7 @@ impl Shared {
     /// The headers of a request of a revision without `initialize` (it names its revision in
     /// its `_meta`, and no revision was negotiated): `MCP-Protocol-Version` (that revision),
     /// `Mcp-Method` and `Mcp-Name` (SEP-2243).
-    fn inline_headers(&self, req: reqwest::RequestBuilder, msg: &Value) -> reqwest::RequestBuilder {
+    fn inline_headers(&self, req: RequestBuilder, msg: &Value) -> RequestBuilder {
         use crate::relay::{INLINE_PROTOCOL_VERSIONS, encode_header_value, mcp_name};
         let Kind::Request { method, .. } = jsonrpc::classify(msg) else { return req };
         let Some(version) = crate::relay::meta_protocol_version(msg)
@@ -384,7 +374,7 @@ impl Shared {
                 for (header, value) in crate::relay::param_header_values(declared, arguments) {
                     // A name the upstream's schema made up that is no header name (a space, a
                     // line break) would fail the whole request: it is left out instead.
-                    if let Ok(name) = reqwest::header::HeaderName::from_bytes(header.as_bytes())
+                    if let Ok(name) = HeaderName::from_bytes(header.as_bytes())
                         && let Ok(v) = HeaderValue::from_str(&value)
                     {
                         req = req.header(name, v);
@@ -465,9 +455,9 @@ impl Shared {
     }
 
     /// A POST of `msg` to the upstream, accepting JSON and event streams.
-    fn post_of(&self, msg: &Value) -> reqwest::RequestBuilder {
+    fn post_of(&self, msg: &Value) -> RequestBuilder {
         self.client
-            .post(self.url.clone())
+            .request(Method::POST, &self.url)
             .header(ACCEPT, "application/json, text/event-stream")
             .header(CONTENT_TYPE, "application/json")
             .body(serde_json::to_vec(msg).unwrap_or_default())
@@ -521,13 +511,13 @@ impl Shared {
         {
             *locked(&self.session) = Some(s.clone());
         }
-        if status == reqwest::StatusCode::NOT_FOUND && locked(&self.session).is_some() {
+        if status == StatusCode::NOT_FOUND && locked(&self.session).is_some() {
             self.fail(id.as_ref(), "the upstream ended the MCP session (HTTP 404)".into()).await;
             self.close_down();
             return;
         }
         if !status.is_success() {
-            let text = resp.text().await.unwrap_or_default();
+            let text = resp.text(2000).await;
             let shown: String = text.chars().take(500).collect();
             let why = format!("the upstream answered HTTP {status}: {shown}");
             self.fail(id.as_ref(), why).await;
@@ -549,12 +539,7 @@ impl Shared {
 
     /// Reads a response body (JSON or SSE) and passes its messages on; whether the response to
     /// `id` was among them.
-    async fn read_body(
-        &self,
-        resp: reqwest::Response,
-        id: Option<&Value>,
-        init_id: Option<&Value>,
-    ) -> bool {
+    async fn read_body(&self, resp: Response, id: Option<&Value>, init_id: Option<&Value>) -> bool {
         let sse = resp
             .headers()
             .get(CONTENT_TYPE)
@@ -643,7 +628,8 @@ impl Shared {
     async fn get_stream(&self) {
         let mut failures = 0;
         while failures < GET_RETRIES && !*self.gone.borrow() {
-            let req = self.client.get(self.url.clone()).header(ACCEPT, "text/event-stream");
+            let req =
+                self.client.request(Method::GET, &self.url).header(ACCEPT, "text/event-stream");
             let resp = match self.headers(req).send().await {
                 Ok(r) => r,
                 Err(_) => {
@@ -652,7 +638,7 @@ impl Shared {
                     continue;
                 }
             };
-            if resp.status() == reqwest::StatusCode::METHOD_NOT_ALLOWED {
+            if resp.status() == StatusCode::METHOD_NOT_ALLOWED {
                 return; // The server has no such stream.
             }
             if !resp.status().is_success() {

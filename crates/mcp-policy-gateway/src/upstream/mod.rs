@@ -3,4 +3,5 @@
 pub mod stdio;
 
 // Branch `http`.
+pub mod client;
 pub mod http;

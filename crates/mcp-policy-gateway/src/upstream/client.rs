@@ -1,0 +1,193 @@
+//! The HTTP/1.1 client the gateway speaks to an HTTP upstream with: hyper's pooled client over
+//! plain TCP, and no more (no redirects, proxies, cookies, retries or TLS: the upstream is one
+//! `http` URL the operator gave).
+//!
+//! One client serves the whole process: its pool lets any connection carry any session's
+//! requests (the session is a header). Each connection's socket is watched by the spin
+//! ([`crate::spin`]), so that an answer arriving just after the gateway ran out of work is taken
+//! without the thread going to sleep and being woken.
+
+use std::future::Future;
+use std::os::fd::AsFd;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::http::{self, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
+use bytes::Bytes;
+use futures_util::Stream;
+use http_body_util::{BodyDataStream, BodyExt, Full};
+use hyper_util::client::legacy::Client as Pooled;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpStream;
+
+/// How long the gateway waits for the upstream to accept a connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an idle pooled connection is kept.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// The most idle connections kept to the upstream (the rest are closed when their request is
+/// done).
+const IDLE_MAX: usize = 256;
+
+/// Opens plain TCP connections to the upstream, with `TCP_NODELAY`, each watched by the spin.
+#[derive(Clone, Copy, Debug)]
+struct Connector;
+
+impl tower_service::Service<Uri> for Connector {
+    type Response = TokioIo<TcpStream>;
+    type Error = std::io::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        Box::pin(async move {
+            let invalid = || std::io::Error::new(std::io::ErrorKind::InvalidInput, "no host");
+            let host = uri.host().ok_or_else(invalid)?;
+            // An IPv6 address is written between brackets in a URL, not in a socket address.
+            let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+            let port = uri.port_u16().unwrap_or(80);
+            let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host, port)))
+                .await
+                .map_err(|_| {
+                    std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
+                })??;
+            stream.set_nodelay(true)?;
+            crate::spin::watch(stream.as_fd());
+            Ok(TokioIo::new(stream))
+        })
+    }
+}
+
+/// The client (cheap to clone: the pool is shared).
+#[derive(Clone, Debug)]
+pub struct Client {
+    pooled: Pooled<Connector, Full<Bytes>>,
+}
+
+/// Why a request got no response.
+#[derive(Debug)]
+pub struct Error(String);
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// `e` and its sources, as one line (hyper's own text alone says only "client error").
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+impl Client {
+    /// The process's client (one pool for every upstream session).
+    pub fn shared() -> Client {
+        static CLIENT: std::sync::OnceLock<Client> = std::sync::OnceLock::new();
+        CLIENT
+            .get_or_init(|| Client {
+                pooled: Pooled::builder(TokioExecutor::new())
+                    .pool_idle_timeout(IDLE_TIMEOUT)
+                    .pool_max_idle_per_host(IDLE_MAX)
+                    .build(Connector),
+            })
+            .clone()
+    }
+
+    /// A request of `method` to `uri`.
+    pub fn request(&self, method: Method, uri: &Uri) -> RequestBuilder {
+        RequestBuilder {
+            client: self.clone(),
+            parts: http::Request::builder().method(method).uri(uri.clone()),
+            body: Bytes::new(),
+        }
+    }
+}
+
+/// A request being built (the subset of headers and body the upstream needs).
+#[derive(Debug)]
+pub struct RequestBuilder {
+    client: Client,
+    parts: http::request::Builder,
+    body: Bytes,
+}
+
+impl RequestBuilder {
+    /// Adds a header (an invalid name or value fails the request when it is sent).
+    pub fn header<K, V>(mut self, name: K, value: V) -> Self
+    where
+        HeaderName: TryFrom<K>,
+        <HeaderName as TryFrom<K>>::Error: Into<http::Error>,
+        HeaderValue: TryFrom<V>,
+        <HeaderValue as TryFrom<V>>::Error: Into<http::Error>,
+    {
+        self.parts = self.parts.header(name, value);
+        self
+    }
+
+    /// Sets the body.
+    pub fn body(mut self, body: Vec<u8>) -> Self {
+        self.body = Bytes::from(body);
+        self
+    }
+
+    /// Sends the request; the response's headers when they come.
+    pub async fn send(self) -> Result<Response, Error> {
+        let request = self
+            .parts
+            .body(Full::new(self.body))
+            .map_err(|e| Error(format!("bad request: {e}")))?;
+        let response = self.client.pooled.request(request).await.map_err(|e| Error(chain(&e)))?;
+        Ok(Response { inner: response })
+    }
+}
+
+/// A response whose body is still to be read.
+#[derive(Debug)]
+pub struct Response {
+    inner: http::Response<hyper::body::Incoming>,
+}
+
+impl Response {
+    /// The status.
+    pub fn status(&self) -> StatusCode {
+        self.inner.status()
+    }
+
+    /// The headers.
+    pub fn headers(&self) -> &HeaderMap {
+        self.inner.headers()
+    }
+
+    /// The body, as it comes.
+    pub fn bytes_stream(self) -> impl Stream<Item = Result<Bytes, hyper::Error>> + Send + Unpin {
+        BodyDataStream::new(self.inner.into_body())
+    }
+
+    /// The body as text (lossy), at most `limit` bytes of it.
+    pub async fn text(self, limit: usize) -> String {
+        let mut body = self.inner.into_body();
+        let mut bytes = Vec::new();
+        while bytes.len() < limit {
+            match body.frame().await {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        bytes.extend_from_slice(&data);
+                    }
+                }
+                _ => break,
+            }
+        }
+        bytes.truncate(limit);
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+}
