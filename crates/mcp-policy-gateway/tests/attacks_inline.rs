@@ -704,7 +704,9 @@ async fn a_schema_declaring_a_bad_header_name_does_not_break_the_call() {
     write(dir.path(), "policy.json", POLICY);
     let policy = dir.path().join("policy.json");
     let gw = gateway(&policy, &["--upstream", &up.url, "--trusted-header", "x-user"], &[]).await;
-    let alice = Client::new(&gw.mcp(), "alice");
+    let mut alice = Client::new(&gw.mcp(), "alice");
+    // The client mirrors the good declaration (the bad name cannot travel as a header).
+    alice.params.push(("read", "region", "Region"));
     let args = json!({"region": "eu\r\nX-Injected: 1", "bad": "x"});
     let r = alice.call(1, "read", args, None).await;
     assert_eq!(text(&r), "ran read", "{r}");
@@ -791,5 +793,69 @@ async fn first_calls_at_once_all_carry_the_param_headers() {
     }
     assert_eq!(env.up.ran_of("regional").len(), 8);
     assert_eq!(env.up.lists.load(std::sync::atomic::Ordering::SeqCst), 1, "one listing");
+    gw.stop().await;
+}
+
+/// SEP-2243 asks a server to refuse a `tools/call` whose `Mcp-Param-*` headers do not say what
+/// its arguments say; a proxy in front of the gateway may route or filter on them. The gateway
+/// checks them against the tool's schema (listing the upstream's tools first when it never saw
+/// them): a header with another value (plain or Base64), a missing one, one given twice, one for
+/// an absent argument is 400 with -32020, and nothing reaches the upstream (nor is the call
+/// decided); headers that match (plain or Base64, the header name in any case) pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn param_headers_that_contradict_the_body_reach_nothing() {
+    let env = upstream().await;
+    let gw = env.gateway().await;
+    let alice = Client::new(&gw.mcp(), "alice");
+    let eu = r#"{"region": "eu"}"#;
+    let refused: [(&str, &str, Vec<(&str, &str)>); 6] = [
+        ("another value", eu, vec![("mcp-param-region", "us")]),
+        ("Base64 of another value", eu, vec![("mcp-param-region", "=?base64?dXM=?=")]),
+        ("no header", eu, vec![]),
+        ("broken Base64", eu, vec![("mcp-param-region", "=?base64?%%%?=")]),
+        ("twice", eu, vec![("mcp-param-region", "eu"), ("mcp-param-region", "eu")]),
+        ("for an absent argument", "{}", vec![("mcp-param-region", "eu")]),
+    ];
+    for (id, (what, args, headers)) in refused.iter().enumerate() {
+        let id = id as i64 + 1;
+        let body = call_body(id, "regional", args, None);
+        let (status, m) = send(alice.raw(body, "tools/call", Some("regional"), headers)).await;
+        assert_eq!(status, 400, "{what}: {m}");
+        assert_eq!(m["error"]["code"], -32020, "{what}: {m}");
+        assert_eq!(m["id"], id, "{what}: {m}");
+        assert!(
+            m["error"]["message"].as_str().unwrap().contains("Mcp-Param-Region"),
+            "{what}: {m}"
+        );
+    }
+    assert!(env.up.ran_of("regional").is_empty(), "{:?}", env.up.ran());
+    // The gateway listed the tools itself to learn the schema (the client never did).
+    assert_eq!(env.up.lists.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let passed: [(&str, &str, Vec<(&str, &str)>); 4] = [
+        ("plain", eu, vec![("mcp-param-region", "eu")]),
+        ("Base64 of a plain value", eu, vec![("mcp-param-region", "=?base64?ZXU=?=")]),
+        (
+            "Base64",
+            r#"{"region": "Zürich"}"#,
+            vec![("MCP-PARAM-REGION", "=?base64?WsO8cmljaA==?=")],
+        ),
+        ("absent, no header", "{}", vec![]),
+    ];
+    for (id, (what, args, headers)) in passed.iter().enumerate() {
+        let id = id as i64 + 10;
+        let body = call_body(id, "regional", args, None);
+        let (status, m) = send(alice.raw(body, "tools/call", Some("regional"), headers)).await;
+        assert_eq!(status, 200, "{what}: {m}");
+        assert_eq!(text(&m["result"]), "ran regional", "{what}: {m}");
+    }
+    let regions: Vec<Value> =
+        env.up.ran_of("regional").into_iter().map(|c| c["args"]["region"].clone()).collect();
+    assert_eq!(regions, [json!("eu"), json!("eu"), json!("Zürich"), Value::Null]);
+    // A tool whose schema declares no header: whatever `Mcp-Param-*` the client adds is not
+    // looked at (as rmcp's server does).
+    let body = call_body(20, "read", "{}", None);
+    let (status, m) =
+        send(alice.raw(body, "tools/call", Some("read"), &[("mcp-param-region", "x")])).await;
+    assert_eq!(status, 200, "{m}");
     gw.stop().await;
 }

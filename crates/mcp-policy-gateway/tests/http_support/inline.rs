@@ -247,12 +247,31 @@ impl ServerHandler for Recorder {
 /// A raw client of 2026-07-28: every POST carries `MCP-Protocol-Version`, `Mcp-Method` and
 /// `Mcp-Name`, and its identity headers (`x-user`, or a bearer token); it can send any body
 /// bytes, leave out any of those headers, and append more (a name given twice is sent twice).
+/// Its calls carry the `Mcp-Param-*` headers of the schemas it knows (`params`).
 #[derive(Clone)]
 pub struct Client {
     pub http: reqwest::Client,
     pub url: String,
     /// The identity headers sent with every request.
     pub headers: Vec<(String, String)>,
+    /// The `x-mcp-header` declarations the client knows, as (tool, top-level argument, header
+    /// name): a call of the tool mirrors the argument (a string, number or boolean) in the
+    /// header `Mcp-Param-NAME`, Base64 when it is not plain ASCII. At first the recording
+    /// upstream's (`regional`'s `region`).
+    pub params: Vec<(&'static str, &'static str, &'static str)>,
+}
+
+/// The `Mcp-Param-*` header value of `value` (SEP-2243): as it is when it is visible ASCII
+/// without blanks at its ends, else Base64 between `=?base64?` and `?=`.
+pub fn param_value(value: &str) -> String {
+    let plain = !value.starts_with([' ', '\t'])
+        && !value.ends_with([' ', '\t'])
+        && value.chars().all(|c| (' '..='~').contains(&c));
+    if plain {
+        return value.to_owned();
+    }
+    use base64::Engine;
+    format!("=?base64?{}?=", base64::engine::general_purpose::STANDARD.encode(value))
 }
 
 impl Client {
@@ -262,6 +281,7 @@ impl Client {
             http: reqwest::Client::new(),
             url: url.to_owned(),
             headers: vec![("x-user".into(), user.into())],
+            params: vec![("regional", "region", "Region")],
         }
     }
 
@@ -271,6 +291,7 @@ impl Client {
             http: reqwest::Client::new(),
             url: url.to_owned(),
             headers: vec![("authorization".into(), format!("Bearer {token}"))],
+            params: vec![("regional", "region", "Region")],
         }
     }
 
@@ -341,9 +362,31 @@ impl Client {
         args: impl std::fmt::Display,
         retry: Option<(&str, Value)>,
     ) -> Value {
-        let body = call_body(id, tool, &args.to_string(), retry);
-        answer(self.raw(body, "tools/call", Some(tool), &[]), id, "tools/call").await["result"]
+        let args = args.to_string();
+        let headers = self.param_headers(tool, &args);
+        let extra: Vec<(&str, &str)> =
+            headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let body = call_body(id, tool, &args, retry);
+        answer(self.raw(body, "tools/call", Some(tool), &extra), id, "tools/call").await["result"]
             .clone()
+    }
+
+    /// The `Mcp-Param-*` headers of a call of `tool` with the raw JSON `args`, by the
+    /// declarations the client knows.
+    pub fn param_headers(&self, tool: &str, args: &str) -> Vec<(String, String)> {
+        let args: Value = serde_json::from_str(args).unwrap_or(Value::Null);
+        self.params
+            .iter()
+            .filter(|(t, _, _)| *t == tool)
+            .filter_map(|(_, arg, header)| {
+                let text = match &args[*arg] {
+                    Value::String(s) => s.clone(),
+                    v @ (Value::Number(_) | Value::Bool(_)) => v.to_string(),
+                    _ => return None,
+                };
+                Some((format!("mcp-param-{}", header.to_ascii_lowercase()), param_value(&text)))
+            })
+            .collect()
     }
 }
 
