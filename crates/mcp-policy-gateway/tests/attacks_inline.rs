@@ -44,10 +44,12 @@ const POLICY: &str = r#"{"version": "1", "default": "deny", "tools": {
     "slow": {"limits": [{"counter": "slow", "window": "hour", "max": 2}]},
     "progress": {},
     "regional": {},
+    "logs": {},
     "ghost": {}}}"#;
 
 /// The upstream's tools (it lists `secret` too, which only the default denies).
-const TOOLS: &[&str] = &["read", "ask", "forever", "slow", "progress", "regional", "secret"];
+const TOOLS: &[&str] =
+    &["read", "ask", "forever", "slow", "progress", "regional", "logs", "secret"];
 
 /// The recording upstream, and a directory with the policy.
 struct Env {
@@ -857,5 +859,59 @@ async fn param_headers_that_contradict_the_body_reach_nothing() {
     let (status, m) =
         send(alice.raw(body, "tools/call", Some("read"), &[("mcp-param-region", "x")])).await;
     assert_eq!(status, 200, "{m}");
+    gw.stop().await;
+}
+
+/// A message the upstream sends on the stream of one sessionless request (a log, here) belongs
+/// to that request: it reaches that request's POST, before the answer (which then comes as an
+/// event stream), and no other client of the identity's relay sees it (another client of the
+/// same identity, with a call in flight at the time, gets its answer alone). A client that takes
+/// only JSON gets the answer alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_for_one_request_reaches_that_request_alone() {
+    let env = upstream().await;
+    let gw = env.gateway().await;
+    let alice = Client::new(&gw.mcp(), "alice");
+    let other = Client::new(&gw.mcp(), "alice");
+    // The other client of the same identity waits on `slow` meanwhile.
+    let waiting = {
+        let other = other.clone();
+        tokio::spawn(async move {
+            let body = call_body(1, "slow", "{}", None);
+            let resp = other.raw(body, "tools/call", Some("slow"), &[]).send().await.unwrap();
+            assert_eq!(resp.status(), 200);
+            http_support::messages(resp).await
+        })
+    };
+    env.up.wait_for("slow", 1).await;
+    let body = call_body(2, "logs", "{}", None);
+    let resp = alice.raw(body, "tools/call", Some("logs"), &[]).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let messages = http_support::messages(resp).await;
+    assert_eq!(messages.len(), 2, "the log, then the answer: {messages:?}");
+    assert_eq!(messages[0]["method"], "notifications/message", "{messages:?}");
+    assert_eq!(messages[0]["params"]["data"], "working on it", "{messages:?}");
+    assert_eq!(messages[0].as_object().unwrap().len(), 3, "nothing of the gateway's: {messages:?}");
+    assert_eq!(messages[1]["id"], 2, "{messages:?}");
+    assert_eq!(text(&messages[1]["result"]), "ran logs");
+    env.up.gate.add_permits(1);
+    let theirs = tokio::time::timeout(http_support::PATIENCE, waiting).await.unwrap().unwrap();
+    assert_eq!(theirs.len(), 1, "the other client sees its answer alone: {theirs:?}");
+    assert_eq!(theirs[0]["id"], 1, "{theirs:?}");
+    assert_eq!(text(&theirs[0]["result"]), "ran slow");
+    // A client of JSON only: the answer alone.
+    let body = call_body(3, "logs", "{}", None);
+    let resp = alice.post_raw(
+        body,
+        "tools/call",
+        Some("logs"),
+        &["accept"],
+        &[("accept", "application/json")],
+    );
+    let (status, m) = send(resp).await;
+    assert_eq!(status, 200);
+    assert_eq!(m["id"], 3, "{m}");
+    assert_eq!(env.up.ran_of("logs").len(), 2);
     gw.stop().await;
 }

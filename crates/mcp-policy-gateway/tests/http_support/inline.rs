@@ -7,8 +7,9 @@ use std::sync::{Arc, Mutex};
 
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, InputRequests,
-    InputRequiredResult, ListToolsResult, PaginatedRequestParams, ProgressNotificationParam,
-    ProtocolVersion, ServerCapabilities, ServerConfig, Tool,
+    InputRequiredResult, ListToolsResult, LoggingLevel, LoggingMessageNotificationParam,
+    PaginatedRequestParams, ProgressNotificationParam, ProtocolVersion, ServerCapabilities,
+    ServerConfig, Tool,
 };
 use rmcp::service::RequestContext;
 use rmcp::transport::streamable_http_server::{
@@ -43,7 +44,9 @@ pub fn sure() -> Value {
 /// (`NAME-state-N`, N the call's rank) and run when called again with one; `forever` answers
 /// `input_required` to every call (a new state each time); `slow` waits for a permit of
 /// `gate` (one per call) first; `progress` sends a progress notification with the request's
-/// token (recorded as `{"tool": "progress", "token"}`) and runs; any other tool runs at once
+/// token (recorded as `{"tool": "progress", "token"}`) and runs; `logs` sends a log message
+/// (`notifications/message`, data `"working on it"`) on the request's stream and runs; any other
+/// tool runs at once
 /// (`ran NAME`). A request for `slow` whose connection closes before its answer carried a
 /// result is recorded as `{"tool": "slow:closed"}`. With `old_only` it speaks only 2025-06-18
 /// (no revision without `initialize`).
@@ -216,6 +219,17 @@ impl ServerHandler for Recorder {
             }
             let done = ContentBlock::text("ran progress".to_owned());
             return Ok(CallToolResult::success(vec![done]).into());
+        }
+        if name == "logs" {
+            // A log on the request's own stream, before the answer.
+            self.calls.lock().unwrap().push(json!({"tool": "logs"}));
+            let log =
+                LoggingMessageNotificationParam::new(LoggingLevel::Info, json!("working on it"));
+            #[allow(deprecated)]
+            context.peer.notify_logging_message(log).await.unwrap();
+            return Ok(
+                CallToolResult::success(vec![ContentBlock::text("ran logs".to_owned())]).into()
+            );
         }
         let n = {
             let mut calls = self.calls.lock().unwrap();
