@@ -1594,7 +1594,8 @@ mod tests {
         assert_eq!(check(json!({"region": null, "o": {}}), &[]), Ok(()));
         // A header for a structured argument, another value, a missing one, one twice, one
         // that is not visible ASCII, Base64 that does not decode.
-        let refused: [(Value, Vec<(&str, Option<&'static str>)>); 6] = [
+        type Given = Vec<(&'static str, Option<&'static str>)>;
+        let refused: [(Value, Given); 6] = [
             (json!({"region": ["a"]}), vec![("mcp-param-region", Some("a"))]),
             (json!({"n": 3}), vec![("mcp-param-n", Some("3.0"))]),
             (json!({"flag": true}), vec![]),

@@ -810,7 +810,9 @@ async fn param_headers_that_contradict_the_body_reach_nothing() {
     let gw = env.gateway().await;
     let alice = Client::new(&gw.mcp(), "alice");
     let eu = r#"{"region": "eu"}"#;
-    let refused: [(&str, &str, Vec<(&str, &str)>); 6] = [
+    /// (what, the arguments, the headers)
+    type Case = (&'static str, &'static str, Vec<(&'static str, &'static str)>);
+    let refused: [Case; 6] = [
         ("another value", eu, vec![("mcp-param-region", "us")]),
         ("Base64 of another value", eu, vec![("mcp-param-region", "=?base64?dXM=?=")]),
         ("no header", eu, vec![]),
@@ -833,7 +835,7 @@ async fn param_headers_that_contradict_the_body_reach_nothing() {
     assert!(env.up.ran_of("regional").is_empty(), "{:?}", env.up.ran());
     // The gateway listed the tools itself to learn the schema (the client never did).
     assert_eq!(env.up.lists.load(std::sync::atomic::Ordering::SeqCst), 1);
-    let passed: [(&str, &str, Vec<(&str, &str)>); 4] = [
+    let passed: [Case; 4] = [
         ("plain", eu, vec![("mcp-param-region", "eu")]),
         ("Base64 of a plain value", eu, vec![("mcp-param-region", "=?base64?ZXU=?=")]),
         (

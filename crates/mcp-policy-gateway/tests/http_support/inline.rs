@@ -7,9 +7,8 @@ use std::sync::{Arc, Mutex};
 
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, InputRequests,
-    InputRequiredResult, ListToolsResult, LoggingLevel, LoggingMessageNotificationParam,
-    PaginatedRequestParams, ProgressNotificationParam, ProtocolVersion, ServerCapabilities,
-    ServerConfig, Tool,
+    InputRequiredResult, ListToolsResult, PaginatedRequestParams, ProgressNotificationParam,
+    ProtocolVersion, ServerCapabilities, ServerConfig, Tool,
 };
 use rmcp::service::RequestContext;
 use rmcp::transport::streamable_http_server::{
@@ -223,10 +222,7 @@ impl ServerHandler for Recorder {
         if name == "logs" {
             // A log on the request's own stream, before the answer.
             self.calls.lock().unwrap().push(json!({"tool": "logs"}));
-            let log =
-                LoggingMessageNotificationParam::new(LoggingLevel::Info, json!("working on it"));
-            #[allow(deprecated)]
-            context.peer.notify_logging_message(log).await.unwrap();
+            log(&context, "working on it").await;
             return Ok(
                 CallToolResult::success(vec![ContentBlock::text("ran logs".to_owned())]).into()
             );
@@ -256,6 +252,15 @@ impl ServerHandler for Recorder {
         }
         Ok(CallToolResult::success(vec![ContentBlock::text(format!("ran {name}"))]).into())
     }
+}
+
+/// Sends the log message `data` (level info) to the client of `context`'s request (logging is
+/// deprecated by SEP-2577, not gone: servers still send it).
+#[allow(deprecated)]
+async fn log(context: &RequestContext<RoleServer>, data: &str) {
+    use rmcp::model::{LoggingLevel, LoggingMessageNotificationParam};
+    let log = LoggingMessageNotificationParam::new(LoggingLevel::Info, json!(data));
+    context.peer.notify_logging_message(log).await.unwrap();
 }
 
 /// A raw client of 2026-07-28: every POST carries `MCP-Protocol-Version`, `Mcp-Method` and
