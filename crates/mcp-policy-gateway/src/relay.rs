@@ -333,6 +333,11 @@ pub struct RelayConfig {
     /// ([`RELATED_REQUEST`]) goes to the client with that request's id in [`RELATED_REQUEST`],
     /// for the listener to route it to that request's POST. Otherwise the field is taken out.
     pub attribute_related: bool,
+    /// Where the relay keeps its approval rounds (`None`: a store of its own, its rounds ending
+    /// with it), and who it is among their owners (the identity of clients without a session).
+    pub approval_rounds: Option<Arc<ApprovalRounds>>,
+    /// See `approval_rounds`.
+    pub round_owner: String,
 }
 
 /// The field an upstream connection adds to a message it received on the answer stream of
@@ -400,12 +405,128 @@ struct WaitingApproval {
 }
 
 /// An approval round handed to the client as an `input_required` result: the secret approval
-/// key behind the random token the client echoes in `requestState`. Rounds live in the relay of
-/// one session (so a token is bound to that session and its grant) and are bound to the tool.
+/// key behind the random token the client echoes in `requestState`. Rounds are bound to their
+/// owner (a session's relay, or an identity without a session) and to the tool.
 struct Round {
+    owner: String,
     key: String,
     tool: String,
     issued: Instant,
+}
+
+/// How many approval rounds the gateway keeps for clients without a session, every identity
+/// together (each identity at most [`MAX_PENDING_ROUNDS`]); past this the oldest is forgotten.
+pub const MAX_KEPT_ROUNDS: usize = 100_000;
+
+/// The gateway's approval rounds (`input_required` results of its own), by their `requestState`
+/// token: each bound to its owner and its tool, redeemed once, within [`PENDING_ROUND_TTL`].
+/// A session's relay has its own; the relays of clients without a session share the
+/// listener's, each the owner of its identity's rounds, so that a round outlives the relay that
+/// issued it (its idle end, its upstream's exit) and is redeemed by the identity's next relay.
+#[derive(Debug)]
+pub struct ApprovalRounds {
+    max: usize,
+    inner: std::sync::Mutex<RoundBook>,
+}
+
+#[derive(Debug, Default)]
+struct RoundBook {
+    rounds: HashMap<String, Round>,
+    /// The tokens, oldest first.
+    order: VecDeque<String>,
+    /// How many rounds each owner has.
+    owned: HashMap<String, usize>,
+}
+
+impl std::fmt::Debug for Round {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The approval key is a secret.
+        f.debug_struct("Round").field("tool", &self.tool).finish_non_exhaustive()
+    }
+}
+
+impl RoundBook {
+    fn forget(&mut self, token: &str) -> Option<Round> {
+        let round = self.rounds.remove(token)?;
+        if let Some(n) = self.owned.get_mut(&round.owner) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.owned.remove(&round.owner);
+            }
+        }
+        Some(round)
+    }
+}
+
+impl ApprovalRounds {
+    /// Rounds kept up to `max` in all (and [`MAX_PENDING_ROUNDS`] per owner).
+    pub fn new(max: usize) -> Self {
+        ApprovalRounds { max, inner: std::sync::Mutex::new(RoundBook::default()) }
+    }
+
+    fn book(&self) -> std::sync::MutexGuard<'_, RoundBook> {
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A new round of `owner` for the approval `key` of `tool`: its random token (256 bits).
+    /// What was redeemed or has expired is forgotten first; then the oldest rounds (of this
+    /// owner when it has [`MAX_PENDING_ROUNDS`], else of anyone) make room.
+    fn issue(&self, owner: &str, key: String, tool: &str) -> String {
+        let mut book = self.book();
+        while let Some(front) = book.order.front() {
+            match book.rounds.get(front) {
+                Some(r) if r.issued.elapsed() < PENDING_ROUND_TTL => break,
+                _ => {
+                    if let Some(t) = book.order.pop_front() {
+                        book.forget(&t);
+                    }
+                }
+            }
+        }
+        if book.owned.get(owner).copied().unwrap_or(0) >= MAX_PENDING_ROUNDS {
+            let mine = book
+                .order
+                .iter()
+                .position(|t| book.rounds.get(t).is_some_and(|r| r.owner == owner));
+            if let Some(t) = mine.and_then(|i| book.order.remove(i)) {
+                book.forget(&t);
+            }
+        }
+        while book.rounds.len() >= self.max {
+            let Some(t) = book.order.pop_front() else { break };
+            book.forget(&t);
+        }
+        let token = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+        book.order.push_back(token.clone());
+        *book.owned.entry(owner.to_owned()).or_default() += 1;
+        let round =
+            Round { owner: owner.to_owned(), key, tool: tool.to_owned(), issued: Instant::now() };
+        book.rounds.insert(token.clone(), round);
+        token
+    }
+
+    /// The approval key of the round `token`, once, if `owner` was given it for `tool` and it
+    /// has not expired. Another owner's or another tool's use leaves the round as it was.
+    fn redeem(&self, owner: &str, token: &str, tool: &str) -> Option<String> {
+        let mut book = self.book();
+        let round = book.rounds.get(token)?;
+        if round.owner != owner || round.tool != tool {
+            return None;
+        }
+        let round = book.forget(token)?;
+        book.order.retain(|t| t != token);
+        (round.issued.elapsed() < PENDING_ROUND_TTL).then_some(round.key)
+    }
+
+    /// How many rounds are kept.
+    pub fn len(&self) -> usize {
+        self.book().rounds.len()
+    }
+
+    /// Whether no round is kept.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// A call the upstream answered with an `input_required` result of its own (it wants input
@@ -472,9 +593,9 @@ pub struct Relay<S> {
     /// The upstream's request id key → the id the client saw.
     upstream_requests: HashMap<String, Value>,
     approvals: HashMap<String, WaitingApproval>,
-    /// Approval rounds by their `requestState` token, and the tokens oldest first.
-    rounds: HashMap<String, Round>,
-    round_order: VecDeque<String>,
+    /// The gateway's approval rounds, and who this relay is among their owners.
+    rounds: Arc<ApprovalRounds>,
+    round_owner: String,
     /// The upstream's own `input_required` rounds, by the digest of their `requestState`, and
     /// those digests oldest first.
     continuations: HashMap<[u8; 32], Continuation>,
@@ -529,8 +650,10 @@ impl<S: AsyncCounterStore> Relay<S> {
             client_requests: HashMap::new(),
             upstream_requests: HashMap::new(),
             approvals: HashMap::new(),
-            rounds: HashMap::new(),
-            round_order: VecDeque::new(),
+            rounds: config
+                .approval_rounds
+                .unwrap_or_else(|| Arc::new(ApprovalRounds::new(MAX_PENDING_ROUNDS))),
+            round_owner: config.round_owner,
             continuations: HashMap::new(),
             continuation_order: VecDeque::new(),
             client_capabilities: None,
@@ -900,38 +1023,13 @@ impl<S: AsyncCounterStore> Relay<S> {
 
     /// A new round for the approval `key` of `tool`: its random token (256 bits).
     fn issue_round(&mut self, key: String, tool: &str) -> String {
-        // Forget what was redeemed or has expired, then make room.
-        while let Some(front) = self.round_order.front() {
-            match self.rounds.get(front) {
-                Some(r) if r.issued.elapsed() < PENDING_ROUND_TTL => break,
-                _ => {
-                    if let Some(t) = self.round_order.pop_front() {
-                        self.rounds.remove(&t);
-                    }
-                }
-            }
-        }
-        while self.round_order.len() >= MAX_PENDING_ROUNDS {
-            if let Some(t) = self.round_order.pop_front() {
-                self.rounds.remove(&t);
-            }
-        }
-        let token = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
-        self.round_order.push_back(token.clone());
-        self.rounds
-            .insert(token.clone(), Round { key, tool: tool.to_owned(), issued: Instant::now() });
-        token
+        self.rounds.issue(&self.round_owner, key, tool)
     }
 
-    /// The approval key of the round `token`, once, if it was issued for `tool` in this session
-    /// and has not expired.
+    /// The approval key of the round `token`, once, if it was issued for `tool` to this relay's
+    /// owner (its session, or its identity without a session) and has not expired.
     fn redeem_round(&mut self, token: &str, tool: &str) -> Option<String> {
-        if self.rounds.get(token)?.tool != tool {
-            return None;
-        }
-        let round = self.rounds.remove(token)?;
-        self.round_order.retain(|t| t != token);
-        (round.issued.elapsed() < PENDING_ROUND_TTL).then_some(round.key)
+        self.rounds.redeem(&self.round_owner, token, tool)
     }
 
     /// Remembers that the upstream answered the call of `tool` with `arguments` with an
@@ -1560,6 +1658,34 @@ mod tests {
         }
         // The documented bound (docs/gateway.md, docs/security.md).
         assert_eq!(MAX_CONTINUATION_ROUNDS, 16);
+    }
+
+    /// A kept round is redeemed once, only by its owner and for its tool (another owner's or
+    /// tool's try leaves it as it was); an owner past its quota loses its own oldest round, and
+    /// the store as a whole stays within its bound.
+    #[test]
+    fn kept_rounds_are_single_use_bound_to_owner_and_tool_and_bounded() {
+        let rounds = ApprovalRounds::new(MAX_PENDING_ROUNDS + 10);
+        let t = rounds.issue("alice", "k1".into(), "create");
+        assert_eq!(rounds.redeem("bob", &t, "create"), None);
+        assert_eq!(rounds.redeem("alice", &t, "delete"), None);
+        assert_eq!(rounds.redeem("alice", &t, "create").as_deref(), Some("k1"));
+        assert_eq!(rounds.redeem("alice", &t, "create"), None, "single use");
+        let first_of_bob = rounds.issue("bob", "b0".into(), "create");
+        let first_of_alice = rounds.issue("alice", "a0".into(), "create");
+        for i in 1..MAX_PENDING_ROUNDS {
+            rounds.issue("alice", format!("a{i}"), "create");
+        }
+        // Alice's next round takes the place of her own oldest, not bob's.
+        rounds.issue("alice", "a-last".into(), "create");
+        assert_eq!(rounds.redeem("alice", &first_of_alice, "create"), None);
+        assert_eq!(rounds.len(), MAX_PENDING_ROUNDS + 1);
+        for i in 0..20 {
+            rounds.issue(&format!("o{i}"), "k".into(), "create");
+        }
+        assert!(rounds.len() <= MAX_PENDING_ROUNDS + 10, "{}", rounds.len());
+        // The oldest made way for the newest, bob's first of them.
+        assert_eq!(rounds.redeem("bob", &first_of_bob, "create"), None);
     }
 
     /// A client's `Mcp-Param-*` headers against a call's arguments, as rmcp's server checks

@@ -21,8 +21,8 @@
 //!   whose `MCP-Protocol-Version` is `2026-07-28` carries one request, whose `_meta` names the
 //!   same revision and whose `Mcp-Method` / `Mcp-Name` headers say what its body says (400
 //!   otherwise). It is decided with the identity of that request, in no session, through the
-//!   relay of that identity (one per principal and call context, with its own upstream; it keeps
-//!   the identity's approval rounds); its answer is JSON. GET and DELETE are 405 for it.
+//!   relay of that identity (one per principal and call context, with its own upstream; the
+//!   identity's approval rounds outlive it); its answer is JSON. GET and DELETE are 405 for it.
 //! - Every request is checked against the [`OriginRule`] (403) and authenticated (401 with
 //!   `WWW-Authenticate: Bearer`); a session is bound to the identity that created it, and a
 //!   request of another identity gets 404 for it.
@@ -58,9 +58,9 @@ use crate::jsonrpc::{self, Kind};
 use crate::metrics::Metrics;
 use crate::origin::OriginRule;
 use crate::relay::{
-    INLINE_PROTOCOL_VERSIONS, METHOD_HEADER, NAME_HEADER, PROTOCOL_VERSIONS, ParamSchemas,
-    RELATED_REQUEST, Relay, RelayConfig, RelayEnd, decode_header_value, mcp_name,
-    meta_protocol_version,
+    ApprovalRounds, INLINE_PROTOCOL_VERSIONS, MAX_KEPT_ROUNDS, METHOD_HEADER, NAME_HEADER,
+    PROTOCOL_VERSIONS, ParamSchemas, RELATED_REQUEST, Relay, RelayConfig, RelayEnd,
+    decode_header_value, mcp_name, meta_protocol_version,
 };
 use crate::transport::{CHANNEL_CAPACITY, ClientTx, Inbound, UpstreamLink};
 use crate::upstream;
@@ -195,6 +195,9 @@ pub struct Server<S> {
     /// The relays of clients without a session (revisions without `initialize`), one per
     /// identity: by the principal and the call context of the requests they serve.
     inline: Mutex<HashMap<String, Arc<Session>>>,
+    /// The approval rounds of clients without a session, each owned by its identity: they
+    /// outlive the identity's relay (see [`ApprovalRounds`]).
+    rounds: Arc<ApprovalRounds>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -435,6 +438,7 @@ impl<S: AsyncCounterStore + 'static> Server<S> {
             config,
             sessions: Mutex::new(HashMap::new()),
             inline: Mutex::new(HashMap::new()),
+            rounds: Arc::new(ApprovalRounds::new(MAX_KEPT_ROUNDS)),
             tasks: Mutex::new(Vec::new()),
         })
     }
@@ -1442,8 +1446,9 @@ fn inline_key(identity: &Identity) -> String {
 impl<S: AsyncCounterStore + 'static> Server<S> {
     /// The relay serving requests without a session for `identity`, started with its own
     /// upstream at the identity's first request. It counts against `--max-sessions`, ends
-    /// after the idle timeout like a session, and holds the identity's approval rounds (which
-    /// are thereby bound to the grant, and to the claims of the token that started them).
+    /// after the idle timeout like a session. The identity's approval rounds are kept by the
+    /// listener (they outlive the relay), owned by the identity (its principal, the claims of
+    /// its token and its grant).
     fn inline_relay(self: &Arc<Self>, identity: Identity) -> Result<Arc<Session>, Response> {
         let key = inline_key(&identity);
         let mut inline = lock(&self.inline);
@@ -1485,6 +1490,8 @@ impl<S: AsyncCounterStore + 'static> Server<S> {
             })?;
         // A command upstream's tools are learned by the relay, from the listings it relays.
         let relay_schemas = (!attributed).then(|| params.schemas.clone());
+        // The identity's approval rounds outlive this relay: its next one redeems them.
+        let round_owner = format!("{key}\u{0}{}", identity.grant);
         let guard = self.guard_for(identity.grant, identity.context);
         let (session, in_rx) = Session::start_with(identity.principal, true, Some(params));
         let id = session.id.clone();
@@ -1501,6 +1508,8 @@ impl<S: AsyncCounterStore + 'static> Server<S> {
             negotiated: None,
             param_schemas: relay_schemas,
             attribute_related: attributed,
+            approval_rounds: Some(self.rounds.clone()),
+            round_owner,
         };
         let relay = SessionRelay { guard, config: relay_config, in_rx, link, handle };
         self.run_relay(&session, relay, move |me| me.remove_inline(&key, &id));
