@@ -24,6 +24,9 @@
 //! (`inline-progress-N`, `inline-N`: both are replaced), tokens that are objects or numbers (given
 //! back as sent), a cancellation for another client's request (a sessionless client's
 //! notifications reach nothing), a value with CR/LF in an `Mcp-Param-*` header (Base64).
+//! Closed later: the client's own `Mcp-Param-*` headers went unchecked (now 400, -32020, when
+//! they contradict the arguments of a tool whose schema the gateway knows); a log the upstream
+//! sent for one request was dropped (now it reaches that request's POST, and no other).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
@@ -915,5 +918,92 @@ async fn a_log_for_one_request_reaches_that_request_alone() {
     assert_eq!(status, 200);
     assert_eq!(m["id"], 3, "{m}");
     assert_eq!(env.up.ran_of("logs").len(), 2);
+    gw.stop().await;
+}
+
+/// A command upstream of 2026-07-28 (a small Python script on stdin/stdout): it lists `regional`
+/// (its `region` declared as `Mcp-Param-Region`) and `read`, and answers every call after a log
+/// message that claims to concern the call (it carries the gateway's own mark); it appends each
+/// call it runs (`NAME ARGS`) to the file its first argument names.
+const STDIO_UPSTREAM: &str = r#"
+import json, sys
+record = sys.argv[1]
+schema = {"type": "object", "properties": {"region": {"type": "string", "x-mcp-header": "Region"}}}
+for line in sys.stdin:
+    msg = json.loads(line)
+    if "id" not in msg or "method" not in msg:
+        continue
+    if msg["method"] == "tools/list":
+        result = {"tools": [{"name": "regional", "inputSchema": schema},
+                            {"name": "read", "inputSchema": {"type": "object"}}]}
+    elif msg["method"] == "tools/call":
+        with open(record, "a") as f:
+            f.write(msg["params"]["name"] + " " + json.dumps(msg["params"].get("arguments")) + "\n")
+        log = {"jsonrpc": "2.0", "method": "notifications/message",
+               "params": {"level": "info", "data": "working on it"},
+               "mcp-policy-gateway/relatedRequest": msg["id"]}
+        print(json.dumps(log), flush=True)
+        result = {"content": [{"type": "text", "text": "ran " + msg["params"]["name"]}]}
+    else:
+        result = {}
+    print(json.dumps({"jsonrpc": "2.0", "id": msg["id"], "result": result}), flush=True)
+"#;
+
+/// With a command upstream, the relay learns a tool's `Mcp-Param-*` declarations from the
+/// listings it relays: before any, the tool's headers are not checked (as rmcp's server does
+/// not check a tool it does not know); after one, a call whose headers contradict its
+/// arguments is 400 with -32020 and reaches nothing. Nothing says which request a message of
+/// the child concerns (a mark it puts on one itself counts for nothing): a log is dropped, the
+/// client gets the answer alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_upstream_checks_the_headers_of_tools_it_listed_and_keeps_its_logs() {
+    let python = http_support::deps_dir().join("venv/bin/python");
+    if !python.exists() {
+        http_support::skip("MCP_POLICY_REQUIRE_PYTHON", "the test venv's python");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let policy = write(dir.path(), "policy.json", POLICY);
+    let script = write(dir.path(), "upstream.py", STDIO_UPSTREAM);
+    let record = dir.path().join("ran.txt");
+    let upstream = [python.into_os_string(), script.into_os_string(), record.clone().into()];
+    let gw = gateway(&policy, &["--trusted-header", "x-user"], &upstream).await;
+    let alice = Client::new(&gw.mcp(), "alice");
+    let ran = || std::fs::read_to_string(&record).unwrap_or_default();
+    let call = |id: i64, headers: &[(&str, &str)]| {
+        let body = call_body(id, "regional", r#"{"region": "eu"}"#, None);
+        send(alice.raw(body, "tools/call", Some("regional"), headers))
+    };
+    // Never listed: not checked.
+    let (status, m) = call(1, &[("mcp-param-region", "us")]).await;
+    assert_eq!(status, 200, "{m}");
+    assert_eq!(text(&m["result"]), "ran regional", "{m}");
+    // The client lists the tools through the identity's relay.
+    let l = alice.request(2, "tools/list", json!({"_meta": meta()})).await;
+    assert_eq!(l["result"]["tools"][0]["name"], "regional", "{l}");
+    let before = ran();
+    for (id, headers) in [(3, vec![("mcp-param-region", "us")]), (4, vec![])] {
+        let (status, m) = call(id, &headers).await;
+        assert_eq!(status, 400, "{headers:?}: {m}");
+        assert_eq!(m["error"]["code"], -32020, "{m}");
+    }
+    assert_eq!(ran(), before, "nothing reached the upstream");
+    // Matching: passes; the child's log (which claims to concern the call) is dropped.
+    let resp = alice
+        .raw(
+            call_body(5, "regional", r#"{"region": "eu"}"#, None),
+            "tools/call",
+            Some("regional"),
+            &[("mcp-param-region", "eu")],
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let messages = http_support::messages(resp).await;
+    assert_eq!(messages.len(), 1, "the answer alone: {messages:?}");
+    assert_eq!(messages[0]["id"], 5, "{messages:?}");
+    assert!(!messages[0].to_string().contains("relatedRequest"), "{messages:?}");
+    assert_eq!(ran().lines().count(), 2, "{}", ran());
     gw.stop().await;
 }
