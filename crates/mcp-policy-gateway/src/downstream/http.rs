@@ -74,8 +74,9 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 /// The most server-initiated messages kept for a session with no stream open.
 pub const BACKLOG_MAX: usize = 1000;
 /// How many progress notifications (and other notifications the upstream sent for its request)
-/// a sessionless POST may have waiting for its client; past this the upstream's next ones are dropped until the client reads (a client that never reads
-/// cannot make a flood of progress pile up).
+/// a sessionless POST may have waiting for its client; past this the upstream's next ones are
+/// dropped until the client reads (a client that never reads cannot make a flood of progress
+/// pile up).
 pub const INLINE_PROGRESS_MAX: usize = 256;
 /// The one protocol revision with JSON-RPC batches.
 pub const BATCH_VERSION: &str = "2025-03-26";
@@ -265,9 +266,9 @@ impl Session {
         if self.inline {
             // Several clients share this relay: a message that answers none of their requests
             // is theirs to see only if it says whose it is. A progress notification does (its
-            // token is the gateway's own for one request); nothing else does.
-            // Other notifications do when the upstream sent them on the answer stream of one
-            // request (an HTTP upstream: the relay says which, in `RELATED_REQUEST`).
+            // token is the gateway's own for one request); so does any notification an HTTP
+            // upstream sent on the answer stream of one request (the relay says which, in
+            // `RELATED_REQUEST`); nothing else does.
             let mut msg = msg;
             let related = msg.as_object_mut().and_then(|m| m.remove(RELATED_REQUEST));
             let token = (msg.get("method").and_then(Value::as_str)

@@ -10,6 +10,8 @@
 //! without `initialize` (2026-07-28: its `_meta` names it) is sent without a session, with
 //! `MCP-Protocol-Version`, `Mcp-Method` and `Mcp-Name`; a `notifications/cancelled` for such a
 //! request, which the server could not attribute, aborts it instead (its connection is closed).
+//! The notifications the server sends on such a request's answer stream concern that request:
+//! they reach the relay marked with its id ([`RELATED_REQUEST`](crate::relay::RELATED_REQUEST)).
 //!
 //! Requests are POSTed concurrently (a long tool call does not hold up the others);
 //! notifications and responses are POSTed in order, each after the previous one was accepted, so
