@@ -151,6 +151,135 @@ pub fn param_header_values(
         .collect()
 }
 
+/// The most tools whose `Mcp-Param-*` declarations one relay (or upstream connection)
+/// remembers; past this they are forgotten and learned again (an upstream listing ever new names
+/// cannot grow the gateway's memory with them).
+pub const LEARNED_TOOLS_MAX: usize = 10_000;
+
+/// Each tool's `Mcp-Param-*` declarations (SEP-2243), learned from the upstream's `tools/list`
+/// answers: what a call of the tool must carry in its headers, toward the upstream (the gateway
+/// sends them) and from a client without a session (the gateway checks them). Shared by a
+/// relay of clients without a session, its HTTP listener and its upstream connection; bounded
+/// by [`LEARNED_TOOLS_MAX`].
+#[derive(Debug, Default)]
+pub struct ParamSchemas {
+    tools: std::sync::Mutex<HashMap<String, Arc<ParamDeclarations>>>,
+}
+
+impl ParamSchemas {
+    fn locked(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<ParamDeclarations>>> {
+        self.tools.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Records the declarations of the tools of one `tools/list` page (the upstream's listing,
+    /// before the policy hides any).
+    pub fn learn(&self, tools: &[Value]) {
+        let mut known = self.locked();
+        for tool in tools {
+            if let (Some(name), Some(schema)) =
+                (tool.get("name").and_then(Value::as_str), tool.get("inputSchema"))
+            {
+                if known.len() >= LEARNED_TOOLS_MAX && !known.contains_key(name) {
+                    known.clear();
+                }
+                known.insert(name.to_owned(), Arc::new(param_header_declarations(schema)));
+            }
+        }
+    }
+
+    /// Records the declarations of the tools a `tools/list` answer lists (nothing for any
+    /// other message).
+    pub fn learn_answer(&self, msg: &Value) {
+        if let Some(tools) = msg.pointer("/result/tools").and_then(Value::as_array) {
+            self.learn(tools);
+        }
+    }
+
+    /// The declarations of `tool`; `None` when it was never listed.
+    pub fn get(&self, tool: &str) -> Option<Arc<ParamDeclarations>> {
+        self.locked().get(tool).cloned()
+    }
+
+    /// How many tools are known.
+    pub fn len(&self) -> usize {
+        self.locked().len()
+    }
+
+    /// Whether no tool is known.
+    pub fn is_empty(&self) -> bool {
+        self.locked().is_empty()
+    }
+}
+
+/// Checks the `Mcp-Param-*` headers of a client's `tools/call` against its `arguments`, for the
+/// tool's `declarations` (SEP-2243, as rmcp's server checks them): for each declared argument
+/// that is a string, number or boolean, its header must be there once and say the same value
+/// (plain, or Base64 between `=?base64?` and `?=`); for an absent or null one, no header.
+/// `header` gives every value of a header (by its full lowercase name); a value that is not
+/// visible ASCII is `None`. A declared name that is no header name cannot be sent, and is not
+/// looked for. The error says which header and why (the caller answers -32020).
+pub fn check_param_headers<'h>(
+    declarations: &[(Vec<String>, String)],
+    arguments: Option<&Value>,
+    header: impl Fn(&str) -> Vec<Option<&'h str>>,
+) -> Result<(), String> {
+    for (path, name) in declarations {
+        let full = format!("{PARAM_HEADER_PREFIX}{}", name.to_ascii_lowercase());
+        if !valid_header_name(&full) {
+            continue;
+        }
+        let shown = format!("Mcp-Param-{name}");
+        let prop = path.join(".");
+        let body =
+            arguments.and_then(|a| path.iter().try_fold(a, |v, key| v.get(key))).and_then(|v| {
+                match v {
+                    Value::String(s) => Some(s.clone()),
+                    Value::Bool(b) => Some(b.to_string()),
+                    Value::Number(n) => Some(n.to_string()),
+                    _ => None,
+                }
+            });
+        let given = header(&full);
+        if given.len() > 1 {
+            return Err(format!("the request has more than one `{shown}` header"));
+        }
+        match (given.into_iter().next(), body) {
+            (None, None) => {}
+            (Some(_), None) => {
+                return Err(format!(
+                    "`{shown}` is given but the argument `{prop}` is absent, null or not a \
+                     string, number or boolean"
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(format!(
+                    "a call with the argument `{prop}` needs the `{shown}` header"
+                ));
+            }
+            (Some(raw), Some(expected)) => match raw.and_then(decode_header_value) {
+                Some(decoded) if decoded == expected => {}
+                Some(_) => {
+                    return Err(format!(
+                        "`{shown}` does not say the value of the argument `{prop}`"
+                    ));
+                }
+                None => {
+                    return Err(format!(
+                        "`{shown}` is neither visible ASCII nor valid Base64 of UTF-8"
+                    ));
+                }
+            },
+        }
+    }
+    Ok(())
+}
+
+/// Whether `name` is an HTTP header name (RFC 9110 token characters).
+fn valid_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c))
+}
+
 /// The revision a request names in its `_meta` (revisions without `initialize`).
 pub fn meta_protocol_version(msg: &Value) -> Option<&str> {
     jsonrpc::params(msg)?.get("_meta")?.get(META_PROTOCOL_VERSION)?.as_str()
@@ -196,7 +325,26 @@ pub struct RelayConfig {
     /// Where the relay writes the protocol revision negotiated by `initialize`, for a transport
     /// whose rules depend on it (HTTP batches).
     pub negotiated: Option<Arc<std::sync::OnceLock<String>>>,
+    /// Where the relay records the `Mcp-Param-*` declarations of the tools the upstream lists
+    /// (a relay of clients without a session, whose listener checks them; an HTTP upstream
+    /// connection records them itself).
+    pub param_schemas: Option<Arc<ParamSchemas>>,
+    /// The relay of clients without a session: a notification the upstream sent for one request
+    /// ([`RELATED_REQUEST`]) goes to the client with that request's id in [`RELATED_REQUEST`],
+    /// for the listener to route it to that request's POST. Otherwise the field is taken out.
+    pub attribute_related: bool,
+    /// Where the relay keeps its approval rounds (`None`: a store of its own, its rounds ending
+    /// with it), and who it is among their owners (the identity of clients without a session).
+    pub approval_rounds: Option<Arc<ApprovalRounds>>,
+    /// See `approval_rounds`.
+    pub round_owner: String,
 }
+
+/// The field an upstream connection adds to a message it received on the answer stream of
+/// one of the gateway's requests (the request's id), and that a relay of clients without a
+/// session passes on with the client's id of that request. It never reaches a client: the
+/// listener takes it out, and other relays drop it.
+pub const RELATED_REQUEST: &str = "mcp-policy-gateway/relatedRequest";
 
 /// Why the relay ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -257,12 +405,128 @@ struct WaitingApproval {
 }
 
 /// An approval round handed to the client as an `input_required` result: the secret approval
-/// key behind the random token the client echoes in `requestState`. Rounds live in the relay of
-/// one session (so a token is bound to that session and its grant) and are bound to the tool.
+/// key behind the random token the client echoes in `requestState`. Rounds are bound to their
+/// owner (a session's relay, or an identity without a session) and to the tool.
 struct Round {
+    owner: String,
     key: String,
     tool: String,
     issued: Instant,
+}
+
+/// How many approval rounds the gateway keeps for clients without a session, every identity
+/// together (each identity at most [`MAX_PENDING_ROUNDS`]); past this the oldest is forgotten.
+pub const MAX_KEPT_ROUNDS: usize = 100_000;
+
+/// The gateway's approval rounds (`input_required` results of its own), by their `requestState`
+/// token: each bound to its owner and its tool, redeemed once, within [`PENDING_ROUND_TTL`].
+/// A session's relay has its own; the relays of clients without a session share the
+/// listener's, each the owner of its identity's rounds, so that a round outlives the relay that
+/// issued it (its idle end, its upstream's exit) and is redeemed by the identity's next relay.
+#[derive(Debug)]
+pub struct ApprovalRounds {
+    max: usize,
+    inner: std::sync::Mutex<RoundBook>,
+}
+
+#[derive(Debug, Default)]
+struct RoundBook {
+    rounds: HashMap<String, Round>,
+    /// The tokens, oldest first.
+    order: VecDeque<String>,
+    /// How many rounds each owner has.
+    owned: HashMap<String, usize>,
+}
+
+impl std::fmt::Debug for Round {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The approval key is a secret.
+        f.debug_struct("Round").field("tool", &self.tool).finish_non_exhaustive()
+    }
+}
+
+impl RoundBook {
+    fn forget(&mut self, token: &str) -> Option<Round> {
+        let round = self.rounds.remove(token)?;
+        if let Some(n) = self.owned.get_mut(&round.owner) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.owned.remove(&round.owner);
+            }
+        }
+        Some(round)
+    }
+}
+
+impl ApprovalRounds {
+    /// Rounds kept up to `max` in all (and [`MAX_PENDING_ROUNDS`] per owner).
+    pub fn new(max: usize) -> Self {
+        ApprovalRounds { max, inner: std::sync::Mutex::new(RoundBook::default()) }
+    }
+
+    fn book(&self) -> std::sync::MutexGuard<'_, RoundBook> {
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A new round of `owner` for the approval `key` of `tool`: its random token (256 bits).
+    /// What was redeemed or has expired is forgotten first; then the oldest rounds (of this
+    /// owner when it has [`MAX_PENDING_ROUNDS`], else of anyone) make room.
+    fn issue(&self, owner: &str, key: String, tool: &str) -> String {
+        let mut book = self.book();
+        while let Some(front) = book.order.front() {
+            match book.rounds.get(front) {
+                Some(r) if r.issued.elapsed() < PENDING_ROUND_TTL => break,
+                _ => {
+                    if let Some(t) = book.order.pop_front() {
+                        book.forget(&t);
+                    }
+                }
+            }
+        }
+        if book.owned.get(owner).copied().unwrap_or(0) >= MAX_PENDING_ROUNDS {
+            let mine = book
+                .order
+                .iter()
+                .position(|t| book.rounds.get(t).is_some_and(|r| r.owner == owner));
+            if let Some(t) = mine.and_then(|i| book.order.remove(i)) {
+                book.forget(&t);
+            }
+        }
+        while book.rounds.len() >= self.max {
+            let Some(t) = book.order.pop_front() else { break };
+            book.forget(&t);
+        }
+        let token = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+        book.order.push_back(token.clone());
+        *book.owned.entry(owner.to_owned()).or_default() += 1;
+        let round =
+            Round { owner: owner.to_owned(), key, tool: tool.to_owned(), issued: Instant::now() };
+        book.rounds.insert(token.clone(), round);
+        token
+    }
+
+    /// The approval key of the round `token`, once, if `owner` was given it for `tool` and it
+    /// has not expired. Another owner's or another tool's use leaves the round as it was.
+    fn redeem(&self, owner: &str, token: &str, tool: &str) -> Option<String> {
+        let mut book = self.book();
+        let round = book.rounds.get(token)?;
+        if round.owner != owner || round.tool != tool {
+            return None;
+        }
+        let round = book.forget(token)?;
+        book.order.retain(|t| t != token);
+        (round.issued.elapsed() < PENDING_ROUND_TTL).then_some(round.key)
+    }
+
+    /// How many rounds are kept.
+    pub fn len(&self) -> usize {
+        self.book().rounds.len()
+    }
+
+    /// Whether no round is kept.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// A call the upstream answered with an `input_required` result of its own (it wants input
@@ -317,6 +581,8 @@ pub struct Relay<S> {
     session: Option<String>,
     upstream_timeout: Option<Duration>,
     negotiated: Option<Arc<std::sync::OnceLock<String>>>,
+    param_schemas: Option<Arc<ParamSchemas>>,
+    attribute_related: bool,
     to_client: ClientTx,
     to_upstream: mpsc::Sender<Value>,
     next_up: u64,
@@ -327,9 +593,9 @@ pub struct Relay<S> {
     /// The upstream's request id key → the id the client saw.
     upstream_requests: HashMap<String, Value>,
     approvals: HashMap<String, WaitingApproval>,
-    /// Approval rounds by their `requestState` token, and the tokens oldest first.
-    rounds: HashMap<String, Round>,
-    round_order: VecDeque<String>,
+    /// The gateway's approval rounds, and who this relay is among their owners.
+    rounds: Arc<ApprovalRounds>,
+    round_owner: String,
     /// The upstream's own `input_required` rounds, by the digest of their `requestState`, and
     /// those digests oldest first.
     continuations: HashMap<[u8; 32], Continuation>,
@@ -373,6 +639,8 @@ impl<S: AsyncCounterStore> Relay<S> {
             session: config.session,
             upstream_timeout: config.upstream_timeout,
             negotiated: config.negotiated,
+            param_schemas: config.param_schemas,
+            attribute_related: config.attribute_related,
             to_client,
             to_upstream,
             next_up: 0,
@@ -382,8 +650,10 @@ impl<S: AsyncCounterStore> Relay<S> {
             client_requests: HashMap::new(),
             upstream_requests: HashMap::new(),
             approvals: HashMap::new(),
-            rounds: HashMap::new(),
-            round_order: VecDeque::new(),
+            rounds: config
+                .approval_rounds
+                .unwrap_or_else(|| Arc::new(ApprovalRounds::new(MAX_PENDING_ROUNDS))),
+            round_owner: config.round_owner,
             continuations: HashMap::new(),
             continuation_order: VecDeque::new(),
             client_capabilities: None,
@@ -753,38 +1023,13 @@ impl<S: AsyncCounterStore> Relay<S> {
 
     /// A new round for the approval `key` of `tool`: its random token (256 bits).
     fn issue_round(&mut self, key: String, tool: &str) -> String {
-        // Forget what was redeemed or has expired, then make room.
-        while let Some(front) = self.round_order.front() {
-            match self.rounds.get(front) {
-                Some(r) if r.issued.elapsed() < PENDING_ROUND_TTL => break,
-                _ => {
-                    if let Some(t) = self.round_order.pop_front() {
-                        self.rounds.remove(&t);
-                    }
-                }
-            }
-        }
-        while self.round_order.len() >= MAX_PENDING_ROUNDS {
-            if let Some(t) = self.round_order.pop_front() {
-                self.rounds.remove(&t);
-            }
-        }
-        let token = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
-        self.round_order.push_back(token.clone());
-        self.rounds
-            .insert(token.clone(), Round { key, tool: tool.to_owned(), issued: Instant::now() });
-        token
+        self.rounds.issue(&self.round_owner, key, tool)
     }
 
-    /// The approval key of the round `token`, once, if it was issued for `tool` in this session
-    /// and has not expired.
+    /// The approval key of the round `token`, once, if it was issued for `tool` to this relay's
+    /// owner (its session, or its identity without a session) and has not expired.
     fn redeem_round(&mut self, token: &str, tool: &str) -> Option<String> {
-        if self.rounds.get(token)?.tool != tool {
-            return None;
-        }
-        let round = self.rounds.remove(token)?;
-        self.round_order.retain(|t| t != token);
-        (round.issued.elapsed() < PENDING_ROUND_TTL).then_some(round.key)
+        self.rounds.redeem(&self.round_owner, token, tool)
     }
 
     /// Remembers that the upstream answered the call of `tool` with `arguments` with an
@@ -992,6 +1237,19 @@ impl<S: AsyncCounterStore> Relay<S> {
     // ---- from the upstream ----
 
     async fn on_upstream(&mut self, mut msg: Value) {
+        // The request a message came for (its upstream id), as the upstream connection saw it;
+        // passed on (as the client's id of that request) only to a relay of clients without a
+        // session, for its listener.
+        let related = msg.as_object_mut().and_then(|m| m.remove(RELATED_REQUEST));
+        if self.attribute_related
+            && let Some(related) = related
+            && msg.get("id").is_none()
+            && let Some(UpPending::Client { client_id, .. }) =
+                self.up_pending.get(&jsonrpc::id_key(&related))
+            && let Some(m) = msg.as_object_mut()
+        {
+            m.insert(RELATED_REQUEST.into(), client_id.clone());
+        }
         match jsonrpc::classify(&msg) {
             Kind::Invalid { reason, .. } => {
                 eprintln!(
@@ -1115,6 +1373,9 @@ impl<S: AsyncCounterStore> Relay<S> {
                     .and_then(Value::as_array_mut)
                 {
                     self.tools.record(tools);
+                    if let Some(schemas) = &self.param_schemas {
+                        schemas.learn(tools);
+                    }
                     self.guard.filter_tools(tools);
                 }
                 self.client(msg).await;
@@ -1169,6 +1430,9 @@ impl<S: AsyncCounterStore> Relay<S> {
         };
         if let Some(tools) = result.get("tools").and_then(Value::as_array) {
             acc.record(tools);
+            if let Some(schemas) = &self.param_schemas {
+                schemas.learn(tools);
+            }
         }
         let next = result.get("nextCursor").and_then(Value::as_str);
         if let Some(cursor) = next
@@ -1328,6 +1592,10 @@ mod tests {
     }
 
     fn start(policy: &str) -> Harness {
+        start_with(policy, RelayConfig::default())
+    }
+
+    fn start_with(policy: &str, config: RelayConfig) -> Harness {
         let evaluator = Arc::new(Evaluator::new(policy.parse().unwrap()));
         let guard = Arc::new(Guard::new(evaluator.clone(), "g", Mode::Enforce));
         let (client_in, rx) = mpsc::channel(16);
@@ -1337,7 +1605,7 @@ mod tests {
         let task = tokio::spawn(Relay::run(
             guard,
             Arc::new(DecisionLog::disabled()),
-            RelayConfig::default(),
+            config,
             ClientLink { tx, rx },
             UpstreamLink { tx: up_tx, rx: up_rx },
         ));
@@ -1390,6 +1658,143 @@ mod tests {
         }
         // The documented bound (docs/gateway.md, docs/security.md).
         assert_eq!(MAX_CONTINUATION_ROUNDS, 16);
+    }
+
+    /// A kept round is redeemed once, only by its owner and for its tool (another owner's or
+    /// tool's try leaves it as it was); an owner past its quota loses its own oldest round, and
+    /// the store as a whole stays within its bound.
+    #[test]
+    fn kept_rounds_are_single_use_bound_to_owner_and_tool_and_bounded() {
+        let rounds = ApprovalRounds::new(MAX_PENDING_ROUNDS + 10);
+        let t = rounds.issue("alice", "k1".into(), "create");
+        assert_eq!(rounds.redeem("bob", &t, "create"), None);
+        assert_eq!(rounds.redeem("alice", &t, "delete"), None);
+        assert_eq!(rounds.redeem("alice", &t, "create").as_deref(), Some("k1"));
+        assert_eq!(rounds.redeem("alice", &t, "create"), None, "single use");
+        let first_of_bob = rounds.issue("bob", "b0".into(), "create");
+        let first_of_alice = rounds.issue("alice", "a0".into(), "create");
+        for i in 1..MAX_PENDING_ROUNDS {
+            rounds.issue("alice", format!("a{i}"), "create");
+        }
+        // Alice's next round takes the place of her own oldest, not bob's.
+        rounds.issue("alice", "a-last".into(), "create");
+        assert_eq!(rounds.redeem("alice", &first_of_alice, "create"), None);
+        assert_eq!(rounds.len(), MAX_PENDING_ROUNDS + 1);
+        for i in 0..20 {
+            rounds.issue(&format!("o{i}"), "k".into(), "create");
+        }
+        assert!(rounds.len() <= MAX_PENDING_ROUNDS + 10, "{}", rounds.len());
+        // The oldest made way for the newest, bob's first of them.
+        assert_eq!(rounds.redeem("bob", &first_of_bob, "create"), None);
+    }
+
+    /// A client's `Mcp-Param-*` headers against a call's arguments, as rmcp's server checks
+    /// them: each declared argument that is a string, number or boolean has its header once,
+    /// saying its value (plain or Base64); an absent, null or structured one has none.
+    #[test]
+    fn client_param_headers_must_say_what_the_body_says() {
+        let schema = json!({"properties": {
+            "region": {"type": "string", "x-mcp-header": "Region"},
+            "n": {"type": "integer", "x-mcp-header": "N"},
+            "flag": {"type": "boolean", "x-mcp-header": "Flag"},
+            "o": {"properties": {"deep": {"type": "string", "x-mcp-header": "Deep"}}},
+            "bad": {"type": "string", "x-mcp-header": "Bad Name"}}});
+        let declared = param_header_declarations(&schema);
+        let check = |args: Value, given: &[(&str, Option<&'static str>)]| {
+            let given: Vec<(String, Option<&'static str>)> =
+                given.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+            check_param_headers(&declared, Some(&args), |name| {
+                given.iter().filter(|(k, _)| k == name).map(|(_, v)| *v).collect()
+            })
+        };
+        let all = json!({"region": "Zürich", "n": 3, "flag": false, "o": {"deep": "d"},
+            "bad": "x"});
+        let good = [
+            ("mcp-param-region", Some("=?base64?WsO8cmljaA==?=")),
+            ("mcp-param-n", Some("3")),
+            ("mcp-param-flag", Some("false")),
+            ("mcp-param-deep", Some("d")),
+        ];
+        assert_eq!(check(all.clone(), &good), Ok(()));
+        // Nothing declared is present: no header.
+        assert_eq!(check(json!({"region": null, "o": {}}), &[]), Ok(()));
+        // A header for a structured argument, another value, a missing one, one twice, one
+        // that is not visible ASCII, Base64 that does not decode.
+        type Given = Vec<(&'static str, Option<&'static str>)>;
+        let refused: [(Value, Given); 6] = [
+            (json!({"region": ["a"]}), vec![("mcp-param-region", Some("a"))]),
+            (json!({"n": 3}), vec![("mcp-param-n", Some("3.0"))]),
+            (json!({"flag": true}), vec![]),
+            (json!({"region": "a"}), vec![("mcp-param-region", Some("a")); 2]),
+            (json!({"region": "é"}), vec![("mcp-param-region", None)]),
+            (json!({"region": "a"}), vec![("mcp-param-region", Some("=?base64?***?="))]),
+        ];
+        for (args, given) in refused {
+            let why = check(args.clone(), &given).unwrap_err();
+            assert!(why.contains("Mcp-Param-"), "{args} {given:?}: {why}");
+        }
+        // Without arguments, a declared header is unexpected.
+        let why = check_param_headers(&declared, None, |n| {
+            if n == "mcp-param-n" { vec![Some("1")] } else { vec![] }
+        })
+        .unwrap_err();
+        assert!(why.contains("Mcp-Param-N"), "{why}");
+    }
+
+    /// A relay given a place for `Mcp-Param-*` declarations (a command upstream's relay of
+    /// clients without a session) learns them from the upstream's listings it relays, hidden
+    /// tools included (the client's headers are checked against the upstream's schema).
+    #[tokio::test]
+    async fn a_relay_learns_the_param_headers_of_the_listings_it_relays() {
+        let schemas = Arc::new(ParamSchemas::default());
+        let config = RelayConfig { param_schemas: Some(schemas.clone()), ..RelayConfig::default() };
+        let mut h = start_with(POLICY, config);
+        h.client_sends(json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"})).await;
+        let req = h.upstream_gets().await;
+        let schema = json!({"properties": {"r": {"type": "string", "x-mcp-header": "R"}}});
+        h.upstream_sends(json!({"jsonrpc": "2.0", "id": req["id"], "result": {"tools": [
+            {"name": "a", "inputSchema": schema}, {"name": "h_x", "inputSchema": schema},
+            {"name": "b", "inputSchema": {}}]}}))
+            .await;
+        let page = h.client_gets().await;
+        assert_eq!(page["result"]["tools"].as_array().unwrap().len(), 2, "{page}");
+        let r = vec![(vec!["r".to_owned()], "R".to_owned())];
+        assert_eq!(schemas.get("a").as_deref(), Some(&r));
+        assert_eq!(schemas.get("h_x").as_deref(), Some(&r));
+        assert_eq!(schemas.get("b").as_deref(), Some(&vec![]));
+        assert!(schemas.get("zzz").is_none());
+    }
+
+    /// The mark an upstream connection puts on a notification it received for one request
+    /// reaches the client, as that request's client id, only through a relay of clients
+    /// without a session, and only for a request it is relaying; otherwise it is taken out.
+    #[tokio::test]
+    async fn a_notification_for_one_request_says_so_only_to_a_relay_that_asks() {
+        for attribute_related in [true, false] {
+            let config = RelayConfig { attribute_related, ..RelayConfig::default() };
+            let mut h = start_with(POLICY, config);
+            h.client_sends(json!({"jsonrpc": "2.0", "id": "mine", "method": "tools/call",
+                "params": {"name": "a", "arguments": {}}}))
+                .await;
+            let req = h.upstream_gets().await;
+            let log = |related: Value| {
+                json!({"jsonrpc": "2.0", "method": "notifications/message",
+                    "params": {"level": "info", "data": "x"}, RELATED_REQUEST: related})
+            };
+            h.upstream_sends(log(req["id"].clone())).await;
+            let seen = h.client_gets().await;
+            if attribute_related {
+                assert_eq!(seen[RELATED_REQUEST], "mine", "{seen}");
+            } else {
+                assert!(seen.get(RELATED_REQUEST).is_none(), "{seen}");
+            }
+            // A request the relay is not relaying: no mark.
+            h.upstream_sends(log(json!(999))).await;
+            let seen = h.client_gets().await;
+            assert!(seen.get(RELATED_REQUEST).is_none(), "{seen}");
+            h.upstream_sends(json!({"jsonrpc": "2.0", "id": req["id"], "result": {}})).await;
+            assert_eq!(h.client_gets().await["id"], "mine");
+        }
     }
 
     #[tokio::test]

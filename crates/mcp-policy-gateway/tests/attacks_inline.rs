@@ -24,6 +24,9 @@
 //! (`inline-progress-N`, `inline-N`: both are replaced), tokens that are objects or numbers (given
 //! back as sent), a cancellation for another client's request (a sessionless client's
 //! notifications reach nothing), a value with CR/LF in an `Mcp-Param-*` header (Base64).
+//! Closed later: the client's own `Mcp-Param-*` headers went unchecked (now 400, -32020, when
+//! they contradict the arguments of a tool whose schema the gateway knows); a log the upstream
+//! sent for one request was dropped (now it reaches that request's POST, and no other).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
@@ -44,10 +47,12 @@ const POLICY: &str = r#"{"version": "1", "default": "deny", "tools": {
     "slow": {"limits": [{"counter": "slow", "window": "hour", "max": 2}]},
     "progress": {},
     "regional": {},
+    "logs": {},
     "ghost": {}}}"#;
 
 /// The upstream's tools (it lists `secret` too, which only the default denies).
-const TOOLS: &[&str] = &["read", "ask", "forever", "slow", "progress", "regional", "secret"];
+const TOOLS: &[&str] =
+    &["read", "ask", "forever", "slow", "progress", "regional", "logs", "secret"];
 
 /// The recording upstream, and a directory with the policy.
 struct Env {
@@ -704,7 +709,9 @@ async fn a_schema_declaring_a_bad_header_name_does_not_break_the_call() {
     write(dir.path(), "policy.json", POLICY);
     let policy = dir.path().join("policy.json");
     let gw = gateway(&policy, &["--upstream", &up.url, "--trusted-header", "x-user"], &[]).await;
-    let alice = Client::new(&gw.mcp(), "alice");
+    let mut alice = Client::new(&gw.mcp(), "alice");
+    // The client mirrors the good declaration (the bad name cannot travel as a header).
+    alice.params.push(("read", "region", "Region"));
     let args = json!({"region": "eu\r\nX-Injected: 1", "bad": "x"});
     let r = alice.call(1, "read", args, None).await;
     assert_eq!(text(&r), "ran read", "{r}");
@@ -791,5 +798,212 @@ async fn first_calls_at_once_all_carry_the_param_headers() {
     }
     assert_eq!(env.up.ran_of("regional").len(), 8);
     assert_eq!(env.up.lists.load(std::sync::atomic::Ordering::SeqCst), 1, "one listing");
+    gw.stop().await;
+}
+
+/// SEP-2243 asks a server to refuse a `tools/call` whose `Mcp-Param-*` headers do not say what
+/// its arguments say; a proxy in front of the gateway may route or filter on them. The gateway
+/// checks them against the tool's schema (listing the upstream's tools first when it never saw
+/// them): a header with another value (plain or Base64), a missing one, one given twice, one for
+/// an absent argument is 400 with -32020, and nothing reaches the upstream (nor is the call
+/// decided); headers that match (plain or Base64, the header name in any case) pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn param_headers_that_contradict_the_body_reach_nothing() {
+    let env = upstream().await;
+    let gw = env.gateway().await;
+    let alice = Client::new(&gw.mcp(), "alice");
+    let eu = r#"{"region": "eu"}"#;
+    /// (what, the arguments, the headers)
+    type Case = (&'static str, &'static str, Vec<(&'static str, &'static str)>);
+    let refused: [Case; 6] = [
+        ("another value", eu, vec![("mcp-param-region", "us")]),
+        ("Base64 of another value", eu, vec![("mcp-param-region", "=?base64?dXM=?=")]),
+        ("no header", eu, vec![]),
+        ("broken Base64", eu, vec![("mcp-param-region", "=?base64?%%%?=")]),
+        ("twice", eu, vec![("mcp-param-region", "eu"), ("mcp-param-region", "eu")]),
+        ("for an absent argument", "{}", vec![("mcp-param-region", "eu")]),
+    ];
+    for (id, (what, args, headers)) in refused.iter().enumerate() {
+        let id = id as i64 + 1;
+        let body = call_body(id, "regional", args, None);
+        let (status, m) = send(alice.raw(body, "tools/call", Some("regional"), headers)).await;
+        assert_eq!(status, 400, "{what}: {m}");
+        assert_eq!(m["error"]["code"], -32020, "{what}: {m}");
+        assert_eq!(m["id"], id, "{what}: {m}");
+        assert!(
+            m["error"]["message"].as_str().unwrap().contains("Mcp-Param-Region"),
+            "{what}: {m}"
+        );
+    }
+    assert!(env.up.ran_of("regional").is_empty(), "{:?}", env.up.ran());
+    // The gateway listed the tools itself to learn the schema (the client never did).
+    assert_eq!(env.up.lists.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let passed: [Case; 4] = [
+        ("plain", eu, vec![("mcp-param-region", "eu")]),
+        ("Base64 of a plain value", eu, vec![("mcp-param-region", "=?base64?ZXU=?=")]),
+        (
+            "Base64",
+            r#"{"region": "Zürich"}"#,
+            vec![("MCP-PARAM-REGION", "=?base64?WsO8cmljaA==?=")],
+        ),
+        ("absent, no header", "{}", vec![]),
+    ];
+    for (id, (what, args, headers)) in passed.iter().enumerate() {
+        let id = id as i64 + 10;
+        let body = call_body(id, "regional", args, None);
+        let (status, m) = send(alice.raw(body, "tools/call", Some("regional"), headers)).await;
+        assert_eq!(status, 200, "{what}: {m}");
+        assert_eq!(text(&m["result"]), "ran regional", "{what}: {m}");
+    }
+    let regions: Vec<Value> =
+        env.up.ran_of("regional").into_iter().map(|c| c["args"]["region"].clone()).collect();
+    assert_eq!(regions, [json!("eu"), json!("eu"), json!("Zürich"), Value::Null]);
+    // A tool whose schema declares no header: whatever `Mcp-Param-*` the client adds is not
+    // looked at (as rmcp's server does).
+    let body = call_body(20, "read", "{}", None);
+    let (status, m) =
+        send(alice.raw(body, "tools/call", Some("read"), &[("mcp-param-region", "x")])).await;
+    assert_eq!(status, 200, "{m}");
+    gw.stop().await;
+}
+
+/// A message the upstream sends on the stream of one sessionless request (a log, here) belongs
+/// to that request: it reaches that request's POST, before the answer (which then comes as an
+/// event stream), and no other client of the identity's relay sees it (another client of the
+/// same identity, with a call in flight at the time, gets its answer alone). A client that takes
+/// only JSON gets the answer alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_for_one_request_reaches_that_request_alone() {
+    let env = upstream().await;
+    let gw = env.gateway().await;
+    let alice = Client::new(&gw.mcp(), "alice");
+    let other = Client::new(&gw.mcp(), "alice");
+    // The other client of the same identity waits on `slow` meanwhile.
+    let waiting = {
+        let other = other.clone();
+        tokio::spawn(async move {
+            let body = call_body(1, "slow", "{}", None);
+            let resp = other.raw(body, "tools/call", Some("slow"), &[]).send().await.unwrap();
+            assert_eq!(resp.status(), 200);
+            http_support::messages(resp).await
+        })
+    };
+    env.up.wait_for("slow", 1).await;
+    let body = call_body(2, "logs", "{}", None);
+    let resp = alice.raw(body, "tools/call", Some("logs"), &[]).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let messages = http_support::messages(resp).await;
+    assert_eq!(messages.len(), 2, "the log, then the answer: {messages:?}");
+    assert_eq!(messages[0]["method"], "notifications/message", "{messages:?}");
+    assert_eq!(messages[0]["params"]["data"], "working on it", "{messages:?}");
+    assert_eq!(messages[0].as_object().unwrap().len(), 3, "nothing of the gateway's: {messages:?}");
+    assert_eq!(messages[1]["id"], 2, "{messages:?}");
+    assert_eq!(text(&messages[1]["result"]), "ran logs");
+    env.up.gate.add_permits(1);
+    let theirs = tokio::time::timeout(http_support::PATIENCE, waiting).await.unwrap().unwrap();
+    assert_eq!(theirs.len(), 1, "the other client sees its answer alone: {theirs:?}");
+    assert_eq!(theirs[0]["id"], 1, "{theirs:?}");
+    assert_eq!(text(&theirs[0]["result"]), "ran slow");
+    // A client of JSON only: the answer alone.
+    let body = call_body(3, "logs", "{}", None);
+    let resp = alice.post_raw(
+        body,
+        "tools/call",
+        Some("logs"),
+        &["accept"],
+        &[("accept", "application/json")],
+    );
+    let (status, m) = send(resp).await;
+    assert_eq!(status, 200);
+    assert_eq!(m["id"], 3, "{m}");
+    assert_eq!(env.up.ran_of("logs").len(), 2);
+    gw.stop().await;
+}
+
+/// A command upstream of 2026-07-28 (a small Python script on stdin/stdout): it lists `regional`
+/// (its `region` declared as `Mcp-Param-Region`) and `read`, and answers every call after a log
+/// message that claims to concern the call (it carries the gateway's own mark); it appends each
+/// call it runs (`NAME ARGS`) to the file its first argument names.
+const STDIO_UPSTREAM: &str = r#"
+import json, sys
+record = sys.argv[1]
+schema = {"type": "object", "properties": {"region": {"type": "string", "x-mcp-header": "Region"}}}
+for line in sys.stdin:
+    msg = json.loads(line)
+    if "id" not in msg or "method" not in msg:
+        continue
+    if msg["method"] == "tools/list":
+        result = {"tools": [{"name": "regional", "inputSchema": schema},
+                            {"name": "read", "inputSchema": {"type": "object"}}]}
+    elif msg["method"] == "tools/call":
+        with open(record, "a") as f:
+            f.write(msg["params"]["name"] + " " + json.dumps(msg["params"].get("arguments")) + "\n")
+        log = {"jsonrpc": "2.0", "method": "notifications/message",
+               "params": {"level": "info", "data": "working on it"},
+               "mcp-policy-gateway/relatedRequest": msg["id"]}
+        print(json.dumps(log), flush=True)
+        result = {"content": [{"type": "text", "text": "ran " + msg["params"]["name"]}]}
+    else:
+        result = {}
+    print(json.dumps({"jsonrpc": "2.0", "id": msg["id"], "result": result}), flush=True)
+"#;
+
+/// With a command upstream, the relay learns a tool's `Mcp-Param-*` declarations from the
+/// listings it relays: before any, the tool's headers are not checked (as rmcp's server does
+/// not check a tool it does not know); after one, a call whose headers contradict its
+/// arguments is 400 with -32020 and reaches nothing. Nothing says which request a message of
+/// the child concerns (a mark it puts on one itself counts for nothing): a log is dropped, the
+/// client gets the answer alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_upstream_checks_the_headers_of_tools_it_listed_and_keeps_its_logs() {
+    let python = http_support::deps_dir().join("venv/bin/python");
+    if !python.exists() {
+        http_support::skip("MCP_POLICY_REQUIRE_PYTHON", "the test venv's python");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let policy = write(dir.path(), "policy.json", POLICY);
+    let script = write(dir.path(), "upstream.py", STDIO_UPSTREAM);
+    let record = dir.path().join("ran.txt");
+    let upstream = [python.into_os_string(), script.into_os_string(), record.clone().into()];
+    let gw = gateway(&policy, &["--trusted-header", "x-user"], &upstream).await;
+    let alice = Client::new(&gw.mcp(), "alice");
+    let ran = || std::fs::read_to_string(&record).unwrap_or_default();
+    let call = |id: i64, headers: &[(&str, &str)]| {
+        let body = call_body(id, "regional", r#"{"region": "eu"}"#, None);
+        send(alice.raw(body, "tools/call", Some("regional"), headers))
+    };
+    // Never listed: not checked.
+    let (status, m) = call(1, &[("mcp-param-region", "us")]).await;
+    assert_eq!(status, 200, "{m}");
+    assert_eq!(text(&m["result"]), "ran regional", "{m}");
+    // The client lists the tools through the identity's relay.
+    let l = alice.request(2, "tools/list", json!({"_meta": meta()})).await;
+    assert_eq!(l["result"]["tools"][0]["name"], "regional", "{l}");
+    let before = ran();
+    for (id, headers) in [(3, vec![("mcp-param-region", "us")]), (4, vec![])] {
+        let (status, m) = call(id, &headers).await;
+        assert_eq!(status, 400, "{headers:?}: {m}");
+        assert_eq!(m["error"]["code"], -32020, "{m}");
+    }
+    assert_eq!(ran(), before, "nothing reached the upstream");
+    // Matching: passes; the child's log (which claims to concern the call) is dropped.
+    let resp = alice
+        .raw(
+            call_body(5, "regional", r#"{"region": "eu"}"#, None),
+            "tools/call",
+            Some("regional"),
+            &[("mcp-param-region", "eu")],
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let messages = http_support::messages(resp).await;
+    assert_eq!(messages.len(), 1, "the answer alone: {messages:?}");
+    assert_eq!(messages[0]["id"], 5, "{messages:?}");
+    assert!(!messages[0].to_string().contains("relatedRequest"), "{messages:?}");
+    assert_eq!(ran().lines().count(), 2, "{}", ran());
     gw.stop().await;
 }

@@ -288,3 +288,49 @@ async fn each_request_is_decided_with_the_claims_of_its_own_token() {
     assert_eq!(upstream.ran().len(), 2, "only the admin's calls ran");
     gw.stop().await;
 }
+
+/// The gateway's approval round outlives the identity's relay: the relay ends (idle timeout)
+/// between the round and its approved retry, and the retry with the token passes all the same,
+/// once; a second use is refused, and so is another identity's use (before and after), nothing
+/// of those reaching the upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_round_outlives_the_identitys_relay() {
+    let upstream = Upstream::start(TOOLS, false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let policy = write(dir.path(), "policy.json", POLICY);
+    let args = ["--upstream", &upstream.url, "--trusted-header", "x-user"];
+    let gw = gateway(&policy, &[&args[..], &["--session-idle-timeout", "1"]].concat(), &[]).await;
+    let alice = Client::new(&gw.mcp(), "alice");
+    let bob = Client::new(&gw.mcp(), "bob");
+    let r = alice.call(1, "create", json!({"n": 1}), None).await;
+    assert_eq!(r["resultType"], "input_required", "{r}");
+    let token = r["requestState"].as_str().unwrap().to_owned();
+    // Every relay ends (alice's, idle for a second): the sessions gauge says 0.
+    let relays_gone = || async {
+        tokio::time::timeout(http_support::PATIENCE, async {
+            loop {
+                let metrics = gw.metrics().await;
+                if metrics.lines().any(|l| l == "mcp_policy_gateway_sessions 0") {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        })
+        .await
+        .expect("the relays never ended");
+    };
+    relays_gone().await;
+    let r = bob.call(2, "create", json!({"n": 1}), Some((&token, approve()))).await;
+    assert_eq!(r["isError"], true, "another identity's round: {r}");
+    assert!(text(&r).contains("matches no pending approval"), "{r}");
+    relays_gone().await;
+    let r = alice.call(3, "create", json!({"n": 1}), Some((&token, approve()))).await;
+    assert_eq!(text(&r), "ran create", "the round outlived the relay: {r}");
+    let r = alice.call(4, "create", json!({"n": 1}), Some((&token, approve()))).await;
+    assert_eq!(r["isError"], true, "a spent round: {r}");
+    assert!(text(&r).contains("matches no pending approval"), "{r}");
+    let r = bob.call(5, "create", json!({"n": 1}), Some((&token, approve()))).await;
+    assert_eq!(r["isError"], true, "another identity, after: {r}");
+    assert_eq!(upstream.ran_of("create").len(), 1, "created once: {:?}", upstream.ran());
+    gw.stop().await;
+}

@@ -21,8 +21,8 @@
 //!   whose `MCP-Protocol-Version` is `2026-07-28` carries one request, whose `_meta` names the
 //!   same revision and whose `Mcp-Method` / `Mcp-Name` headers say what its body says (400
 //!   otherwise). It is decided with the identity of that request, in no session, through the
-//!   relay of that identity (one per principal and call context, with its own upstream; it keeps
-//!   the identity's approval rounds); its answer is JSON. GET and DELETE are 405 for it.
+//!   relay of that identity (one per principal and call context, with its own upstream; the
+//!   identity's approval rounds outlive it); its answer is JSON. GET and DELETE are 405 for it.
 //! - Every request is checked against the [`OriginRule`] (403) and authenticated (401 with
 //!   `WWW-Authenticate: Bearer`); a session is bound to the identity that created it, and a
 //!   request of another identity gets 404 for it.
@@ -58,8 +58,9 @@ use crate::jsonrpc::{self, Kind};
 use crate::metrics::Metrics;
 use crate::origin::OriginRule;
 use crate::relay::{
-    INLINE_PROTOCOL_VERSIONS, METHOD_HEADER, NAME_HEADER, PROTOCOL_VERSIONS, Relay, RelayConfig,
-    RelayEnd, decode_header_value, mcp_name, meta_protocol_version,
+    ApprovalRounds, INLINE_PROTOCOL_VERSIONS, MAX_KEPT_ROUNDS, METHOD_HEADER, NAME_HEADER,
+    PROTOCOL_VERSIONS, ParamSchemas, RELATED_REQUEST, Relay, RelayConfig, RelayEnd,
+    decode_header_value, mcp_name, meta_protocol_version,
 };
 use crate::transport::{CHANNEL_CAPACITY, ClientTx, Inbound, UpstreamLink};
 use crate::upstream;
@@ -72,9 +73,10 @@ pub const PROTOCOL_HEADER: &str = "mcp-protocol-version";
 pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 /// The most server-initiated messages kept for a session with no stream open.
 pub const BACKLOG_MAX: usize = 1000;
-/// How many progress notifications a sessionless POST may have waiting for its client; past
-/// this the upstream's next ones are dropped until the client reads (a client that never reads
-/// cannot make a flood of progress pile up).
+/// How many progress notifications (and other notifications the upstream sent for its request)
+/// a sessionless POST may have waiting for its client; past this the upstream's next ones are
+/// dropped until the client reads (a client that never reads cannot make a flood of progress
+/// pile up).
 pub const INLINE_PROGRESS_MAX: usize = 256;
 /// The one protocol revision with JSON-RPC batches.
 pub const BATCH_VERSION: &str = "2025-03-26";
@@ -106,6 +108,46 @@ impl UpstreamSpec {
             }
         }
     }
+}
+
+/// The upstream of a relay of clients without a session, and what the listener needs of it to
+/// check their `Mcp-Param-*` headers.
+struct InlineUpstream {
+    link: UpstreamLink,
+    handle: UpstreamHandle,
+    params: InlineParams,
+    /// An HTTP upstream: it marks the notifications it receives for one request, which go to
+    /// that request's POST.
+    attributed: bool,
+}
+
+impl UpstreamSpec {
+    /// The upstream of a relay of clients without a session: its tools' `Mcp-Param-*`
+    /// declarations are learned (by the HTTP connection, or by the relay from the listings it
+    /// relays) into one place the listener checks calls against.
+    fn connect_inline(&self) -> Result<InlineUpstream, String> {
+        let schemas = Arc::new(ParamSchemas::default());
+        match self {
+            UpstreamSpec::Command(_) => {
+                let (link, handle) = self.connect()?;
+                let params = InlineParams { schemas, lister: None };
+                Ok(InlineUpstream { link, handle, params, attributed: false })
+            }
+            UpstreamSpec::Url(url) => {
+                let (link, h) = upstream::http::connect_with(url, schemas.clone())?;
+                let params = InlineParams { schemas, lister: Some(h.lister()) };
+                let handle = UpstreamHandle::Http(h);
+                Ok(InlineUpstream { link, handle, params, attributed: true })
+            }
+        }
+    }
+}
+
+/// What the relay of clients without a session knows of its tools' `Mcp-Param-*` headers.
+struct InlineParams {
+    schemas: Arc<ParamSchemas>,
+    /// An HTTP upstream lists its tools before a call of one not listed yet.
+    lister: Option<upstream::http::ToolLister>,
 }
 
 impl UpstreamHandle {
@@ -154,6 +196,9 @@ pub struct Server<S> {
     /// The relays of clients without a session (revisions without `initialize`), one per
     /// identity: by the principal and the call context of the requests they serve.
     inline: Mutex<HashMap<String, Arc<Session>>>,
+    /// The approval rounds of clients without a session, each owned by its identity: they
+    /// outlive the identity's relay (see [`ApprovalRounds`]).
+    rounds: Arc<ApprovalRounds>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -165,6 +210,8 @@ struct Session {
     inline: bool,
     /// The protocol revision negotiated by the session's `initialize`.
     protocol: Arc<std::sync::OnceLock<String>>,
+    /// The relay of clients without a session: its tools' `Mcp-Param-*` declarations.
+    params: Option<InlineParams>,
     inbound: Mutex<Option<mpsc::Sender<Inbound>>>,
     routes: Mutex<Routes>,
     last_active: Mutex<Instant>,
@@ -182,6 +229,10 @@ struct Routes {
     /// POST (stream, sender), the client's own token, and how many of its progress
     /// notifications wait for the client (at most [`INLINE_PROGRESS_MAX`]).
     progress: HashMap<String, (u64, mpsc::UnboundedSender<Value>, Value, Arc<AtomicUsize>)>,
+    /// Relays of clients without a session: the key of a request's id → its POST (stream)
+    /// and how many notifications wait for its client (as for `progress`); a notification
+    /// the upstream sent for the request goes to its POST (the sender of `waiters`).
+    related: HashMap<String, (u64, Arc<AtomicUsize>)>,
     backlog: VecDeque<Value>,
     ended: bool,
 }
@@ -215,17 +266,29 @@ impl Session {
         if self.inline {
             // Several clients share this relay: a message that answers none of their requests
             // is theirs to see only if it says whose it is. A progress notification does (its
-            // token is the gateway's own for one request); nothing else does.
+            // token is the gateway's own for one request); so does any notification an HTTP
+            // upstream sent on the answer stream of one request (the relay says which, in
+            // `RELATED_REQUEST`); nothing else does.
             let mut msg = msg;
+            let related = msg.as_object_mut().and_then(|m| m.remove(RELATED_REQUEST));
             let token = (msg.get("method").and_then(Value::as_str)
                 == Some("notifications/progress"))
             .then(|| msg.pointer("/params/progressToken").map(jsonrpc::id_key))
             .flatten();
-            if let Some((_, tx, theirs, waiting)) = token.and_then(|t| r.progress.get(&t))
+            if let Some((_, tx, theirs, waiting)) = token.and_then(|t| r.progress.get(&t)) {
+                if waiting.load(Ordering::Relaxed) < INLINE_PROGRESS_MAX
+                    && let Some(p) = msg.get_mut("params").and_then(Value::as_object_mut)
+                {
+                    p.insert("progressToken".into(), theirs.clone());
+                    waiting.fetch_add(1, Ordering::Relaxed);
+                    let _ = tx.send(msg);
+                }
+                return;
+            }
+            let Some(key) = related.as_ref().map(jsonrpc::id_key) else { return };
+            if let (Some((_, waiting)), Some((_, tx))) = (r.related.get(&key), r.waiters.get(&key))
                 && waiting.load(Ordering::Relaxed) < INLINE_PROGRESS_MAX
-                && let Some(p) = msg.get_mut("params").and_then(Value::as_object_mut)
             {
-                p.insert("progressToken".into(), theirs.clone());
                 waiting.fetch_add(1, Ordering::Relaxed);
                 let _ = tx.send(msg);
             }
@@ -262,6 +325,7 @@ impl Session {
         r.ended = true;
         r.waiters.clear();
         r.progress.clear();
+        r.related.clear();
         r.posts.clear();
         r.standalone = None;
     }
@@ -280,12 +344,23 @@ impl Session {
     /// A new session (or relay of clients without a session) for `principal`, and the
     /// receiving end of what it sends to its relay.
     fn start(principal: String, inline: bool) -> (Arc<Session>, mpsc::Receiver<Inbound>) {
+        Session::start_with(principal, inline, None)
+    }
+
+    /// [`Session::start`], with the `Mcp-Param-*` declarations of a relay of clients without a
+    /// session.
+    fn start_with(
+        principal: String,
+        inline: bool,
+        params: Option<InlineParams>,
+    ) -> (Arc<Session>, mpsc::Receiver<Inbound>) {
         let (in_tx, in_rx) = mpsc::channel(CHANNEL_CAPACITY);
         let session = Arc::new(Session {
             id: uuid::Uuid::new_v4().simple().to_string(),
             principal,
             inline,
             protocol: Arc::new(std::sync::OnceLock::new()),
+            params,
             inbound: Mutex::new(Some(in_tx)),
             routes: Mutex::new(Routes::default()),
             last_active: Mutex::new(Instant::now()),
@@ -315,6 +390,7 @@ impl Drop for PostGuard {
         let s = self.stream;
         r.waiters.retain(|_, (id, _)| *id != s);
         r.progress.retain(|_, (id, _, _, _)| *id != s);
+        r.related.retain(|_, (id, _)| *id != s);
         r.posts.retain(|(id, _)| *id != s);
         if r.standalone.as_ref().is_some_and(|(id, _)| *id == s) {
             r.standalone = None;
@@ -363,6 +439,7 @@ impl<S: AsyncCounterStore + 'static> Server<S> {
             config,
             sessions: Mutex::new(HashMap::new()),
             inline: Mutex::new(HashMap::new()),
+            rounds: Arc::new(ApprovalRounds::new(MAX_KEPT_ROUNDS)),
             tasks: Mutex::new(Vec::new()),
         })
     }
@@ -445,6 +522,7 @@ impl<S: AsyncCounterStore + 'static> Server<S> {
             session: Some(id.clone()),
             upstream_timeout: self.config.upstream_timeout,
             negotiated: Some(session.protocol.clone()),
+            ..RelayConfig::default()
         };
         let relay = SessionRelay { guard, config: relay_config, in_rx, link, handle };
         self.run_relay(&session, relay, move |me| {
@@ -1104,6 +1182,38 @@ fn check_inline_request(
     Ok(())
 }
 
+/// The `Mcp-Param-*` headers of a client's `tools/call` (SEP-2243) against its arguments, for
+/// the tool's declarations as the relay knows them: an HTTP upstream's tools are listed first
+/// when the tool was never listed. A tool whose declarations stay unknown (a command upstream
+/// that has not listed it; a name the upstream does not list) is not checked, as rmcp's server
+/// does not check a tool it does not know. A mismatch: 400, -32020.
+async fn check_param_headers(
+    params: &InlineParams,
+    headers: &HeaderMap,
+    msg: &Value,
+) -> Result<(), Response> {
+    let Some(tool) = jsonrpc::params(msg).and_then(|p| p.get("name")).and_then(Value::as_str)
+    else {
+        return Ok(());
+    };
+    let mut declared = params.schemas.get(tool);
+    if declared.is_none()
+        && let Some(lister) = &params.lister
+    {
+        lister.learn_tool(msg).await;
+        declared = params.schemas.get(tool);
+    }
+    let Some(declared) = declared else { return Ok(()) };
+    let arguments = jsonrpc::params(msg).and_then(|p| p.get("arguments"));
+    let values =
+        |name: &str| headers.get_all(name).iter().map(|v| v.to_str().ok()).collect::<Vec<_>>();
+    crate::relay::check_param_headers(&declared, arguments, values).map_err(|why| {
+        let id = msg.get("id").cloned().unwrap_or(Value::Null);
+        let body = jsonrpc::error(id, HEADER_MISMATCH, format!("header mismatch: {why}"));
+        (StatusCode::BAD_REQUEST, axum::Json(body)).into_response()
+    })
+}
+
 /// A POST without a session, of a revision without `initialize`: one message, decided with the
 /// identity of the request (its JWT, trusted header or `--grant`), in no session, relayed
 /// through the relay of that identity.
@@ -1159,6 +1269,12 @@ async fn post_inline<S: AsyncCounterStore + 'static>(
         Err(r) => return r,
     };
     session.touch();
+    if method == "tools/call"
+        && let Some(params) = &session.params
+        && let Err(r) = check_param_headers(params, headers, &msg).await
+    {
+        return r;
+    }
     // The relay serves every client of this identity: the request travels under an id of the
     // gateway's own, and its answer goes back with the client's.
     let stream = NEXT_STREAM.fetch_add(1, Ordering::Relaxed);
@@ -1188,6 +1304,7 @@ async fn post_inline<S: AsyncCounterStore + 'static>(
             let ours = jsonrpc::id_key(&Value::String(format!("inline-progress-{stream}")));
             r.progress.insert(ours, (stream, tx.clone(), theirs, waiting.clone()));
         }
+        r.related.insert(key.clone(), (stream, waiting.clone()));
         r.waiters.insert(key, (stream, tx));
     }
     let guard = PostGuard { session: session.clone(), stream };
@@ -1330,8 +1447,9 @@ fn inline_key(identity: &Identity) -> String {
 impl<S: AsyncCounterStore + 'static> Server<S> {
     /// The relay serving requests without a session for `identity`, started with its own
     /// upstream at the identity's first request. It counts against `--max-sessions`, ends
-    /// after the idle timeout like a session, and holds the identity's approval rounds (which
-    /// are thereby bound to the grant, and to the claims of the token that started them).
+    /// after the idle timeout like a session. The identity's approval rounds are kept by the
+    /// listener (they outlive the relay), owned by the identity (its principal, the claims of
+    /// its token and its grant).
     fn inline_relay(self: &Arc<Self>, identity: Identity) -> Result<Arc<Session>, Response> {
         let key = inline_key(&identity);
         let mut inline = lock(&self.inline);
@@ -1366,9 +1484,17 @@ impl<S: AsyncCounterStore + 'static> Server<S> {
                 ),
             ));
         }
-        let (link, handle) = self.connect_upstream()?;
+        let InlineUpstream { link, handle, params, attributed } =
+            self.config.upstream.connect_inline().map_err(|why| {
+                eprintln!("mcp-policy-gateway: {why}");
+                error_response(StatusCode::BAD_GATEWAY, jsonrpc::INTERNAL_ERROR, why)
+            })?;
+        // A command upstream's tools are learned by the relay, from the listings it relays.
+        let relay_schemas = (!attributed).then(|| params.schemas.clone());
+        // The identity's approval rounds outlive this relay: its next one redeems them.
+        let round_owner = format!("{key}\u{0}{}", identity.grant);
         let guard = self.guard_for(identity.grant, identity.context);
-        let (session, in_rx) = Session::start(identity.principal, true);
+        let (session, in_rx) = Session::start_with(identity.principal, true, Some(params));
         let id = session.id.clone();
         if let Some(old) = inline.insert(key.clone(), session.clone()) {
             old.close();
@@ -1381,6 +1507,10 @@ impl<S: AsyncCounterStore + 'static> Server<S> {
             session: None,
             upstream_timeout: self.config.upstream_timeout,
             negotiated: None,
+            param_schemas: relay_schemas,
+            attribute_related: attributed,
+            approval_rounds: Some(self.rounds.clone()),
+            round_owner,
         };
         let relay = SessionRelay { guard, config: relay_config, in_rx, link, handle };
         self.run_relay(&session, relay, move |me| me.remove_inline(&key, &id));
@@ -1409,6 +1539,7 @@ mod tests {
             principal: "p".into(),
             inline: false,
             protocol: Arc::new(std::sync::OnceLock::new()),
+            params: None,
             inbound: Mutex::new(None),
             routes: Mutex::new(Routes::default()),
             last_active: Mutex::new(Instant::now()),

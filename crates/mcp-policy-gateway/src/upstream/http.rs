@@ -10,6 +10,8 @@
 //! without `initialize` (2026-07-28: its `_meta` names it) is sent without a session, with
 //! `MCP-Protocol-Version`, `Mcp-Method` and `Mcp-Name`; a `notifications/cancelled` for such a
 //! request, which the server could not attribute, aborts it instead (its connection is closed).
+//! The notifications the server sends on such a request's answer stream concern that request:
+//! they reach the relay marked with its id ([`RELATED_REQUEST`](crate::relay::RELATED_REQUEST)).
 //!
 //! Requests are POSTed concurrently (a long tool call does not hold up the others);
 //! notifications and responses are POSTed in order, each after the previous one was accepted, so
@@ -35,6 +37,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::jsonrpc::{self, Kind};
+use crate::relay::ParamSchemas;
 use crate::transport::{CHANNEL_CAPACITY, MAX_MESSAGE_BYTES, UpstreamLink};
 use crate::upstream::client::{Client, RequestBuilder, Response};
 
@@ -53,9 +56,31 @@ const GET_RETRIES: u32 = 5;
 #[derive(Debug)]
 pub struct HttpUpstream {
     task: JoinHandle<()>,
+    shared: Arc<Shared>,
+}
+
+/// Lists an HTTP upstream's tools for the listener of clients without a session, so that it
+/// knows the `Mcp-Param-*` headers a call of a tool must carry before it checks them.
+#[derive(Debug, Clone)]
+pub struct ToolLister(Arc<Shared>);
+
+impl ToolLister {
+    /// Before a sessionless `tools/call` of a tool not listed yet: lists the upstream's tools
+    /// (without a session, with the call's `_meta`), as the connection does before sending
+    /// such a call, and at most as often (once per 10 s, 20 pages, 10 s in all).
+    pub async fn learn_tool(&self, call: &Value) {
+        if self.0.sessionless(call) {
+            self.0.learn_tool(call).await;
+        }
+    }
 }
 
 impl HttpUpstream {
+    /// What lists this upstream's tools for the listener (see [`ToolLister`]).
+    pub fn lister(&self) -> ToolLister {
+        ToolLister(self.shared.clone())
+    }
+
     /// Waits for the session to be closed (DELETE sent), at most `timeout`.
     pub async fn finish(self, timeout: Duration) {
         let abort = self.task.abort_handle();
@@ -65,6 +90,7 @@ impl HttpUpstream {
     }
 }
 
+#[derive(Debug)]
 struct Shared {
     client: Client,
     url: Uri,
@@ -77,7 +103,7 @@ struct Shared {
     gone: watch::Sender<bool>,
     /// Each listed tool's `Mcp-Param-*` declarations (SEP-2243), from the `tools/list`
     /// answers that passed through; sent with a call of the tool without a session.
-    params: Mutex<HashMap<String, Arc<crate::relay::ParamDeclarations>>>,
+    params: Arc<ParamSchemas>,
     /// When the gateway last listed the tools itself (at most once per [`RELIST_AFTER`]).
     listed: Mutex<Option<std::time::Instant>>,
     /// Held while the gateway lists the tools itself: the calls that need the listing wait for
@@ -91,6 +117,15 @@ fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Checks `url` and takes the HTTP client; nothing is sent until the relay sends.
 pub fn connect(url: &str) -> Result<(UpstreamLink, HttpUpstream), String> {
+    connect_with(url, Arc::default())
+}
+
+/// [`connect`], recording the `Mcp-Param-*` declarations of the tools the upstream lists in
+/// `params` (which the listener of clients without a session checks their headers against).
+pub fn connect_with(
+    url: &str,
+    params: Arc<ParamSchemas>,
+) -> Result<(UpstreamLink, HttpUpstream), String> {
     let parsed: Uri = url.parse().map_err(|e| format!("invalid upstream URL `{url}`: {e}"))?;
     if parsed.host().is_none_or(str::is_empty) {
         return Err(format!("invalid upstream URL `{url}`: it names no host"));
@@ -116,12 +151,12 @@ pub fn connect(url: &str) -> Result<(UpstreamLink, HttpUpstream), String> {
         protocol: Mutex::new(None),
         down: Mutex::new(Some(down_tx)),
         gone,
-        params: Mutex::new(HashMap::new()),
+        params,
         listed: Mutex::new(None),
         listing: tokio::sync::Mutex::new(()),
     });
-    let task = tokio::spawn(run(shared, up_rx));
-    Ok((UpstreamLink { tx: up_tx, rx: down_rx }, HttpUpstream { task }))
+    let task = tokio::spawn(run(shared.clone(), up_rx));
+    Ok((UpstreamLink { tx: up_tx, rx: down_rx }, HttpUpstream { task, shared }))
 }
 
 async fn run(shared: Arc<Shared>, mut up_rx: mpsc::Receiver<Value>) {
@@ -286,31 +321,6 @@ fn next_event_end(bytes: &[u8], from: usize, scanned: &mut usize) -> Option<(usi
     }
 }
 
-/// The most tools whose `Mcp-Param-*` declarations one upstream session remembers; past this
-/// they are forgotten and learned again (an upstream listing ever new names cannot grow the
-/// gateway's memory with them).
-const LEARNED_TOOLS_MAX: usize = 10_000;
-
-/// Records in `params` the `Mcp-Param-*` declarations of the tools a `tools/list` answer lists,
-/// at most [`LEARNED_TOOLS_MAX`] tools.
-fn learn_params_into(
-    params: &mut HashMap<String, Arc<crate::relay::ParamDeclarations>>,
-    msg: &Value,
-) {
-    let Some(tools) = msg.pointer("/result/tools").and_then(Value::as_array) else { return };
-    for tool in tools {
-        if let (Some(name), Some(schema)) =
-            (tool.get("name").and_then(Value::as_str), tool.get("inputSchema"))
-        {
-            if params.len() >= LEARNED_TOOLS_MAX && !params.contains_key(name) {
-                params.clear();
-            }
-            let declared = crate::relay::param_header_declarations(schema);
-            params.insert(name.to_owned(), Arc::new(declared));
-        }
-    }
-}
-
 /// The key of the request a `notifications/cancelled` names.
 fn cancelled_request(msg: &Value) -> Option<String> {
     match jsonrpc::classify(msg) {
@@ -368,7 +378,7 @@ impl Shared {
         {
             req = req.header(crate::relay::NAME_HEADER, v);
             if method == "tools/call" {
-                let declared = locked(&self.params).get(name).cloned();
+                let declared = self.params.get(name);
                 let arguments = jsonrpc::params(msg).and_then(|p| p.get("arguments"));
                 let declared = declared.as_deref().map_or(&[][..], Vec::as_slice);
                 for (header, value) in crate::relay::param_header_values(declared, arguments) {
@@ -387,7 +397,7 @@ impl Shared {
 
     /// Records the `Mcp-Param-*` declarations of the tools a `tools/list` answer lists.
     fn learn_params(&self, msg: &Value) {
-        learn_params_into(&mut locked(&self.params), msg);
+        self.params.learn_answer(msg);
     }
 
     /// Before a sessionless call of a tool whose schema has not been seen: lists the upstream's
@@ -398,12 +408,12 @@ impl Shared {
     async fn learn_tool(&self, msg: &Value) {
         let Some(params) = jsonrpc::params(msg) else { return };
         let Some(tool) = params.get("name").and_then(Value::as_str) else { return };
-        if locked(&self.params).contains_key(tool) {
+        if self.params.get(tool).is_some() {
             return;
         }
         // A listing under way may teach this tool: wait for it, then look again.
         let _listing = self.listing.lock().await;
-        if locked(&self.params).contains_key(tool) {
+        if self.params.get(tool).is_some() {
             return;
         }
         {
@@ -527,7 +537,10 @@ impl Shared {
             return;
         }
         let init_id = if is_init { id.as_ref() } else { None };
-        let answered = self.read_body(resp, id.as_ref(), init_id).await;
+        // Without a session, what the upstream sends on this request's stream concerns this
+        // request alone: it is marked as such for the relay (several clients share it).
+        let related = if self.sessionless(&msg) { id.as_ref() } else { None };
+        let answered = self.read_body(resp, id.as_ref(), init_id, related).await;
         if !answered {
             self.fail(
                 id.as_ref(),
@@ -538,8 +551,27 @@ impl Shared {
     }
 
     /// Reads a response body (JSON or SSE) and passes its messages on; whether the response to
-    /// `id` was among them.
-    async fn read_body(&self, resp: Response, id: Option<&Value>, init_id: Option<&Value>) -> bool {
+    /// `id` was among them. With `related`, each notification in it is marked as concerning
+    /// that request ([`RELATED_REQUEST`](crate::relay::RELATED_REQUEST)).
+    async fn read_body(
+        &self,
+        resp: Response,
+        id: Option<&Value>,
+        init_id: Option<&Value>,
+        related: Option<&Value>,
+    ) -> bool {
+        let mark = |m: &mut Value| {
+            if let Some(obj) = m.as_object_mut() {
+                // Only the gateway says which request a message concerns.
+                obj.remove(crate::relay::RELATED_REQUEST);
+                if let Some(related) = related
+                    && obj.contains_key("method")
+                    && !obj.contains_key("id")
+                {
+                    obj.insert(crate::relay::RELATED_REQUEST.into(), related.clone());
+                }
+            }
+        };
         let sse = resp
             .headers()
             .get(CONTENT_TYPE)
@@ -571,8 +603,9 @@ impl Shared {
                 }
             };
             let mut answered = false;
-            for m in messages {
+            for mut m in messages {
                 answered |= is_answer(&m);
+                mark(&mut m);
                 self.receive(m, init_id).await;
             }
             return answered;
@@ -609,11 +642,12 @@ impl Shared {
             since_event.store(0, std::sync::atomic::Ordering::Relaxed);
             let Some(data) = event.data.filter(|d| !d.trim().is_empty()) else { continue };
             match serde_json::from_str::<Value>(&data) {
-                Ok(m) => {
+                Ok(mut m) => {
                     if is_answer(&m) && !answered {
                         answered = true;
                         drain_until = Some(tokio::time::Instant::now() + DRAIN_WAIT);
                     }
+                    mark(&mut m);
                     self.receive(m, init_id).await;
                 }
                 Err(e) => eprintln!(
@@ -647,7 +681,7 @@ impl Shared {
                 continue;
             }
             failures = 0;
-            self.read_body(resp, None, None).await;
+            self.read_body(resp, None, None, None).await;
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
@@ -661,7 +695,8 @@ mod tests {
     /// An upstream listing ever new tools cannot grow what the gateway remembers of them.
     #[test]
     fn learned_tools_are_bounded() {
-        let mut params = HashMap::new();
+        use crate::relay::LEARNED_TOOLS_MAX;
+        let params = ParamSchemas::default();
         let schema = serde_json::json!({"properties": {"r": {"x-mcp-header": "R"}}});
         for round in 0..3 {
             let tools: Vec<Value> = (0..LEARNED_TOOLS_MAX / 2 + 7)
@@ -669,11 +704,11 @@ mod tests {
                     |i| serde_json::json!({"name": format!("t{round}-{i}"), "inputSchema": schema}),
                 )
                 .collect();
-            learn_params_into(&mut params, &serde_json::json!({"result": {"tools": tools}}));
+            params.learn_answer(&serde_json::json!({"result": {"tools": tools}}));
             assert!(params.len() <= LEARNED_TOOLS_MAX, "{}", params.len());
         }
         // The latest listing is known.
-        assert_eq!(params[&format!("t2-{}", LEARNED_TOOLS_MAX / 2)].len(), 1);
+        assert_eq!(params.get(&format!("t2-{}", LEARNED_TOOLS_MAX / 2)).unwrap().len(), 1);
     }
 
     /// An event-stream answer is read up to the event that answers, whatever its line ends.

@@ -43,7 +43,9 @@ pub fn sure() -> Value {
 /// (`NAME-state-N`, N the call's rank) and run when called again with one; `forever` answers
 /// `input_required` to every call (a new state each time); `slow` waits for a permit of
 /// `gate` (one per call) first; `progress` sends a progress notification with the request's
-/// token (recorded as `{"tool": "progress", "token"}`) and runs; any other tool runs at once
+/// token (recorded as `{"tool": "progress", "token"}`) and runs; `logs` sends a log message
+/// (`notifications/message`, data `"working on it"`) on the request's stream and runs; any other
+/// tool runs at once
 /// (`ran NAME`). A request for `slow` whose connection closes before its answer carried a
 /// result is recorded as `{"tool": "slow:closed"}`. With `old_only` it speaks only 2025-06-18
 /// (no revision without `initialize`).
@@ -217,6 +219,14 @@ impl ServerHandler for Recorder {
             let done = ContentBlock::text("ran progress".to_owned());
             return Ok(CallToolResult::success(vec![done]).into());
         }
+        if name == "logs" {
+            // A log on the request's own stream, before the answer.
+            self.calls.lock().unwrap().push(json!({"tool": "logs"}));
+            log(&context, "working on it").await;
+            return Ok(
+                CallToolResult::success(vec![ContentBlock::text("ran logs".to_owned())]).into()
+            );
+        }
         let n = {
             let mut calls = self.calls.lock().unwrap();
             calls.push(json!({"tool": name, "args": args, "state": state, "responses": responses}));
@@ -244,15 +254,43 @@ impl ServerHandler for Recorder {
     }
 }
 
+/// Sends the log message `data` (level info) to the client of `context`'s request (logging is
+/// deprecated by SEP-2577, not gone: servers still send it).
+#[allow(deprecated)]
+async fn log(context: &RequestContext<RoleServer>, data: &str) {
+    use rmcp::model::{LoggingLevel, LoggingMessageNotificationParam};
+    let log = LoggingMessageNotificationParam::new(LoggingLevel::Info, json!(data));
+    context.peer.notify_logging_message(log).await.unwrap();
+}
+
 /// A raw client of 2026-07-28: every POST carries `MCP-Protocol-Version`, `Mcp-Method` and
 /// `Mcp-Name`, and its identity headers (`x-user`, or a bearer token); it can send any body
 /// bytes, leave out any of those headers, and append more (a name given twice is sent twice).
+/// Its calls carry the `Mcp-Param-*` headers of the schemas it knows (`params`).
 #[derive(Clone)]
 pub struct Client {
     pub http: reqwest::Client,
     pub url: String,
     /// The identity headers sent with every request.
     pub headers: Vec<(String, String)>,
+    /// The `x-mcp-header` declarations the client knows, as (tool, top-level argument, header
+    /// name): a call of the tool mirrors the argument (a string, number or boolean) in the
+    /// header `Mcp-Param-NAME`, Base64 when it is not plain ASCII. At first the recording
+    /// upstream's (`regional`'s `region`).
+    pub params: Vec<(&'static str, &'static str, &'static str)>,
+}
+
+/// The `Mcp-Param-*` header value of `value` (SEP-2243): as it is when it is visible ASCII
+/// without blanks at its ends, else Base64 between `=?base64?` and `?=`.
+pub fn param_value(value: &str) -> String {
+    let plain = !value.starts_with([' ', '\t'])
+        && !value.ends_with([' ', '\t'])
+        && value.chars().all(|c| (' '..='~').contains(&c));
+    if plain {
+        return value.to_owned();
+    }
+    use base64::Engine;
+    format!("=?base64?{}?=", base64::engine::general_purpose::STANDARD.encode(value))
 }
 
 impl Client {
@@ -262,6 +300,7 @@ impl Client {
             http: reqwest::Client::new(),
             url: url.to_owned(),
             headers: vec![("x-user".into(), user.into())],
+            params: vec![("regional", "region", "Region")],
         }
     }
 
@@ -271,6 +310,7 @@ impl Client {
             http: reqwest::Client::new(),
             url: url.to_owned(),
             headers: vec![("authorization".into(), format!("Bearer {token}"))],
+            params: vec![("regional", "region", "Region")],
         }
     }
 
@@ -341,9 +381,31 @@ impl Client {
         args: impl std::fmt::Display,
         retry: Option<(&str, Value)>,
     ) -> Value {
-        let body = call_body(id, tool, &args.to_string(), retry);
-        answer(self.raw(body, "tools/call", Some(tool), &[]), id, "tools/call").await["result"]
+        let args = args.to_string();
+        let headers = self.param_headers(tool, &args);
+        let extra: Vec<(&str, &str)> =
+            headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let body = call_body(id, tool, &args, retry);
+        answer(self.raw(body, "tools/call", Some(tool), &extra), id, "tools/call").await["result"]
             .clone()
+    }
+
+    /// The `Mcp-Param-*` headers of a call of `tool` with the raw JSON `args`, by the
+    /// declarations the client knows.
+    pub fn param_headers(&self, tool: &str, args: &str) -> Vec<(String, String)> {
+        let args: Value = serde_json::from_str(args).unwrap_or(Value::Null);
+        self.params
+            .iter()
+            .filter(|(t, _, _)| *t == tool)
+            .filter_map(|(_, arg, header)| {
+                let text = match &args[*arg] {
+                    Value::String(s) => s.clone(),
+                    v @ (Value::Number(_) | Value::Bool(_)) => v.to_string(),
+                    _ => return None,
+                };
+                Some((format!("mcp-param-{}", header.to_ascii_lowercase()), param_value(&text)))
+            })
+            .collect()
     }
 }
 
