@@ -695,6 +695,42 @@ async fn a_flood_of_progress_toward_a_client_that_never_reads_is_bounded() {
     gw.stop().await;
 }
 
+/// The same flood toward a client with a session (revision 2025-06-18) that stops reading its
+/// POST's event stream: the stream takes at most `STREAM_BEHIND_MAX` server-initiated messages
+/// its client has not read, the rest wait in the session's bounded backlog (or are dropped), so
+/// the gateway's memory stays bounded. (Were it to queue them all, it would hold 100 MB.)
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_toward_a_session_client_that_stops_reading_is_bounded() {
+    let up = ProgressFlood::start(10_000).await;
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "policy.json", POLICY);
+    let policy = dir.path().join("policy.json");
+    let gw = gateway(&policy, &["--upstream", &up.url, "--trusted-header", "x-user"], &[]).await;
+    let mut alice = session_client(&gw, "alice");
+    alice.initialize().await.unwrap();
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+        "name": "read", "arguments": {}, "_meta": {"progressToken": "mine"}}});
+    let resp = alice.post(&body).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    // The body is never read; the upstream sends all of it (the gateway reads it).
+    tokio::time::timeout(http_support::PATIENCE, async {
+        while !up.done.load(std::sync::atomic::Ordering::SeqCst) {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the upstream could not send its flood");
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let pid = gw.child.id().unwrap();
+    let rss_kb = http_support::proc_status_kib(pid, "VmRSS");
+    eprintln!("the gateway holds {rss_kb} kB after a 100 MB flood toward a session's stream");
+    assert!(rss_kb < 64 * 1024, "the gateway holds {rss_kb} kB");
+    drop(resp);
+    gw.stop().await;
+}
+
 /// An upstream whose schema declares an `x-mcp-header` that is no header name (a space in it)
 /// next to a good one: the call still reaches it, with the good header and without the bad one
 /// (the bad name used to fail the whole request: "cannot reach the upstream"). A value with a

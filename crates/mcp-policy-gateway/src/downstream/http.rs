@@ -73,6 +73,11 @@ pub const PROTOCOL_HEADER: &str = "mcp-protocol-version";
 pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 /// The most server-initiated messages kept for a session with no stream open.
 pub const BACKLOG_MAX: usize = 1000;
+/// The most server-initiated messages an open stream (GET, or a POST answered as SSE) may have
+/// waiting for its client: a stream that falls this far behind (a client that stopped reading
+/// while the upstream goes on sending) takes no more; the next go to another stream of the
+/// session or wait in its backlog, and the stream ends once the client has read what it holds.
+pub const STREAM_BEHIND_MAX: usize = 1000;
 /// How many progress notifications (and other notifications the upstream sent for its request)
 /// a sessionless POST may have waiting for its client; past this the upstream's next ones are
 /// dropped until the client reads (a client that never reads cannot make a flood of progress
@@ -222,9 +227,9 @@ struct Routes {
     /// The key of a client request's id → the POST stream waiting for its response.
     waiters: HashMap<String, (u64, mpsc::UnboundedSender<Value>)>,
     /// The POST streams open as SSE (they can carry server-initiated messages).
-    posts: Vec<(u64, mpsc::UnboundedSender<Value>)>,
+    posts: Vec<Outlet>,
     /// The GET stream.
-    standalone: Option<(u64, mpsc::UnboundedSender<Value>)>,
+    standalone: Option<Outlet>,
     /// Relays of clients without a session: the progress token a request travels with → its
     /// POST (stream, sender), the client's own token, and how many of its progress
     /// notifications wait for the client (at most [`INLINE_PROGRESS_MAX`]).
@@ -235,6 +240,34 @@ struct Routes {
     related: HashMap<String, (u64, Arc<AtomicUsize>)>,
     backlog: VecDeque<Value>,
     ended: bool,
+}
+
+/// A stream that server-initiated messages can be sent on, and how many of them it holds
+/// that its client has not read yet.
+struct Outlet {
+    stream: u64,
+    tx: mpsc::UnboundedSender<Value>,
+    behind: Arc<AtomicUsize>,
+}
+
+impl Outlet {
+    /// Sends `msg` on the stream; gives it back when the stream is closed, or holds
+    /// [`STREAM_BEHIND_MAX`] messages its client has not read.
+    fn offer(&self, msg: Value) -> Result<(), Value> {
+        if self.behind.load(Ordering::Relaxed) >= STREAM_BEHIND_MAX {
+            return Err(msg);
+        }
+        self.tx.send(msg).map_err(|e| e.0)?;
+        self.behind.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// The client has read `msg` from a stream whose server-initiated messages `behind` counts.
+fn taken(behind: &AtomicUsize, msg: &Value) {
+    if msg.get("method").is_some() {
+        let _ = behind.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+    }
 }
 
 static NEXT_STREAM: AtomicU64 = AtomicU64::new(1);
@@ -294,21 +327,23 @@ impl Session {
             }
             return;
         }
+        // To the GET stream, else the latest POST stream; a stream that is closed or too far
+        // behind takes no more (see `STREAM_BEHIND_MAX`).
         let mut msg = msg;
-        if let Some((_, tx)) = &r.standalone {
-            match tx.send(msg) {
+        if let Some(outlet) = &r.standalone {
+            match outlet.offer(msg) {
                 Ok(()) => return,
-                Err(e) => {
-                    msg = e.0;
+                Err(m) => {
+                    msg = m;
                     r.standalone = None;
                 }
             }
         }
-        while let Some((_, tx)) = r.posts.last() {
-            match tx.send(msg) {
+        while let Some(outlet) = r.posts.last() {
+            match outlet.offer(msg) {
                 Ok(()) => return,
-                Err(e) => {
-                    msg = e.0;
+                Err(m) => {
+                    msg = m;
                     r.posts.pop();
                 }
             }
@@ -336,7 +371,7 @@ impl Session {
 
     fn busy(&self) -> bool {
         let r = lock(&self.routes);
-        !r.waiters.is_empty() || r.standalone.as_ref().is_some_and(|(_, tx)| !tx.is_closed())
+        !r.waiters.is_empty() || r.standalone.as_ref().is_some_and(|o| !o.tx.is_closed())
     }
 }
 
@@ -391,8 +426,8 @@ impl Drop for PostGuard {
         r.waiters.retain(|_, (id, _)| *id != s);
         r.progress.retain(|_, (id, _, _, _)| *id != s);
         r.related.retain(|_, (id, _)| *id != s);
-        r.posts.retain(|(id, _)| *id != s);
-        if r.standalone.as_ref().is_some_and(|(id, _)| *id == s) {
+        r.posts.retain(|o| o.stream != s);
+        if r.standalone.as_ref().is_some_and(|o| o.stream == s) {
             r.standalone = None;
         }
     }
@@ -738,6 +773,7 @@ async fn post_mcp<S: AsyncCounterStore + 'static>(
     // The requests of this POST, whose responses it waits for.
     let stream = NEXT_STREAM.fetch_add(1, Ordering::Relaxed);
     let (tx, rx) = mpsc::unbounded_channel::<Value>();
+    let behind = Arc::new(AtomicUsize::new(0));
     let mut keys = HashSet::new();
     let mut immediate = Vec::new();
     let mut forward = Vec::new();
@@ -760,7 +796,7 @@ async fn post_mcp<S: AsyncCounterStore + 'static>(
             forward.push(m);
         }
         if sse && !keys.is_empty() {
-            r.posts.push((stream, tx.clone()));
+            r.posts.push(Outlet { stream, tx: tx.clone(), behind: behind.clone() });
         }
     }
     let guard = PostGuard { session: session.clone(), stream };
@@ -787,7 +823,7 @@ async fn post_mcp<S: AsyncCounterStore + 'static>(
     } else if sse {
         // The answer alone as JSON only for a client that accepts it.
         let batch = batch || !accepts(&headers, "application/json");
-        sse_answer(rx, keys, batch, guard).await
+        sse_answer(rx, behind, keys, batch, guard).await
     } else {
         json_answer(rx, keys, batch, guard).await
     };
@@ -806,12 +842,13 @@ async fn post_mcp<S: AsyncCounterStore + 'static>(
 /// answered on a stream (`batch` is true for both).
 async fn sse_answer(
     mut rx: mpsc::UnboundedReceiver<Value>,
+    behind: Arc<AtomicUsize>,
     mut keys: HashSet<String>,
     batch: bool,
     guard: PostGuard,
 ) -> Response {
     let stream = |first: Option<Value>, rx, keys, guard| {
-        Sse::new(post_stream(first, rx, keys, guard))
+        Sse::new(post_stream(first, rx, behind, keys, guard))
             .keep_alive(KeepAlive::default())
             .into_response()
     };
@@ -862,28 +899,33 @@ fn json_body(msg: &Value) -> Response {
 fn post_stream(
     first: Option<Value>,
     rx: mpsc::UnboundedReceiver<Value>,
+    behind: Arc<AtomicUsize>,
     keys: HashSet<String>,
     guard: PostGuard,
 ) -> impl Stream<Item = Result<Event, std::convert::Infallible>> {
     futures_util::stream::unfold(
         (first, rx, keys, guard),
-        |(first, mut rx, mut keys, guard)| async move {
-            let msg = match first {
-                Some(m) => m,
-                None => {
-                    if keys.is_empty() {
-                        return None;
+        move |(first, mut rx, mut keys, guard)| {
+            let behind = behind.clone();
+            async move {
+                let msg = match first {
+                    Some(m) => m,
+                    None => {
+                        if keys.is_empty() {
+                            return None;
+                        }
+                        rx.recv().await?
                     }
-                    rx.recv().await?
+                };
+                taken(&behind, &msg);
+                if msg.get("method").is_none()
+                    && let Some(id) = msg.get("id")
+                {
+                    keys.remove(&jsonrpc::id_key(id));
                 }
-            };
-            if msg.get("method").is_none()
-                && let Some(id) = msg.get("id")
-            {
-                keys.remove(&jsonrpc::id_key(id));
+                let event = Event::default().event("message").data(msg.to_string());
+                Some((Ok(event), (None, rx, keys, guard)))
             }
-            let event = Event::default().event("message").data(msg.to_string());
-            Some((Ok(event), (None, rx, keys, guard)))
         },
     )
 }
@@ -947,6 +989,7 @@ async fn get_mcp<S: AsyncCounterStore + 'static>(
     session.touch();
     let stream = NEXT_STREAM.fetch_add(1, Ordering::Relaxed);
     let (tx, rx) = mpsc::unbounded_channel::<Value>();
+    let behind = Arc::new(AtomicUsize::new(0));
     {
         let mut r = lock(&session.routes);
         if r.ended {
@@ -956,23 +999,28 @@ async fn get_mcp<S: AsyncCounterStore + 'static>(
                 "session not found: it has ended".into(),
             );
         }
-        if r.standalone.as_ref().is_some_and(|(_, t)| !t.is_closed()) {
+        if r.standalone.as_ref().is_some_and(|o| !o.tx.is_closed()) {
             return error_response(
                 StatusCode::CONFLICT,
                 jsonrpc::INVALID_REQUEST,
                 "conflict: this session already has its event stream open".into(),
             );
         }
+        behind.store(r.backlog.len(), Ordering::Relaxed);
         for m in r.backlog.drain(..) {
             let _ = tx.send(m);
         }
-        r.standalone = Some((stream, tx));
+        r.standalone = Some(Outlet { stream, tx, behind: behind.clone() });
     }
     let guard = PostGuard { session, stream };
-    let events = futures_util::stream::unfold((rx, guard), |(mut rx, guard)| async move {
-        let msg = rx.recv().await?;
-        let event = Event::default().event("message").data(msg.to_string());
-        Some((Ok::<_, std::convert::Infallible>(event), (rx, guard)))
+    let events = futures_util::stream::unfold((rx, guard), move |(mut rx, guard)| {
+        let behind = behind.clone();
+        async move {
+            let msg = rx.recv().await?;
+            taken(&behind, &msg);
+            let event = Event::default().event("message").data(msg.to_string());
+            Some((Ok::<_, std::convert::Infallible>(event), (rx, guard)))
+        }
     });
     Sse::new(events).keep_alive(KeepAlive::default()).into_response()
 }
@@ -1554,7 +1602,7 @@ mod tests {
         drop(tx);
         let keys = ids.iter().map(|i| jsonrpc::id_key(&json!(i))).collect();
         let guard = PostGuard { session: session(), stream: 1 };
-        let resp = sse_answer(rx, keys, batch, guard).await;
+        let resp = sse_answer(rx, Arc::default(), keys, batch, guard).await;
         let ct = resp.headers()[header::CONTENT_TYPE].to_str().unwrap().to_owned();
         let body = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
         (ct, String::from_utf8(body.to_vec()).unwrap())
