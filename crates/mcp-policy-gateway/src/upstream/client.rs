@@ -18,7 +18,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 use http_body_util::{BodyDataStream, BodyExt, Full};
 use hyper_util::client::legacy::Client as Pooled;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
 /// How long the gateway waits for the upstream to accept a connection.
@@ -96,6 +96,7 @@ impl Client {
         CLIENT
             .get_or_init(|| Client {
                 pooled: Pooled::builder(TokioExecutor::new())
+                    .pool_timer(TokioTimer::new())
                     .pool_idle_timeout(IDLE_TIMEOUT)
                     .pool_max_idle_per_host(IDLE_MAX)
                     .build(Connector),
@@ -189,5 +190,50 @@ impl Response {
         }
         bytes.truncate(limit);
         String::from_utf8_lossy(&bytes).into_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A server on `listener` that answers one request with `200 ok`.
+    async fn answer_once(listener: tokio::net::TcpListener) {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let _ = socket.read(&mut buf).await.unwrap();
+        socket.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_request_reaches_an_ipv4_and_an_ipv6_address() {
+        for host in ["127.0.0.1", "[::1]"] {
+            let Ok(listener) = tokio::net::TcpListener::bind(format!("{host}:0")).await else {
+                eprintln!("SKIPPED: no {host} on this machine");
+                continue;
+            };
+            let port = listener.local_addr().unwrap().port();
+            let server = tokio::spawn(answer_once(listener));
+            let uri: Uri = format!("http://{host}:{port}/mcp").parse().unwrap();
+            let resp = Client::shared().request(Method::POST, &uri).body(b"{}".to_vec());
+            let resp = resp.send().await.unwrap();
+            assert_eq!(resp.status(), StatusCode::OK);
+            assert_eq!(resp.text(100).await, "ok");
+            server.await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_upstream_says_why() {
+        // A port nobody listens on: bound, then closed.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let uri: Uri = format!("http://127.0.0.1:{port}/mcp").parse().unwrap();
+        let Err(e) = Client::shared().request(Method::GET, &uri).send().await else {
+            panic!("a closed port answered");
+        };
+        // hyper's own text alone ("client error (Connect)") does not say it.
+        assert!(e.to_string().to_lowercase().contains("refused"), "{e}");
     }
 }
