@@ -1,7 +1,8 @@
 //! The HTTP listener in front of a command (a child process per session):
 //! - `--threads`: the listener runs on that many worker threads, or with one on the process's
 //!   own thread (no worker thread at all), and serves sessions either way;
-//! - an ended session leaves no descriptor open in the gateway (its upstream's pipes close).
+//! - an ended session leaves no descriptor open in the gateway (its upstream's pipes close);
+//! - with the spin (`--spin`), an idle gateway still sleeps.
 //!
 //! The upstream is the trivial server of tests/trivial (this executable started with
 //! `trivial-upstream`), so these tests never skip.
@@ -83,6 +84,39 @@ async fn ended_sessions_leave_no_descriptor_open() {
     gw.stop().await;
 }
 
+/// CPU time (user + system) the process `pid` has used so far, in clock ticks (1/100 s).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
+    fields[11..13].iter().map(|t| t.parse::<u64>().unwrap()).sum()
+}
+
+/// The spin before the thread sleeps (`--spin`, here its largest budget, 10 ms) polls the
+/// client's and the upstream's sockets, and the thread then sleeps: a gateway with sessions
+/// open but no call coming uses next to no CPU. (A spin that did not let the thread sleep, or
+/// that a watched connection kept from ending, would use a whole core: 300 ticks in 3 s.)
+async fn an_idle_gateway_with_the_spin_sleeps() {
+    let dir = tempfile::tempdir().unwrap();
+    let extra = ["--policy-poll", "0", "--threads", "1", "--spin", "10000"];
+    let gw = gateway(&policy(dir.path()), &extra, &trivial_upstream()).await;
+    let pid = gw.child.id().unwrap();
+    let mut clients = Vec::new();
+    for i in 0..4 {
+        let mut c = gw.client();
+        c.initialize().await.unwrap();
+        assert_eq!(text(&c.call(i, "echo", json!({})).await), "ran");
+        clients.push(c);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let before = cpu_ticks(pid);
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let used = cpu_ticks(pid) - before;
+    assert!(used < 50, "an idle gateway used {used} ticks of CPU in 3 s");
+    // And it still serves.
+    assert_eq!(text(&clients[0].call(99, "echo", json!({})).await), "ran");
+    gw.stop().await;
+}
+
 /// Starts the gateway with `--threads N` (none: the default), serves `sessions` sessions of
 /// two calls each, one allowed and one refused; the number of tokio worker threads it runs.
 async fn serve(threads: Option<&str>, sessions: usize) -> usize {
@@ -148,6 +182,8 @@ fn main() {
         println!("test the_default_is_half_the_cores ... ok");
         ended_sessions_leave_no_descriptor_open().await;
         println!("test ended_sessions_leave_no_descriptor_open ... ok");
+        an_idle_gateway_with_the_spin_sleeps().await;
+        println!("test an_idle_gateway_with_the_spin_sleeps ... ok");
     });
-    println!("\ntest result: ok. 4 passed; 0 failed");
+    println!("\ntest result: ok. 5 passed; 0 failed");
 }
