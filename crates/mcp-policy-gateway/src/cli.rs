@@ -33,6 +33,13 @@ pub struct Cli {
     #[arg(long, value_name = "PATH|-")]
     pub decision_log: Option<String>,
 
+    /// The most bytes of decision-log lines waiting for a slow sink (at least 65536). The log is
+    /// written by a thread of its own, so that a sink that stalls never holds up a call; past
+    /// this, lines are dropped and counted (stderr and /metrics say so).
+    #[arg(long, value_name = "BYTES", default_value_t = crate::decision_log::DEFAULT_QUEUE_BYTES,
+        value_parser = parse_queue_bytes, requires = "decision_log")]
+    pub decision_log_queue: usize,
+
     /// How often the policy file is looked at for changes, in seconds; 0 turns polling off
     /// (SIGHUP still reloads).
     #[arg(long, value_name = "SECS", default_value = "0.5", value_parser = parse_poll)]
@@ -137,6 +144,14 @@ fn parse_seconds(s: &str) -> Result<std::time::Duration, String> {
         .ok()
         .filter(|d| !d.is_zero())
         .ok_or_else(|| format!("`{s}` is not a positive number of seconds"))
+}
+
+fn parse_queue_bytes(s: &str) -> Result<usize, String> {
+    let min = crate::decision_log::MIN_QUEUE_BYTES;
+    s.parse::<usize>()
+        .ok()
+        .filter(|&n| n >= min)
+        .ok_or_else(|| format!("`{s}` is not a number of bytes of at least {min}"))
 }
 
 fn parse_poll(s: &str) -> Result<std::time::Duration, String> {
