@@ -258,6 +258,8 @@ async fn nothing_is_lost_at_sigterm_over_http() {
 }
 
 type TestFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
+/// A test: its name, and its body.
+type Test = (&'static str, fn() -> TestFuture);
 
 fn main() {
     if std::env::args().nth(1).as_deref() == Some("trivial-upstream") {
@@ -266,7 +268,7 @@ fn main() {
     }
     let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    let tests: [(&str, fn() -> TestFuture); 4] = [
+    let tests: [Test; 4] = [
         ("a_stalled_log_holds_up_no_call_over_http", || {
             Box::pin(a_stalled_log_holds_up_no_call_over_http())
         }),
