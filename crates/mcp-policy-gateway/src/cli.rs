@@ -198,6 +198,26 @@ mod tests {
     }
 
     #[test]
+    fn the_decision_log_queue_has_a_default_a_minimum_and_needs_a_log() {
+        let parse = |extra: &[&str]| {
+            let mut args = vec!["mcp-policy-gateway", "--policy", "p.json"];
+            args.extend_from_slice(extra);
+            args.extend(["--", "server"]);
+            Cli::try_parse_from(args)
+        };
+        let cli = parse(&["--decision-log", "-"]).unwrap();
+        assert_eq!(cli.decision_log_queue, crate::decision_log::DEFAULT_QUEUE_BYTES);
+        let cli = parse(&["--decision-log", "-", "--decision-log-queue", "65536"]).unwrap();
+        assert_eq!(cli.decision_log_queue, 65536);
+        let e = parse(&["--decision-log", "-", "--decision-log-queue", "65535"]).unwrap_err();
+        assert!(
+            e.to_string().contains("`65535` is not a number of bytes of at least 65536"),
+            "{e}"
+        );
+        assert!(parse(&["--decision-log-queue", "65536"]).is_err());
+    }
+
+    #[test]
     fn requires_a_command() {
         assert!(Cli::try_parse_from(["mcp-policy-gateway", "--policy", "p.json"]).is_err());
     }
