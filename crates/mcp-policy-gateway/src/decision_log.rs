@@ -403,6 +403,9 @@ impl Shared {
 /// and a burst is written in few system calls; ends when the log is closed and the queue empty.
 fn write_lines(shared: &Arc<Shared>, mut sink: Box<dyn Write + Send>) {
     let mut batch = Vec::new();
+    // A write error left a part of a line in the sink: the next lines start on a line of their
+    // own.
+    let mut torn = false;
     loop {
         let lines = {
             let mut st = shared.lock();
@@ -424,10 +427,14 @@ fn write_lines(shared: &Arc<Shared>, mut sink: Box<dyn Write + Send>) {
             st.in_flight_lines = std::mem::take(&mut st.queued_lines);
             st.in_flight_lines
         };
+        if torn && write_batch(&mut sink, b"\n").is_ok() {
+            torn = false;
+        }
         if let Err((written, e)) = write_batch(&mut sink, &batch) {
             // Lines the sink took whole are written; the others (a part of one included) lost.
-            let whole =
-                batch.get(..written).map_or(0, |w| w.iter().filter(|&&b| b == b'\n').count());
+            let taken = batch.get(..written).unwrap_or_default();
+            torn |= taken.last().is_some_and(|&b| b != b'\n');
+            let whole = taken.iter().filter(|&&b| b == b'\n').count();
             let lost = lines.saturating_sub(u64::try_from(whole).unwrap_or(u64::MAX));
             if lost > 0 {
                 shared.lost(shared.lock(), lost, Loss::WriteError(e));
@@ -449,6 +456,7 @@ fn write_batch(sink: &mut dyn Write, batch: &[u8]) -> Result<(), (usize, io::Err
     }
     sink.flush().map_err(|e| (written, e))
 }
+
 /// The JSON line of a record (with its final newline).
 pub fn render(record: &Record, outcome: Outcome, upstream_ms: Option<f64>) -> String {
     let mut m = Map::new();
@@ -669,6 +677,56 @@ mod tests {
         assert!(log.finish_within(Duration::from_secs(60)));
         assert_eq!(log.dropped(), 8);
         assert_eq!(out.0.lock().unwrap().len(), 2 * line + line / 2);
+    }
+
+    /// A sink that takes `left` bytes, fails once, then takes everything.
+    struct Flaky {
+        left: Option<usize>,
+        out: Memory,
+    }
+
+    impl Write for Flaky {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            match self.left {
+                Some(0) => {
+                    self.left = None;
+                    Err(io::Error::new(io::ErrorKind::StorageFull, "no space left on device"))
+                }
+                Some(left) => {
+                    let n = buf.len().min(left);
+                    self.left = Some(left - n);
+                    self.out.write(&buf[..n])
+                }
+                None => self.out.write(buf),
+            }
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn after_a_write_error_lines_start_on_a_line_of_their_own() {
+        let line = render(&record("t"), Outcome::NotDispatched, None).len();
+        let out = Memory::default();
+        let sink = Flaky { left: Some(line + line / 2), out: out.clone() };
+        let log =
+            DecisionLog::to_writer(Box::new(sink), MIN_QUEUE_BYTES, Counter::default()).unwrap();
+        for _ in 0..10 {
+            log.write(&record("t"), Outcome::NotDispatched, None);
+        }
+        assert!(eventually(|| log.dropped() > 0));
+        for _ in 0..5 {
+            log.write(&record("after"), Outcome::NotDispatched, None);
+        }
+        assert!(log.finish_within(Duration::from_secs(60)));
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let (whole, torn): (Vec<&str>, Vec<&str>) =
+            text.lines().partition(|l| serde_json::from_str::<Value>(l).is_ok());
+        // One torn line, alone on its line; every other line whole, written or counted.
+        assert_eq!(torn.len(), 1, "{text}");
+        assert_eq!(u64::try_from(whole.len()).unwrap() + log.dropped(), 15, "{text}");
+        assert!(whole.iter().filter(|l| l.contains("\"after\"")).count() == 5, "{text}");
     }
 
     #[test]
