@@ -95,6 +95,8 @@ struct State {
     /// A warning is being written to stderr (by its own thread: stderr may be the stalled sink).
     warning: bool,
     last_warning: Option<Instant>,
+    /// Warnings given so far.
+    warnings: u64,
     /// The dropped count the last warning gave.
     reported: u64,
 }
@@ -376,6 +378,7 @@ impl Shared {
         }
         st.warning = true;
         st.last_warning = Some(Instant::now());
+        st.warnings += 1;
         st.reported = total;
         drop(st);
         let cause = match why {
@@ -675,6 +678,8 @@ mod tests {
         let dropped = log.dropped();
         assert_eq!(dropped, counter.get());
         assert!(dropped >= u64::try_from(calls - kept).unwrap(), "{dropped} of {calls}");
+        // One warning on stderr, however many lines were dropped (one per 10 s at most).
+        assert_eq!(log.sink.as_ref().unwrap().shared.lock().warnings, 1);
         // The sink stays stalled: finish gives up after its bound and counts what it held.
         assert!(!log.finish_within(Duration::from_millis(100)));
         assert_eq!(log.dropped(), u64::try_from(calls).unwrap());
