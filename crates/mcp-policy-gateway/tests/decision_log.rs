@@ -2,7 +2,8 @@
 //! - a log on a FIFO nobody reads (its pipe fills, as with a stopped pager or a hung network
 //!   file system): 2,000 calls over HTTP and over stdio all get their answers; the lines that
 //!   did not fit are dropped, counted on /metrics (`decision_log_dropped_total`) and said on
-//!   stderr; the gateway still exits (the last lines are given up after 2 s);
+//!   stderr; the gateway still exits (the last lines are given up after 2 s); the same with
+//!   `--decision-log -` and a stderr nobody reads;
 //! - a client that makes N calls and leaves (stdin closed, or SIGTERM to the listener): the log
 //!   holds exactly N decision lines, although its sink took none of them before the exit began.
 //!
@@ -181,6 +182,26 @@ async fn a_stalled_log_holds_up_no_call_over_stdio() {
     assert!(said(&stderr, "line(s) in all (the sink did not take").await);
 }
 
+/// `--decision-log -` with the gateway's stderr a pipe nobody reads (a stopped pager): the calls
+/// go on, and the gateway still exits when the client leaves.
+async fn a_stalled_stderr_log_holds_up_no_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--decision-log", "-", "--decision-log-queue", "65536"];
+    let mut cmd = support::gateway_command(&policy(dir.path()), &args, &trivial_upstream());
+    // Piped, and never read: the pipe fills.
+    cmd.stderr(std::process::Stdio::piped());
+    let mut g = support::Raw::spawn(cmd);
+    g.initialize("2025-06-18", json!({})).await;
+    for i in 0..CALLS {
+        let id = i64::try_from(i).unwrap() + 1;
+        let r = g.call(id, "other", json!({})).await;
+        assert_eq!(r["result"]["isError"], true, "{r}");
+    }
+    g.close_stdin();
+    let status = g.wait_exit().await;
+    assert!(status.success(), "{status}");
+}
+
 /// The read end of a FIFO at `dir/decisions.fifo`, opened without blocking (the gateway's
 /// open then succeeds at once); read only when the test says.
 fn fifo_read_end(dir: &Path) -> (PathBuf, std::fs::File) {
@@ -268,12 +289,15 @@ fn main() {
     }
     let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    let tests: [Test; 4] = [
+    let tests: [Test; 5] = [
         ("a_stalled_log_holds_up_no_call_over_http", || {
             Box::pin(a_stalled_log_holds_up_no_call_over_http())
         }),
         ("a_stalled_log_holds_up_no_call_over_stdio", || {
             Box::pin(a_stalled_log_holds_up_no_call_over_stdio())
+        }),
+        ("a_stalled_stderr_log_holds_up_no_call", || {
+            Box::pin(a_stalled_stderr_log_holds_up_no_call())
         }),
         ("nothing_is_lost_at_exit_over_stdio", || Box::pin(nothing_is_lost_at_exit_over_stdio())),
         ("nothing_is_lost_at_sigterm_over_http", || {
