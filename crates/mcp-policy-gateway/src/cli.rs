@@ -33,6 +33,13 @@ pub struct Cli {
     #[arg(long, value_name = "PATH|-")]
     pub decision_log: Option<String>,
 
+    /// The most bytes of decision-log lines waiting for a slow sink (at least 65536). The log is
+    /// written by a thread of its own, so that a sink that stalls never holds up a call; past
+    /// this, lines are dropped and counted (stderr and /metrics say so).
+    #[arg(long, value_name = "BYTES", default_value_t = crate::decision_log::DEFAULT_QUEUE_BYTES,
+        value_parser = parse_queue_bytes, requires = "decision_log")]
+    pub decision_log_queue: usize,
+
     /// How often the policy file is looked at for changes, in seconds; 0 turns polling off
     /// (SIGHUP still reloads).
     #[arg(long, value_name = "SECS", default_value = "0.5", value_parser = parse_poll)]
@@ -141,6 +148,14 @@ fn parse_seconds(s: &str) -> Result<std::time::Duration, String> {
         .ok_or_else(|| format!("`{s}` is not a positive number of seconds"))
 }
 
+fn parse_queue_bytes(s: &str) -> Result<usize, String> {
+    let min = crate::decision_log::MIN_QUEUE_BYTES;
+    s.parse::<usize>()
+        .ok()
+        .filter(|&n| n >= min)
+        .ok_or_else(|| format!("`{s}` is not a number of bytes of at least {min}"))
+}
+
 fn parse_poll(s: &str) -> Result<std::time::Duration, String> {
     let secs: f64 = s.parse().map_err(|_| format!("`{s}` is not a number of seconds"))?;
     std::time::Duration::try_from_secs_f64(secs)
@@ -182,6 +197,26 @@ mod tests {
         assert_eq!(cli.mode, ModeArg::Monitor);
         assert_eq!(cli.decision_log.as_deref(), Some("-"));
         assert_eq!(cli.command, vec![OsString::from("server"), OsString::from("--flag")]);
+    }
+
+    #[test]
+    fn the_decision_log_queue_has_a_default_a_minimum_and_needs_a_log() {
+        let parse = |extra: &[&str]| {
+            let mut args = vec!["mcp-policy-gateway", "--policy", "p.json"];
+            args.extend_from_slice(extra);
+            args.extend(["--", "server"]);
+            Cli::try_parse_from(args)
+        };
+        let cli = parse(&["--decision-log", "-"]).unwrap();
+        assert_eq!(cli.decision_log_queue, crate::decision_log::DEFAULT_QUEUE_BYTES);
+        let cli = parse(&["--decision-log", "-", "--decision-log-queue", "65536"]).unwrap();
+        assert_eq!(cli.decision_log_queue, 65536);
+        let e = parse(&["--decision-log", "-", "--decision-log-queue", "65535"]).unwrap_err();
+        assert!(
+            e.to_string().contains("`65535` is not a number of bytes of at least 65536"),
+            "{e}"
+        );
+        assert!(parse(&["--decision-log-queue", "65536"]).is_err());
     }
 
     #[test]

@@ -75,13 +75,16 @@ async fn serve<S: AsyncCounterStore + 'static>(
     metrics: Arc<Metrics>,
 ) -> i32 {
     let log = match &cli.decision_log {
-        Some(target) => match DecisionLog::open(target) {
-            Ok(l) => l,
-            Err(e) => {
-                eprintln!("mcp-policy-gateway: cannot open the decision log `{target}`: {e}");
-                return EXIT_CONFIG;
+        Some(target) => {
+            match DecisionLog::open(target, cli.decision_log_queue, metrics.decision_log_dropped())
+            {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("mcp-policy-gateway: cannot open the decision log `{target}`: {e}");
+                    return EXIT_CONFIG;
+                }
             }
-        },
+        }
         None => DecisionLog::disabled(),
     };
     let log = Arc::new(log.with_observer(metrics.observer()));
@@ -104,10 +107,12 @@ async fn serve<S: AsyncCounterStore + 'static>(
         None => UpstreamSpec::Command(cli.command.clone()),
     };
     let code = match cli.listen {
-        Some(addr) => listen(&cli, addr, evaluator, mode, log, upstream, metrics).await,
-        None => stdio_client(&cli, evaluator, mode, log, upstream).await,
+        Some(addr) => listen(&cli, addr, evaluator, mode, log.clone(), upstream, metrics).await,
+        None => stdio_client(&cli, evaluator, mode, log.clone(), upstream).await,
     };
     reloader.abort();
+    // The decision log's last lines reach its sink before the process exits (at most 2 s).
+    log.finish();
     code
 }
 

@@ -77,7 +77,8 @@ pub async fn run(cli: Cli) -> i32 {
     }
     let Some((text, policy)) = reload::initial_policy(&cli.policy) else { return EXIT_CONFIG };
     let log = match &cli.decision_log {
-        Some(target) => match DecisionLog::open(target) {
+        Some(target) => match DecisionLog::open(target, cli.decision_log_queue, Default::default())
+        {
             Ok(l) => l,
             Err(e) => {
                 eprintln!("mcp-policy-gateway: cannot open the decision log `{target}`: {e}");
@@ -113,7 +114,8 @@ pub async fn run(cli: Cli) -> i32 {
         upstream_timeout: cli.upstream_timeout,
         ..RelayConfig::default()
     };
-    let relay = Relay::run(guard, Arc::new(log), config, client, upstream);
+    let log = Arc::new(log);
+    let relay = Relay::run(guard, log.clone(), config, client, upstream);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     let end = tokio::select! {
         end = relay => Some(end),
@@ -135,6 +137,8 @@ pub async fn run(cli: Cli) -> i32 {
     };
     // What is left for the client (errors for its pending requests) is written before exiting.
     let _ = tokio::time::timeout(Duration::from_secs(2), written).await;
+    // The decision log's last lines reach its sink before the process exits (at most 2 s).
+    log.finish();
     match status {
         Some(s) => upstream::stdio::exit_code(s),
         None => 1,

@@ -44,6 +44,7 @@ fn main() {
         }
     };
     let code = runtime.block_on(mcp_policy_gateway::run(cli));
-    // Exit at once: a read of stdin still pending must not hold the process.
+    // Exit at once: a read of stdin still pending must not hold the process. (`run` has
+    // written the decision log's last lines, or given up on a stalled sink after 2 s.)
     std::process::exit(code);
 }

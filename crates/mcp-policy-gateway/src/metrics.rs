@@ -7,11 +7,14 @@
 //! | `mcp_policy_gateway_reloads_total` | counter | `outcome` (`reloaded`, `refused`) |
 //! | `mcp_policy_gateway_store_errors_total` | counter | |
 //! | `mcp_policy_gateway_sessions` | gauge | |
+//! | `mcp_policy_gateway_decision_log_dropped_total` | counter | |
 //!
 //! A decision is counted when it is written to the decision log (an allowed call once the
 //! upstream answered). The `tool` label takes at most [`MAX_TOOLS`] distinct names; calls of
 //! further names (a client probing tool names) are counted under `tool="_other"`, so that a client
-//! cannot grow the metrics without bound.
+//! cannot grow the metrics without bound. A decision is counted even when its decision-log line
+//! is dropped (the log's queue toward a stalled sink was full, or the sink failed); such lines
+//! are counted in `mcp_policy_gateway_decision_log_dropped_total`.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -49,6 +52,7 @@ pub struct Metrics {
     reloads: Family<ReloadLabels, Counter>,
     store_errors: Counter,
     sessions: Gauge,
+    decision_log_dropped: Counter,
     tools: Mutex<HashSet<String>>,
 }
 
@@ -95,6 +99,13 @@ impl Metrics {
         );
         let sessions = Gauge::default();
         registry.register("sessions", "MCP sessions open on the HTTP listener", sessions.clone());
+        let decision_log_dropped = Counter::default();
+        registry.register(
+            "decision_log_dropped",
+            "Decision-log lines dropped: the queue toward a slow or stalled sink was full, or the \
+             sink failed (the decisions are still counted in decisions_total)",
+            decision_log_dropped.clone(),
+        );
         Metrics {
             registry,
             decisions,
@@ -102,6 +113,7 @@ impl Metrics {
             reloads,
             store_errors,
             sessions,
+            decision_log_dropped,
             tools: Mutex::new(HashSet::new()),
         }
     }
@@ -137,6 +149,13 @@ impl Metrics {
     pub fn observer(self: &Arc<Self>) -> Observer {
         let me = self.clone();
         Arc::new(move |r: &Record, o: Outcome, ms: Option<f64>| me.observe(r, o, ms))
+    }
+
+    /// The counter of dropped decision-log lines, for [`DecisionLog::open`] to count in.
+    ///
+    /// [`DecisionLog::open`]: crate::decision_log::DecisionLog::open
+    pub fn decision_log_dropped(&self) -> Counter {
+        self.decision_log_dropped.clone()
     }
 
     /// Counts a reload attempt.
@@ -234,6 +253,7 @@ mod tests {
         m.reload(true);
         m.reload(false);
         m.store_error();
+        m.decision_log_dropped().inc_by(3);
         for i in 0..MAX_TOOLS + 5 {
             m.observe(&record(&format!("x{i}"), "deny"), Outcome::NotDispatched, None);
         }
@@ -247,6 +267,7 @@ mod tests {
         assert!(text.contains("mcp_policy_gateway_upstream_latency_seconds_count 2"), "{text}");
         assert!(text.contains(r#"mcp_policy_gateway_reloads_total{outcome="refused"} 1"#));
         assert!(text.contains("mcp_policy_gateway_store_errors_total 1"));
+        assert!(text.contains("mcp_policy_gateway_decision_log_dropped_total 3"), "{text}");
         assert!(text.contains(r#"tool="_other""#));
         assert!(!text.contains(&format!("tool=\"x{}\"", MAX_TOOLS + 2)));
     }

@@ -13,7 +13,7 @@ use rmcp::RoleClient;
 use rmcp::model::{CallToolRequestParams, CallToolResult};
 use rmcp::service::RunningService;
 use serde_json::{Value, json};
-use support::{TestClient, gateway_command, log_lines, node_server, rmcp_client, write};
+use support::{TestClient, gateway_command, log_lines_at_least, node_server, rmcp_client, write};
 
 const POLICY: &str = r#"{
   "version": "1",
@@ -142,7 +142,7 @@ async fn the_eleventh_write_is_limited_and_leaves_no_file() {
     assert!(text(&r).starts_with("Rate limited by policy:"), "{}", text(&r));
     assert!(text(&r).contains("Retry after"), "{}", text(&r));
     assert!(!s.data.join("f10.txt").exists(), "the limited call reached the server");
-    let lines = log_lines(&s.log);
+    let lines = log_lines_at_least(&s.log, 11).await;
     let last = lines.last().unwrap();
     assert_eq!(last["decision"], "limit");
     assert_eq!(last["outcome"], "not_dispatched");
@@ -169,7 +169,7 @@ async fn a_hidden_tool_is_absent_and_refused_like_an_unknown_tool() {
     assert!(!text(&hidden).contains("hidden"));
     assert!(s.data.join("a.txt").exists() && !s.data.join("b.txt").exists());
     // The operator's log keeps the rule.
-    let lines = log_lines(&s.log);
+    let lines = log_lines_at_least(&s.log, 2).await;
     assert!(lines.iter().any(|l| l["tool"] == "move_file" && l["rule"] == "/hide/0"));
     s.client.cancel().await.unwrap();
 }
@@ -182,7 +182,7 @@ async fn approval_accepted_in_band_runs_the_call_once() {
     assert_ne!(r.is_error, Some(true), "{r:?}");
     assert_eq!(handler.asked.load(Ordering::SeqCst), 1);
     assert!(s.data.join("approved").is_dir());
-    let lines = log_lines(&s.log);
+    let lines = log_lines_at_least(&s.log, 2).await;
     let kinds: Vec<(&str, &str)> = lines
         .iter()
         .map(|l| (l["decision"].as_str().unwrap(), l["outcome"].as_str().unwrap()))
@@ -241,7 +241,7 @@ async fn monitor_mode_logs_the_decision_and_dispatches_anyway() {
     let names: Vec<String> =
         s.client.list_all_tools().await.unwrap().iter().map(|t| t.name.to_string()).collect();
     assert!(names.iter().any(|n| n == "move_file"));
-    let lines = log_lines(&s.log);
+    let lines = log_lines_at_least(&s.log, 1).await;
     let line = lines.iter().find(|l| l["tool"] == "edit_file").unwrap();
     assert_eq!(line["decision"], "deny");
     assert_eq!(line["monitor"], true);
@@ -256,9 +256,9 @@ async fn the_decision_log_never_holds_argument_values() {
     call(&s, "write_file", json!({"path": path_in(&s.data, "s.txt"), "content": secret})).await;
     call(&s, "edit_file", json!({"path": path_in(&s.data, "s.txt"), "edits": [{"oldText": secret, "newText": secret}]})).await;
     call(&s, "move_file", json!({"source": secret, "destination": secret})).await;
+    let lines = log_lines_at_least(&s.log, 3).await;
     let raw = std::fs::read_to_string(&s.log).unwrap();
     assert!(!raw.contains(secret));
-    let lines = log_lines(&s.log);
     assert_eq!(lines.len(), 3);
     for l in &lines {
         for field in [

@@ -416,14 +416,29 @@ async fn admin_api_approves_once_and_refuses() {
     let r = c.call(6, "create_directory", json!({"path": d})).await;
     assert!(text(&r).contains("Waiting for an administrator"), "refused once: {r}");
 
-    // The decision log says which calls a human let through or refused out of band.
-    let log = std::fs::read_to_string(fs.dir.path().join("decisions.jsonl")).unwrap();
-    let approvals: Vec<String> = log
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter(|r| r["tool"] == "create_directory")
-        .map(|r| r["approval"].as_str().unwrap_or("-").to_owned())
-        .collect();
+    // The decision log says which calls a human let through or refused out of band (its own
+    // thread writes the last call's line just after the answer: wait for it).
+    let approvals = |log: &str| -> Vec<String> {
+        let whole = log.rfind('\n').map_or("", |end| &log[..end]);
+        whole
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .filter(|r| r["tool"] == "create_directory")
+            .map(|r| r["approval"].as_str().unwrap_or("-").to_owned())
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let approvals = loop {
+        let log = std::fs::read_to_string(fs.dir.path().join("decisions.jsonl")).unwrap();
+        let approvals = approvals(&log);
+        // Lines are written in order: the refusal's (call 5) comes after the approval's.
+        if approvals.iter().any(|a| a == "refused_out_of_band")
+            || std::time::Instant::now() > deadline
+        {
+            break approvals;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
     let at = |a: &str| approvals.iter().position(|x| x == a);
     assert!(at("approved_out_of_band").is_some(), "{approvals:?}");
     assert!(at("refused_out_of_band").is_some(), "{approvals:?}");

@@ -74,7 +74,7 @@ async fn python_sdk_client_sees_allowed_denied_and_approved_calls() {
     assert_eq!(calls[2]["is_error"], false, "{}", calls[2]);
     assert!(calls[2]["text"].as_str().unwrap().contains("Asia/Tokyo"));
     assert_eq!(out["asked"].as_array().unwrap().len(), 1);
-    let lines = support::log_lines(&log);
+    let lines = support::log_lines_at_least(&log, 4).await;
     let decisions: Vec<&str> = lines.iter().map(|l| l["decision"].as_str().unwrap()).collect();
     assert_eq!(decisions, vec!["allow", "deny", "approve", "allow"]);
 }
@@ -87,7 +87,7 @@ async fn python_sdk_client_declining_an_approval_gets_a_refusal() {
     let calls = out["calls"].as_array().unwrap();
     assert_eq!(calls[2]["is_error"], true);
     assert!(calls[2]["text"].as_str().unwrap().starts_with("Approval declined"));
-    let lines = support::log_lines(&log);
+    let lines = support::log_lines_at_least(&log, 4).await;
     let last = lines.last().unwrap();
     assert_eq!(last["approval"], "declined");
     assert_eq!(last["outcome"], "not_dispatched");
@@ -138,6 +138,6 @@ async fn python_sdk_client_that_times_out_while_the_human_decides_runs_nothing()
     assert_eq!(out["asked"].as_array().unwrap().len(), 1);
     assert!(!late.exists(), "the cancelled call reached the server");
     let outcomes: Vec<Value> =
-        support::log_lines(&log).iter().map(|l| l["outcome"].clone()).collect();
+        support::log_lines_at_least(&log, 3).await.iter().map(|l| l["outcome"].clone()).collect();
     assert_eq!(outcomes, vec![json!("approval_requested"), json!("cancelled"), json!("ok")]);
 }

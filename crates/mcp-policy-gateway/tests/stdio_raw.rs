@@ -11,7 +11,9 @@ use std::ffi::OsString;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{Raw, children_of, gateway_command, gone, log_lines, node_server, replace, write};
+use support::{
+    Raw, children_of, gateway_command, gone, log_lines_at_least, node_server, replace, write,
+};
 
 const FS_POLICY: &str = r#"{
   "version": "1",
@@ -105,7 +107,7 @@ async fn malformed_input_gets_json_rpc_errors_and_never_reaches_the_upstream() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(names, vec!["ok.txt".to_owned()], "only the valid call reached the server");
-    let lines = log_lines(&fs.log);
+    let lines = log_lines_at_least(&fs.log, 1).await;
     assert_eq!(lines.len(), 1, "{lines:?}");
     g.close_stdin();
     g.wait_exit().await;
@@ -159,7 +161,7 @@ async fn a_cancelled_approval_wait_dispatches_nothing() {
     assert!(r["result"].is_object());
     assert!(g.queue.iter().all(|m| m["id"] != json!(20)), "the cancelled call was answered");
     assert!(!fs.data.join("late").exists(), "the cancelled call reached the server");
-    let lines = log_lines(&fs.log);
+    let lines = log_lines_at_least(&fs.log, 3).await;
     let outcomes: Vec<&str> = lines
         .iter()
         .filter(|l| l["tool"] == "create_directory")
@@ -372,7 +374,8 @@ async fn a_hung_upstream_answers_errors_after_the_upstream_timeout() {
     let text = r["result"]["content"][0]["text"].as_str();
     assert!(text.is_some_and(|t| t.contains("again")), "{r}");
     assert!(g.queue.iter().all(|m| m["id"] != json!(7)));
-    let outcomes: Vec<Value> = log_lines(&log).iter().map(|l| l["outcome"].clone()).collect();
+    let outcomes: Vec<Value> =
+        log_lines_at_least(&log, 2).await.iter().map(|l| l["outcome"].clone()).collect();
     assert_eq!(outcomes, vec![json!("upstream_timeout"), json!("ok")]);
     g.close_stdin();
     g.wait_exit().await;

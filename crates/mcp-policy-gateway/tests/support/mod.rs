@@ -121,13 +121,35 @@ pub fn replace(path: &Path, text: &str) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
-/// The decision log's lines.
+/// The decision log's lines (right after a call, use [`log_lines_at_least`]: the gateway's own
+/// thread writes them).
 pub fn log_lines(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
+}
+
+/// The decision log's lines once it holds at least `n` whole ones, waiting up to [`PATIENCE`]:
+/// the gateway's own thread writes them, just after it answered the calls they record.
+pub async fn log_lines_at_least(path: &Path, n: usize) -> Vec<Value> {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        // A line being written is not read until it is whole.
+        let whole = text.rfind('\n').map_or("", |end| &text[..end]);
+        let lines: Vec<Value> = whole.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        if lines.len() >= n {
+            return lines;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the decision log holds {} line(s) after a minute, not {n}",
+            lines.len()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// The pids whose parent is `pid`.
