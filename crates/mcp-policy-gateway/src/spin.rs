@@ -1,12 +1,14 @@
-//! A short spin before the stdio runtime's thread goes to sleep.
+//! A short spin before the runtime's thread goes to sleep (`--spin`).
 //!
 //! On a virtual machine, putting a thread to sleep and waking it again costs tens of
 //! microseconds (the wake-up is an inter-processor interrupt, and the idle vCPU halts). A call
-//! through the gateway over stdio sleeps twice: waiting for the client's request, then for the
-//! upstream's answer, which a fast server gives within microseconds. So before sleeping, the
-//! runtime's thread polls the descriptors it waits on (the client's stdin, the upstream's stdout)
-//! for at most a short budget, and goes to sleep only when nothing came: the CPU time spent is
-//! bounded by the budget per sleep, and nothing is spent while the gateway is idle for longer.
+//! through the gateway sleeps twice: waiting for the client's request, then for the upstream's
+//! answer, which a fast server gives within microseconds. So before sleeping, the runtime's
+//! thread polls the descriptors it waits on (over stdio the client's stdin and the upstream's
+//! stdout; for the HTTP listener every client connection and every connection to an HTTP
+//! upstream) for at most a short budget, and goes to sleep only when nothing came: the CPU time
+//! spent is bounded by the budget per sleep, and nothing is spent while the gateway is idle for
+//! longer. Only where one thread runs everything (stdio, or the listener with `--threads 1`).
 
 use std::os::fd::BorrowedFd;
 use std::sync::OnceLock;

@@ -234,9 +234,17 @@ async fn an_upstream_without_2026_07_28_sends_the_client_to_initialize() {
     assert!(d["error"]["message"].as_str().unwrap().contains("use `initialize`"), "{d}");
     let body = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
         "params": {"name": "read", "arguments": {}, "_meta": meta()}});
+    // A client that skips `server/discover`: the upstream refuses the request with 400 (it does
+    // not know the revision), and so does the gateway, with no error of the new revision
+    // (-32022 would tell a client of both eras that the server speaks it), so that such a
+    // client falls back to `initialize`.
     let resp = alice.post(&body, &[]).send().await.unwrap();
+    assert_eq!(resp.status(), 400);
     let answer = http_support::messages(resp).await;
     assert!(answer[0].get("error").is_some(), "{answer:?}");
+    assert_ne!(answer[0]["error"]["code"], -32022, "{answer:?}");
+    assert!(answer[0]["error"].get("data").is_none(), "{answer:?}");
+    assert_eq!(answer[0]["id"], 2, "{answer:?}");
     assert!(upstream.ran().is_empty(), "nothing ran");
 
     let mut old = session_client(&gw, "alice");

@@ -1375,6 +1375,13 @@ async fn post_inline<S: AsyncCounterStore + 'static>(
             // The answer, first: one JSON body (or one event for a client of streams only).
             cancel.disarm();
             drop(guard);
+            if let Some(status) = upstream_refusal(&mut msg) {
+                // The upstream refused the request over HTTP: the client gets that status (a
+                // client of both eras falls back to `initialize` on a 400 from a server that
+                // does not speak its revision).
+                jsonrpc::set_id(&mut msg, client_id);
+                return (status, axum::Json(msg)).into_response();
+            }
             if json {
                 jsonrpc::set_id(&mut msg, client_id);
                 return axum::Json(msg).into_response();
@@ -1390,6 +1397,19 @@ async fn post_inline<S: AsyncCounterStore + 'static>(
         }
         // A client that takes only JSON gets the answer alone.
     }
+}
+
+/// The HTTP status an HTTP upstream refused a request without a session with (4xx), taken out
+/// of the error's data (see [`upstream::http::UPSTREAM_STATUS`]).
+fn upstream_refusal(msg: &mut Value) -> Option<StatusCode> {
+    let error = msg.get_mut("error")?.as_object_mut()?;
+    let data = error.get_mut("data")?.as_object_mut()?;
+    let status = data.remove(upstream::http::UPSTREAM_STATUS)?;
+    if data.is_empty() {
+        error.remove("data");
+    }
+    let status = StatusCode::from_u16(u16::try_from(status.as_u64()?).ok()?).ok()?;
+    status.is_client_error().then_some(status)
 }
 
 /// The SSE answer of a sessionless POST: `first`, then what the relay routes to it (progress)
@@ -1592,6 +1612,33 @@ mod tests {
             routes: Mutex::new(Routes::default()),
             last_active: Mutex::new(Instant::now()),
         })
+    }
+
+    /// Only the 4xx status the gateway's HTTP upstream put in an error is answered with, and
+    /// it leaves the body; the error's own data stays.
+    #[test]
+    fn an_upstream_refusal_is_answered_with_its_status() {
+        let key = upstream::http::UPSTREAM_STATUS;
+        let mut refused = jsonrpc::error(json!(1), jsonrpc::INTERNAL_ERROR, "no");
+        refused["error"]["data"] = json!({key: 400});
+        assert_eq!(upstream_refusal(&mut refused), Some(StatusCode::BAD_REQUEST));
+        assert!(refused["error"].get("data").is_none(), "{refused}");
+        let mut kept = jsonrpc::error(json!(1), jsonrpc::INTERNAL_ERROR, "no");
+        kept["error"]["data"] = json!({key: 404, "theirs": 1});
+        assert_eq!(upstream_refusal(&mut kept), Some(StatusCode::NOT_FOUND));
+        assert_eq!(kept["error"]["data"], json!({"theirs": 1}));
+        for status in [json!(500), json!(200), json!("400"), json!(70000)] {
+            let mut other = jsonrpc::error(json!(1), jsonrpc::INTERNAL_ERROR, "no");
+            other["error"]["data"] = json!({key: status});
+            assert_eq!(upstream_refusal(&mut other), None, "{status}");
+        }
+        let mut plain = jsonrpc::error(json!(1), jsonrpc::INTERNAL_ERROR, "no");
+        assert_eq!(upstream_refusal(&mut plain), None);
+        // An upstream cannot say it itself.
+        let mut theirs = jsonrpc::error(json!(1), jsonrpc::INTERNAL_ERROR, "no");
+        theirs["error"]["data"] = json!({key: 401});
+        upstream::http::strip_upstream_status(&mut theirs);
+        assert_eq!(upstream_refusal(&mut theirs), None);
     }
 
     async fn answer(first: Vec<Value>, ids: &[i64], batch: bool) -> (String, String) {

@@ -32,7 +32,7 @@ use axum::http::{Method, StatusCode, Uri};
 use futures_util::StreamExt;
 use futures_util::future::AbortHandle;
 use futures_util::stream::FuturesUnordered;
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -43,6 +43,10 @@ use crate::upstream::client::{Client, RequestBuilder, Response};
 
 /// The session header.
 pub const SESSION_HEADER: &str = "mcp-session-id";
+/// In `error.data` of the error a request without a session gets when the upstream refused it
+/// with an HTTP client error (4xx): that status, which the listener answers the client's POST
+/// with (and takes out of the body).
+pub const UPSTREAM_STATUS: &str = "mcp-policy-gateway/upstreamHttpStatus";
 /// The protocol version header.
 pub const PROTOCOL_HEADER: &str = "mcp-protocol-version";
 
@@ -321,6 +325,14 @@ fn next_event_end(bytes: &[u8], from: usize, scanned: &mut usize) -> Option<(usi
     }
 }
 
+/// Takes [`UPSTREAM_STATUS`] out of the data of an error the upstream sent itself (only the
+/// gateway's HTTP upstream puts it there, in an error of its own).
+pub fn strip_upstream_status(msg: &mut Value) {
+    if let Some(data) = msg.pointer_mut("/error/data").and_then(Value::as_object_mut) {
+        data.remove(UPSTREAM_STATUS);
+    }
+}
+
 /// The key of the request a `notifications/cancelled` names.
 fn cancelled_request(msg: &Value) -> Option<String> {
     match jsonrpc::classify(msg) {
@@ -485,7 +497,9 @@ impl Shared {
 
     /// Receives a message from the upstream: records the negotiated version from the
     /// `initialize` result, and passes it on.
-    async fn receive(&self, msg: Value, init_id: Option<&Value>) {
+    async fn receive(&self, mut msg: Value, init_id: Option<&Value>) {
+        // Only the gateway says which HTTP status refused a request.
+        strip_upstream_status(&mut msg);
         self.learn_params(&msg);
         if let Some(init_id) = init_id
             && msg.get("id") == Some(init_id)
@@ -502,7 +516,8 @@ impl Shared {
             _ => (None, false),
         };
         let call = matches!(jsonrpc::classify(&msg), Kind::Request { method: "tools/call", .. });
-        if call && self.sessionless(&msg) {
+        let sessionless = self.sessionless(&msg);
+        if call && sessionless {
             self.learn_tool(&msg).await;
         }
         let req = self.inline_headers(self.headers(self.post_of(&msg)), &msg);
@@ -530,7 +545,19 @@ impl Shared {
             let text = resp.text(2000).await;
             let shown: String = text.chars().take(500).collect();
             let why = format!("the upstream answered HTTP {status}: {shown}");
-            self.fail(id.as_ref(), why).await;
+            match id.as_ref() {
+                // A request without a session that the upstream refuses (a server of an older
+                // revision answers 400: it does not know `2026-07-28`): the status goes back to
+                // the client, whose fallback to `initialize` depends on it.
+                Some(id) if sessionless && status.is_client_error() => {
+                    let mut error = jsonrpc::error(id.clone(), jsonrpc::INTERNAL_ERROR, why);
+                    if let Some(e) = error.get_mut("error").and_then(Value::as_object_mut) {
+                        e.insert("data".into(), json!({UPSTREAM_STATUS: status.as_u16()}));
+                    }
+                    self.deliver(error).await;
+                }
+                _ => self.fail(id.as_ref(), why).await,
+            }
             return;
         }
         if id.is_none() {

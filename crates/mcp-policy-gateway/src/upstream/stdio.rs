@@ -101,7 +101,9 @@ pub fn spawn(command: &[OsString]) -> io::Result<(UpstreamLink, ChildProcess)> {
                 }
             };
             match frame {
-                Ok(Some(Frame::Json(v))) => {
+                Ok(Some(Frame::Json(mut v))) => {
+                    // Only the gateway's HTTP upstream says an HTTP status.
+                    super::http::strip_upstream_status(&mut v);
                     if down_tx.send(v).await.is_err() {
                         break;
                     }
