@@ -657,27 +657,22 @@ async fn an_endless_tools_list_does_not_hold_up_the_call() {
     gw.stop().await;
 }
 
-/// A hostile upstream floods a sessionless call with progress (10 000 notifications of 10 kB)
-/// while its client reads nothing past the answer's headers: the gateway keeps at most
-/// `INLINE_PROGRESS_MAX` of them for the client and drops the rest, so its memory stays bounded.
-/// (Were it to queue them all, it would hold 100 MB.)
-#[cfg(target_os = "linux")]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_flood_of_progress_toward_a_client_that_never_reads_is_bounded() {
+/// A gateway in front of a hostile upstream that floods any call with 10 000 progress
+/// notifications of 10 kB (see [`ProgressFlood`]).
+async fn flooding() -> (ProgressFlood, Gateway, tempfile::TempDir) {
     let up = ProgressFlood::start(10_000).await;
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "policy.json", POLICY);
     let policy = dir.path().join("policy.json");
     let gw = gateway(&policy, &["--upstream", &up.url, "--trusted-header", "x-user"], &[]).await;
-    let alice = Client::new(&gw.mcp(), "alice");
-    let mut with_token = meta();
-    with_token["progressToken"] = json!("mine");
-    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
-        "name": "read", "arguments": {}, "_meta": with_token}});
-    let resp = alice.raw(body.to_string(), "tools/call", Some("read"), &[]).send().await.unwrap();
+    (up, gw, dir)
+}
+
+/// Once the upstream has sent its whole flood toward `resp`, whose body is never read (the
+/// gateway reads the upstream's), the gateway holds less than 64 MB.
+async fn the_flood_is_bounded(up: &ProgressFlood, gw: Gateway, resp: reqwest::Response) {
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["content-type"], "text/event-stream");
-    // The body is never read; the upstream sends all of it (the gateway reads it).
     tokio::time::timeout(http_support::PATIENCE, async {
         while !up.done.load(std::sync::atomic::Ordering::SeqCst) {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -689,10 +684,27 @@ async fn a_flood_of_progress_toward_a_client_that_never_reads_is_bounded() {
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     let pid = gw.child.id().unwrap();
     let rss_kb = http_support::proc_status_kib(pid, "VmRSS");
-    eprintln!("the gateway holds {rss_kb} kB after a 100 MB flood of progress");
+    eprintln!("the gateway holds {rss_kb} kB after a 100 MB flood");
     assert!(rss_kb < 64 * 1024, "the gateway holds {rss_kb} kB");
     drop(resp);
     gw.stop().await;
+}
+
+/// A hostile upstream floods a sessionless call with progress (10 000 notifications of 10 kB)
+/// while its client reads nothing past the answer's headers: the gateway keeps at most
+/// `INLINE_PROGRESS_MAX` of them for the client and drops the rest, so its memory stays bounded.
+/// (Were it to queue them all, it would hold 100 MB.)
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_progress_toward_a_client_that_never_reads_is_bounded() {
+    let (up, gw, _dir) = flooding().await;
+    let alice = Client::new(&gw.mcp(), "alice");
+    let mut with_token = meta();
+    with_token["progressToken"] = json!("mine");
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+        "name": "read", "arguments": {}, "_meta": with_token}});
+    let resp = alice.raw(body.to_string(), "tools/call", Some("read"), &[]).send().await.unwrap();
+    the_flood_is_bounded(&up, gw, resp).await;
 }
 
 /// The same flood toward a client with a session (revision 2025-06-18) that stops reading its
@@ -702,33 +714,13 @@ async fn a_flood_of_progress_toward_a_client_that_never_reads_is_bounded() {
 #[cfg(target_os = "linux")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_toward_a_session_client_that_stops_reading_is_bounded() {
-    let up = ProgressFlood::start(10_000).await;
-    let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "policy.json", POLICY);
-    let policy = dir.path().join("policy.json");
-    let gw = gateway(&policy, &["--upstream", &up.url, "--trusted-header", "x-user"], &[]).await;
+    let (up, gw, _dir) = flooding().await;
     let mut alice = session_client(&gw, "alice");
     alice.initialize().await.unwrap();
     let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
         "name": "read", "arguments": {}, "_meta": {"progressToken": "mine"}}});
     let resp = alice.post(&body).send().await.unwrap();
-    assert_eq!(resp.status(), 200);
-    assert_eq!(resp.headers()["content-type"], "text/event-stream");
-    // The body is never read; the upstream sends all of it (the gateway reads it).
-    tokio::time::timeout(http_support::PATIENCE, async {
-        while !up.done.load(std::sync::atomic::Ordering::SeqCst) {
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .expect("the upstream could not send its flood");
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    let pid = gw.child.id().unwrap();
-    let rss_kb = http_support::proc_status_kib(pid, "VmRSS");
-    eprintln!("the gateway holds {rss_kb} kB after a 100 MB flood toward a session's stream");
-    assert!(rss_kb < 64 * 1024, "the gateway holds {rss_kb} kB");
-    drop(resp);
-    gw.stop().await;
+    the_flood_is_bounded(&up, gw, resp).await;
 }
 
 /// An upstream whose schema declares an `x-mcp-header` that is no header name (a space in it)
