@@ -97,7 +97,10 @@ impl HttpUpstream {
 #[derive(Debug)]
 struct Shared {
     client: Client,
+    /// The upstream's URL, without the credentials it was given with (it is shown in errors).
     url: Uri,
+    /// `Authorization: Basic` from the credentials the URL was given with, sent on every request.
+    authorization: Option<HeaderValue>,
     /// The upstream's `Mcp-Session-Id` and the negotiated revision, as the header values sent
     /// on every request.
     session: Mutex<Option<HeaderValue>>,
@@ -130,7 +133,10 @@ pub fn connect_with(
     url: &str,
     params: Arc<ParamSchemas>,
 ) -> Result<(UpstreamLink, HttpUpstream), String> {
-    let parsed: Uri = url.parse().map_err(|e| format!("invalid upstream URL `{url}`: {e}"))?;
+    let parsed: Uri =
+        url.parse().map_err(|e| format!("invalid upstream URL `{}`: {e}", redacted(url)))?;
+    let url = &redacted(url);
+    let (parsed, authorization) = split_credentials(parsed)?;
     if parsed.host().is_none_or(str::is_empty) {
         return Err(format!("invalid upstream URL `{url}`: it names no host"));
     }
@@ -151,6 +157,7 @@ pub fn connect_with(
     let shared = Arc::new(Shared {
         client,
         url: parsed,
+        authorization,
         session: Mutex::new(None),
         protocol: Mutex::new(None),
         down: Mutex::new(Some(down_tx)),
@@ -161,6 +168,65 @@ pub fn connect_with(
     });
     let task = tokio::spawn(run(shared.clone(), up_rx));
     Ok((UpstreamLink { tx: up_tx, rx: down_rx }, HttpUpstream { task, shared }))
+}
+
+/// `url` with the password of its credentials (`user:password@`), if any, replaced by `***`:
+/// what errors show of it.
+fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+            format!("{scheme}://{user}:***@{host}{tail}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+/// Decodes the `%XX` escapes of a URL's user name or password.
+fn percent_decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+        match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+            Some(decoded) if b == b'%' => {
+                out.push(decoded);
+                i += 3;
+            }
+            _ => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `parsed` without the credentials it may carry (`user:password@`), and those credentials as
+/// an `Authorization: Basic` value (HTTP's own client sends them in no other way: they would
+/// be dropped without a word, and the upstream refuse every request).
+fn split_credentials(parsed: Uri) -> Result<(Uri, Option<HeaderValue>), String> {
+    use base64::Engine;
+    let Some((userinfo, host)) = parsed.authority().and_then(|a| a.as_str().rsplit_once('@'))
+    else {
+        return Ok((parsed, None));
+    };
+    let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+    let pair = format!("{}:{}", percent_decoded(user), percent_decoded(password));
+    let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
+    let mut value = HeaderValue::from_str(&format!("Basic {encoded}"))
+        .map_err(|e| format!("invalid credentials in the upstream URL: {e}"))?;
+    value.set_sensitive(true);
+    let authority =
+        host.parse().map_err(|e| format!("invalid upstream URL: host `{host}`: {e}"))?;
+    let mut parts = parsed.into_parts();
+    parts.authority = Some(authority);
+    let uri = Uri::from_parts(parts).map_err(|e| format!("invalid upstream URL: {e}"))?;
+    Ok((uri, Some(value)))
 }
 
 async fn run(shared: Arc<Shared>, mut up_rx: mpsc::Receiver<Value>) {
@@ -233,11 +299,7 @@ async fn run(shared: Arc<Shared>, mut up_rx: mpsc::Receiver<Value>) {
         // The server may not allow clients to end sessions (405): nothing to do then.
         let _ = tokio::time::timeout(
             Duration::from_secs(2),
-            shared
-                .client
-                .request(Method::DELETE, &shared.url)
-                .header(SESSION_HEADER, session)
-                .send(),
+            shared.request(Method::DELETE).header(SESSION_HEADER, session).send(),
         )
         .await;
     }
@@ -354,6 +416,15 @@ impl Shared {
     fn close_down(&self) {
         locked(&self.down).take();
         let _ = self.gone.send(true);
+    }
+
+    /// A request of `method` to the upstream, with its credentials if its URL had any.
+    fn request(&self, method: Method) -> RequestBuilder {
+        let req = self.client.request(method, &self.url);
+        match &self.authorization {
+            Some(auth) => req.header(axum::http::header::AUTHORIZATION, auth.clone()),
+            None => req,
+        }
     }
 
     fn headers(&self, req: RequestBuilder) -> RequestBuilder {
@@ -478,8 +549,7 @@ impl Shared {
 
     /// A POST of `msg` to the upstream, accepting JSON and event streams.
     fn post_of(&self, msg: &Value) -> RequestBuilder {
-        self.client
-            .request(Method::POST, &self.url)
+        self.request(Method::POST)
             .header(ACCEPT, "application/json, text/event-stream")
             .header(CONTENT_TYPE, "application/json")
             .body(serde_json::to_vec(msg).unwrap_or_default())
@@ -689,8 +759,7 @@ impl Shared {
     async fn get_stream(&self) {
         let mut failures = 0;
         while failures < GET_RETRIES && !*self.gone.borrow() {
-            let req =
-                self.client.request(Method::GET, &self.url).header(ACCEPT, "text/event-stream");
+            let req = self.request(Method::GET).header(ACCEPT, "text/event-stream");
             let resp = match self.headers(req).send().await {
                 Ok(r) => r,
                 Err(_) => {
@@ -736,6 +805,76 @@ mod tests {
         }
         // The latest listing is known.
         assert_eq!(params.get(&format!("t2-{}", LEARNED_TOOLS_MAX / 2)).unwrap().len(), 1);
+    }
+
+    /// An upstream on a raw socket: the bytes of the first request it gets (head and body),
+    /// answered with a JSON-RPC result for id 1.
+    async fn capture_one(listener: tokio::net::TcpListener) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 4096];
+        while !String::from_utf8_lossy(&got).contains("\"id\":1") {
+            let n = socket.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the request ended early: {}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+        let body = r#"{"jsonrpc":"2.0","id":1,"result":{}}"#;
+        let head = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        );
+        socket.write_all(head.as_bytes()).await.unwrap();
+        socket.write_all(body.as_bytes()).await.unwrap();
+        String::from_utf8_lossy(&got).into_owned()
+    }
+
+    /// Credentials in the upstream URL (`http://user:password@host/`) are sent as HTTP Basic
+    /// authentication (as the gateway's earlier client did), and appear in no error a client
+    /// can see.
+    #[tokio::test]
+    async fn credentials_in_the_url_are_sent_and_never_shown() {
+        use base64::Engine;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(capture_one(listener));
+        let url = format!("http://us%65r:s3cr%40t@127.0.0.1:{port}/mcp?tenant=a");
+        let (mut link, _up) = connect(&url).unwrap();
+        let ping = jsonrpc::request(json!(1), "ping", json!({}));
+        link.tx.send(ping).await.unwrap();
+        let answer = link.rx.recv().await.unwrap();
+        assert_eq!(answer["result"], json!({}), "{answer}");
+        let request = server.await.unwrap();
+        let expected = base64::engine::general_purpose::STANDARD.encode("user:s3cr@t");
+        let lower = request.to_lowercase();
+        assert!(
+            lower.contains(&format!("authorization: basic {}", expected.to_lowercase())),
+            "{request}"
+        );
+        // The query string is kept; the credentials are not in the request line or Host.
+        assert!(request.starts_with("POST /mcp?tenant=a HTTP/1.1\r\n"), "{request}");
+        assert!(!lower.contains("s3cr"), "{request}");
+
+        // An upstream that cannot be reached: the error the client gets names the URL without
+        // its password.
+        let closed =
+            std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let (mut link, _up) =
+            connect(&format!("http://user:s3cr%40t@127.0.0.1:{closed}/mcp")).unwrap();
+        link.tx.send(jsonrpc::request(json!(2), "ping", json!({}))).await.unwrap();
+        let error = link.rx.recv().await.unwrap().to_string();
+        assert!(error.contains("cannot reach the upstream"), "{error}");
+        assert!(!error.contains("s3cr"), "{error}");
+    }
+
+    /// An upstream URL the gateway refuses at start is shown without its password.
+    #[test]
+    fn a_refused_url_is_shown_without_its_password() {
+        for url in ["http://u:s3cret@[::1/mcp", "https://u:s3cret@host/mcp", "ftp://u:s3cret@h/"] {
+            let Err(e) = connect(url) else { panic!("`{url}` accepted") };
+            assert!(!e.contains("s3cret") && e.contains("u:***@"), "{e}");
+        }
+        assert_eq!(redacted("http://h:1/a@b"), "http://h:1/a@b");
     }
 
     /// An event-stream answer is read up to the event that answers, whatever its line ends.
