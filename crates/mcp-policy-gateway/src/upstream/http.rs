@@ -237,8 +237,8 @@ async fn run(shared: Arc<Shared>, mut up_rx: mpsc::Receiver<Value>) {
     // requests in flight go on.
     let mut requests = FuturesUnordered::new();
     let mut ordered: Option<Pin<Box<dyn Future<Output = bool> + Send>>> = None;
-    // The sessionless requests in flight, by id: how to abort each.
-    let mut sessionless: HashMap<String, AbortHandle> = HashMap::new();
+    // The requests in flight, by id: how to abort each, and whether it has no session.
+    let mut in_flight: HashMap<String, (AbortHandle, bool)> = HashMap::new();
     loop {
         tokio::select! {
             m = up_rx.recv(), if ordered.is_none() => {
@@ -249,26 +249,33 @@ async fn run(shared: Arc<Shared>, mut up_rx: mpsc::Receiver<Value>) {
                     _ => (false, false),
                 };
                 let sh = shared.clone();
+                let cancelled = cancelled_request(&msg).and_then(|k| in_flight.remove(&k));
                 if is_request {
-                    // A request without a session (its revision has none) is cancelled by
-                    // closing its connection: it can be aborted until it is answered.
-                    let id = sh.sessionless(&msg).then(|| match jsonrpc::classify(&msg) {
+                    // A request can be aborted until it is answered: one without a session
+                    // (its revision has none) is cancelled by closing its connection.
+                    let id = match jsonrpc::classify(&msg) {
                         Kind::Request { id, .. } => jsonrpc::id_key(id),
                         _ => String::new(),
-                    });
+                    };
+                    let alone = sh.sessionless(&msg);
                     let (post, handle) = futures_util::future::abortable(async move { sh.post(msg).await });
-                    if let Some(id) = &id {
-                        sessionless.insert(id.clone(), handle);
-                    }
+                    in_flight.insert(id.clone(), (handle, alone));
                     requests.push(async move {
                         let _ = post.await;
                         id
                     });
-                } else if let Some(handle) = cancelled_request(&msg).and_then(|k| sessionless.remove(&k)) {
+                } else if let Some((handle, true)) = cancelled {
                     // The upstream cannot tell whose request a notification without a session
                     // concerns: the request's connection is closed instead.
                     handle.abort();
                 } else {
+                    // A request of the session that was given up on (the relay's upstream
+                    // timeout, its client's cancellation) holds its connection no longer (an
+                    // upstream that never answers would keep one per request); the upstream is
+                    // told, in order.
+                    if let Some((handle, _)) = cancelled {
+                        handle.abort();
+                    }
                     ordered = Some(Box::pin(async move {
                         sh.post(msg).await;
                         initialized
@@ -276,9 +283,7 @@ async fn run(shared: Arc<Shared>, mut up_rx: mpsc::Receiver<Value>) {
                 }
             }
             Some(done) = requests.next(), if !requests.is_empty() => {
-                if let Some(id) = done {
-                    sessionless.remove(&id);
-                }
+                in_flight.remove(&done);
             }
             initialized = async { ordered.as_mut()?.await.then_some(()) }, if ordered.is_some() => {
                 ordered = None;
@@ -875,6 +880,92 @@ mod tests {
             assert!(!e.contains("s3cret") && e.contains("u:***@"), "{e}");
         }
         assert_eq!(redacted("http://h:1/a@b"), "http://h:1/a@b");
+    }
+
+    /// An upstream that accepts notifications (202) but never answers a request; counts the
+    /// connections that carried a request and that the gateway closed.
+    async fn never_answers(
+        listener: tokio::net::TcpListener,
+        holding: Arc<std::sync::atomic::AtomicUsize>,
+        closed: Arc<std::sync::atomic::AtomicUsize>,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        loop {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let (holding, closed) = (holding.clone(), closed.clone());
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                let mut buf = vec![0u8; 4096];
+                let mut held = false;
+                while let Ok(n) = socket.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    got.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&got).into_owned();
+                    let Some(end) = text.find("\r\n\r\n") else { continue };
+                    let len: usize = text[..end]
+                        .lines()
+                        .find_map(|l| {
+                            l.to_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse().unwrap())
+                        })
+                        .unwrap_or(0);
+                    if got.len() < end + 4 + len {
+                        continue;
+                    }
+                    if text.contains("\"method\":\"ping\"") {
+                        // Never answered; read on to see the connection closed.
+                        held = true;
+                        holding.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    } else {
+                        socket
+                            .write_all(b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n")
+                            .await
+                            .unwrap();
+                    }
+                    got.drain(..end + 4 + len);
+                }
+                if held {
+                    closed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            });
+        }
+    }
+
+    /// A request of a session that the relay gave up on (its upstream timeout, its client's
+    /// cancellation) holds no connection to the upstream: an upstream that never answers
+    /// cannot make the gateway keep one descriptor per request until the session ends.
+    #[tokio::test]
+    async fn a_cancelled_request_holds_no_connection() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let holding = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let closed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        tokio::spawn(never_answers(listener, holding.clone(), closed.clone()));
+        let (link, _up) = connect(&format!("http://127.0.0.1:{port}/mcp")).unwrap();
+        for i in 0..5 {
+            link.tx.send(jsonrpc::request(json!(i), "ping", json!({}))).await.unwrap();
+            // Cancelled once the upstream holds it (a request not sent yet holds nothing).
+            while holding.load(std::sync::atomic::Ordering::SeqCst) <= i {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let cancel = jsonrpc::notification("notifications/cancelled", json!({"requestId": i}));
+            link.tx.send(cancel).await.unwrap();
+        }
+        // Each held request's connection is closed (the upstream sees its end); without that,
+        // they stay open until the session ends.
+        for _ in 0..3000 {
+            if closed.load(std::sync::atomic::Ordering::SeqCst) == 5 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!(
+            "{} of 5 cancelled requests' connections closed",
+            closed.load(std::sync::atomic::Ordering::SeqCst)
+        );
     }
 
     /// An event-stream answer is read up to the event that answers, whatever its line ends.
