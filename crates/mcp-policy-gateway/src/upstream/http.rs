@@ -25,7 +25,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use axum::http::header::{ACCEPT, CONTENT_TYPE, HeaderName, HeaderValue};
 use axum::http::{Method, StatusCode, Uri};
@@ -54,6 +54,10 @@ pub const PROTOCOL_HEADER: &str = "mcp-protocol-version";
 const DRAIN_WAIT: Duration = Duration::from_millis(100);
 /// How many times in a row the GET stream is reopened after it failed.
 const GET_RETRIES: u32 = 5;
+/// The most requests of one upstream session (or of one identity's relay of clients without a
+/// session) posted to the upstream at once, each holding a connection; the rest wait their turn
+/// (one client's batch of thousands would otherwise hold thousands of descriptors).
+pub const MAX_IN_FLIGHT: usize = 64;
 
 /// The connection to an HTTP upstream; the task ends (and the session is deleted) when the
 /// relay drops its side of the link.
@@ -229,16 +233,43 @@ fn split_credentials(parsed: Uri) -> Result<(Uri, Option<HeaderValue>), String> 
     Ok((uri, Some(value)))
 }
 
+/// A request being posted: its id once it is done.
+type Posting = Pin<Box<dyn Future<Output = String> + Send>>;
+
+/// Posts the request `msg`, abortable until it is answered; the requests in flight, by id: how
+/// to abort each, and whether it has no session.
+fn launch(
+    shared: &Arc<Shared>,
+    msg: Value,
+    requests: &mut FuturesUnordered<Posting>,
+    in_flight: &mut HashMap<String, (AbortHandle, bool)>,
+) {
+    let id = match jsonrpc::classify(&msg) {
+        Kind::Request { id, .. } => jsonrpc::id_key(id),
+        _ => String::new(),
+    };
+    let sh = shared.clone();
+    let alone = sh.sessionless(&msg);
+    let (post, handle) = futures_util::future::abortable(async move { sh.post(msg).await });
+    in_flight.insert(id.clone(), (handle, alone));
+    requests.push(Box::pin(async move {
+        let _ = post.await;
+        id
+    }));
+}
+
 async fn run(shared: Arc<Shared>, mut up_rx: mpsc::Receiver<Value>) {
     let mut gone = shared.gone.subscribe();
     let mut get_task: Option<JoinHandle<()>> = None;
     // Requests in flight, polled by this task (no task spawned per request). A notification or
     // a response is posted before anything that follows it is read (`ordered`), while the
     // requests in flight go on.
-    let mut requests = FuturesUnordered::new();
+    let mut requests: FuturesUnordered<Posting> = FuturesUnordered::new();
     let mut ordered: Option<Pin<Box<dyn Future<Output = bool> + Send>>> = None;
     // The requests in flight, by id: how to abort each, and whether it has no session.
     let mut in_flight: HashMap<String, (AbortHandle, bool)> = HashMap::new();
+    // Requests waiting for one in flight to end (past `MAX_IN_FLIGHT`), oldest first.
+    let mut waiting: VecDeque<Value> = VecDeque::new();
     loop {
         tokio::select! {
             m = up_rx.recv(), if ordered.is_none() => {
@@ -248,25 +279,31 @@ async fn run(shared: Arc<Shared>, mut up_rx: mpsc::Receiver<Value>) {
                     Kind::Notification { method } => (false, method == "notifications/initialized"),
                     _ => (false, false),
                 };
-                let sh = shared.clone();
-                let cancelled = cancelled_request(&msg).and_then(|k| in_flight.remove(&k));
+                let cancelled_key = cancelled_request(&msg);
+                let cancelled = cancelled_key.as_ref().and_then(|k| in_flight.remove(k));
                 if is_request {
-                    // A request can be aborted until it is answered: one without a session
-                    // (its revision has none) is cancelled by closing its connection.
-                    let id = match jsonrpc::classify(&msg) {
-                        Kind::Request { id, .. } => jsonrpc::id_key(id),
-                        _ => String::new(),
-                    };
-                    let alone = sh.sessionless(&msg);
-                    let (post, handle) = futures_util::future::abortable(async move { sh.post(msg).await });
-                    in_flight.insert(id.clone(), (handle, alone));
-                    requests.push(async move {
-                        let _ = post.await;
-                        id
-                    });
-                } else if let Some((handle, true)) = cancelled {
+                    // Each request in flight holds a connection: a client's batch of thousands
+                    // waits its turn rather than opening thousands of them.
+                    if requests.len() >= MAX_IN_FLIGHT {
+                        waiting.push_back(msg);
+                    } else {
+                        launch(&shared, msg, &mut requests, &mut in_flight);
+                    }
+                    continue;
+                }
+                if cancelled.is_none()
+                    && let Some(key) = &cancelled_key
+                    && let Some(at) = waiting.iter().position(|m| request_key(m).as_ref() == Some(key))
+                {
+                    // Not sent yet: nothing to tell the upstream.
+                    waiting.remove(at);
+                    continue;
+                }
+                let sh = shared.clone();
+                if let Some((handle, true)) = cancelled {
                     // The upstream cannot tell whose request a notification without a session
-                    // concerns: the request's connection is closed instead.
+                    // concerns: the request's connection is closed instead. A request without
+                    // a session (its revision has none) can be aborted until it is answered.
                     handle.abort();
                 } else {
                     // A request of the session that was given up on (the relay's upstream
@@ -284,6 +321,9 @@ async fn run(shared: Arc<Shared>, mut up_rx: mpsc::Receiver<Value>) {
             }
             Some(done) = requests.next(), if !requests.is_empty() => {
                 in_flight.remove(&done);
+                if let Some(next) = waiting.pop_front() {
+                    launch(&shared, next, &mut requests, &mut in_flight);
+                }
             }
             initialized = async { ordered.as_mut()?.await.then_some(()) }, if ordered.is_some() => {
                 ordered = None;
@@ -397,6 +437,14 @@ fn next_event_end(bytes: &[u8], from: usize, scanned: &mut usize) -> Option<(usi
 pub fn strip_upstream_status(msg: &mut Value) {
     if let Some(data) = msg.pointer_mut("/error/data").and_then(Value::as_object_mut) {
         data.remove(UPSTREAM_STATUS);
+    }
+}
+
+/// The key of the id of the request `msg`.
+fn request_key(msg: &Value) -> Option<String> {
+    match jsonrpc::classify(msg) {
+        Kind::Request { id, .. } => Some(jsonrpc::id_key(id)),
+        _ => None,
     }
 }
 
@@ -966,6 +1014,50 @@ mod tests {
             "{} of 5 cancelled requests' connections closed",
             closed.load(std::sync::atomic::Ordering::SeqCst)
         );
+    }
+
+    /// Past [`MAX_IN_FLIGHT`] requests of one session in flight, the next wait their turn: a
+    /// client's batch of thousands toward an upstream that holds them cannot make the gateway
+    /// open thousands of connections (descriptors).
+    #[tokio::test]
+    async fn requests_in_flight_are_bounded() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let holding = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let closed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        tokio::spawn(never_answers(listener, holding.clone(), closed.clone()));
+        let (link, _up) = connect(&format!("http://127.0.0.1:{port}/mcp")).unwrap();
+        let total = MAX_IN_FLIGHT + 50;
+        for i in 0..total {
+            link.tx.send(jsonrpc::request(json!(i), "ping", json!({}))).await.unwrap();
+        }
+        // A request that waits its turn and is cancelled is never sent.
+        let last = json!({"requestId": total - 1});
+        link.tx.send(jsonrpc::notification("notifications/cancelled", last)).await.unwrap();
+        let wait = |counter: Arc<std::sync::atomic::AtomicUsize>, want: usize| async move {
+            for _ in 0..3000 {
+                if counter.load(SeqCst) >= want {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            panic!("{} of {want}", counter.load(SeqCst));
+        };
+        wait(holding.clone(), MAX_IN_FLIGHT).await;
+        // One ends (cancelled): the next takes its place, and no more.
+        let first = json!({"requestId": 0});
+        link.tx.send(jsonrpc::notification("notifications/cancelled", first)).await.unwrap();
+        wait(closed.clone(), 1).await;
+        wait(holding.clone(), MAX_IN_FLIGHT + 1).await;
+        assert_eq!(holding.load(SeqCst), MAX_IN_FLIGHT + 1);
+        // The rest go as the ones before them end; the cancelled one never does.
+        for i in 1..total - 1 {
+            let cancel = jsonrpc::notification("notifications/cancelled", json!({"requestId": i}));
+            link.tx.send(cancel).await.unwrap();
+            wait(closed.clone(), i + 1).await;
+        }
+        assert_eq!(holding.load(SeqCst), total - 1);
     }
 
     /// An event-stream answer is read up to the event that answers, whatever its line ends.
