@@ -672,7 +672,14 @@ impl Shared {
                 // A request without a session that the upstream refuses (a server of an older
                 // revision answers 400: it does not know `2026-07-28`): the status goes back to
                 // the client, whose fallback to `initialize` depends on it.
-                Some(id) if sessionless && status.is_client_error() => {
+                // Not an authentication challenge (401, 403, 407): it concerns the gateway's
+                // credentials toward the upstream, and a client that authenticated to the
+                // gateway would take it for its own.
+                Some(id)
+                    if sessionless
+                        && status.is_client_error()
+                        && !matches!(status.as_u16(), 401 | 403 | 407) =>
+                {
                     let mut error = jsonrpc::error(id.clone(), jsonrpc::INTERNAL_ERROR, why);
                     if let Some(e) = error.get_mut("error").and_then(Value::as_object_mut) {
                         e.insert("data".into(), json!({UPSTREAM_STATUS: status.as_u16()}));
@@ -1058,6 +1065,34 @@ mod tests {
             wait(closed.clone(), i + 1).await;
         }
         assert_eq!(holding.load(SeqCst), total - 1);
+    }
+
+    /// A sessionless request refused by the upstream with an HTTP client error carries that
+    /// status for the listener, except an authentication challenge (401, 403, 407): those speak
+    /// of the gateway's credentials toward the upstream, and the client, which authenticated to
+    /// the gateway, would take them for its own (and start over its sign-in).
+    #[tokio::test]
+    async fn an_upstream_auth_challenge_is_not_the_clients() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        for (status, passed) in [(400, true), (404, true), (401, false), (403, false), (407, false)]
+        {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = listener.local_addr().unwrap().port();
+            tokio::spawn(async move {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                let mut buf = vec![0u8; 4096];
+                let _ = socket.read(&mut buf).await.unwrap();
+                let head = format!("HTTP/1.1 {status} No\r\ncontent-length: 2\r\n\r\nno");
+                socket.write_all(head.as_bytes()).await.unwrap();
+            });
+            let (mut link, _up) = connect(&format!("http://127.0.0.1:{port}/mcp")).unwrap();
+            let meta = json!({crate::relay::META_PROTOCOL_VERSION: "2026-07-28"});
+            link.tx.send(jsonrpc::request(json!(1), "ping", json!({"_meta": meta}))).await.unwrap();
+            let error = link.rx.recv().await.unwrap();
+            let said =
+                error.pointer(&format!("/error/data/{}", UPSTREAM_STATUS.replace('/', "~1")));
+            assert_eq!(said.is_some(), passed, "{status}: {error}");
+        }
     }
 
     /// An event-stream answer is read up to the event that answers, whatever its line ends.
