@@ -58,6 +58,10 @@ const GET_RETRIES: u32 = 5;
 /// session) posted to the upstream at once, each holding a connection; the rest wait their turn
 /// (one client's batch of thousands would otherwise hold thousands of descriptors).
 pub const MAX_IN_FLIGHT: usize = 64;
+/// How long a notification or a response waits to be accepted (202) by the upstream before
+/// what follows it is sent anyway (an upstream that never accepts one would hold up the
+/// session's every later message).
+const ORDERED_WAIT: Duration = Duration::from_secs(5);
 
 /// The connection to an HTTP upstream; the task ends (and the session is deleted) when the
 /// relay drops its side of the link.
@@ -313,8 +317,16 @@ async fn run(shared: Arc<Shared>, mut up_rx: mpsc::Receiver<Value>) {
                     if let Some((handle, _)) = cancelled {
                         handle.abort();
                     }
+                    // The upstream accepts a notification or a response at once (202); one that
+                    // does not within `ORDERED_WAIT` holds up what follows no longer.
                     ordered = Some(Box::pin(async move {
-                        sh.post(msg).await;
+                        if tokio::time::timeout(ORDERED_WAIT, sh.post(msg)).await.is_err() {
+                            eprintln!(
+                                "mcp-policy-gateway: the upstream did not accept a notification or \
+                                 a response within {} s; going on without its answer",
+                                ORDERED_WAIT.as_secs()
+                            );
+                        }
                         initialized
                     }));
                 }
@@ -1093,6 +1105,48 @@ mod tests {
                 error.pointer(&format!("/error/data/{}", UPSTREAM_STATUS.replace('/', "~1")));
             assert_eq!(said.is_some(), passed, "{status}: {error}");
         }
+    }
+
+    /// An upstream that never accepts a notification holds up what follows it for a while, not
+    /// for ever: the session's next request is still sent and answered.
+    #[tokio::test]
+    async fn a_notification_never_accepted_holds_up_nothing_for_ever() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            loop {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                tokio::spawn(async move {
+                    let mut got = Vec::new();
+                    let mut buf = vec![0u8; 4096];
+                    while let Ok(n) = socket.read(&mut buf).await {
+                        if n == 0 {
+                            return;
+                        }
+                        got.extend_from_slice(&buf[..n]);
+                        // Requests are answered; a notification never is.
+                        if String::from_utf8_lossy(&got).contains("\"method\":\"ping\"") {
+                            let body = r#"{"jsonrpc":"2.0","id":2,"result":{}}"#;
+                            let head = format!(
+                                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                                 content-length: {}\r\n\r\n{body}",
+                                body.len()
+                            );
+                            socket.write_all(head.as_bytes()).await.unwrap();
+                            got.clear();
+                        }
+                    }
+                });
+            }
+        });
+        let (mut link, _up) = connect(&format!("http://127.0.0.1:{port}/mcp")).unwrap();
+        let note = jsonrpc::notification("notifications/roots/list_changed", json!({}));
+        link.tx.send(note).await.unwrap();
+        link.tx.send(jsonrpc::request(json!(2), "ping", json!({}))).await.unwrap();
+        let answer = tokio::time::timeout(Duration::from_secs(120), link.rx.recv()).await;
+        let answer = answer.expect("the request after the notification was never sent").unwrap();
+        assert_eq!(answer["result"], json!({}), "{answer}");
     }
 
     /// An event-stream answer is read up to the event that answers, whatever its line ends.
