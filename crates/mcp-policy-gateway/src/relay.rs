@@ -338,6 +338,11 @@ pub struct RelayConfig {
     pub approval_rounds: Option<Arc<ApprovalRounds>>,
     /// See `approval_rounds`.
     pub round_owner: String,
+    /// Whose quota of kept rounds ([`MAX_PENDING_ROUNDS`]) this relay's rounds count against:
+    /// the principal of clients without a session, whichever token's claims it came with (a
+    /// principal minting a token per request is one quota, not one per token); empty: the
+    /// owner's own.
+    pub round_quota: String,
 }
 
 /// The field an upstream connection adds to a message it received on the answer stream of
@@ -409,6 +414,8 @@ struct WaitingApproval {
 /// owner (a session's relay, or an identity without a session) and to the tool.
 struct Round {
     owner: String,
+    /// Whose quota the round counts against (see [`RelayConfig::round_quota`]).
+    quota: String,
     key: String,
     tool: String,
     issued: Instant,
@@ -434,7 +441,7 @@ struct RoundBook {
     rounds: HashMap<String, Round>,
     /// The tokens, oldest first.
     order: VecDeque<String>,
-    /// How many rounds each owner has.
+    /// How many rounds each quota (a principal) has.
     owned: HashMap<String, usize>,
 }
 
@@ -448,10 +455,10 @@ impl std::fmt::Debug for Round {
 impl RoundBook {
     fn forget(&mut self, token: &str) -> Option<Round> {
         let round = self.rounds.remove(token)?;
-        if let Some(n) = self.owned.get_mut(&round.owner) {
+        if let Some(n) = self.owned.get_mut(&round.quota) {
             *n = n.saturating_sub(1);
             if *n == 0 {
-                self.owned.remove(&round.owner);
+                self.owned.remove(&round.quota);
             }
         }
         Some(round)
@@ -459,7 +466,7 @@ impl RoundBook {
 }
 
 impl ApprovalRounds {
-    /// Rounds kept up to `max` in all (and [`MAX_PENDING_ROUNDS`] per owner).
+    /// Rounds kept up to `max` in all (and [`MAX_PENDING_ROUNDS`] per quota).
     pub fn new(max: usize) -> Self {
         ApprovalRounds { max, inner: std::sync::Mutex::new(RoundBook::default()) }
     }
@@ -468,10 +475,12 @@ impl ApprovalRounds {
         self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// A new round of `owner` for the approval `key` of `tool`: its random token (256 bits).
-    /// What was redeemed or has expired is forgotten first; then the oldest rounds (of this
-    /// owner when it has [`MAX_PENDING_ROUNDS`], else of anyone) make room.
-    fn issue(&self, owner: &str, key: String, tool: &str) -> String {
+    /// A new round of `owner` for the approval `key` of `tool`, counted against `quota` (the
+    /// owner's principal; empty: the owner): its random token (256 bits). What was redeemed or
+    /// has expired is forgotten first; then the oldest rounds (of this quota when it has
+    /// [`MAX_PENDING_ROUNDS`], else of anyone) make room.
+    fn issue(&self, owner: &str, quota: &str, key: String, tool: &str) -> String {
+        let quota = if quota.is_empty() { owner } else { quota };
         let mut book = self.book();
         while let Some(front) = book.order.front() {
             match book.rounds.get(front) {
@@ -483,11 +492,11 @@ impl ApprovalRounds {
                 }
             }
         }
-        if book.owned.get(owner).copied().unwrap_or(0) >= MAX_PENDING_ROUNDS {
+        if book.owned.get(quota).copied().unwrap_or(0) >= MAX_PENDING_ROUNDS {
             let mine = book
                 .order
                 .iter()
-                .position(|t| book.rounds.get(t).is_some_and(|r| r.owner == owner));
+                .position(|t| book.rounds.get(t).is_some_and(|r| r.quota == quota));
             if let Some(t) = mine.and_then(|i| book.order.remove(i)) {
                 book.forget(&t);
             }
@@ -498,9 +507,14 @@ impl ApprovalRounds {
         }
         let token = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
         book.order.push_back(token.clone());
-        *book.owned.entry(owner.to_owned()).or_default() += 1;
-        let round =
-            Round { owner: owner.to_owned(), key, tool: tool.to_owned(), issued: Instant::now() };
+        *book.owned.entry(quota.to_owned()).or_default() += 1;
+        let round = Round {
+            owner: owner.to_owned(),
+            quota: quota.to_owned(),
+            key,
+            tool: tool.to_owned(),
+            issued: Instant::now(),
+        };
         book.rounds.insert(token.clone(), round);
         token
     }
@@ -596,6 +610,7 @@ pub struct Relay<S> {
     /// The gateway's approval rounds, and who this relay is among their owners.
     rounds: Arc<ApprovalRounds>,
     round_owner: String,
+    round_quota: String,
     /// The upstream's own `input_required` rounds, by the digest of their `requestState`, and
     /// those digests oldest first.
     continuations: HashMap<[u8; 32], Continuation>,
@@ -654,6 +669,7 @@ impl<S: AsyncCounterStore> Relay<S> {
                 .approval_rounds
                 .unwrap_or_else(|| Arc::new(ApprovalRounds::new(MAX_PENDING_ROUNDS))),
             round_owner: config.round_owner,
+            round_quota: config.round_quota,
             continuations: HashMap::new(),
             continuation_order: VecDeque::new(),
             client_capabilities: None,
@@ -1023,7 +1039,7 @@ impl<S: AsyncCounterStore> Relay<S> {
 
     /// A new round for the approval `key` of `tool`: its random token (256 bits).
     fn issue_round(&mut self, key: String, tool: &str) -> String {
-        self.rounds.issue(&self.round_owner, key, tool)
+        self.rounds.issue(&self.round_owner, &self.round_quota, key, tool)
     }
 
     /// The approval key of the round `token`, once, if it was issued for `tool` to this relay's
@@ -1666,26 +1682,44 @@ mod tests {
     #[test]
     fn kept_rounds_are_single_use_bound_to_owner_and_tool_and_bounded() {
         let rounds = ApprovalRounds::new(MAX_PENDING_ROUNDS + 10);
-        let t = rounds.issue("alice", "k1".into(), "create");
+        let t = rounds.issue("alice", "", "k1".into(), "create");
         assert_eq!(rounds.redeem("bob", &t, "create"), None);
         assert_eq!(rounds.redeem("alice", &t, "delete"), None);
         assert_eq!(rounds.redeem("alice", &t, "create").as_deref(), Some("k1"));
         assert_eq!(rounds.redeem("alice", &t, "create"), None, "single use");
-        let first_of_bob = rounds.issue("bob", "b0".into(), "create");
-        let first_of_alice = rounds.issue("alice", "a0".into(), "create");
+        let first_of_bob = rounds.issue("bob", "", "b0".into(), "create");
+        let first_of_alice = rounds.issue("alice", "", "a0".into(), "create");
         for i in 1..MAX_PENDING_ROUNDS {
-            rounds.issue("alice", format!("a{i}"), "create");
+            rounds.issue("alice", "", format!("a{i}"), "create");
         }
         // Alice's next round takes the place of her own oldest, not bob's.
-        rounds.issue("alice", "a-last".into(), "create");
+        rounds.issue("alice", "", "a-last".into(), "create");
         assert_eq!(rounds.redeem("alice", &first_of_alice, "create"), None);
         assert_eq!(rounds.len(), MAX_PENDING_ROUNDS + 1);
         for i in 0..20 {
-            rounds.issue(&format!("o{i}"), "k".into(), "create");
+            rounds.issue(&format!("o{i}"), "", "k".into(), "create");
         }
         assert!(rounds.len() <= MAX_PENDING_ROUNDS + 10, "{}", rounds.len());
         // The oldest made way for the newest, bob's first of them.
         assert_eq!(rounds.redeem("bob", &first_of_bob, "create"), None);
+    }
+
+    /// A principal minting a token per request (each token's claims another owner) has one
+    /// quota of rounds: its flood cannot evict another identity's round from the store.
+    #[test]
+    fn a_token_per_request_cannot_evict_others_rounds() {
+        let rounds = ApprovalRounds::new(MAX_PENDING_ROUNDS * 2);
+        let victim = rounds.issue("bob\0claims", "bob", "kb".into(), "create");
+        for i in 0..MAX_PENDING_ROUNDS * 3 {
+            rounds.issue(&format!("mallory\0jti-{i}"), "mallory", format!("m{i}"), "create");
+        }
+        assert!(rounds.len() <= MAX_PENDING_ROUNDS + 1, "{}", rounds.len());
+        assert_eq!(rounds.redeem("bob\0claims", &victim, "create").as_deref(), Some("kb"));
+        // Still bound to the owner, not the quota: another token of mallory's redeems nothing
+        // of the token that was given it.
+        let t = rounds.issue("mallory\0jti-a", "mallory", "ka".into(), "create");
+        assert_eq!(rounds.redeem("mallory\0jti-b", &t, "create"), None);
+        assert_eq!(rounds.redeem("mallory\0jti-a", &t, "create").as_deref(), Some("ka"));
     }
 
     /// A client's `Mcp-Param-*` headers against a call's arguments, as rmcp's server checks

@@ -1561,6 +1561,8 @@ impl<S: AsyncCounterStore + 'static> Server<S> {
         let relay_schemas = (!attributed).then(|| params.schemas.clone());
         // The identity's approval rounds outlive this relay: its next one redeems them.
         let round_owner = format!("{key}\u{0}{}", identity.grant);
+        // A principal minting a token per request is one owner per token, but one quota.
+        let identity_principal = format!("{}\u{0}{}", identity.principal, identity.grant);
         let guard = self.guard_for(identity.grant, identity.context);
         let (session, in_rx) = Session::start_with(identity.principal, true, Some(params));
         let id = session.id.clone();
@@ -1579,6 +1581,7 @@ impl<S: AsyncCounterStore + 'static> Server<S> {
             attribute_related: attributed,
             approval_rounds: Some(self.rounds.clone()),
             round_owner,
+            round_quota: identity_principal,
         };
         let relay = SessionRelay { guard, config: relay_config, in_rx, link, handle };
         self.run_relay(&session, relay, move |me| me.remove_inline(&key, &id));

@@ -25,7 +25,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use axum::http::header::{ACCEPT, CONTENT_TYPE, HeaderName, HeaderValue};
 use axum::http::{Method, StatusCode, Uri};
@@ -54,6 +54,14 @@ pub const PROTOCOL_HEADER: &str = "mcp-protocol-version";
 const DRAIN_WAIT: Duration = Duration::from_millis(100);
 /// How many times in a row the GET stream is reopened after it failed.
 const GET_RETRIES: u32 = 5;
+/// The most requests of one upstream session (or of one identity's relay of clients without a
+/// session) posted to the upstream at once, each holding a connection; the rest wait their turn
+/// (one client's batch of thousands would otherwise hold thousands of descriptors).
+pub const MAX_IN_FLIGHT: usize = 64;
+/// How long a notification or a response waits to be accepted (202) by the upstream before
+/// what follows it is sent anyway (an upstream that never accepts one would hold up the
+/// session's every later message).
+const ORDERED_WAIT: Duration = Duration::from_secs(5);
 
 /// The connection to an HTTP upstream; the task ends (and the session is deleted) when the
 /// relay drops its side of the link.
@@ -97,7 +105,10 @@ impl HttpUpstream {
 #[derive(Debug)]
 struct Shared {
     client: Client,
+    /// The upstream's URL, without the credentials it was given with (it is shown in errors).
     url: Uri,
+    /// `Authorization: Basic` from the credentials the URL was given with, sent on every request.
+    authorization: Option<HeaderValue>,
     /// The upstream's `Mcp-Session-Id` and the negotiated revision, as the header values sent
     /// on every request.
     session: Mutex<Option<HeaderValue>>,
@@ -130,7 +141,10 @@ pub fn connect_with(
     url: &str,
     params: Arc<ParamSchemas>,
 ) -> Result<(UpstreamLink, HttpUpstream), String> {
-    let parsed: Uri = url.parse().map_err(|e| format!("invalid upstream URL `{url}`: {e}"))?;
+    let parsed: Uri =
+        url.parse().map_err(|e| format!("invalid upstream URL `{}`: {e}", redacted(url)))?;
+    let url = &redacted(url);
+    let (parsed, authorization) = split_credentials(parsed)?;
     if parsed.host().is_none_or(str::is_empty) {
         return Err(format!("invalid upstream URL `{url}`: it names no host"));
     }
@@ -151,6 +165,7 @@ pub fn connect_with(
     let shared = Arc::new(Shared {
         client,
         url: parsed,
+        authorization,
         session: Mutex::new(None),
         protocol: Mutex::new(None),
         down: Mutex::new(Some(down_tx)),
@@ -163,16 +178,102 @@ pub fn connect_with(
     Ok((UpstreamLink { tx: up_tx, rx: down_rx }, HttpUpstream { task, shared }))
 }
 
+/// `url` with the password of its credentials (`user:password@`), if any, replaced by `***`:
+/// what errors show of it.
+fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+            format!("{scheme}://{user}:***@{host}{tail}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+/// Decodes the `%XX` escapes of a URL's user name or password.
+fn percent_decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+        match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+            Some(decoded) if b == b'%' => {
+                out.push(decoded);
+                i += 3;
+            }
+            _ => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `parsed` without the credentials it may carry (`user:password@`), and those credentials as
+/// an `Authorization: Basic` value (HTTP's own client sends them in no other way: they would
+/// be dropped without a word, and the upstream refuse every request).
+fn split_credentials(parsed: Uri) -> Result<(Uri, Option<HeaderValue>), String> {
+    use base64::Engine;
+    let Some((userinfo, host)) = parsed.authority().and_then(|a| a.as_str().rsplit_once('@'))
+    else {
+        return Ok((parsed, None));
+    };
+    let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+    let pair = format!("{}:{}", percent_decoded(user), percent_decoded(password));
+    let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
+    let mut value = HeaderValue::from_str(&format!("Basic {encoded}"))
+        .map_err(|e| format!("invalid credentials in the upstream URL: {e}"))?;
+    value.set_sensitive(true);
+    let authority =
+        host.parse().map_err(|e| format!("invalid upstream URL: host `{host}`: {e}"))?;
+    let mut parts = parsed.into_parts();
+    parts.authority = Some(authority);
+    let uri = Uri::from_parts(parts).map_err(|e| format!("invalid upstream URL: {e}"))?;
+    Ok((uri, Some(value)))
+}
+
+/// A request being posted: its id once it is done.
+type Posting = Pin<Box<dyn Future<Output = String> + Send>>;
+
+/// Posts the request `msg`, abortable until it is answered; the requests in flight, by id: how
+/// to abort each, and whether it has no session.
+fn launch(
+    shared: &Arc<Shared>,
+    msg: Value,
+    requests: &mut FuturesUnordered<Posting>,
+    in_flight: &mut HashMap<String, (AbortHandle, bool)>,
+) {
+    let id = match jsonrpc::classify(&msg) {
+        Kind::Request { id, .. } => jsonrpc::id_key(id),
+        _ => String::new(),
+    };
+    let sh = shared.clone();
+    let alone = sh.sessionless(&msg);
+    let (post, handle) = futures_util::future::abortable(async move { sh.post(msg).await });
+    in_flight.insert(id.clone(), (handle, alone));
+    requests.push(Box::pin(async move {
+        let _ = post.await;
+        id
+    }));
+}
+
 async fn run(shared: Arc<Shared>, mut up_rx: mpsc::Receiver<Value>) {
     let mut gone = shared.gone.subscribe();
     let mut get_task: Option<JoinHandle<()>> = None;
     // Requests in flight, polled by this task (no task spawned per request). A notification or
     // a response is posted before anything that follows it is read (`ordered`), while the
     // requests in flight go on.
-    let mut requests = FuturesUnordered::new();
+    let mut requests: FuturesUnordered<Posting> = FuturesUnordered::new();
     let mut ordered: Option<Pin<Box<dyn Future<Output = bool> + Send>>> = None;
-    // The sessionless requests in flight, by id: how to abort each.
-    let mut sessionless: HashMap<String, AbortHandle> = HashMap::new();
+    // The requests in flight, by id: how to abort each, and whether it has no session.
+    let mut in_flight: HashMap<String, (AbortHandle, bool)> = HashMap::new();
+    // Requests waiting for one in flight to end (past `MAX_IN_FLIGHT`), oldest first.
+    let mut waiting: VecDeque<Value> = VecDeque::new();
     loop {
         tokio::select! {
             m = up_rx.recv(), if ordered.is_none() => {
@@ -182,36 +283,58 @@ async fn run(shared: Arc<Shared>, mut up_rx: mpsc::Receiver<Value>) {
                     Kind::Notification { method } => (false, method == "notifications/initialized"),
                     _ => (false, false),
                 };
-                let sh = shared.clone();
+                let cancelled_key = cancelled_request(&msg);
+                let cancelled = cancelled_key.as_ref().and_then(|k| in_flight.remove(k));
                 if is_request {
-                    // A request without a session (its revision has none) is cancelled by
-                    // closing its connection: it can be aborted until it is answered.
-                    let id = sh.sessionless(&msg).then(|| match jsonrpc::classify(&msg) {
-                        Kind::Request { id, .. } => jsonrpc::id_key(id),
-                        _ => String::new(),
-                    });
-                    let (post, handle) = futures_util::future::abortable(async move { sh.post(msg).await });
-                    if let Some(id) = &id {
-                        sessionless.insert(id.clone(), handle);
+                    // Each request in flight holds a connection: a client's batch of thousands
+                    // waits its turn rather than opening thousands of them.
+                    if requests.len() >= MAX_IN_FLIGHT {
+                        waiting.push_back(msg);
+                    } else {
+                        launch(&shared, msg, &mut requests, &mut in_flight);
                     }
-                    requests.push(async move {
-                        let _ = post.await;
-                        id
-                    });
-                } else if let Some(handle) = cancelled_request(&msg).and_then(|k| sessionless.remove(&k)) {
+                    continue;
+                }
+                if cancelled.is_none()
+                    && let Some(key) = &cancelled_key
+                    && let Some(at) = waiting.iter().position(|m| request_key(m).as_ref() == Some(key))
+                {
+                    // Not sent yet: nothing to tell the upstream.
+                    waiting.remove(at);
+                    continue;
+                }
+                let sh = shared.clone();
+                if let Some((handle, true)) = cancelled {
                     // The upstream cannot tell whose request a notification without a session
-                    // concerns: the request's connection is closed instead.
+                    // concerns: the request's connection is closed instead. A request without
+                    // a session (its revision has none) can be aborted until it is answered.
                     handle.abort();
                 } else {
+                    // A request of the session that was given up on (the relay's upstream
+                    // timeout, its client's cancellation) holds its connection no longer (an
+                    // upstream that never answers would keep one per request); the upstream is
+                    // told, in order.
+                    if let Some((handle, _)) = cancelled {
+                        handle.abort();
+                    }
+                    // The upstream accepts a notification or a response at once (202); one that
+                    // does not within `ORDERED_WAIT` holds up what follows no longer.
                     ordered = Some(Box::pin(async move {
-                        sh.post(msg).await;
+                        if tokio::time::timeout(ORDERED_WAIT, sh.post(msg)).await.is_err() {
+                            eprintln!(
+                                "mcp-policy-gateway: the upstream did not accept a notification or \
+                                 a response within {} s; going on without its answer",
+                                ORDERED_WAIT.as_secs()
+                            );
+                        }
                         initialized
                     }));
                 }
             }
             Some(done) = requests.next(), if !requests.is_empty() => {
-                if let Some(id) = done {
-                    sessionless.remove(&id);
+                in_flight.remove(&done);
+                if let Some(next) = waiting.pop_front() {
+                    launch(&shared, next, &mut requests, &mut in_flight);
                 }
             }
             initialized = async { ordered.as_mut()?.await.then_some(()) }, if ordered.is_some() => {
@@ -233,11 +356,7 @@ async fn run(shared: Arc<Shared>, mut up_rx: mpsc::Receiver<Value>) {
         // The server may not allow clients to end sessions (405): nothing to do then.
         let _ = tokio::time::timeout(
             Duration::from_secs(2),
-            shared
-                .client
-                .request(Method::DELETE, &shared.url)
-                .header(SESSION_HEADER, session)
-                .send(),
+            shared.request(Method::DELETE).header(SESSION_HEADER, session).send(),
         )
         .await;
     }
@@ -333,6 +452,14 @@ pub fn strip_upstream_status(msg: &mut Value) {
     }
 }
 
+/// The key of the id of the request `msg`.
+fn request_key(msg: &Value) -> Option<String> {
+    match jsonrpc::classify(msg) {
+        Kind::Request { id, .. } => Some(jsonrpc::id_key(id)),
+        _ => None,
+    }
+}
+
 /// The key of the request a `notifications/cancelled` names.
 fn cancelled_request(msg: &Value) -> Option<String> {
     match jsonrpc::classify(msg) {
@@ -354,6 +481,15 @@ impl Shared {
     fn close_down(&self) {
         locked(&self.down).take();
         let _ = self.gone.send(true);
+    }
+
+    /// A request of `method` to the upstream, with its credentials if its URL had any.
+    fn request(&self, method: Method) -> RequestBuilder {
+        let req = self.client.request(method, &self.url);
+        match &self.authorization {
+            Some(auth) => req.header(axum::http::header::AUTHORIZATION, auth.clone()),
+            None => req,
+        }
     }
 
     fn headers(&self, req: RequestBuilder) -> RequestBuilder {
@@ -478,8 +614,7 @@ impl Shared {
 
     /// A POST of `msg` to the upstream, accepting JSON and event streams.
     fn post_of(&self, msg: &Value) -> RequestBuilder {
-        self.client
-            .request(Method::POST, &self.url)
+        self.request(Method::POST)
             .header(ACCEPT, "application/json, text/event-stream")
             .header(CONTENT_TYPE, "application/json")
             .body(serde_json::to_vec(msg).unwrap_or_default())
@@ -549,7 +684,14 @@ impl Shared {
                 // A request without a session that the upstream refuses (a server of an older
                 // revision answers 400: it does not know `2026-07-28`): the status goes back to
                 // the client, whose fallback to `initialize` depends on it.
-                Some(id) if sessionless && status.is_client_error() => {
+                // Not an authentication challenge (401, 403, 407): it concerns the gateway's
+                // credentials toward the upstream, and a client that authenticated to the
+                // gateway would take it for its own.
+                Some(id)
+                    if sessionless
+                        && status.is_client_error()
+                        && !matches!(status.as_u16(), 401 | 403 | 407) =>
+                {
                     let mut error = jsonrpc::error(id.clone(), jsonrpc::INTERNAL_ERROR, why);
                     if let Some(e) = error.get_mut("error").and_then(Value::as_object_mut) {
                         e.insert("data".into(), json!({UPSTREAM_STATUS: status.as_u16()}));
@@ -689,8 +831,7 @@ impl Shared {
     async fn get_stream(&self) {
         let mut failures = 0;
         while failures < GET_RETRIES && !*self.gone.borrow() {
-            let req =
-                self.client.request(Method::GET, &self.url).header(ACCEPT, "text/event-stream");
+            let req = self.request(Method::GET).header(ACCEPT, "text/event-stream");
             let resp = match self.headers(req).send().await {
                 Ok(r) => r,
                 Err(_) => {
@@ -736,6 +877,276 @@ mod tests {
         }
         // The latest listing is known.
         assert_eq!(params.get(&format!("t2-{}", LEARNED_TOOLS_MAX / 2)).unwrap().len(), 1);
+    }
+
+    /// An upstream on a raw socket: the bytes of the first request it gets (head and body),
+    /// answered with a JSON-RPC result for id 1.
+    async fn capture_one(listener: tokio::net::TcpListener) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 4096];
+        while !String::from_utf8_lossy(&got).contains("\"id\":1") {
+            let n = socket.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the request ended early: {}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+        let body = r#"{"jsonrpc":"2.0","id":1,"result":{}}"#;
+        let head = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        );
+        socket.write_all(head.as_bytes()).await.unwrap();
+        socket.write_all(body.as_bytes()).await.unwrap();
+        String::from_utf8_lossy(&got).into_owned()
+    }
+
+    /// Credentials in the upstream URL (`http://user:password@host/`) are sent as HTTP Basic
+    /// authentication (as the gateway's earlier client did), and appear in no error a client
+    /// can see.
+    #[tokio::test]
+    async fn credentials_in_the_url_are_sent_and_never_shown() {
+        use base64::Engine;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(capture_one(listener));
+        let url = format!("http://us%65r:s3cr%40t@127.0.0.1:{port}/mcp?tenant=a");
+        let (mut link, _up) = connect(&url).unwrap();
+        let ping = jsonrpc::request(json!(1), "ping", json!({}));
+        link.tx.send(ping).await.unwrap();
+        let answer = link.rx.recv().await.unwrap();
+        assert_eq!(answer["result"], json!({}), "{answer}");
+        let request = server.await.unwrap();
+        let expected = base64::engine::general_purpose::STANDARD.encode("user:s3cr@t");
+        let lower = request.to_lowercase();
+        assert!(
+            lower.contains(&format!("authorization: basic {}", expected.to_lowercase())),
+            "{request}"
+        );
+        // The query string is kept; the credentials are not in the request line or Host.
+        assert!(request.starts_with("POST /mcp?tenant=a HTTP/1.1\r\n"), "{request}");
+        assert!(!lower.contains("s3cr"), "{request}");
+
+        // An upstream that cannot be reached: the error the client gets names the URL without
+        // its password.
+        let closed =
+            std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let (mut link, _up) =
+            connect(&format!("http://user:s3cr%40t@127.0.0.1:{closed}/mcp")).unwrap();
+        link.tx.send(jsonrpc::request(json!(2), "ping", json!({}))).await.unwrap();
+        let error = link.rx.recv().await.unwrap().to_string();
+        assert!(error.contains("cannot reach the upstream"), "{error}");
+        assert!(!error.contains("s3cr"), "{error}");
+    }
+
+    /// An upstream URL the gateway refuses at start is shown without its password.
+    #[test]
+    fn a_refused_url_is_shown_without_its_password() {
+        for url in ["http://u:s3cret@[::1/mcp", "https://u:s3cret@host/mcp", "ftp://u:s3cret@h/"] {
+            let Err(e) = connect(url) else { panic!("`{url}` accepted") };
+            assert!(!e.contains("s3cret") && e.contains("u:***@"), "{e}");
+        }
+        assert_eq!(redacted("http://h:1/a@b"), "http://h:1/a@b");
+    }
+
+    /// An upstream that accepts notifications (202) but never answers a request; counts the
+    /// connections that carried a request and that the gateway closed.
+    async fn never_answers(
+        listener: tokio::net::TcpListener,
+        holding: Arc<std::sync::atomic::AtomicUsize>,
+        closed: Arc<std::sync::atomic::AtomicUsize>,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        loop {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let (holding, closed) = (holding.clone(), closed.clone());
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                let mut buf = vec![0u8; 4096];
+                let mut held = false;
+                while let Ok(n) = socket.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    got.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&got).into_owned();
+                    let Some(end) = text.find("\r\n\r\n") else { continue };
+                    let len: usize = text[..end]
+                        .lines()
+                        .find_map(|l| {
+                            l.to_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse().unwrap())
+                        })
+                        .unwrap_or(0);
+                    if got.len() < end + 4 + len {
+                        continue;
+                    }
+                    if text.contains("\"method\":\"ping\"") {
+                        // Never answered; read on to see the connection closed.
+                        held = true;
+                        holding.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    } else {
+                        socket
+                            .write_all(b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n")
+                            .await
+                            .unwrap();
+                    }
+                    got.drain(..end + 4 + len);
+                }
+                if held {
+                    closed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            });
+        }
+    }
+
+    /// A request of a session that the relay gave up on (its upstream timeout, its client's
+    /// cancellation) holds no connection to the upstream: an upstream that never answers
+    /// cannot make the gateway keep one descriptor per request until the session ends.
+    #[tokio::test]
+    async fn a_cancelled_request_holds_no_connection() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let holding = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let closed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        tokio::spawn(never_answers(listener, holding.clone(), closed.clone()));
+        let (link, _up) = connect(&format!("http://127.0.0.1:{port}/mcp")).unwrap();
+        for i in 0..5 {
+            link.tx.send(jsonrpc::request(json!(i), "ping", json!({}))).await.unwrap();
+            // Cancelled once the upstream holds it (a request not sent yet holds nothing).
+            while holding.load(std::sync::atomic::Ordering::SeqCst) <= i {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let cancel = jsonrpc::notification("notifications/cancelled", json!({"requestId": i}));
+            link.tx.send(cancel).await.unwrap();
+        }
+        // Each held request's connection is closed (the upstream sees its end); without that,
+        // they stay open until the session ends.
+        for _ in 0..3000 {
+            if closed.load(std::sync::atomic::Ordering::SeqCst) == 5 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!(
+            "{} of 5 cancelled requests' connections closed",
+            closed.load(std::sync::atomic::Ordering::SeqCst)
+        );
+    }
+
+    /// Past [`MAX_IN_FLIGHT`] requests of one session in flight, the next wait their turn: a
+    /// client's batch of thousands toward an upstream that holds them cannot make the gateway
+    /// open thousands of connections (descriptors).
+    #[tokio::test]
+    async fn requests_in_flight_are_bounded() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let holding = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let closed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        tokio::spawn(never_answers(listener, holding.clone(), closed.clone()));
+        let (link, _up) = connect(&format!("http://127.0.0.1:{port}/mcp")).unwrap();
+        let total = MAX_IN_FLIGHT + 50;
+        for i in 0..total {
+            link.tx.send(jsonrpc::request(json!(i), "ping", json!({}))).await.unwrap();
+        }
+        // A request that waits its turn and is cancelled is never sent.
+        let last = json!({"requestId": total - 1});
+        link.tx.send(jsonrpc::notification("notifications/cancelled", last)).await.unwrap();
+        let wait = |counter: Arc<std::sync::atomic::AtomicUsize>, want: usize| async move {
+            for _ in 0..3000 {
+                if counter.load(SeqCst) >= want {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            panic!("{} of {want}", counter.load(SeqCst));
+        };
+        wait(holding.clone(), MAX_IN_FLIGHT).await;
+        // One ends (cancelled): the next takes its place, and no more.
+        let first = json!({"requestId": 0});
+        link.tx.send(jsonrpc::notification("notifications/cancelled", first)).await.unwrap();
+        wait(closed.clone(), 1).await;
+        wait(holding.clone(), MAX_IN_FLIGHT + 1).await;
+        assert_eq!(holding.load(SeqCst), MAX_IN_FLIGHT + 1);
+        // The rest go as the ones before them end; the cancelled one never does.
+        for i in 1..total - 1 {
+            let cancel = jsonrpc::notification("notifications/cancelled", json!({"requestId": i}));
+            link.tx.send(cancel).await.unwrap();
+            wait(closed.clone(), i + 1).await;
+        }
+        assert_eq!(holding.load(SeqCst), total - 1);
+    }
+
+    /// A sessionless request refused by the upstream with an HTTP client error carries that
+    /// status for the listener, except an authentication challenge (401, 403, 407): those speak
+    /// of the gateway's credentials toward the upstream, and the client, which authenticated to
+    /// the gateway, would take them for its own (and start over its sign-in).
+    #[tokio::test]
+    async fn an_upstream_auth_challenge_is_not_the_clients() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        for (status, passed) in [(400, true), (404, true), (401, false), (403, false), (407, false)]
+        {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = listener.local_addr().unwrap().port();
+            tokio::spawn(async move {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                let mut buf = vec![0u8; 4096];
+                let _ = socket.read(&mut buf).await.unwrap();
+                let head = format!("HTTP/1.1 {status} No\r\ncontent-length: 2\r\n\r\nno");
+                socket.write_all(head.as_bytes()).await.unwrap();
+            });
+            let (mut link, _up) = connect(&format!("http://127.0.0.1:{port}/mcp")).unwrap();
+            let meta = json!({crate::relay::META_PROTOCOL_VERSION: "2026-07-28"});
+            link.tx.send(jsonrpc::request(json!(1), "ping", json!({"_meta": meta}))).await.unwrap();
+            let error = link.rx.recv().await.unwrap();
+            let said =
+                error.pointer(&format!("/error/data/{}", UPSTREAM_STATUS.replace('/', "~1")));
+            assert_eq!(said.is_some(), passed, "{status}: {error}");
+        }
+    }
+
+    /// An upstream that never accepts a notification holds up what follows it for a while, not
+    /// for ever: the session's next request is still sent and answered.
+    #[tokio::test]
+    async fn a_notification_never_accepted_holds_up_nothing_for_ever() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            loop {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                tokio::spawn(async move {
+                    let mut got = Vec::new();
+                    let mut buf = vec![0u8; 4096];
+                    while let Ok(n) = socket.read(&mut buf).await {
+                        if n == 0 {
+                            return;
+                        }
+                        got.extend_from_slice(&buf[..n]);
+                        // Requests are answered; a notification never is.
+                        if String::from_utf8_lossy(&got).contains("\"method\":\"ping\"") {
+                            let body = r#"{"jsonrpc":"2.0","id":2,"result":{}}"#;
+                            let head = format!(
+                                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                                 content-length: {}\r\n\r\n{body}",
+                                body.len()
+                            );
+                            socket.write_all(head.as_bytes()).await.unwrap();
+                            got.clear();
+                        }
+                    }
+                });
+            }
+        });
+        let (mut link, _up) = connect(&format!("http://127.0.0.1:{port}/mcp")).unwrap();
+        let note = jsonrpc::notification("notifications/roots/list_changed", json!({}));
+        link.tx.send(note).await.unwrap();
+        link.tx.send(jsonrpc::request(json!(2), "ping", json!({}))).await.unwrap();
+        let answer = tokio::time::timeout(Duration::from_secs(120), link.rx.recv()).await;
+        let answer = answer.expect("the request after the notification was never sent").unwrap();
+        assert_eq!(answer["result"], json!({}), "{answer}");
     }
 
     /// An event-stream answer is read up to the event that answers, whatever its line ends.
