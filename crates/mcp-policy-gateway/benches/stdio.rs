@@ -7,6 +7,8 @@
 //! p99 of 20,000 sequential calls each way, and the CPU time the gateway used per call: as it
 //! runs by default (polling its pipes for up to 200 µs before sleeping), and with
 //! `--stdio-spin 0` (sleeping at once).
+//! Then the same two paths again, in alternating blocks of 500 calls, so that the machine's
+//! drift over the run weighs on both alike.
 //! `MCP_POLICY_BENCH_BASELINE_BIN=PATH` adds a row for another build of the gateway (an older
 //! commit, say), measured in the same run.
 
@@ -133,6 +135,35 @@ fn percentiles(client: &mut Client, n: usize) -> (Duration, Duration, Duration) 
     (samples[n / 2], samples[n * 99 / 100], cpu)
 }
 
+/// `n` calls each way, in alternating blocks of `block` (direct, then through `gateway`), so
+/// that the machine's drift over the run (this VM's speed moves by 20% from one second to the
+/// next) weighs on both alike: p50 and p99 of each.
+fn interleaved(
+    direct: &mut Client,
+    gateway: &mut Client,
+    n: usize,
+    block: usize,
+) -> [(Duration, Duration); 2] {
+    let mut samples = [Vec::with_capacity(n), Vec::with_capacity(n)];
+    for _ in 0..n / block {
+        for (client, out) in [&mut *direct, &mut *gateway].into_iter().zip(samples.iter_mut()) {
+            // The first calls of a block wake what slept during the other's.
+            for _ in 0..20 {
+                client.call();
+            }
+            for _ in 0..block {
+                let t = Instant::now();
+                client.call();
+                out.push(t.elapsed());
+            }
+        }
+    }
+    samples.map(|mut s| {
+        s.sort();
+        (s[s.len() / 2], s[s.len() * 99 / 100])
+    })
+}
+
 fn main() {
     if std::env::var_os("MCP_POLICY_BENCH_UPSTREAM").is_some() {
         trivial::stdio_upstream();
@@ -181,4 +212,19 @@ fn main() {
             us(cpu)
         );
     }
+    let block = 500;
+    println!(
+        "\n{n} calls each way, direct and through the gateway (default) in alternating blocks of {block}:"
+    );
+    println!("| path | p50 | p99 | added p50 | added p99 |");
+    println!("|---|---|---|---|---|");
+    let [(d50, d99), (g50, g99)] = interleaved(&mut direct, &mut gateway, n, block);
+    println!("| upstream directly | {:.1} µs | {:.1} µs | | |", us(d50), us(d99));
+    println!(
+        "| through the gateway | {:.1} µs | {:.1} µs | {:.1} µs | {:.1} µs |",
+        us(g50),
+        us(g99),
+        us(g50) - us(d50),
+        us(g99) - us(d99)
+    );
 }
