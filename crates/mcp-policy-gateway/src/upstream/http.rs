@@ -859,6 +859,7 @@ impl Shared {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
     use super::*;
+    use std::sync::atomic::AtomicUsize;
 
     /// An upstream listing ever new tools cannot grow what the gateway remembers of them.
     #[test]
@@ -1001,17 +1002,24 @@ mod tests {
         }
     }
 
+    /// A connection to an upstream that never answers ([`never_answers`]): the link, its
+    /// handle, and how many requests it holds and how many of their connections closed.
+    async fn never_answering() -> (UpstreamLink, HttpUpstream, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let holding = Arc::new(AtomicUsize::new(0));
+        let closed = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(never_answers(listener, holding.clone(), closed.clone()));
+        let (link, up) = connect(&format!("http://127.0.0.1:{port}/mcp")).unwrap();
+        (link, up, holding, closed)
+    }
+
     /// A request of a session that the relay gave up on (its upstream timeout, its client's
     /// cancellation) holds no connection to the upstream: an upstream that never answers
     /// cannot make the gateway keep one descriptor per request until the session ends.
     #[tokio::test]
     async fn a_cancelled_request_holds_no_connection() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let holding = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let closed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        tokio::spawn(never_answers(listener, holding.clone(), closed.clone()));
-        let (link, _up) = connect(&format!("http://127.0.0.1:{port}/mcp")).unwrap();
+        let (link, _up, holding, closed) = never_answering().await;
         for i in 0..5 {
             link.tx.send(jsonrpc::request(json!(i), "ping", json!({}))).await.unwrap();
             // Cancelled once the upstream holds it (a request not sent yet holds nothing).
@@ -1041,12 +1049,7 @@ mod tests {
     #[tokio::test]
     async fn requests_in_flight_are_bounded() {
         use std::sync::atomic::Ordering::SeqCst;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let holding = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let closed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        tokio::spawn(never_answers(listener, holding.clone(), closed.clone()));
-        let (link, _up) = connect(&format!("http://127.0.0.1:{port}/mcp")).unwrap();
+        let (link, _up, holding, closed) = never_answering().await;
         let total = MAX_IN_FLIGHT + 50;
         for i in 0..total {
             link.tx.send(jsonrpc::request(json!(i), "ping", json!({}))).await.unwrap();
