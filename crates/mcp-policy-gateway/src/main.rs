@@ -34,7 +34,6 @@ fn main() {
         let budget = std::time::Duration::from_micros(cli.spin.unwrap_or(DEFAULT_SPIN));
         if !budget.is_zero() {
             builder.on_thread_park(move || mcp_policy_gateway::spin::before_sleep(budget));
-            builder.on_thread_unpark(move || mcp_policy_gateway::spin::after_wake(budget));
         }
     }
     let runtime = match builder.enable_all().build() {
