@@ -49,7 +49,7 @@ mod trivial;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http_support::{Raw, gateway, write};
+use http_support::{Raw, gateway, proc_cpu_time, write};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ListToolsResult,
     PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
@@ -94,11 +94,15 @@ async fn rmcp_server() -> String {
         LocalSessionManager::default().into(),
         StreamableHttpServerConfig::default(),
     );
-    let app = axum::Router::new().nest_service("/mcp", service);
+    serve_loopback(axum::Router::new().nest_service("/mcp", service)).await
+}
+
+/// Serves `app` on a free loopback port, in this process; its `/mcp` URL.
+async fn serve_loopback(app: axum::Router) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     // As the gateway does: without it every answer waits ~40 ms for a delayed ACK, and the
-    // baseline would measure that rather than rmcp.
+    // baseline would measure that rather than the server.
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
         let _ = tcp.set_nodelay(true);
     });
@@ -130,13 +134,7 @@ async fn trivial_http_server() -> String {
             .get(|| async { StatusCode::METHOD_NOT_ALLOWED })
             .delete(|| async { StatusCode::OK }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    format!("http://{addr}/mcp")
+    serve_loopback(app).await
 }
 
 async fn sessions(url: &str, n: usize) -> Vec<Arc<Raw>> {
@@ -255,14 +253,14 @@ fn throughput(rt: &tokio::runtime::Runtime) {
             let name = *name;
             let clients = rt.block_on(sessions(url, n));
             rt.block_on(run(&clients, Instant::now() + Duration::from_secs(1)));
-            let cpu_gw = pid.map(cpu_time);
-            let cpu_self = cpu_time(std::process::id());
+            let cpu_gw = pid.map(proc_cpu_time);
+            let cpu_self = proc_cpu_time(std::process::id());
             let start = Instant::now();
             let mut lat = rt.block_on(run(&clients, start + Duration::from_secs_f64(secs)));
             let elapsed = start.elapsed().as_secs_f64();
             let calls = u32::try_from(lat.len().max(1)).unwrap();
-            let cpu_self = (cpu_time(std::process::id()) - cpu_self) / calls;
-            let cpu_gw = pid.zip(cpu_gw).map(|(p, c)| (cpu_time(p) - c) / calls);
+            let cpu_self = (proc_cpu_time(std::process::id()) - cpu_self) / calls;
+            let cpu_gw = pid.zip(cpu_gw).map(|(p, c)| (proc_cpu_time(p) - c) / calls);
             lat.sort();
             let rate = lat.len() as f64 / elapsed;
             let ratio = if name.starts_with("direct") {
@@ -306,16 +304,6 @@ async fn gateway_bin(
     };
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     http_support::Gateway { child, base, stderr: Default::default() }
-}
-
-/// CPU time (user + system) a process has used so far, from `/proc/PID/stat`.
-fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-    let ticks: u64 =
-        fields.get(11..13).map_or(0, |f| f.iter().filter_map(|t| t.parse::<u64>().ok()).sum());
-    // The kernel's USER_HZ is 100 on Linux.
-    Duration::from_millis(ticks * 10)
 }
 
 fn rss_kib(pid: u32) -> u64 {

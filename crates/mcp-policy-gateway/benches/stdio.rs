@@ -25,10 +25,13 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "../tests/http_support/mod.rs"]
+mod http_support;
 #[path = "../tests/trivial/mod.rs"]
 mod trivial;
 
 use criterion::Criterion;
+use http_support::proc_cpu_time;
 use serde_json::{Value, json};
 
 const POLICY: &str = r#"{"version": "1", "default": "deny", "tools": {
@@ -108,21 +111,11 @@ fn gateway_command_of(bin: &std::ffi::OsStr, policy: &std::path::Path, extra: &[
     cmd
 }
 
-/// CPU time (user + system) a process has used so far, from `/proc/PID/stat`.
-fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-    let ticks: u64 =
-        fields.get(11..13).map_or(0, |f| f.iter().filter_map(|t| t.parse::<u64>().ok()).sum());
-    // The kernel's USER_HZ is 100 on Linux.
-    Duration::from_millis(ticks * 10)
-}
-
 fn percentiles(client: &mut Client, n: usize) -> (Duration, Duration, Duration) {
     for _ in 0..2000 {
         client.call();
     }
-    let cpu = cpu_time(client.child.id());
+    let cpu = proc_cpu_time(client.child.id());
     let mut samples: Vec<Duration> = (0..n)
         .map(|_| {
             let t = Instant::now();
@@ -130,7 +123,7 @@ fn percentiles(client: &mut Client, n: usize) -> (Duration, Duration, Duration) 
             t.elapsed()
         })
         .collect();
-    let cpu = cpu_time(client.child.id()).saturating_sub(cpu) / u32::try_from(n).unwrap();
+    let cpu = proc_cpu_time(client.child.id()).saturating_sub(cpu) / u32::try_from(n).unwrap();
     samples.sort();
     (samples[n / 2], samples[n * 99 / 100], cpu)
 }

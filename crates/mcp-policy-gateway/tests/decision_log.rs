@@ -220,6 +220,20 @@ fn fifo_read_end(dir: &Path) -> (PathBuf, std::fs::File) {
 /// KiB), so most are still queued in the gateway when it begins to exit.
 const AT_EXIT: usize = 1000;
 
+/// The calls of the at-exit tests: `AT_EXIT` of them, ids from 1, allowed and refused in turn.
+fn at_exit_calls() -> impl Iterator<Item = (i64, &'static str)> {
+    (0..AT_EXIT).map(|i| (i64::try_from(i).unwrap() + 1, if i % 2 == 0 { "echo" } else { "other" }))
+}
+
+/// Waits (at most a minute) until the gateway `pid` has no child process left.
+async fn upstream_stopped(pid: u32) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !support::children_of(pid).is_empty() {
+        assert!(Instant::now() < deadline, "the upstream did not stop");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// A stdio client makes N calls and closes stdin: once its upstream has gone, the gateway is
 /// exiting with most lines still queued (nobody read the FIFO yet); reading the FIFO then
 /// yields exactly N lines, before the gateway exits.
@@ -230,19 +244,13 @@ async fn nothing_is_lost_at_exit_over_stdio() {
     let cmd = support::gateway_command(&policy(dir.path()), &args, &trivial_upstream());
     let mut g = support::Raw::spawn(cmd);
     g.initialize("2025-06-18", json!({})).await;
-    for i in 0..AT_EXIT {
-        let id = i64::try_from(i).unwrap() + 1;
-        let tool = if i % 2 == 0 { "echo" } else { "other" };
+    for (id, tool) in at_exit_calls() {
         g.call(id, tool, json!({})).await;
     }
     let pid = g.child.id().unwrap();
     g.close_stdin();
     // The upstream is stopped first; then the gateway flushes its log and exits.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !support::children_of(pid).is_empty() {
-        assert!(Instant::now() < deadline, "the upstream did not stop");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    upstream_stopped(pid).await;
     let lines = decisions(&drain(&mut reader));
     assert_eq!(lines.len(), AT_EXIT);
     assert_eq!(lines.iter().filter(|l| l["decision"] == "allow").count(), AT_EXIT / 2);
@@ -258,20 +266,14 @@ async fn nothing_is_lost_at_sigterm_over_http() {
     let gw = http_support::gateway(&policy(dir.path()), &args, &trivial_upstream()).await;
     let mut c = gw.client();
     c.initialize().await.unwrap();
-    for i in 0..AT_EXIT {
-        let id = i64::try_from(i).unwrap() + 1;
-        let tool = if i % 2 == 0 { "echo" } else { "other" };
+    for (id, tool) in at_exit_calls() {
         c.call(id, tool, json!({})).await;
     }
     let pid = gw.child.id().unwrap();
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::SIGTERM)
         .unwrap();
     // The session's upstream is stopped first; then the gateway flushes its log and exits.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !support::children_of(pid).is_empty() {
-        assert!(Instant::now() < deadline, "the upstream did not stop");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    upstream_stopped(pid).await;
     let lines = decisions(&drain(&mut reader));
     assert_eq!(lines.len(), AT_EXIT);
     let status = gw.stop().await;

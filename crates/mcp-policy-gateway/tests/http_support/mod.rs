@@ -71,6 +71,15 @@ pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or_else(|| panic!("no `{field}` in /proc/{pid}/status"))
 }
 
+/// The CPU time (user + system) process `pid` has used so far, from `/proc/PID/stat`.
+pub fn proc_cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
+    let ticks: u64 = fields[11..13].iter().map(|t| t.parse::<u64>().unwrap()).sum();
+    // The kernel's USER_HZ is 100 on Linux.
+    Duration::from_millis(ticks * 10)
+}
+
 /// A free loopback port (for servers that cannot be told to pick one).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
