@@ -7,10 +7,18 @@
 //! p99 of 20,000 sequential calls each way, and the CPU time the gateway used per call: as it
 //! runs by default (polling its pipes for up to 200 µs before sleeping), and with
 //! `--stdio-spin 0` (sleeping at once).
-//! Then the same two paths again, in alternating blocks of 500 calls, so that the machine's
-//! drift over the run weighs on both alike.
+//! Then every path again, in alternating blocks of 500 calls, so that the machine's drift over
+//! the run weighs on all alike, with two more: the floor of any process in between, a relay
+//! (this executable, started with `MCP_POLICY_BENCH_RELAY=MICROS`) that copies bytes both ways
+//! and does nothing else, polling its two inputs for up to 200 µs before sleeping as the
+//! gateway does; and the same relay sleeping at once.
 //! `MCP_POLICY_BENCH_BASELINE_BIN=PATH` adds a row for another build of the gateway (an older
 //! commit, say), measured in the same run.
+//!
+//! On a virtual machine, where the kernel runs the client and the upstream (on one vCPU, or on
+//! two) weighs more than anything a process in between does: a wake-up across vCPUs costs tens
+//! of microseconds. The direct path's figure moves between those two states from one run to the
+//! next; the floor relay, measured alongside, shows what any process in between costs.
 
 #![allow(
     clippy::unwrap_used,
@@ -69,8 +77,11 @@ impl Client {
     fn request(&mut self, method: &str, params: Value) -> Value {
         self.next += 1;
         let msg = json!({"jsonrpc": "2.0", "id": self.next, "method": method, "params": params});
-        writeln!(self.stdin, "{msg}").unwrap();
-        self.stdin.flush().unwrap();
+        // One write per message, as clients do (`writeln!` on the unbuffered pipe would write
+        // each piece of the JSON text apart: a few dozen writes, each waking the reader).
+        let mut line = serde_json::to_vec(&msg).unwrap();
+        line.push(b'\n');
+        self.stdin.write_all(&line).unwrap();
         loop {
             self.line.clear();
             assert!(self.stdout.read_line(&mut self.line).unwrap() > 0, "closed");
@@ -111,6 +122,62 @@ fn gateway_command_of(bin: &std::ffi::OsStr, policy: &std::path::Path, extra: &[
     cmd
 }
 
+/// The floor relay: copies what it reads on stdin to the upstream (this executable, started as
+/// the trivial upstream) and what the upstream writes to stdout, unchanged, with the gateway's
+/// spin (polls both for up to `MCP_POLICY_BENCH_RELAY` µs, then sleeps in `poll`).
+fn floor_relay() {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::io::Read;
+    use std::os::fd::AsFd;
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .env_remove("MCP_POLICY_BENCH_RELAY")
+        .env("MCP_POLICY_BENCH_UPSTREAM", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut to_upstream = child.stdin.take().unwrap();
+    let mut from_upstream = child.stdout.take().unwrap();
+    let stdin = std::io::stdin();
+    let mut out = std::io::stdout();
+    let mut buf = vec![0u8; 1 << 16];
+    let spin = Duration::from_micros(
+        std::env::var("MCP_POLICY_BENCH_RELAY").ok().and_then(|s| s.parse().ok()).unwrap_or(200),
+    );
+    loop {
+        let start = Instant::now();
+        let (client, upstream) = loop {
+            let mut fds = [
+                PollFd::new(stdin.as_fd(), PollFlags::POLLIN),
+                PollFd::new(from_upstream.as_fd(), PollFlags::POLLIN),
+            ];
+            let timeout =
+                if start.elapsed() < spin { PollTimeout::ZERO } else { PollTimeout::NONE };
+            if poll(&mut fds, timeout).unwrap() > 0 {
+                let ready = |fd: &PollFd<'_>| !fd.revents().unwrap().is_empty();
+                break (ready(&fds[0]), ready(&fds[1]));
+            }
+        };
+        if client {
+            let n = stdin.lock().read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            to_upstream.write_all(&buf[..n]).unwrap();
+        }
+        if upstream {
+            let n = from_upstream.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            out.write_all(&buf[..n]).unwrap();
+            out.flush().unwrap();
+        }
+    }
+    drop(to_upstream);
+    let _ = child.wait();
+}
+
 fn percentiles(client: &mut Client, n: usize) -> (Duration, Duration, Duration) {
     for _ in 0..2000 {
         client.call();
@@ -131,15 +198,10 @@ fn percentiles(client: &mut Client, n: usize) -> (Duration, Duration, Duration) 
 /// `n` calls each way, in alternating blocks of `block` (direct, then through `gateway`), so
 /// that the machine's drift over the run (this VM's speed moves by 20% from one second to the
 /// next) weighs on both alike: p50 and p99 of each.
-fn interleaved(
-    direct: &mut Client,
-    gateway: &mut Client,
-    n: usize,
-    block: usize,
-) -> [(Duration, Duration); 2] {
-    let mut samples = [Vec::with_capacity(n), Vec::with_capacity(n)];
+fn interleaved(clients: &mut [&mut Client], n: usize, block: usize) -> Vec<(Duration, Duration)> {
+    let mut samples = vec![Vec::with_capacity(n); clients.len()];
     for _ in 0..n / block {
-        for (client, out) in [&mut *direct, &mut *gateway].into_iter().zip(samples.iter_mut()) {
+        for (client, out) in clients.iter_mut().zip(samples.iter_mut()) {
             // The first calls of a block wake what slept during the other's.
             for _ in 0..20 {
                 client.call();
@@ -151,13 +213,21 @@ fn interleaved(
             }
         }
     }
-    samples.map(|mut s| {
-        s.sort();
-        (s[s.len() / 2], s[s.len() * 99 / 100])
-    })
+    samples
+        .into_iter()
+        .map(|mut s| {
+            s.sort();
+            (s[s.len() / 2], s[s.len() * 99 / 100])
+        })
+        .collect()
 }
 
 fn main() {
+    // Before the upstream's: `Client::start` sets both.
+    if std::env::var_os("MCP_POLICY_BENCH_RELAY").is_some() {
+        floor_relay();
+        return;
+    }
     if std::env::var_os("MCP_POLICY_BENCH_UPSTREAM").is_some() {
         trivial::stdio_upstream();
         return;
@@ -168,6 +238,13 @@ fn main() {
     let mut direct = Client::start(Command::new(std::env::current_exe().unwrap()));
     let mut gateway = Client::start(gateway_command(&policy, &[]));
     let mut sleeping = Client::start(gateway_command(&policy, &["--stdio-spin", "0"]));
+    let floor_relay = |spin: &str| {
+        let mut cmd = Command::new(std::env::current_exe().unwrap());
+        cmd.env("MCP_POLICY_BENCH_RELAY", spin);
+        Client::start(cmd)
+    };
+    let mut floor = floor_relay("200");
+    let mut floor_sleeping = floor_relay("0");
     // Another build of the gateway (`MCP_POLICY_BENCH_BASELINE_BIN`), measured in the same run.
     let mut baseline = std::env::var_os("MCP_POLICY_BENCH_BASELINE_BIN")
         .map(|bin| Client::start(gateway_command_of(&bin, &policy, &[])));
@@ -207,17 +284,32 @@ fn main() {
     }
     let block = 500;
     println!(
-        "\n{n} calls each way, direct and through the gateway (default) in alternating blocks of {block}:"
+        "\n{n} calls each way, in alternating blocks of {block} (the floor: a relay that only \
+         copies bytes, with the same spin):"
     );
     println!("| path | p50 | p99 | added p50 | added p99 |");
     println!("|---|---|---|---|---|");
-    let [(d50, d99), (g50, g99)] = interleaved(&mut direct, &mut gateway, n, block);
-    println!("| upstream directly | {:.1} µs | {:.1} µs | | |", us(d50), us(d99));
-    println!(
-        "| through the gateway | {:.1} µs | {:.1} µs | {:.1} µs | {:.1} µs |",
-        us(g50),
-        us(g99),
-        us(g50) - us(d50),
-        us(g99) - us(d99)
-    );
+    let mut paths: Vec<(&str, &mut Client)> = vec![
+        ("upstream directly", &mut direct),
+        ("through the gateway (default)", &mut gateway),
+        ("the gateway, `--spin 0`", &mut sleeping),
+        ("the floor: a relay that copies bytes", &mut floor),
+        ("the floor, sleeping at once", &mut floor_sleeping),
+    ];
+    if let Some(b) = baseline.as_mut() {
+        paths.push(("baseline build (`MCP_POLICY_BENCH_BASELINE_BIN`)", b));
+    }
+    let (names, mut clients): (Vec<&str>, Vec<&mut Client>) = paths.into_iter().unzip();
+    let figures = interleaved(&mut clients, n, block);
+    let (d50, d99) = figures[0];
+    println!("| {} | {:.1} µs | {:.1} µs | | |", names[0], us(d50), us(d99));
+    for (name, (p50, p99)) in names.iter().zip(&figures).skip(1) {
+        println!(
+            "| {name} | {:.1} µs | {:.1} µs | {:.1} µs | {:.1} µs |",
+            us(*p50),
+            us(*p99),
+            us(*p50) - us(d50),
+            us(*p99) - us(d99)
+        );
+    }
 }
