@@ -24,6 +24,7 @@ pub mod decision_log;
 pub mod downstream;
 pub mod guard;
 pub mod jsonrpc;
+pub mod lines;
 pub mod relay;
 pub mod reload;
 pub mod spin;

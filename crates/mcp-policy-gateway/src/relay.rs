@@ -17,12 +17,11 @@ use std::time::{Duration, Instant};
 
 use mcp_policy::AsyncCounterStore;
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
 
 use crate::decision_log::{DecisionLog, Outcome, Record};
 use crate::guard::{Guard, ToolCache, Verdict, declined, round_refusal};
 use crate::jsonrpc::{self, Kind};
-use crate::transport::{ClientLink, ClientTx, Inbound, UpstreamLink};
+use crate::transport::{ClientLink, ClientRx, ClientTx, Inbound, UpstreamLink, UpstreamTx};
 
 /// The protocol revisions the gateway speaks (those with an `initialize` handshake).
 pub const PROTOCOL_VERSIONS: &[&str] = &["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
@@ -598,7 +597,7 @@ pub struct Relay<S> {
     param_schemas: Option<Arc<ParamSchemas>>,
     attribute_related: bool,
     to_client: ClientTx,
-    to_upstream: mpsc::Sender<Value>,
+    to_upstream: UpstreamTx,
     next_up: u64,
     next_down: u64,
     up_pending: HashMap<String, UpPending>,
@@ -635,7 +634,7 @@ impl<S: AsyncCounterStore> Relay<S> {
         upstream: UpstreamLink,
     ) -> RelayEnd {
         let ClientLink { tx, rx } = client;
-        Self::run_to(guard, log, config, tx.into(), rx, upstream).await
+        Self::run_to(guard, log, config, tx, rx, upstream).await
     }
 
     /// [`Relay::run`], with what the client must receive sent to `to_client`.
@@ -644,7 +643,7 @@ impl<S: AsyncCounterStore> Relay<S> {
         log: Arc<DecisionLog>,
         config: RelayConfig,
         to_client: ClientTx,
-        mut from_client: mpsc::Receiver<Inbound>,
+        mut from_client: ClientRx,
         upstream: UpstreamLink,
     ) -> RelayEnd {
         let UpstreamLink { tx: to_upstream, rx: mut from_upstream } = upstream;
@@ -1596,6 +1595,7 @@ mod tests {
     use super::*;
     use crate::guard::Mode;
     use mcp_policy::Evaluator;
+    use tokio::sync::mpsc;
     use tokio::task::JoinHandle;
 
     struct Harness {
@@ -1622,8 +1622,8 @@ mod tests {
             guard,
             Arc::new(DecisionLog::disabled()),
             config,
-            ClientLink { tx, rx },
-            UpstreamLink { tx: up_tx, rx: up_rx },
+            ClientLink { tx: tx.into(), rx: rx.into() },
+            UpstreamLink { tx: up_tx.into(), rx: up_rx.into() },
         ));
         Harness {
             evaluator,

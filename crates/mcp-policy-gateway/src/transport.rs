@@ -1,17 +1,19 @@
-//! What the relay needs from a transport: channels of JSON values, one pair per end.
+//! What the relay needs from a transport: a way in and a way out for JSON values, one pair per
+//! end.
 //!
-//! A downstream transport (stdio today, streamable HTTP later) hands the relay what the client
-//! sent and takes what the client must receive; an upstream transport (a child process today,
-//! an HTTP client later) does the same for the server. The relay never sees bytes.
+//! A downstream transport (stdio, streamable HTTP) hands the relay what the client sent and
+//! takes what the client must receive; an upstream transport (a child process, an HTTP client)
+//! does the same for the server. Each way is a channel to a task of the transport's own, or,
+//! for a pipe or a socket, the descriptor itself, read and written by the relay's task (see
+//! [`crate::lines`]).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::Value;
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt};
 use tokio::sync::mpsc;
 
-/// The largest message the gateway reads over stdio (64 MiB); longer lines are refused.
-pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+use crate::lines::{Frame, LineReader, LineWriter};
 
 /// Channel capacity between a transport and the relay.
 pub const CHANNEL_CAPACITY: usize = 256;
@@ -29,9 +31,42 @@ pub enum Inbound {
 #[derive(Debug)]
 pub struct ClientLink {
     /// Messages for the client.
-    pub tx: mpsc::Sender<Value>,
-    /// Messages from the client; `None` when the client has gone.
-    pub rx: mpsc::Receiver<Inbound>,
+    pub tx: ClientTx,
+    /// Messages from the client.
+    pub rx: ClientRx,
+}
+
+/// Where the relay reads what the client sent.
+#[derive(Debug)]
+pub enum ClientRx {
+    /// A channel, filled by the transport's reader.
+    Channel(mpsc::Receiver<Inbound>),
+    /// The client's descriptor (stdin), read by the relay.
+    Lines(LineReader),
+}
+
+impl ClientRx {
+    /// The next message; `None` when the client has gone. Cancel safe.
+    pub async fn recv(&mut self) -> Option<Inbound> {
+        match self {
+            ClientRx::Channel(rx) => rx.recv().await,
+            ClientRx::Lines(lines) => match lines.next().await {
+                Ok(Some(Frame::Json(v))) => Some(Inbound::Message(v)),
+                Ok(Some(Frame::Malformed(why))) => Some(Inbound::Malformed(why)),
+                Ok(None) => None,
+                Err(e) => {
+                    eprintln!("mcp-policy-gateway: cannot read standard input: {e}");
+                    None
+                }
+            },
+        }
+    }
+}
+
+impl From<mpsc::Receiver<Inbound>> for ClientRx {
+    fn from(rx: mpsc::Receiver<Inbound>) -> Self {
+        ClientRx::Channel(rx)
+    }
 }
 
 /// Where the relay sends what the client must receive.
@@ -42,6 +77,8 @@ pub enum ClientTx {
     /// A function that takes each message at once and must not block: the HTTP listener routes
     /// a message to the request waiting for it without a task in between.
     Direct(Arc<dyn Fn(Value) + Send + Sync>),
+    /// The client's descriptor (stdout), written by the relay.
+    Lines(Arc<LineWriter>),
 }
 
 impl ClientTx {
@@ -53,6 +90,7 @@ impl ClientTx {
                 f(msg);
                 Ok(())
             }
+            ClientTx::Lines(w) => w.send(&msg).await.map_err(|_| msg),
         }
     }
 }
@@ -62,6 +100,7 @@ impl std::fmt::Debug for ClientTx {
         match self {
             ClientTx::Channel(tx) => f.debug_tuple("Channel").field(tx).finish(),
             ClientTx::Direct(_) => f.write_str("Direct"),
+            ClientTx::Lines(w) => f.debug_tuple("Lines").field(w).finish(),
         }
     }
 }
@@ -76,92 +115,86 @@ impl From<mpsc::Sender<Value>> for ClientTx {
 #[derive(Debug)]
 pub struct UpstreamLink {
     /// Messages for the upstream; a failed send means the upstream has gone.
-    pub tx: mpsc::Sender<Value>,
+    pub tx: UpstreamTx,
     /// Messages from the upstream; `None` when the upstream has gone.
-    pub rx: mpsc::Receiver<Value>,
+    pub rx: UpstreamRx,
 }
 
-/// One line of newline-delimited JSON.
+/// Where the relay sends what the upstream must receive.
 #[derive(Debug)]
-pub enum Frame {
-    /// A JSON value.
-    Json(Value),
-    /// A line that is not JSON (or too long), with why.
-    Malformed(String),
+pub enum UpstreamTx {
+    /// A channel, read by the transport's writer.
+    Channel(mpsc::Sender<Value>),
+    /// The upstream process's stdin, written by the relay.
+    Lines(LineWriter),
 }
 
-/// Reads the next non-blank line as JSON; `None` at end of input. A line over `max` bytes is
-/// skipped whole and reported as malformed.
-pub async fn read_frame<R: AsyncBufRead + Unpin>(
-    reader: &mut R,
-    buf: &mut Vec<u8>,
-    max: usize,
-) -> std::io::Result<Option<Frame>> {
-    loop {
-        buf.clear();
-        let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);
-        let n = (&mut *reader).take(limit).read_until(b'\n', buf).await?;
-        if n == 0 {
-            return Ok(None);
+impl UpstreamTx {
+    /// Sends `msg`; it comes back when the upstream has gone.
+    pub async fn send(&self, msg: Value) -> Result<(), Value> {
+        match self {
+            UpstreamTx::Channel(tx) => tx.send(msg).await.map_err(|e| e.0),
+            UpstreamTx::Lines(w) => w.send(&msg).await.map_err(|_| msg),
         }
-        if buf.len() > max && buf.last() != Some(&b'\n') {
-            // Skip the rest of the line.
-            loop {
-                buf.clear();
-                let n = (&mut *reader).take(1 << 20).read_until(b'\n', buf).await?;
-                if n == 0 || buf.last() == Some(&b'\n') {
-                    break;
+    }
+
+    /// [`UpstreamTx::send`], failing when the message is not taken within `timeout`.
+    pub async fn send_timeout(&self, msg: Value, timeout: Duration) -> Result<(), ()> {
+        match self {
+            UpstreamTx::Channel(tx) => tx.send_timeout(msg, timeout).await.map_err(|_| ()),
+            UpstreamTx::Lines(w) => match tokio::time::timeout(timeout, w.send(&msg)).await {
+                Ok(Ok(())) => Ok(()),
+                _ => Err(()),
+            },
+        }
+    }
+}
+
+impl From<mpsc::Sender<Value>> for UpstreamTx {
+    fn from(tx: mpsc::Sender<Value>) -> Self {
+        UpstreamTx::Channel(tx)
+    }
+}
+
+/// Where the relay reads what the upstream sent.
+#[derive(Debug)]
+pub enum UpstreamRx {
+    /// A channel, filled by the transport.
+    Channel(mpsc::Receiver<Value>),
+    /// The upstream process's stdout, read by the relay; each message goes through `clean`
+    /// first.
+    Lines {
+        /// The reader.
+        lines: LineReader,
+        /// What is done to each message before the relay sees it.
+        clean: fn(&mut Value),
+    },
+}
+
+impl UpstreamRx {
+    /// The next message; `None` when the upstream has gone. Cancel safe.
+    pub async fn recv(&mut self) -> Option<Value> {
+        match self {
+            UpstreamRx::Channel(rx) => rx.recv().await,
+            UpstreamRx::Lines { lines, clean } => loop {
+                match lines.next().await {
+                    Ok(Some(Frame::Json(mut v))) => {
+                        clean(&mut v);
+                        return Some(v);
+                    }
+                    Ok(Some(Frame::Malformed(why))) => eprintln!(
+                        "mcp-policy-gateway: the upstream wrote a line that is not a JSON-RPC \
+                         message ({why}); dropped"
+                    ),
+                    Ok(None) | Err(_) => return None,
                 }
-            }
-            return Ok(Some(Frame::Malformed(format!("message longer than {max} bytes"))));
+            },
         }
-        let line = buf.trim_ascii();
-        if line.is_empty() {
-            continue;
-        }
-        return Ok(Some(match serde_json::from_slice::<Value>(line) {
-            Ok(v) => Frame::Json(v),
-            Err(e) => Frame::Malformed(format!("not JSON: {e}")),
-        }));
     }
 }
 
-/// A message as one line of JSON, with its newline.
-pub fn to_line(msg: &Value) -> Vec<u8> {
-    let mut bytes = serde_json::to_vec(msg).unwrap_or_default();
-    bytes.push(b'\n');
-    bytes
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn reads_lines_skips_blank_and_reports_garbage() {
-        let input: &[u8] = b"{\"a\":1}\n\n  \nnot json\n\xff\xfe\n{\"b\":2}";
-        let mut reader = tokio::io::BufReader::new(input);
-        let mut buf = Vec::new();
-        let mut frames = Vec::new();
-        while let Some(f) = read_frame(&mut reader, &mut buf, 1024).await.unwrap() {
-            frames.push(f);
-        }
-        assert_eq!(frames.len(), 4);
-        assert!(matches!(&frames[0], Frame::Json(v) if v["a"] == 1));
-        assert!(matches!(&frames[1], Frame::Malformed(_)));
-        assert!(matches!(&frames[2], Frame::Malformed(_)));
-        assert!(matches!(&frames[3], Frame::Json(v) if v["b"] == 2));
-    }
-
-    #[tokio::test]
-    async fn skips_lines_over_the_limit() {
-        let mut input = vec![b'x'; 5000];
-        input.extend_from_slice(b"\n{\"ok\":true}\n");
-        let mut reader = tokio::io::BufReader::new(&input[..]);
-        let mut buf = Vec::new();
-        let first = read_frame(&mut reader, &mut buf, 100).await.unwrap().unwrap();
-        assert!(matches!(first, Frame::Malformed(m) if m.contains("longer than 100")));
-        let second = read_frame(&mut reader, &mut buf, 100).await.unwrap().unwrap();
-        assert!(matches!(second, Frame::Json(v) if v["ok"] == true));
+impl From<mpsc::Receiver<Value>> for UpstreamRx {
+    fn from(rx: mpsc::Receiver<Value>) -> Self {
+        UpstreamRx::Channel(rx)
     }
 }

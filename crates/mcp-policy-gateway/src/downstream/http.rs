@@ -607,7 +607,8 @@ impl<S: AsyncCounterStore + 'static> Server<S> {
         let me = self.clone();
         let log = self.config.log.clone();
         let task = tokio::spawn(async move {
-            let end = Relay::run_to(Arc::new(guard), log, config, to_client, in_rx, link).await;
+            let end =
+                Relay::run_to(Arc::new(guard), log, config, to_client, in_rx.into(), link).await;
             ended.end();
             forget(&me);
             handle.finish(end).await;

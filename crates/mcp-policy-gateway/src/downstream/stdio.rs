@@ -1,12 +1,12 @@
 //! The client speaks MCP over the gateway's own stdin and stdout (newline-delimited JSON).
 //!
 //! When stdin and stdout are pipes or sockets (as when a client starts the gateway: Python and
-//! most clients give it pipes, Node's `child_process` gives it sockets), they are read and
-//! written by the runtime's own thread, next to the relay and the upstream's pipes: a call
-//! crosses no thread on its way through the gateway. Each crossing is a wake-up of an idle
-//! thread, which costs tens of microseconds on a virtual machine, more than everything else the
-//! gateway does to a call. The descriptors are put in non-blocking mode for that, and put back
-//! as they were when the gateway is done with them.
+//! most clients give it pipes, Node's `child_process` gives it sockets), the relay reads and
+//! writes them itself, on the runtime's own thread, next to the upstream's pipes: a call crosses
+//! no thread and no task on its way through the gateway (see [`crate::lines`]). Each thread
+//! crossing is a wake-up of an idle thread, which costs tens of microseconds on a virtual
+//! machine, more than everything else the gateway does to a call. The descriptors are put in
+//! non-blocking mode for that, and put back as they were when the gateway is done with them.
 //!
 //! Anything else (a terminal, a regular file) cannot be polled: then stdin and stdout get two
 //! dedicated threads doing plain blocking I/O.
@@ -15,15 +15,14 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::FileTypeExt;
+use std::sync::Arc;
 
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use serde_json::Value;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::transport::{
-    CHANNEL_CAPACITY, ClientLink, Frame, Inbound, MAX_MESSAGE_BYTES, read_frame, to_line,
-};
+use crate::lines::{LineReader, LineWriter, MAX_MESSAGE_BYTES, ReadEnd, WriteEnd, to_line};
+use crate::transport::{CHANNEL_CAPACITY, ClientLink, ClientRx, ClientTx, Inbound};
 
 /// How the client link was set up: on the runtime's thread, or on two threads of its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,9 +76,6 @@ impl Drop for Restore {
     }
 }
 
-type Reader = Box<dyn AsyncRead + Unpin + Send>;
-type Writer = Box<dyn AsyncWrite + Unpin + Send>;
-
 /// A descriptor the runtime can poll.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -101,18 +97,22 @@ fn kind(fd: &OwnedFd) -> io::Result<Kind> {
 }
 
 /// `fd` (already non-blocking) registered with the runtime for reading.
-fn reader(fd: OwnedFd) -> io::Result<Reader> {
+fn read_end(fd: OwnedFd) -> io::Result<ReadEnd> {
     match kind(&fd)? {
-        Kind::Pipe => Ok(Box::new(tokio::net::unix::pipe::Receiver::from_owned_fd_unchecked(fd)?)),
-        Kind::Socket => Ok(Box::new(tokio::net::UnixStream::from_std(fd.into())?)),
+        Kind::Pipe => {
+            Ok(ReadEnd::Pipe(tokio::net::unix::pipe::Receiver::from_owned_fd_unchecked(fd)?))
+        }
+        Kind::Socket => Ok(ReadEnd::Socket(tokio::net::UnixStream::from_std(fd.into())?)),
     }
 }
 
 /// `fd` (already non-blocking) registered with the runtime for writing.
-fn writer(fd: OwnedFd) -> io::Result<Writer> {
+fn write_end(fd: OwnedFd) -> io::Result<WriteEnd> {
     match kind(&fd)? {
-        Kind::Pipe => Ok(Box::new(tokio::net::unix::pipe::Sender::from_owned_fd_unchecked(fd)?)),
-        Kind::Socket => Ok(Box::new(tokio::net::UnixStream::from_std(fd.into())?)),
+        Kind::Pipe => {
+            Ok(WriteEnd::Pipe(tokio::net::unix::pipe::Sender::from_owned_fd_unchecked(fd)?))
+        }
+        Kind::Socket => Ok(WriteEnd::Socket(tokio::net::UnixStream::from_std(fd.into())?)),
     }
 }
 
@@ -125,43 +125,21 @@ fn polled() -> io::Result<(ClientLink, oneshot::Receiver<()>)> {
     let restore_in = Restore::nonblocking(stdin.try_clone()?)?;
     crate::spin::watch(stdin.as_fd());
     let restore_out = Restore::nonblocking(stdout.try_clone()?)?;
-    let mut input = reader(stdin)?;
-    let mut output = writer(stdout)?;
+    let input = read_end(stdin)?;
+    let output = write_end(stdout)?;
 
-    let (in_tx, in_rx) = mpsc::channel(CHANNEL_CAPACITY);
-    let (out_tx, mut out_rx) = mpsc::channel::<Value>(CHANNEL_CAPACITY);
     let (done_tx, done_rx) = oneshot::channel();
-    tokio::spawn(async move {
-        let restore_in = restore_in;
-        let mut reader = tokio::io::BufReader::new(&mut input);
-        let mut buf = Vec::new();
-        loop {
-            let inbound = match read_frame(&mut reader, &mut buf, MAX_MESSAGE_BYTES).await {
-                Ok(Some(Frame::Json(v))) => Inbound::Message(v),
-                Ok(Some(Frame::Malformed(why))) => Inbound::Malformed(why),
-                Ok(None) => break,
-                Err(e) => {
-                    eprintln!("mcp-policy-gateway: cannot read standard input: {e}");
-                    break;
-                }
-            };
-            if in_tx.send(inbound).await.is_err() {
-                break;
-            }
-        }
-        drop(restore_in);
-    });
-    tokio::spawn(async move {
-        while let Some(msg) = out_rx.recv().await {
-            if output.write_all(&to_line(&msg)).await.is_err() || output.flush().await.is_err() {
-                break;
-            }
-        }
-        // Blocking again before anyone is told that the gateway is done with stdout.
-        drop(restore_out);
+    // Once the relay has dropped the writer and what it queued is written: blocking again
+    // before anyone is told that the gateway is done with stdin and stdout.
+    let writer = LineWriter::new(output, move || {
+        drop((restore_in, restore_out));
         let _ = done_tx.send(());
     });
-    Ok((ClientLink { tx: out_tx, rx: in_rx }, done_rx))
+    let link = ClientLink {
+        tx: ClientTx::Lines(Arc::new(writer)),
+        rx: ClientRx::Lines(LineReader::new(input, MAX_MESSAGE_BYTES)),
+    };
+    Ok((link, done_rx))
 }
 
 fn threads() -> (ClientLink, oneshot::Receiver<()>) {
@@ -182,7 +160,7 @@ fn threads() -> (ClientLink, oneshot::Receiver<()>) {
     if let Err(e) = spawned {
         eprintln!("mcp-policy-gateway: cannot start the stdout thread: {e}");
     }
-    (ClientLink { tx: out_tx, rx: in_rx }, done_rx)
+    (ClientLink { tx: out_tx.into(), rx: in_rx.into() }, done_rx)
 }
 
 fn read_stdin(tx: &mpsc::Sender<Inbound>) {

@@ -37,8 +37,9 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::jsonrpc::{self, Kind};
+use crate::lines::MAX_MESSAGE_BYTES;
 use crate::relay::ParamSchemas;
-use crate::transport::{CHANNEL_CAPACITY, MAX_MESSAGE_BYTES, UpstreamLink};
+use crate::transport::{CHANNEL_CAPACITY, UpstreamLink};
 use crate::upstream::client::{Client, RequestBuilder, Response};
 
 /// The session header.
@@ -175,7 +176,7 @@ pub fn connect_with(
         listing: tokio::sync::Mutex::new(()),
     });
     let task = tokio::spawn(run(shared.clone(), up_rx));
-    Ok((UpstreamLink { tx: up_tx, rx: down_rx }, HttpUpstream { task, shared }))
+    Ok((UpstreamLink { tx: up_tx.into(), rx: down_rx.into() }, HttpUpstream { task, shared }))
 }
 
 /// `url` with the password of its credentials (`user:password@`), if any, replaced by `***`:

@@ -13,13 +13,12 @@ use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::net::unix::pipe;
 use tokio::process::Command;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
-use crate::transport::{
-    CHANNEL_CAPACITY, Frame, MAX_MESSAGE_BYTES, UpstreamLink, read_frame, to_line,
-};
+use crate::lines::{LineReader, LineWriter, MAX_MESSAGE_BYTES, ReadEnd, WriteEnd};
+use crate::transport::{UpstreamLink, UpstreamRx, UpstreamTx};
 
 /// How long the gateway keeps reading the upstream's stdout after the process exited (output
 /// still in the pipe, or a grandchild holding it open).
@@ -51,7 +50,10 @@ pub fn spawn(command: &[OsString]) -> io::Result<(UpstreamLink, ChildProcess)> {
     };
 
     crate::spin::watch(stdout.as_fd());
+    let stdin = pipe::Sender::from_owned_fd(stdin.into_owned_fd()?)?;
+    let stdout = pipe::Receiver::from_owned_fd(stdout.into_owned_fd()?)?;
     let (status_tx, status_rx) = watch::channel(None);
+    let (exited_tx, exited) = watch::channel(false);
     tokio::spawn(async move {
         let status = child.wait().await;
         match status {
@@ -60,67 +62,19 @@ pub fn spawn(command: &[OsString]) -> io::Result<(UpstreamLink, ChildProcess)> {
             }
             Err(e) => eprintln!("mcp-policy-gateway: cannot wait for the upstream: {e}"),
         }
+        let _ = exited_tx.send(true);
     });
 
-    let (up_tx, mut up_rx) = mpsc::channel::<serde_json::Value>(CHANNEL_CAPACITY);
-    tokio::spawn(async move {
-        let mut stdin = stdin;
-        while let Some(msg) = up_rx.recv().await {
-            if stdin.write_all(&to_line(&msg)).await.is_err() || stdin.flush().await.is_err() {
-                break;
-            }
-        }
-        // Dropping stdin closes it: the upstream sees the end of its input.
-    });
-
-    let (down_tx, down_rx) = mpsc::channel(CHANNEL_CAPACITY);
-    let mut exited = status_rx.clone();
-    tokio::spawn(async move {
-        let mut reader = BufReader::new(stdout);
-        let mut buf = Vec::new();
-        let mut draining = false;
-        loop {
-            let frame = if draining {
-                match tokio::time::timeout(
-                    DRAIN_AFTER_EXIT,
-                    read_frame(&mut reader, &mut buf, MAX_MESSAGE_BYTES),
-                )
-                .await
-                {
-                    Ok(f) => f,
-                    Err(_) => break,
-                }
-            } else {
-                tokio::select! {
-                    biased;
-                    f = read_frame(&mut reader, &mut buf, MAX_MESSAGE_BYTES) => f,
-                    _ = exited.wait_for(Option::is_some) => {
-                        draining = true;
-                        continue;
-                    }
-                }
-            };
-            match frame {
-                Ok(Some(Frame::Json(mut v))) => {
-                    // Only the gateway's HTTP upstream says an HTTP status.
-                    super::http::strip_upstream_status(&mut v);
-                    if down_tx.send(v).await.is_err() {
-                        break;
-                    }
-                }
-                Ok(Some(Frame::Malformed(why))) => {
-                    eprintln!(
-                        "mcp-policy-gateway: the upstream wrote a line that is not a JSON-RPC \
-                         message ({why}); dropped"
-                    );
-                }
-                Ok(None) | Err(_) => break,
-            }
-        }
-        // Dropping down_tx tells the relay that the upstream has gone.
-    });
-
-    Ok((UpstreamLink { tx: up_tx, rx: down_rx }, ChildProcess { pid, status: status_rx }))
+    // The relay writes the upstream's stdin and reads its stdout itself; dropping the writer
+    // closes stdin (the upstream sees the end of its input). Once the process has exited,
+    // what is still in the pipe is read (for as long as lines keep coming within
+    // `DRAIN_AFTER_EXIT`: a grandchild may hold it open); then the relay sees the upstream gone.
+    let tx = UpstreamTx::Lines(LineWriter::new(WriteEnd::Pipe(stdin), || {}));
+    let lines = LineReader::new(ReadEnd::Pipe(stdout), MAX_MESSAGE_BYTES)
+        .ending_after(exited, DRAIN_AFTER_EXIT);
+    // Only the gateway's HTTP upstream says an HTTP status.
+    let rx = UpstreamRx::Lines { lines, clean: super::http::strip_upstream_status };
+    Ok((UpstreamLink { tx, rx }, ChildProcess { pid, status: status_rx }))
 }
 
 impl ChildProcess {
