@@ -200,6 +200,7 @@ fn throughput(rt: &tokio::runtime::Runtime) {
     let policy = policy(dir.path());
     let sessions_max = ["--max-sessions", "256"];
     let this = std::env::current_exe().unwrap();
+    let this_str = this.to_str().unwrap().to_owned();
     let stdio_upstream = [this.into_os_string(), "trivial-upstream".into()];
     let gw_stdio = rt.block_on(gateway(&policy, &sessions_max, &stdio_upstream));
     let gw_http =
@@ -219,14 +220,15 @@ fn throughput(rt: &tokio::runtime::Runtime) {
     let gw_rmcp =
         rt.block_on(gateway(&policy, &["--upstream", &direct_url, "--max-sessions", "256"], &[]));
     // Another build of the gateway (`MCP_POLICY_BENCH_BASELINE_BIN`), measured in the same run
-    // in front of the trivial HTTP upstream: the before/after ratio of a change on a machine
-    // too busy for figures taken apart.
+    // in front of both trivial upstreams: the before/after ratio of a change on a machine too
+    // busy for figures taken apart.
     let baseline = std::env::var_os("MCP_POLICY_BENCH_BASELINE_BIN").map(|bin| {
-        rt.block_on(gateway_bin(
-            &bin,
-            &policy,
-            &["--upstream", &trivial_url, "--max-sessions", "256"],
-        ))
+        let http = ["--upstream", &trivial_url, "--max-sessions", "256"];
+        let stdio = ["--max-sessions", "256", "--", &this_str, "trivial-upstream"];
+        (
+            rt.block_on(gateway_bin(&bin, &policy, &http)),
+            rt.block_on(gateway_bin(&bin, &policy, &stdio)),
+        )
     });
     let mut servers = vec![
         ("direct (rmcp's server)", direct_url.clone(), None),
@@ -236,8 +238,9 @@ fn throughput(rt: &tokio::runtime::Runtime) {
         ("gateway, HTTP upstream, `--spin 0`", gw_http_nospin.mcp(), gw_http_nospin.child.id()),
         ("gateway in front of rmcp", gw_rmcp.mcp(), gw_rmcp.child.id()),
     ];
-    if let Some(b) = &baseline {
-        servers.push(("baseline build, HTTP upstream", b.mcp(), b.child.id()));
+    if let Some((http, stdio)) = &baseline {
+        servers.push(("baseline build, HTTP upstream", http.mcp(), http.child.id()));
+        servers.push(("baseline build, stdio upstream", stdio.mcp(), stdio.child.id()));
     }
     // `MCP_POLICY_BENCH_ROWS=TEXT`: only the rows whose name contains TEXT (and `direct`).
     if let Ok(only) = std::env::var("MCP_POLICY_BENCH_ROWS") {
