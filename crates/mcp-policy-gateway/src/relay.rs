@@ -21,7 +21,9 @@ use serde_json::{Value, json};
 use crate::decision_log::{DecisionLog, Outcome, Record};
 use crate::guard::{Guard, ToolCache, Verdict, declined, round_refusal};
 use crate::jsonrpc::{self, Kind};
-use crate::transport::{ClientLink, ClientRx, ClientTx, Inbound, UpstreamLink, UpstreamTx};
+use crate::transport::{
+    ClientLink, ClientRx, ClientTx, Inbound, UPSTREAM_STATUS, UpstreamLink, UpstreamTx,
+};
 
 /// The protocol revisions the gateway speaks (those with an `initialize` handshake).
 pub const PROTOCOL_VERSIONS: &[&str] = &["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
@@ -342,6 +344,27 @@ pub struct RelayConfig {
     /// principal minting a token per request is one quota, not one per token); empty: the
     /// owner's own.
     pub round_quota: String,
+    /// A relay of clients without a session in front of a command upstream: before relaying
+    /// the first request of a revision without `initialize`, the gateway asks the upstream
+    /// `server/discover` (unless the client did); when it does not offer that revision, such
+    /// requests are refused as an HTTP upstream of an older revision refuses them, with 400
+    /// ([`UPSTREAM_STATUS`]), so that the client falls back to `initialize`.
+    pub probe_inline: bool,
+}
+
+/// How many requests wait for the upstream's answer to the gateway's `server/discover`; past
+/// this, requests are refused until it answers.
+const MAX_WAITING_FOR_DISCOVERY: usize = 1_000;
+
+/// What a command upstream offers of the revisions without `initialize` (see
+/// [`RelayConfig::probe_inline`]).
+enum InlineOffer {
+    /// Not known yet.
+    Unknown,
+    /// The gateway asked; the requests waiting for the answer, in order.
+    Asking(Vec<Value>),
+    /// The revisions it offers (none when it answered `server/discover` with an error).
+    Known(Vec<String>),
 }
 
 /// The field an upstream connection adds to a message it received on the answer stream of
@@ -365,6 +388,8 @@ enum UpPending {
     Client { client_id: Value, kind: Relayed, deadline: Option<Instant> },
     /// The gateway's own `tools/list` refresh.
     Refresh { acc: ToolCache, pages: usize },
+    /// The gateway's own `server/discover` (see [`RelayConfig::probe_inline`]).
+    Discover,
 }
 
 enum Relayed {
@@ -622,6 +647,8 @@ pub struct Relay<S> {
     initialized: bool,
     refreshing: bool,
     refresh_again: bool,
+    probe_inline: bool,
+    inline_offer: InlineOffer,
 }
 
 impl<S: AsyncCounterStore> Relay<S> {
@@ -678,6 +705,8 @@ impl<S: AsyncCounterStore> Relay<S> {
             initialized: false,
             refreshing: false,
             refresh_again: false,
+            probe_inline: config.probe_inline,
+            inline_offer: InlineOffer::Unknown,
         };
         let timed = relay.upstream_timeout.is_some();
         let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -745,6 +774,43 @@ impl<S: AsyncCounterStore> Relay<S> {
             }
             Kind::Request { id, method } => (id.clone(), method.to_owned()),
         };
+        if self.probe_inline
+            && method != "server/discover"
+            && let Some(version) = inline_request_version(&msg)
+        {
+            let version = version.to_owned();
+            match &mut self.inline_offer {
+                InlineOffer::Known(offered) => {
+                    if !offered.contains(&version) {
+                        self.client(not_offered(id, &version)).await;
+                        return;
+                    }
+                }
+                InlineOffer::Asking(waiting) => {
+                    if waiting.len() < MAX_WAITING_FOR_DISCOVERY {
+                        waiting.push(msg);
+                    } else {
+                        let busy = "too many requests wait for the upstream's `server/discover`";
+                        self.client(jsonrpc::error(id, jsonrpc::INTERNAL_ERROR, busy)).await;
+                    }
+                    return;
+                }
+                InlineOffer::Unknown => {
+                    // Asked as the client would have: with its request's `_meta` (revision,
+                    // capabilities, client).
+                    let meta = jsonrpc::params(&msg).and_then(|p| p.get("_meta")).cloned();
+                    self.inline_offer = InlineOffer::Asking(vec![msg]);
+                    let up_id = self.up_id();
+                    self.up_pending.insert(jsonrpc::id_key(&up_id), UpPending::Discover);
+                    let params = json!({ "_meta": meta });
+                    let discover = jsonrpc::request(up_id, "server/discover", params);
+                    if !self.upstream(discover).await {
+                        self.learn_inline_offer(None).await;
+                    }
+                    return;
+                }
+            }
+        }
         if self.client_requests.contains_key(&jsonrpc::id_key(&id)) {
             self.client(jsonrpc::error(
                 id,
@@ -1279,6 +1345,7 @@ impl<S: AsyncCounterStore> Relay<S> {
                         jsonrpc::set_id(&mut msg, client_id);
                         self.upstream_response(kind, msg).await;
                     }
+                    Some(UpPending::Discover) => self.learn_inline_offer(Some(&msg)).await,
                     Some(UpPending::Refresh { acc, pages }) => {
                         self.refresh_page(acc, pages, &msg).await;
                     }
@@ -1351,6 +1418,9 @@ impl<S: AsyncCounterStore> Relay<S> {
                 self.client(msg).await;
             }
             Relayed::Discover => {
+                if self.probe_inline && matches!(self.inline_offer, InlineOffer::Unknown) {
+                    self.inline_offer = InlineOffer::Known(inline_offered(&msg));
+                }
                 let id = msg.get("id").cloned().unwrap_or(Value::Null);
                 // Only the revisions the gateway speaks are offered.
                 let offered = msg
@@ -1521,7 +1591,60 @@ impl<S: AsyncCounterStore> Relay<S> {
             self.client(upstream_gone_error(w.client_id)).await;
         }
         self.client_requests.clear();
+        if let InlineOffer::Asking(waiting) =
+            std::mem::replace(&mut self.inline_offer, InlineOffer::Unknown)
+        {
+            for msg in waiting {
+                let id = msg.get("id").cloned().unwrap_or(Value::Null);
+                self.client(upstream_gone_error(id)).await;
+            }
+        }
     }
+
+    /// The upstream's answer to the gateway's `server/discover` (`None`: it could not be
+    /// asked): the requests that waited for it go on, or are refused.
+    async fn learn_inline_offer(&mut self, answer: Option<&Value>) {
+        let offered = answer.map(inline_offered).unwrap_or_default();
+        let waiting = match std::mem::replace(&mut self.inline_offer, InlineOffer::Known(offered)) {
+            InlineOffer::Asking(waiting) => waiting,
+            _ => Vec::new(),
+        };
+        for msg in waiting {
+            Box::pin(self.on_client(msg)).await;
+        }
+    }
+}
+
+/// The revision without `initialize` a request names in its `_meta`, if the gateway speaks it.
+fn inline_request_version(msg: &Value) -> Option<&str> {
+    meta_protocol_version(msg).filter(|v| INLINE_PROTOCOL_VERSIONS.contains(v))
+}
+
+/// The revisions without `initialize` (that the gateway speaks) an answer to `server/discover`
+/// offers: none for an error.
+fn inline_offered(answer: &Value) -> Vec<String> {
+    let versions = answer.pointer("/result/supportedVersions").and_then(Value::as_array);
+    versions
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .filter(|v| INLINE_PROTOCOL_VERSIONS.contains(v))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The refusal of a request of `version` (a revision without `initialize`) that the upstream
+/// does not offer: what an HTTP upstream of an older revision answers, 400.
+fn not_offered(id: Value, version: &str) -> Value {
+    jsonrpc::error_with_data(
+        id,
+        jsonrpc::INVALID_PARAMS,
+        format!(
+            "unsupported protocol version: the upstream does not offer `{version}` (it does not \
+             list it in `server/discover`): use `initialize`"
+        ),
+        json!({ "supported": PROTOCOL_VERSIONS, "requested": version, UPSTREAM_STATUS: 400 }),
+    )
 }
 
 /// The `requestState` of an `input_required` result (SEP-2322) the upstream answered.
@@ -2050,6 +2173,84 @@ mod tests {
             .collect::<Vec<_>>();
         ids.sort();
         assert_eq!(ids, vec![7, 8]);
+        assert_eq!(h.task.await.unwrap(), RelayEnd::UpstreamClosed);
+    }
+
+    fn probing() -> RelayConfig {
+        RelayConfig { probe_inline: true, ..RelayConfig::default() }
+    }
+
+    fn inline_request(id: i64, method: &str) -> Value {
+        let meta = json!({META_PROTOCOL_VERSION: "2026-07-28", "x": id});
+        json!({"jsonrpc": "2.0", "id": id, "method": method, "params": {"_meta": meta}})
+    }
+
+    /// Before the first request of 2026-07-28, a command upstream is asked what it offers (with
+    /// that request's `_meta`); the requests that came meanwhile wait, and go on in order once
+    /// it offers the revision; it is asked once.
+    #[tokio::test]
+    async fn a_command_upstream_is_asked_once_what_it_offers() {
+        let mut h = start_with(POLICY, probing());
+        h.client_sends(inline_request(1, "tools/list")).await;
+        h.client_sends(inline_request(2, "resources/list")).await;
+        let ask = h.upstream_gets().await;
+        assert_eq!(ask["method"], "server/discover", "{ask}");
+        assert_eq!(ask["params"]["_meta"]["x"], 1, "{ask}");
+        h.upstream_sends(json!({"jsonrpc": "2.0", "id": ask["id"],
+            "result": {"supportedVersions": ["2025-06-18", "2026-07-28"]}}))
+            .await;
+        assert_eq!(h.upstream_gets().await["method"], "tools/list");
+        assert_eq!(h.upstream_gets().await["method"], "resources/list");
+        h.client_sends(inline_request(3, "prompts/list")).await;
+        assert_eq!(h.upstream_gets().await["method"], "prompts/list");
+    }
+
+    /// An upstream that answers `server/discover` with an error, or without the revision,
+    /// offers none: each request of that revision gets the refusal that carries 400 for the
+    /// listener, and reaches nothing; requests that name no such revision pass. When the client
+    /// asked `server/discover` itself, its answer is what the gateway learns.
+    #[tokio::test]
+    async fn requests_of_a_revision_the_upstream_does_not_offer_are_refused_with_400() {
+        let mut h = start_with(POLICY, probing());
+        h.client_sends(inline_request(1, "tools/list")).await;
+        h.client_sends(inline_request(2, "tools/call")).await;
+        let ask = h.upstream_gets().await;
+        h.upstream_sends(jsonrpc::error(ask["id"].clone(), -32601, "Method not found")).await;
+        for id in [1, 2] {
+            let m = h.client_gets().await;
+            assert_eq!(m["id"], id, "{m}");
+            assert_eq!(m["error"]["code"], jsonrpc::INVALID_PARAMS, "{m}");
+            assert_eq!(m["error"]["data"][UPSTREAM_STATUS], 400, "{m}");
+            assert_eq!(m["error"]["data"]["requested"], "2026-07-28", "{m}");
+        }
+        h.client_sends(json!({"jsonrpc": "2.0", "id": 3, "method": "ping"})).await;
+        assert_eq!(h.upstream_gets().await["method"], "ping", "nothing else reached it");
+
+        let mut h = start_with(POLICY, probing());
+        h.client_sends(inline_request(1, "server/discover")).await;
+        let d = h.upstream_gets().await;
+        assert_eq!(d["method"], "server/discover");
+        h.upstream_sends(json!({"jsonrpc": "2.0", "id": d["id"],
+            "result": {"supportedVersions": ["2025-06-18"]}}))
+            .await;
+        assert_eq!(h.client_gets().await["error"]["code"], jsonrpc::METHOD_NOT_FOUND);
+        h.client_sends(inline_request(2, "tools/list")).await;
+        let m = h.client_gets().await;
+        assert_eq!(m["error"]["data"][UPSTREAM_STATUS], 400, "asked again: {m}");
+    }
+
+    /// The upstream going while the gateway asks it: the requests that waited get errors.
+    #[tokio::test]
+    async fn requests_waiting_for_discovery_get_errors_when_the_upstream_goes() {
+        let mut h = start_with(POLICY, probing());
+        h.client_sends(inline_request(1, "tools/list")).await;
+        assert_eq!(h.upstream_gets().await["method"], "server/discover");
+        h.upstream_out = None;
+        let m = h.client_gets().await;
+        assert_eq!(
+            (m["id"].as_i64(), m["error"]["code"].as_i64()),
+            (Some(1), Some(jsonrpc::INTERNAL_ERROR))
+        );
         assert_eq!(h.task.await.unwrap(), RelayEnd::UpstreamClosed);
     }
 }

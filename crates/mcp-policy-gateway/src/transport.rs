@@ -15,6 +15,13 @@ use tokio::sync::mpsc;
 
 use crate::lines::{Frame, LineReader, LineWriter};
 
+/// In `error.data` of the error a request without a session gets when the upstream refused it
+/// with an HTTP client error (4xx), or when the gateway refuses it as such an upstream would (a
+/// command upstream that does not offer the request's revision): that status, which the
+/// listener answers the client's POST with (and takes out of the body). An upstream cannot say
+/// it itself: every transport takes it out of what the upstream sends.
+pub const UPSTREAM_STATUS: &str = "mcp-policy-gateway/upstreamHttpStatus";
+
 /// Channel capacity between a transport and the relay.
 pub const CHANNEL_CAPACITY: usize = 256;
 

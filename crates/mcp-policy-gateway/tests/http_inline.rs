@@ -255,6 +255,67 @@ async fn an_upstream_without_2026_07_28_sends_the_client_to_initialize() {
     gw.stop().await;
 }
 
+/// A command upstream gives no HTTP status to pass on: before relaying a request of 2026-07-28
+/// without a session, the gateway asks it `server/discover` (with the request's `_meta`). The
+/// filesystem server (npm, of an older revision) does not know the method: a client that skipped
+/// discovery gets 400, as from an HTTP upstream of an older revision, and nothing reaches the
+/// server (no file is written); with `initialize` the same call runs. `mcp-server-time` (PyPI,
+/// on an SDK that offers 2026-07-28) serves such a request without a session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_upstream_that_does_not_offer_2026_07_28_sends_the_client_to_initialize() {
+    let Some(mut filesystem) = http_support::node_server("@modelcontextprotocol/server-filesystem")
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    filesystem.push(root.clone().into());
+    let policy = write(
+        dir.path(),
+        "policy.json",
+        r#"{"version": "1", "default": "deny", "tools": {"write_file": {}, "get_current_time": {}}}"#,
+    );
+    let gw = gateway(&policy, &["--trusted-header", "x-user"], &filesystem).await;
+    let alice = Client::new(&gw.mcp(), "alice");
+    let made = root.join("made.txt");
+    let args = json!({"path": made.to_str().unwrap(), "content": "x"});
+    for id in [1, 2] {
+        let body = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": {"name": "write_file", "arguments": args, "_meta": meta()}});
+        let resp = alice.post(&body, &[]).send().await.unwrap();
+        assert_eq!(resp.status(), 400, "request {id}");
+        let answer = http_support::messages(resp).await;
+        assert_eq!(answer[0]["id"], id, "{answer:?}");
+        assert_eq!(answer[0]["error"]["code"], -32602, "{answer:?}");
+        let message = answer[0]["error"]["message"].as_str().unwrap();
+        assert!(message.contains("use `initialize`"), "{message}");
+        assert_eq!(answer[0]["error"]["data"]["requested"], VERSION, "{answer:?}");
+        assert_eq!(answer[0]["error"]["data"].as_object().unwrap().len(), 2, "{answer:?}");
+        assert!(!made.exists(), "the refused call reached the filesystem server");
+    }
+    let mut old = session_client(&gw, "alice");
+    old.initialize().await.unwrap();
+    old.call(3, "write_file", args).await;
+    assert_eq!(std::fs::read_to_string(&made).unwrap(), "x");
+    gw.stop().await;
+
+    let time = http_support::deps_dir().join("venv/bin/mcp-server-time");
+    if !time.exists() {
+        http_support::skip("MCP_POLICY_REQUIRE_PYTHON", "`mcp-server-time` from PyPI");
+        return;
+    }
+    let gw = gateway(&policy, &["--trusted-header", "x-user"], &[time.into_os_string()]).await;
+    let alice = Client::new(&gw.mcp(), "alice");
+    let body = json!({"jsonrpc": "2.0", "id": 4, "method": "tools/call",
+        "params": {"name": "get_current_time", "arguments": {"timezone": "UTC"}, "_meta": meta()}});
+    let resp = alice.post(&body, &[]).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let answer = http_support::messages(resp).await;
+    assert!(text(&answer[0]["result"]).contains("UTC"), "{answer:?}");
+    gw.stop().await;
+}
+
 /// One subject with two tokens whose claims differ: each request is decided with the claims of
 /// its own token, whichever came first (the relay of an identity is also that of its claims).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -62,7 +62,7 @@ use crate::relay::{
     PROTOCOL_VERSIONS, ParamSchemas, RELATED_REQUEST, Relay, RelayConfig, RelayEnd,
     decode_header_value, mcp_name, meta_protocol_version,
 };
-use crate::transport::{CHANNEL_CAPACITY, ClientTx, Inbound, UpstreamLink};
+use crate::transport::{CHANNEL_CAPACITY, ClientTx, Inbound, UPSTREAM_STATUS, UpstreamLink};
 use crate::upstream;
 
 /// The session header.
@@ -1401,11 +1401,11 @@ async fn post_inline<S: AsyncCounterStore + 'static>(
 }
 
 /// The HTTP status an HTTP upstream refused a request without a session with (4xx), taken out
-/// of the error's data (see [`upstream::http::UPSTREAM_STATUS`]).
+/// of the error's data (see [`crate::transport::UPSTREAM_STATUS`]).
 fn upstream_refusal(msg: &mut Value) -> Option<StatusCode> {
     let error = msg.get_mut("error")?.as_object_mut()?;
     let data = error.get_mut("data")?.as_object_mut()?;
-    let status = data.remove(upstream::http::UPSTREAM_STATUS)?;
+    let status = data.remove(UPSTREAM_STATUS)?;
     if data.is_empty() {
         error.remove("data");
     }
@@ -1583,6 +1583,8 @@ impl<S: AsyncCounterStore + 'static> Server<S> {
             approval_rounds: Some(self.rounds.clone()),
             round_owner,
             round_quota: identity_principal,
+            // A command upstream gives no HTTP status: the relay asks it what it offers.
+            probe_inline: !attributed,
         };
         let relay = SessionRelay { guard, config: relay_config, in_rx, link, handle };
         self.run_relay(&session, relay, move |me| me.remove_inline(&key, &id));
@@ -1622,7 +1624,7 @@ mod tests {
     /// it leaves the body; the error's own data stays.
     #[test]
     fn an_upstream_refusal_is_answered_with_its_status() {
-        let key = upstream::http::UPSTREAM_STATUS;
+        let key = UPSTREAM_STATUS;
         let mut refused = jsonrpc::error(json!(1), jsonrpc::INTERNAL_ERROR, "no");
         refused["error"]["data"] = json!({key: 400});
         assert_eq!(upstream_refusal(&mut refused), Some(StatusCode::BAD_REQUEST));

@@ -39,15 +39,11 @@ use tokio::task::JoinHandle;
 use crate::jsonrpc::{self, Kind};
 use crate::lines::MAX_MESSAGE_BYTES;
 use crate::relay::ParamSchemas;
-use crate::transport::{CHANNEL_CAPACITY, UpstreamLink};
+use crate::transport::{CHANNEL_CAPACITY, UPSTREAM_STATUS, UpstreamLink};
 use crate::upstream::client::{Client, RequestBuilder, Response};
 
 /// The session header.
 pub const SESSION_HEADER: &str = "mcp-session-id";
-/// In `error.data` of the error a request without a session gets when the upstream refused it
-/// with an HTTP client error (4xx): that status, which the listener answers the client's POST
-/// with (and takes out of the body).
-pub const UPSTREAM_STATUS: &str = "mcp-policy-gateway/upstreamHttpStatus";
 /// The protocol version header.
 pub const PROTOCOL_HEADER: &str = "mcp-protocol-version";
 
