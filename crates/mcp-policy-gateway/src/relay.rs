@@ -356,13 +356,18 @@ pub struct RelayConfig {
 /// this, requests are refused until it answers.
 const MAX_WAITING_FOR_DISCOVERY: usize = 1_000;
 
+/// How long the gateway waits for the upstream's answer to its `server/discover`; an upstream
+/// silent that long (one that ignores methods it does not know) offers nothing.
+pub const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// What a command upstream offers of the revisions without `initialize` (see
 /// [`RelayConfig::probe_inline`]).
 enum InlineOffer {
     /// Not known yet.
     Unknown,
-    /// The gateway asked; the requests waiting for the answer, in order.
-    Asking(Vec<Value>),
+    /// The gateway asked (when, and the key of its request); the requests waiting for the
+    /// answer, in order.
+    Asking { since: Instant, key: String, waiting: Vec<Value> },
     /// The revisions it offers (none when it answered `server/discover` with an error).
     Known(Vec<String>),
 }
@@ -713,7 +718,7 @@ impl<S: AsyncCounterStore> Relay<S> {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = tick.tick(), if timed => relay.expire().await,
+                _ = tick.tick(), if timed || relay.asking() => relay.expire().await,
                 m = from_client.recv() => match m {
                     None => return RelayEnd::ClientClosed,
                     Some(Inbound::Malformed(why)) => {
@@ -786,7 +791,7 @@ impl<S: AsyncCounterStore> Relay<S> {
                         return;
                     }
                 }
-                InlineOffer::Asking(waiting) => {
+                InlineOffer::Asking { waiting, .. } => {
                     if waiting.len() < MAX_WAITING_FOR_DISCOVERY {
                         waiting.push(msg);
                     } else {
@@ -799,9 +804,11 @@ impl<S: AsyncCounterStore> Relay<S> {
                     // Asked as the client would have: with its request's `_meta` (revision,
                     // capabilities, client).
                     let meta = jsonrpc::params(&msg).and_then(|p| p.get("_meta")).cloned();
-                    self.inline_offer = InlineOffer::Asking(vec![msg]);
                     let up_id = self.up_id();
-                    self.up_pending.insert(jsonrpc::id_key(&up_id), UpPending::Discover);
+                    let key = jsonrpc::id_key(&up_id);
+                    self.up_pending.insert(key.clone(), UpPending::Discover);
+                    let since = Instant::now();
+                    self.inline_offer = InlineOffer::Asking { since, key, waiting: vec![msg] };
                     let params = json!({ "_meta": meta });
                     let discover = jsonrpc::request(up_id, "server/discover", params);
                     if !self.upstream(discover).await {
@@ -1537,6 +1544,12 @@ impl<S: AsyncCounterStore> Relay<S> {
     /// Requests the upstream has not answered in time get an error, and the upstream a
     /// cancellation.
     async fn expire(&mut self) {
+        if let InlineOffer::Asking { since, key, .. } = &self.inline_offer
+            && since.elapsed() >= DISCOVERY_TIMEOUT
+        {
+            self.up_pending.remove(key);
+            self.learn_inline_offer(None).await;
+        }
         let now = Instant::now();
         let expired: Vec<String> = self
             .up_pending
@@ -1591,7 +1604,7 @@ impl<S: AsyncCounterStore> Relay<S> {
             self.client(upstream_gone_error(w.client_id)).await;
         }
         self.client_requests.clear();
-        if let InlineOffer::Asking(waiting) =
+        if let InlineOffer::Asking { waiting, .. } =
             std::mem::replace(&mut self.inline_offer, InlineOffer::Unknown)
         {
             for msg in waiting {
@@ -1601,12 +1614,18 @@ impl<S: AsyncCounterStore> Relay<S> {
         }
     }
 
+    /// Whether the gateway waits for the upstream's answer to its `server/discover`.
+    fn asking(&self) -> bool {
+        matches!(self.inline_offer, InlineOffer::Asking { .. })
+    }
+
     /// The upstream's answer to the gateway's `server/discover` (`None`: it could not be
-    /// asked): the requests that waited for it go on, or are refused.
+    /// asked, or did not answer within [`DISCOVERY_TIMEOUT`]): the requests that waited for it
+    /// go on, or are refused.
     async fn learn_inline_offer(&mut self, answer: Option<&Value>) {
         let offered = answer.map(inline_offered).unwrap_or_default();
         let waiting = match std::mem::replace(&mut self.inline_offer, InlineOffer::Known(offered)) {
-            InlineOffer::Asking(waiting) => waiting,
+            InlineOffer::Asking { waiting, .. } => waiting,
             _ => Vec::new(),
         };
         for msg in waiting {
@@ -2237,6 +2256,27 @@ mod tests {
         h.client_sends(inline_request(2, "tools/list")).await;
         let m = h.client_gets().await;
         assert_eq!(m["error"]["data"][UPSTREAM_STATUS], 400, "asked again: {m}");
+    }
+
+    /// An upstream that never answers the gateway's `server/discover` offers nothing: after
+    /// [`DISCOVERY_TIMEOUT`] the requests that waited are refused (400), and its late answer
+    /// changes nothing.
+    /// (It takes `DISCOVERY_TIMEOUT` of real time: 5 s.)
+    #[tokio::test]
+    async fn an_upstream_silent_to_discovery_offers_nothing() {
+        let mut h = start_with(POLICY, probing());
+        h.client_sends(inline_request(1, "tools/list")).await;
+        let ask = h.upstream_gets().await;
+        assert_eq!(ask["method"], "server/discover");
+        let m = h.client_gets().await;
+        assert_eq!(m["id"], 1, "{m}");
+        assert_eq!(m["error"]["data"][UPSTREAM_STATUS], 400, "{m}");
+        h.upstream_sends(json!({"jsonrpc": "2.0", "id": ask["id"],
+            "result": {"supportedVersions": ["2026-07-28"]}}))
+            .await;
+        h.client_sends(inline_request(2, "tools/list")).await;
+        let m = h.client_gets().await;
+        assert_eq!(m["error"]["data"][UPSTREAM_STATUS], 400, "{m}");
     }
 
     /// The upstream going while the gateway asks it: the requests that waited get errors.
