@@ -337,6 +337,9 @@ pub struct RelayConfig {
     /// Where the relay keeps its approval rounds (`None`: a store of its own, its rounds ending
     /// with it), and who it is among their owners (the identity of clients without a session).
     pub approval_rounds: Option<Arc<ApprovalRounds>>,
+    /// Where the relay keeps the upstream's own `input_required` rounds (`None`: a store of its
+    /// own, its rounds ending with it), owned by `round_owner` too.
+    pub upstream_rounds: Option<Arc<UpstreamRounds>>,
     /// See `approval_rounds`.
     pub round_owner: String,
     /// Whose quota of kept rounds ([`MAX_PENDING_ROUNDS`]) this relay's rounds count against:
@@ -578,6 +581,7 @@ impl ApprovalRounds {
 /// once, if it names the same tool with the same arguments in this relay (its session, or its
 /// grant for clients without a session) before [`PENDING_ROUND_TTL`]. Keyed by a digest of the
 /// upstream's `requestState`, which is relayed both ways unchanged.
+#[derive(Debug)]
 struct Continuation {
     tool: String,
     arguments: [u8; 32],
@@ -585,8 +589,146 @@ struct Continuation {
     chain: Chain,
 }
 
+/// The upstream's own `input_required` rounds the gateway remembers ([`Continuation`]), by
+/// owner: a session's relay has its own; the relays of clients without a session share the
+/// listener's, each the owner of its identity's rounds, so that the retry continues its call
+/// after the relay that saw the round ended (its idle end, its upstream's exit: a stateless
+/// upstream keeps nothing between requests but the `requestState`). Each owner's rounds count
+/// against its quota ([`MAX_PENDING_ROUNDS`]); at most `max` are kept in all, the oldest
+/// forgotten first.
+#[derive(Debug)]
+pub struct UpstreamRounds {
+    max: usize,
+    inner: std::sync::Mutex<UpstreamRoundBook>,
+}
+
+#[derive(Debug, Default)]
+struct UpstreamRoundBook {
+    /// By the digest of the owner and the `requestState`.
+    rounds: HashMap<[u8; 32], KeptContinuation>,
+    /// The keys, oldest first.
+    order: VecDeque<[u8; 32]>,
+    /// How many rounds each quota has.
+    owned: HashMap<String, usize>,
+}
+
+#[derive(Debug)]
+struct KeptContinuation {
+    quota: String,
+    continuation: Continuation,
+}
+
+impl UpstreamRoundBook {
+    fn forget(&mut self, key: &[u8; 32]) -> Option<Continuation> {
+        let kept = self.rounds.remove(key)?;
+        if let Some(n) = self.owned.get_mut(&kept.quota) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.owned.remove(&kept.quota);
+            }
+        }
+        Some(kept.continuation)
+    }
+
+    fn forget_in_order(&mut self, key: &[u8; 32]) {
+        if self.forget(key).is_some() {
+            self.order.retain(|k| k != key);
+        }
+    }
+}
+
+impl UpstreamRounds {
+    /// A store of at most `max` rounds.
+    pub fn new(max: usize) -> Self {
+        UpstreamRounds { max, inner: std::sync::Mutex::new(UpstreamRoundBook::default()) }
+    }
+
+    fn book(&self) -> std::sync::MutexGuard<'_, UpstreamRoundBook> {
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Remembers that the upstream answered `owner`'s call of `tool` with `arguments` (part of
+    /// `chain`) with an `input_required` round whose state is `state`. A chain that may not
+    /// continue once more is not remembered (and an older round of the same state is dropped).
+    fn remember(
+        &self,
+        (owner, quota): (&str, &str),
+        state: &str,
+        tool: &str,
+        arguments: &Value,
+        chain: Chain,
+    ) {
+        let quota = if quota.is_empty() { owner } else { quota };
+        let key = owned_state_digest(owner, state);
+        let mut book = self.book();
+        // The same state given again (for this call or another) replaces the older round.
+        book.forget_in_order(&key);
+        if !chain.may_continue() {
+            return;
+        }
+        while let Some(front) = book.order.front().copied() {
+            match book.rounds.get(&front) {
+                Some(k) if k.continuation.issued.elapsed() < PENDING_ROUND_TTL => break,
+                _ => {
+                    book.order.pop_front();
+                    book.forget(&front);
+                }
+            }
+        }
+        if book.owned.get(quota).copied().unwrap_or(0) >= MAX_PENDING_ROUNDS {
+            let mine = book
+                .order
+                .iter()
+                .position(|k| book.rounds.get(k).is_some_and(|r| r.quota == quota));
+            if let Some(k) = mine.and_then(|i| book.order.remove(i)) {
+                book.forget(&k);
+            }
+        }
+        while book.rounds.len() >= self.max {
+            let Some(k) = book.order.pop_front() else { break };
+            book.forget(&k);
+        }
+        book.order.push_back(key);
+        *book.owned.entry(quota.to_owned()).or_default() += 1;
+        let continuation = Continuation {
+            tool: tool.to_owned(),
+            arguments: arguments_digest(arguments),
+            issued: Instant::now(),
+            chain: Chain { decided: chain.decided, rounds: chain.rounds.saturating_add(1) },
+        };
+        book.rounds.insert(key, KeptContinuation { quota: quota.to_owned(), continuation });
+    }
+
+    /// Whether `state` is the `requestState` of an `input_required` round the upstream gave
+    /// `owner` for the call of `tool` with `arguments`, not yet used and not expired; it is then
+    /// spent, and the call it continues is returned. A state given for another tool or other
+    /// arguments (or to another owner) is left as it was.
+    fn redeem(&self, owner: &str, state: &str, tool: &str, arguments: &Value) -> Option<Chain> {
+        let key = owned_state_digest(owner, state);
+        let mut book = self.book();
+        let c = &book.rounds.get(&key)?.continuation;
+        if c.tool != tool || c.arguments != arguments_digest(arguments) {
+            return None;
+        }
+        let fresh = c.issued.elapsed() < PENDING_ROUND_TTL && c.chain.fresh();
+        let chain = c.chain;
+        book.forget_in_order(&key);
+        fresh.then_some(chain)
+    }
+
+    /// How many rounds are kept.
+    pub fn len(&self) -> usize {
+        self.book().rounds.len()
+    }
+
+    /// Whether no round is kept.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// A decided call and the upstream's `input_required` rounds it went through so far.
-#[derive(Clone, Copy)]
+#[derive(Debug, Clone, Copy)]
 struct Chain {
     /// When the call was decided.
     decided: Instant,
@@ -640,10 +782,8 @@ pub struct Relay<S> {
     rounds: Arc<ApprovalRounds>,
     round_owner: String,
     round_quota: String,
-    /// The upstream's own `input_required` rounds, by the digest of their `requestState`, and
-    /// those digests oldest first.
-    continuations: HashMap<[u8; 32], Continuation>,
-    continuation_order: VecDeque<[u8; 32]>,
+    /// The upstream's own `input_required` rounds (the relay's own, or the listener's).
+    continuations: Arc<UpstreamRounds>,
     client_capabilities: Option<Value>,
     upstream_capabilities: Option<Value>,
     protocol: Option<String>,
@@ -701,8 +841,9 @@ impl<S: AsyncCounterStore> Relay<S> {
                 .unwrap_or_else(|| Arc::new(ApprovalRounds::new(MAX_PENDING_ROUNDS))),
             round_owner: config.round_owner,
             round_quota: config.round_quota,
-            continuations: HashMap::new(),
-            continuation_order: VecDeque::new(),
+            continuations: config
+                .upstream_rounds
+                .unwrap_or_else(|| Arc::new(UpstreamRounds::new(MAX_PENDING_ROUNDS))),
             client_capabilities: None,
             upstream_capabilities: None,
             protocol: None,
@@ -1125,56 +1266,15 @@ impl<S: AsyncCounterStore> Relay<S> {
     /// through [`MAX_CONTINUATION_ROUNDS`] rounds already or was decided too long ago (its
     /// retry is then decided as a new call).
     fn remember_continuation(&mut self, state: &str, tool: &str, arguments: &Value, chain: Chain) {
-        let key = state_digest(state);
-        if !chain.may_continue() {
-            // A state given again must not keep an older round of it alive either.
-            if self.continuations.remove(&key).is_some() {
-                self.continuation_order.retain(|k| *k != key);
-            }
-            return;
-        }
-        while let Some(front) = self.continuation_order.front() {
-            match self.continuations.get(front) {
-                Some(c) if c.issued.elapsed() < PENDING_ROUND_TTL => break,
-                _ => {
-                    if let Some(k) = self.continuation_order.pop_front() {
-                        self.continuations.remove(&k);
-                    }
-                }
-            }
-        }
-        while self.continuation_order.len() >= MAX_PENDING_ROUNDS {
-            if let Some(k) = self.continuation_order.pop_front() {
-                self.continuations.remove(&k);
-            }
-        }
-        // The same state given again (for this call or another) replaces the older round.
-        self.continuation_order.retain(|k| *k != key);
-        self.continuation_order.push_back(key);
-        let continuation = Continuation {
-            tool: tool.to_owned(),
-            arguments: arguments_digest(arguments),
-            issued: Instant::now(),
-            chain: Chain { decided: chain.decided, rounds: chain.rounds.saturating_add(1) },
-        };
-        self.continuations.insert(key, continuation);
+        let owner = (self.round_owner.as_str(), self.round_quota.as_str());
+        self.continuations.remember(owner, state, tool, arguments, chain);
     }
 
     /// Whether `state` is the `requestState` of an `input_required` answer the upstream gave
-    /// in this relay to the call of `tool` with `arguments`, not yet used and not expired; it
-    /// is then spent, and the call it continues is returned. A state given for another tool or
-    /// other arguments is left as it was.
+    /// this relay's owner for the call of `tool` with `arguments` (see
+    /// [`UpstreamRounds::redeem`]).
     fn redeem_continuation(&mut self, state: &str, tool: &str, arguments: &Value) -> Option<Chain> {
-        let key = state_digest(state);
-        let c = self.continuations.get(&key)?;
-        if c.tool != tool || c.arguments != arguments_digest(arguments) {
-            return None;
-        }
-        let fresh = c.issued.elapsed() < PENDING_ROUND_TTL && c.chain.fresh();
-        let chain = c.chain;
-        self.continuations.remove(&key);
-        self.continuation_order.retain(|k| *k != key);
-        fresh.then_some(chain)
+        self.continuations.redeem(&self.round_owner, state, tool, arguments)
     }
 
     fn elicitation_params(&self, prompt: String) -> Value {
@@ -1675,9 +1775,14 @@ fn upstream_input_required(msg: &Value) -> Option<&str> {
     result.get("requestState").and_then(Value::as_str)
 }
 
-fn state_digest(state: &str) -> [u8; 32] {
+/// The key of `owner`'s round of the upstream whose `requestState` is `state`.
+fn owned_state_digest(owner: &str, state: &str) -> [u8; 32] {
     use sha2::{Digest, Sha256};
-    Sha256::digest(state.as_bytes()).into()
+    let mut h = Sha256::new();
+    h.update(owner.len().to_le_bytes());
+    h.update(owner.as_bytes());
+    h.update(state.as_bytes());
+    h.finalize().into()
 }
 
 /// A digest of `arguments` that does not depend on the order of object members.
@@ -1862,6 +1967,35 @@ mod tests {
         let t = rounds.issue("mallory\0jti-a", "mallory", "ka".into(), "create");
         assert_eq!(rounds.redeem("mallory\0jti-b", &t, "create"), None);
         assert_eq!(rounds.redeem("mallory\0jti-a", &t, "create").as_deref(), Some("ka"));
+    }
+
+    /// The upstream's own rounds kept for clients without a session: bound to their owner, tool
+    /// and arguments (another's use leaves them), used once; one principal minting a token per
+    /// request fills its own quota, not the others'; at most `max` in all.
+    #[test]
+    fn upstream_rounds_are_bound_single_use_and_bounded_per_quota() {
+        let fresh = Chain { decided: Instant::now(), rounds: 0 };
+        let args = json!({"q": 1});
+        let rounds = UpstreamRounds::new(MAX_PENDING_ROUNDS * 2);
+        rounds.remember(("bob\0claims", "bob"), "s", "ask", &args, fresh);
+        for i in 0..MAX_PENDING_ROUNDS * 3 {
+            let owner = format!("mallory\0jti-{i}");
+            rounds.remember((&owner, "mallory"), &format!("m{i}"), "ask", &args, fresh);
+        }
+        assert!(rounds.len() <= MAX_PENDING_ROUNDS + 1, "{}", rounds.len());
+        assert!(rounds.redeem("mallory\0jti-0", "s", "ask", &args).is_none(), "not the owner");
+        assert!(rounds.redeem("bob\0claims", "s", "other", &args).is_none(), "another tool");
+        assert!(rounds.redeem("bob\0claims", "s", "ask", &json!({"q": 2})).is_none());
+        let chain = rounds.redeem("bob\0claims", "s", "ask", &args).expect("left as it was");
+        assert_eq!(chain.rounds, 1);
+        assert!(rounds.redeem("bob\0claims", "s", "ask", &args).is_none(), "used once");
+        let small = UpstreamRounds::new(3);
+        for i in 0..5 {
+            small.remember((&format!("o{i}"), ""), "s", "ask", &args, fresh);
+        }
+        assert_eq!(small.len(), 3);
+        assert!(small.redeem("o0", "s", "ask", &args).is_none(), "the oldest made room");
+        assert!(small.redeem("o4", "s", "ask", &args).is_some());
     }
 
     /// A client's `Mcp-Param-*` headers against a call's arguments, as rmcp's server checks

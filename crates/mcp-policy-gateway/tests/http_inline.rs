@@ -358,6 +358,50 @@ async fn each_request_is_decided_with_the_claims_of_its_own_token() {
     gw.stop().await;
 }
 
+/// The upstream's own `input_required` round outlives the identity's relay too: after the relay
+/// ended (idle timeout), the retry with the upstream's `requestState` still continues its call
+/// without a second charge, once; another identity's use of it is a new call of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstreams_own_round_outlives_the_identitys_relay() {
+    let upstream = Upstream::start(TOOLS, false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let policy = write(dir.path(), "policy.json", POLICY);
+    let args = ["--upstream", &upstream.url, "--trusted-header", "x-user"];
+    let gw = gateway(&policy, &[&args[..], &["--session-idle-timeout", "1"]].concat(), &[]).await;
+    let alice = Client::new(&gw.mcp(), "alice");
+    let bob = Client::new(&gw.mcp(), "bob");
+    // `ask` admits 2 per identity: both are spent on the calls, none on their retries.
+    let r = alice.call(1, "ask", json!({"q": 1}), None).await;
+    let s1 = r["requestState"].as_str().unwrap_or_else(|| panic!("{r}")).to_owned();
+    let r = alice.call(2, "ask", json!({"q": 2}), None).await;
+    let s2 = r["requestState"].as_str().unwrap_or_else(|| panic!("{r}")).to_owned();
+    let relays_gone = || async {
+        tokio::time::timeout(http_support::PATIENCE, async {
+            while !gw.metrics().await.lines().any(|l| l == "mcp_policy_gateway_sessions 0") {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        })
+        .await
+        .expect("the relays never ended");
+    };
+    relays_gone().await;
+    let r = alice.call(3, "ask", json!({"q": 1}), Some((&s1, sure()))).await;
+    assert_eq!(text(&r), "ran ask", "the round outlived the relay: {r}");
+    let r = bob.call(4, "ask", json!({"q": 2}), Some((&s2, sure()))).await;
+    assert_eq!(text(&r), "ran ask", "bob's own new call: {r}");
+    bob.call(5, "ask", json!({"b": 1}), None).await;
+    let r = bob.call(6, "ask", json!({"b": 2}), None).await;
+    assert_eq!(r["isError"], true, "bob's use of alice's state was charged to bob: {r}");
+    relays_gone().await;
+    let r = alice.call(7, "ask", json!({"q": 2}), Some((&s2, sure()))).await;
+    assert_eq!(text(&r), "ran ask", "alice's other round, still hers: {r}");
+    let n = upstream.ran().len();
+    let r = alice.call(8, "ask", json!({"q": 1}), Some((&s1, sure()))).await;
+    assert_eq!(r["isError"], true, "a spent round is a new call, and limited: {r}");
+    assert_eq!(upstream.ran().len(), n);
+    gw.stop().await;
+}
+
 /// The gateway's approval round outlives the identity's relay: the relay ends (idle timeout)
 /// between the round and its approved retry, and the retry with the token passes all the same,
 /// once; a second use is refused, and so is another identity's use (before and after), nothing

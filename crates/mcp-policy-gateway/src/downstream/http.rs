@@ -59,7 +59,7 @@ use crate::metrics::Metrics;
 use crate::origin::OriginRule;
 use crate::relay::{
     ApprovalRounds, INLINE_PROTOCOL_VERSIONS, MAX_KEPT_ROUNDS, METHOD_HEADER, NAME_HEADER,
-    PROTOCOL_VERSIONS, ParamSchemas, RELATED_REQUEST, Relay, RelayConfig, RelayEnd,
+    PROTOCOL_VERSIONS, ParamSchemas, RELATED_REQUEST, Relay, RelayConfig, RelayEnd, UpstreamRounds,
     decode_header_value, mcp_name, meta_protocol_version,
 };
 use crate::transport::{CHANNEL_CAPACITY, ClientTx, Inbound, UPSTREAM_STATUS, UpstreamLink};
@@ -204,6 +204,9 @@ pub struct Server<S> {
     /// The approval rounds of clients without a session, each owned by its identity: they
     /// outlive the identity's relay (see [`ApprovalRounds`]).
     rounds: Arc<ApprovalRounds>,
+    /// The upstream's own `input_required` rounds that clients without a session went through:
+    /// they outlive the identity's relay too (see [`UpstreamRounds`]).
+    upstream_rounds: Arc<UpstreamRounds>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -475,6 +478,7 @@ impl<S: AsyncCounterStore + 'static> Server<S> {
             sessions: Mutex::new(HashMap::new()),
             inline: Mutex::new(HashMap::new()),
             rounds: Arc::new(ApprovalRounds::new(MAX_KEPT_ROUNDS)),
+            upstream_rounds: Arc::new(UpstreamRounds::new(MAX_KEPT_ROUNDS)),
             tasks: Mutex::new(Vec::new()),
         })
     }
@@ -1581,6 +1585,7 @@ impl<S: AsyncCounterStore + 'static> Server<S> {
             param_schemas: relay_schemas,
             attribute_related: attributed,
             approval_rounds: Some(self.rounds.clone()),
+            upstream_rounds: Some(self.upstream_rounds.clone()),
             round_owner,
             round_quota: identity_principal,
             // A command upstream gives no HTTP status: the relay asks it what it offers.
