@@ -589,7 +589,7 @@ struct Continuation {
     chain: Chain,
 }
 
-/// The upstream's own `input_required` rounds the gateway remembers ([`Continuation`]), by
+/// The upstream's own `input_required` rounds the gateway remembers (a call it continues), by
 /// owner: a session's relay has its own; the relays of clients without a session share the
 /// listener's, each the owner of its identity's rounds, so that the retry continues its call
 /// after the relay that saw the round ended (its idle end, its upstream's exit: a stateless
