@@ -3,16 +3,18 @@
 //! Over stdio, a call crosses the gateway twice (client to upstream, upstream to client). Each
 //! crossing used to be three tasks: a reader, the relay, a writer, with a channel between each.
 //! The relay now reads and writes the descriptors itself: a message is read, decided and
-//! written in one go, with no task in between. Measured on the machine of
-//! `docs/performance.md`, the hops were a quarter of the gateway's own time per call; and on a
-//! virtual machine every microsecond between the client's write and the gateway's matters more
-//! than it seems (see the stdio bench).
+//! written in one go, with no task in between. The hops were about a third of the gateway's own
+//! time per call (round six of [`docs/performance.md`]); and on a virtual machine every
+//! microsecond between the client's write and the gateway's matters more than it seems (see
+//! the stdio bench).
 //!
 //! [`LineReader::next`] is cancel safe (it keeps what it read), so the relay can wait on the
 //! client and the upstream at once. [`LineWriter::send`] writes at once when nothing is queued;
 //! when the descriptor is full, the message is queued for a task of the writer's own, up to
 //! [`QUEUED_MAX`] messages, so that a peer slow to read does not stop the relay at the first
 //! full pipe.
+//!
+//! [`docs/performance.md`]: https://github.com/mcp-policy/mcp-policy/blob/main/docs/performance.md
 
 use std::collections::VecDeque;
 use std::io;
