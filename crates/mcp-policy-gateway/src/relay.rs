@@ -1204,6 +1204,16 @@ impl<S: AsyncCounterStore> Relay<S> {
                     return;
                 };
                 let key = jsonrpc::id_key(request_id);
+                // A request still waiting for the upstream's `server/discover` reached nothing:
+                // it is dropped, never decided nor relayed (a sessionless client that closed its
+                // connection while it waited).
+                if let InlineOffer::Asking { waiting, .. } = &mut self.inline_offer {
+                    let before = waiting.len();
+                    waiting.retain(|m| m.get("id").map(jsonrpc::id_key).as_ref() != Some(&key));
+                    if waiting.len() != before {
+                        return;
+                    }
+                }
                 match self.client_requests.remove(&key) {
                     Some(Target::Upstream(up_key)) => {
                         if let Some(UpPending::Client { kind, .. }) =
@@ -1640,15 +1650,14 @@ fn inline_request_version(msg: &Value) -> Option<&str> {
 }
 
 /// The revisions without `initialize` (that the gateway speaks) an answer to `server/discover`
-/// offers: none for an error.
+/// offers: none for an error. Each once, whatever the upstream repeats (the list is kept for the
+/// relay's life and searched for every request).
 fn inline_offered(answer: &Value) -> Vec<String> {
     let versions = answer.pointer("/result/supportedVersions").and_then(Value::as_array);
-    versions
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .filter(|v| INLINE_PROTOCOL_VERSIONS.contains(v))
-        .map(str::to_owned)
+    INLINE_PROTOCOL_VERSIONS
+        .iter()
+        .filter(|known| versions.into_iter().flatten().any(|v| v.as_str() == Some(**known)))
+        .map(|v| (*v).to_owned())
         .collect()
 }
 
@@ -2277,6 +2286,49 @@ mod tests {
         h.client_sends(inline_request(2, "tools/list")).await;
         let m = h.client_gets().await;
         assert_eq!(m["error"]["data"][UPSTREAM_STATUS], 400, "{m}");
+    }
+
+    /// A request cancelled while it waits for the upstream's answer to the gateway's
+    /// `server/discover` (a sessionless client that closed its connection) is never decided nor
+    /// relayed: the cancelled call does not run, and its units are not charged.
+    #[tokio::test]
+    async fn a_request_cancelled_while_waiting_for_discovery_never_reaches_the_upstream() {
+        const LIMITED: &str = r#"{"version": "1", "default": "deny",
+            "tools": {"a": {"limits": [{"counter": "a", "window": "hour", "max": 1}]}}}"#;
+        let mut h = start_with(LIMITED, probing());
+        let mut call = inline_request(1, "tools/call");
+        call["params"]["name"] = json!("a");
+        h.client_sends(call.clone()).await;
+        h.client_sends(inline_request(2, "tools/list")).await;
+        let ask = h.upstream_gets().await;
+        assert_eq!(ask["method"], "server/discover", "{ask}");
+        h.client_sends(json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+            "params": {"requestId": 1, "reason": "the client closed its connection"}}))
+            .await;
+        h.upstream_sends(json!({"jsonrpc": "2.0", "id": ask["id"],
+            "result": {"supportedVersions": ["2026-07-28"]}}))
+            .await;
+        let m = h.upstream_gets().await;
+        assert_eq!(m["method"], "tools/list", "the cancelled call was relayed: {m}");
+        // Its unit was not charged: the one call the limit allows still runs.
+        call["id"] = json!(3);
+        h.client_sends(call).await;
+        let m = h.upstream_gets().await;
+        assert_eq!(m["method"], "tools/call", "{m}");
+        assert_eq!(m["params"]["name"], "a", "{m}");
+    }
+
+    /// An upstream that repeats a revision in its answer to `server/discover` (a huge answer)
+    /// is offered each revision once: the gateway keeps a list of at most the revisions it
+    /// speaks, searched for every request.
+    #[test]
+    fn the_offer_is_at_most_the_revisions_the_gateway_speaks() {
+        let many = vec![json!("2026-07-28"); 100_000];
+        let answer = json!({"jsonrpc": "2.0", "id": 1, "result": {"supportedVersions": many}});
+        assert_eq!(inline_offered(&answer), vec!["2026-07-28".to_owned()]);
+        let other = json!({"result": {"supportedVersions": ["2025-06-18", 7, null]}});
+        assert!(inline_offered(&other).is_empty());
+        assert!(inline_offered(&json!({"error": {"code": -32601}})).is_empty());
     }
 
     /// The upstream going while the gateway asks it: the requests that waited get errors.
