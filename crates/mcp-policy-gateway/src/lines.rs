@@ -344,6 +344,26 @@ impl LineWriter {
         self.send_line(to_line(msg)).await
     }
 
+    /// Whether [`LineWriter::send`] would return without waiting: the queue has room (or the
+    /// descriptor failed, and `send` fails at once).
+    pub fn has_room(&self) -> bool {
+        let q = self.shared.queue();
+        q.broken || q.lines.len() < QUEUED_MAX
+    }
+
+    /// Waits until [`LineWriter::has_room`]. Cancel safe.
+    pub async fn room(&self) {
+        loop {
+            let room = self.shared.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            if self.has_room() {
+                return;
+            }
+            room.await;
+        }
+    }
+
     async fn send_line(&self, line: Vec<u8>) -> Result<(), Gone> {
         let mut line = Some(line);
         loop {

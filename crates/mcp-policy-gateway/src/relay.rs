@@ -716,10 +716,27 @@ impl<S: AsyncCounterStore> Relay<S> {
         let timed = relay.upstream_timeout.is_some();
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Since when the upstream has not taken what it was sent (its input is full).
+        let mut full_since: Option<tokio::time::Instant> = None;
         loop {
+            // The client's next message is read only when the upstream can take it: meanwhile
+            // the relay keeps reading the upstream. Waiting for the upstream to read its input
+            // while not reading its output would hold both until `UPSTREAM_SEND_TIMEOUT`, and
+            // turn the calls of a client that sends many at once into errors. An upstream that
+            // takes nothing for that long while its output is read is not reading its input:
+            // the client's messages are read again, and each gets that error.
+            let room = relay.to_upstream.has_room();
+            let since = *full_since.get_or_insert_with(tokio::time::Instant::now);
+            if room {
+                full_since = None;
+            }
+            let stalled = since.elapsed() >= UPSTREAM_SEND_TIMEOUT;
+            let read_client = room || stalled;
             tokio::select! {
                 _ = tick.tick(), if timed || relay.asking() => relay.expire().await,
-                m = from_client.recv() => match m {
+                _ = relay.to_upstream.room(), if !read_client => {}
+                _ = tokio::time::sleep_until(since + UPSTREAM_SEND_TIMEOUT), if !read_client => {}
+                m = from_client.recv(), if read_client => match m {
                     None => return RelayEnd::ClientClosed,
                     Some(Inbound::Malformed(why)) => {
                         relay.client(jsonrpc::error(Value::Null, jsonrpc::PARSE_ERROR,
@@ -2329,6 +2346,29 @@ mod tests {
         let other = json!({"result": {"supportedVersions": ["2025-06-18", 7, null]}});
         assert!(inline_offered(&other).is_empty());
         assert!(inline_offered(&json!({"error": {"code": -32601}})).is_empty());
+    }
+
+    /// An upstream that takes nothing (its input full, its output read) is not reading its
+    /// input: after [`UPSTREAM_SEND_TIMEOUT`] the client's next requests are read again and each
+    /// is answered so, rather than waiting for ever.
+    #[tokio::test]
+    async fn an_upstream_not_reading_its_input_gets_the_client_errors() {
+        let mut h = start(POLICY);
+        // The harness's upstream channel holds 16 messages; nobody reads it.
+        let client = h.client_in.clone();
+        tokio::spawn(async move {
+            for id in 1..=18 {
+                let ping = json!({"jsonrpc": "2.0", "id": id, "method": "ping"});
+                if client.send(Inbound::Message(ping)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let m = h.client_gets().await;
+        assert_eq!(m["id"], 17, "{m}");
+        assert_eq!(m["error"]["code"], jsonrpc::INTERNAL_ERROR, "{m}");
+        assert_eq!(h.client_gets().await["id"], 18);
+        assert_eq!(h.upstream_gets().await["method"], "ping");
     }
 
     /// The upstream going while the gateway asks it: the requests that waited get errors.

@@ -145,6 +145,26 @@ impl UpstreamTx {
         }
     }
 
+    /// Whether a message sent now is taken at once (a failure, when the upstream has gone,
+    /// counts as taken: it is known at once).
+    pub fn has_room(&self) -> bool {
+        match self {
+            UpstreamTx::Channel(tx) => tx.is_closed() || tx.capacity() > 0,
+            UpstreamTx::Lines(w) => w.has_room(),
+        }
+    }
+
+    /// Waits until [`UpstreamTx::has_room`]. Cancel safe.
+    pub async fn room(&self) {
+        match self {
+            UpstreamTx::Channel(tx) => {
+                // A slot, given back at once (or the channel closed: a send fails at once).
+                let _ = tx.reserve().await;
+            }
+            UpstreamTx::Lines(w) => w.room().await,
+        }
+    }
+
     /// [`UpstreamTx::send`], failing when the message is not taken within `timeout`.
     pub async fn send_timeout(&self, msg: Value, timeout: Duration) -> Result<(), ()> {
         match self {

@@ -155,15 +155,97 @@ fn calls_are_relayed_without_stdio_spin(policy: &std::path::Path) {
     wait(&mut g);
 }
 
+/// The upstream of [`a_client_sending_many_calls_at_once_gets_every_answer`]: as the trivial
+/// one, with answers of 4 KiB (its output pipe is full after 16 of them).
+fn big_answers_upstream() {
+    let mut out = std::io::stdout().lock();
+    let text = "x".repeat(4096);
+    for line in std::io::stdin().lock().lines() {
+        let Ok(line) = line else { break };
+        let Ok(msg) = serde_json::from_str::<Value>(&line) else { continue };
+        if let Some(mut reply) = trivial::answer(&msg) {
+            if msg["method"] == "tools/call" {
+                reply["result"]["content"][0]["text"] = json!(text);
+            }
+            if writeln!(out, "{reply}").and_then(|()| out.flush()).is_err() {
+                std::process::exit(3);
+            }
+        }
+    }
+}
+
+/// A client that writes many calls at once (1 KiB each, faster than the upstream takes them)
+/// while reading the answers (4 KiB each): the upstream's input and output both fill up. Each
+/// call is answered by the upstream: the relay never waits on the upstream's input while it has
+/// stopped reading its output (that held both until the relay gave up after 1 s, and answered
+/// a call that could run that the upstream is not reading its input).
+fn a_client_sending_many_calls_at_once_gets_every_answer(policy: &std::path::Path) {
+    const CALLS: u64 = 1500;
+    let (in_r, mut in_w) = std::io::pipe().unwrap();
+    let (out_r, out_w) = std::io::pipe().unwrap();
+    let mut g = Command::new(env!("CARGO_BIN_EXE_mcp-policy-gateway"))
+        .arg("--policy")
+        .arg(policy)
+        .arg("--")
+        .arg(std::env::current_exe().unwrap())
+        .env("MCP_POLICY_TEST_UPSTREAM", "big")
+        .stdin(Stdio::from(OwnedFd::from(in_r)))
+        .stdout(Stdio::from(OwnedFd::from(out_w)))
+        .spawn()
+        .unwrap();
+    let writer = std::thread::spawn(move || {
+        let pad = "p".repeat(1024);
+        let mut all = session();
+        for id in 100..100 + CALLS {
+            let call = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+                "params": {"name": "echo", "arguments": {"pad": pad}}});
+            all.push_str(&format!("{call}\n"));
+        }
+        // One write: the client is faster than the upstream.
+        let _ = in_w.write_all(all.as_bytes());
+        in_w
+    });
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut answered = 0;
+        for line in BufReader::new(out_r).lines() {
+            let Ok(line) = line else { break };
+            let v: Value = serde_json::from_str(&line).unwrap();
+            if v["id"].as_u64().is_some_and(|id| id >= 100) {
+                if v.get("error").is_some() {
+                    let _ = tx.send(Err(v));
+                    return;
+                }
+                answered += 1;
+                if answered == CALLS {
+                    let _ = tx.send(Ok(()));
+                    return;
+                }
+            }
+        }
+        let _ = tx.send(Err(json!("the gateway's output ended")));
+    });
+    let outcome = rx.recv_timeout(Duration::from_secs(120)).expect("the answers never all came");
+    if let Err(v) = outcome {
+        panic!("a call was not answered by the upstream: {v}");
+    }
+    drop(writer.join().unwrap());
+    wait(&mut g);
+}
+
 fn main() {
-    if std::env::var_os("MCP_POLICY_TEST_UPSTREAM").is_some() {
-        trivial::stdio_upstream();
-        return;
+    match std::env::var("MCP_POLICY_TEST_UPSTREAM").as_deref() {
+        Ok("big") => return big_answers_upstream(),
+        Ok(_) => return trivial::stdio_upstream(),
+        Err(_) => {}
     }
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("policy.json");
     std::fs::write(&policy, POLICY).unwrap();
-    let tests: [(&str, &dyn Fn()); 4] = [
+    let tests: [(&str, &dyn Fn()); 5] = [
+        ("a_client_sending_many_calls_at_once_gets_every_answer", &|| {
+            a_client_sending_many_calls_at_once_gets_every_answer(&policy);
+        }),
         ("pipes_are_polled_and_given_back_blocking", &|| {
             pipes_are_polled_and_given_back_blocking(&policy);
         }),
