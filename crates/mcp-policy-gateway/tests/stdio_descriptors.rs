@@ -125,6 +125,77 @@ fn sockets_are_polled_and_given_back_blocking(policy: &std::path::Path) {
     assert!(!nonblocking(&out_copy), "stdout was left non-blocking");
 }
 
+/// One socket for both stdin and stdout (inetd, systemd's `Accept=yes`, socat's `EXEC:`): one
+/// open file description, whose flags are given back as they were (the second of the two
+/// descriptors used to record them already non-blocking, and put that back last).
+fn one_socket_for_stdin_and_stdout_is_given_back_blocking(policy: &std::path::Path) {
+    let (mut ours, theirs) = UnixStream::pair().unwrap();
+    let copy = theirs.try_clone().unwrap();
+    let stdin = OwnedFd::from(theirs.try_clone().unwrap());
+    let mut g = gateway(policy, stdin.into(), OwnedFd::from(theirs).into());
+    ours.write_all(session().as_bytes()).unwrap();
+    expect_answers(&ours);
+    assert!(nonblocking(&copy), "the socket is not polled");
+    ours.shutdown(std::net::Shutdown::Write).unwrap();
+    wait(&mut g);
+    assert!(!nonblocking(&copy), "the socket was left non-blocking");
+}
+
+/// A client that never reads its standard output, stopped with SIGTERM while answers are still
+/// queued for it: the gateway gives up on them after 2 s, and stdin and stdout are blocking
+/// again all the same (they were left non-blocking, to the client's and to anything else that
+/// shares them, such as the shell that started the gateway).
+fn a_client_that_never_reads_gets_its_descriptors_back_blocking(policy: &std::path::Path) {
+    let (in_r, mut in_w) = std::io::pipe().unwrap();
+    let (out_r, out_w) = std::io::pipe().unwrap();
+    let in_copy = in_r.try_clone().unwrap();
+    let out_copy = out_w.try_clone().unwrap();
+    let mut g = Command::new(env!("CARGO_BIN_EXE_mcp-policy-gateway"))
+        .arg("--policy")
+        .arg(policy)
+        .arg("--")
+        .arg(std::env::current_exe().unwrap())
+        .env("MCP_POLICY_TEST_UPSTREAM", "big")
+        .stdin(Stdio::from(OwnedFd::from(in_r)))
+        .stdout(Stdio::from(OwnedFd::from(out_w)))
+        .spawn()
+        .unwrap();
+    // A hundred answers of 4 KiB: the pipe holds 16, the rest is queued for the client.
+    let mut all = session();
+    for id in 100..200 {
+        all.push_str(&format!(
+            "{}\n",
+            json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+                "params": {"name": "echo", "arguments": {}}})
+        ));
+    }
+    in_w.write_all(all.as_bytes()).unwrap();
+    // Until the pipe to the client is full (our copy of it is non-blocking while the gateway
+    // polls it; blanks between lines are skipped by a reader): the gateway's writer then
+    // queues the answers.
+    let mut probe = out_copy.try_clone().unwrap();
+    let mut written = 0;
+    loop {
+        match probe.write(b" ") {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Ok(n) => written += n,
+            Err(e) => panic!("{e}"),
+        }
+        assert!(written < 1 << 24, "the pipe never filled");
+    }
+    // (The answers come meanwhile, and are queued.)
+    std::thread::sleep(Duration::from_millis(500));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(g.id()).unwrap()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    wait(&mut g);
+    assert!(!nonblocking(&in_copy), "stdin was left non-blocking");
+    assert!(!nonblocking(&out_copy), "stdout was left non-blocking");
+    drop((out_r, in_w));
+}
+
 fn a_file_for_stdout_is_served_from_a_thread(policy: &std::path::Path, dir: &std::path::Path) {
     let path = dir.join("out.jsonl");
     let file = File::create(&path).unwrap();
@@ -242,7 +313,13 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("policy.json");
     std::fs::write(&policy, POLICY).unwrap();
-    let tests: [(&str, &dyn Fn()); 5] = [
+    let tests: [(&str, &dyn Fn()); 7] = [
+        ("one_socket_for_stdin_and_stdout_is_given_back_blocking", &|| {
+            one_socket_for_stdin_and_stdout_is_given_back_blocking(&policy);
+        }),
+        ("a_client_that_never_reads_gets_its_descriptors_back_blocking", &|| {
+            a_client_that_never_reads_gets_its_descriptors_back_blocking(&policy);
+        }),
         ("a_client_sending_many_calls_at_once_gets_every_answer", &|| {
             a_client_sending_many_calls_at_once_gets_every_answer(&policy);
         }),
