@@ -737,7 +737,10 @@ impl<S: AsyncCounterStore> Relay<S> {
                 _ = relay.to_upstream.room(), if !read_client => {}
                 _ = tokio::time::sleep_until(since + UPSTREAM_SEND_TIMEOUT), if !read_client => {}
                 m = from_client.recv(), if read_client => match m {
-                    None => return RelayEnd::ClientClosed,
+                    None => {
+                        from_upstream.discard();
+                        return RelayEnd::ClientClosed;
+                    }
                     Some(Inbound::Malformed(why)) => {
                         relay.client(jsonrpc::error(Value::Null, jsonrpc::PARSE_ERROR,
                             format!("parse error: {why}"))).await;

@@ -220,6 +220,26 @@ impl UpstreamRx {
     }
 }
 
+/// How long [`UpstreamRx::discard`] reads what a command upstream still writes.
+const DISCARD_FOR: Duration = Duration::from_secs(10);
+
+impl UpstreamRx {
+    /// The relay is done with the upstream (its client has gone): what a command upstream still
+    /// writes (its answers to the requests in flight, as its input closes) is read and dropped
+    /// until it closes its output or exits, for at most 10 s, so that it is not killed by
+    /// `SIGPIPE` (or fails with `EPIPE`) for answering, and exits with its own status. Must be
+    /// called within the tokio runtime.
+    pub fn discard(self) {
+        if let UpstreamRx::Lines { .. } = self {
+            let mut rx = self;
+            tokio::spawn(async move {
+                let drained = async { while rx.recv().await.is_some() {} };
+                let _ = tokio::time::timeout(DISCARD_FOR, drained).await;
+            });
+        }
+    }
+}
+
 impl From<mpsc::Receiver<Value>> for UpstreamRx {
     fn from(rx: mpsc::Receiver<Value>) -> Self {
         UpstreamRx::Channel(rx)

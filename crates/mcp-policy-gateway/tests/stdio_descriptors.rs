@@ -304,16 +304,60 @@ fn a_client_sending_many_calls_at_once_gets_every_answer(policy: &std::path::Pat
     wait(&mut g);
 }
 
+/// The upstream of [`a_client_gone_with_a_call_in_flight_leaves_the_upstream_its_exit`]: it
+/// answers once its input has ended (as a server finishing its work on shutdown), and exits
+/// with 3 when it cannot write its answers, else 0.
+fn late_upstream() {
+    let requests: Vec<Value> = std::io::stdin()
+        .lock()
+        .lines()
+        .map_while(Result::ok)
+        .filter_map(|l| serde_json::from_str(&l).ok())
+        .collect();
+    let mut out = std::io::stdout().lock();
+    for reply in requests.iter().filter_map(trivial::answer) {
+        if writeln!(out, "{reply}").and_then(|()| out.flush()).is_err() {
+            std::process::exit(3);
+        }
+    }
+}
+
+/// A client that sends a call and closes its input before the answer (`echo request |
+/// gateway`): the upstream's answer, written as its input ends, is read and dropped, so that
+/// the upstream exits by itself and the gateway with its status (0), rather than the upstream
+/// failing on a closed pipe (its status, 3 here, or 141 for a program killed by `SIGPIPE`).
+fn a_client_gone_with_a_call_in_flight_leaves_the_upstream_its_exit(policy: &std::path::Path) {
+    let (in_r, mut in_w) = std::io::pipe().unwrap();
+    let mut g = Command::new(env!("CARGO_BIN_EXE_mcp-policy-gateway"))
+        .arg("--policy")
+        .arg(policy)
+        .arg("--")
+        .arg(std::env::current_exe().unwrap())
+        .env("MCP_POLICY_TEST_UPSTREAM", "late")
+        .stdin(Stdio::from(OwnedFd::from(in_r)))
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    in_w.write_all(session().as_bytes()).unwrap();
+    drop(in_w);
+    wait(&mut g);
+    assert_eq!(g.wait().unwrap().code(), Some(0), "the upstream did not exit by itself");
+}
+
 fn main() {
     match std::env::var("MCP_POLICY_TEST_UPSTREAM").as_deref() {
         Ok("big") => return big_answers_upstream(),
+        Ok("late") => return late_upstream(),
         Ok(_) => return trivial::stdio_upstream(),
         Err(_) => {}
     }
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("policy.json");
     std::fs::write(&policy, POLICY).unwrap();
-    let tests: [(&str, &dyn Fn()); 7] = [
+    let tests: [(&str, &dyn Fn()); 8] = [
+        ("a_client_gone_with_a_call_in_flight_leaves_the_upstream_its_exit", &|| {
+            a_client_gone_with_a_call_in_flight_leaves_the_upstream_its_exit(&policy);
+        }),
         ("one_socket_for_stdin_and_stdout_is_given_back_blocking", &|| {
             one_socket_for_stdin_and_stdout_is_given_back_blocking(&policy);
         }),
