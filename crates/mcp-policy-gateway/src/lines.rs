@@ -31,6 +31,11 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 /// [`LineWriter::send`] waits.
 pub const QUEUED_MAX: usize = 256;
 
+/// How many bytes a [`LineWriter`] queues when its descriptor is full, before
+/// [`LineWriter::send`] waits (a message is queued while fewer are; so at most this and one
+/// message): 256 messages of up to 64 MiB each would otherwise be 16 GiB.
+pub const QUEUED_BYTES_MAX: usize = 64 * 1024 * 1024;
+
 /// How much a [`LineReader`] reads at once.
 const CHUNK: usize = 64 * 1024;
 
@@ -289,6 +294,8 @@ fn frame(line: &[u8]) -> Option<Frame> {
 #[derive(Debug, Default)]
 struct Queue {
     lines: VecDeque<Vec<u8>>,
+    /// The bytes of `lines`.
+    bytes: usize,
     /// How much of the first line is written.
     offset: usize,
     /// The descriptor failed (the peer has gone): every later send fails.
@@ -310,6 +317,25 @@ struct Shared {
 impl Shared {
     fn queue(&self) -> MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Queue {
+    /// Whether a message is queued now rather than waited with.
+    fn has_room(&self) -> bool {
+        self.lines.len() < QUEUED_MAX && self.bytes < QUEUED_BYTES_MAX
+    }
+
+    fn push(&mut self, line: Vec<u8>) {
+        self.bytes += line.len();
+        self.lines.push_back(line);
+    }
+
+    fn pop(&mut self) {
+        if let Some(line) = self.lines.pop_front() {
+            self.bytes -= line.len();
+        }
+        self.offset = 0;
     }
 }
 
@@ -339,7 +365,8 @@ impl LineWriter {
         LineWriter { shared }
     }
 
-    /// Sends `msg`; waits only when [`QUEUED_MAX`] messages are already queued.
+    /// Sends `msg`; waits only when [`QUEUED_MAX`] messages, or [`QUEUED_BYTES_MAX`] bytes, are
+    /// already queued.
     pub async fn send(&self, msg: &Value) -> Result<(), Gone> {
         self.send_line(to_line(msg)).await
     }
@@ -348,7 +375,7 @@ impl LineWriter {
     /// descriptor failed, and `send` fails at once).
     pub fn has_room(&self) -> bool {
         let q = self.shared.queue();
-        q.broken || q.lines.len() < QUEUED_MAX
+        q.broken || q.has_room()
     }
 
     /// Waits until [`LineWriter::has_room`]. Cancel safe.
@@ -380,7 +407,7 @@ impl LineWriter {
                     match self.shared.end.write_now(&bytes) {
                         Ok(n) if n == bytes.len() => return Ok(()),
                         Ok(n) => {
-                            q.lines.push_back(bytes);
+                            q.push(bytes);
                             q.offset = n;
                             self.shared.flush.notify_one();
                             return Ok(());
@@ -392,8 +419,8 @@ impl LineWriter {
                         }
                     }
                 }
-                if q.lines.len() < QUEUED_MAX {
-                    q.lines.push_back(bytes);
+                if q.has_room() {
+                    q.push(bytes);
                     return Ok(());
                 }
                 line = Some(bytes);
@@ -436,8 +463,7 @@ async fn flusher(shared: Arc<Shared>, finished: impl FnOnce()) {
             let rest = first.get(q.offset..).unwrap_or_default();
             match shared.end.write_now(rest) {
                 Ok(n) if n == rest.len() => {
-                    q.lines.pop_front();
-                    q.offset = 0;
+                    q.pop();
                     freed = true;
                 }
                 Ok(n) => {
@@ -574,6 +600,40 @@ mod tests {
         }
         assert!(reader.next().await.unwrap().is_none(), "the pipe was not closed");
         done_rx.await.unwrap();
+    }
+
+    /// Large messages toward a peer that does not read are queued up to [`QUEUED_BYTES_MAX`]
+    /// (and one message), not [`QUEUED_MAX`] of them (256 of 64 MiB would be 16 GiB); then
+    /// `send` waits, and what was queued is written in order once the peer reads.
+    #[tokio::test]
+    async fn a_writer_queues_a_bounded_number_of_bytes() {
+        let (tx, rx) = pipe_pair();
+        let writer = LineWriter::new(WriteEnd::Pipe(tx), || {});
+        let mib = "x".repeat(1 << 20);
+        let mut sent = 0;
+        loop {
+            let msg = json!({"i": sent, "p": mib});
+            match tokio::time::timeout(Duration::from_millis(500), writer.send(&msg)).await {
+                Ok(r) => {
+                    r.unwrap();
+                    sent += 1;
+                }
+                Err(_) => break,
+            }
+            assert!(sent <= QUEUED_MAX, "the queue is not bounded in bytes");
+        }
+        let most = QUEUED_BYTES_MAX / (1 << 20) + 2;
+        assert!(sent <= most, "{sent} messages of 1 MiB queued, at most {most} expected");
+        assert!(!writer.has_room());
+        drop(writer);
+        let mut reader = LineReader::new(ReadEnd::Pipe(rx), MAX_MESSAGE_BYTES);
+        for i in 0..sent {
+            match reader.next().await.unwrap() {
+                Some(Frame::Json(v)) => assert_eq!(v["i"], i),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(reader.next().await.unwrap().is_none());
     }
 
     #[tokio::test]
