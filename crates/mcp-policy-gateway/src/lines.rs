@@ -602,6 +602,39 @@ mod tests {
         done_rx.await.unwrap();
     }
 
+    /// A message sent while an earlier one is still queued goes after it, even when the pipe
+    /// has room at that moment (written at once, it would land inside the earlier line).
+    #[tokio::test]
+    async fn a_message_sent_while_another_is_queued_goes_after_it() {
+        let (tx, rx) = pipe_pair();
+        let writer = LineWriter::new(WriteEnd::Pipe(tx), || {});
+        // Twice what the pipe holds: half of it stays queued.
+        writer.send(&json!({"i": 1, "p": "x".repeat(128 * 1024)})).await.unwrap();
+        // Room in the pipe, taken before the writer's task could run (one thread).
+        let mut room = vec![0; 16 * 1024];
+        let mut taken = Vec::new();
+        while taken.len() < room.len() {
+            match rx.try_read(&mut room) {
+                Ok(n) => taken.extend_from_slice(&room[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => rx.readable().await.unwrap(),
+                Err(e) => panic!("{e}"),
+            }
+        }
+        writer.send(&json!({"i": 2})).await.unwrap();
+        drop(writer);
+        let mut rest = Vec::new();
+        let mut rx = rx;
+        tokio::io::AsyncReadExt::read_to_end(&mut rx, &mut rest).await.unwrap();
+        taken.extend_from_slice(&rest);
+        let lines: Vec<Value> = taken
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!((lines[0]["i"].as_i64(), lines[1]["i"].as_i64()), (Some(1), Some(2)));
+    }
+
     /// Large messages toward a peer that does not read are queued up to [`QUEUED_BYTES_MAX`]
     /// (and one message), not [`QUEUED_MAX`] of them (256 of 64 MiB would be 16 GiB); then
     /// `send` waits, and what was queued is written in order once the peer reads.
