@@ -654,6 +654,9 @@ pub struct Relay<S> {
     refresh_again: bool,
     probe_inline: bool,
     inline_offer: InlineOffer,
+    /// Requests that waited for the upstream's `server/discover`, to be handled (before the
+    /// client's next message) as the upstream can take them.
+    replay: VecDeque<Value>,
 }
 
 impl<S: AsyncCounterStore> Relay<S> {
@@ -712,6 +715,7 @@ impl<S: AsyncCounterStore> Relay<S> {
             refresh_again: false,
             probe_inline: config.probe_inline,
             inline_offer: InlineOffer::Unknown,
+            replay: VecDeque::new(),
         };
         let timed = relay.upstream_timeout.is_some();
         let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -732,6 +736,10 @@ impl<S: AsyncCounterStore> Relay<S> {
             }
             let stalled = since.elapsed() >= UPSTREAM_SEND_TIMEOUT;
             let read_client = room || stalled;
+            if read_client && let Some(msg) = relay.replay.pop_front() {
+                relay.on_client(msg).await;
+                continue;
+            }
             tokio::select! {
                 _ = tick.tick(), if timed || relay.asking() => relay.expire().await,
                 _ = relay.to_upstream.room(), if !read_client => {}
@@ -1637,10 +1645,11 @@ impl<S: AsyncCounterStore> Relay<S> {
         if let InlineOffer::Asking { waiting, .. } =
             std::mem::replace(&mut self.inline_offer, InlineOffer::Unknown)
         {
-            for msg in waiting {
-                let id = msg.get("id").cloned().unwrap_or(Value::Null);
-                self.client(upstream_gone_error(id)).await;
-            }
+            self.replay.extend(waiting);
+        }
+        for msg in std::mem::take(&mut self.replay) {
+            let id = msg.get("id").cloned().unwrap_or(Value::Null);
+            self.client(upstream_gone_error(id)).await;
         }
     }
 
@@ -1658,9 +1667,10 @@ impl<S: AsyncCounterStore> Relay<S> {
             InlineOffer::Asking { waiting, .. } => waiting,
             _ => Vec::new(),
         };
-        for msg in waiting {
-            Box::pin(self.on_client(msg)).await;
-        }
+        // Handled by the relay's loop, each when the upstream can take it (the upstream's
+        // output is read meanwhile): a thousand at once would fill its input while it waits
+        // for its output to be read.
+        self.replay.extend(waiting);
     }
 }
 
@@ -2325,6 +2335,9 @@ mod tests {
         h.client_sends(json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
             "params": {"requestId": 1, "reason": "the client closed its connection"}}))
             .await;
+        // A request of no such revision passes at once: the cancellation before it was handled.
+        h.client_sends(json!({"jsonrpc": "2.0", "id": 9, "method": "ping"})).await;
+        assert_eq!(h.upstream_gets().await["method"], "ping");
         h.upstream_sends(json!({"jsonrpc": "2.0", "id": ask["id"],
             "result": {"supportedVersions": ["2026-07-28"]}}))
             .await;
@@ -2372,6 +2385,33 @@ mod tests {
         assert_eq!(m["error"]["code"], jsonrpc::INTERNAL_ERROR, "{m}");
         assert_eq!(h.client_gets().await["id"], 18);
         assert_eq!(h.upstream_gets().await["method"], "ping");
+    }
+
+    /// The requests that waited for the upstream's `server/discover` go on as the upstream takes
+    /// them, while the relay keeps reading it: here an upstream that reads its input only once
+    /// its last message was relayed (its output read). Replayed at once, they filled its input,
+    /// the relay stopped reading it, and every request past the first few got "the upstream
+    /// is not reading its input" (one a second).
+    #[tokio::test]
+    async fn requests_that_waited_for_discovery_go_on_as_the_upstream_takes_them() {
+        let mut h = start_with(POLICY, probing());
+        const WAITED: i64 = 40;
+        for id in 1..=WAITED {
+            h.client_sends(inline_request(id, "tools/list")).await;
+        }
+        let ask = h.upstream_gets().await;
+        assert_eq!(ask["method"], "server/discover", "{ask}");
+        h.upstream_sends(json!({"jsonrpc": "2.0", "id": ask["id"],
+            "result": {"supportedVersions": ["2026-07-28"]}}))
+            .await;
+        for n in 0..WAITED {
+            let note = json!({"jsonrpc": "2.0", "method": "notifications/message",
+                "params": {"level": "info", "data": n}});
+            h.upstream_sends(note).await;
+            let m = h.client_gets().await;
+            assert_eq!(m["params"]["data"], n, "not the upstream's message: {m}");
+            assert_eq!(h.upstream_gets().await["method"], "tools/list");
+        }
     }
 
     /// The upstream going while the gateway asks it: the requests that waited get errors.
