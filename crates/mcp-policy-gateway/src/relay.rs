@@ -831,7 +831,12 @@ impl<S: AsyncCounterStore> Relay<S> {
                 InlineOffer::Unknown => {
                     // Asked as the client would have: with its request's `_meta` (revision,
                     // capabilities, client).
-                    let meta = jsonrpc::params(&msg).and_then(|p| p.get("_meta")).cloned();
+                    // Not its progress token: that is the request's own (the listener routes
+                    // progress on it to the request's POST).
+                    let mut meta = jsonrpc::params(&msg).and_then(|p| p.get("_meta")).cloned();
+                    if let Some(m) = meta.as_mut().and_then(Value::as_object_mut) {
+                        m.remove("progressToken");
+                    }
                     let up_id = self.up_id();
                     let key = jsonrpc::id_key(&up_id);
                     self.up_pending.insert(key.clone(), UpPending::Discover);
@@ -2239,7 +2244,8 @@ mod tests {
     }
 
     fn inline_request(id: i64, method: &str) -> Value {
-        let meta = json!({META_PROTOCOL_VERSION: "2026-07-28", "x": id});
+        let meta = json!({META_PROTOCOL_VERSION: "2026-07-28", "x": id,
+            "progressToken": format!("inline-progress-{id}")});
         json!({"jsonrpc": "2.0", "id": id, "method": method, "params": {"_meta": meta}})
     }
 
@@ -2254,6 +2260,9 @@ mod tests {
         let ask = h.upstream_gets().await;
         assert_eq!(ask["method"], "server/discover", "{ask}");
         assert_eq!(ask["params"]["_meta"]["x"], 1, "{ask}");
+        // Not the request's progress token: the upstream's progress on it would reach that
+        // request's POST.
+        assert!(ask["params"]["_meta"].get("progressToken").is_none(), "{ask}");
         h.upstream_sends(json!({"jsonrpc": "2.0", "id": ask["id"],
             "result": {"supportedVersions": ["2025-06-18", "2026-07-28"]}}))
             .await;
