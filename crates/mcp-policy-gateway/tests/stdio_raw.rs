@@ -329,11 +329,10 @@ async fn hot_reload_applies_good_files_refuses_bad_ones_and_keeps_counts() {
     replace(&fs.policy, r#"{"version": "1", "default": "allow", "tools": {"x": {"limits": 5}}}"#);
     for _ in 0..3000 {
         // (The refusal and its diagnostics are separate lines, which may come apart.)
-        let err = stderr.lock().unwrap();
+        let err = stderr.lock().unwrap().clone();
         if err.contains("is refused") && err.contains("policy.json:1:") {
             break;
         }
-        drop(err);
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let err = stderr.lock().unwrap().clone();
