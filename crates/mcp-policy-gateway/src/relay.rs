@@ -730,11 +730,13 @@ impl<S: AsyncCounterStore> Relay<S> {
             // takes nothing for that long while its output is read is not reading its input:
             // the client's messages are read again, and each gets that error.
             let room = relay.to_upstream.has_room();
-            let since = *full_since.get_or_insert_with(tokio::time::Instant::now);
             if room {
                 full_since = None;
             }
-            let stalled = since.elapsed() >= UPSTREAM_SEND_TIMEOUT;
+            let stalled_at = (!room).then(|| {
+                *full_since.get_or_insert_with(tokio::time::Instant::now) + UPSTREAM_SEND_TIMEOUT
+            });
+            let stalled = stalled_at.is_some_and(|at| at <= tokio::time::Instant::now());
             let read_client = room || stalled;
             if read_client && let Some(msg) = relay.replay.pop_front() {
                 relay.on_client(msg).await;
@@ -743,7 +745,12 @@ impl<S: AsyncCounterStore> Relay<S> {
             tokio::select! {
                 _ = tick.tick(), if timed || relay.asking() => relay.expire().await,
                 _ = relay.to_upstream.room(), if !read_client => {}
-                _ = tokio::time::sleep_until(since + UPSTREAM_SEND_TIMEOUT), if !read_client => {}
+                _ = async {
+                    match stalled_at {
+                        Some(at) => tokio::time::sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                }, if !read_client => {}
                 m = from_client.recv(), if read_client => match m {
                     None => {
                         from_upstream.discard();
