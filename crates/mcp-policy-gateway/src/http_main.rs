@@ -170,7 +170,7 @@ async fn stdio_client<S: AsyncCounterStore + 'static>(
             i32::from(end != Some(RelayEnd::ClientClosed))
         }
     };
-    let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+    writer.wait(Duration::from_secs(2)).await;
     code
 }
 

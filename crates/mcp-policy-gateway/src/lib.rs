@@ -137,7 +137,8 @@ pub async fn run(cli: Cli) -> i32 {
         }
     };
     // What is left for the client (errors for its pending requests) is written before exiting.
-    let _ = tokio::time::timeout(Duration::from_secs(2), written).await;
+    // Stdin and stdout are given back as they were (blocking) either way.
+    written.wait(Duration::from_secs(2)).await;
     // The decision log's last lines reach its sink before the process exits (at most 2 s).
     log.finish();
     match status {

@@ -33,6 +33,11 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 /// [`LineWriter::send`] waits.
 pub const QUEUED_MAX: usize = 256;
 
+/// How many bytes a [`LineWriter`] queues when its descriptor is full, before
+/// [`LineWriter::send`] waits (a message is queued while fewer are; so at most this and one
+/// message): 256 messages of up to 64 MiB each would otherwise be 16 GiB.
+pub const QUEUED_BYTES_MAX: usize = 64 * 1024 * 1024;
+
 /// How much a [`LineReader`] reads at once.
 const CHUNK: usize = 64 * 1024;
 
@@ -304,6 +309,8 @@ fn frame(line: &[u8]) -> Option<Frame> {
 #[derive(Debug, Default)]
 struct Queue {
     lines: VecDeque<Vec<u8>>,
+    /// The bytes of `lines`.
+    bytes: usize,
     /// How much of the first line is written.
     offset: usize,
     /// The descriptor failed (the peer has gone): every later send fails.
@@ -325,6 +332,25 @@ struct Shared {
 impl Shared {
     fn queue(&self) -> MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Queue {
+    /// Whether a message is queued now rather than waited with.
+    fn has_room(&self) -> bool {
+        self.lines.len() < QUEUED_MAX && self.bytes < QUEUED_BYTES_MAX
+    }
+
+    fn push(&mut self, line: Vec<u8>) {
+        self.bytes += line.len();
+        self.lines.push_back(line);
+    }
+
+    fn pop(&mut self) {
+        if let Some(line) = self.lines.pop_front() {
+            self.bytes -= line.len();
+        }
+        self.offset = 0;
     }
 }
 
@@ -354,9 +380,30 @@ impl LineWriter {
         LineWriter { shared }
     }
 
-    /// Sends `msg`; waits only when [`QUEUED_MAX`] messages are already queued.
+    /// Sends `msg`; waits only when [`QUEUED_MAX`] messages, or [`QUEUED_BYTES_MAX`] bytes, are
+    /// already queued.
     pub async fn send(&self, msg: &Value) -> Result<(), Gone> {
         self.send_line(to_line(msg)).await
+    }
+
+    /// Whether [`LineWriter::send`] would return without waiting: the queue has room (or the
+    /// descriptor failed, and `send` fails at once).
+    pub fn has_room(&self) -> bool {
+        let q = self.shared.queue();
+        q.broken || q.has_room()
+    }
+
+    /// Waits until [`LineWriter::has_room`]. Cancel safe.
+    pub async fn room(&self) {
+        loop {
+            let room = self.shared.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            if self.has_room() {
+                return;
+            }
+            room.await;
+        }
     }
 
     async fn send_line(&self, line: Vec<u8>) -> Result<(), Gone> {
@@ -375,7 +422,7 @@ impl LineWriter {
                     match self.shared.end.write_now(&bytes) {
                         Ok(n) if n == bytes.len() => return Ok(()),
                         Ok(n) => {
-                            q.lines.push_back(bytes);
+                            q.push(bytes);
                             q.offset = n;
                             self.shared.flush.notify_one();
                             return Ok(());
@@ -387,8 +434,8 @@ impl LineWriter {
                         }
                     }
                 }
-                if q.lines.len() < QUEUED_MAX {
-                    q.lines.push_back(bytes);
+                if q.has_room() {
+                    q.push(bytes);
                     return Ok(());
                 }
                 line = Some(bytes);
@@ -431,8 +478,7 @@ async fn flusher(shared: Arc<Shared>, finished: impl FnOnce()) {
             let rest = first.get(q.offset..).unwrap_or_default();
             match shared.end.write_now(rest) {
                 Ok(n) if n == rest.len() => {
-                    q.lines.pop_front();
-                    q.offset = 0;
+                    q.pop();
                     freed = true;
                 }
                 Ok(n) => {
@@ -581,6 +627,73 @@ mod tests {
         }
         assert!(reader.next().await.unwrap().is_none(), "the pipe was not closed");
         done_rx.await.unwrap();
+    }
+
+    /// A message sent while an earlier one is still queued goes after it, even when the pipe
+    /// has room at that moment (written at once, it would land inside the earlier line).
+    #[tokio::test]
+    async fn a_message_sent_while_another_is_queued_goes_after_it() {
+        let (tx, rx) = pipe_pair();
+        let writer = LineWriter::new(WriteEnd::Pipe(tx), || {});
+        // Twice what the pipe holds: half of it stays queued.
+        writer.send(&json!({"i": 1, "p": "x".repeat(128 * 1024)})).await.unwrap();
+        // Room in the pipe, taken before the writer's task could run (one thread).
+        let mut room = vec![0; 16 * 1024];
+        let mut taken = Vec::new();
+        while taken.len() < room.len() {
+            match rx.try_read(&mut room) {
+                Ok(n) => taken.extend_from_slice(&room[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => rx.readable().await.unwrap(),
+                Err(e) => panic!("{e}"),
+            }
+        }
+        writer.send(&json!({"i": 2})).await.unwrap();
+        drop(writer);
+        let mut rest = Vec::new();
+        let mut rx = rx;
+        tokio::io::AsyncReadExt::read_to_end(&mut rx, &mut rest).await.unwrap();
+        taken.extend_from_slice(&rest);
+        let lines: Vec<Value> = taken
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!((lines[0]["i"].as_i64(), lines[1]["i"].as_i64()), (Some(1), Some(2)));
+    }
+
+    /// Large messages toward a peer that does not read are queued up to [`QUEUED_BYTES_MAX`]
+    /// (and one message), not [`QUEUED_MAX`] of them (256 of 64 MiB would be 16 GiB); then
+    /// `send` waits, and what was queued is written in order once the peer reads.
+    #[tokio::test]
+    async fn a_writer_queues_a_bounded_number_of_bytes() {
+        let (tx, rx) = pipe_pair();
+        let writer = LineWriter::new(WriteEnd::Pipe(tx), || {});
+        let mib = "x".repeat(1 << 20);
+        let mut sent = 0;
+        loop {
+            let msg = json!({"i": sent, "p": mib});
+            match tokio::time::timeout(Duration::from_millis(500), writer.send(&msg)).await {
+                Ok(r) => {
+                    r.unwrap();
+                    sent += 1;
+                }
+                Err(_) => break,
+            }
+            assert!(sent <= QUEUED_MAX, "the queue is not bounded in bytes");
+        }
+        let most = QUEUED_BYTES_MAX / (1 << 20) + 2;
+        assert!(sent <= most, "{sent} messages of 1 MiB queued, at most {most} expected");
+        assert!(!writer.has_room());
+        drop(writer);
+        let mut reader = LineReader::new(ReadEnd::Pipe(rx), MAX_MESSAGE_BYTES);
+        for i in 0..sent {
+            match reader.next().await.unwrap() {
+                Some(Frame::Json(v)) => assert_eq!(v["i"], i),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(reader.next().await.unwrap().is_none());
     }
 
     #[tokio::test]

@@ -794,6 +794,9 @@ pub struct Relay<S> {
     refresh_again: bool,
     probe_inline: bool,
     inline_offer: InlineOffer,
+    /// Requests that waited for the upstream's `server/discover`, to be handled (before the
+    /// client's next message) as the upstream can take them.
+    replay: VecDeque<Value>,
 }
 
 impl<S: AsyncCounterStore> Relay<S> {
@@ -853,15 +856,47 @@ impl<S: AsyncCounterStore> Relay<S> {
             refresh_again: false,
             probe_inline: config.probe_inline,
             inline_offer: InlineOffer::Unknown,
+            replay: VecDeque::new(),
         };
         let timed = relay.upstream_timeout.is_some();
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Since when the upstream has not taken what it was sent (its input is full).
+        let mut full_since: Option<tokio::time::Instant> = None;
         loop {
+            // The client's next message is read only when the upstream can take it: meanwhile
+            // the relay keeps reading the upstream. Waiting for the upstream to read its input
+            // while not reading its output would hold both until `UPSTREAM_SEND_TIMEOUT`, and
+            // turn the calls of a client that sends many at once into errors. An upstream that
+            // takes nothing for that long while its output is read is not reading its input:
+            // the client's messages are read again, and each gets that error.
+            let room = relay.to_upstream.has_room();
+            if room {
+                full_since = None;
+            }
+            let stalled_at = (!room).then(|| {
+                *full_since.get_or_insert_with(tokio::time::Instant::now) + UPSTREAM_SEND_TIMEOUT
+            });
+            let stalled = stalled_at.is_some_and(|at| at <= tokio::time::Instant::now());
+            let read_client = room || stalled;
+            if read_client && let Some(msg) = relay.replay.pop_front() {
+                relay.on_client(msg).await;
+                continue;
+            }
             tokio::select! {
                 _ = tick.tick(), if timed || relay.asking() => relay.expire().await,
-                m = from_client.recv() => match m {
-                    None => return RelayEnd::ClientClosed,
+                _ = relay.to_upstream.room(), if !read_client => {}
+                _ = async {
+                    match stalled_at {
+                        Some(at) => tokio::time::sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                }, if !read_client => {}
+                m = from_client.recv(), if read_client => match m {
+                    None => {
+                        from_upstream.discard();
+                        return RelayEnd::ClientClosed;
+                    }
                     Some(Inbound::Malformed(why)) => {
                         relay.client(jsonrpc::error(Value::Null, jsonrpc::PARSE_ERROR,
                             format!("parse error: {why}"))).await;
@@ -944,7 +979,12 @@ impl<S: AsyncCounterStore> Relay<S> {
                 InlineOffer::Unknown => {
                     // Asked as the client would have: with its request's `_meta` (revision,
                     // capabilities, client).
-                    let meta = jsonrpc::params(&msg).and_then(|p| p.get("_meta")).cloned();
+                    // Not its progress token: that is the request's own (the listener routes
+                    // progress on it to the request's POST).
+                    let mut meta = jsonrpc::params(&msg).and_then(|p| p.get("_meta")).cloned();
+                    if let Some(m) = meta.as_mut().and_then(Value::as_object_mut) {
+                        m.remove("progressToken");
+                    }
                     let up_id = self.up_id();
                     let key = jsonrpc::id_key(&up_id);
                     self.up_pending.insert(key.clone(), UpPending::Discover);
@@ -1304,6 +1344,16 @@ impl<S: AsyncCounterStore> Relay<S> {
                     return;
                 };
                 let key = jsonrpc::id_key(request_id);
+                // A request still waiting for the upstream's `server/discover` reached nothing:
+                // it is dropped, never decided nor relayed (a sessionless client that closed its
+                // connection while it waited).
+                if let InlineOffer::Asking { waiting, .. } = &mut self.inline_offer {
+                    let before = waiting.len();
+                    waiting.retain(|m| m.get("id").map(jsonrpc::id_key).as_ref() != Some(&key));
+                    if waiting.len() != before {
+                        return;
+                    }
+                }
                 match self.client_requests.remove(&key) {
                     Some(Target::Upstream(up_key)) => {
                         if let Some(UpPending::Client { kind, .. }) =
@@ -1707,10 +1757,11 @@ impl<S: AsyncCounterStore> Relay<S> {
         if let InlineOffer::Asking { waiting, .. } =
             std::mem::replace(&mut self.inline_offer, InlineOffer::Unknown)
         {
-            for msg in waiting {
-                let id = msg.get("id").cloned().unwrap_or(Value::Null);
-                self.client(upstream_gone_error(id)).await;
-            }
+            self.replay.extend(waiting);
+        }
+        for msg in std::mem::take(&mut self.replay) {
+            let id = msg.get("id").cloned().unwrap_or(Value::Null);
+            self.client(upstream_gone_error(id)).await;
         }
     }
 
@@ -1728,9 +1779,10 @@ impl<S: AsyncCounterStore> Relay<S> {
             InlineOffer::Asking { waiting, .. } => waiting,
             _ => Vec::new(),
         };
-        for msg in waiting {
-            Box::pin(self.on_client(msg)).await;
-        }
+        // Handled by the relay's loop, each when the upstream can take it (the upstream's
+        // output is read meanwhile): a thousand at once would fill its input while it waits
+        // for its output to be read.
+        self.replay.extend(waiting);
     }
 }
 
@@ -1740,15 +1792,14 @@ fn inline_request_version(msg: &Value) -> Option<&str> {
 }
 
 /// The revisions without `initialize` (that the gateway speaks) an answer to `server/discover`
-/// offers: none for an error.
+/// offers: none for an error. Each once, whatever the upstream repeats (the list is kept for the
+/// relay's life and searched for every request).
 fn inline_offered(answer: &Value) -> Vec<String> {
     let versions = answer.pointer("/result/supportedVersions").and_then(Value::as_array);
-    versions
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .filter(|v| INLINE_PROTOCOL_VERSIONS.contains(v))
-        .map(str::to_owned)
+    INLINE_PROTOCOL_VERSIONS
+        .iter()
+        .filter(|known| versions.into_iter().flatten().any(|v| v.as_str() == Some(**known)))
+        .map(|v| (*v).to_owned())
         .collect()
 }
 
@@ -2334,7 +2385,8 @@ mod tests {
     }
 
     fn inline_request(id: i64, method: &str) -> Value {
-        let meta = json!({META_PROTOCOL_VERSION: "2026-07-28", "x": id});
+        let meta = json!({META_PROTOCOL_VERSION: "2026-07-28", "x": id,
+            "progressToken": format!("inline-progress-{id}")});
         json!({"jsonrpc": "2.0", "id": id, "method": method, "params": {"_meta": meta}})
     }
 
@@ -2349,6 +2401,9 @@ mod tests {
         let ask = h.upstream_gets().await;
         assert_eq!(ask["method"], "server/discover", "{ask}");
         assert_eq!(ask["params"]["_meta"]["x"], 1, "{ask}");
+        // Not the request's progress token: the upstream's progress on it would reach that
+        // request's POST.
+        assert!(ask["params"]["_meta"].get("progressToken").is_none(), "{ask}");
         h.upstream_sends(json!({"jsonrpc": "2.0", "id": ask["id"],
             "result": {"supportedVersions": ["2025-06-18", "2026-07-28"]}}))
             .await;
@@ -2411,6 +2466,102 @@ mod tests {
         h.client_sends(inline_request(2, "tools/list")).await;
         let m = h.client_gets().await;
         assert_eq!(m["error"]["data"][UPSTREAM_STATUS], 400, "{m}");
+    }
+
+    /// A request cancelled while it waits for the upstream's answer to the gateway's
+    /// `server/discover` (a sessionless client that closed its connection) is never decided nor
+    /// relayed: the cancelled call does not run, and its units are not charged.
+    #[tokio::test]
+    async fn a_request_cancelled_while_waiting_for_discovery_never_reaches_the_upstream() {
+        const LIMITED: &str = r#"{"version": "1", "default": "deny",
+            "tools": {"a": {"limits": [{"counter": "a", "window": "hour", "max": 1}]}}}"#;
+        let mut h = start_with(LIMITED, probing());
+        let mut call = inline_request(1, "tools/call");
+        call["params"]["name"] = json!("a");
+        h.client_sends(call.clone()).await;
+        h.client_sends(inline_request(2, "tools/list")).await;
+        let ask = h.upstream_gets().await;
+        assert_eq!(ask["method"], "server/discover", "{ask}");
+        h.client_sends(json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+            "params": {"requestId": 1, "reason": "the client closed its connection"}}))
+            .await;
+        // A request of no such revision passes at once: the cancellation before it was handled.
+        h.client_sends(json!({"jsonrpc": "2.0", "id": 9, "method": "ping"})).await;
+        assert_eq!(h.upstream_gets().await["method"], "ping");
+        h.upstream_sends(json!({"jsonrpc": "2.0", "id": ask["id"],
+            "result": {"supportedVersions": ["2026-07-28"]}}))
+            .await;
+        let m = h.upstream_gets().await;
+        assert_eq!(m["method"], "tools/list", "the cancelled call was relayed: {m}");
+        // Its unit was not charged: the one call the limit allows still runs.
+        call["id"] = json!(3);
+        h.client_sends(call).await;
+        let m = h.upstream_gets().await;
+        assert_eq!(m["method"], "tools/call", "{m}");
+        assert_eq!(m["params"]["name"], "a", "{m}");
+    }
+
+    /// An upstream that repeats a revision in its answer to `server/discover` (a huge answer)
+    /// is offered each revision once: the gateway keeps a list of at most the revisions it
+    /// speaks, searched for every request.
+    #[test]
+    fn the_offer_is_at_most_the_revisions_the_gateway_speaks() {
+        let many = vec![json!("2026-07-28"); 100_000];
+        let answer = json!({"jsonrpc": "2.0", "id": 1, "result": {"supportedVersions": many}});
+        assert_eq!(inline_offered(&answer), vec!["2026-07-28".to_owned()]);
+        let other = json!({"result": {"supportedVersions": ["2025-06-18", 7, null]}});
+        assert!(inline_offered(&other).is_empty());
+        assert!(inline_offered(&json!({"error": {"code": -32601}})).is_empty());
+    }
+
+    /// An upstream that takes nothing (its input full, its output read) is not reading its
+    /// input: after [`UPSTREAM_SEND_TIMEOUT`] the client's next requests are read again and each
+    /// is answered so, rather than waiting for ever.
+    #[tokio::test]
+    async fn an_upstream_not_reading_its_input_gets_the_client_errors() {
+        let mut h = start(POLICY);
+        // The harness's upstream channel holds 16 messages; nobody reads it.
+        let client = h.client_in.clone();
+        tokio::spawn(async move {
+            for id in 1..=18 {
+                let ping = json!({"jsonrpc": "2.0", "id": id, "method": "ping"});
+                if client.send(Inbound::Message(ping)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let m = h.client_gets().await;
+        assert_eq!(m["id"], 17, "{m}");
+        assert_eq!(m["error"]["code"], jsonrpc::INTERNAL_ERROR, "{m}");
+        assert_eq!(h.client_gets().await["id"], 18);
+        assert_eq!(h.upstream_gets().await["method"], "ping");
+    }
+
+    /// The requests that waited for the upstream's `server/discover` go on as the upstream takes
+    /// them, while the relay keeps reading it: here an upstream that reads its input only once
+    /// its last message was relayed (its output read). Replayed at once, they filled its input,
+    /// the relay stopped reading it, and every request past the first few got "the upstream
+    /// is not reading its input" (one a second).
+    #[tokio::test]
+    async fn requests_that_waited_for_discovery_go_on_as_the_upstream_takes_them() {
+        let mut h = start_with(POLICY, probing());
+        const WAITED: i64 = 40;
+        for id in 1..=WAITED {
+            h.client_sends(inline_request(id, "tools/list")).await;
+        }
+        let ask = h.upstream_gets().await;
+        assert_eq!(ask["method"], "server/discover", "{ask}");
+        h.upstream_sends(json!({"jsonrpc": "2.0", "id": ask["id"],
+            "result": {"supportedVersions": ["2026-07-28"]}}))
+            .await;
+        for n in 0..WAITED {
+            let note = json!({"jsonrpc": "2.0", "method": "notifications/message",
+                "params": {"level": "info", "data": n}});
+            h.upstream_sends(note).await;
+            let m = h.client_gets().await;
+            assert_eq!(m["params"]["data"], n, "not the upstream's message: {m}");
+            assert_eq!(h.upstream_gets().await["method"], "tools/list");
+        }
     }
 
     /// The upstream going while the gateway asks it: the requests that waited get errors.

@@ -145,6 +145,26 @@ impl UpstreamTx {
         }
     }
 
+    /// Whether a message sent now is taken at once (a failure, when the upstream has gone,
+    /// counts as taken: it is known at once).
+    pub fn has_room(&self) -> bool {
+        match self {
+            UpstreamTx::Channel(tx) => tx.is_closed() || tx.capacity() > 0,
+            UpstreamTx::Lines(w) => w.has_room(),
+        }
+    }
+
+    /// Waits until [`UpstreamTx::has_room`]. Cancel safe.
+    pub async fn room(&self) {
+        match self {
+            UpstreamTx::Channel(tx) => {
+                // A slot, given back at once (or the channel closed: a send fails at once).
+                let _ = tx.reserve().await;
+            }
+            UpstreamTx::Lines(w) => w.room().await,
+        }
+    }
+
     /// [`UpstreamTx::send`], failing when the message is not taken within `timeout`.
     pub async fn send_timeout(&self, msg: Value, timeout: Duration) -> Result<(), ()> {
         match self {
@@ -196,6 +216,26 @@ impl UpstreamRx {
                     Ok(None) | Err(_) => return None,
                 }
             },
+        }
+    }
+}
+
+/// How long [`UpstreamRx::discard`] reads what a command upstream still writes.
+const DISCARD_FOR: Duration = Duration::from_secs(10);
+
+impl UpstreamRx {
+    /// The relay is done with the upstream (its client has gone): what a command upstream still
+    /// writes (its answers to the requests in flight, as its input closes) is read and dropped
+    /// until it closes its output or exits, for at most 10 s, so that it is not killed by
+    /// `SIGPIPE` (or fails with `EPIPE`) for answering, and exits with its own status. Must be
+    /// called within the tokio runtime.
+    pub fn discard(self) {
+        if let UpstreamRx::Lines { .. } = self {
+            let mut rx = self;
+            tokio::spawn(async move {
+                let drained = async { while rx.recv().await.is_some() {} };
+                let _ = tokio::time::timeout(DISCARD_FOR, drained).await;
+            });
         }
     }
 }

@@ -949,7 +949,7 @@ async fn a_log_for_one_request_reaches_that_request_alone() {
     gw.stop().await;
 }
 
-/// A command upstream of 2026-07-28 (a small Python script on stdin/stdout): it offers the
+/// A command upstream of 2026-07-28 (a small Python script on stdin/stdout): it offers that
 /// revision in `server/discover` (which the gateway asks it first), lists `regional`
 /// (its `region` declared as `Mcp-Param-Region`) and `read`, and answers every call after a log
 /// message that claims to concern the call (it carries the gateway's own mark); it appends each
@@ -963,7 +963,8 @@ for line in sys.stdin:
     if "id" not in msg or "method" not in msg:
         continue
     if msg["method"] == "server/discover":
-        result = {"supportedVersions": ["2026-07-28"], "capabilities": {"tools": {}}}
+        result = {"supportedVersions": ["2025-11-25", "2026-07-28"],
+                  "capabilities": {"tools": {}}, "serverInfo": {"name": "t", "version": "1"}}
     elif msg["method"] == "tools/list":
         result = {"tools": [{"name": "regional", "inputSchema": schema},
                             {"name": "read", "inputSchema": {"type": "object"}}]}

@@ -125,6 +125,77 @@ fn sockets_are_polled_and_given_back_blocking(policy: &std::path::Path) {
     assert!(!nonblocking(&out_copy), "stdout was left non-blocking");
 }
 
+/// One socket for both stdin and stdout (inetd, systemd's `Accept=yes`, socat's `EXEC:`): one
+/// open file description, whose flags are given back as they were (the second of the two
+/// descriptors used to record them already non-blocking, and put that back last).
+fn one_socket_for_stdin_and_stdout_is_given_back_blocking(policy: &std::path::Path) {
+    let (mut ours, theirs) = UnixStream::pair().unwrap();
+    let copy = theirs.try_clone().unwrap();
+    let stdin = OwnedFd::from(theirs.try_clone().unwrap());
+    let mut g = gateway(policy, stdin.into(), OwnedFd::from(theirs).into());
+    ours.write_all(session().as_bytes()).unwrap();
+    expect_answers(&ours);
+    assert!(nonblocking(&copy), "the socket is not polled");
+    ours.shutdown(std::net::Shutdown::Write).unwrap();
+    wait(&mut g);
+    assert!(!nonblocking(&copy), "the socket was left non-blocking");
+}
+
+/// A client that never reads its standard output, stopped with SIGTERM while answers are still
+/// queued for it: the gateway gives up on them after 2 s, and stdin and stdout are blocking
+/// again all the same (they were left non-blocking, to the client's and to anything else that
+/// shares them, such as the shell that started the gateway).
+fn a_client_that_never_reads_gets_its_descriptors_back_blocking(policy: &std::path::Path) {
+    let (in_r, mut in_w) = std::io::pipe().unwrap();
+    let (out_r, out_w) = std::io::pipe().unwrap();
+    let in_copy = in_r.try_clone().unwrap();
+    let out_copy = out_w.try_clone().unwrap();
+    let mut g = Command::new(env!("CARGO_BIN_EXE_mcp-policy-gateway"))
+        .arg("--policy")
+        .arg(policy)
+        .arg("--")
+        .arg(std::env::current_exe().unwrap())
+        .env("MCP_POLICY_TEST_UPSTREAM", "big")
+        .stdin(Stdio::from(OwnedFd::from(in_r)))
+        .stdout(Stdio::from(OwnedFd::from(out_w)))
+        .spawn()
+        .unwrap();
+    // A hundred answers of 4 KiB: the pipe holds 16, the rest is queued for the client.
+    let mut all = session();
+    for id in 100..200 {
+        all.push_str(&format!(
+            "{}\n",
+            json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+                "params": {"name": "echo", "arguments": {}}})
+        ));
+    }
+    in_w.write_all(all.as_bytes()).unwrap();
+    // Until the pipe to the client is full (our copy of it is non-blocking while the gateway
+    // polls it; blanks between lines are skipped by a reader): the gateway's writer then
+    // queues the answers.
+    let mut probe = out_copy.try_clone().unwrap();
+    let mut written = 0;
+    loop {
+        match probe.write(b" ") {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Ok(n) => written += n,
+            Err(e) => panic!("{e}"),
+        }
+        assert!(written < 1 << 24, "the pipe never filled");
+    }
+    // (The answers come meanwhile, and are queued.)
+    std::thread::sleep(Duration::from_millis(500));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(g.id()).unwrap()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    wait(&mut g);
+    assert!(!nonblocking(&in_copy), "stdin was left non-blocking");
+    assert!(!nonblocking(&out_copy), "stdout was left non-blocking");
+    drop((out_r, in_w));
+}
+
 fn a_file_for_stdout_is_served_from_a_thread(policy: &std::path::Path, dir: &std::path::Path) {
     let path = dir.join("out.jsonl");
     let file = File::create(&path).unwrap();
@@ -155,15 +226,147 @@ fn calls_are_relayed_without_stdio_spin(policy: &std::path::Path) {
     wait(&mut g);
 }
 
+/// The upstream of [`a_client_sending_many_calls_at_once_gets_every_answer`]: as the trivial
+/// one, with answers of 4 KiB (its output pipe is full after 16 of them).
+fn big_answers_upstream() {
+    let mut out = std::io::stdout().lock();
+    let text = "x".repeat(4096);
+    for line in std::io::stdin().lock().lines() {
+        let Ok(line) = line else { break };
+        let Ok(msg) = serde_json::from_str::<Value>(&line) else { continue };
+        if let Some(mut reply) = trivial::answer(&msg) {
+            if msg["method"] == "tools/call" {
+                reply["result"]["content"][0]["text"] = json!(text);
+            }
+            if writeln!(out, "{reply}").and_then(|()| out.flush()).is_err() {
+                std::process::exit(3);
+            }
+        }
+    }
+}
+
+/// A client that writes many calls at once (1 KiB each, faster than the upstream takes them)
+/// while reading the answers (4 KiB each): the upstream's input and output both fill up. Each
+/// call is answered by the upstream: the relay never waits on the upstream's input while it has
+/// stopped reading its output (that held both until the relay gave up after 1 s, and answered
+/// a call that could run that the upstream is not reading its input).
+fn a_client_sending_many_calls_at_once_gets_every_answer(policy: &std::path::Path) {
+    const CALLS: u64 = 1500;
+    let (in_r, mut in_w) = std::io::pipe().unwrap();
+    let (out_r, out_w) = std::io::pipe().unwrap();
+    let mut g = Command::new(env!("CARGO_BIN_EXE_mcp-policy-gateway"))
+        .arg("--policy")
+        .arg(policy)
+        .arg("--")
+        .arg(std::env::current_exe().unwrap())
+        .env("MCP_POLICY_TEST_UPSTREAM", "big")
+        .stdin(Stdio::from(OwnedFd::from(in_r)))
+        .stdout(Stdio::from(OwnedFd::from(out_w)))
+        .spawn()
+        .unwrap();
+    let writer = std::thread::spawn(move || {
+        let pad = "p".repeat(1024);
+        let mut all = session();
+        for id in 100..100 + CALLS {
+            let call = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+                "params": {"name": "echo", "arguments": {"pad": pad}}});
+            all.push_str(&format!("{call}\n"));
+        }
+        // One write: the client is faster than the upstream.
+        let _ = in_w.write_all(all.as_bytes());
+        in_w
+    });
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut answered = 0;
+        for line in BufReader::new(out_r).lines() {
+            let Ok(line) = line else { break };
+            let v: Value = serde_json::from_str(&line).unwrap();
+            if v["id"].as_u64().is_some_and(|id| id >= 100) {
+                if v.get("error").is_some() {
+                    let _ = tx.send(Err(v));
+                    return;
+                }
+                answered += 1;
+                if answered == CALLS {
+                    let _ = tx.send(Ok(()));
+                    return;
+                }
+            }
+        }
+        let _ = tx.send(Err(json!("the gateway's output ended")));
+    });
+    let outcome = rx.recv_timeout(Duration::from_secs(120)).expect("the answers never all came");
+    if let Err(v) = outcome {
+        panic!("a call was not answered by the upstream: {v}");
+    }
+    drop(writer.join().unwrap());
+    wait(&mut g);
+}
+
+/// The upstream of [`a_client_gone_with_a_call_in_flight_leaves_the_upstream_its_exit`]: it
+/// answers once its input has ended (as a server finishing its work on shutdown), and exits
+/// with 3 when it cannot write its answers, else 0.
+fn late_upstream() {
+    let requests: Vec<Value> = std::io::stdin()
+        .lock()
+        .lines()
+        .map_while(Result::ok)
+        .filter_map(|l| serde_json::from_str(&l).ok())
+        .collect();
+    let mut out = std::io::stdout().lock();
+    for reply in requests.iter().filter_map(trivial::answer) {
+        if writeln!(out, "{reply}").and_then(|()| out.flush()).is_err() {
+            std::process::exit(3);
+        }
+    }
+}
+
+/// A client that sends a call and closes its input before the answer (`echo request |
+/// gateway`): the upstream's answer, written as its input ends, is read and dropped, so that
+/// the upstream exits by itself and the gateway with its status (0), rather than the upstream
+/// failing on a closed pipe (its status, 3 here, or 141 for a program killed by `SIGPIPE`).
+fn a_client_gone_with_a_call_in_flight_leaves_the_upstream_its_exit(policy: &std::path::Path) {
+    let (in_r, mut in_w) = std::io::pipe().unwrap();
+    let mut g = Command::new(env!("CARGO_BIN_EXE_mcp-policy-gateway"))
+        .arg("--policy")
+        .arg(policy)
+        .arg("--")
+        .arg(std::env::current_exe().unwrap())
+        .env("MCP_POLICY_TEST_UPSTREAM", "late")
+        .stdin(Stdio::from(OwnedFd::from(in_r)))
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    in_w.write_all(session().as_bytes()).unwrap();
+    drop(in_w);
+    wait(&mut g);
+    assert_eq!(g.wait().unwrap().code(), Some(0), "the upstream did not exit by itself");
+}
+
 fn main() {
-    if std::env::var_os("MCP_POLICY_TEST_UPSTREAM").is_some() {
-        trivial::stdio_upstream();
-        return;
+    match std::env::var("MCP_POLICY_TEST_UPSTREAM").as_deref() {
+        Ok("big") => return big_answers_upstream(),
+        Ok("late") => return late_upstream(),
+        Ok(_) => return trivial::stdio_upstream(),
+        Err(_) => {}
     }
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("policy.json");
     std::fs::write(&policy, POLICY).unwrap();
-    let tests: [(&str, &dyn Fn()); 4] = [
+    let tests: [(&str, &dyn Fn()); 8] = [
+        ("a_client_gone_with_a_call_in_flight_leaves_the_upstream_its_exit", &|| {
+            a_client_gone_with_a_call_in_flight_leaves_the_upstream_its_exit(&policy);
+        }),
+        ("one_socket_for_stdin_and_stdout_is_given_back_blocking", &|| {
+            one_socket_for_stdin_and_stdout_is_given_back_blocking(&policy);
+        }),
+        ("a_client_that_never_reads_gets_its_descriptors_back_blocking", &|| {
+            a_client_that_never_reads_gets_its_descriptors_back_blocking(&policy);
+        }),
+        ("a_client_sending_many_calls_at_once_gets_every_answer", &|| {
+            a_client_sending_many_calls_at_once_gets_every_answer(&policy);
+        }),
         ("pipes_are_polled_and_given_back_blocking", &|| {
             pipes_are_polled_and_given_back_blocking(&policy);
         }),

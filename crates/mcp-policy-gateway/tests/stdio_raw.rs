@@ -328,7 +328,9 @@ async fn hot_reload_applies_good_files_refuses_bad_ones_and_keeps_counts() {
     // A bad file: refused with its diagnostics on stderr; the policy in force stays.
     replace(&fs.policy, r#"{"version": "1", "default": "allow", "tools": {"x": {"limits": 5}}}"#);
     for _ in 0..3000 {
-        if stderr.lock().unwrap().contains("is refused") {
+        // (The refusal and its diagnostics are separate lines, which may come apart.)
+        let err = stderr.lock().unwrap().clone();
+        if err.contains("is refused") && err.contains("policy.json:1:") {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;

@@ -15,7 +15,8 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::FileTypeExt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use serde_json::Value;
@@ -33,17 +34,38 @@ pub enum Io {
     Threads,
 }
 
-/// The client link over stdin/stdout, and a receiver that fires once everything sent to the
-/// client has been written (await it before exiting, so that the last errors reach the client).
+/// The client link over stdin/stdout, and what says when everything sent to the client has been
+/// written ([`Written::wait`] before exiting, so that the last errors reach the client and the
+/// descriptors get their flags back).
 ///
 /// Must be called from within the tokio runtime.
-pub fn serve() -> (ClientLink, oneshot::Receiver<()>) {
+pub fn serve() -> (ClientLink, Written) {
     serve_with(Io::Polled).0
+}
+
+/// Once the relay has dropped the client link: what it sent to the client is written, and stdin
+/// and stdout (when they were polled) are blocking again, as they were.
+#[derive(Debug)]
+pub struct Written {
+    done: oneshot::Receiver<()>,
+    restore: Arc<Mutex<Option<(Restore, Restore)>>>,
+}
+
+impl Written {
+    /// Waits for what was sent to the client to be written, at most `timeout`; `false` when it
+    /// was not (a client that does not read its output). Either way, stdin and stdout have their
+    /// flags back when it returns: call it last, before the process exits (what is still queued
+    /// for the client is given up).
+    pub async fn wait(self, timeout: Duration) -> bool {
+        let written = matches!(tokio::time::timeout(timeout, self.done).await, Ok(Ok(())));
+        drop(self.restore.lock().unwrap_or_else(PoisonError::into_inner).take());
+        written
+    }
 }
 
 /// As [`serve`], asking for `io`; falls back to [`Io::Threads`] when stdin or stdout cannot be
 /// polled. Returns what was set up.
-pub fn serve_with(io: Io) -> ((ClientLink, oneshot::Receiver<()>), Io) {
+pub fn serve_with(io: Io) -> ((ClientLink, Written), Io) {
     if io == Io::Polled {
         match polled() {
             Ok(link) => return (link, Io::Polled),
@@ -57,14 +79,20 @@ pub fn serve_with(io: Io) -> ((ClientLink, oneshot::Receiver<()>), Io) {
 }
 
 /// A descriptor in non-blocking mode that gets its flags back when dropped.
+#[derive(Debug)]
 struct Restore {
     fd: OwnedFd,
     flags: OFlag,
 }
 
+/// The flags of `fd`'s open file description.
+fn flags(fd: &OwnedFd) -> io::Result<OFlag> {
+    Ok(OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?))
+}
+
 impl Restore {
-    fn nonblocking(fd: OwnedFd) -> io::Result<Restore> {
-        let flags = OFlag::from_bits_truncate(fcntl(&fd, FcntlArg::F_GETFL)?);
+    /// `fd` made non-blocking; `flags` (read before any descriptor was changed) are put back.
+    fn nonblocking(fd: OwnedFd, flags: OFlag) -> io::Result<Restore> {
         fcntl(&fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
         Ok(Restore { fd, flags })
     }
@@ -116,33 +144,40 @@ fn write_end(fd: OwnedFd) -> io::Result<WriteEnd> {
     }
 }
 
-fn polled() -> io::Result<(ClientLink, oneshot::Receiver<()>)> {
+fn polled() -> io::Result<(ClientLink, Written)> {
     let stdin = io::stdin().as_fd().try_clone_to_owned()?;
     let stdout = io::stdout().as_fd().try_clone_to_owned()?;
     // Both must be pollable before either is touched.
     kind(&stdin)?;
     kind(&stdout)?;
-    let restore_in = Restore::nonblocking(stdin.try_clone()?)?;
+    // Both flags are read before either is changed: stdin and stdout may be one open file
+    // description (one socket for both, as inetd, systemd's `Accept=yes` or socat give), whose
+    // flags the second read would see already non-blocking.
+    let (in_flags, out_flags) = (flags(&stdin)?, flags(&stdout)?);
+    let restore_in = Restore::nonblocking(stdin.try_clone()?, in_flags)?;
     crate::spin::watch(stdin.as_fd());
-    let restore_out = Restore::nonblocking(stdout.try_clone()?)?;
+    let restore_out = Restore::nonblocking(stdout.try_clone()?, out_flags)?;
     let input = read_end(stdin)?;
     let output = write_end(stdout)?;
 
-    let (done_tx, done_rx) = oneshot::channel();
+    let (done_tx, done) = oneshot::channel();
+    let restore = Arc::new(Mutex::new(Some((restore_in, restore_out))));
+    let restore_when_written = restore.clone();
     // Once the relay has dropped the writer and what it queued is written: blocking again
-    // before anyone is told that the gateway is done with stdin and stdout.
+    // before anyone is told that the gateway is done with stdin and stdout. (A client that does
+    // not read gets them back from `Written::wait`.)
     let writer = LineWriter::new(output, move || {
-        drop((restore_in, restore_out));
+        drop(restore_when_written.lock().unwrap_or_else(PoisonError::into_inner).take());
         let _ = done_tx.send(());
     });
     let link = ClientLink {
         tx: ClientTx::Lines(Arc::new(writer)),
         rx: ClientRx::Lines(LineReader::new(input, MAX_MESSAGE_BYTES)),
     };
-    Ok((link, done_rx))
+    Ok((link, Written { done, restore }))
 }
 
-fn threads() -> (ClientLink, oneshot::Receiver<()>) {
+fn threads() -> (ClientLink, Written) {
     let (in_tx, in_rx) = mpsc::channel(CHANNEL_CAPACITY);
     let (out_tx, mut out_rx) = mpsc::channel::<Value>(CHANNEL_CAPACITY);
     let (done_tx, done_rx) = oneshot::channel();
@@ -160,7 +195,8 @@ fn threads() -> (ClientLink, oneshot::Receiver<()>) {
     if let Err(e) = spawned {
         eprintln!("mcp-policy-gateway: cannot start the stdout thread: {e}");
     }
-    (ClientLink { tx: out_tx.into(), rx: in_rx.into() }, done_rx)
+    let written = Written { done: done_rx, restore: Arc::new(Mutex::new(None)) };
+    (ClientLink { tx: out_tx.into(), rx: in_rx.into() }, written)
 }
 
 fn read_stdin(tx: &mpsc::Sender<Inbound>) {
