@@ -355,12 +355,14 @@ pub struct RelayConfig {
     pub probe_inline: bool,
 }
 
-/// How many requests wait for the upstream's answer to the gateway's `server/discover`; past
-/// this, requests are refused until it answers.
-const MAX_WAITING_FOR_DISCOVERY: usize = 1_000;
+/// How many requests wait for the upstream's answer to the gateway's `server/discover` (as many
+/// as a session may have in flight); past this, requests are refused (429) until it answers.
+const MAX_WAITING_FOR_DISCOVERY: usize = 64;
 
-/// How long the gateway waits for the upstream's answer to its `server/discover`; an upstream
-/// silent that long (one that ignores methods it does not know) offers nothing.
+/// How long requests wait for the upstream's answer to the gateway's `server/discover`; past
+/// this they are refused as for an upstream that does not offer their revision (one that
+/// ignores methods it does not know never answers). A later answer (an upstream slow to start)
+/// is still learned, for the requests that follow.
 pub const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What a command upstream offers of the revisions without `initialize` (see
@@ -368,9 +370,8 @@ pub const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(5);
 enum InlineOffer {
     /// Not known yet.
     Unknown,
-    /// The gateway asked (when, and the key of its request); the requests waiting for the
-    /// answer, in order.
-    Asking { since: Instant, key: String, waiting: Vec<Value> },
+    /// The gateway asked (when); the requests waiting for the answer, in order.
+    Asking { since: Instant, waiting: Vec<Value> },
     /// The revisions it offers (none when it answered `server/discover` with an error).
     Known(Vec<String>),
 }
@@ -971,8 +972,13 @@ impl<S: AsyncCounterStore> Relay<S> {
                     if waiting.len() < MAX_WAITING_FOR_DISCOVERY {
                         waiting.push(msg);
                     } else {
-                        let busy = "too many requests wait for the upstream's `server/discover`";
-                        self.client(jsonrpc::error(id, jsonrpc::INTERNAL_ERROR, busy)).await;
+                        let busy = jsonrpc::error_with_data(
+                            id,
+                            jsonrpc::INTERNAL_ERROR,
+                            "too many requests wait for the upstream's `server/discover`: retry",
+                            json!({ UPSTREAM_STATUS: 429 }),
+                        );
+                        self.client(busy).await;
                     }
                     return;
                 }
@@ -986,10 +992,9 @@ impl<S: AsyncCounterStore> Relay<S> {
                         m.remove("progressToken");
                     }
                     let up_id = self.up_id();
-                    let key = jsonrpc::id_key(&up_id);
-                    self.up_pending.insert(key.clone(), UpPending::Discover);
+                    self.up_pending.insert(jsonrpc::id_key(&up_id), UpPending::Discover);
                     let since = Instant::now();
-                    self.inline_offer = InlineOffer::Asking { since, key, waiting: vec![msg] };
+                    self.inline_offer = InlineOffer::Asking { since, waiting: vec![msg] };
                     let params = json!({ "_meta": meta });
                     let discover = jsonrpc::request(up_id, "server/discover", params);
                     if !self.upstream(discover).await {
@@ -1694,10 +1699,10 @@ impl<S: AsyncCounterStore> Relay<S> {
     /// Requests the upstream has not answered in time get an error, and the upstream a
     /// cancellation.
     async fn expire(&mut self) {
-        if let InlineOffer::Asking { since, key, .. } = &self.inline_offer
+        if let InlineOffer::Asking { since, .. } = &self.inline_offer
             && since.elapsed() >= DISCOVERY_TIMEOUT
         {
-            self.up_pending.remove(key);
+            // The question stays open: a late answer is learned for the requests that follow.
             self.learn_inline_offer(None).await;
         }
         let now = Instant::now();
@@ -2447,9 +2452,9 @@ mod tests {
         assert_eq!(m["error"]["data"][UPSTREAM_STATUS], 400, "asked again: {m}");
     }
 
-    /// An upstream that never answers the gateway's `server/discover` offers nothing: after
-    /// [`DISCOVERY_TIMEOUT`] the requests that waited are refused (400), and its late answer
-    /// changes nothing.
+    /// An upstream silent to the gateway's `server/discover` offers nothing for now: after
+    /// [`DISCOVERY_TIMEOUT`] the requests that waited are refused (400), and so are those that
+    /// follow, until its late answer (an upstream slow to start), which is learned.
     /// (It takes `DISCOVERY_TIMEOUT` of real time: 5 s.)
     #[tokio::test]
     async fn an_upstream_silent_to_discovery_offers_nothing() {
@@ -2460,12 +2465,28 @@ mod tests {
         let m = h.client_gets().await;
         assert_eq!(m["id"], 1, "{m}");
         assert_eq!(m["error"]["data"][UPSTREAM_STATUS], 400, "{m}");
+        h.client_sends(inline_request(2, "tools/list")).await;
+        let m = h.client_gets().await;
+        assert_eq!(m["error"]["data"][UPSTREAM_STATUS], 400, "not asked again: {m}");
         h.upstream_sends(json!({"jsonrpc": "2.0", "id": ask["id"],
             "result": {"supportedVersions": ["2026-07-28"]}}))
             .await;
-        h.client_sends(inline_request(2, "tools/list")).await;
-        let m = h.client_gets().await;
-        assert_eq!(m["error"]["data"][UPSTREAM_STATUS], 400, "{m}");
+        // (The relay may take a request before the answer that came just before it: each
+        // request refused meanwhile is answered, until one is relayed.)
+        for id in 3..1000 {
+            h.client_sends(inline_request(id, "tools/list")).await;
+            tokio::select! {
+                m = h.client_out.recv() => {
+                    let m = m.unwrap();
+                    assert_eq!(m["error"]["data"][UPSTREAM_STATUS], 400, "{m}");
+                }
+                m = h.upstream_in.recv() => {
+                    assert_eq!(m.unwrap()["method"], "tools/list", "the late answer was learned");
+                    return;
+                }
+            }
+        }
+        panic!("the late answer was never learned");
     }
 
     /// A request cancelled while it waits for the upstream's answer to the gateway's
@@ -2561,6 +2582,27 @@ mod tests {
             let m = h.client_gets().await;
             assert_eq!(m["params"]["data"], n, "not the upstream's message: {m}");
             assert_eq!(h.upstream_gets().await["method"], "tools/list");
+        }
+    }
+
+    /// At most [`MAX_WAITING_FOR_DISCOVERY`] requests wait for the upstream's answer; the next
+    /// are refused at once, with 429 for the listener.
+    #[tokio::test]
+    async fn a_bounded_number_of_requests_wait_for_discovery() {
+        let mut h = start_with(POLICY, probing());
+        let n = i64::try_from(MAX_WAITING_FOR_DISCOVERY).unwrap();
+        let client = h.client_in.clone();
+        tokio::spawn(async move {
+            for id in 1..=n + 2 {
+                let m = inline_request(id, "tools/list");
+                client.send(Inbound::Message(m)).await.unwrap();
+            }
+        });
+        assert_eq!(h.upstream_gets().await["method"], "server/discover");
+        for id in [n + 1, n + 2] {
+            let m = h.client_gets().await;
+            assert_eq!(m["id"], id, "{m}");
+            assert_eq!(m["error"]["data"][UPSTREAM_STATUS], 429, "{m}");
         }
     }
 
