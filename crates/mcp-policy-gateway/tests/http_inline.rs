@@ -358,6 +358,18 @@ async fn each_request_is_decided_with_the_claims_of_its_own_token() {
     gw.stop().await;
 }
 
+/// Waits until every relay of `gw` has ended (idle for a second, with
+/// `--session-idle-timeout 1`): the sessions gauge says 0.
+async fn relays_gone(gw: &http_support::Gateway) {
+    tokio::time::timeout(http_support::PATIENCE, async {
+        while !gw.metrics().await.lines().any(|l| l == "mcp_policy_gateway_sessions 0") {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the relays never ended");
+}
+
 /// The upstream's own `input_required` round outlives the identity's relay too: after the relay
 /// ended (idle timeout), the retry with the upstream's `requestState` still continues its call
 /// without a second charge, once; another identity's use of it is a new call of its own.
@@ -375,16 +387,7 @@ async fn an_upstreams_own_round_outlives_the_identitys_relay() {
     let s1 = r["requestState"].as_str().unwrap_or_else(|| panic!("{r}")).to_owned();
     let r = alice.call(2, "ask", json!({"q": 2}), None).await;
     let s2 = r["requestState"].as_str().unwrap_or_else(|| panic!("{r}")).to_owned();
-    let relays_gone = || async {
-        tokio::time::timeout(http_support::PATIENCE, async {
-            while !gw.metrics().await.lines().any(|l| l == "mcp_policy_gateway_sessions 0") {
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            }
-        })
-        .await
-        .expect("the relays never ended");
-    };
-    relays_gone().await;
+    relays_gone(&gw).await;
     let r = alice.call(3, "ask", json!({"q": 1}), Some((&s1, sure()))).await;
     assert_eq!(text(&r), "ran ask", "the round outlived the relay: {r}");
     let r = bob.call(4, "ask", json!({"q": 2}), Some((&s2, sure()))).await;
@@ -392,7 +395,7 @@ async fn an_upstreams_own_round_outlives_the_identitys_relay() {
     bob.call(5, "ask", json!({"b": 1}), None).await;
     let r = bob.call(6, "ask", json!({"b": 2}), None).await;
     assert_eq!(r["isError"], true, "bob's use of alice's state was charged to bob: {r}");
-    relays_gone().await;
+    relays_gone(&gw).await;
     let r = alice.call(7, "ask", json!({"q": 2}), Some((&s2, sure()))).await;
     assert_eq!(text(&r), "ran ask", "alice's other round, still hers: {r}");
     let n = upstream.ran().len();
@@ -418,25 +421,11 @@ async fn an_approval_round_outlives_the_identitys_relay() {
     let r = alice.call(1, "create", json!({"n": 1}), None).await;
     assert_eq!(r["resultType"], "input_required", "{r}");
     let token = r["requestState"].as_str().unwrap().to_owned();
-    // Every relay ends (alice's, idle for a second): the sessions gauge says 0.
-    let relays_gone = || async {
-        tokio::time::timeout(http_support::PATIENCE, async {
-            loop {
-                let metrics = gw.metrics().await;
-                if metrics.lines().any(|l| l == "mcp_policy_gateway_sessions 0") {
-                    break;
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            }
-        })
-        .await
-        .expect("the relays never ended");
-    };
-    relays_gone().await;
+    relays_gone(&gw).await;
     let r = bob.call(2, "create", json!({"n": 1}), Some((&token, approve()))).await;
     assert_eq!(r["isError"], true, "another identity's round: {r}");
     assert!(text(&r).contains("matches no pending approval"), "{r}");
-    relays_gone().await;
+    relays_gone(&gw).await;
     let r = alice.call(3, "create", json!({"n": 1}), Some((&token, approve()))).await;
     assert_eq!(text(&r), "ran create", "the round outlived the relay: {r}");
     let r = alice.call(4, "create", json!({"n": 1}), Some((&token, approve()))).await;

@@ -35,13 +35,25 @@ fn gateway(policy: &std::path::Path, stdin: Stdio, stdout: Stdio) -> Child {
 }
 
 fn gateway_with(policy: &std::path::Path, extra: &[&str], stdin: Stdio, stdout: Stdio) -> Child {
+    gateway_before(policy, extra, "1", stdin, stdout)
+}
+
+/// The gateway in front of this executable as the upstream `upstream` (the value of
+/// `MCP_POLICY_TEST_UPSTREAM`: `1`, `big`, `late`).
+fn gateway_before(
+    policy: &std::path::Path,
+    extra: &[&str],
+    upstream: &str,
+    stdin: Stdio,
+    stdout: Stdio,
+) -> Child {
     Command::new(env!("CARGO_BIN_EXE_mcp-policy-gateway"))
         .arg("--policy")
         .arg(policy)
         .args(extra)
         .arg("--")
         .arg(std::env::current_exe().unwrap())
-        .env("MCP_POLICY_TEST_UPSTREAM", "1")
+        .env("MCP_POLICY_TEST_UPSTREAM", upstream)
         .stdin(stdin)
         .stdout(stdout)
         .spawn()
@@ -150,16 +162,13 @@ fn a_client_that_never_reads_gets_its_descriptors_back_blocking(policy: &std::pa
     let (out_r, out_w) = std::io::pipe().unwrap();
     let in_copy = in_r.try_clone().unwrap();
     let out_copy = out_w.try_clone().unwrap();
-    let mut g = Command::new(env!("CARGO_BIN_EXE_mcp-policy-gateway"))
-        .arg("--policy")
-        .arg(policy)
-        .arg("--")
-        .arg(std::env::current_exe().unwrap())
-        .env("MCP_POLICY_TEST_UPSTREAM", "big")
-        .stdin(Stdio::from(OwnedFd::from(in_r)))
-        .stdout(Stdio::from(OwnedFd::from(out_w)))
-        .spawn()
-        .unwrap();
+    let mut g = gateway_before(
+        policy,
+        &[],
+        "big",
+        Stdio::from(OwnedFd::from(in_r)),
+        Stdio::from(OwnedFd::from(out_w)),
+    );
     // A hundred answers of 4 KiB: the pipe holds 16, the rest is queued for the client.
     let mut all = session();
     for id in 100..200 {
@@ -254,16 +263,13 @@ fn a_client_sending_many_calls_at_once_gets_every_answer(policy: &std::path::Pat
     const CALLS: u64 = 1500;
     let (in_r, mut in_w) = std::io::pipe().unwrap();
     let (out_r, out_w) = std::io::pipe().unwrap();
-    let mut g = Command::new(env!("CARGO_BIN_EXE_mcp-policy-gateway"))
-        .arg("--policy")
-        .arg(policy)
-        .arg("--")
-        .arg(std::env::current_exe().unwrap())
-        .env("MCP_POLICY_TEST_UPSTREAM", "big")
-        .stdin(Stdio::from(OwnedFd::from(in_r)))
-        .stdout(Stdio::from(OwnedFd::from(out_w)))
-        .spawn()
-        .unwrap();
+    let mut g = gateway_before(
+        policy,
+        &[],
+        "big",
+        Stdio::from(OwnedFd::from(in_r)),
+        Stdio::from(OwnedFd::from(out_w)),
+    );
     let writer = std::thread::spawn(move || {
         let pad = "p".repeat(1024);
         let mut all = session();
@@ -328,16 +334,8 @@ fn late_upstream() {
 /// failing on a closed pipe (its status, 3 here, or 141 for a program killed by `SIGPIPE`).
 fn a_client_gone_with_a_call_in_flight_leaves_the_upstream_its_exit(policy: &std::path::Path) {
     let (in_r, mut in_w) = std::io::pipe().unwrap();
-    let mut g = Command::new(env!("CARGO_BIN_EXE_mcp-policy-gateway"))
-        .arg("--policy")
-        .arg(policy)
-        .arg("--")
-        .arg(std::env::current_exe().unwrap())
-        .env("MCP_POLICY_TEST_UPSTREAM", "late")
-        .stdin(Stdio::from(OwnedFd::from(in_r)))
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut g =
+        gateway_before(policy, &[], "late", Stdio::from(OwnedFd::from(in_r)), Stdio::null());
     in_w.write_all(session().as_bytes()).unwrap();
     drop(in_w);
     wait(&mut g);
