@@ -358,6 +358,17 @@ async fn each_request_is_decided_with_the_claims_of_its_own_token() {
     gw.stop().await;
 }
 
+/// The gateway in front of a fresh upstream, its relays ending after a second idle (the
+/// directory holds the policy).
+async fn idle_gateway() -> (Upstream, tempfile::TempDir, http_support::Gateway) {
+    let upstream = Upstream::start(TOOLS, false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let policy = write(dir.path(), "policy.json", POLICY);
+    let args = ["--upstream", &upstream.url, "--trusted-header", "x-user"];
+    let gw = gateway(&policy, &[&args[..], &["--session-idle-timeout", "1"]].concat(), &[]).await;
+    (upstream, dir, gw)
+}
+
 /// Waits until every relay of `gw` has ended (idle for a second, with
 /// `--session-idle-timeout 1`): the sessions gauge says 0.
 async fn relays_gone(gw: &http_support::Gateway) {
@@ -375,11 +386,7 @@ async fn relays_gone(gw: &http_support::Gateway) {
 /// without a second charge, once; another identity's use of it is a new call of its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upstreams_own_round_outlives_the_identitys_relay() {
-    let upstream = Upstream::start(TOOLS, false).await;
-    let dir = tempfile::tempdir().unwrap();
-    let policy = write(dir.path(), "policy.json", POLICY);
-    let args = ["--upstream", &upstream.url, "--trusted-header", "x-user"];
-    let gw = gateway(&policy, &[&args[..], &["--session-idle-timeout", "1"]].concat(), &[]).await;
+    let (upstream, _dir, gw) = idle_gateway().await;
     let alice = Client::new(&gw.mcp(), "alice");
     let bob = Client::new(&gw.mcp(), "bob");
     // `ask` admits 2 per identity: both are spent on the calls, none on their retries.
@@ -411,11 +418,7 @@ async fn an_upstreams_own_round_outlives_the_identitys_relay() {
 /// of those reaching the upstream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_approval_round_outlives_the_identitys_relay() {
-    let upstream = Upstream::start(TOOLS, false).await;
-    let dir = tempfile::tempdir().unwrap();
-    let policy = write(dir.path(), "policy.json", POLICY);
-    let args = ["--upstream", &upstream.url, "--trusted-header", "x-user"];
-    let gw = gateway(&policy, &[&args[..], &["--session-idle-timeout", "1"]].concat(), &[]).await;
+    let (upstream, _dir, gw) = idle_gateway().await;
     let alice = Client::new(&gw.mcp(), "alice");
     let bob = Client::new(&gw.mcp(), "bob");
     let r = alice.call(1, "create", json!({"n": 1}), None).await;
