@@ -146,6 +146,7 @@ async fn stdio_client<S: AsyncCounterStore + 'static>(
     let config = RelayConfig {
         session: Some(session),
         upstream_timeout: cli.upstream_timeout,
+        answer_after_client_eof: true,
         ..RelayConfig::default()
     };
     let relay = Relay::run(guard, log, config, client, link);

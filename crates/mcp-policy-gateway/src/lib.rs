@@ -113,6 +113,7 @@ pub async fn run(cli: Cli) -> i32 {
     let config = RelayConfig {
         session: Some(session),
         upstream_timeout: cli.upstream_timeout,
+        answer_after_client_eof: true,
         ..RelayConfig::default()
     };
     let log = Arc::new(log);

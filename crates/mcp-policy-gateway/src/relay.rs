@@ -22,7 +22,7 @@ use crate::decision_log::{DecisionLog, Outcome, Record};
 use crate::guard::{Guard, ToolCache, Verdict, declined, round_refusal};
 use crate::jsonrpc::{self, Kind};
 use crate::transport::{
-    ClientLink, ClientRx, ClientTx, Inbound, UPSTREAM_STATUS, UpstreamLink, UpstreamTx,
+    ClientLink, ClientRx, ClientTx, Inbound, UPSTREAM_STATUS, UpstreamLink, UpstreamRx, UpstreamTx,
 };
 
 /// The protocol revisions the gateway speaks (those with an `initialize` handshake).
@@ -316,6 +316,10 @@ const MAX_REFRESH_PAGES: usize = 100;
 /// that the upstream is not reading its input.
 pub const UPSTREAM_SEND_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// How long the requests in flight when a client over stdio closes its input may wait for the
+/// upstream's answers ([`RelayConfig::answer_after_client_eof`]), without `--upstream-timeout`.
+pub const CLIENT_EOF_WAIT: Duration = Duration::from_secs(10);
+
 /// How a session is relayed.
 #[derive(Debug, Clone, Default)]
 pub struct RelayConfig {
@@ -353,6 +357,13 @@ pub struct RelayConfig {
     /// requests are refused as an HTTP upstream of an older revision refuses them, with 400
     /// ([`UPSTREAM_STATUS`]), so that the client falls back to `initialize`.
     pub probe_inline: bool,
+    /// A client over stdio, which may close its input and still read its output (`printf
+    /// REQUESTS | mcp-policy-gateway ...`): when its input ends, the upstream's input is closed
+    /// as the client closed the gateway's, and the requests in flight are still answered as the
+    /// upstream answers them, for at most [`CLIENT_EOF_WAIT`] (or the upstream timeout);
+    /// whatever is unanswered then gets an error. Otherwise (a session over HTTP, whose client
+    /// has gone) the relay ends at once.
+    pub answer_after_client_eof: bool,
 }
 
 /// How many requests wait for the upstream's answer to the gateway's `server/discover` (as many
@@ -794,6 +805,7 @@ pub struct Relay<S> {
     refreshing: bool,
     refresh_again: bool,
     probe_inline: bool,
+    answer_after_client_eof: bool,
     inline_offer: InlineOffer,
     /// Requests that waited for the upstream's `server/discover`, to be handled (before the
     /// client's next message) as the upstream can take them.
@@ -856,6 +868,7 @@ impl<S: AsyncCounterStore> Relay<S> {
             refreshing: false,
             refresh_again: false,
             probe_inline: config.probe_inline,
+            answer_after_client_eof: config.answer_after_client_eof,
             inline_offer: InlineOffer::Unknown,
             replay: VecDeque::new(),
         };
@@ -895,6 +908,9 @@ impl<S: AsyncCounterStore> Relay<S> {
                 }, if !read_client => {}
                 m = from_client.recv(), if read_client => match m {
                     None => {
+                        if relay.answer_after_client_eof {
+                            relay.answer_after_client_eof(&mut from_upstream).await;
+                        }
                         from_upstream.discard();
                         return RelayEnd::ClientClosed;
                     }
@@ -913,6 +929,39 @@ impl<S: AsyncCounterStore> Relay<S> {
                 },
             }
         }
+    }
+
+    /// The client's input has ended ([`RelayConfig::answer_after_client_eof`]): the upstream's
+    /// input is closed (it sees the end of its input, as it would with the client in front of
+    /// it), and what it sends still goes to the client until no request waits for it, it closes
+    /// its output, or the wait is over. Whatever is still unanswered then gets an error.
+    async fn answer_after_client_eof(&mut self, from_upstream: &mut UpstreamRx) {
+        let (closed, _) = tokio::sync::mpsc::channel(1);
+        drop(std::mem::replace(&mut self.to_upstream, UpstreamTx::Channel(closed)));
+        // The client cannot answer anything now: the approvals asked of it fail below.
+        let wait = self.upstream_timeout.unwrap_or(CLIENT_EOF_WAIT);
+        let until = tokio::time::Instant::now() + wait;
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        let mut upstream_open = true;
+        while upstream_open && self.waits_for_upstream() {
+            tokio::select! {
+                _ = tick.tick(), if self.upstream_timeout.is_some() => self.expire().await,
+                _ = tokio::time::sleep_until(until) => break,
+                m = from_upstream.recv() => match m {
+                    Some(v) => self.on_upstream(v).await,
+                    None => upstream_open = false,
+                },
+            }
+        }
+        let error = if upstream_open { after_client_eof_error } else { upstream_gone_error };
+        let outcome =
+            if upstream_open { Outcome::UpstreamTimeout } else { Outcome::UpstreamClosed };
+        self.fail_waiting(outcome, error).await;
+    }
+
+    /// Whether a client request waits for the upstream's answer.
+    fn waits_for_upstream(&self) -> bool {
+        self.up_pending.values().any(|p| matches!(p, UpPending::Client { .. }))
     }
 
     async fn client(&self, msg: Value) {
@@ -1743,20 +1792,26 @@ impl<S: AsyncCounterStore> Relay<S> {
 
     /// The upstream has gone: every request still waiting for it gets an error now.
     async fn upstream_gone(&mut self) {
+        self.fail_waiting(Outcome::UpstreamClosed, upstream_gone_error).await;
+    }
+
+    /// Every request still waiting (for the upstream, or for the client's approval) gets
+    /// `error`, and the calls among them are logged with `outcome`.
+    async fn fail_waiting(&mut self, outcome: Outcome, error: fn(Value) -> Value) {
         let pending: Vec<UpPending> = self.up_pending.drain().map(|(_, p)| p).collect();
         for p in pending {
             if let UpPending::Client { client_id, kind, .. } = p {
                 if let Relayed::ToolsCall { record, sent, .. } = &kind {
                     let ms = sent.elapsed().as_secs_f64() * 1e3;
-                    self.log.write(record, Outcome::UpstreamClosed, Some(ms));
+                    self.log.write(record, outcome, Some(ms));
                 }
-                self.client(upstream_gone_error(client_id)).await;
+                self.client(error(client_id)).await;
             }
         }
         let waiting: Vec<WaitingApproval> = self.approvals.drain().map(|(_, w)| w).collect();
         for w in waiting {
-            self.log.write(&w.record, Outcome::UpstreamClosed, None);
-            self.client(upstream_gone_error(w.client_id)).await;
+            self.log.write(&w.record, outcome, None);
+            self.client(error(w.client_id)).await;
         }
         self.client_requests.clear();
         if let InlineOffer::Asking { waiting, .. } =
@@ -1766,7 +1821,7 @@ impl<S: AsyncCounterStore> Relay<S> {
         }
         for msg in std::mem::take(&mut self.replay) {
             let id = msg.get("id").cloned().unwrap_or(Value::Null);
-            self.client(upstream_gone_error(id)).await;
+            self.client(error(id)).await;
         }
     }
 
@@ -1890,6 +1945,15 @@ fn upstream_gone_error(id: Value) -> Value {
         jsonrpc::INTERNAL_ERROR,
         "the upstream MCP server has gone (it exited, closed its output or is not reading its \
          input) before answering",
+    )
+}
+
+/// The error of a request still unanswered when the wait after the client's input ended is over.
+fn after_client_eof_error(id: Value) -> Value {
+    jsonrpc::error(
+        id,
+        jsonrpc::INTERNAL_ERROR,
+        "the client closed its input, and the upstream MCP server did not answer in time",
     )
 }
 
@@ -2383,6 +2447,65 @@ mod tests {
         ids.sort();
         assert_eq!(ids, vec![7, 8]);
         assert_eq!(h.task.await.unwrap(), RelayEnd::UpstreamClosed);
+    }
+
+    fn answering_after_eof() -> RelayConfig {
+        RelayConfig { answer_after_client_eof: true, ..RelayConfig::default() }
+    }
+
+    fn call_of_a(id: i64) -> Value {
+        json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": {"name": "a", "arguments": {}}})
+    }
+
+    /// A client over stdio that closes its input with calls in flight (`printf REQUESTS |
+    /// gateway`) still gets their answers; the upstream sees the end of its input first, as it
+    /// would with the client in front of it (a server that answers as its input ends answers).
+    #[tokio::test]
+    async fn a_client_closing_its_input_still_gets_the_answers_in_flight() {
+        let mut h = start_with(POLICY, answering_after_eof());
+        h.client_sends(call_of_a(7)).await;
+        let up = h.upstream_gets().await;
+        h.client_in = mpsc::channel(1).0;
+        let closed = tokio::time::timeout(Duration::from_secs(30), h.upstream_in.recv()).await;
+        assert!(matches!(closed, Ok(None)), "the upstream's input was not closed: {closed:?}");
+        h.upstream_sends(json!({"jsonrpc": "2.0", "id": up["id"],
+            "result": {"content": [{"type": "text", "text": "ran"}]}}))
+            .await;
+        let r = h.client_gets().await;
+        assert_eq!(
+            (r["id"].as_i64(), &r["result"]["content"][0]["text"]),
+            (Some(7), &json!("ran"))
+        );
+        assert_eq!(h.task.await.unwrap(), RelayEnd::ClientClosed);
+    }
+
+    /// The wait after the client's input ended is bounded: an upstream that never answers
+    /// leaves the client an error for each call, and the relay ends; one that closes its output
+    /// gives the client the "gone" error at once.
+    #[tokio::test(start_paused = true)]
+    async fn calls_unanswered_after_the_clients_input_ended_get_errors() {
+        let mut h = start_with(POLICY, answering_after_eof());
+        h.client_sends(call_of_a(7)).await;
+        h.upstream_gets().await;
+        let started = tokio::time::Instant::now();
+        h.client_in = mpsc::channel(1).0;
+        let r = h.client_gets().await;
+        assert_eq!(r["id"], 7);
+        assert_eq!(r["error"]["code"], jsonrpc::INTERNAL_ERROR);
+        assert!(r["error"]["message"].as_str().unwrap().contains("did not answer in time"), "{r}");
+        assert!(started.elapsed() >= CLIENT_EOF_WAIT, "{:?}", started.elapsed());
+        assert_eq!(h.task.await.unwrap(), RelayEnd::ClientClosed);
+
+        let mut h = start_with(POLICY, answering_after_eof());
+        h.client_sends(call_of_a(8)).await;
+        h.upstream_gets().await;
+        h.client_in = mpsc::channel(1).0;
+        h.upstream_out = None;
+        let r = h.client_gets().await;
+        assert_eq!(r["id"], 8);
+        assert!(r["error"]["message"].as_str().unwrap().contains("has gone"), "{r}");
+        assert_eq!(h.task.await.unwrap(), RelayEnd::ClientClosed);
     }
 
     fn probing() -> RelayConfig {

@@ -342,6 +342,26 @@ fn a_client_gone_with_a_call_in_flight_leaves_the_upstream_its_exit(policy: &std
     assert_eq!(g.wait().unwrap().code(), Some(0), "the upstream did not exit by itself");
 }
 
+/// A client that writes its requests and closes its input, then reads (`printf REQUESTS |
+/// gateway`): the answers in flight still reach it, here from an upstream that answers only
+/// once its input has ended (the gateway closes it as the client closed the gateway's).
+fn a_client_closing_its_input_still_reads_the_answers(policy: &std::path::Path) {
+    let (in_r, mut in_w) = std::io::pipe().unwrap();
+    let (out_r, out_w) = std::io::pipe().unwrap();
+    let mut g = gateway_before(
+        policy,
+        &[],
+        "late",
+        Stdio::from(OwnedFd::from(in_r)),
+        Stdio::from(OwnedFd::from(out_w)),
+    );
+    in_w.write_all(session().as_bytes()).unwrap();
+    drop(in_w);
+    expect_answers(out_r);
+    wait(&mut g);
+    assert_eq!(g.wait().unwrap().code(), Some(0));
+}
+
 fn main() {
     match std::env::var("MCP_POLICY_TEST_UPSTREAM").as_deref() {
         Ok("big") => return big_answers_upstream(),
@@ -352,7 +372,10 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("policy.json");
     std::fs::write(&policy, POLICY).unwrap();
-    let tests: [(&str, &dyn Fn()); 8] = [
+    let tests: [(&str, &dyn Fn()); 9] = [
+        ("a_client_closing_its_input_still_reads_the_answers", &|| {
+            a_client_closing_its_input_still_reads_the_answers(&policy);
+        }),
         ("a_client_gone_with_a_call_in_flight_leaves_the_upstream_its_exit", &|| {
             a_client_gone_with_a_call_in_flight_leaves_the_upstream_its_exit(&policy);
         }),

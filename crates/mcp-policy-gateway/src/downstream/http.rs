@@ -1590,6 +1590,8 @@ impl<S: AsyncCounterStore + 'static> Server<S> {
             round_quota: identity_principal,
             // A command upstream gives no HTTP status: the relay asks it what it offers.
             probe_inline: !attributed,
+            // The relay ends with the identity's HTTP requests: nobody reads after that.
+            answer_after_client_eof: false,
         };
         let relay = SessionRelay { guard, config: relay_config, in_rx, link, handle };
         self.run_relay(&session, relay, move |me| me.remove_inline(&key, &id));
