@@ -11,7 +11,11 @@
 //! the run weighs on all alike, with two more: the floor of any process in between, a relay
 //! (this executable, started with `MCP_POLICY_BENCH_RELAY=MICROS`) that copies bytes both ways
 //! and does nothing else, polling its two inputs for up to 200 µs before sleeping as the
-//! gateway does; and the same relay sleeping at once.
+//! gateway does; the same relay sleeping at once; and the gateway's own transports with nothing
+//! in between (this executable, started with `MCP_POLICY_BENCH_TRANSPORTS=1`: the gateway's
+//! stdio client link and command upstream link, on one thread with the same spin, each message
+//! parsed and written again, nothing decided), which tells the relay's policy work from the cost
+//! of its I/O.
 //! `MCP_POLICY_BENCH_BASELINE_BIN=PATH` adds a row for another build of the gateway (an older
 //! commit, say), measured in the same run.
 //!
@@ -178,6 +182,48 @@ fn floor_relay() {
     let _ = child.wait();
 }
 
+/// The gateway's transports alone: its stdio client link and its command upstream link, as the
+/// gateway sets them up (one thread, the same spin), relaying each message as it comes (parsed
+/// and written again, as the gateway does) with nothing decided or recorded: what the gateway
+/// adds over this is the relay's own work.
+fn transports_relay() {
+    use mcp_policy_gateway::transport::Inbound;
+    let budget = Duration::from_micros(200);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .on_thread_park(move || mcp_policy_gateway::spin::before_sleep(budget))
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        // The upstream: this executable as the trivial upstream (it inherits this environment).
+        let command: Vec<std::ffi::OsString> = vec![
+            "env".into(),
+            "-u".into(),
+            "MCP_POLICY_BENCH_TRANSPORTS".into(),
+            std::env::current_exe().unwrap().into(),
+        ];
+        let (upstream, mut child) = mcp_policy_gateway::upstream::stdio::spawn(&command).unwrap();
+        let (client, written) = mcp_policy_gateway::downstream::stdio::serve();
+        let (mut from_client, to_client) = (client.rx, client.tx);
+        let (mut from_upstream, to_upstream) = (upstream.rx, upstream.tx);
+        loop {
+            tokio::select! {
+                m = from_client.recv() => match m {
+                    Some(Inbound::Message(v)) => to_upstream.send(v).await.unwrap(),
+                    _ => break,
+                },
+                m = from_upstream.recv() => match m {
+                    Some(v) => to_client.send(v).await.unwrap(),
+                    None => break,
+                },
+            }
+        }
+        drop((to_client, to_upstream));
+        child.shutdown(Duration::from_secs(1)).await;
+        written.wait(Duration::from_secs(1)).await;
+    });
+}
+
 fn percentiles(client: &mut Client, n: usize) -> (Duration, Duration, Duration) {
     for _ in 0..2000 {
         client.call();
@@ -228,6 +274,10 @@ fn main() {
         floor_relay();
         return;
     }
+    if std::env::var_os("MCP_POLICY_BENCH_TRANSPORTS").is_some() {
+        transports_relay();
+        return;
+    }
     if std::env::var_os("MCP_POLICY_BENCH_UPSTREAM").is_some() {
         trivial::stdio_upstream();
         return;
@@ -245,6 +295,11 @@ fn main() {
     };
     let mut floor = floor_relay("200");
     let mut floor_sleeping = floor_relay("0");
+    let mut transports = {
+        let mut cmd = Command::new(std::env::current_exe().unwrap());
+        cmd.env("MCP_POLICY_BENCH_TRANSPORTS", "1");
+        Client::start(cmd)
+    };
     // Another build of the gateway (`MCP_POLICY_BENCH_BASELINE_BIN`), measured in the same run.
     let mut baseline = std::env::var_os("MCP_POLICY_BENCH_BASELINE_BIN")
         .map(|bin| Client::start(gateway_command_of(&bin, &policy, &[])));
@@ -295,6 +350,7 @@ fn main() {
         ("the gateway, `--spin 0`", &mut sleeping),
         ("the floor: a relay that copies bytes", &mut floor),
         ("the floor, sleeping at once", &mut floor_sleeping),
+        ("the gateway's transports alone (no decision)", &mut transports),
     ];
     if let Some(b) = baseline.as_mut() {
         paths.push(("baseline build (`MCP_POLICY_BENCH_BASELINE_BIN`)", b));
