@@ -9,6 +9,7 @@
 //! - [`relay`]: one client session relayed to one upstream, as JSON values, with `tools/list`
 //!   and `tools/call` intercepted;
 //! - [`guard`]: the policy decisions and the refusals the client sees;
+//! - [`rounds`]: the `input_required` rounds kept between a call and its retry;
 //! - [`transport`]: the channels a transport hands the relay, and line framing;
 //! - [`downstream`] and [`upstream`]: the transports (stdio and streamable HTTP);
 //! - [`decision_log`], [`reload`], [`cli`]; over HTTP [`auth`], [`origin`], [`metrics`], and
@@ -27,6 +28,7 @@ pub mod jsonrpc;
 pub mod lines;
 pub mod relay;
 pub mod reload;
+pub mod rounds;
 pub mod spin;
 pub mod transport;
 pub mod upstream;

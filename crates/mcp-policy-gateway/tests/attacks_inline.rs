@@ -37,7 +37,7 @@ use http_support::inline::{
     session_client, sure,
 };
 use http_support::{Gateway, gateway, text, write};
-use mcp_policy_gateway::relay::MAX_CONTINUATION_ROUNDS;
+use mcp_policy_gateway::rounds::MAX_CONTINUATION_ROUNDS;
 use serde_json::{Value, json};
 
 const POLICY: &str = r#"{"version": "1", "default": "deny", "tools": {

@@ -58,10 +58,11 @@ use crate::jsonrpc::{self, Kind};
 use crate::metrics::Metrics;
 use crate::origin::OriginRule;
 use crate::relay::{
-    ApprovalRounds, INLINE_PROTOCOL_VERSIONS, MAX_KEPT_ROUNDS, METHOD_HEADER, NAME_HEADER,
-    PROTOCOL_VERSIONS, ParamSchemas, RELATED_REQUEST, Relay, RelayConfig, RelayEnd, UpstreamRounds,
-    decode_header_value, mcp_name, meta_protocol_version,
+    INLINE_PROTOCOL_VERSIONS, METHOD_HEADER, NAME_HEADER, PROTOCOL_VERSIONS, ParamSchemas,
+    RELATED_REQUEST, Relay, RelayConfig, RelayEnd, decode_header_value, mcp_name,
+    meta_protocol_version,
 };
+use crate::rounds::{ApprovalRounds, MAX_KEPT_ROUNDS, UpstreamRounds};
 use crate::transport::{CHANNEL_CAPACITY, ClientTx, Inbound, UPSTREAM_STATUS, UpstreamLink};
 use crate::upstream;
 

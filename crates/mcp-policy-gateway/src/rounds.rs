@@ -1,0 +1,485 @@
+//! The `input_required` rounds the gateway keeps between a call and its retry: its own
+//! approval rounds ([`ApprovalRounds`]) and the upstream's rounds it lets continue a decided call
+//! without a second decision ([`UpstreamRounds`]). Both are bounded stores of single-use
+//! entries, each bound to an owner and counted against a quota, forgotten after
+//! [`PENDING_ROUND_TTL`].
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::Hash;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// How many approval rounds (`input_required` results) one session may have outstanding; past
+/// this the session's oldest round is forgotten. The upstream's own rounds that the gateway
+/// remembers are bounded alike, apart.
+pub const MAX_PENDING_ROUNDS: usize = 1_000;
+
+/// How long the client has to come back with the human's answer to an `input_required` round
+/// (the gateway's, or the upstream's own).
+pub const PENDING_ROUND_TTL: Duration = Duration::from_secs(3600);
+
+/// How many of the upstream's own `input_required` rounds one decided call may go through:
+/// the retries of one call continue it without a new decision at most this many times, and
+/// within [`PENDING_ROUND_TTL`] of its decision (not of its last round). Past either, the
+/// retry is decided (and charged) as a new call, so that an upstream that asks for input
+/// forever cannot turn one charge into unlimited calls.
+pub const MAX_CONTINUATION_ROUNDS: u32 = 16;
+
+/// How many rounds of each kind the gateway keeps for clients without a session, every
+/// identity together (each identity at most [`MAX_PENDING_ROUNDS`]); past this the oldest is
+/// forgotten.
+pub const MAX_KEPT_ROUNDS: usize = 100_000;
+
+/// A bounded store of rounds by key: each counted against a quota (a principal), forgotten
+/// after [`PENDING_ROUND_TTL`]; a quota keeps at most [`MAX_PENDING_ROUNDS`] (its oldest makes
+/// room for its newest), the store at most `max` (the oldest of anyone makes room).
+#[derive(Debug)]
+struct Kept<K, V> {
+    max: usize,
+    book: Mutex<Book<K, V>>,
+}
+
+#[derive(Debug)]
+struct Book<K, V> {
+    entries: HashMap<K, Entry<V>>,
+    /// The keys, oldest first.
+    order: VecDeque<K>,
+    /// How many entries each quota has.
+    owned: HashMap<String, usize>,
+}
+
+#[derive(Debug)]
+struct Entry<V> {
+    quota: String,
+    issued: Instant,
+    value: V,
+}
+
+impl<K: Hash + Eq + Clone, V> Book<K, V> {
+    /// Takes `key` out of the entries (not of `order`).
+    fn forget(&mut self, key: &K) -> Option<Entry<V>> {
+        let entry = self.entries.remove(key)?;
+        if let Some(n) = self.owned.get_mut(&entry.quota) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.owned.remove(&entry.quota);
+            }
+        }
+        Some(entry)
+    }
+
+    /// Takes `key` out of the entries and of `order`.
+    fn forget_in_order(&mut self, key: &K) -> Option<Entry<V>> {
+        let entry = self.forget(key)?;
+        self.order.retain(|k| k != key);
+        Some(entry)
+    }
+}
+
+impl<K: Hash + Eq + Clone, V> Kept<K, V> {
+    fn new(max: usize) -> Self {
+        let book = Book { entries: HashMap::new(), order: VecDeque::new(), owned: HashMap::new() };
+        Kept { max, book: Mutex::new(book) }
+    }
+
+    fn book(&self) -> MutexGuard<'_, Book<K, V>> {
+        self.book.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Keeps `value` under `key` (replacing what was kept under it), counted against `quota`.
+    /// What has expired is forgotten first; then the oldest entries (of this quota when it has
+    /// [`MAX_PENDING_ROUNDS`], else of anyone) make room.
+    fn insert(&self, key: K, quota: &str, value: V) {
+        let mut book = self.book();
+        book.forget_in_order(&key);
+        while let Some(front) = book.order.front().cloned() {
+            match book.entries.get(&front) {
+                Some(e) if e.issued.elapsed() < PENDING_ROUND_TTL => break,
+                _ => {
+                    book.order.pop_front();
+                    book.forget(&front);
+                }
+            }
+        }
+        if book.owned.get(quota).copied().unwrap_or(0) >= MAX_PENDING_ROUNDS {
+            let mine = book
+                .order
+                .iter()
+                .position(|k| book.entries.get(k).is_some_and(|e| e.quota == quota));
+            if let Some(k) = mine.and_then(|i| book.order.remove(i)) {
+                book.forget(&k);
+            }
+        }
+        while book.entries.len() >= self.max {
+            let Some(k) = book.order.pop_front() else { break };
+            book.forget(&k);
+        }
+        book.order.push_back(key.clone());
+        *book.owned.entry(quota.to_owned()).or_default() += 1;
+        book.entries.insert(key, Entry { quota: quota.to_owned(), issued: Instant::now(), value });
+    }
+
+    /// Takes the entry of `key` out when `matches` holds for it (an entry that does not match
+    /// stays as it was): its value, and whether it is still within [`PENDING_ROUND_TTL`].
+    fn take_if(&self, key: &K, matches: impl FnOnce(&V) -> bool) -> Option<(V, bool)> {
+        let mut book = self.book();
+        if !matches(&book.entries.get(key)?.value) {
+            return None;
+        }
+        let entry = book.forget_in_order(key)?;
+        Some((entry.value, entry.issued.elapsed() < PENDING_ROUND_TTL))
+    }
+
+    /// Forgets the entry of `key`, if any.
+    fn remove(&self, key: &K) {
+        self.book().forget_in_order(key);
+    }
+
+    fn len(&self) -> usize {
+        self.book().entries.len()
+    }
+}
+
+/// An approval round handed to the client as an `input_required` result: the secret approval
+/// key behind the random token the client echoes in `requestState`, bound to its owner (a
+/// session's relay, or an identity without a session) and to the tool.
+struct Round {
+    owner: String,
+    key: String,
+    tool: String,
+}
+
+impl std::fmt::Debug for Round {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The approval key is a secret.
+        f.debug_struct("Round").field("tool", &self.tool).finish_non_exhaustive()
+    }
+}
+
+/// The gateway's approval rounds (`input_required` results of its own), by their `requestState`
+/// token: each bound to its owner and its tool, redeemed once, within [`PENDING_ROUND_TTL`].
+/// A session's relay has its own; the relays of clients without a session share the
+/// listener's, each the owner of its identity's rounds, so that a round outlives the relay that
+/// issued it (its idle end, its upstream's exit) and is redeemed by the identity's next relay.
+#[derive(Debug)]
+pub struct ApprovalRounds {
+    kept: Kept<String, Round>,
+}
+
+impl ApprovalRounds {
+    /// Rounds kept up to `max` in all (and [`MAX_PENDING_ROUNDS`] per quota).
+    #[must_use]
+    pub fn new(max: usize) -> Self {
+        ApprovalRounds { kept: Kept::new(max) }
+    }
+
+    /// A new round of `owner` for the approval `key` of `tool`, counted against `quota` (the
+    /// owner's principal; empty: the owner): its random token (256 bits). What was redeemed or
+    /// has expired is forgotten first; then the oldest rounds (of this quota when it has
+    /// [`MAX_PENDING_ROUNDS`], else of anyone) make room.
+    pub(crate) fn issue(&self, owner: &str, quota: &str, key: String, tool: &str) -> String {
+        let quota = if quota.is_empty() { owner } else { quota };
+        let token = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+        let round = Round { owner: owner.to_owned(), key, tool: tool.to_owned() };
+        self.kept.insert(token.clone(), quota, round);
+        token
+    }
+
+    /// The approval key of the round `token`, once, if `owner` was given it for `tool` and it
+    /// has not expired. Another owner's or another tool's use leaves the round as it was.
+    pub(crate) fn redeem(&self, owner: &str, token: &str, tool: &str) -> Option<String> {
+        let (round, fresh) =
+            self.kept.take_if(&token.to_owned(), |r| r.owner == owner && r.tool == tool)?;
+        fresh.then_some(round.key)
+    }
+
+    /// How many rounds are kept.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.kept.len()
+    }
+
+    /// Whether no round is kept.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A call the upstream answered with an `input_required` result of its own (it wants input
+/// from the client): the client's retry that carries the upstream's `requestState` continues
+/// that call, and is dispatched without a new decision (no second charge, no second approval),
+/// once, if it names the same tool with the same arguments in this relay (its session, or its
+/// grant for clients without a session) before [`PENDING_ROUND_TTL`]. Keyed by a digest of the
+/// owner and the upstream's `requestState`, which is relayed both ways unchanged.
+#[derive(Debug)]
+struct Continuation {
+    tool: String,
+    arguments: [u8; 32],
+    chain: Chain,
+}
+
+/// The upstream's own `input_required` rounds the gateway remembers (a call it continues), by
+/// owner: a session's relay has its own; the relays of clients without a session share the
+/// listener's, each the owner of its identity's rounds, so that the retry continues its call
+/// after the relay that saw the round ended (its idle end, its upstream's exit: a stateless
+/// upstream keeps nothing between requests but the `requestState`). Each owner's rounds count
+/// against its quota ([`MAX_PENDING_ROUNDS`]); at most `max` are kept in all, the oldest
+/// forgotten first.
+#[derive(Debug)]
+pub struct UpstreamRounds {
+    kept: Kept<[u8; 32], Continuation>,
+}
+
+impl UpstreamRounds {
+    /// A store of at most `max` rounds.
+    #[must_use]
+    pub fn new(max: usize) -> Self {
+        UpstreamRounds { kept: Kept::new(max) }
+    }
+
+    /// Remembers that the upstream answered `owner`'s call of `tool` with `arguments` (part of
+    /// `chain`) with an `input_required` round whose state is `state`, counted against `quota`
+    /// (empty: the owner). A chain that may not continue once more is not remembered (and an
+    /// older round of the same state is dropped).
+    pub(crate) fn remember(
+        &self,
+        (owner, quota): (&str, &str),
+        state: &str,
+        tool: &str,
+        arguments: &Value,
+        chain: Chain,
+    ) {
+        let quota = if quota.is_empty() { owner } else { quota };
+        let key = owned_state_digest(owner, state);
+        if !chain.may_continue() {
+            // The same state given again (for this call or another) replaces the older round.
+            self.kept.remove(&key);
+            return;
+        }
+        let continuation = Continuation {
+            tool: tool.to_owned(),
+            arguments: arguments_digest(arguments),
+            chain: Chain { decided: chain.decided, rounds: chain.rounds.saturating_add(1) },
+        };
+        self.kept.insert(key, quota, continuation);
+    }
+
+    /// Whether `state` is the `requestState` of an `input_required` round the upstream gave
+    /// `owner` for the call of `tool` with `arguments`, not yet used and not expired; it is then
+    /// spent, and the call it continues is returned. A state given for another tool or other
+    /// arguments (or to another owner) is left as it was.
+    pub(crate) fn redeem(
+        &self,
+        owner: &str,
+        state: &str,
+        tool: &str,
+        arguments: &Value,
+    ) -> Option<Chain> {
+        let key = owned_state_digest(owner, state);
+        let digest = arguments_digest(arguments);
+        let (c, fresh) = self.kept.take_if(&key, |c| c.tool == tool && c.arguments == digest)?;
+        (fresh && c.chain.fresh()).then_some(c.chain)
+    }
+
+    /// How many rounds are kept.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.kept.len()
+    }
+
+    /// Whether no round is kept.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A decided call and the upstream's `input_required` rounds it went through so far.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Chain {
+    /// When the call was decided.
+    pub(crate) decided: Instant,
+    /// How many of the upstream's rounds it has been continued through.
+    pub(crate) rounds: u32,
+}
+
+impl Chain {
+    /// Whether the call's decision is recent enough to carry it through another round.
+    fn fresh(&self) -> bool {
+        self.decided.elapsed() < PENDING_ROUND_TTL
+    }
+
+    /// Whether one more of the upstream's rounds may continue the call without a decision.
+    fn may_continue(&self) -> bool {
+        self.rounds < MAX_CONTINUATION_ROUNDS && self.fresh()
+    }
+}
+
+/// The key of `owner`'s round of the upstream whose `requestState` is `state`.
+fn owned_state_digest(owner: &str, state: &str) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(owner.len().to_le_bytes());
+    h.update(owner.as_bytes());
+    h.update(state.as_bytes());
+    h.finalize().into()
+}
+
+/// A digest of `arguments` that does not depend on the order of object members.
+fn arguments_digest(arguments: &Value) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    fn feed(h: &mut Sha256, v: &Value) {
+        match v {
+            Value::Null => h.update(b"n"),
+            Value::Bool(b) => h.update(if *b { b"t" } else { b"f" }),
+            Value::Number(n) => {
+                let s = n.to_string();
+                h.update(b"d");
+                h.update((s.len() as u64).to_le_bytes());
+                h.update(s.as_bytes());
+            }
+            Value::String(s) => {
+                h.update(b"s");
+                h.update((s.len() as u64).to_le_bytes());
+                h.update(s.as_bytes());
+            }
+            Value::Array(a) => {
+                h.update(b"a");
+                h.update((a.len() as u64).to_le_bytes());
+                for x in a {
+                    feed(h, x);
+                }
+            }
+            Value::Object(o) => {
+                let mut members: Vec<(&String, &Value)> = o.iter().collect();
+                members.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                h.update(b"o");
+                h.update((members.len() as u64).to_le_bytes());
+                for (k, x) in members {
+                    h.update((k.len() as u64).to_le_bytes());
+                    h.update(k.as_bytes());
+                    feed(h, x);
+                }
+            }
+        }
+    }
+    let mut h = Sha256::new();
+    feed(&mut h, arguments);
+    h.finalize().into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_decided_call_continues_through_a_bounded_number_of_rounds_within_an_hour() {
+        let now = Instant::now();
+        assert!(Chain { decided: now, rounds: 0 }.may_continue());
+        assert!(Chain { decided: now, rounds: MAX_CONTINUATION_ROUNDS - 1 }.may_continue());
+        assert!(!Chain { decided: now, rounds: MAX_CONTINUATION_ROUNDS }.may_continue());
+        // Decided over an hour ago (skipped on a machine up for less than that).
+        if let Some(old) = now.checked_sub(PENDING_ROUND_TTL + Duration::from_secs(1)) {
+            let chain = Chain { decided: old, rounds: 1 };
+            assert!(!chain.fresh() && !chain.may_continue());
+        } else {
+            eprintln!("SKIPPED: the clock cannot go back an hour on this machine");
+        }
+        // The documented bound (docs/gateway.md, docs/security.md).
+        assert_eq!(MAX_CONTINUATION_ROUNDS, 16);
+    }
+
+    /// A kept round is redeemed once, only by its owner and for its tool (another owner's or
+    /// tool's try leaves it as it was); an owner past its quota loses its own oldest round, and
+    /// the store as a whole stays within its bound.
+    #[test]
+    fn kept_rounds_are_single_use_bound_to_owner_and_tool_and_bounded() {
+        let rounds = ApprovalRounds::new(MAX_PENDING_ROUNDS + 10);
+        let t = rounds.issue("alice", "", "k1".into(), "create");
+        assert_eq!(rounds.redeem("bob", &t, "create"), None);
+        assert_eq!(rounds.redeem("alice", &t, "delete"), None);
+        assert_eq!(rounds.redeem("alice", &t, "create").as_deref(), Some("k1"));
+        assert_eq!(rounds.redeem("alice", &t, "create"), None, "single use");
+        let first_of_bob = rounds.issue("bob", "", "b0".into(), "create");
+        let first_of_alice = rounds.issue("alice", "", "a0".into(), "create");
+        for i in 1..MAX_PENDING_ROUNDS {
+            rounds.issue("alice", "", format!("a{i}"), "create");
+        }
+        // Alice's next round takes the place of her own oldest, not bob's.
+        rounds.issue("alice", "", "a-last".into(), "create");
+        assert_eq!(rounds.redeem("alice", &first_of_alice, "create"), None);
+        assert_eq!(rounds.len(), MAX_PENDING_ROUNDS + 1);
+        for i in 0..20 {
+            rounds.issue(&format!("o{i}"), "", "k".into(), "create");
+        }
+        assert!(rounds.len() <= MAX_PENDING_ROUNDS + 10, "{}", rounds.len());
+        // The oldest made way for the newest, bob's first of them.
+        assert_eq!(rounds.redeem("bob", &first_of_bob, "create"), None);
+    }
+
+    /// A principal minting a token per request (each token's claims another owner) has one
+    /// quota of rounds: its flood cannot evict another identity's round from the store.
+    #[test]
+    fn a_token_per_request_cannot_evict_others_rounds() {
+        let rounds = ApprovalRounds::new(MAX_PENDING_ROUNDS * 2);
+        let victim = rounds.issue("bob\0claims", "bob", "kb".into(), "create");
+        for i in 0..MAX_PENDING_ROUNDS * 3 {
+            rounds.issue(&format!("mallory\0jti-{i}"), "mallory", format!("m{i}"), "create");
+        }
+        assert!(rounds.len() <= MAX_PENDING_ROUNDS + 1, "{}", rounds.len());
+        assert_eq!(rounds.redeem("bob\0claims", &victim, "create").as_deref(), Some("kb"));
+        // Still bound to the owner, not the quota: another token of mallory's redeems nothing
+        // of the token that was given it.
+        let t = rounds.issue("mallory\0jti-a", "mallory", "ka".into(), "create");
+        assert_eq!(rounds.redeem("mallory\0jti-b", &t, "create"), None);
+        assert_eq!(rounds.redeem("mallory\0jti-a", &t, "create").as_deref(), Some("ka"));
+    }
+
+    /// The upstream's own rounds kept for clients without a session: bound to their owner, tool
+    /// and arguments (another's use leaves them), used once; one principal minting a token per
+    /// request fills its own quota, not the others'; at most `max` in all.
+    #[test]
+    fn upstream_rounds_are_bound_single_use_and_bounded_per_quota() {
+        let fresh = Chain { decided: Instant::now(), rounds: 0 };
+        let args = json!({"q": 1});
+        let rounds = UpstreamRounds::new(MAX_PENDING_ROUNDS * 2);
+        rounds.remember(("bob\0claims", "bob"), "s", "ask", &args, fresh);
+        for i in 0..MAX_PENDING_ROUNDS * 3 {
+            let owner = format!("mallory\0jti-{i}");
+            rounds.remember((&owner, "mallory"), &format!("m{i}"), "ask", &args, fresh);
+        }
+        assert!(rounds.len() <= MAX_PENDING_ROUNDS + 1, "{}", rounds.len());
+        assert!(rounds.redeem("mallory\0jti-0", "s", "ask", &args).is_none(), "not the owner");
+        assert!(rounds.redeem("bob\0claims", "s", "other", &args).is_none(), "another tool");
+        assert!(rounds.redeem("bob\0claims", "s", "ask", &json!({"q": 2})).is_none());
+        let chain = rounds.redeem("bob\0claims", "s", "ask", &args).expect("left as it was");
+        assert_eq!(chain.rounds, 1);
+        assert!(rounds.redeem("bob\0claims", "s", "ask", &args).is_none(), "used once");
+        let small = UpstreamRounds::new(3);
+        for i in 0..5 {
+            small.remember((&format!("o{i}"), ""), "s", "ask", &args, fresh);
+        }
+        assert_eq!(small.len(), 3);
+        assert!(small.redeem("o0", "s", "ask", &args).is_none(), "the oldest made room");
+        assert!(small.redeem("o4", "s", "ask", &args).is_some());
+    }
+
+    #[test]
+    fn the_arguments_digest_ignores_member_order_only() {
+        let a = json!({"x": 1, "y": [1, {"b": 2, "a": "s"}]});
+        let b = json!({"y": [1, {"a": "s", "b": 2}], "x": 1});
+        assert_eq!(arguments_digest(&a), arguments_digest(&b));
+        for other in [
+            json!({"x": 1, "y": [{"b": 2, "a": "s"}, 1]}),
+            json!({"x": "1", "y": [1, {"b": 2, "a": "s"}]}),
+            json!({"x": 1, "y": [1, {"b": 2, "a": "s"}], "z": null}),
+            json!({"x": 1.0, "y": [1, {"b": 2, "a": "s"}]}),
+        ] {
+            assert_ne!(arguments_digest(&a), arguments_digest(&other), "{other}");
+        }
+    }
+}
