@@ -60,6 +60,24 @@ fn gateway_before(
         .unwrap()
 }
 
+/// The gateway in front of `upstream` (see [`gateway_before`]) with stdin and stdout pipes:
+/// it, the writing end of its stdin, the reading end of its stdout.
+fn gateway_on_pipes(
+    policy: &std::path::Path,
+    upstream: &str,
+) -> (Child, std::io::PipeWriter, std::io::PipeReader) {
+    let (in_r, in_w) = std::io::pipe().unwrap();
+    let (out_r, out_w) = std::io::pipe().unwrap();
+    let g = gateway_before(
+        policy,
+        &[],
+        upstream,
+        Stdio::from(OwnedFd::from(in_r)),
+        Stdio::from(OwnedFd::from(out_w)),
+    );
+    (g, in_w, out_r)
+}
+
 /// The requests of a session: initialize, an allowed call (id 2), a refused one (id 3).
 fn session() -> String {
     [
@@ -261,15 +279,7 @@ fn big_answers_upstream() {
 /// a call that could run that the upstream is not reading its input).
 fn a_client_sending_many_calls_at_once_gets_every_answer(policy: &std::path::Path) {
     const CALLS: u64 = 1500;
-    let (in_r, mut in_w) = std::io::pipe().unwrap();
-    let (out_r, out_w) = std::io::pipe().unwrap();
-    let mut g = gateway_before(
-        policy,
-        &[],
-        "big",
-        Stdio::from(OwnedFd::from(in_r)),
-        Stdio::from(OwnedFd::from(out_w)),
-    );
+    let (mut g, mut in_w, out_r) = gateway_on_pipes(policy, "big");
     let writer = std::thread::spawn(move || {
         let pad = "p".repeat(1024);
         let mut all = session();
@@ -346,15 +356,7 @@ fn a_client_gone_with_a_call_in_flight_leaves_the_upstream_its_exit(policy: &std
 /// gateway`): the answers in flight still reach it, here from an upstream that answers only
 /// once its input has ended (the gateway closes it as the client closed the gateway's).
 fn a_client_closing_its_input_still_reads_the_answers(policy: &std::path::Path) {
-    let (in_r, mut in_w) = std::io::pipe().unwrap();
-    let (out_r, out_w) = std::io::pipe().unwrap();
-    let mut g = gateway_before(
-        policy,
-        &[],
-        "late",
-        Stdio::from(OwnedFd::from(in_r)),
-        Stdio::from(OwnedFd::from(out_w)),
-    );
+    let (mut g, mut in_w, out_r) = gateway_on_pipes(policy, "late");
     in_w.write_all(session().as_bytes()).unwrap();
     drop(in_w);
     expect_answers(out_r);
