@@ -33,55 +33,113 @@ pub const MAX_CONTINUATION_ROUNDS: u32 = 16;
 pub const MAX_KEPT_ROUNDS: usize = 100_000;
 
 /// A bounded store of rounds by key: each counted against a quota (a principal), forgotten
-/// after [`PENDING_ROUND_TTL`]; a quota keeps at most [`MAX_PENDING_ROUNDS`] (its oldest makes
-/// room for its newest), the store at most `max` (the oldest of anyone makes room).
+/// after [`PENDING_ROUND_TTL`]; a quota keeps at most `per_quota` (its oldest makes room for its
+/// newest), the store at most `max` (the oldest of anyone makes room). Every
+/// operation takes amortized constant time, whatever the number of rounds kept: a redeemed
+/// round leaves its key in the age lists, skipped when it comes first, and the lists are
+/// compacted when they hold twice what is kept.
 #[derive(Debug)]
 struct Kept<K, V> {
     max: usize,
+    per_quota: usize,
     book: Mutex<Book<K, V>>,
 }
 
 #[derive(Debug)]
 struct Book<K, V> {
     entries: HashMap<K, Entry<V>>,
-    /// The keys, oldest first.
-    order: VecDeque<K>,
-    /// How many entries each quota has.
-    owned: HashMap<String, usize>,
+    /// The keys, oldest first, each with the number of the entry it was given to (a key whose
+    /// entry has gone, or has been given again, is stale).
+    order: VecDeque<(K, u64)>,
+    /// Each quota's entries.
+    quotas: HashMap<String, Quota<K>>,
+    /// The number of the next entry.
+    next: u64,
+}
+
+#[derive(Debug)]
+struct Quota<K> {
+    /// How many entries the quota has.
+    live: usize,
+    /// Its keys, oldest first (stale ones as in [`Book::order`]).
+    order: VecDeque<(K, u64)>,
 }
 
 #[derive(Debug)]
 struct Entry<V> {
     quota: String,
     issued: Instant,
+    number: u64,
     value: V,
 }
 
+/// How many stale keys an age list may hold beyond twice its live ones before it is compacted.
+const STALE_SLACK: usize = 64;
+
+/// Whether `(key, number)` of an age list is the entry kept under `key`.
+fn is_live<K: Hash + Eq, V>(entries: &HashMap<K, Entry<V>>, (key, number): &(K, u64)) -> bool {
+    entries.get(key).is_some_and(|e| e.number == *number)
+}
+
 impl<K: Hash + Eq + Clone, V> Book<K, V> {
-    /// Takes `key` out of the entries (not of `order`).
+    /// Takes `key`'s entry out (its keys in the age lists become stale).
     fn forget(&mut self, key: &K) -> Option<Entry<V>> {
         let entry = self.entries.remove(key)?;
-        if let Some(n) = self.owned.get_mut(&entry.quota) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                self.owned.remove(&entry.quota);
+        if let Some(q) = self.quotas.get_mut(&entry.quota) {
+            q.live = q.live.saturating_sub(1);
+            if q.live == 0 {
+                self.quotas.remove(&entry.quota);
             }
         }
         Some(entry)
     }
 
-    /// Takes `key` out of the entries and of `order`.
-    fn forget_in_order(&mut self, key: &K) -> Option<Entry<V>> {
-        let entry = self.forget(key)?;
-        self.order.retain(|k| k != key);
-        Some(entry)
+    /// The oldest live key of the store, stale keys before it dropped.
+    fn oldest(&mut self) -> Option<(K, u64)> {
+        while let Some(front) = self.order.front() {
+            if is_live(&self.entries, front) {
+                return Some(front.clone());
+            }
+            self.order.pop_front();
+        }
+        None
+    }
+
+    /// Forgets the oldest live entry of `quota`.
+    fn forget_oldest_of(&mut self, quota: &str) {
+        let Some(q) = self.quotas.get_mut(quota) else { return };
+        while let Some(front) = q.order.pop_front() {
+            if is_live(&self.entries, &front) {
+                self.forget(&front.0);
+                return;
+            }
+        }
+    }
+
+    /// Drops the stale keys of the age lists that hold more than twice their live ones.
+    fn compact(&mut self) {
+        let entries = &self.entries;
+        if self.order.len() > 2 * entries.len() + STALE_SLACK {
+            self.order.retain(|k| is_live(entries, k));
+        }
+        for q in self.quotas.values_mut() {
+            if q.order.len() > 2 * q.live + STALE_SLACK {
+                q.order.retain(|k| is_live(entries, k));
+            }
+        }
     }
 }
 
 impl<K: Hash + Eq + Clone, V> Kept<K, V> {
-    fn new(max: usize) -> Self {
-        let book = Book { entries: HashMap::new(), order: VecDeque::new(), owned: HashMap::new() };
-        Kept { max, book: Mutex::new(book) }
+    /// At most `max` entries, `per_quota` of each quota.
+    fn new(max: usize, per_quota: usize) -> Self {
+        let book = Book {
+            entries: HashMap::new(),
+            order: VecDeque::new(),
+            quotas: HashMap::new(),
+            next: 0,
+        };
+        Kept { max, per_quota, book: Mutex::new(book) }
     }
 
     fn book(&self) -> MutexGuard<'_, Book<K, V>> {
@@ -90,35 +148,39 @@ impl<K: Hash + Eq + Clone, V> Kept<K, V> {
 
     /// Keeps `value` under `key` (replacing what was kept under it), counted against `quota`.
     /// What has expired is forgotten first; then the oldest entries (of this quota when it has
-    /// [`MAX_PENDING_ROUNDS`], else of anyone) make room.
+    /// its `per_quota`, else of anyone) make room.
     fn insert(&self, key: K, quota: &str, value: V) {
         let mut book = self.book();
-        book.forget_in_order(&key);
-        while let Some(front) = book.order.front().cloned() {
-            match book.entries.get(&front) {
-                Some(e) if e.issued.elapsed() < PENDING_ROUND_TTL => break,
-                _ => {
-                    book.order.pop_front();
-                    book.forget(&front);
-                }
+        book.forget(&key);
+        while let Some((oldest, _)) = book.oldest() {
+            let expired =
+                book.entries.get(&oldest).is_none_or(|e| e.issued.elapsed() >= PENDING_ROUND_TTL);
+            if !expired {
+                break;
             }
+            book.order.pop_front();
+            book.forget(&oldest);
         }
-        if book.owned.get(quota).copied().unwrap_or(0) >= MAX_PENDING_ROUNDS {
-            let mine = book
-                .order
-                .iter()
-                .position(|k| book.entries.get(k).is_some_and(|e| e.quota == quota));
-            if let Some(k) = mine.and_then(|i| book.order.remove(i)) {
-                book.forget(&k);
-            }
+        if book.quotas.get(quota).is_some_and(|q| q.live >= self.per_quota) {
+            book.forget_oldest_of(quota);
         }
         while book.entries.len() >= self.max {
-            let Some(k) = book.order.pop_front() else { break };
-            book.forget(&k);
+            let Some((oldest, _)) = book.oldest() else { break };
+            book.order.pop_front();
+            book.forget(&oldest);
         }
-        book.order.push_back(key.clone());
-        *book.owned.entry(quota.to_owned()).or_default() += 1;
-        book.entries.insert(key, Entry { quota: quota.to_owned(), issued: Instant::now(), value });
+        book.compact();
+        let number = book.next;
+        book.next = book.next.wrapping_add(1);
+        book.order.push_back((key.clone(), number));
+        let q = book
+            .quotas
+            .entry(quota.to_owned())
+            .or_insert_with(|| Quota { live: 0, order: VecDeque::new() });
+        q.live += 1;
+        q.order.push_back((key.clone(), number));
+        let entry = Entry { quota: quota.to_owned(), issued: Instant::now(), number, value };
+        book.entries.insert(key, entry);
     }
 
     /// Takes the entry of `key` out when `matches` holds for it (an entry that does not match
@@ -128,13 +190,13 @@ impl<K: Hash + Eq + Clone, V> Kept<K, V> {
         if !matches(&book.entries.get(key)?.value) {
             return None;
         }
-        let entry = book.forget_in_order(key)?;
+        let entry = book.forget(key)?;
         Some((entry.value, entry.issued.elapsed() < PENDING_ROUND_TTL))
     }
 
     /// Forgets the entry of `key`, if any.
     fn remove(&self, key: &K) {
-        self.book().forget_in_order(key);
+        self.book().forget(key);
     }
 
     fn len(&self) -> usize {
@@ -172,7 +234,7 @@ impl ApprovalRounds {
     /// Rounds kept up to `max` in all (and [`MAX_PENDING_ROUNDS`] per quota).
     #[must_use]
     pub fn new(max: usize) -> Self {
-        ApprovalRounds { kept: Kept::new(max) }
+        ApprovalRounds { kept: Kept::new(max, MAX_PENDING_ROUNDS) }
     }
 
     /// A new round of `owner` for the approval `key` of `tool`, counted against `quota` (the
@@ -237,7 +299,7 @@ impl UpstreamRounds {
     /// A store of at most `max` rounds.
     #[must_use]
     pub fn new(max: usize) -> Self {
-        UpstreamRounds { kept: Kept::new(max) }
+        UpstreamRounds { kept: Kept::new(max, MAX_PENDING_ROUNDS) }
     }
 
     /// Remembers that the upstream answered `owner`'s call of `tool` with `arguments` (part of
@@ -419,6 +481,98 @@ mod tests {
         assert!(rounds.len() <= MAX_PENDING_ROUNDS + 10, "{}", rounds.len());
         // The oldest made way for the newest, bob's first of them.
         assert_eq!(rounds.redeem("bob", &first_of_bob, "create"), None);
+    }
+
+    /// Redeeming is constant time: the keys of redeemed rounds left in the age lists are
+    /// skipped, and dropped once they are twice what is kept, whatever round stays oldest (a
+    /// list that grew with every redeemed round would be a memory leak, and a scan of it on
+    /// every insert a slowdown anyone with an approval-gated tool could cause).
+    #[test]
+    fn redeemed_rounds_leave_bounded_age_lists() {
+        let rounds = ApprovalRounds::new(MAX_KEPT_ROUNDS);
+        let oldest = rounds.issue("alice", "", "k0".into(), "create");
+        for i in 0..10_000 {
+            let t = rounds.issue("bob", "", format!("k{i}"), "create");
+            assert!(rounds.redeem("bob", &t, "create").is_some());
+        }
+        {
+            let book = rounds.kept.book();
+            assert_eq!(book.entries.len(), 1);
+            assert!(book.order.len() <= 2 + STALE_SLACK + 1, "{}", book.order.len());
+            assert!(!book.quotas.contains_key("bob"), "a quota with no round is forgotten");
+        }
+        // The oldest round is still there, and still the first to go when the store is full.
+        let small = ApprovalRounds::new(3);
+        let first = small.issue("a", "", "1".into(), "t");
+        let second = small.issue("b", "", "2".into(), "t");
+        assert!(small.redeem("b", &second, "t").is_some());
+        small.issue("c", "", "3".into(), "t");
+        small.issue("d", "", "4".into(), "t");
+        small.issue("e", "", "5".into(), "t");
+        assert_eq!(small.len(), 3);
+        assert_eq!(small.redeem("a", &first, "t"), None, "the oldest made room");
+        assert_eq!(rounds.redeem("alice", &oldest, "create").as_deref(), Some("k0"));
+    }
+
+    /// The store against a model of what it promises (a list of entries, oldest first, scanned
+    /// in full): any sequence of inserts, replacements and takes, with small bounds, leaves the
+    /// same entries, and takes the same ones.
+    mod model {
+        use super::super::Kept;
+        use proptest::prelude::*;
+
+        #[derive(Debug, Clone)]
+        enum Op {
+            Insert { key: u8, quota: u8 },
+            Take { key: u8, matching: bool },
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                (0u8..24, 0u8..4).prop_map(|(key, quota)| Op::Insert { key, quota }),
+                (0u8..24, any::<bool>()).prop_map(|(key, matching)| Op::Take { key, matching }),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn the_store_keeps_what_the_model_keeps(ops in prop::collection::vec(op(), 1..400)) {
+                let (max, per_quota) = (10, 4);
+                let kept: Kept<u8, u32> = Kept::new(max, per_quota);
+                // (key, quota, value), oldest first.
+                let mut model: Vec<(u8, String, u32)> = Vec::new();
+                for (n, op) in ops.into_iter().enumerate() {
+                    let value = u32::try_from(n).unwrap();
+                    match op {
+                        Op::Insert { key, quota } => {
+                            let quota = format!("q{quota}");
+                            kept.insert(key, &quota, value);
+                            model.retain(|e| e.0 != key);
+                            if model.iter().filter(|e| e.1 == quota).count() >= per_quota {
+                                let i = model.iter().position(|e| e.1 == quota).unwrap();
+                                model.remove(i);
+                            }
+                            while model.len() >= max {
+                                model.remove(0);
+                            }
+                            model.push((key, quota, value));
+                        }
+                        Op::Take { key, matching } => {
+                            let got = kept.take_if(&key, |_| matching).map(|(v, fresh)| {
+                                assert!(fresh);
+                                v
+                            });
+                            let want = model.iter().position(|e| e.0 == key && matching).map(|i| model.remove(i).2);
+                            prop_assert_eq!(got, want);
+                        }
+                    }
+                    prop_assert_eq!(kept.len(), model.len());
+                }
+                for (key, _, value) in model {
+                    prop_assert_eq!(kept.take_if(&key, |_| true).map(|(v, _)| v), Some(value));
+                }
+            }
+        }
     }
 
     /// A principal minting a token per request (each token's claims another owner) has one
