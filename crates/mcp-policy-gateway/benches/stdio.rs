@@ -11,7 +11,8 @@
 //! the run weighs on all alike, with two more: the floor of any process in between, a relay
 //! (this executable, started with `MCP_POLICY_BENCH_RELAY=MICROS`) that copies bytes both ways
 //! and does nothing else, polling its two inputs for up to 200 µs before sleeping as the
-//! gateway does; the same relay sleeping at once; and the gateway's own transports with nothing
+//! gateway does; the same relay sleeping at once; the same copy on the gateway's async runtime
+//! (`MCP_POLICY_BENCH_TOKIO_RELAY=1`); and the gateway's own transports with nothing
 //! in between (this executable, started with `MCP_POLICY_BENCH_TRANSPORTS=1`: the gateway's
 //! stdio client link and command upstream link, on one thread with the same spin, each message
 //! parsed and written again, nothing decided), which tells the relay's policy work from the cost
@@ -224,6 +225,53 @@ fn transports_relay() {
     });
 }
 
+/// The floor on the gateway's async runtime: the same byte copy as [`floor_relay`], on one
+/// tokio thread with the gateway's spin (`MCP_POLICY_BENCH_TOKIO_RELAY=1`), the pipes read and
+/// written through the runtime. Between this row and the floor: the runtime's own wake-up path;
+/// between this row and the transports: line framing and JSON.
+fn tokio_floor_relay() {
+    use std::os::fd::AsFd;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::unix::pipe;
+    let budget = Duration::from_micros(200);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .on_thread_park(move || mcp_policy_gateway::spin::before_sleep(budget))
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut child = tokio::process::Command::new(std::env::current_exe().unwrap())
+            .env_remove("MCP_POLICY_BENCH_TOKIO_RELAY")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut to_upstream = child.stdin.take().unwrap();
+        let mut from_upstream = child.stdout.take().unwrap();
+        let stdin = std::io::stdin().as_fd().try_clone_to_owned().unwrap();
+        let stdout = std::io::stdout().as_fd().try_clone_to_owned().unwrap();
+        let mut from_client = pipe::Receiver::from_owned_fd(stdin).unwrap();
+        let mut to_client = pipe::Sender::from_owned_fd(stdout).unwrap();
+        mcp_policy_gateway::spin::watch(from_client.as_fd());
+        mcp_policy_gateway::spin::watch(from_upstream.as_fd());
+        let (mut up, mut down) = (vec![0u8; 1 << 16], vec![0u8; 1 << 16]);
+        loop {
+            tokio::select! {
+                n = from_client.read(&mut up) => match n.unwrap() {
+                    0 => break,
+                    n => to_upstream.write_all(&up[..n]).await.unwrap(),
+                },
+                n = from_upstream.read(&mut down) => match n.unwrap() {
+                    0 => break,
+                    n => to_client.write_all(&down[..n]).await.unwrap(),
+                },
+            }
+        }
+        drop(to_upstream);
+        let _ = child.wait().await;
+    });
+}
+
 fn percentiles(client: &mut Client, n: usize) -> (Duration, Duration, Duration) {
     for _ in 0..2000 {
         client.call();
@@ -274,6 +322,10 @@ fn main() {
         floor_relay();
         return;
     }
+    if std::env::var_os("MCP_POLICY_BENCH_TOKIO_RELAY").is_some() {
+        tokio_floor_relay();
+        return;
+    }
     if std::env::var_os("MCP_POLICY_BENCH_TRANSPORTS").is_some() {
         transports_relay();
         return;
@@ -295,6 +347,11 @@ fn main() {
     };
     let mut floor = floor_relay("200");
     let mut floor_sleeping = floor_relay("0");
+    let mut tokio_floor = {
+        let mut cmd = Command::new(std::env::current_exe().unwrap());
+        cmd.env("MCP_POLICY_BENCH_TOKIO_RELAY", "1");
+        Client::start(cmd)
+    };
     let mut transports = {
         let mut cmd = Command::new(std::env::current_exe().unwrap());
         cmd.env("MCP_POLICY_BENCH_TRANSPORTS", "1");
@@ -350,6 +407,7 @@ fn main() {
         ("the gateway, `--spin 0`", &mut sleeping),
         ("the floor: a relay that copies bytes", &mut floor),
         ("the floor, sleeping at once", &mut floor_sleeping),
+        ("the floor on the gateway's runtime (tokio, same spin)", &mut tokio_floor),
         ("the gateway's transports alone (no decision)", &mut transports),
     ];
     if let Some(b) = baseline.as_mut() {
