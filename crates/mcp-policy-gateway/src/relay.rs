@@ -620,21 +620,33 @@ impl<S: AsyncCounterStore> Relay<S> {
         let wait = self.upstream_timeout.unwrap_or(CLIENT_EOF_WAIT);
         let until = tokio::time::Instant::now() + wait;
         let mut tick = tokio::time::interval(Duration::from_millis(100));
-        let mut upstream_open = true;
-        while upstream_open && self.waits_for_upstream() {
-            tokio::select! {
-                _ = tick.tick(), if self.upstream_timeout.is_some() => self.expire().await,
-                _ = tokio::time::sleep_until(until) => break,
-                m = from_upstream.recv() => match m {
-                    Some(v) => self.on_upstream(v).await,
-                    None => upstream_open = false,
-                },
+        let drain = async {
+            let mut upstream_open = true;
+            while upstream_open && self.waits_for_upstream() {
+                tokio::select! {
+                    _ = tick.tick(), if self.upstream_timeout.is_some() => self.expire().await,
+                    m = from_upstream.recv() => match m {
+                        Some(v) => self.on_upstream(v).await,
+                        None => upstream_open = false,
+                    },
+                }
             }
-        }
+            upstream_open
+        };
+        // The whole wait is bounded, also while a message waits for a client that does not read
+        // its output (its pipe and the writer's queue full: an upstream flooding notifications).
+        let upstream_open = tokio::time::timeout_at(until, drain).await.unwrap_or(true);
         let error = if upstream_open { after_client_eof_error } else { upstream_gone_error };
         let outcome =
             if upstream_open { Outcome::UpstreamTimeout } else { Outcome::UpstreamClosed };
-        self.fail_waiting(outcome, error).await;
+        let errors = self.fail_waiting(outcome, error);
+        // Such a client gets no more than its output takes within `UPSTREAM_SEND_TIMEOUT`.
+        let send = async {
+            for e in errors {
+                self.client(e).await;
+            }
+        };
+        let _ = tokio::time::timeout(UPSTREAM_SEND_TIMEOUT, send).await;
     }
 
     /// Whether a client request waits for the upstream's answer.
@@ -1470,12 +1482,16 @@ impl<S: AsyncCounterStore> Relay<S> {
 
     /// The upstream has gone: every request still waiting for it gets an error now.
     async fn upstream_gone(&mut self) {
-        self.fail_waiting(Outcome::UpstreamClosed, upstream_gone_error).await;
+        for e in self.fail_waiting(Outcome::UpstreamClosed, upstream_gone_error) {
+            self.client(e).await;
+        }
     }
 
-    /// Every request still waiting (for the upstream, or for the client's approval) gets
-    /// `error`, and the calls among them are logged with `outcome`.
-    async fn fail_waiting(&mut self, outcome: Outcome, error: fn(Value) -> Value) {
+    /// Every request still waiting (for the upstream, or for the client's approval) is given
+    /// up: the calls among them are logged with `outcome` (at once, whether or not the client
+    /// reads its errors), and the errors for the client are returned, made by `error`.
+    fn fail_waiting(&mut self, outcome: Outcome, error: fn(Value) -> Value) -> Vec<Value> {
+        let mut errors = Vec::new();
         let pending: Vec<UpPending> = self.up_pending.drain().map(|(_, p)| p).collect();
         for p in pending {
             if let UpPending::Client { client_id, kind, .. } = p {
@@ -1483,13 +1499,13 @@ impl<S: AsyncCounterStore> Relay<S> {
                     let ms = sent.elapsed().as_secs_f64() * 1e3;
                     self.log.write(record, outcome, Some(ms));
                 }
-                self.client(error(client_id)).await;
+                errors.push(error(client_id));
             }
         }
         let waiting: Vec<WaitingApproval> = self.approvals.drain().map(|(_, w)| w).collect();
         for w in waiting {
             self.log.write(&w.record, outcome, None);
-            self.client(error(w.client_id)).await;
+            errors.push(error(w.client_id));
         }
         self.client_requests.clear();
         if let InlineOffer::Asking { waiting, .. } =
@@ -1499,8 +1515,9 @@ impl<S: AsyncCounterStore> Relay<S> {
         }
         for msg in std::mem::take(&mut self.replay) {
             let id = msg.get("id").cloned().unwrap_or(Value::Null);
-            self.client(error(id)).await;
+            errors.push(error(id));
         }
+        errors
     }
 
     /// Whether the gateway waits for the upstream's answer to its `server/discover`.
@@ -2026,6 +2043,28 @@ mod tests {
         assert_eq!(r["id"], 8);
         assert!(r["error"]["message"].as_str().unwrap().contains("has gone"), "{r}");
         assert_eq!(h.task.await.unwrap(), RelayEnd::ClientClosed);
+    }
+
+    /// A client that closed its input and does not read its output (its pipe and the writer's
+    /// queue full), in front of an upstream that floods it with notifications and never
+    /// answers: the relay still ends when the wait is over (it used to wait for the client to
+    /// read, forever, and the gateway with it).
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_closed_its_input_and_does_not_read_is_not_waited_for() {
+        let mut h = start_with(POLICY, answering_after_eof());
+        h.client_sends(call_of_a(7)).await;
+        h.upstream_gets().await;
+        h.client_in = mpsc::channel(1).0;
+        assert!(h.upstream_in.recv().await.is_none());
+        let up = h.upstream_out.take().unwrap();
+        let flood = tokio::spawn(async move {
+            let note = jsonrpc::notification("notifications/message", json!({"data": "x"}));
+            while up.send(note.clone()).await.is_ok() {}
+        });
+        let bound = CLIENT_EOF_WAIT + UPSTREAM_SEND_TIMEOUT + Duration::from_secs(1);
+        let end = tokio::time::timeout(bound, &mut h.task).await;
+        assert!(matches!(end, Ok(Ok(RelayEnd::ClientClosed))), "the relay did not end: {end:?}");
+        flood.abort();
     }
 
     fn probing() -> RelayConfig {
