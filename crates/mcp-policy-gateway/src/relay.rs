@@ -616,11 +616,11 @@ impl<S: AsyncCounterStore> Relay<S> {
     async fn answer_after_client_eof(&mut self, from_upstream: &mut UpstreamRx) {
         let (closed, _) = tokio::sync::mpsc::channel(1);
         drop(std::mem::replace(&mut self.to_upstream, UpstreamTx::Channel(closed)));
-        // The client cannot answer anything now: the approvals asked of it fail below.
         let wait = self.upstream_timeout.unwrap_or(CLIENT_EOF_WAIT);
         let until = tokio::time::Instant::now() + wait;
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         let drain = async {
+            self.fail_approvals_after_client_eof().await;
             let mut upstream_open = true;
             while upstream_open && self.waits_for_upstream() {
                 tokio::select! {
@@ -647,6 +647,28 @@ impl<S: AsyncCounterStore> Relay<S> {
             }
         };
         let _ = tokio::time::timeout(UPSTREAM_SEND_TIMEOUT, send).await;
+    }
+
+    /// The client's input has ended: the human's answers to the approvals asked of it can no
+    /// longer come. Each such call fails as a failed elicitation does (`approval: failed`, not
+    /// dispatched), and the client is told that the approval is no longer asked.
+    async fn fail_approvals_after_client_eof(&mut self) {
+        let waiting: Vec<WaitingApproval> = self.approvals.drain().map(|(_, w)| w).collect();
+        for mut w in waiting {
+            self.client_requests.remove(&jsonrpc::id_key(&w.client_id));
+            self.down_pending.remove(&jsonrpc::id_key(&w.elicitation_id));
+            w.record.approval = Some("failed");
+            self.log.write(&w.record, Outcome::NotDispatched, None);
+            self.client(jsonrpc::notification(
+                "notifications/cancelled",
+                json!({
+                    "requestId": w.elicitation_id,
+                    "reason": "the client closed its input before answering this approval"
+                }),
+            ))
+            .await;
+            self.client(jsonrpc::result(w.client_id, declined(&w.tool, "failed"))).await;
+        }
     }
 
     /// Whether a client request waits for the upstream's answer.
@@ -1621,6 +1643,10 @@ mod tests {
     }
 
     fn start_with(policy: &str, config: RelayConfig) -> Harness {
+        start_logged(policy, config, Arc::new(DecisionLog::disabled()))
+    }
+
+    fn start_logged(policy: &str, config: RelayConfig, log: Arc<DecisionLog>) -> Harness {
         let evaluator = Arc::new(Evaluator::new(policy.parse().unwrap()));
         let guard = Arc::new(Guard::new(evaluator.clone(), "g", Mode::Enforce));
         let (client_in, rx) = mpsc::channel(16);
@@ -1629,7 +1655,7 @@ mod tests {
         let (upstream_out, up_rx) = mpsc::channel(16);
         let task = tokio::spawn(Relay::run(
             guard,
-            Arc::new(DecisionLog::disabled()),
+            log,
             config,
             ClientLink { tx: tx.into(), rx: rx.into() },
             UpstreamLink { tx: up_tx.into(), rx: up_rx.into() },
@@ -2043,6 +2069,78 @@ mod tests {
         assert_eq!(r["id"], 8);
         assert!(r["error"]["message"].as_str().unwrap().contains("has gone"), "{r}");
         assert_eq!(h.task.await.unwrap(), RelayEnd::ClientClosed);
+    }
+
+    /// A client that closes its input while the gateway asks it for an approval cannot answer
+    /// it: the call is not dispatched and is answered (and logged) as a failed approval at once,
+    /// not after the wait, nor as the upstream's fault; the call in flight beside it is still
+    /// answered by the upstream.
+    #[tokio::test]
+    async fn an_approval_asked_when_the_client_closes_its_input_fails_as_such() {
+        let policy = r#"{"version": "1", "default": "deny",
+            "tools": {"a": {}, "w": {"approve_if": [{"conditions": []}]}}}"#;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.jsonl");
+        let log = Arc::new(
+            DecisionLog::open(path.to_str().unwrap(), 1 << 20, Default::default()).unwrap(),
+        );
+        let mut h = start_logged(policy, answering_after_eof(), log.clone());
+        h.client_sends(json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {"elicitation": {}},
+            "clientInfo": {"name": "t", "version": "1"}}}))
+            .await;
+        let init = h.upstream_gets().await;
+        h.upstream_sends(json!({"jsonrpc": "2.0", "id": init["id"], "result": {
+            "protocolVersion": "2025-06-18", "capabilities": {"tools": {}},
+            "serverInfo": {"name": "u", "version": "1"}}}))
+            .await;
+        assert_eq!(h.client_gets().await["id"], 1);
+        h.client_sends(call_of_a(7)).await;
+        let up = h.upstream_gets().await;
+        h.client_sends(json!({"jsonrpc": "2.0", "id": 8, "method": "tools/call",
+            "params": {"name": "w", "arguments": {}}}))
+            .await;
+        let ask = h.client_gets().await;
+        assert_eq!(ask["method"], "elicitation/create", "{ask}");
+        h.client_in = mpsc::channel(1).0;
+        let cancelled = h.client_gets().await;
+        assert_eq!(cancelled["method"], "notifications/cancelled", "{cancelled}");
+        assert_eq!(cancelled["params"]["requestId"], ask["id"]);
+        let r = h.client_gets().await;
+        assert_eq!(r["id"], 8);
+        assert_eq!(r["result"]["isError"], true, "{r}");
+        assert!(r["result"]["content"][0]["text"].as_str().unwrap().contains("Approval failed"));
+        h.upstream_sends(json!({"jsonrpc": "2.0", "id": up["id"],
+            "result": {"content": [{"type": "text", "text": "ran"}]}}))
+            .await;
+        let r = h.client_gets().await;
+        assert_eq!(
+            (r["id"].as_i64(), &r["result"]["content"][0]["text"]),
+            (Some(7), &json!("ran"))
+        );
+        assert_eq!(h.task.await.unwrap(), RelayEnd::ClientClosed);
+        assert!(log.finish());
+        let lines: Vec<Value> = std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let of_w: Vec<(&Value, &Value)> = lines
+            .iter()
+            .filter(|l| l["tool"] == "w")
+            .map(|l| (&l["outcome"], &l["approval"]))
+            .collect();
+        assert_eq!(
+            of_w,
+            vec![
+                (&json!("approval_requested"), &Value::Null),
+                (&json!("not_dispatched"), &json!("failed"))
+            ],
+            "{lines:?}"
+        );
+        let of_a: Vec<&Value> =
+            lines.iter().filter(|l| l["tool"] == "a").map(|l| &l["outcome"]).collect();
+        assert_eq!(of_a, vec![&json!("ok")]);
     }
 
     /// A client that closed its input and does not read its output (its pipe and the writer's
