@@ -2046,7 +2046,12 @@ mod tests {
     /// gives the client the "gone" error at once.
     #[tokio::test(start_paused = true)]
     async fn calls_unanswered_after_the_clients_input_ended_get_errors() {
-        let mut h = start_with(POLICY, answering_after_eof());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.jsonl");
+        let log = Arc::new(
+            DecisionLog::open(path.to_str().unwrap(), 1 << 20, Default::default()).unwrap(),
+        );
+        let mut h = start_logged(POLICY, answering_after_eof(), log.clone());
         h.client_sends(call_of_a(7)).await;
         h.upstream_gets().await;
         let started = tokio::time::Instant::now();
@@ -2058,7 +2063,7 @@ mod tests {
         assert!(started.elapsed() >= CLIENT_EOF_WAIT, "{:?}", started.elapsed());
         assert_eq!(h.task.await.unwrap(), RelayEnd::ClientClosed);
 
-        let mut h = start_with(POLICY, answering_after_eof());
+        let mut h = start_logged(POLICY, answering_after_eof(), log.clone());
         h.client_sends(call_of_a(8)).await;
         h.upstream_gets().await;
         h.client_in = mpsc::channel(1).0;
@@ -2069,6 +2074,14 @@ mod tests {
         assert_eq!(r["id"], 8);
         assert!(r["error"]["message"].as_str().unwrap().contains("has gone"), "{r}");
         assert_eq!(h.task.await.unwrap(), RelayEnd::ClientClosed);
+        // The decision log says so (docs/gateway.md, "Failure behaviour").
+        assert!(log.finish());
+        let outcomes: Vec<String> = std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap()["outcome"].to_string())
+            .collect();
+        assert_eq!(outcomes, vec!["\"upstream_timeout\"", "\"upstream_closed\""]);
     }
 
     /// A client that closes its input while the gateway asks it for an approval cannot answer
