@@ -626,6 +626,10 @@ impl<S: AsyncCounterStore> Relay<S> {
                 tokio::select! {
                     _ = tick.tick(), if self.upstream_timeout.is_some() => self.expire().await,
                     m = from_upstream.recv() => match m {
+                        // The client cannot answer a request now: the upstream's (sampling,
+                        // elicitation, roots) are not put to it (a human asked what cannot be
+                        // answered, a model run for nothing).
+                        Some(v) if matches!(jsonrpc::classify(&v), Kind::Request { .. }) => {}
                         Some(v) => self.on_upstream(v).await,
                         None => upstream_open = false,
                     },
@@ -2030,15 +2034,21 @@ mod tests {
         h.client_in = mpsc::channel(1).0;
         let closed = tokio::time::timeout(Duration::from_secs(30), h.upstream_in.recv()).await;
         assert!(matches!(closed, Ok(None)), "the upstream's input was not closed: {closed:?}");
+        // A request of the upstream's (which the client could not answer) is not put to it.
+        h.upstream_sends(json!({"jsonrpc": "2.0", "id": "s1", "method": "sampling/createMessage",
+            "params": {"messages": [], "maxTokens": 10}}))
+            .await;
         h.upstream_sends(json!({"jsonrpc": "2.0", "id": up["id"],
             "result": {"content": [{"type": "text", "text": "ran"}]}}))
             .await;
         let r = h.client_gets().await;
         assert_eq!(
             (r["id"].as_i64(), &r["result"]["content"][0]["text"]),
-            (Some(7), &json!("ran"))
+            (Some(7), &json!("ran")),
+            "{r}"
         );
         assert_eq!(h.task.await.unwrap(), RelayEnd::ClientClosed);
+        assert!(h.client_out.recv().await.is_none(), "more reached the client");
     }
 
     /// The wait after the client's input ended is bounded: an upstream that never answers
