@@ -658,20 +658,25 @@ impl<S: AsyncCounterStore> Relay<S> {
     /// dispatched), and the client is told that the approval is no longer asked.
     async fn fail_approvals_after_client_eof(&mut self) {
         let waiting: Vec<WaitingApproval> = self.approvals.drain().map(|(_, w)| w).collect();
+        let mut messages = Vec::with_capacity(waiting.len() * 2);
+        // Every call is logged before anything is sent (which waits for a client that does
+        // not read, as long as the wait lasts).
         for mut w in waiting {
             self.client_requests.remove(&jsonrpc::id_key(&w.client_id));
             self.down_pending.remove(&jsonrpc::id_key(&w.elicitation_id));
             w.record.approval = Some("failed");
             self.log.write(&w.record, Outcome::NotDispatched, None);
-            self.client(jsonrpc::notification(
+            messages.push(jsonrpc::notification(
                 "notifications/cancelled",
                 json!({
                     "requestId": w.elicitation_id,
                     "reason": "the client closed its input before answering this approval"
                 }),
-            ))
-            .await;
-            self.client(jsonrpc::result(w.client_id, declined(&w.tool, "failed"))).await;
+            ));
+            messages.push(jsonrpc::result(w.client_id, declined(&w.tool, "failed")));
+        }
+        for m in messages {
+            self.client(m).await;
         }
     }
 
@@ -2164,6 +2169,49 @@ mod tests {
         let of_a: Vec<&Value> =
             lines.iter().filter(|l| l["tool"] == "a").map(|l| &l["outcome"]).collect();
         assert_eq!(of_a, vec![&json!("ok")]);
+    }
+
+    /// Every approval failed because the client closed its input is logged, also when the
+    /// client does not read what it is told (the messages wait, the log lines do not).
+    #[tokio::test(start_paused = true)]
+    async fn approvals_failed_at_the_clients_eof_are_logged_even_unread() {
+        let policy = r#"{"version": "1", "default": "deny",
+            "tools": {"w": {"approve_if": [{"conditions": []}]}}}"#;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.jsonl");
+        let log = Arc::new(
+            DecisionLog::open(path.to_str().unwrap(), 1 << 20, Default::default()).unwrap(),
+        );
+        let mut h = start_logged(policy, answering_after_eof(), log.clone());
+        h.client_sends(json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {"elicitation": {}},
+            "clientInfo": {"name": "t", "version": "1"}}}))
+            .await;
+        let init = h.upstream_gets().await;
+        h.upstream_sends(json!({"jsonrpc": "2.0", "id": init["id"], "result": {
+            "protocolVersion": "2025-06-18", "capabilities": {"tools": {}},
+            "serverInfo": {"name": "u", "version": "1"}}}))
+            .await;
+        assert_eq!(h.client_gets().await["id"], 1);
+        const CALLS: i64 = 20;
+        for id in 10..10 + CALLS {
+            h.client_sends(json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+                "params": {"name": "w", "arguments": {}}}))
+                .await;
+            assert_eq!(h.client_gets().await["method"], "elicitation/create");
+        }
+        // The client closes its input and reads nothing more (its channel takes 16).
+        h.client_in = mpsc::channel(1).0;
+        let end = tokio::time::timeout(CLIENT_EOF_WAIT * 2, &mut h.task).await;
+        assert!(matches!(end, Ok(Ok(RelayEnd::ClientClosed))), "{end:?}");
+        assert!(log.finish());
+        let failed = std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .filter(|l| l["approval"] == "failed" && l["outcome"] == "not_dispatched")
+            .count();
+        assert_eq!(failed, usize::try_from(CALLS).unwrap());
     }
 
     /// A client that closed its input and does not read its output (its pipe and the writer's
