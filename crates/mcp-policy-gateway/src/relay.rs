@@ -345,9 +345,10 @@ pub struct RelayConfig {
     /// A client over stdio, which may close its input and still read its output (`printf
     /// REQUESTS | mcp-policy-gateway ...`): when its input ends, the upstream's input is closed
     /// as the client closed the gateway's, and the requests in flight are still answered as the
-    /// upstream answers them, for at most [`CLIENT_EOF_WAIT`] (or the upstream timeout);
-    /// whatever is unanswered then gets an error. Otherwise (a session over HTTP, whose client
-    /// has gone) the relay ends at once.
+    /// upstream answers them, for at most [`CLIENT_EOF_WAIT`] (or the upstream timeout), also
+    /// when the client does not read; whatever is unanswered then gets an error. The approvals
+    /// asked of the client fail at once, and the upstream's requests are no longer put to it.
+    /// Otherwise (a session over HTTP, whose client has gone) the relay ends at once.
     pub answer_after_client_eof: bool,
 }
 
@@ -611,8 +612,10 @@ impl<S: AsyncCounterStore> Relay<S> {
 
     /// The client's input has ended ([`RelayConfig::answer_after_client_eof`]): the upstream's
     /// input is closed (it sees the end of its input, as it would with the client in front of
-    /// it), and what it sends still goes to the client until no request waits for it, it closes
-    /// its output, or the wait is over. Whatever is still unanswered then gets an error.
+    /// it), and what it sends still goes to the client (but its requests, which the client
+    /// cannot answer) until no request waits for it, it closes its output, or the wait is over,
+    /// which nothing holds up. Whatever is still unanswered then gets an error; the approvals
+    /// asked of the client fail first.
     async fn answer_after_client_eof(&mut self, from_upstream: &mut UpstreamRx) {
         let (closed, _) = tokio::sync::mpsc::channel(1);
         drop(std::mem::replace(&mut self.to_upstream, UpstreamTx::Channel(closed)));
