@@ -2217,6 +2217,49 @@ mod tests {
         assert_eq!(failed, usize::try_from(CALLS).unwrap());
     }
 
+    /// The gateway's own `tools/list` (a refresh) answered during the wait after the client's
+    /// input ended, with a next page, and a `list_changed` then: what the gateway would ask the
+    /// upstream cannot be sent (its input is closed) and holds nothing up; the call in flight is
+    /// answered, and the relay ends.
+    #[tokio::test]
+    async fn a_refresh_during_the_wait_after_the_clients_input_ended_holds_nothing_up() {
+        let mut h = start_with(POLICY, answering_after_eof());
+        h.client_sends(json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": {"name": "t", "version": "1"}}}))
+            .await;
+        let init = h.upstream_gets().await;
+        h.upstream_sends(json!({"jsonrpc": "2.0", "id": init["id"], "result": {
+            "protocolVersion": "2025-06-18", "capabilities": {"tools": {"listChanged": true}},
+            "serverInfo": {"name": "u", "version": "1"}}}))
+            .await;
+        assert_eq!(h.client_gets().await["id"], 1);
+        h.client_sends(json!({"jsonrpc": "2.0", "method": "notifications/initialized"})).await;
+        assert_eq!(h.upstream_gets().await["method"], "notifications/initialized");
+        let own = h.upstream_gets().await;
+        assert_eq!(own["method"], "tools/list");
+        h.client_sends(call_of_a(7)).await;
+        let up = h.upstream_gets().await;
+        h.client_in = mpsc::channel(1).0;
+        assert!(h.upstream_in.recv().await.is_none());
+        h.upstream_sends(json!({"jsonrpc": "2.0", "id": own["id"], "result": {
+            "tools": [{"name": "a"}], "nextCursor": "p2"}}))
+            .await;
+        h.upstream_sends(jsonrpc::notification("notifications/tools/list_changed", json!({})))
+            .await;
+        assert_eq!(h.client_gets().await["method"], "notifications/tools/list_changed");
+        h.upstream_sends(json!({"jsonrpc": "2.0", "id": up["id"],
+            "result": {"content": [{"type": "text", "text": "ran"}]}}))
+            .await;
+        let r = h.client_gets().await;
+        assert_eq!(
+            (r["id"].as_i64(), &r["result"]["content"][0]["text"]),
+            (Some(7), &json!("ran"))
+        );
+        let end = tokio::time::timeout(Duration::from_secs(30), h.task).await;
+        assert!(matches!(end, Ok(Ok(RelayEnd::ClientClosed))), "{end:?}");
+    }
+
     /// A client that closed its input and does not read its output (its pipe and the writer's
     /// queue full), in front of an upstream that floods it with notifications and never
     /// answers: the relay still ends when the wait is over (it used to wait for the client to
