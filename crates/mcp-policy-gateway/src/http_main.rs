@@ -18,6 +18,7 @@ use crate::metrics::{MeteredStore, Metrics};
 use crate::origin::OriginRule;
 use crate::relay::{Relay, RelayConfig, RelayEnd};
 use crate::reload::{self, ReloadOutcome, Reloader};
+use crate::transport::UpstreamTx;
 use crate::{EXIT_CONFIG, EXIT_SPAWN};
 
 /// Runs the gateway with HTTP on either side, or Redis counters; returns the exit code.
@@ -149,11 +150,20 @@ async fn stdio_client<S: AsyncCounterStore + 'static>(
         answer_after_client_eof: true,
         ..RelayConfig::default()
     };
+    // When the client closes its input, the relay closes the upstream's (its link's sender):
+    // a command upstream sees the end of its stdin and answers what it has; an HTTP upstream's
+    // connection would end its session and drop the requests in flight with it. Its input is
+    // kept open here until the relay is done, so that those requests are answered.
+    let http_input = match (&link.tx, &child) {
+        (UpstreamTx::Channel(tx), Err(_)) => Some(tx.clone()),
+        _ => None,
+    };
     let relay = Relay::run(guard, log, config, client, link);
     let end = tokio::select! {
         end = relay => Some(end),
         _ = terminated() => None,
     };
+    drop(http_input);
     let code = match child {
         Ok(mut c) => {
             let grace = if end == Some(RelayEnd::ClientClosed) {

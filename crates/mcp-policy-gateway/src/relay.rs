@@ -345,9 +345,10 @@ pub struct RelayConfig {
     /// A client over stdio, which may close its input and still read its output (`printf
     /// REQUESTS | mcp-policy-gateway ...`): when its input ends, the upstream's input is closed
     /// as the client closed the gateway's, and the requests in flight are still answered as the
-    /// upstream answers them, for at most [`CLIENT_EOF_WAIT`] (or the upstream timeout);
-    /// whatever is unanswered then gets an error. Otherwise (a session over HTTP, whose client
-    /// has gone) the relay ends at once.
+    /// upstream answers them, for at most [`CLIENT_EOF_WAIT`] (or the upstream timeout), also
+    /// when the client does not read; whatever is unanswered then gets an error. The approvals
+    /// asked of the client fail at once, and the upstream's requests are no longer put to it.
+    /// Otherwise (a session over HTTP, whose client has gone) the relay ends at once.
     pub answer_after_client_eof: bool,
 }
 
@@ -611,30 +612,75 @@ impl<S: AsyncCounterStore> Relay<S> {
 
     /// The client's input has ended ([`RelayConfig::answer_after_client_eof`]): the upstream's
     /// input is closed (it sees the end of its input, as it would with the client in front of
-    /// it), and what it sends still goes to the client until no request waits for it, it closes
-    /// its output, or the wait is over. Whatever is still unanswered then gets an error.
+    /// it), and what it sends still goes to the client (but its requests, which the client
+    /// cannot answer) until no request waits for it, it closes its output, or the wait is over,
+    /// which nothing holds up. Whatever is still unanswered then gets an error; the approvals
+    /// asked of the client fail first.
     async fn answer_after_client_eof(&mut self, from_upstream: &mut UpstreamRx) {
         let (closed, _) = tokio::sync::mpsc::channel(1);
         drop(std::mem::replace(&mut self.to_upstream, UpstreamTx::Channel(closed)));
-        // The client cannot answer anything now: the approvals asked of it fail below.
         let wait = self.upstream_timeout.unwrap_or(CLIENT_EOF_WAIT);
         let until = tokio::time::Instant::now() + wait;
         let mut tick = tokio::time::interval(Duration::from_millis(100));
-        let mut upstream_open = true;
-        while upstream_open && self.waits_for_upstream() {
-            tokio::select! {
-                _ = tick.tick(), if self.upstream_timeout.is_some() => self.expire().await,
-                _ = tokio::time::sleep_until(until) => break,
-                m = from_upstream.recv() => match m {
-                    Some(v) => self.on_upstream(v).await,
-                    None => upstream_open = false,
-                },
+        let drain = async {
+            self.fail_approvals_after_client_eof().await;
+            let mut upstream_open = true;
+            while upstream_open && self.waits_for_upstream() {
+                tokio::select! {
+                    _ = tick.tick(), if self.upstream_timeout.is_some() => self.expire().await,
+                    m = from_upstream.recv() => match m {
+                        // The client cannot answer a request now: the upstream's (sampling,
+                        // elicitation, roots) are not put to it (a human asked what cannot be
+                        // answered, a model run for nothing).
+                        Some(v) if matches!(jsonrpc::classify(&v), Kind::Request { .. }) => {}
+                        Some(v) => self.on_upstream(v).await,
+                        None => upstream_open = false,
+                    },
+                }
             }
-        }
+            upstream_open
+        };
+        // The whole wait is bounded, also while a message waits for a client that does not read
+        // its output (its pipe and the writer's queue full: an upstream flooding notifications).
+        let upstream_open = tokio::time::timeout_at(until, drain).await.unwrap_or(true);
         let error = if upstream_open { after_client_eof_error } else { upstream_gone_error };
         let outcome =
             if upstream_open { Outcome::UpstreamTimeout } else { Outcome::UpstreamClosed };
-        self.fail_waiting(outcome, error).await;
+        let errors = self.fail_waiting(outcome, error);
+        // Such a client gets no more than its output takes within `UPSTREAM_SEND_TIMEOUT`.
+        let send = async {
+            for e in errors {
+                self.client(e).await;
+            }
+        };
+        let _ = tokio::time::timeout(UPSTREAM_SEND_TIMEOUT, send).await;
+    }
+
+    /// The client's input has ended: the human's answers to the approvals asked of it can no
+    /// longer come. Each such call fails as a failed elicitation does (`approval: failed`, not
+    /// dispatched), and the client is told that the approval is no longer asked.
+    async fn fail_approvals_after_client_eof(&mut self) {
+        let waiting: Vec<WaitingApproval> = self.approvals.drain().map(|(_, w)| w).collect();
+        let mut messages = Vec::with_capacity(waiting.len() * 2);
+        // Every call is logged before anything is sent (which waits for a client that does
+        // not read, as long as the wait lasts).
+        for mut w in waiting {
+            self.client_requests.remove(&jsonrpc::id_key(&w.client_id));
+            self.down_pending.remove(&jsonrpc::id_key(&w.elicitation_id));
+            w.record.approval = Some("failed");
+            self.log.write(&w.record, Outcome::NotDispatched, None);
+            messages.push(jsonrpc::notification(
+                "notifications/cancelled",
+                json!({
+                    "requestId": w.elicitation_id,
+                    "reason": "the client closed its input before answering this approval"
+                }),
+            ));
+            messages.push(jsonrpc::result(w.client_id, declined(&w.tool, "failed")));
+        }
+        for m in messages {
+            self.client(m).await;
+        }
     }
 
     /// Whether a client request waits for the upstream's answer.
@@ -1470,12 +1516,16 @@ impl<S: AsyncCounterStore> Relay<S> {
 
     /// The upstream has gone: every request still waiting for it gets an error now.
     async fn upstream_gone(&mut self) {
-        self.fail_waiting(Outcome::UpstreamClosed, upstream_gone_error).await;
+        for e in self.fail_waiting(Outcome::UpstreamClosed, upstream_gone_error) {
+            self.client(e).await;
+        }
     }
 
-    /// Every request still waiting (for the upstream, or for the client's approval) gets
-    /// `error`, and the calls among them are logged with `outcome`.
-    async fn fail_waiting(&mut self, outcome: Outcome, error: fn(Value) -> Value) {
+    /// Every request still waiting (for the upstream, or for the client's approval) is given
+    /// up: the calls among them are logged with `outcome` (at once, whether or not the client
+    /// reads its errors), and the errors for the client are returned, made by `error`.
+    fn fail_waiting(&mut self, outcome: Outcome, error: fn(Value) -> Value) -> Vec<Value> {
+        let mut errors = Vec::new();
         let pending: Vec<UpPending> = self.up_pending.drain().map(|(_, p)| p).collect();
         for p in pending {
             if let UpPending::Client { client_id, kind, .. } = p {
@@ -1483,13 +1533,13 @@ impl<S: AsyncCounterStore> Relay<S> {
                     let ms = sent.elapsed().as_secs_f64() * 1e3;
                     self.log.write(record, outcome, Some(ms));
                 }
-                self.client(error(client_id)).await;
+                errors.push(error(client_id));
             }
         }
         let waiting: Vec<WaitingApproval> = self.approvals.drain().map(|(_, w)| w).collect();
         for w in waiting {
             self.log.write(&w.record, outcome, None);
-            self.client(error(w.client_id)).await;
+            errors.push(error(w.client_id));
         }
         self.client_requests.clear();
         if let InlineOffer::Asking { waiting, .. } =
@@ -1499,8 +1549,9 @@ impl<S: AsyncCounterStore> Relay<S> {
         }
         for msg in std::mem::take(&mut self.replay) {
             let id = msg.get("id").cloned().unwrap_or(Value::Null);
-            self.client(error(id)).await;
+            errors.push(error(id));
         }
+        errors
     }
 
     /// Whether the gateway waits for the upstream's answer to its `server/discover`.
@@ -1604,6 +1655,10 @@ mod tests {
     }
 
     fn start_with(policy: &str, config: RelayConfig) -> Harness {
+        start_logged(policy, config, Arc::new(DecisionLog::disabled()))
+    }
+
+    fn start_logged(policy: &str, config: RelayConfig, log: Arc<DecisionLog>) -> Harness {
         let evaluator = Arc::new(Evaluator::new(policy.parse().unwrap()));
         let guard = Arc::new(Guard::new(evaluator.clone(), "g", Mode::Enforce));
         let (client_in, rx) = mpsc::channel(16);
@@ -1612,7 +1667,7 @@ mod tests {
         let (upstream_out, up_rx) = mpsc::channel(16);
         let task = tokio::spawn(Relay::run(
             guard,
-            Arc::new(DecisionLog::disabled()),
+            log,
             config,
             ClientLink { tx: tx.into(), rx: rx.into() },
             UpstreamLink { tx: up_tx.into(), rx: up_rx.into() },
@@ -1987,15 +2042,21 @@ mod tests {
         h.client_in = mpsc::channel(1).0;
         let closed = tokio::time::timeout(Duration::from_secs(30), h.upstream_in.recv()).await;
         assert!(matches!(closed, Ok(None)), "the upstream's input was not closed: {closed:?}");
+        // A request of the upstream's (which the client could not answer) is not put to it.
+        h.upstream_sends(json!({"jsonrpc": "2.0", "id": "s1", "method": "sampling/createMessage",
+            "params": {"messages": [], "maxTokens": 10}}))
+            .await;
         h.upstream_sends(json!({"jsonrpc": "2.0", "id": up["id"],
             "result": {"content": [{"type": "text", "text": "ran"}]}}))
             .await;
         let r = h.client_gets().await;
         assert_eq!(
             (r["id"].as_i64(), &r["result"]["content"][0]["text"]),
-            (Some(7), &json!("ran"))
+            (Some(7), &json!("ran")),
+            "{r}"
         );
         assert_eq!(h.task.await.unwrap(), RelayEnd::ClientClosed);
+        assert!(h.client_out.recv().await.is_none(), "more reached the client");
     }
 
     /// The wait after the client's input ended is bounded: an upstream that never answers
@@ -2003,7 +2064,12 @@ mod tests {
     /// gives the client the "gone" error at once.
     #[tokio::test(start_paused = true)]
     async fn calls_unanswered_after_the_clients_input_ended_get_errors() {
-        let mut h = start_with(POLICY, answering_after_eof());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.jsonl");
+        let log = Arc::new(
+            DecisionLog::open(path.to_str().unwrap(), 1 << 20, Default::default()).unwrap(),
+        );
+        let mut h = start_logged(POLICY, answering_after_eof(), log.clone());
         h.client_sends(call_of_a(7)).await;
         h.upstream_gets().await;
         let started = tokio::time::Instant::now();
@@ -2015,7 +2081,7 @@ mod tests {
         assert!(started.elapsed() >= CLIENT_EOF_WAIT, "{:?}", started.elapsed());
         assert_eq!(h.task.await.unwrap(), RelayEnd::ClientClosed);
 
-        let mut h = start_with(POLICY, answering_after_eof());
+        let mut h = start_logged(POLICY, answering_after_eof(), log.clone());
         h.client_sends(call_of_a(8)).await;
         h.upstream_gets().await;
         h.client_in = mpsc::channel(1).0;
@@ -2026,6 +2092,194 @@ mod tests {
         assert_eq!(r["id"], 8);
         assert!(r["error"]["message"].as_str().unwrap().contains("has gone"), "{r}");
         assert_eq!(h.task.await.unwrap(), RelayEnd::ClientClosed);
+        // The decision log says so (docs/gateway.md, "Failure behaviour").
+        assert!(log.finish());
+        let outcomes: Vec<String> = std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap()["outcome"].to_string())
+            .collect();
+        assert_eq!(outcomes, vec!["\"upstream_timeout\"", "\"upstream_closed\""]);
+    }
+
+    /// A client that closes its input while the gateway asks it for an approval cannot answer
+    /// it: the call is not dispatched and is answered (and logged) as a failed approval at once,
+    /// not after the wait, nor as the upstream's fault; the call in flight beside it is still
+    /// answered by the upstream.
+    #[tokio::test]
+    async fn an_approval_asked_when_the_client_closes_its_input_fails_as_such() {
+        let policy = r#"{"version": "1", "default": "deny",
+            "tools": {"a": {}, "w": {"approve_if": [{"conditions": []}]}}}"#;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.jsonl");
+        let log = Arc::new(
+            DecisionLog::open(path.to_str().unwrap(), 1 << 20, Default::default()).unwrap(),
+        );
+        let mut h = start_logged(policy, answering_after_eof(), log.clone());
+        h.client_sends(json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {"elicitation": {}},
+            "clientInfo": {"name": "t", "version": "1"}}}))
+            .await;
+        let init = h.upstream_gets().await;
+        h.upstream_sends(json!({"jsonrpc": "2.0", "id": init["id"], "result": {
+            "protocolVersion": "2025-06-18", "capabilities": {"tools": {}},
+            "serverInfo": {"name": "u", "version": "1"}}}))
+            .await;
+        assert_eq!(h.client_gets().await["id"], 1);
+        h.client_sends(call_of_a(7)).await;
+        let up = h.upstream_gets().await;
+        h.client_sends(json!({"jsonrpc": "2.0", "id": 8, "method": "tools/call",
+            "params": {"name": "w", "arguments": {}}}))
+            .await;
+        let ask = h.client_gets().await;
+        assert_eq!(ask["method"], "elicitation/create", "{ask}");
+        h.client_in = mpsc::channel(1).0;
+        let cancelled = h.client_gets().await;
+        assert_eq!(cancelled["method"], "notifications/cancelled", "{cancelled}");
+        assert_eq!(cancelled["params"]["requestId"], ask["id"]);
+        let r = h.client_gets().await;
+        assert_eq!(r["id"], 8);
+        assert_eq!(r["result"]["isError"], true, "{r}");
+        assert!(r["result"]["content"][0]["text"].as_str().unwrap().contains("Approval failed"));
+        h.upstream_sends(json!({"jsonrpc": "2.0", "id": up["id"],
+            "result": {"content": [{"type": "text", "text": "ran"}]}}))
+            .await;
+        let r = h.client_gets().await;
+        assert_eq!(
+            (r["id"].as_i64(), &r["result"]["content"][0]["text"]),
+            (Some(7), &json!("ran"))
+        );
+        assert_eq!(h.task.await.unwrap(), RelayEnd::ClientClosed);
+        assert!(log.finish());
+        let lines: Vec<Value> = std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let of_w: Vec<(&Value, &Value)> = lines
+            .iter()
+            .filter(|l| l["tool"] == "w")
+            .map(|l| (&l["outcome"], &l["approval"]))
+            .collect();
+        assert_eq!(
+            of_w,
+            vec![
+                (&json!("approval_requested"), &Value::Null),
+                (&json!("not_dispatched"), &json!("failed"))
+            ],
+            "{lines:?}"
+        );
+        let of_a: Vec<&Value> =
+            lines.iter().filter(|l| l["tool"] == "a").map(|l| &l["outcome"]).collect();
+        assert_eq!(of_a, vec![&json!("ok")]);
+    }
+
+    /// Every approval failed because the client closed its input is logged, also when the
+    /// client does not read what it is told (the messages wait, the log lines do not).
+    #[tokio::test(start_paused = true)]
+    async fn approvals_failed_at_the_clients_eof_are_logged_even_unread() {
+        let policy = r#"{"version": "1", "default": "deny",
+            "tools": {"w": {"approve_if": [{"conditions": []}]}}}"#;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.jsonl");
+        let log = Arc::new(
+            DecisionLog::open(path.to_str().unwrap(), 1 << 20, Default::default()).unwrap(),
+        );
+        let mut h = start_logged(policy, answering_after_eof(), log.clone());
+        h.client_sends(json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {"elicitation": {}},
+            "clientInfo": {"name": "t", "version": "1"}}}))
+            .await;
+        let init = h.upstream_gets().await;
+        h.upstream_sends(json!({"jsonrpc": "2.0", "id": init["id"], "result": {
+            "protocolVersion": "2025-06-18", "capabilities": {"tools": {}},
+            "serverInfo": {"name": "u", "version": "1"}}}))
+            .await;
+        assert_eq!(h.client_gets().await["id"], 1);
+        const CALLS: i64 = 20;
+        for id in 10..10 + CALLS {
+            h.client_sends(json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+                "params": {"name": "w", "arguments": {}}}))
+                .await;
+            assert_eq!(h.client_gets().await["method"], "elicitation/create");
+        }
+        // The client closes its input and reads nothing more (its channel takes 16).
+        h.client_in = mpsc::channel(1).0;
+        let end = tokio::time::timeout(CLIENT_EOF_WAIT * 2, &mut h.task).await;
+        assert!(matches!(end, Ok(Ok(RelayEnd::ClientClosed))), "{end:?}");
+        assert!(log.finish());
+        let failed = std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .filter(|l| l["approval"] == "failed" && l["outcome"] == "not_dispatched")
+            .count();
+        assert_eq!(failed, usize::try_from(CALLS).unwrap());
+    }
+
+    /// The gateway's own `tools/list` (a refresh) answered during the wait after the client's
+    /// input ended, with a next page, and a `list_changed` then: what the gateway would ask the
+    /// upstream cannot be sent (its input is closed) and holds nothing up; the call in flight is
+    /// answered, and the relay ends.
+    #[tokio::test]
+    async fn a_refresh_during_the_wait_after_the_clients_input_ended_holds_nothing_up() {
+        let mut h = start_with(POLICY, answering_after_eof());
+        h.client_sends(json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": {"name": "t", "version": "1"}}}))
+            .await;
+        let init = h.upstream_gets().await;
+        h.upstream_sends(json!({"jsonrpc": "2.0", "id": init["id"], "result": {
+            "protocolVersion": "2025-06-18", "capabilities": {"tools": {"listChanged": true}},
+            "serverInfo": {"name": "u", "version": "1"}}}))
+            .await;
+        assert_eq!(h.client_gets().await["id"], 1);
+        h.client_sends(json!({"jsonrpc": "2.0", "method": "notifications/initialized"})).await;
+        assert_eq!(h.upstream_gets().await["method"], "notifications/initialized");
+        let own = h.upstream_gets().await;
+        assert_eq!(own["method"], "tools/list");
+        h.client_sends(call_of_a(7)).await;
+        let up = h.upstream_gets().await;
+        h.client_in = mpsc::channel(1).0;
+        assert!(h.upstream_in.recv().await.is_none());
+        h.upstream_sends(json!({"jsonrpc": "2.0", "id": own["id"], "result": {
+            "tools": [{"name": "a"}], "nextCursor": "p2"}}))
+            .await;
+        h.upstream_sends(jsonrpc::notification("notifications/tools/list_changed", json!({})))
+            .await;
+        assert_eq!(h.client_gets().await["method"], "notifications/tools/list_changed");
+        h.upstream_sends(json!({"jsonrpc": "2.0", "id": up["id"],
+            "result": {"content": [{"type": "text", "text": "ran"}]}}))
+            .await;
+        let r = h.client_gets().await;
+        assert_eq!(
+            (r["id"].as_i64(), &r["result"]["content"][0]["text"]),
+            (Some(7), &json!("ran"))
+        );
+        let end = tokio::time::timeout(Duration::from_secs(30), h.task).await;
+        assert!(matches!(end, Ok(Ok(RelayEnd::ClientClosed))), "{end:?}");
+    }
+
+    /// A client that closed its input and does not read its output (its pipe and the writer's
+    /// queue full), in front of an upstream that floods it with notifications and never
+    /// answers: the relay still ends when the wait is over (it used to wait for the client to
+    /// read, forever, and the gateway with it).
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_closed_its_input_and_does_not_read_is_not_waited_for() {
+        let mut h = start_with(POLICY, answering_after_eof());
+        h.client_sends(call_of_a(7)).await;
+        h.upstream_gets().await;
+        h.client_in = mpsc::channel(1).0;
+        assert!(h.upstream_in.recv().await.is_none());
+        let up = h.upstream_out.take().unwrap();
+        let flood = tokio::spawn(async move {
+            let note = jsonrpc::notification("notifications/message", json!({"data": "x"}));
+            while up.send(note.clone()).await.is_ok() {}
+        });
+        let bound = CLIENT_EOF_WAIT + UPSTREAM_SEND_TIMEOUT + Duration::from_secs(1);
+        let end = tokio::time::timeout(bound, &mut h.task).await;
+        assert!(matches!(end, Ok(Ok(RelayEnd::ClientClosed))), "the relay did not end: {end:?}");
+        flood.abort();
     }
 
     fn probing() -> RelayConfig {

@@ -510,7 +510,7 @@ async fn http_upstream_url_through_the_gateway() {
     let policy = write(
         dir.path(),
         "policy.json",
-        r#"{"version": "1", "default": "deny", "tools": {"echo": {},
+        r#"{"version": "1", "default": "deny", "tools": {"echo": {}, "trigger-long-running-operation": {},
             "get-sum": {"deny_if": [{"conditions": [{"path": "args.a", "op": "gt", "value": 100}], "on_deny": "too big"}]}}}"#,
     );
     let url = format!("http://127.0.0.1:{port}/mcp");
@@ -518,7 +518,14 @@ async fn http_upstream_url_through_the_gateway() {
     let client = ().serve(StreamableHttpClientTransport::from_uri(gw.mcp())).await.unwrap();
     let tools = client.list_all_tools().await.unwrap();
     let names: BTreeSet<String> = tools.iter().map(|t| t.name.to_string()).collect();
-    assert_eq!(names, BTreeSet::from(["echo".to_owned(), "get-sum".to_owned()]));
+    assert_eq!(
+        names,
+        BTreeSet::from([
+            "echo".to_owned(),
+            "get-sum".to_owned(),
+            "trigger-long-running-operation".to_owned()
+        ])
+    );
     let r = client.call_tool(rmcp_params("echo", json!({"message": "through"}))).await.unwrap();
     let t: String = r.content.iter().filter_map(|c| c.as_text().map(|t| t.text.clone())).collect();
     assert!(t.contains("through"), "{t}");
@@ -573,7 +580,22 @@ async fn http_upstream_url_through_the_gateway() {
     }
     assert_eq!(seen[&2]["result"]["isError"], true);
     assert!(seen[&3]["result"].to_string().contains("over stdio"), "{}", seen[&3]);
+    // A call in flight (a second long) when the client closes its input is still answered by
+    // the HTTP upstream (its connection used to end with the client's input, and the call got
+    // "the upstream MCP server has gone" at once).
+    let slow = json!({"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": {
+        "name": "trigger-long-running-operation", "arguments": {"duration": 1, "steps": 1}}});
+    input.write_all(format!("{slow}\n").as_bytes()).await.unwrap();
     drop(input);
+    let answer = loop {
+        let line =
+            tokio::time::timeout(PATIENCE, lines.next_line()).await.unwrap().unwrap().unwrap();
+        let m: Value = serde_json::from_str(&line).unwrap();
+        if m["id"] == 4 {
+            break m;
+        }
+    };
+    assert!(answer["result"].to_string().contains("completed"), "{answer}");
     let status = tokio::time::timeout(PATIENCE, stdio.wait()).await.unwrap().unwrap();
     assert!(status.success(), "{status:?}");
     let _ = server.kill().await;
