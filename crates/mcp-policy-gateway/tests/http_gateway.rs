@@ -598,6 +598,46 @@ async fn http_upstream_url_through_the_gateway() {
     assert!(answer["result"].to_string().contains("completed"), "{answer}");
     let status = tokio::time::timeout(PATIENCE, stdio.wait()).await.unwrap().unwrap();
     assert!(status.success(), "{status:?}");
+
+    // A client that writes everything at once, not waiting for `initialize`'s answer (a
+    // script: `printf ... | mcp-policy-gateway --upstream URL`): what follows `initialize` waits
+    // for the session id its answer brings (it was posted without one, and refused with 400).
+    let mut stdio = tokio::process::Command::new(env!("CARGO_BIN_EXE_mcp-policy-gateway"))
+        .arg("--policy")
+        .arg(&policy)
+        .args(["--upstream", &url])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut input = stdio.stdin.take().unwrap();
+    let mut lines = tokio::io::BufReader::new(stdio.stdout.take().unwrap()).lines();
+    let all: String = [
+        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": {"name": "t", "version": "1"}}}),
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+            "params": {"name": "echo", "arguments": {"message": "pipelined"}}}),
+    ]
+    .iter()
+    .map(|v| format!("{v}\n"))
+    .collect();
+    input.write_all(all.as_bytes()).await.unwrap();
+    drop(input);
+    let mut seen = std::collections::HashMap::new();
+    while let Some(line) = tokio::time::timeout(PATIENCE, lines.next_line()).await.unwrap().unwrap()
+    {
+        let m: Value = serde_json::from_str(&line).unwrap();
+        if let Some(id) = m["id"].as_i64() {
+            seen.insert(id, m);
+        }
+    }
+    assert!(seen[&1]["result"]["serverInfo"].is_object(), "{seen:?}");
+    assert!(seen[&2]["result"].to_string().contains("pipelined"), "{seen:?}");
+    let status = tokio::time::timeout(PATIENCE, stdio.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "{status:?}");
     let _ = server.kill().await;
 }
 

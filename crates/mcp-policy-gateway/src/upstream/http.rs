@@ -59,6 +59,10 @@ pub const MAX_IN_FLIGHT: usize = 64;
 /// what follows it is sent anyway (an upstream that never accepts one would hold up the
 /// session's every later message).
 const ORDERED_WAIT: Duration = Duration::from_secs(5);
+/// How long what a client sends after `initialize` (without waiting for its answer, as a
+/// script writing its requests at once does) waits for that answer, which brings the
+/// `Mcp-Session-Id` everything after must carry; past this it is sent without.
+const INITIALIZE_WAIT: Duration = Duration::from_secs(10);
 
 /// The connection to an HTTP upstream; the task ends (and the session is deleted) when the
 /// relay drops its side of the link.
@@ -271,12 +275,20 @@ async fn run(shared: Arc<Shared>, mut up_rx: mpsc::Receiver<Value>) {
     let mut in_flight: HashMap<String, (AbortHandle, bool)> = HashMap::new();
     // Requests waiting for one in flight to end (past `MAX_IN_FLIGHT`), oldest first.
     let mut waiting: VecDeque<Value> = VecDeque::new();
+    // An `initialize` in flight (its id key), and until when what follows waits for its answer.
+    let mut initializing: Option<(String, tokio::time::Instant)> = None;
     loop {
         tokio::select! {
-            m = up_rx.recv(), if ordered.is_none() => {
+            m = up_rx.recv(), if ordered.is_none() && initializing.is_none() => {
                 let Some(msg) = m else { break };
                 let (is_request, initialized) = match jsonrpc::classify(&msg) {
-                    Kind::Request { .. } => (true, false),
+                    Kind::Request { method, id } => {
+                        if method == "initialize" && requests.len() < MAX_IN_FLIGHT {
+                            let until = tokio::time::Instant::now() + INITIALIZE_WAIT;
+                            initializing = Some((jsonrpc::id_key(id), until));
+                        }
+                        (true, false)
+                    }
                     Kind::Notification { method } => (false, method == "notifications/initialized"),
                     _ => (false, false),
                 };
@@ -329,6 +341,9 @@ async fn run(shared: Arc<Shared>, mut up_rx: mpsc::Receiver<Value>) {
                 }
             }
             Some(done) = requests.next(), if !requests.is_empty() => {
+                if initializing.as_ref().is_some_and(|(key, _)| *key == done) {
+                    initializing = None;
+                }
                 in_flight.remove(&done);
                 if let Some(next) = waiting.pop_front() {
                     launch(&shared, next, &mut requests, &mut in_flight);
@@ -341,6 +356,12 @@ async fn run(shared: Arc<Shared>, mut up_rx: mpsc::Receiver<Value>) {
                     get_task = Some(tokio::spawn(async move { sh.get_stream().await }));
                 }
             }
+            _ = async {
+                match &initializing {
+                    Some((_, until)) => tokio::time::sleep_until(*until).await,
+                    None => std::future::pending().await,
+                }
+            }, if initializing.is_some() => initializing = None,
             _ = gone.wait_for(|g| *g) => break,
         }
     }
