@@ -391,6 +391,11 @@ impl LineWriter {
         q.broken || q.has_room()
     }
 
+    /// Whether a write has failed: the reader has gone (every later send fails).
+    pub fn is_broken(&self) -> bool {
+        self.shared.queue().broken
+    }
+
     /// Waits until [`LineWriter::has_room`]. Cancel safe.
     pub async fn room(&self) {
         loop {

@@ -557,6 +557,12 @@ impl<S: AsyncCounterStore> Relay<S> {
         // Since when the upstream has not taken what it was sent (its input is full).
         let mut full_since: Option<tokio::time::Instant> = None;
         loop {
+            // A client that reads nothing more (it closed the gateway's stdout) gets nothing
+            // more done for it: its calls would be decided, charged and run for nobody.
+            if relay.to_client.is_gone() {
+                from_upstream.discard();
+                return RelayEnd::ClientClosed;
+            }
             // The client's next message is read only when the upstream can take it: meanwhile
             // the relay keeps reading the upstream. Waiting for the upstream to read its input
             // while not reading its output would hold both until `UPSTREAM_SEND_TIMEOUT`, and
@@ -625,7 +631,7 @@ impl<S: AsyncCounterStore> Relay<S> {
         let drain = async {
             self.fail_approvals_after_client_eof().await;
             let mut upstream_open = true;
-            while upstream_open && self.waits_for_upstream() {
+            while upstream_open && self.waits_for_upstream() && !self.to_client.is_gone() {
                 tokio::select! {
                     _ = tick.tick(), if self.upstream_timeout.is_some() => self.expire().await,
                     m = from_upstream.recv() => match m {

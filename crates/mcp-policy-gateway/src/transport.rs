@@ -102,6 +102,17 @@ impl ClientTx {
     }
 }
 
+impl ClientTx {
+    /// Whether the client is known to read nothing more: a write to its descriptor failed (it
+    /// closed its end of the gateway's stdout).
+    pub fn is_gone(&self) -> bool {
+        match self {
+            ClientTx::Lines(w) => w.is_broken(),
+            ClientTx::Channel(_) | ClientTx::Direct(_) => false,
+        }
+    }
+}
+
 impl std::fmt::Debug for ClientTx {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

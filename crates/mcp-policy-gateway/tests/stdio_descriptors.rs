@@ -364,6 +364,17 @@ fn a_client_closing_its_input_still_reads_the_answers(policy: &std::path::Path) 
     assert_eq!(g.wait().unwrap().code(), Some(0));
 }
 
+/// A client that closes its end of the gateway's stdout but keeps writing (it reads nothing
+/// more): the gateway ends once a write to it fails, rather than deciding, charging and running
+/// its calls for nobody while its stdin stays open.
+fn a_client_that_closes_its_output_ends_the_gateway(policy: &std::path::Path) {
+    let (mut g, mut in_w, out_r) = gateway_on_pipes(policy, "1");
+    drop(out_r);
+    in_w.write_all(session().as_bytes()).unwrap();
+    wait(&mut g);
+    drop(in_w);
+}
+
 fn main() {
     match std::env::var("MCP_POLICY_TEST_UPSTREAM").as_deref() {
         Ok("big") => return big_answers_upstream(),
@@ -374,7 +385,10 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("policy.json");
     std::fs::write(&policy, POLICY).unwrap();
-    let tests: [(&str, &dyn Fn()); 9] = [
+    let tests: [(&str, &dyn Fn()); 10] = [
+        ("a_client_that_closes_its_output_ends_the_gateway", &|| {
+            a_client_that_closes_its_output_ends_the_gateway(&policy);
+        }),
         ("a_client_closing_its_input_still_reads_the_answers", &|| {
             a_client_closing_its_input_still_reads_the_answers(&policy);
         }),
