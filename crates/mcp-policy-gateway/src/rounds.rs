@@ -4,6 +4,7 @@
 //! entries, each bound to an owner and counted against a quota, forgotten after
 //! [`PENDING_ROUND_TTL`].
 
+use std::borrow::Borrow;
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -83,7 +84,10 @@ fn is_live<K: Hash + Eq, V>(entries: &HashMap<K, Entry<V>>, (key, number): &(K, 
 
 impl<K: Hash + Eq + Clone, V> Book<K, V> {
     /// Takes `key`'s entry out (its keys in the age lists become stale).
-    fn forget(&mut self, key: &K) -> Option<Entry<V>> {
+    fn forget<Q: Hash + Eq + ?Sized>(&mut self, key: &Q) -> Option<Entry<V>>
+    where
+        K: Borrow<Q>,
+    {
         let entry = self.entries.remove(key)?;
         if let Some(q) = self.quotas.get_mut(&entry.quota) {
             q.live = q.live.saturating_sub(1);
@@ -185,7 +189,14 @@ impl<K: Hash + Eq + Clone, V> Kept<K, V> {
 
     /// Takes the entry of `key` out when `matches` holds for it (an entry that does not match
     /// stays as it was): its value, and whether it is still within [`PENDING_ROUND_TTL`].
-    fn take_if(&self, key: &K, matches: impl FnOnce(&V) -> bool) -> Option<(V, bool)> {
+    fn take_if<Q: Hash + Eq + ?Sized>(
+        &self,
+        key: &Q,
+        matches: impl FnOnce(&V) -> bool,
+    ) -> Option<(V, bool)>
+    where
+        K: Borrow<Q>,
+    {
         let mut book = self.book();
         if !matches(&book.entries.get(key)?.value) {
             return None;
@@ -252,8 +263,7 @@ impl ApprovalRounds {
     /// The approval key of the round `token`, once, if `owner` was given it for `tool` and it
     /// has not expired. Another owner's or another tool's use leaves the round as it was.
     pub(crate) fn redeem(&self, owner: &str, token: &str, tool: &str) -> Option<String> {
-        let (round, fresh) =
-            self.kept.take_if(&token.to_owned(), |r| r.owner == owner && r.tool == tool)?;
+        let (round, fresh) = self.kept.take_if(token, |r| r.owner == owner && r.tool == tool)?;
         fresh.then_some(round.key)
     }
 
