@@ -1,0 +1,306 @@
+//! Promises of docs/gateway.md over stdio that no other test holds, against an upstream the
+//! test scripts (this executable started with `scripted-upstream`), so these tests never skip:
+//!
+//! - "The decision log": every field of a line (`grant` from `--grant`, `session`
+//!   `stdio-<uuid>` for the whole run, `policy`, `eval_us`, `upstream_ms`) and the outcomes
+//!   `ok`, `tool_error`, `error`, `not_dispatched`, `upstream_closed`;
+//! - "Failure behaviour": the upstream writes a line that is not JSON-RPC (dropped, a notice
+//!   on stderr that does not quote it); the upstream crashes (the waiting call gets -32603, the
+//!   gateway exits with its status); the policy, the decision log or the upstream cannot be
+//!   started (exit 2, 2 and 127, with the reason on stderr); SIGINT (the gateway ends and takes
+//!   the upstream with it, exiting with the upstream's status).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::ffi::OsString;
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::{Raw, children_of, gateway_command, gone, log_lines_at_least, write};
+
+/// How long one test may take before it fails instead of hanging.
+const DEADLINE: Duration = Duration::from_secs(300);
+
+/// What the scripted upstream writes that must reach neither the client nor stderr.
+const GARBAGE: &str = "GARBAGE-7c1e-never-quoted";
+
+/// The exit status of the scripted upstream's `crash` tool.
+const CRASH_STATUS: i32 = 3;
+
+const POLICY: &str = r#"{
+  "version": "1",
+  "default": "deny",
+  "tools": {
+    "echo": {},
+    "fail": {},
+    "err": {},
+    "garbage": {},
+    "crash": {}
+  }
+}"#;
+
+/// The upstream the tests start: it answers `initialize` and `tools/list`, and `tools/call` by
+/// the tool's name: `fail` an `isError` result, `err` a JSON-RPC error, `garbage` two lines
+/// that are not JSON-RPC (then the result), `crash` exits with [`CRASH_STATUS`] unanswered,
+/// anything else the text `ran`.
+fn scripted_upstream() {
+    let mut out = std::io::stdout().lock();
+    for line in std::io::stdin().lock().lines() {
+        let Ok(line) = line else { break };
+        let Ok(msg) = serde_json::from_str::<Value>(&line) else { continue };
+        let (Some(id), Some(method)) = (msg.get("id"), msg["method"].as_str()) else { continue };
+        let result = match method {
+            "initialize" => json!({
+                "protocolVersion": msg["params"]["protocolVersion"],
+                "capabilities": {"tools": {}},
+                "serverInfo": {"name": "scripted-upstream", "version": "1"}
+            }),
+            "tools/list" => {
+                let tools: Vec<Value> = ["echo", "fail", "err", "garbage", "crash"]
+                    .iter()
+                    .map(|n| json!({"name": n, "inputSchema": {"type": "object"}}))
+                    .collect();
+                json!({ "tools": tools })
+            }
+            "tools/call" => match msg["params"]["name"].as_str() {
+                Some("fail") => json!({"content": [{"type": "text", "text": "it failed"}],
+                    "isError": true}),
+                Some("err") => {
+                    let e = json!({"jsonrpc": "2.0", "id": id,
+                        "error": {"code": -32000, "message": "the tool broke"}});
+                    writeln!(out, "{e}").unwrap();
+                    out.flush().unwrap();
+                    continue;
+                }
+                Some("garbage") => {
+                    writeln!(out, "{GARBAGE} is not JSON").unwrap();
+                    writeln!(out, "{}", json!({"jsonrpc": "2.0", "note": GARBAGE})).unwrap();
+                    json!({"content": [{"type": "text", "text": "ran"}]})
+                }
+                Some("crash") => std::process::exit(CRASH_STATUS),
+                _ => json!({"content": [{"type": "text", "text": "ran"}]}),
+            },
+            _ => json!({}),
+        };
+        writeln!(out, "{}", json!({"jsonrpc": "2.0", "id": id, "result": result})).unwrap();
+        out.flush().unwrap();
+    }
+}
+
+fn upstream() -> Vec<OsString> {
+    vec![std::env::current_exe().unwrap().into_os_string(), "scripted-upstream".into()]
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+    policy: PathBuf,
+    log: PathBuf,
+}
+
+fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = write(dir.path(), "policy.json", POLICY);
+    let log = dir.path().join("decisions.jsonl");
+    Setup { dir, policy, log }
+}
+
+fn error_code(m: &Value) -> i64 {
+    m["error"]["code"].as_i64().unwrap_or_else(|| panic!("not an error: {m}"))
+}
+
+/// The decision log's line for `tool` (the only one).
+fn line_for<'a>(lines: &'a [Value], tool: &str) -> &'a Value {
+    let mut of = lines.iter().filter(|l| l["tool"] == tool);
+    let line = of.next().unwrap_or_else(|| panic!("no line for `{tool}`: {lines:?}"));
+    assert!(of.next().is_none(), "two lines for `{tool}`: {lines:?}");
+    line
+}
+
+async fn the_decision_log_says_what_became_of_each_call() {
+    let s = setup();
+    let log = s.log.to_str().unwrap();
+    let cmd = gateway_command(&s.policy, &["--grant", "alice", "--decision-log", log], &upstream());
+    let (mut g, stderr) = Raw::spawn_with_stderr(cmd);
+    g.initialize("2025-06-18", json!({})).await;
+
+    let r = g.call(1, "echo", json!({})).await;
+    assert_eq!(r["result"]["content"][0]["text"], "ran", "{r}");
+    let r = g.call(2, "fail", json!({})).await;
+    assert_eq!(r["result"]["isError"], true, "{r}");
+    assert_eq!(r["result"]["content"][0]["text"], "it failed", "{r}");
+    let r = g.call(3, "err", json!({})).await;
+    assert_eq!(error_code(&r), -32000);
+    let r = g.call(4, "not_in_the_policy", json!({})).await;
+    assert_eq!(r["result"]["content"][0]["text"], "Unknown tool: `not_in_the_policy`.");
+    // The upstream's lines that are not JSON-RPC are dropped: the client sees the answer only.
+    let r = g.call(5, "garbage", json!({})).await;
+    assert_eq!(r["result"]["content"][0]["text"], "ran", "{r}");
+    let r = g.request(6, "ping", json!({})).await;
+    assert!(r["result"].is_object(), "{r}");
+    assert!(g.queue.iter().all(|m| !m.to_string().contains(GARBAGE)), "{:?}", g.queue);
+    // The upstream crashes while a call waits for it: -32603 for the call, and the gateway
+    // exits with the upstream's status.
+    let r = g.call(7, "crash", json!({})).await;
+    assert_eq!(error_code(&r), -32603, "{r}");
+    let status = g.wait_exit().await;
+    assert_eq!(status.code(), Some(CRASH_STATUS), "{status}");
+
+    let err = stderr.lock().unwrap().clone();
+    assert!(
+        err.matches("the upstream wrote a line that is not a JSON-RPC message").count()
+            + err.matches("the upstream sent an invalid message").count()
+            == 2,
+        "a notice for each of the two lines: {err}"
+    );
+    assert!(!err.contains(GARBAGE), "the notice does not quote the line: {err}");
+
+    let lines = log_lines_at_least(&s.log, 6).await;
+    assert_eq!(lines.len(), 6, "{lines:?}");
+    for (tool, decision, outcome) in [
+        ("echo", "allow", "ok"),
+        ("fail", "allow", "tool_error"),
+        ("err", "allow", "error"),
+        ("not_in_the_policy", "deny", "not_dispatched"),
+        ("garbage", "allow", "ok"),
+        ("crash", "allow", "upstream_closed"),
+    ] {
+        let l = line_for(&lines, tool);
+        assert_eq!(l["decision"], decision, "{l}");
+        assert_eq!(l["outcome"], outcome, "{l}");
+        assert_eq!(l["grant"], "alice", "--grant is the grant of every call: {l}");
+        assert!(l["eval_us"].as_f64().is_some(), "{l}");
+        assert!(l["time"].as_str().unwrap().ends_with('Z'), "{l}");
+        assert!(l.get("monitor").is_none_or(|m| m == false), "{l}");
+    }
+    for tool in ["echo", "fail", "err", "garbage"] {
+        let l = line_for(&lines, tool);
+        assert!(l["upstream_ms"].as_f64().is_some(), "answered: {l}");
+    }
+    assert_eq!(line_for(&lines, "not_in_the_policy")["upstream_ms"], Value::Null);
+    assert_eq!(line_for(&lines, "not_in_the_policy")["rule"], "/default");
+    // One session for the run, `stdio-<uuid>`; one policy digest.
+    let session = lines[0]["session"].as_str().unwrap();
+    let uuid = session.strip_prefix("stdio-").unwrap_or_else(|| panic!("{session}"));
+    uuid::Uuid::parse_str(uuid).unwrap();
+    let policy = lines[0]["policy"].as_str().unwrap();
+    assert!(policy.len() >= 16 && policy.bytes().all(|b| b.is_ascii_hexdigit()), "{policy}");
+    for l in &lines {
+        assert_eq!(l["session"], session, "{l}");
+        assert_eq!(l["policy"], policy, "{l}");
+    }
+}
+
+/// Runs the gateway with `args` to its exit; its status and stderr.
+async fn run_to_exit(args: &[OsString]) -> (Option<i32>, String) {
+    let out = tokio::process::Command::new(support::gateway_bin())
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// `--policy POLICY ARGS...`
+fn with(policy: &Path, args: &[&str]) -> Vec<OsString> {
+    let mut a: Vec<OsString> = vec!["--policy".into(), policy.into()];
+    a.extend(args.iter().map(OsString::from));
+    a
+}
+
+async fn what_cannot_start_has_its_exit_status_and_reason() {
+    let s = setup();
+
+    // An invalid policy: exit 2, each problem as `file:line:column: message (at pointer)`.
+    let bad = write(
+        s.dir.path(),
+        "bad.json",
+        "{\n  \"version\": \"1\",\n  \"tools\": {\n    \"echo\": { \"max_calls\": 3 }\n  }\n}\n",
+    );
+    let mut args = with(&bad, &["--"]);
+    args.extend(upstream());
+    let (code, err) = run_to_exit(&args).await;
+    assert_eq!(code, Some(2), "{err}");
+    let shown = format!("{}:4:", bad.display());
+    assert!(err.contains(&shown), "`{shown}` in {err}");
+    assert!(err.contains("(at /tools/echo"), "{err}");
+
+    // A decision log that cannot be opened: exit 2, saying which.
+    let unopenable = s.dir.path().join("no-such-dir").join("decisions.jsonl");
+    let mut args = with(&s.policy, &["--decision-log"]);
+    args.push(unopenable.clone().into());
+    args.push("--".into());
+    args.extend(upstream());
+    let (code, err) = run_to_exit(&args).await;
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("cannot open the decision log"), "{err}");
+    assert!(!unopenable.exists());
+
+    // An upstream that cannot be started: exit 127, with the reason.
+    let args = with(&s.policy, &["--", "/nonexistent/mcp-server"]);
+    let (code, err) = run_to_exit(&args).await;
+    assert_eq!(code, Some(127), "{err}");
+    assert!(err.contains("cannot start the upstream `/nonexistent/mcp-server`"), "{err}");
+}
+
+async fn sigint_ends_the_gateway_and_takes_the_upstream_with_it() {
+    let s = setup();
+    let mut g = Raw::spawn(gateway_command(&s.policy, &[], &upstream()));
+    g.initialize("2025-06-18", json!({})).await;
+    let r = g.call(1, "echo", json!({})).await;
+    assert_eq!(r["result"]["content"][0]["text"], "ran", "{r}");
+    let pid = g.child.id().unwrap();
+    let kids = children_of(pid);
+    assert_eq!(kids.len(), 1, "{kids:?}");
+    // stdin stays open: only the signal ends the gateway.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::SIGINT)
+        .unwrap();
+    let status = g.wait_exit().await;
+    // The gateway handled the signal (a gateway killed by it has no exit code) and exits with
+    // the upstream's status: the upstream, which ignores nothing, ended by SIGTERM.
+    assert_eq!(status.code(), Some(128 + 15), "{status}");
+    assert!(gone(kids[0]).await, "the upstream was left running");
+}
+
+type TestFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
+/// A test: its name, and its body.
+type Test = (&'static str, fn() -> TestFuture);
+
+fn main() {
+    if std::env::args().nth(1).as_deref() == Some("scripted-upstream") {
+        scripted_upstream();
+        return;
+    }
+    let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let tests: [Test; 3] = [
+        ("the_decision_log_says_what_became_of_each_call", || {
+            Box::pin(the_decision_log_says_what_became_of_each_call())
+        }),
+        ("what_cannot_start_has_its_exit_status_and_reason", || {
+            Box::pin(what_cannot_start_has_its_exit_status_and_reason())
+        }),
+        ("sigint_ends_the_gateway_and_takes_the_upstream_with_it", || {
+            Box::pin(sigint_ends_the_gateway_and_takes_the_upstream_with_it())
+        }),
+    ];
+    let mut ran = 0;
+    for (name, test) in tests {
+        if filter.as_deref().is_some_and(|f| !name.contains(f)) {
+            continue;
+        }
+        rt.block_on(async {
+            tokio::time::timeout(DEADLINE, test())
+                .await
+                .unwrap_or_else(|_| panic!("{name} did not end within {DEADLINE:?}"));
+        });
+        println!("test {name} ... ok");
+        ran += 1;
+    }
+    println!("\ntest result: ok. {ran} passed; 0 failed");
+}
