@@ -8,7 +8,9 @@
 //!   on stderr that does not quote it); the upstream crashes (the waiting call gets -32603, the
 //!   gateway exits with its status); the policy, the decision log or the upstream cannot be
 //!   started (exit 2, 2 and 127, with the reason on stderr); SIGINT (the gateway ends and takes
-//!   the upstream with it, exiting with the upstream's status).
+//!   the upstream with it, exiting with the upstream's status);
+//! - "The command": the upstream runs in the gateway's working directory; `--policy-poll 0`
+//!   turns polling off (a changed file is not loaded until SIGHUP), and fractions poll.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
@@ -40,14 +42,15 @@ const POLICY: &str = r#"{
     "fail": {},
     "err": {},
     "garbage": {},
-    "crash": {}
+    "crash": {},
+    "cwd": {}
   }
 }"#;
 
 /// The upstream the tests start: it answers `initialize` and `tools/list`, and `tools/call` by
 /// the tool's name: `fail` an `isError` result, `err` a JSON-RPC error, `garbage` two lines
 /// that are not JSON-RPC (then the result), `crash` exits with [`CRASH_STATUS`] unanswered,
-/// anything else the text `ran`.
+/// `cwd` its working directory, anything else the text `ran`.
 fn scripted_upstream() {
     let mut out = std::io::stdout().lock();
     for line in std::io::stdin().lock().lines() {
@@ -83,6 +86,10 @@ fn scripted_upstream() {
                     json!({"content": [{"type": "text", "text": "ran"}]})
                 }
                 Some("crash") => std::process::exit(CRASH_STATUS),
+                Some("cwd") => {
+                    let cwd = std::env::current_dir().unwrap();
+                    json!({"content": [{"type": "text", "text": cwd.to_string_lossy()}]})
+                }
                 _ => json!({"content": [{"type": "text", "text": "ran"}]}),
             },
             _ => json!({}),
@@ -267,6 +274,61 @@ async fn sigint_ends_the_gateway_and_takes_the_upstream_with_it() {
     assert!(gone(kids[0]).await, "the upstream was left running");
 }
 
+/// `policy.json` replaced by one that denies `echo`.
+fn deny_echo(policy: &Path) {
+    let text = POLICY.replace(r#""echo": {}"#, r#""echo": {"deny_if": [{"conditions": []}]}"#);
+    assert_ne!(text, POLICY);
+    support::replace(policy, &text);
+}
+
+/// Calls `echo` until it is refused (a minute at most): the new policy was loaded.
+async fn until_echo_is_refused(g: &mut Raw, mut id: i64) {
+    let deadline = std::time::Instant::now() + support::PATIENCE;
+    loop {
+        let r = g.call(id, "echo", json!({})).await;
+        if r["result"]["isError"] == true {
+            assert!(r.to_string().contains("Denied by policy"), "{r}");
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "the changed policy was never loaded");
+        id += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn the_upstream_runs_where_the_gateway_runs_and_policy_poll_0_waits_for_sighup() {
+    let s = setup();
+    let mut cmd = gateway_command(&s.policy, &["--policy-poll", "0"], &upstream());
+    cmd.current_dir(s.dir.path());
+    let mut g = Raw::spawn(cmd);
+    g.initialize("2025-06-18", json!({})).await;
+    let r = g.call(1, "cwd", json!({})).await;
+    let cwd = std::path::PathBuf::from(r["result"]["content"][0]["text"].as_str().unwrap());
+    assert_eq!(cwd.canonicalize().unwrap(), s.dir.path().canonicalize().unwrap());
+
+    // Polling off: three default polling periods later, the changed file is still not loaded.
+    deny_echo(&s.policy);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let r = g.call(2, "echo", json!({})).await;
+    assert_eq!(r["result"]["content"][0]["text"], "ran", "--policy-poll 0 polled: {r}");
+    let pid = nix::unistd::Pid::from_raw(g.child.id().unwrap() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::SIGHUP).unwrap();
+    until_echo_is_refused(&mut g, 3).await;
+    g.close_stdin();
+    g.wait_exit().await;
+
+    // A fraction of a second polls.
+    let s = setup();
+    let mut g = Raw::spawn(gateway_command(&s.policy, &["--policy-poll", "0.1"], &upstream()));
+    g.initialize("2025-06-18", json!({})).await;
+    let r = g.call(1, "echo", json!({})).await;
+    assert_eq!(r["result"]["content"][0]["text"], "ran", "{r}");
+    deny_echo(&s.policy);
+    until_echo_is_refused(&mut g, 2).await;
+    g.close_stdin();
+    g.wait_exit().await;
+}
+
 type TestFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
 /// A test: its name, and its body.
 type Test = (&'static str, fn() -> TestFuture);
@@ -278,7 +340,7 @@ fn main() {
     }
     let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    let tests: [Test; 3] = [
+    let tests: [Test; 4] = [
         ("the_decision_log_says_what_became_of_each_call", || {
             Box::pin(the_decision_log_says_what_became_of_each_call())
         }),
@@ -287,6 +349,9 @@ fn main() {
         }),
         ("sigint_ends_the_gateway_and_takes_the_upstream_with_it", || {
             Box::pin(sigint_ends_the_gateway_and_takes_the_upstream_with_it())
+        }),
+        ("the_upstream_runs_where_the_gateway_runs_and_policy_poll_0_waits_for_sighup", || {
+            Box::pin(the_upstream_runs_where_the_gateway_runs_and_policy_poll_0_waits_for_sighup())
         }),
     ];
     let mut ran = 0;
