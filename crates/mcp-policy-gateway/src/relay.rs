@@ -2461,6 +2461,47 @@ mod tests {
         assert_eq!(h.upstream_gets().await["method"], "ping");
     }
 
+    /// docs/gateway.md, "Failure behaviour": a call that is allowed but cannot be sent (here
+    /// the upstream does not take its input) gets -32603 and its units back: with `max: 1`,
+    /// the next call is allowed and reaches the upstream.
+    #[tokio::test]
+    async fn an_allowed_call_that_cannot_be_sent_gets_its_units_back() {
+        let mut h = start(
+            r#"{"version": "1", "default": "deny", "tools": {
+                "lim": {"limits": [{"counter": "lim", "window": "hour", "max": 1}]}}}"#,
+        );
+        let call = |id: i64| {
+            json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+                "params": {"name": "lim", "arguments": {}}})
+        };
+        // The harness's upstream channel holds 16 messages; nobody reads it yet.
+        for id in 1..=16 {
+            h.client_sends(json!({"jsonrpc": "2.0", "id": id, "method": "ping"})).await;
+        }
+        h.client_sends(call(100)).await;
+        let m = h.client_gets().await;
+        assert_eq!(m["id"], 100, "{m}");
+        assert_eq!(m["error"]["code"], jsonrpc::INTERNAL_ERROR, "{m}");
+        for _ in 1..=16 {
+            assert_eq!(h.upstream_gets().await["method"], "ping");
+        }
+        // Its unit came back: the only one of the hour is there for the next call.
+        h.client_sends(call(101)).await;
+        let up = h.upstream_gets().await;
+        assert_eq!(up["method"], "tools/call", "{up}");
+        assert_eq!(up["params"]["name"], "lim", "{up}");
+        h.upstream_sends(json!({"jsonrpc": "2.0", "id": up["id"], "result": {"content": []}}))
+            .await;
+        let m = h.client_gets().await;
+        assert_eq!(m["id"], 101, "{m}");
+        assert!(m["result"].is_object(), "{m}");
+        // And it is charged: the one after is limited.
+        h.client_sends(call(102)).await;
+        let m = h.client_gets().await;
+        assert_eq!(m["result"]["isError"], true, "{m}");
+        assert!(m["result"]["content"][0]["text"].as_str().unwrap().contains("Rate limited"));
+    }
+
     /// The requests that waited for the upstream's `server/discover` go on as the upstream takes
     /// them, while the relay keeps reading it: here an upstream that reads its input only once
     /// its last message was relayed (its output read). Replayed at once, they filled its input,
