@@ -9,6 +9,11 @@
 //!   gateway exits with its status); the policy, the decision log or the upstream cannot be
 //!   started (exit 2, 2 and 127, with the reason on stderr); SIGINT (the gateway ends and takes
 //!   the upstream with it, exiting with the upstream's status);
+//! - "The decision log": `approval` is `unavailable` when nobody can be asked, `failed` when
+//!   the elicitation errs, `declined`; none of those calls reaches the upstream;
+//! - `notifications/tools/list_changed` from the upstream: the gateway re-lists the tools for
+//!   its own view (a refusal carries `structuredContent` only for a tool listed without an
+//!   `outputSchema`);
 //! - "The command": the upstream runs in the gateway's working directory; `--policy-poll 0`
 //!   turns polling off (a changed file is not loaded until SIGHUP), and fractions poll.
 
@@ -43,16 +48,21 @@ const POLICY: &str = r#"{
     "err": {},
     "garbage": {},
     "crash": {},
-    "cwd": {}
+    "cwd": {},
+    "swap": {},
+    "needs": { "approve_if": [{ "conditions": [], "reason": "a human must say" }] },
+    "shaped": { "deny_if": [{ "conditions": [] }] }
   }
 }"#;
 
 /// The upstream the tests start: it answers `initialize` and `tools/list`, and `tools/call` by
 /// the tool's name: `fail` an `isError` result, `err` a JSON-RPC error, `garbage` two lines
 /// that are not JSON-RPC (then the result), `crash` exits with [`CRASH_STATUS`] unanswered,
-/// `cwd` its working directory, anything else the text `ran`.
+/// `cwd` its working directory, `swap` gives `shaped` an `outputSchema` from then on and says
+/// `notifications/tools/list_changed`, anything else the text `ran`.
 fn scripted_upstream() {
     let mut out = std::io::stdout().lock();
+    let mut swapped = false;
     for line in std::io::stdin().lock().lines() {
         let Ok(line) = line else { break };
         let Ok(msg) = serde_json::from_str::<Value>(&line) else { continue };
@@ -64,10 +74,16 @@ fn scripted_upstream() {
                 "serverInfo": {"name": "scripted-upstream", "version": "1"}
             }),
             "tools/list" => {
-                let tools: Vec<Value> = ["echo", "fail", "err", "garbage", "crash"]
-                    .iter()
-                    .map(|n| json!({"name": n, "inputSchema": {"type": "object"}}))
-                    .collect();
+                let mut tools: Vec<Value> =
+                    ["echo", "fail", "err", "garbage", "crash", "cwd", "needs", "swap"]
+                        .iter()
+                        .map(|n| json!({"name": n, "inputSchema": {"type": "object"}}))
+                        .collect();
+                let mut shaped = json!({"name": "shaped", "inputSchema": {"type": "object"}});
+                if swapped {
+                    shaped["outputSchema"] = json!({"type": "object"});
+                }
+                tools.push(shaped);
                 json!({ "tools": tools })
             }
             "tools/call" => match msg["params"]["name"].as_str() {
@@ -86,6 +102,13 @@ fn scripted_upstream() {
                     json!({"content": [{"type": "text", "text": "ran"}]})
                 }
                 Some("crash") => std::process::exit(CRASH_STATUS),
+                Some("swap") => {
+                    swapped = true;
+                    let changed = json!({"jsonrpc": "2.0",
+                        "method": "notifications/tools/list_changed"});
+                    writeln!(out, "{changed}").unwrap();
+                    json!({"content": [{"type": "text", "text": "ran"}]})
+                }
                 Some("cwd") => {
                     let cwd = std::env::current_dir().unwrap();
                     json!({"content": [{"type": "text", "text": cwd.to_string_lossy()}]})
@@ -329,6 +352,102 @@ async fn the_upstream_runs_where_the_gateway_runs_and_policy_poll_0_waits_for_si
     g.wait_exit().await;
 }
 
+/// The text of the first content of a tool result.
+fn text_of(r: &Value) -> &str {
+    r["result"]["content"][0]["text"].as_str().unwrap_or_else(|| panic!("no text: {r}"))
+}
+
+async fn approvals_and_list_changed_as_documented() {
+    // Nobody can be asked: refused, `approval: unavailable`.
+    let s = setup();
+    let log = s.log.to_str().unwrap();
+    let mut g = Raw::spawn(gateway_command(&s.policy, &["--decision-log", log], &upstream()));
+    g.initialize("2025-06-18", json!({})).await;
+    let r = g.call(1, "needs", json!({})).await;
+    assert!(text_of(&r).starts_with("Approval required by policy: a human must say."), "{r}");
+    assert!(text_of(&r).contains("No approver is configured"), "{r}");
+    g.close_stdin();
+    g.wait_exit().await;
+    let lines = log_lines_at_least(&s.log, 1).await;
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["decision"], "approve");
+    assert_eq!(lines[0]["approval"], "unavailable", "{}", lines[0]);
+    assert_eq!(lines[0]["outcome"], "not_dispatched");
+
+    // A client that can be asked: a failed elicitation, then a declined one.
+    let s = setup();
+    let log = s.log.to_str().unwrap();
+    let mut g = Raw::spawn(gateway_command(&s.policy, &["--decision-log", log], &upstream()));
+    g.initialize("2025-06-18", json!({"elicitation": {}})).await;
+    g.send(json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": "needs", "arguments": {}}}))
+        .await;
+    let ask = g.until(|m| m["method"] == "elicitation/create").await;
+    g.send(
+        json!({"jsonrpc": "2.0", "id": ask["id"], "error": {"code": -32603, "message": "no UI"}}),
+    )
+    .await;
+    let r = g.response(json!(1)).await;
+    assert!(text_of(&r).starts_with("Approval failed"), "{r}");
+    g.send(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+        "params": {"name": "needs", "arguments": {}}}))
+        .await;
+    let ask = g.until(|m| m["method"] == "elicitation/create").await;
+    g.send(json!({"jsonrpc": "2.0", "id": ask["id"], "result": {"action": "decline"}})).await;
+    let r = g.response(json!(2)).await;
+    assert!(text_of(&r).starts_with("Approval declined"), "{r}");
+
+    // The gateway's view of the tools follows the upstream's `list_changed`: `shaped`, listed
+    // without an `outputSchema`, is refused with `structuredContent`; once the upstream gives
+    // it one, without.
+    let list = g.request(3, "tools/list", json!({})).await;
+    assert!(list.to_string().contains("shaped"), "{list}");
+    let r = g.call(4, "shaped", json!({})).await;
+    assert_eq!(r["result"]["structuredContent"]["decision"], "deny", "{r}");
+    let r = g.call(5, "swap", json!({})).await;
+    assert_eq!(text_of(&r), "ran");
+    let changed = g.until(|m| m["method"] == "notifications/tools/list_changed").await;
+    assert!(changed.get("id").is_none(), "relayed to the client: {changed}");
+    let deadline = std::time::Instant::now() + support::PATIENCE;
+    let mut id = 6;
+    loop {
+        let r = g.call(id, "shaped", json!({})).await;
+        assert_eq!(r["result"]["isError"], true, "{r}");
+        if r["result"].get("structuredContent").is_none() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the gateway never re-listed the tools");
+        id += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    g.close_stdin();
+    g.wait_exit().await;
+
+    let lines = log_lines_at_least(&s.log, 4).await;
+    let needs: Vec<(&str, &str, Option<&str>)> = lines
+        .iter()
+        .filter(|l| l["tool"] == "needs")
+        .map(|l| {
+            (
+                l["decision"].as_str().unwrap(),
+                l["outcome"].as_str().unwrap(),
+                l["approval"].as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        needs,
+        vec![
+            ("approve", "approval_requested", None),
+            ("approve", "not_dispatched", Some("failed")),
+            ("approve", "approval_requested", None),
+            ("approve", "not_dispatched", Some("declined")),
+        ],
+        "{lines:?}"
+    );
+    assert!(lines.iter().filter(|l| l["tool"] == "needs").all(|l| l["upstream_ms"].is_null()));
+}
+
 type TestFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
 /// A test: its name, and its body.
 type Test = (&'static str, fn() -> TestFuture);
@@ -340,7 +459,7 @@ fn main() {
     }
     let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    let tests: [Test; 4] = [
+    let tests: [Test; 5] = [
         ("the_decision_log_says_what_became_of_each_call", || {
             Box::pin(the_decision_log_says_what_became_of_each_call())
         }),
@@ -352,6 +471,9 @@ fn main() {
         }),
         ("the_upstream_runs_where_the_gateway_runs_and_policy_poll_0_waits_for_sighup", || {
             Box::pin(the_upstream_runs_where_the_gateway_runs_and_policy_poll_0_waits_for_sighup())
+        }),
+        ("approvals_and_list_changed_as_documented", || {
+            Box::pin(approvals_and_list_changed_as_documented())
         }),
     ];
     let mut ran = 0;
