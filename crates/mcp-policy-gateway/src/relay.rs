@@ -2461,6 +2461,43 @@ mod tests {
         assert_eq!(h.upstream_gets().await["method"], "ping");
     }
 
+    /// docs/gateway.md, "What is relayed": a client asking for a revision the gateway does not
+    /// speak has the upstream asked for the newest one it does (`2025-11-25`); the upstream's
+    /// answer goes back unchanged (instructions, fields the gateway does not know); an answer
+    /// in a revision the gateway does not speak is -32602 with the supported versions.
+    #[tokio::test]
+    async fn initialize_is_negotiated_as_documented() {
+        let init = |version: &str| {
+            json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                "protocolVersion": version, "capabilities": {},
+                "clientInfo": {"name": "t", "version": "1"}}})
+        };
+        let mut h = start(POLICY);
+        h.client_sends(init("2099-01-01")).await;
+        let up = h.upstream_gets().await;
+        assert_eq!(up["params"]["protocolVersion"], "2025-11-25", "{up}");
+        let answer = json!({"protocolVersion": "2025-11-25", "capabilities": {"tools": {}},
+            "serverInfo": {"name": "u", "version": "1"}, "instructions": "be kind",
+            "x-future": {"kept": true}});
+        h.upstream_sends(json!({"jsonrpc": "2.0", "id": up["id"], "result": answer})).await;
+        let r = h.client_gets().await;
+        assert_eq!(r["id"], 1);
+        assert_eq!(r["result"], answer, "unchanged: {r}");
+
+        let mut h = start(POLICY);
+        h.client_sends(init("2025-06-18")).await;
+        let up = h.upstream_gets().await;
+        assert_eq!(up["params"]["protocolVersion"], "2025-06-18", "{up}");
+        h.upstream_sends(json!({"jsonrpc": "2.0", "id": up["id"], "result": {
+            "protocolVersion": "1999-01-01", "capabilities": {},
+            "serverInfo": {"name": "u", "version": "1"}}}))
+            .await;
+        let r = h.client_gets().await;
+        assert_eq!(r["id"], 1);
+        assert_eq!(r["error"]["code"], jsonrpc::INVALID_PARAMS, "{r}");
+        assert_eq!(r["error"]["data"]["supported"], json!(PROTOCOL_VERSIONS), "{r}");
+    }
+
     /// docs/gateway.md, "Failure behaviour": a call that is allowed but cannot be sent (here
     /// the upstream does not take its input) gets -32603 and its units back: with `max: 1`,
     /// the next call is allowed and reaches the upstream.
