@@ -448,6 +448,37 @@ async fn approvals_and_list_changed_as_documented() {
     assert!(lines.iter().filter(|l| l["tool"] == "needs").all(|l| l["upstream_ms"].is_null()));
 }
 
+/// Monitor mode: an `approve` is dispatched without asking the client (which could be asked),
+/// a `deny` is dispatched too; every line says `"monitor": true` and what the policy decided.
+async fn monitor_mode_asks_nobody_and_dispatches_everything() {
+    let s = setup();
+    let log = s.log.to_str().unwrap();
+    let args = ["--mode", "monitor", "--decision-log", log];
+    let mut g = Raw::spawn(gateway_command(&s.policy, &args, &upstream()));
+    g.initialize("2025-06-18", json!({"elicitation": {}})).await;
+    let r = g.call(1, "needs", json!({})).await;
+    assert_eq!(text_of(&r), "ran", "{r}");
+    let r = g.call(2, "shaped", json!({})).await;
+    assert_eq!(text_of(&r), "ran", "{r}");
+    let r = g.call(3, "echo", json!({})).await;
+    assert_eq!(text_of(&r), "ran", "{r}");
+    assert!(
+        g.queue.iter().all(|m| m["method"] != "elicitation/create"),
+        "a human was asked: {:?}",
+        g.queue
+    );
+    g.close_stdin();
+    g.wait_exit().await;
+    let lines = log_lines_at_least(&s.log, 3).await;
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    for (tool, decision) in [("needs", "approve"), ("shaped", "deny"), ("echo", "allow")] {
+        let l = line_for(&lines, tool);
+        assert_eq!(l["decision"], decision, "{l}");
+        assert_eq!(l["monitor"], true, "{l}");
+        assert_eq!(l["outcome"], "ok", "{l}");
+    }
+}
+
 type TestFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
 /// A test: its name, and its body.
 type Test = (&'static str, fn() -> TestFuture);
@@ -459,7 +490,7 @@ fn main() {
     }
     let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    let tests: [Test; 5] = [
+    let tests: [Test; 6] = [
         ("the_decision_log_says_what_became_of_each_call", || {
             Box::pin(the_decision_log_says_what_became_of_each_call())
         }),
@@ -474,6 +505,9 @@ fn main() {
         }),
         ("approvals_and_list_changed_as_documented", || {
             Box::pin(approvals_and_list_changed_as_documented())
+        }),
+        ("monitor_mode_asks_nobody_and_dispatches_everything", || {
+            Box::pin(monitor_mode_asks_nobody_and_dispatches_everything())
         }),
     ];
     let mut ran = 0;
