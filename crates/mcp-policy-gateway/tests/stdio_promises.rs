@@ -14,6 +14,8 @@
 //! - `notifications/tools/list_changed` from the upstream: the gateway re-lists the tools for
 //!   its own view (a refusal carries `structuredContent` only for a tool listed without an
 //!   `outputSchema`);
+//! - `--upstream-timeout`: the waiting call gets -32603, the upstream a cancellation of that
+//!   request, the log `upstream_timeout`; an approval wait is not subject to it;
 //! - "The command": the upstream runs in the gateway's working directory; `--policy-poll 0`
 //!   turns polling off (a changed file is not loaded until SIGHUP), and fractions poll.
 
@@ -50,6 +52,7 @@ const POLICY: &str = r#"{
     "crash": {},
     "cwd": {},
     "swap": {},
+    "hang": {},
     "needs": { "approve_if": [{ "conditions": [], "reason": "a human must say" }] },
     "shaped": { "deny_if": [{ "conditions": [] }] }
   }
@@ -59,13 +62,26 @@ const POLICY: &str = r#"{
 /// the tool's name: `fail` an `isError` result, `err` a JSON-RPC error, `garbage` two lines
 /// that are not JSON-RPC (then the result), `crash` exits with [`CRASH_STATUS`] unanswered,
 /// `cwd` its working directory, `swap` gives `shaped` an `outputSchema` from then on and says
-/// `notifications/tools/list_changed`, anything else the text `ran`.
+/// `notifications/tools/list_changed`, `hang` never answers, anything else the text `ran`. A
+/// `notifications/cancelled` is answered with a log message saying whether it names the
+/// request that hangs.
 fn scripted_upstream() {
     let mut out = std::io::stdout().lock();
     let mut swapped = false;
+    let mut hanging: Option<Value> = None;
     for line in std::io::stdin().lock().lines() {
         let Ok(line) = line else { break };
         let Ok(msg) = serde_json::from_str::<Value>(&line) else { continue };
+        if msg["method"] == "notifications/cancelled" {
+            // Says (as a log message the gateway relays) whether the cancellation names the
+            // request that hangs.
+            let matching = hanging.as_ref() == Some(&msg["params"]["requestId"]);
+            let note = json!({"jsonrpc": "2.0", "method": "notifications/message",
+                "params": {"level": "info", "data": {"cancelled": true, "matching": matching}}});
+            writeln!(out, "{note}").unwrap();
+            out.flush().unwrap();
+            continue;
+        }
         let (Some(id), Some(method)) = (msg.get("id"), msg["method"].as_str()) else { continue };
         let result = match method {
             "initialize" => json!({
@@ -75,7 +91,7 @@ fn scripted_upstream() {
             }),
             "tools/list" => {
                 let mut tools: Vec<Value> =
-                    ["echo", "fail", "err", "garbage", "crash", "cwd", "needs", "swap"]
+                    ["echo", "fail", "err", "garbage", "crash", "cwd", "needs", "swap", "hang"]
                         .iter()
                         .map(|n| json!({"name": n, "inputSchema": {"type": "object"}}))
                         .collect();
@@ -102,6 +118,10 @@ fn scripted_upstream() {
                     json!({"content": [{"type": "text", "text": "ran"}]})
                 }
                 Some("crash") => std::process::exit(CRASH_STATUS),
+                Some("hang") => {
+                    hanging = Some(id.clone());
+                    continue;
+                }
                 Some("swap") => {
                     swapped = true;
                     let changed = json!({"jsonrpc": "2.0",
@@ -479,6 +499,37 @@ async fn monitor_mode_asks_nobody_and_dispatches_everything() {
     }
 }
 
+async fn the_upstream_timeout_cancels_upstream_and_spares_approval_waits() {
+    let s = setup();
+    let log = s.log.to_str().unwrap();
+    let args = ["--upstream-timeout", "0.5", "--decision-log", log];
+    let mut g = Raw::spawn(gateway_command(&s.policy, &args, &upstream()));
+    g.initialize("2025-06-18", json!({"elicitation": {}})).await;
+    let r = g.call(1, "hang", json!({})).await;
+    assert_eq!(error_code(&r), -32603, "{r}");
+    let note = g.until(|m| m["method"] == "notifications/message").await;
+    assert_eq!(note["params"]["data"], json!({"cancelled": true, "matching": true}), "{note}");
+
+    // A human deciding for longer than the timeout: the call still runs once approved.
+    g.send(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+        "params": {"name": "needs", "arguments": {}}}))
+        .await;
+    let ask = g.until(|m| m["method"] == "elicitation/create").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    g.send(json!({"jsonrpc": "2.0", "id": ask["id"],
+        "result": {"action": "accept", "content": {"approve": true}}}))
+        .await;
+    let r = g.response(json!(2)).await;
+    assert_eq!(text_of(&r), "ran", "{r}");
+    g.close_stdin();
+    g.wait_exit().await;
+    let lines = log_lines_at_least(&s.log, 3).await;
+    assert_eq!(line_for(&lines, "hang")["outcome"], "upstream_timeout", "{lines:?}");
+    let needs: Vec<&Value> = lines.iter().filter(|l| l["tool"] == "needs").collect();
+    assert_eq!(needs.last().unwrap()["approval"], "accepted", "{needs:?}");
+    assert_eq!(needs.last().unwrap()["outcome"], "ok", "{needs:?}");
+}
+
 type TestFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
 /// A test: its name, and its body.
 type Test = (&'static str, fn() -> TestFuture);
@@ -490,7 +541,7 @@ fn main() {
     }
     let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    let tests: [Test; 6] = [
+    let tests: [Test; 7] = [
         ("the_decision_log_says_what_became_of_each_call", || {
             Box::pin(the_decision_log_says_what_became_of_each_call())
         }),
@@ -508,6 +559,9 @@ fn main() {
         }),
         ("monitor_mode_asks_nobody_and_dispatches_everything", || {
             Box::pin(monitor_mode_asks_nobody_and_dispatches_everything())
+        }),
+        ("the_upstream_timeout_cancels_upstream_and_spares_approval_waits", || {
+            Box::pin(the_upstream_timeout_cancels_upstream_and_spares_approval_waits())
         }),
     ];
     let mut ran = 0;
