@@ -4,7 +4,8 @@
 //! - the Origin/Host rule end to end: `--allowed-host` (a name allows any port) and
 //!   `--allowed-origin` (compared case-insensitively, without a trailing `/`) reach the
 //!   listener; `*.localhost` and all of 127.0.0.0/8 are loopback names; a refused request is 403
-//!   with a JSON-RPC error naming the header; `/healthz` has no Host check;
+//!   with a JSON-RPC error naming the header; `/healthz` has no Host check, `/metrics` has
+//!   (and no token);
 //! - a body over 16 MiB is 413;
 //! - `/approvals` is 404 without `--admin-token-file`; an admin token under 16 characters, or a
 //!   Redis that cannot be reached, stops the gateway at start (exit 2);
@@ -112,6 +113,12 @@ async fn the_origin_and_host_rule_as_documented() {
         .unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.text().await.unwrap(), "ok\n");
+    // /metrics needs no token but is subject to the rule.
+    let metrics = |origin: &'static str| {
+        reqwest::Client::new().get(format!("{}/metrics", gw.base)).header("origin", origin).send()
+    };
+    assert_eq!(metrics("http://localhost:3000").await.unwrap().status(), 200);
+    assert_eq!(metrics("https://evil.example").await.unwrap().status(), 403);
     // Without --admin-token-file there is no approvals API.
     assert_eq!(gw.get("/approvals", Some("admin-token-0123456789")).await.status(), 404);
     gw.stop().await;
