@@ -16,6 +16,8 @@
 //!   `outputSchema`);
 //! - `--upstream-timeout`: the waiting call gets -32603, the upstream a cancellation of that
 //!   request, the log `upstream_timeout`; an approval wait is not subject to it;
+//! - the client leaves and the upstream does not (it ignores the end of its input and
+//!   SIGTERM): the gateway kills its whole process group and exits with its status (137);
 //! - "The command": the upstream runs in the gateway's working directory; `--policy-poll 0`
 //!   turns polling off (a changed file is not loaded until SIGHUP), and fractions poll.
 
@@ -530,6 +532,59 @@ async fn the_upstream_timeout_cancels_upstream_and_spares_approval_waits() {
     assert_eq!(needs.last().unwrap()["outcome"], "ok", "{needs:?}");
 }
 
+/// An upstream that outlives the end of its input and ignores SIGTERM: a shell that ignores
+/// it (as do the processes it starts), runs the scripted upstream, then sleeps for ever.
+fn stubborn_upstream() -> Vec<OsString> {
+    let script = r#"trap "" TERM; "$0" scripted-upstream; while :; do sleep 1; done"#;
+    vec!["sh".into(), "-c".into(), script.into(), std::env::current_exe().unwrap().into()]
+}
+
+/// Kills the process group when dropped: a failing test leaves no stubborn upstream behind
+/// (it would hold the test's output open).
+struct KillGroupOnDrop(u32);
+
+impl Drop for KillGroupOnDrop {
+    fn drop(&mut self) {
+        if group_alive(self.0) {
+            let pgid = nix::unistd::Pid::from_raw(self.0 as i32);
+            let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::SIGKILL);
+        }
+    }
+}
+
+/// Whether a live (not zombie) process is in the process group `pgid`.
+fn group_alive(pgid: u32) -> bool {
+    std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else { return false };
+        let Some((_, rest)) = stat.rsplit_once(')') else { return false };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        fields.first() != Some(&"Z") && fields.get(2) == Some(&pgid.to_string().as_str())
+    })
+}
+
+async fn a_client_that_leaves_takes_a_stubborn_upstream_with_it() {
+    let s = setup();
+    let mut g = Raw::spawn(gateway_command(&s.policy, &[], &stubborn_upstream()));
+    g.initialize("2025-06-18", json!({})).await;
+    let r = g.call(1, "echo", json!({})).await;
+    assert_eq!(text_of(&r), "ran", "{r}");
+    let kids = children_of(g.child.id().unwrap());
+    assert_eq!(kids.len(), 1, "{kids:?}");
+    // The upstream runs in a process group of its own, led by it.
+    let pgid = kids[0];
+    assert!(group_alive(pgid));
+    let _cleanup = KillGroupOnDrop(pgid);
+    g.close_stdin();
+    let status = g.wait_exit().await;
+    // The end of its input, then SIGTERM, were not enough: SIGKILL ended it.
+    assert_eq!(status.code(), Some(128 + 9), "{status}");
+    let deadline = std::time::Instant::now() + support::PATIENCE;
+    while group_alive(pgid) {
+        assert!(std::time::Instant::now() < deadline, "a process of the upstream was left");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 type TestFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
 /// A test: its name, and its body.
 type Test = (&'static str, fn() -> TestFuture);
@@ -541,7 +596,7 @@ fn main() {
     }
     let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    let tests: [Test; 7] = [
+    let tests: [Test; 8] = [
         ("the_decision_log_says_what_became_of_each_call", || {
             Box::pin(the_decision_log_says_what_became_of_each_call())
         }),
@@ -562,6 +617,9 @@ fn main() {
         }),
         ("the_upstream_timeout_cancels_upstream_and_spares_approval_waits", || {
             Box::pin(the_upstream_timeout_cancels_upstream_and_spares_approval_waits())
+        }),
+        ("a_client_that_leaves_takes_a_stubborn_upstream_with_it", || {
+            Box::pin(a_client_that_leaves_takes_a_stubborn_upstream_with_it())
         }),
     ];
     let mut ran = 0;
