@@ -9,7 +9,9 @@
 //! - a body over 16 MiB is 413;
 //! - `/approvals` is 404 without `--admin-token-file`; an admin token under 16 characters, or a
 //!   Redis that cannot be reached, stops the gateway at start (exit 2);
-//! - `--allow-remote` without authentication warns on stderr.
+//! - `--allow-remote` without authentication warns on stderr;
+//! - a session's upstream that ignores the end of its input and SIGTERM is killed with its
+//!   process group when the session ends (DELETE) and when the gateway stops (SIGTERM).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
@@ -222,6 +224,93 @@ async fn listening_remotely_without_authentication_warns() {
     child.wait().await.unwrap();
 }
 
+/// An upstream that outlives the end of its input and ignores SIGTERM: a shell that ignores
+/// it (as do the processes it starts), runs the trivial upstream, then sleeps for ever.
+fn stubborn_upstream() -> Vec<OsString> {
+    let script = r#"trap "" TERM; "$0" trivial-upstream; while :; do sleep 1; done"#;
+    vec!["sh".into(), "-c".into(), script.into(), std::env::current_exe().unwrap().into()]
+}
+
+/// The pids whose parent is `pid`.
+fn children_of(pid: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let p = e.file_name().to_string_lossy().parse::<u32>().ok()?;
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            let (_, rest) = stat.rsplit_once(')')?;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            (fields.get(1)? == &pid.to_string() && fields.first()? != &"Z").then_some(p)
+        })
+        .collect()
+}
+
+/// Whether a live (not zombie) process is in the process group `pgid`.
+fn group_alive(pgid: u32) -> bool {
+    std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else { return false };
+        let Some((_, rest)) = stat.rsplit_once(')') else { return false };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        fields.first() != Some(&"Z") && fields.get(2) == Some(&pgid.to_string().as_str())
+    })
+}
+
+/// Kills the process groups still alive when dropped: a failing test leaves no stubborn
+/// upstream behind (it would hold the test's output open).
+struct KillGroupsOnDrop(Vec<u32>);
+
+impl Drop for KillGroupsOnDrop {
+    fn drop(&mut self) {
+        for pgid in self.0.iter().copied().filter(|g| group_alive(*g)) {
+            let pgid = nix::unistd::Pid::from_raw(pgid as i32);
+            let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::SIGKILL);
+        }
+    }
+}
+
+/// Waits (a minute at most) until no process of the group `pgid` is alive.
+async fn group_ends(pgid: u32, what: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while group_alive(pgid) {
+        assert!(std::time::Instant::now() < deadline, "{what}: a process of the upstream was left");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn ended_sessions_kill_a_stubborn_upstreams_process_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = gateway(&policy(dir.path()), &[], &stubborn_upstream()).await;
+    let pid = gw.child.id().unwrap();
+    let mut a = gw.client();
+    a.initialize().await.unwrap();
+    assert_eq!(http_support::text(&a.call(1, "echo", json!({})).await), "ran");
+    let first = children_of(pid);
+    assert_eq!(first.len(), 1, "{first:?}");
+    let mut b = gw.client();
+    b.initialize().await.unwrap();
+    assert_eq!(http_support::text(&b.call(1, "echo", json!({})).await), "ran");
+    let second: Vec<u32> = children_of(pid).into_iter().filter(|p| !first.contains(p)).collect();
+    assert_eq!(second.len(), 1, "{second:?}");
+    // Each upstream leads a process group of its own.
+    let (ga, gb) = (first[0], second[0]);
+    let _cleanup = KillGroupsOnDrop(vec![ga, gb]);
+    assert!(group_alive(ga) && group_alive(gb));
+
+    let resp = a
+        .http
+        .delete(&a.url)
+        .header("mcp-session-id", a.session.clone().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "DELETE: {}", resp.status());
+    group_ends(ga, "DELETE").await;
+    assert!(group_alive(gb), "the other session's upstream runs on");
+    gw.stop().await;
+    group_ends(gb, "the gateway's SIGTERM").await;
+}
+
 type TestFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
 /// A test: its name, and its body.
 type Test = (&'static str, fn() -> TestFuture);
@@ -233,7 +322,7 @@ fn main() {
     }
     let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    let tests: [Test; 4] = [
+    let tests: [Test; 5] = [
         ("the_origin_and_host_rule_as_documented", || {
             Box::pin(the_origin_and_host_rule_as_documented())
         }),
@@ -241,6 +330,9 @@ fn main() {
         ("what_cannot_start_exits_2", || Box::pin(what_cannot_start_exits_2())),
         ("listening_remotely_without_authentication_warns", || {
             Box::pin(listening_remotely_without_authentication_warns())
+        }),
+        ("ended_sessions_kill_a_stubborn_upstreams_process_group", || {
+            Box::pin(ended_sessions_kill_a_stubborn_upstreams_process_group())
         }),
     ];
     let mut ran = 0;
