@@ -440,6 +440,8 @@ async fn admin_api_approves_once_and_refuses() {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     };
     let at = |a: &str| approvals.iter().position(|x| x == a);
+    // The first call, waiting for the administrator, says so.
+    assert_eq!(at("pending"), Some(0), "{approvals:?}");
     assert!(at("approved_out_of_band").is_some(), "{approvals:?}");
     assert!(at("refused_out_of_band").is_some(), "{approvals:?}");
     assert!(at("approved_out_of_band") < at("refused_out_of_band"), "{approvals:?}");
