@@ -472,8 +472,11 @@ async fn approvals_and_list_changed_as_documented() {
 
 /// Monitor mode: an `approve` is dispatched without asking the client (which could be asked),
 /// a `deny` is dispatched too; every line says `"monitor": true` and what the policy decided.
+/// (And `--decision-log PATH` appends to what the file holds.)
 async fn monitor_mode_asks_nobody_and_dispatches_everything() {
     let s = setup();
+    // The log is appended to.
+    std::fs::write(&s.log, "{\"previous\": true}\n").unwrap();
     let log = s.log.to_str().unwrap();
     let args = ["--mode", "monitor", "--decision-log", log];
     let mut g = Raw::spawn(gateway_command(&s.policy, &args, &upstream()));
@@ -491,8 +494,9 @@ async fn monitor_mode_asks_nobody_and_dispatches_everything() {
     );
     g.close_stdin();
     g.wait_exit().await;
-    let lines = log_lines_at_least(&s.log, 3).await;
-    assert_eq!(lines.len(), 3, "{lines:?}");
+    let lines = log_lines_at_least(&s.log, 4).await;
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    assert_eq!(lines[0], json!({"previous": true}), "appended: {lines:?}");
     for (tool, decision) in [("needs", "approve"), ("shaped", "deny"), ("echo", "allow")] {
         let l = line_for(&lines, tool);
         assert_eq!(l["decision"], decision, "{l}");
