@@ -56,6 +56,10 @@ const POLICY: &str = r#"{
     "swap": {},
     "hang": {},
     "needs": { "approve_if": [{ "conditions": [], "reason": "a human must say" }] },
+    "needs_lim": {
+      "approve_if": [{ "conditions": [], "reason": "a human must say" }],
+      "limits": [{ "counter": "needs_lim", "window": "hour", "max": 1 }]
+    },
     "shaped": { "deny_if": [{ "conditions": [] }] }
   }
 }"#;
@@ -92,11 +96,21 @@ fn scripted_upstream() {
                 "serverInfo": {"name": "scripted-upstream", "version": "1"}
             }),
             "tools/list" => {
-                let mut tools: Vec<Value> =
-                    ["echo", "fail", "err", "garbage", "crash", "cwd", "needs", "swap", "hang"]
-                        .iter()
-                        .map(|n| json!({"name": n, "inputSchema": {"type": "object"}}))
-                        .collect();
+                let mut tools: Vec<Value> = [
+                    "echo",
+                    "fail",
+                    "err",
+                    "garbage",
+                    "crash",
+                    "cwd",
+                    "needs",
+                    "needs_lim",
+                    "swap",
+                    "hang",
+                ]
+                .iter()
+                .map(|n| json!({"name": n, "inputSchema": {"type": "object"}}))
+                .collect();
                 let mut shaped = json!({"name": "shaped", "inputSchema": {"type": "object"}});
                 if swapped {
                     shaped["outputSchema"] = json!({"type": "object"});
@@ -589,6 +603,51 @@ async fn a_client_that_leaves_takes_a_stubborn_upstream_with_it() {
     }
 }
 
+/// An accepted approval is evaluated again with its key: limits still apply (two calls asked
+/// at once, one unit: the second accepted is limited); an accept without `approve: true` is
+/// refused. Neither refused call reaches the upstream.
+async fn an_accepted_approval_is_decided_again() {
+    let s = setup();
+    let log = s.log.to_str().unwrap();
+    let mut g = Raw::spawn(gateway_command(&s.policy, &["--decision-log", log], &upstream()));
+    g.initialize("2025-06-18", json!({"elicitation": {}})).await;
+    for id in [1, 2] {
+        g.send(json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": {"name": "needs_lim", "arguments": {"n": id}}}))
+            .await;
+    }
+    let first = g.until(|m| m["method"] == "elicitation/create").await;
+    let second = g.until(|m| m["method"] == "elicitation/create").await;
+    for ask in [&first, &second] {
+        g.send(json!({"jsonrpc": "2.0", "id": ask["id"],
+            "result": {"action": "accept", "content": {"approve": true}}}))
+            .await;
+    }
+    let a = g.response(json!(1)).await;
+    let b = g.response(json!(2)).await;
+    let mut texts = [text_of(&a).to_owned(), text_of(&b).to_owned()];
+    texts.sort();
+    assert_eq!(texts[1], "ran", "{a} {b}");
+    assert!(texts[0].starts_with("Rate limited by policy"), "{a} {b}");
+
+    // Accepted, but without `approve: true`.
+    g.send(json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+        "params": {"name": "needs", "arguments": {}}}))
+        .await;
+    let ask = g.until(|m| m["method"] == "elicitation/create").await;
+    g.send(json!({"jsonrpc": "2.0", "id": ask["id"],
+        "result": {"action": "accept", "content": {"approve": false}}}))
+        .await;
+    let r = g.response(json!(3)).await;
+    assert_eq!(r["result"]["isError"], true, "{r}");
+    assert!(text_of(&r).starts_with("Approval declined"), "{r}");
+    g.close_stdin();
+    g.wait_exit().await;
+    let lines = log_lines_at_least(&s.log, 6).await;
+    let ran = lines.iter().filter(|l| l["outcome"] == "ok").count();
+    assert_eq!(ran, 1, "one call reached the upstream: {lines:?}");
+}
+
 type TestFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
 /// A test: its name, and its body.
 type Test = (&'static str, fn() -> TestFuture);
@@ -600,7 +659,7 @@ fn main() {
     }
     let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    let tests: [Test; 8] = [
+    let tests: [Test; 9] = [
         ("the_decision_log_says_what_became_of_each_call", || {
             Box::pin(the_decision_log_says_what_became_of_each_call())
         }),
@@ -624,6 +683,9 @@ fn main() {
         }),
         ("a_client_that_leaves_takes_a_stubborn_upstream_with_it", || {
             Box::pin(a_client_that_leaves_takes_a_stubborn_upstream_with_it())
+        }),
+        ("an_accepted_approval_is_decided_again", || {
+            Box::pin(an_accepted_approval_is_decided_again())
         }),
     ];
     let mut ran = 0;
