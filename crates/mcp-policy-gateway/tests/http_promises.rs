@@ -10,6 +10,7 @@
 //! - `/approvals` is 404 without `--admin-token-file`; an admin token under 16 characters, or a
 //!   Redis that cannot be reached, stops the gateway at start (exit 2);
 //! - `--allow-remote` without authentication warns on stderr;
+//! - `--grant-claim` names the claim that is the grant (a non-empty string, 401 otherwise);
 //! - a session's upstream that ignores the end of its input and SIGTERM is killed with its
 //!   process group when the session ends (DELETE) and when the gateway stops (SIGTERM).
 
@@ -311,6 +312,37 @@ async fn ended_sessions_kill_a_stubborn_upstreams_process_group() {
     group_ends(gb, "the gateway's SIGTERM").await;
 }
 
+async fn the_grant_claim_names_the_grant() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = write(dir.path(), "jwt.secret", &format!("{}\n", http_support::SECRET));
+    let log = dir.path().join("decisions.jsonl");
+    let (secret, log_arg) = (secret.to_str().unwrap(), log.to_str().unwrap());
+    let extra = ["--jwt-secret-file", secret, "--grant-claim", "team", "--decision-log", log_arg];
+    let gw = gateway(&policy(dir.path()), &extra, &trivial_upstream()).await;
+    let exp = http_support::now() + 600;
+    let token =
+        http_support::jwt(json!({"sub": "alice", "team": "ops", "exp": exp}), http_support::SECRET);
+    let mut c = gw.client().with_token(&token);
+    c.initialize().await.unwrap();
+    assert_eq!(http_support::text(&c.call(1, "echo", json!({})).await), "ran");
+    // A token whose grant claim is empty, or missing, is refused.
+    for claims in
+        [json!({"sub": "alice", "team": "", "exp": exp}), json!({"sub": "alice", "exp": exp})]
+    {
+        let token = http_support::jwt(claims.clone(), http_support::SECRET);
+        let resp = gw.client().with_token(&token).initialize().await.err().unwrap();
+        assert_eq!(resp.status(), 401, "{claims}");
+    }
+    gw.stop().await;
+    let lines: Vec<Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["grant"], "ops", "{lines:?}");
+}
+
 type TestFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
 /// A test: its name, and its body.
 type Test = (&'static str, fn() -> TestFuture);
@@ -322,7 +354,7 @@ fn main() {
     }
     let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    let tests: [Test; 5] = [
+    let tests: [Test; 6] = [
         ("the_origin_and_host_rule_as_documented", || {
             Box::pin(the_origin_and_host_rule_as_documented())
         }),
@@ -334,6 +366,7 @@ fn main() {
         ("ended_sessions_kill_a_stubborn_upstreams_process_group", || {
             Box::pin(ended_sessions_kill_a_stubborn_upstreams_process_group())
         }),
+        ("the_grant_claim_names_the_grant", || Box::pin(the_grant_claim_names_the_grant())),
     ];
     let mut ran = 0;
     for (name, test) in tests {
