@@ -7,8 +7,9 @@
 //! - "Failure behaviour": the upstream writes a line that is not JSON-RPC (dropped, a notice
 //!   on stderr that does not quote it); the upstream crashes (the waiting call gets -32603, the
 //!   gateway exits with its status); the policy, the decision log or the upstream cannot be
-//!   started (exit 2, 2 and 127, with the reason on stderr); SIGINT (the gateway ends and takes
-//!   the upstream with it, exiting with the upstream's status);
+//!   started (exit 2, 2 and 127, with the reason on stderr); SIGINT and SIGTERM (the gateway
+//!   ends and takes the upstream with it, exiting with the upstream's status, its decision
+//!   log written);
 //! - "The decision log": `approval` is `unavailable` when nobody can be asked, `failed` when
 //!   the elicitation errs, `declined`; none of those calls reaches the upstream;
 //! - `notifications/tools/list_changed` from the upstream: the gateway re-lists the tools for
@@ -19,7 +20,11 @@
 //! - the client leaves and the upstream does not (it ignores the end of its input and
 //!   SIGTERM): the gateway kills its whole process group and exits with its status (137);
 //! - "The command": the upstream runs in the gateway's working directory; `--policy-poll 0`
-//!   turns polling off (a changed file is not loaded until SIGHUP), and fractions poll.
+//!   turns polling off (a changed file is not loaded until SIGHUP), and fractions poll;
+//!   `--decision-log PATH` appends;
+//! - "Monitor mode": no human is asked, `approve` and `deny` are dispatched, `monitor: true`;
+//! - "Approvals": an accepted call is decided again (limits still apply); an accept without
+//!   `approve: true` is refused.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
@@ -314,23 +319,28 @@ async fn what_cannot_start_has_its_exit_status_and_reason() {
     assert!(err.contains("cannot start the upstream `/nonexistent/mcp-server`"), "{err}");
 }
 
-async fn sigint_ends_the_gateway_and_takes_the_upstream_with_it() {
-    let s = setup();
-    let mut g = Raw::spawn(gateway_command(&s.policy, &[], &upstream()));
-    g.initialize("2025-06-18", json!({})).await;
-    let r = g.call(1, "echo", json!({})).await;
-    assert_eq!(r["result"]["content"][0]["text"], "ran", "{r}");
-    let pid = g.child.id().unwrap();
-    let kids = children_of(pid);
-    assert_eq!(kids.len(), 1, "{kids:?}");
-    // stdin stays open: only the signal ends the gateway.
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::SIGINT)
-        .unwrap();
-    let status = g.wait_exit().await;
-    // The gateway handled the signal (a gateway killed by it has no exit code) and exits with
-    // the upstream's status: the upstream, which ignores nothing, ended by SIGTERM.
-    assert_eq!(status.code(), Some(128 + 15), "{status}");
-    assert!(gone(kids[0]).await, "the upstream was left running");
+async fn sigint_and_sigterm_end_the_gateway_and_take_the_upstream_with_it() {
+    for signal in [nix::sys::signal::SIGINT, nix::sys::signal::SIGTERM] {
+        let s = setup();
+        let log = s.log.to_str().unwrap();
+        let mut g = Raw::spawn(gateway_command(&s.policy, &["--decision-log", log], &upstream()));
+        g.initialize("2025-06-18", json!({})).await;
+        let r = g.call(1, "echo", json!({})).await;
+        assert_eq!(r["result"]["content"][0]["text"], "ran", "{r}");
+        let pid = g.child.id().unwrap();
+        let kids = children_of(pid);
+        assert_eq!(kids.len(), 1, "{kids:?}");
+        // stdin stays open: only the signal ends the gateway.
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal).unwrap();
+        let status = g.wait_exit().await;
+        // The gateway handled the signal (a gateway killed by it has no exit code) and exits
+        // with the upstream's status: the upstream, which ignores nothing, ended by SIGTERM.
+        assert_eq!(status.code(), Some(128 + 15), "{signal}: {status}");
+        assert!(gone(kids[0]).await, "{signal}: the upstream was left running");
+        // The decision log got its line before the exit.
+        let lines = support::log_lines(&s.log);
+        assert_eq!(lines.len(), 1, "{signal}: {lines:?}");
+    }
 }
 
 /// `policy.json` replaced by one that denies `echo`.
@@ -666,8 +676,8 @@ fn main() {
         ("what_cannot_start_has_its_exit_status_and_reason", || {
             Box::pin(what_cannot_start_has_its_exit_status_and_reason())
         }),
-        ("sigint_ends_the_gateway_and_takes_the_upstream_with_it", || {
-            Box::pin(sigint_ends_the_gateway_and_takes_the_upstream_with_it())
+        ("sigint_and_sigterm_end_the_gateway_and_take_the_upstream_with_it", || {
+            Box::pin(sigint_and_sigterm_end_the_gateway_and_take_the_upstream_with_it())
         }),
         ("the_upstream_runs_where_the_gateway_runs_and_policy_poll_0_waits_for_sighup", || {
             Box::pin(the_upstream_runs_where_the_gateway_runs_and_policy_poll_0_waits_for_sighup())
