@@ -2461,6 +2461,36 @@ mod tests {
         assert_eq!(h.upstream_gets().await["method"], "ping");
     }
 
+    /// docs/gateway.md, "What is relayed": `notifications/cancelled` has its request id
+    /// rewritten for the other end, both ways (the ids the gateway gave each end differ from
+    /// the peers' own).
+    #[tokio::test]
+    async fn cancellations_name_the_other_ends_id() {
+        let mut h = start(POLICY);
+        // The client cancels its request: the upstream hears of the id it was sent.
+        h.client_sends(json!({"jsonrpc": "2.0", "id": "c-1", "method": "resources/list"})).await;
+        let up = h.upstream_gets().await;
+        assert_ne!(up["id"], "c-1", "{up}");
+        h.client_sends(json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+            "params": {"requestId": "c-1", "reason": "changed my mind"}}))
+            .await;
+        let cancelled = h.upstream_gets().await;
+        assert_eq!(cancelled["method"], "notifications/cancelled", "{cancelled}");
+        assert_eq!(cancelled["params"]["requestId"], up["id"], "{cancelled}");
+        assert_eq!(cancelled["params"]["reason"], "changed my mind");
+        // The upstream cancels its own request to the client: the client hears of its id.
+        h.upstream_sends(json!({"jsonrpc": "2.0", "id": 77, "method": "roots/list"})).await;
+        let down = h.client_gets().await;
+        assert_eq!(down["method"], "roots/list", "{down}");
+        assert_ne!(down["id"], 77, "{down}");
+        h.upstream_sends(json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+            "params": {"requestId": 77}}))
+            .await;
+        let cancelled = h.client_gets().await;
+        assert_eq!(cancelled["method"], "notifications/cancelled", "{cancelled}");
+        assert_eq!(cancelled["params"]["requestId"], down["id"], "{cancelled}");
+    }
+
     /// docs/gateway.md, "What is relayed": a client asking for a revision the gateway does not
     /// speak has the upstream asked for the newest one it does (`2025-11-25`); the upstream's
     /// answer goes back unchanged (instructions, fields the gateway does not know); an answer
