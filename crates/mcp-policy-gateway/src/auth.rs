@@ -428,6 +428,52 @@ vMiCRRj+AG+2sEqHR3jn+ywfAMNR1slz9T24n3cMMb7dxp7yeipFsvKU3A==
         assert_eq!(f.authenticate(&HeaderMap::new()).unwrap().grant, "g");
     }
 
+    /// The edges docs/gateway-http.md promises: 30 s of clock skew on `exp` and `nbf` (not
+    /// 0, not jsonwebtoken's default 60), a grant claim that must be a non-empty string, a
+    /// secret file of at least 32 bytes whose one trailing newline is ignored, and at most
+    /// 4096 verified tokens kept.
+    #[test]
+    fn the_documented_edges_of_the_jwt_checks() {
+        let t = now();
+        let ok = |claims: Value| jwt(None, None).verify(&token(claims));
+        assert!(ok(json!({"sub": "a", "exp": t - 10})).is_ok(), "within the skew");
+        assert!(ok(json!({"sub": "a", "exp": t - 45})).unwrap_err().0.contains("expired"));
+        assert!(ok(json!({"sub": "a", "exp": t + 60, "nbf": t + 10})).is_ok(), "within the skew");
+        assert!(ok(json!({"sub": "a", "exp": t + 60, "nbf": t + 45})).is_err());
+        for grant in [json!(""), json!(7), json!(["a"]), Value::Null] {
+            let e = ok(json!({"sub": grant, "exp": t + 60})).unwrap_err();
+            // (jsonwebtoken refuses a `sub` that is not a string or a number itself.)
+            let own = grant == "" || grant == 7;
+            assert!(!own || e.0.contains("non-empty string"), "{grant}: {}", e.0);
+        }
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, bytes: &[u8]| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, bytes).unwrap();
+            path
+        };
+        let opts = || JwtOptions { grant_claim: "sub", audience: None, issuer: None };
+        let short = file("short", b"0123456789abcdef0123456789abcde\n");
+        let e = Jwt::from_secret_file(&short, opts()).err().unwrap();
+        assert!(e.contains("31 bytes long: use at least 32"), "{e}");
+        let tok = token(json!({"sub": "a", "exp": t + 60}));
+        let one = file("one", &[SECRET, b"\n"].concat());
+        assert!(Jwt::from_secret_file(&one, opts()).unwrap().verify(&tok).is_ok());
+        let two = file("two", &[SECRET, b"\n\n"].concat());
+        assert!(
+            Jwt::from_secret_file(&two, opts()).unwrap().verify(&tok).is_err(),
+            "only one trailing newline is ignored"
+        );
+
+        let j = jwt(None, None);
+        for i in 0..=VERIFIED_TOKENS_MAX {
+            j.verify(&token(json!({"sub": format!("u{i}"), "exp": t + 60}))).unwrap();
+            assert!(lock(&j.verified).len() <= VERIFIED_TOKENS_MAX);
+        }
+        assert_eq!(VERIFIED_TOKENS_MAX, 4096);
+    }
+
     #[test]
     fn bearer_and_compare() {
         let mut h = HeaderMap::new();

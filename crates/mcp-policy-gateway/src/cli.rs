@@ -219,6 +219,41 @@ mod tests {
         assert!(parse(&["--decision-log-queue", "65536"]).is_err());
     }
 
+    /// The defaults and ranges docs/gateway.md and docs/gateway-http.md give.
+    #[test]
+    fn the_documented_defaults_and_ranges() {
+        use std::time::Duration;
+        let parse = |extra: &[&str]| {
+            let mut args = vec!["mcp-policy-gateway", "--policy", "p.json"];
+            args.extend_from_slice(extra);
+            args.extend(["--", "server"]);
+            Cli::try_parse_from(args)
+        };
+        let cli = parse(&[]).unwrap();
+        assert_eq!(cli.grant, "");
+        assert_eq!(cli.mode, ModeArg::Enforce);
+        assert_eq!(cli.policy_poll, Duration::from_millis(500));
+        assert_eq!(cli.upstream_timeout, None, "wait as long as it takes");
+        assert_eq!(cli.max_sessions, 64);
+        assert_eq!(cli.session_idle_timeout, 1800);
+        assert_eq!(cli.grant_claim, "sub");
+        assert_eq!(crate::decision_log::DEFAULT_QUEUE_BYTES, 4_194_304);
+
+        let cli = parse(&["--policy-poll", "0.25", "--upstream-timeout", "1.5"]).unwrap();
+        assert_eq!(cli.policy_poll, Duration::from_millis(250));
+        assert_eq!(cli.upstream_timeout, Some(Duration::from_millis(1500)));
+        assert_eq!(parse(&["--policy-poll", "0"]).unwrap().policy_poll, Duration::ZERO);
+        for bad in ["-1", "x", "NaN", "inf"] {
+            assert!(parse(&["--policy-poll", bad]).is_err(), "--policy-poll {bad}");
+            assert!(parse(&["--upstream-timeout", bad]).is_err(), "--upstream-timeout {bad}");
+        }
+
+        assert_eq!(parse(&["--spin", "0"]).unwrap().spin, Some(0));
+        assert_eq!(parse(&["--spin", "10000"]).unwrap().spin, Some(10_000));
+        assert!(parse(&["--spin", "10001"]).is_err());
+        assert_eq!(parse(&["--stdio-spin", "50"]).unwrap().spin, Some(50), "another name");
+    }
+
     #[test]
     fn requires_a_command() {
         assert!(Cli::try_parse_from(["mcp-policy-gateway", "--policy", "p.json"]).is_err());

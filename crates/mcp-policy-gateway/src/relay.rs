@@ -2461,6 +2461,114 @@ mod tests {
         assert_eq!(h.upstream_gets().await["method"], "ping");
     }
 
+    /// docs/gateway.md, "What is relayed": `notifications/cancelled` has its request id
+    /// rewritten for the other end, both ways (the ids the gateway gave each end differ from
+    /// the peers' own).
+    #[tokio::test]
+    async fn cancellations_name_the_other_ends_id() {
+        let mut h = start(POLICY);
+        // The client cancels its request: the upstream hears of the id it was sent.
+        h.client_sends(json!({"jsonrpc": "2.0", "id": "c-1", "method": "resources/list"})).await;
+        let up = h.upstream_gets().await;
+        assert_ne!(up["id"], "c-1", "{up}");
+        h.client_sends(json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+            "params": {"requestId": "c-1", "reason": "changed my mind"}}))
+            .await;
+        let cancelled = h.upstream_gets().await;
+        assert_eq!(cancelled["method"], "notifications/cancelled", "{cancelled}");
+        assert_eq!(cancelled["params"]["requestId"], up["id"], "{cancelled}");
+        assert_eq!(cancelled["params"]["reason"], "changed my mind");
+        // The upstream cancels its own request to the client: the client hears of its id.
+        h.upstream_sends(json!({"jsonrpc": "2.0", "id": 77, "method": "roots/list"})).await;
+        let down = h.client_gets().await;
+        assert_eq!(down["method"], "roots/list", "{down}");
+        assert_ne!(down["id"], 77, "{down}");
+        h.upstream_sends(json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+            "params": {"requestId": 77}}))
+            .await;
+        let cancelled = h.client_gets().await;
+        assert_eq!(cancelled["method"], "notifications/cancelled", "{cancelled}");
+        assert_eq!(cancelled["params"]["requestId"], down["id"], "{cancelled}");
+    }
+
+    /// docs/gateway.md, "What is relayed": a client asking for a revision the gateway does not
+    /// speak has the upstream asked for the newest one it does (`2025-11-25`); the upstream's
+    /// answer goes back unchanged (instructions, fields the gateway does not know); an answer
+    /// in a revision the gateway does not speak is -32602 with the supported versions.
+    #[tokio::test]
+    async fn initialize_is_negotiated_as_documented() {
+        let init = |version: &str| {
+            json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                "protocolVersion": version, "capabilities": {},
+                "clientInfo": {"name": "t", "version": "1"}}})
+        };
+        let mut h = start(POLICY);
+        h.client_sends(init("2099-01-01")).await;
+        let up = h.upstream_gets().await;
+        assert_eq!(up["params"]["protocolVersion"], "2025-11-25", "{up}");
+        let answer = json!({"protocolVersion": "2025-11-25", "capabilities": {"tools": {}},
+            "serverInfo": {"name": "u", "version": "1"}, "instructions": "be kind",
+            "x-future": {"kept": true}});
+        h.upstream_sends(json!({"jsonrpc": "2.0", "id": up["id"], "result": answer})).await;
+        let r = h.client_gets().await;
+        assert_eq!(r["id"], 1);
+        assert_eq!(r["result"], answer, "unchanged: {r}");
+
+        let mut h = start(POLICY);
+        h.client_sends(init("2025-06-18")).await;
+        let up = h.upstream_gets().await;
+        assert_eq!(up["params"]["protocolVersion"], "2025-06-18", "{up}");
+        h.upstream_sends(json!({"jsonrpc": "2.0", "id": up["id"], "result": {
+            "protocolVersion": "1999-01-01", "capabilities": {},
+            "serverInfo": {"name": "u", "version": "1"}}}))
+            .await;
+        let r = h.client_gets().await;
+        assert_eq!(r["id"], 1);
+        assert_eq!(r["error"]["code"], jsonrpc::INVALID_PARAMS, "{r}");
+        assert_eq!(r["error"]["data"]["supported"], json!(PROTOCOL_VERSIONS), "{r}");
+    }
+
+    /// docs/gateway.md, "Failure behaviour": a call that is allowed but cannot be sent (here
+    /// the upstream does not take its input) gets -32603 and its units back: with `max: 1`,
+    /// the next call is allowed and reaches the upstream.
+    #[tokio::test]
+    async fn an_allowed_call_that_cannot_be_sent_gets_its_units_back() {
+        let mut h = start(
+            r#"{"version": "1", "default": "deny", "tools": {
+                "lim": {"limits": [{"counter": "lim", "window": "hour", "max": 1}]}}}"#,
+        );
+        let call = |id: i64| {
+            json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+                "params": {"name": "lim", "arguments": {}}})
+        };
+        // The harness's upstream channel holds 16 messages; nobody reads it yet.
+        for id in 1..=16 {
+            h.client_sends(json!({"jsonrpc": "2.0", "id": id, "method": "ping"})).await;
+        }
+        h.client_sends(call(100)).await;
+        let m = h.client_gets().await;
+        assert_eq!(m["id"], 100, "{m}");
+        assert_eq!(m["error"]["code"], jsonrpc::INTERNAL_ERROR, "{m}");
+        for _ in 1..=16 {
+            assert_eq!(h.upstream_gets().await["method"], "ping");
+        }
+        // Its unit came back: the only one of the hour is there for the next call.
+        h.client_sends(call(101)).await;
+        let up = h.upstream_gets().await;
+        assert_eq!(up["method"], "tools/call", "{up}");
+        assert_eq!(up["params"]["name"], "lim", "{up}");
+        h.upstream_sends(json!({"jsonrpc": "2.0", "id": up["id"], "result": {"content": []}}))
+            .await;
+        let m = h.client_gets().await;
+        assert_eq!(m["id"], 101, "{m}");
+        assert!(m["result"].is_object(), "{m}");
+        // And it is charged: the one after is limited.
+        h.client_sends(call(102)).await;
+        let m = h.client_gets().await;
+        assert_eq!(m["result"]["isError"], true, "{m}");
+        assert!(m["result"]["content"][0]["text"].as_str().unwrap().contains("Rate limited"));
+    }
+
     /// The requests that waited for the upstream's `server/discover` go on as the upstream takes
     /// them, while the relay keeps reading it: here an upstream that reads its input only once
     /// its last message was relayed (its output read). Replayed at once, they filled its input,

@@ -369,12 +369,12 @@ async fn run(shared: Arc<Shared>, mut up_rx: mpsc::Receiver<Value>) {
         t.abort();
     }
     shared.close_down();
-    let session = locked(&shared.session).clone();
-    if let Some(session) = session {
-        // The server may not allow clients to end sessions (405): nothing to do then.
+    if locked(&shared.session).is_some() {
+        // The server may not allow clients to end sessions (405): nothing to do then. Like
+        // every request after `initialize`, it carries `MCP-Protocol-Version` too.
         let _ = tokio::time::timeout(
             Duration::from_secs(2),
-            shared.request(Method::DELETE).header(SESSION_HEADER, session).send(),
+            shared.headers(shared.request(Method::DELETE)).send(),
         )
         .await;
     }
@@ -1126,6 +1126,149 @@ mod tests {
                 error.pointer(&format!("/error/data/{}", UPSTREAM_STATUS.replace('/', "~1")));
             assert_eq!(said.is_some(), passed, "{status}: {error}");
         }
+    }
+
+    /// What the scripted upstream of [`a_session_is_kept_sent_and_deleted_and_a_404_ends_it`]
+    /// saw: each request's method, `Mcp-Session-Id`, `MCP-Protocol-Version` and JSON-RPC method.
+    type Seen = Arc<Mutex<Vec<(String, Option<String>, Option<String>, Option<String>)>>>;
+
+    /// A streamable-HTTP upstream: `initialize` gives the session `s-1`; a notification is
+    /// 202; `tools/call` of `slow` never answers, of `forget` is 404 (the server forgot the
+    /// session); anything else `{}`; GET is 405 (no stream of its own); DELETE 200.
+    async fn scripted(seen: Seen) -> String {
+        use axum::http::{HeaderMap, Method, StatusCode};
+        use axum::response::IntoResponse;
+        async fn handle(
+            axum::extract::State(seen): axum::extract::State<Seen>,
+            method: Method,
+            headers: HeaderMap,
+            body: String,
+        ) -> axum::response::Response {
+            let header = |n: &str| headers.get(n).map(|v| v.to_str().unwrap().to_owned());
+            let msg: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+            let rpc = msg["method"].as_str().map(str::to_owned);
+            locked(&seen).push((
+                method.to_string(),
+                header("mcp-session-id"),
+                header("mcp-protocol-version"),
+                rpc.clone(),
+            ));
+            if method == Method::GET {
+                return StatusCode::METHOD_NOT_ALLOWED.into_response();
+            }
+            if method == Method::DELETE {
+                return StatusCode::OK.into_response();
+            }
+            if msg.get("id").is_none() {
+                return StatusCode::ACCEPTED.into_response();
+            }
+            let result = match (rpc.as_deref(), msg["params"]["name"].as_str()) {
+                (Some("initialize"), _) => {
+                    let r = json!({"jsonrpc": "2.0", "id": msg["id"], "result": {
+                        "protocolVersion": "2025-06-18", "capabilities": {},
+                        "serverInfo": {"name": "scripted", "version": "1"}}});
+                    return ([("mcp-session-id", "s-1")], axum::Json(r)).into_response();
+                }
+                (Some("tools/call"), Some("slow")) => {
+                    std::future::pending::<()>().await;
+                    json!({})
+                }
+                (Some("tools/call"), Some("forget")) => {
+                    return StatusCode::NOT_FOUND.into_response();
+                }
+                _ => json!({}),
+            };
+            axum::Json(json!({"jsonrpc": "2.0", "id": msg["id"], "result": result})).into_response()
+        }
+        let app = axum::Router::new().route("/mcp", axum::routing::any(handle)).with_state(seen);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/mcp", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        url
+    }
+
+    /// docs/gateway-http.md, "An HTTP upstream": the `Mcp-Session-Id` given on `initialize` is
+    /// sent on every later request with `MCP-Protocol-Version`; the GET stream is asked for
+    /// after `notifications/initialized` (405: the server has none); the session is DELETEd
+    /// at the end; a 404 for the session ends the link (and so the relay).
+    #[tokio::test]
+    async fn a_session_is_kept_sent_and_deleted_and_a_404_ends_it() {
+        let seen = Seen::default();
+        let url = scripted(seen.clone()).await;
+        let (mut link, up) = connect(&url).unwrap();
+        let init = jsonrpc::request(
+            json!(1),
+            "initialize",
+            json!({
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": {"name": "t", "version": "1"}}),
+        );
+        link.tx.send(init).await.unwrap();
+        assert_eq!(link.rx.recv().await.unwrap()["id"], 1);
+        link.tx
+            .send(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+            .await
+            .unwrap();
+        link.tx.send(jsonrpc::request(json!(2), "ping", json!({}))).await.unwrap();
+        assert_eq!(link.rx.recv().await.unwrap()["id"], 2);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !locked(&seen).iter().any(|s| s.0 == "GET") {
+            assert!(std::time::Instant::now() < deadline, "no GET stream was asked for");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        drop(link);
+        up.finish(Duration::from_secs(30)).await;
+        let seen_now = locked(&seen).clone();
+        let s1 = (Some("s-1".to_owned()), Some("2025-06-18".to_owned()));
+        for (method, session, version, rpc) in &seen_now {
+            match rpc.as_deref() {
+                Some("initialize") => assert_eq!(session, &None, "{seen_now:?}"),
+                _ => assert_eq!((session, version), (&s1.0, &s1.1), "{method} {rpc:?}"),
+            }
+        }
+        let methods: Vec<&str> = seen_now.iter().map(|s| s.0.as_str()).collect();
+        assert_eq!(methods.iter().filter(|m| **m == "DELETE").count(), 1, "{seen_now:?}");
+        assert_eq!(methods.last(), Some(&"DELETE"), "{seen_now:?}");
+        let initialized = seen_now
+            .iter()
+            .position(|s| s.3.as_deref() == Some("notifications/initialized"))
+            .unwrap();
+        let get = methods.iter().position(|m| *m == "GET").unwrap();
+        assert!(initialized < get, "the GET stream after `initialized`: {seen_now:?}");
+
+        // A 404 for the session: the upstream has gone.
+        let seen = Seen::default();
+        let url = scripted(seen.clone()).await;
+        let (mut link, _up) = connect(&url).unwrap();
+        let init = jsonrpc::request(
+            json!(1),
+            "initialize",
+            json!({
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": {"name": "t", "version": "1"}}),
+        );
+        link.tx.send(init).await.unwrap();
+        assert_eq!(link.rx.recv().await.unwrap()["id"], 1);
+        let call = |id: i64, name: &str| {
+            jsonrpc::request(json!(id), "tools/call", json!({"name": name, "arguments": {}}))
+        };
+        link.tx.send(call(2, "slow")).await.unwrap();
+        while !locked(&seen).iter().any(|s| s.3.as_deref() == Some("tools/call")) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        link.tx.send(call(3, "forget")).await.unwrap();
+        let mut errors = Vec::new();
+        let ended = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(m) = link.rx.recv().await {
+                assert!(m["error"].is_object(), "{m}");
+                errors.push(m["id"].clone());
+            }
+        })
+        .await;
+        // The link ends: the relay then answers what still waits (`slow`) with errors
+        // (`relay.rs`: `the_upstream_going_answers_every_waiting_request`).
+        assert!(ended.is_ok(), "the link did not end after the 404: {errors:?}");
+        assert!(errors.contains(&json!(3)), "{errors:?}");
     }
 
     /// An upstream that never accepts a notification holds up what follows it for a while, not
