@@ -672,21 +672,36 @@ impl<S: AsyncCounterStore> Relay<S> {
         // not read, as long as the wait lasts).
         for mut w in waiting {
             self.client_requests.remove(&jsonrpc::id_key(&w.client_id));
-            self.down_pending.remove(&jsonrpc::id_key(&w.elicitation_id));
-            w.record.approval = Some("failed");
-            self.log.write(&w.record, Outcome::NotDispatched, None);
-            messages.push(jsonrpc::notification(
-                "notifications/cancelled",
-                json!({
-                    "requestId": w.elicitation_id,
-                    "reason": "the client closed its input before answering this approval"
-                }),
+            messages.push(self.give_up_approval(
+                &mut w,
+                "failed",
+                Outcome::NotDispatched,
+                "the client closed its input before answering this approval",
             ));
             messages.push(jsonrpc::result(w.client_id, declined(&w.tool, "failed")));
         }
         for m in messages {
             self.client(m).await;
         }
+    }
+
+    /// Gives up the approval `w` waits for: the elicitation asked of the client is forgotten and
+    /// the call logged with `approval` and `outcome`. Returns the cancellation of that
+    /// elicitation for the client, saying `reason`.
+    fn give_up_approval(
+        &mut self,
+        w: &mut WaitingApproval,
+        approval: &'static str,
+        outcome: Outcome,
+        reason: &str,
+    ) -> Value {
+        self.down_pending.remove(&jsonrpc::id_key(&w.elicitation_id));
+        w.record.approval = Some(approval);
+        self.log.write(&w.record, outcome, None);
+        jsonrpc::notification(
+            "notifications/cancelled",
+            json!({ "requestId": w.elicitation_id, "reason": reason }),
+        )
     }
 
     /// Whether a client request waits for the upstream's answer.
@@ -1157,17 +1172,13 @@ impl<S: AsyncCounterStore> Relay<S> {
                     Some(Target::Approval) => {
                         // The wait ends; nothing is dispatched, whatever the human answers.
                         if let Some(mut waiting) = self.approvals.remove(&key) {
-                            self.down_pending.remove(&jsonrpc::id_key(&waiting.elicitation_id));
-                            waiting.record.approval = Some("cancelled");
-                            self.log.write(&waiting.record, Outcome::Cancelled, None);
-                            self.client(jsonrpc::notification(
-                                "notifications/cancelled",
-                                json!({
-                                    "requestId": waiting.elicitation_id,
-                                    "reason": "the tool call waiting for this approval was cancelled"
-                                }),
-                            ))
-                            .await;
+                            let cancel = self.give_up_approval(
+                                &mut waiting,
+                                "cancelled",
+                                Outcome::Cancelled,
+                                "the tool call waiting for this approval was cancelled",
+                            );
+                            self.client(cancel).await;
                         }
                     }
                     None => {}
@@ -1702,6 +1713,19 @@ mod tests {
                 .expect("nothing reached the upstream")
                 .unwrap()
         }
+        /// `initialize` (id 1) with the client's and the upstream's `capabilities`, answered.
+        async fn initialize(&mut self, client: Value, upstream: Value) {
+            self.client_sends(json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                "params": {"protocolVersion": "2025-06-18", "capabilities": client,
+                    "clientInfo": {"name": "t", "version": "1"}}}))
+                .await;
+            let init = self.upstream_gets().await;
+            self.upstream_sends(json!({"jsonrpc": "2.0", "id": init["id"], "result": {
+                "protocolVersion": "2025-06-18", "capabilities": upstream,
+                "serverInfo": {"name": "u", "version": "1"}}}))
+                .await;
+            assert_eq!(self.client_gets().await["id"], 1);
+        }
         async fn client_gets(&mut self) -> Value {
             tokio::time::timeout(Duration::from_secs(30), self.client_out.recv())
                 .await
@@ -1852,15 +1876,7 @@ mod tests {
     #[tokio::test]
     async fn the_gateways_own_requests_never_collide_with_the_peers_ids() {
         let mut h = start(POLICY);
-        h.client_sends(json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}))
-            .await;
-        let init = h.upstream_gets().await;
-        h.upstream_sends(json!({"jsonrpc": "2.0", "id": init["id"], "result": {
-            "protocolVersion": "2025-06-18", "capabilities": {"tools": {"listChanged": true}},
-            "serverInfo": {"name": "u", "version": "1"}}}))
-            .await;
-        assert_eq!(h.client_gets().await["id"], 1);
+        h.initialize(json!({}), json!({"tools": {"listChanged": true}})).await;
         h.client_sends(json!({"jsonrpc": "2.0", "method": "notifications/initialized"})).await;
         assert_eq!(h.upstream_gets().await["method"], "notifications/initialized");
         // The gateway lists the tools for itself, with an id of its own numbering.
@@ -2028,6 +2044,13 @@ mod tests {
         assert_eq!(h.task.await.unwrap(), RelayEnd::UpstreamClosed);
     }
 
+    /// A decision log written to a file in `dir`, and the file.
+    fn file_log(dir: &std::path::Path) -> (Arc<DecisionLog>, std::path::PathBuf) {
+        let path = dir.join("log.jsonl");
+        let log = DecisionLog::open(path.to_str().unwrap(), 1 << 20, Default::default()).unwrap();
+        (Arc::new(log), path)
+    }
+
     fn answering_after_eof() -> RelayConfig {
         RelayConfig { answer_after_client_eof: true, ..RelayConfig::default() }
     }
@@ -2071,10 +2094,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn calls_unanswered_after_the_clients_input_ended_get_errors() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("log.jsonl");
-        let log = Arc::new(
-            DecisionLog::open(path.to_str().unwrap(), 1 << 20, Default::default()).unwrap(),
-        );
+        let (log, path) = file_log(dir.path());
         let mut h = start_logged(POLICY, answering_after_eof(), log.clone());
         h.client_sends(call_of_a(7)).await;
         h.upstream_gets().await;
@@ -2117,21 +2137,9 @@ mod tests {
         let policy = r#"{"version": "1", "default": "deny",
             "tools": {"a": {}, "w": {"approve_if": [{"conditions": []}]}}}"#;
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("log.jsonl");
-        let log = Arc::new(
-            DecisionLog::open(path.to_str().unwrap(), 1 << 20, Default::default()).unwrap(),
-        );
+        let (log, path) = file_log(dir.path());
         let mut h = start_logged(policy, answering_after_eof(), log.clone());
-        h.client_sends(json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-            "protocolVersion": "2025-06-18", "capabilities": {"elicitation": {}},
-            "clientInfo": {"name": "t", "version": "1"}}}))
-            .await;
-        let init = h.upstream_gets().await;
-        h.upstream_sends(json!({"jsonrpc": "2.0", "id": init["id"], "result": {
-            "protocolVersion": "2025-06-18", "capabilities": {"tools": {}},
-            "serverInfo": {"name": "u", "version": "1"}}}))
-            .await;
-        assert_eq!(h.client_gets().await["id"], 1);
+        h.initialize(json!({"elicitation": {}}), json!({"tools": {}})).await;
         h.client_sends(call_of_a(7)).await;
         let up = h.upstream_gets().await;
         h.client_sends(json!({"jsonrpc": "2.0", "id": 8, "method": "tools/call",
@@ -2187,21 +2195,9 @@ mod tests {
         let policy = r#"{"version": "1", "default": "deny",
             "tools": {"w": {"approve_if": [{"conditions": []}]}}}"#;
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("log.jsonl");
-        let log = Arc::new(
-            DecisionLog::open(path.to_str().unwrap(), 1 << 20, Default::default()).unwrap(),
-        );
+        let (log, path) = file_log(dir.path());
         let mut h = start_logged(policy, answering_after_eof(), log.clone());
-        h.client_sends(json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-            "protocolVersion": "2025-06-18", "capabilities": {"elicitation": {}},
-            "clientInfo": {"name": "t", "version": "1"}}}))
-            .await;
-        let init = h.upstream_gets().await;
-        h.upstream_sends(json!({"jsonrpc": "2.0", "id": init["id"], "result": {
-            "protocolVersion": "2025-06-18", "capabilities": {"tools": {}},
-            "serverInfo": {"name": "u", "version": "1"}}}))
-            .await;
-        assert_eq!(h.client_gets().await["id"], 1);
+        h.initialize(json!({"elicitation": {}}), json!({"tools": {}})).await;
         const CALLS: i64 = 20;
         for id in 10..10 + CALLS {
             h.client_sends(json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
@@ -2230,16 +2226,7 @@ mod tests {
     #[tokio::test]
     async fn a_refresh_during_the_wait_after_the_clients_input_ended_holds_nothing_up() {
         let mut h = start_with(POLICY, answering_after_eof());
-        h.client_sends(json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-            "protocolVersion": "2025-06-18", "capabilities": {},
-            "clientInfo": {"name": "t", "version": "1"}}}))
-            .await;
-        let init = h.upstream_gets().await;
-        h.upstream_sends(json!({"jsonrpc": "2.0", "id": init["id"], "result": {
-            "protocolVersion": "2025-06-18", "capabilities": {"tools": {"listChanged": true}},
-            "serverInfo": {"name": "u", "version": "1"}}}))
-            .await;
-        assert_eq!(h.client_gets().await["id"], 1);
+        h.initialize(json!({}), json!({"tools": {"listChanged": true}})).await;
         h.client_sends(json!({"jsonrpc": "2.0", "method": "notifications/initialized"})).await;
         assert_eq!(h.upstream_gets().await["method"], "notifications/initialized");
         let own = h.upstream_gets().await;
