@@ -485,6 +485,30 @@ async fn two_replicas_on_one_redis_admit_exactly_max() {
     assert_eq!(admitted, 5, "two replicas on one Redis admit exactly max together");
 }
 
+/// The gateway with its client on stdio in front of the HTTP upstream `url`: the process, its
+/// stdin, the lines of its stdout.
+fn stdio_gateway_before(
+    policy: &std::path::Path,
+    url: &str,
+) -> (
+    tokio::process::Child,
+    tokio::process::ChildStdin,
+    tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+) {
+    let mut stdio = tokio::process::Command::new(env!("CARGO_BIN_EXE_mcp-policy-gateway"))
+        .arg("--policy")
+        .arg(policy)
+        .args(["--upstream", url])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let input = stdio.stdin.take().unwrap();
+    let lines = tokio::io::BufReader::new(stdio.stdout.take().unwrap()).lines();
+    (stdio, input, lines)
+}
+
 #[tokio::test]
 async fn http_upstream_url_through_the_gateway() {
     let Some(mut upstream) = node_server("@modelcontextprotocol/server-everything") else { return };
@@ -542,17 +566,7 @@ async fn http_upstream_url_through_the_gateway() {
     gw.stop().await;
 
     // The client on stdio, the upstream over HTTP.
-    let mut stdio = tokio::process::Command::new(env!("CARGO_BIN_EXE_mcp-policy-gateway"))
-        .arg("--policy")
-        .arg(&policy)
-        .args(["--upstream", &url])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut input = stdio.stdin.take().unwrap();
-    let mut lines = tokio::io::BufReader::new(stdio.stdout.take().unwrap()).lines();
+    let (mut stdio, mut input, mut lines) = stdio_gateway_before(&policy, &url);
     for v in [json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
             "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}})]
     {
@@ -604,17 +618,7 @@ async fn http_upstream_url_through_the_gateway() {
     // A client that writes everything at once, not waiting for `initialize`'s answer (a
     // script: `printf ... | mcp-policy-gateway --upstream URL`): what follows `initialize` waits
     // for the session id its answer brings (it was posted without one, and refused with 400).
-    let mut stdio = tokio::process::Command::new(env!("CARGO_BIN_EXE_mcp-policy-gateway"))
-        .arg("--policy")
-        .arg(&policy)
-        .args(["--upstream", &url])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut input = stdio.stdin.take().unwrap();
-    let mut lines = tokio::io::BufReader::new(stdio.stdout.take().unwrap()).lines();
+    let (mut stdio, mut input, mut lines) = stdio_gateway_before(&policy, &url);
     let all: String = [
         json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
             "protocolVersion": "2025-06-18", "capabilities": {},
