@@ -183,19 +183,24 @@ fn floor_relay() {
     let _ = child.wait();
 }
 
+/// A runtime as the gateway's over stdio: one thread, spinning for up to 200 µs before it
+/// sleeps.
+fn spinning_runtime() -> tokio::runtime::Runtime {
+    let budget = Duration::from_micros(200);
+    tokio::runtime::Builder::new_current_thread()
+        .on_thread_park(move || mcp_policy_gateway::spin::before_sleep(budget))
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// The gateway's transports alone: its stdio client link and its command upstream link, as the
 /// gateway sets them up (one thread, the same spin), relaying each message as it comes (parsed
 /// and written again, as the gateway does) with nothing decided or recorded: what the gateway
 /// adds over this is the relay's own work.
 fn transports_relay() {
     use mcp_policy_gateway::transport::Inbound;
-    let budget = Duration::from_micros(200);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .on_thread_park(move || mcp_policy_gateway::spin::before_sleep(budget))
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
+    spinning_runtime().block_on(async {
         // The upstream: this executable as the trivial upstream (it inherits this environment).
         let command: Vec<std::ffi::OsString> = vec![
             "env".into(),
@@ -233,13 +238,7 @@ fn tokio_floor_relay() {
     use std::os::fd::AsFd;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::unix::pipe;
-    let budget = Duration::from_micros(200);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .on_thread_park(move || mcp_policy_gateway::spin::before_sleep(budget))
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
+    spinning_runtime().block_on(async {
         let mut child = tokio::process::Command::new(std::env::current_exe().unwrap())
             .env_remove("MCP_POLICY_BENCH_TOKIO_RELAY")
             .stdin(Stdio::piped())
