@@ -16,6 +16,8 @@
 
 #[path = "http_support/mod.rs"]
 mod http_support;
+#[path = "runner/mod.rs"]
+mod runner;
 #[path = "support/mod.rs"]
 mod support;
 #[path = "trivial/mod.rs"]
@@ -280,18 +282,12 @@ async fn nothing_is_lost_at_sigterm_over_http() {
     assert!(status.success(), "{status}");
 }
 
-type TestFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
-/// A test: its name, and its body.
-type Test = (&'static str, fn() -> TestFuture);
-
 fn main() {
     if std::env::args().nth(1).as_deref() == Some("trivial-upstream") {
         trivial::stdio_upstream();
         return;
     }
-    let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    let tests: [Test; 5] = [
+    let tests: [runner::Test; 5] = [
         ("a_stalled_log_holds_up_no_call_over_http", || {
             Box::pin(a_stalled_log_holds_up_no_call_over_http())
         }),
@@ -306,18 +302,5 @@ fn main() {
             Box::pin(nothing_is_lost_at_sigterm_over_http())
         }),
     ];
-    let mut ran = 0;
-    for (name, test) in tests {
-        if filter.as_deref().is_some_and(|f| !name.contains(f)) {
-            continue;
-        }
-        rt.block_on(async {
-            tokio::time::timeout(DEADLINE, test())
-                .await
-                .unwrap_or_else(|_| panic!("{name} did not end within {DEADLINE:?}"));
-        });
-        println!("test {name} ... ok");
-        ran += 1;
-    }
-    println!("\ntest result: ok. {ran} passed; 0 failed");
+    runner::run(&tests, DEADLINE);
 }

@@ -18,6 +18,8 @@
 
 #[path = "http_support/mod.rs"]
 mod http_support;
+#[path = "runner/mod.rs"]
+mod runner;
 #[path = "trivial/mod.rs"]
 mod trivial;
 
@@ -343,18 +345,12 @@ async fn the_grant_claim_names_the_grant() {
     assert_eq!(lines[0]["grant"], "ops", "{lines:?}");
 }
 
-type TestFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
-/// A test: its name, and its body.
-type Test = (&'static str, fn() -> TestFuture);
-
 fn main() {
     if std::env::args().nth(1).as_deref() == Some("trivial-upstream") {
         trivial::stdio_upstream();
         return;
     }
-    let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    let tests: [Test; 6] = [
+    let tests: [runner::Test; 6] = [
         ("the_origin_and_host_rule_as_documented", || {
             Box::pin(the_origin_and_host_rule_as_documented())
         }),
@@ -368,18 +364,5 @@ fn main() {
         }),
         ("the_grant_claim_names_the_grant", || Box::pin(the_grant_claim_names_the_grant())),
     ];
-    let mut ran = 0;
-    for (name, test) in tests {
-        if filter.as_deref().is_some_and(|f| !name.contains(f)) {
-            continue;
-        }
-        rt.block_on(async {
-            tokio::time::timeout(DEADLINE, test())
-                .await
-                .unwrap_or_else(|_| panic!("{name} did not end within {DEADLINE:?}"));
-        });
-        println!("test {name} ... ok");
-        ran += 1;
-    }
-    println!("\ntest result: ok. {ran} passed; 0 failed");
+    runner::run(&tests, DEADLINE);
 }

@@ -28,6 +28,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
+#[path = "runner/mod.rs"]
+mod runner;
 #[path = "support/mod.rs"]
 mod support;
 
@@ -658,18 +660,12 @@ async fn an_accepted_approval_is_decided_again() {
     assert_eq!(ran, 1, "one call reached the upstream: {lines:?}");
 }
 
-type TestFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
-/// A test: its name, and its body.
-type Test = (&'static str, fn() -> TestFuture);
-
 fn main() {
     if std::env::args().nth(1).as_deref() == Some("scripted-upstream") {
         scripted_upstream();
         return;
     }
-    let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    let tests: [Test; 9] = [
+    let tests: [runner::Test; 9] = [
         ("the_decision_log_says_what_became_of_each_call", || {
             Box::pin(the_decision_log_says_what_became_of_each_call())
         }),
@@ -698,18 +694,5 @@ fn main() {
             Box::pin(an_accepted_approval_is_decided_again())
         }),
     ];
-    let mut ran = 0;
-    for (name, test) in tests {
-        if filter.as_deref().is_some_and(|f| !name.contains(f)) {
-            continue;
-        }
-        rt.block_on(async {
-            tokio::time::timeout(DEADLINE, test())
-                .await
-                .unwrap_or_else(|_| panic!("{name} did not end within {DEADLINE:?}"));
-        });
-        println!("test {name} ... ok");
-        ran += 1;
-    }
-    println!("\ntest result: ok. {ran} passed; 0 failed");
+    runner::run(&tests, DEADLINE);
 }
