@@ -120,16 +120,19 @@ impl<K: Hash + Eq + Clone, V> Book<K, V> {
         }
     }
 
-    /// Drops the stale keys of the age lists that hold more than twice their live ones.
-    fn compact(&mut self) {
+    /// Drops the stale keys of the store's age list and of `quota`'s when they hold more than
+    /// twice their live ones. Only the quota being added to is looked at (every quota on every
+    /// insert would be a scan of up to [`MAX_KEPT_ROUNDS`] of them): a quota's list grows only
+    /// by its own inserts, so it is compacted where it grows.
+    fn compact(&mut self, quota: &str) {
         let entries = &self.entries;
         if self.order.len() > 2 * entries.len() + STALE_SLACK {
             self.order.retain(|k| is_live(entries, k));
         }
-        for q in self.quotas.values_mut() {
-            if q.order.len() > 2 * q.live + STALE_SLACK {
-                q.order.retain(|k| is_live(entries, k));
-            }
+        if let Some(q) = self.quotas.get_mut(quota)
+            && q.order.len() > 2 * q.live + STALE_SLACK
+        {
+            q.order.retain(|k| is_live(entries, k));
         }
     }
 }
@@ -173,7 +176,7 @@ impl<K: Hash + Eq + Clone, V> Kept<K, V> {
             book.order.pop_front();
             book.forget(&oldest);
         }
-        book.compact();
+        book.compact(quota);
         let number = book.next;
         book.next = book.next.wrapping_add(1);
         book.order.push_back((key.clone(), number));
@@ -505,8 +508,18 @@ mod tests {
             let t = rounds.issue("bob", "", format!("k{i}"), "create");
             assert!(rounds.redeem("bob", &t, "create").is_some());
         }
+        // The same within one quota that keeps a round all along.
+        let alices_first = rounds.issue("alice", "", "a0".into(), "create");
+        for i in 0..10_000 {
+            let t = rounds.issue("alice", "", format!("a{i}"), "create");
+            assert!(rounds.redeem("alice", &t, "create").is_some());
+        }
+        assert_eq!(rounds.redeem("alice", &alices_first, "create").as_deref(), Some("a0"));
         {
             let book = rounds.kept.book();
+            let alice = &book.quotas["alice"];
+            assert_eq!(alice.live, 1);
+            assert!(alice.order.len() <= 2 + STALE_SLACK + 1, "{}", alice.order.len());
             assert_eq!(book.entries.len(), 1);
             assert!(book.order.len() <= 2 + STALE_SLACK + 1, "{}", book.order.len());
             assert!(!book.quotas.contains_key("bob"), "a quota with no round is forgotten");
