@@ -218,6 +218,14 @@ impl<S> Guard<S> {
     }
 }
 
+/// A call the policy has decided, before the gateway says what it does with it
+/// ([`Guard::verdict`]).
+#[derive(Debug)]
+pub struct Evaluated<'a> {
+    decision: Decision<'a>,
+    eval_us: f64,
+}
+
 impl<S: AsyncCounterStore> Guard<S> {
     /// Decides the call of `tool` with `arguments` (an object) in `session`. With `approval_key`,
     /// the call comes back after a human approved it.
@@ -229,6 +237,19 @@ impl<S: AsyncCounterStore> Guard<S> {
         approval_key: Option<&str>,
         cache: &ToolCache,
     ) -> Verdict {
+        let evaluated = self.evaluate(tool, arguments, session, approval_key).await;
+        self.verdict(evaluated, tool, arguments, session, approval_key, cache)
+    }
+
+    /// The policy's decision on the call (what [`Guard::decide`] does first): it charges what
+    /// the call costs.
+    pub async fn evaluate<'a>(
+        &'a self,
+        tool: &'a str,
+        arguments: &'a Value,
+        session: Option<&'a str>,
+        approval_key: Option<&'a str>,
+    ) -> Evaluated<'a> {
         let mut call = ToolCall::new(tool)
             .with_arguments(arguments)
             .with_grant(&self.grant)
@@ -240,41 +261,91 @@ impl<S: AsyncCounterStore> Guard<S> {
             call = call.with_context(context);
         }
         let started = Instant::now();
-        let mut decision = self.evaluator.evaluate_async(&call).await;
+        let decision = self.evaluator.evaluate_async(&call).await;
         let eval_us = started.elapsed().as_secs_f64() * 1e6;
-        let policy = self.evaluator.policy();
-        let monitor = self.mode == Mode::Monitor;
-        let record = Record {
+        Evaluated { decision, eval_us }
+    }
+}
+
+impl<S> Guard<S> {
+    /// Whether [`Guard::verdict`] of `evaluated` is [`Verdict::Dispatch`] (the relay may send
+    /// the call on before it asks for the verdict).
+    pub fn dispatches(&self, evaluated: &Evaluated<'_>, approval_key: Option<&str>) -> bool {
+        let decision = &evaluated.decision;
+        let refused_out_of_band = approval_key.is_none() && decision.refused_by_human();
+        // The evaluator is built with `Mode::core()`, so a monitored decision says so itself;
+        // `monitor` also covers a guard whose evaluator was built in enforce mode.
+        !refused_out_of_band && (decision.should_dispatch() || self.mode == Mode::Monitor)
+    }
+
+    /// The charge and the decision-log record of the call `evaluated`, sent on to the upstream
+    /// (what [`Verdict::Dispatch`] holds, when [`Guard::dispatches`] says so).
+    pub fn dispatched(
+        &self,
+        evaluated: Evaluated<'_>,
+        tool: &str,
+        session: Option<&str>,
+        approval_key: Option<&str>,
+    ) -> (Option<ChargeReceipt>, Record) {
+        let Evaluated { mut decision, eval_us } = evaluated;
+        let mut record = self.record(&decision, eval_us, tool, session);
+        // Without a key, a human's answer came out of band: an approval lets it through once.
+        if approval_key.is_none() && decision.approved_by_human() {
+            record.approval = Some("approved_out_of_band");
+        }
+        (decision.take_receipt(), record)
+    }
+
+    /// The decision-log record of `decision`.
+    fn record(
+        &self,
+        decision: &Decision<'_>,
+        eval_us: f64,
+        tool: &str,
+        session: Option<&str>,
+    ) -> Record {
+        Record {
             tool: tool.to_owned(),
             grant: self.grant.clone(),
             session: session.map(str::to_owned),
             decision: decision.kind().as_str(),
             rule: decision.rule().into_owned(),
-            message: value_free_message(&decision),
-            policy: policy.digest().to_owned(),
+            message: value_free_message(decision),
+            policy: self.evaluator.policy().digest().to_owned(),
             eval_us,
-            monitor,
+            monitor: self.mode == Mode::Monitor,
             approval: None,
-        };
+        }
+    }
+
+    /// What the gateway does with the call `evaluated` (see [`Guard::decide`]).
+    pub fn verdict(
+        &self,
+        evaluated: Evaluated<'_>,
+        tool: &str,
+        arguments: &Value,
+        session: Option<&str>,
+        approval_key: Option<&str>,
+        cache: &ToolCache,
+    ) -> Verdict {
+        if self.dispatches(&evaluated, approval_key) {
+            let (receipt, record) = self.dispatched(evaluated, tool, session, approval_key);
+            return Verdict::Dispatch { receipt, record };
+        }
+        let Evaluated { decision, eval_us } = evaluated;
+        let policy = self.evaluator.policy();
+        let monitor = self.mode == Mode::Monitor;
+        let mut record = self.record(&decision, eval_us, tool, session);
         // Without a key, a human's answer came out of band: a refusal denies this exact call
-        // once (the core then forgets the entry); an approval lets it through once.
-        let mut record = record;
+        // once (the core then forgets the entry).
         if approval_key.is_none() && decision.refused_by_human() {
             record.approval = Some("refused_out_of_band");
             return Verdict::Refuse { result: declined(tool, "refused"), record };
-        }
-        if approval_key.is_none() && decision.approved_by_human() {
-            record.approval = Some("approved_out_of_band");
         }
         // Out of band, the core's pending entry is what the administrator resolves.
         let pending_id = (self.out_of_band && !monitor)
             .then(|| decision.approval_id().map(str::to_owned))
             .flatten();
-        // The evaluator is built with `Mode::core()`, so a monitored decision says so itself;
-        // `monitor` also covers a guard whose evaluator was built in enforce mode.
-        if decision.should_dispatch() || monitor {
-            return Verdict::Dispatch { receipt: decision.take_receipt(), record };
-        }
         if !policy.is_visible(tool) {
             // Hidden, or only the default denies it: answer as for a tool nobody has heard of,
             // so that the answer reveals nothing of the policy (the log keeps the rule).

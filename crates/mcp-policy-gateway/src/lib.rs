@@ -9,6 +9,7 @@
 //! - [`relay`]: one client session relayed to one upstream, as JSON values, with `tools/list`
 //!   and `tools/call` intercepted;
 //! - [`guard`]: the policy decisions and the refusals the client sees;
+//! - [`raw`]: the two messages of an allowed call over stdio, read and written from their lines;
 //! - [`rounds`]: the `input_required` rounds kept between a call and its retry;
 //! - [`transport`]: the channels a transport hands the relay, and line framing;
 //! - [`downstream`] and [`upstream`]: the transports (stdio and streamable HTTP);
@@ -26,6 +27,7 @@ pub mod downstream;
 pub mod guard;
 pub mod jsonrpc;
 pub mod lines;
+pub mod raw;
 pub mod relay;
 pub mod reload;
 pub mod rounds;

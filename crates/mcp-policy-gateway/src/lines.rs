@@ -39,6 +39,33 @@ pub const QUEUED_BYTES_MAX: usize = 64 * 1024 * 1024;
 /// How much a [`LineReader`] reads at once.
 const CHUNK: usize = 64 * 1024;
 
+/// One line as read: its bytes, or why it cannot be a message.
+#[derive(Debug)]
+pub enum Line {
+    /// The line's bytes, without the surrounding whitespace and the newline; never empty.
+    Text(Vec<u8>),
+    /// A line longer than the reader's limit (skipped), with why.
+    TooLong(String),
+}
+
+impl Line {
+    /// The line as a [`Frame`]: parsed as JSON.
+    pub fn parse(self) -> Frame {
+        match self {
+            Line::Text(bytes) => parse(&bytes),
+            Line::TooLong(why) => Frame::Malformed(why),
+        }
+    }
+}
+
+/// `line` (not blank) as a JSON value, or why it is not one.
+pub fn parse(line: &[u8]) -> Frame {
+    match serde_json::from_slice::<Value>(line) {
+        Ok(v) => Frame::Json(v),
+        Err(e) => Frame::Malformed(format!("not JSON: {e}")),
+    }
+}
+
 /// One line of newline-delimited JSON.
 #[derive(Debug)]
 pub enum Frame {
@@ -178,9 +205,14 @@ impl LineReader {
         self
     }
 
-    /// The next non-blank line; `None` at the end of the input. Cancel safe: what was read
-    /// stays for the next call.
+    /// The next non-blank line, parsed; `None` at the end of the input. Cancel safe: what was
+    /// read stays for the next call.
     pub async fn next(&mut self) -> io::Result<Option<Frame>> {
+        Ok(self.next_line().await?.map(Line::parse))
+    }
+
+    /// The next non-blank line, as read; `None` at the end of the input. Cancel safe.
+    pub async fn next_line(&mut self) -> io::Result<Option<Line>> {
         let LineReader { lines, end_signal } = self;
         let Some(end) = end_signal else {
             return lines.next_line().await;
@@ -208,7 +240,7 @@ impl LineReader {
 }
 
 impl Lines {
-    async fn next_line(&mut self) -> io::Result<Option<Frame>> {
+    async fn next_line(&mut self) -> io::Result<Option<Line>> {
         loop {
             if let Some(frame) = self.take_line() {
                 return Ok(Some(frame));
@@ -223,10 +255,7 @@ impl Lines {
                 if skipping {
                     return Ok(Some(self.too_long()));
                 }
-                match frame(rest.get(start..).unwrap_or_default()) {
-                    Some(f) => return Ok(Some(f)),
-                    None => return Ok(None),
-                }
+                return Ok(text(rest.get(start..).unwrap_or_default()));
             }
             self.end.readable().await?;
             match self.end.try_read(&mut self.chunk) {
@@ -243,7 +272,7 @@ impl Lines {
     }
 
     /// The next complete line in the buffer, if there is one.
-    fn take_line(&mut self) -> Option<Frame> {
+    fn take_line(&mut self) -> Option<Line> {
         loop {
             let from = self.scanned.max(self.start);
             let found = self.buf.get(from..).and_then(|b| b.iter().position(|&c| c == b'\n'));
@@ -268,7 +297,7 @@ impl Lines {
             };
             let line = self.buf.get(self.start..at).unwrap_or_default();
             let over = line.len() > self.max;
-            let parsed = if self.skipping || over { None } else { frame(line) };
+            let parsed = if self.skipping || over { None } else { text(line) };
             let skipped = self.skipping || over;
             self.start = at + 1;
             self.scanned = self.start;
@@ -287,21 +316,15 @@ impl Lines {
         }
     }
 
-    fn too_long(&self) -> Frame {
-        Frame::Malformed(format!("message longer than {} bytes", self.max))
+    fn too_long(&self) -> Line {
+        Line::TooLong(format!("message longer than {} bytes", self.max))
     }
 }
 
-/// `line` as a frame; `None` when it is blank.
-fn frame(line: &[u8]) -> Option<Frame> {
+/// `line` without its surrounding whitespace; `None` when it is blank.
+fn text(line: &[u8]) -> Option<Line> {
     let line = line.trim_ascii();
-    if line.is_empty() {
-        return None;
-    }
-    Some(match serde_json::from_slice::<Value>(line) {
-        Ok(v) => Frame::Json(v),
-        Err(e) => Frame::Malformed(format!("not JSON: {e}")),
-    })
+    (!line.is_empty()).then(|| Line::Text(line.to_vec()))
 }
 
 #[derive(Debug, Default)]
@@ -409,7 +432,8 @@ impl LineWriter {
         }
     }
 
-    async fn send_line(&self, line: Vec<u8>) -> Result<(), Gone> {
+    /// [`LineWriter::send`] for a message already written as a line (ending with its newline).
+    pub async fn send_line(&self, line: Vec<u8>) -> Result<(), Gone> {
         let mut line = Some(line);
         loop {
             let room = self.shared.room.notified();

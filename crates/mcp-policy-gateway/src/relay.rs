@@ -22,8 +22,11 @@ use crate::decision_log::{DecisionLog, Outcome, Record};
 use crate::guard::{Guard, ToolCache, Verdict, declined, round_refusal};
 use crate::jsonrpc::{self, Kind};
 use crate::rounds::{ApprovalRounds, Chain, MAX_PENDING_ROUNDS, UpstreamRounds};
+use crate::lines::Frame;
+use crate::raw::{self, ResultSays};
 use crate::transport::{
-    ClientLink, ClientRx, ClientTx, Inbound, UPSTREAM_STATUS, UpstreamLink, UpstreamRx, UpstreamTx,
+    ClientLink, ClientRx, ClientTx, Inbound, Received, UPSTREAM_STATUS, UpstreamLink, UpstreamRx,
+    UpstreamTx,
 };
 
 /// The protocol revisions the gateway speaks (those with an `initialize` handshake).
@@ -604,13 +607,21 @@ impl<S: AsyncCounterStore> Relay<S> {
                             format!("parse error: {why}"))).await;
                     }
                     Some(Inbound::Message(v)) => relay.on_client(v).await,
+                    Some(Inbound::Line(line)) => relay.on_client_line(&line).await,
                 },
-                m = from_upstream.recv() => match m {
+                m = from_upstream.recv_line() => match m {
                     None => {
                         relay.upstream_gone().await;
                         return RelayEnd::UpstreamClosed;
                     }
-                    Some(v) => relay.on_upstream(v).await,
+                    Some(Received::Message(v)) => relay.on_upstream(v).await,
+                    Some(Received::Line(line)) => {
+                        if !relay.answer_line(&line).await
+                            && let Some(v) = from_upstream.parse(&line)
+                        {
+                            relay.on_upstream(v).await;
+                        }
+                    }
                 },
             }
         }
@@ -718,6 +729,16 @@ impl<S: AsyncCounterStore> Relay<S> {
     /// [`UPSTREAM_SEND_TIMEOUT`] (it is not reading its input).
     async fn upstream(&self, msg: Value) -> bool {
         self.to_upstream.send_timeout(msg, UPSTREAM_SEND_TIMEOUT).await.is_ok()
+    }
+
+    /// [`Relay::upstream`] for a message already written as a line, to the upstream process's
+    /// stdin.
+    async fn upstream_line(&self, line: Vec<u8>) -> bool {
+        let Some(writer) = self.to_upstream.lines() else { return false };
+        matches!(
+            tokio::time::timeout(UPSTREAM_SEND_TIMEOUT, writer.send_line(line)).await,
+            Ok(Ok(()))
+        )
     }
 
     fn up_id(&mut self) -> Value {
@@ -856,7 +877,20 @@ impl<S: AsyncCounterStore> Relay<S> {
         let up_id = self.up_id();
         let up_key = jsonrpc::id_key(&up_id);
         jsonrpc::set_id(&mut msg, up_id);
-        if !self.upstream(msg).await {
+        let delivered = self.upstream(msg).await;
+        self.forwarded(client_id, kind, up_key, delivered).await
+    }
+
+    /// Keeps track of a client request sent on to the upstream as `up_key`, or answers the
+    /// client when it could not be `delivered`. Returns `delivered`.
+    async fn forwarded(
+        &mut self,
+        client_id: Value,
+        kind: Relayed,
+        up_key: String,
+        delivered: bool,
+    ) -> bool {
+        if !delivered {
             if let Relayed::ToolsCall { record, .. } = &kind {
                 self.log.write(record, Outcome::UpstreamClosed, None);
             }
@@ -937,6 +971,20 @@ impl<S: AsyncCounterStore> Relay<S> {
         }
         let verdict =
             self.guard.decide(&tool, &arguments, self.session.as_deref(), None, &self.tools).await;
+        self.decided(id, msg, tool, arguments, verdict, rounds).await;
+    }
+
+    /// Does what `verdict` says with the `tools/call` `msg` (of `tool` with `arguments`, id
+    /// `id`); `rounds` as [`Relay::input_rounds`] says.
+    async fn decided(
+        &mut self,
+        id: Value,
+        msg: Value,
+        tool: String,
+        arguments: Value,
+        verdict: Verdict,
+        rounds: bool,
+    ) {
         match verdict {
             Verdict::Dispatch { receipt, record } => {
                 self.dispatch(id, msg, record, receipt, arguments).await;
@@ -1014,15 +1062,85 @@ impl<S: AsyncCounterStore> Relay<S> {
         let sent = Instant::now();
         let chain = Chain { decided: sent, rounds: 0 };
         let kind = Relayed::ToolsCall { record: Box::new(record), sent, arguments, chain };
-        let delivered = self.forward(id, kind, msg).await;
-        if !delivered
-            && let Some(receipt) = receipt
+        if !self.forward(id, kind, msg).await {
+            self.give_back(receipt).await;
+        }
+    }
+
+    /// Gives back the units of a call that could not be sent to the upstream.
+    async fn give_back(&self, receipt: Option<mcp_policy::ChargeReceipt>) {
+        if let Some(receipt) = receipt
             && let Err(e) = self.guard.evaluator().rollback_receipt_async(receipt).await
         {
             eprintln!(
                 "mcp-policy-gateway: could not give back the units of an undelivered call: {e}"
             );
         }
+    }
+
+    /// A line the client sent (over stdio): a `tools/call` that needs nothing but the policy's
+    /// decision is decided and, when allowed, sent on from its line before anything else is
+    /// done for it (see [`crate::raw`]); anything else is parsed and handled as a message.
+    async fn on_client_line(&mut self, line: &[u8]) {
+        if self.call_line(line).await {
+            return;
+        }
+        match crate::lines::parse(line) {
+            Frame::Json(v) => self.on_client(v).await,
+            Frame::Malformed(why) => {
+                let error = jsonrpc::error(Value::Null, jsonrpc::PARSE_ERROR, format!("parse error: {why}"));
+                self.client(error).await;
+            }
+        }
+    }
+
+    /// Handles `line` when it is a `tools/call` with nothing but a name, arguments and `_meta`
+    /// (which, once `initialize` has negotiated the session's revision, asks nothing of the
+    /// gateway), as [`Relay::tools_call`] would: returns whether it did.
+    async fn call_line(&mut self, line: &[u8]) -> bool {
+        if self.probe_inline || self.to_upstream.lines().is_none() {
+            return false;
+        }
+        let Some(call) = raw::tool_call(line) else { return false };
+        if (call.has_meta && self.protocol.is_none())
+            || self.client_requests.contains_key(&jsonrpc::id_key(&call.id))
+        {
+            return false;
+        }
+        let guard = self.guard.clone();
+        let session = self.session.clone();
+        let evaluated = guard.evaluate(&call.name, &call.arguments, session.as_deref(), None).await;
+        if !guard.dispatches(&evaluated, None) {
+            let verdict = guard.verdict(
+                evaluated,
+                &call.name,
+                &call.arguments,
+                session.as_deref(),
+                None,
+                &self.tools,
+            );
+            let raw::ToolCall { id, name, arguments, .. } = call;
+            // A line `raw::tool_call` reads is a JSON value: each of its parts is.
+            let Frame::Json(msg) = crate::lines::parse(line) else {
+                let error = jsonrpc::error(Value::Null, jsonrpc::PARSE_ERROR, "parse error");
+                self.client(error).await;
+                return true;
+            };
+            self.decided(id, msg, name.into_owned(), arguments, verdict, false).await;
+            return true;
+        }
+        // Sent first: the bookkeeping waits until the upstream has the call.
+        let up_id = self.up_id();
+        let sent = Instant::now();
+        let delivered = self.upstream_line(call.with_id(&up_id)).await;
+        let (receipt, record) = guard.dispatched(evaluated, &call.name, session.as_deref(), None);
+        let chain = Chain { decided: sent, rounds: 0 };
+        let raw::ToolCall { id, arguments, .. } = call;
+        let kind = Relayed::ToolsCall { record: Box::new(record), sent, arguments, chain };
+        if !self.forwarded(id, kind, jsonrpc::id_key(&up_id), delivered).await {
+            self.give_back(receipt).await;
+        }
+        true
     }
 
     /// Whether the gateway can ask the human through the client: the session's revision has
@@ -1337,6 +1455,43 @@ impl<S: AsyncCounterStore> Relay<S> {
         }
     }
 
+    /// A line the upstream sent (over stdio, to a client over stdio): the answer, with a
+    /// `result`, to a `tools/call` or to a request the gateway only relays is sent on from its
+    /// line before anything else is done for it (see [`crate::raw`]), as
+    /// [`Relay::upstream_response`] would. Returns whether it was; anything else is left to the
+    /// caller.
+    async fn answer_line(&mut self, line: &[u8]) -> bool {
+        let Some(writer) = self.to_client.lines().cloned() else { return false };
+        let Some(answer) = raw::answer(line) else { return false };
+        let relayed = matches!(
+            self.up_pending.get(answer.id_key()),
+            Some(UpPending::Client { kind: Relayed::ToolsCall { .. } | Relayed::Other, .. })
+        );
+        if !relayed {
+            return false;
+        }
+        let Some(UpPending::Client { client_id, kind, .. }) = self.up_pending.remove(answer.id_key())
+        else {
+            return false;
+        };
+        let ms = match &kind {
+            Relayed::ToolsCall { sent, .. } => Some(sent.elapsed().as_secs_f64() * 1e3),
+            _ => None,
+        };
+        // A client that has gone is noticed by the reading side.
+        let _ = writer.send_line(answer.with_id(&client_id)).await;
+        self.client_requests.remove(&jsonrpc::id_key(&client_id));
+        if let Relayed::ToolsCall { record, arguments, chain, .. } = kind {
+            let says = answer.says();
+            if let Some(state) = &says.input_required {
+                self.remember_continuation(state, &record.tool, &arguments, chain);
+            }
+            let outcome = if says.is_error { Outcome::ToolError } else { Outcome::Ok };
+            self.log.write(&record, outcome, ms);
+        }
+        true
+    }
+
     async fn upstream_response(&mut self, kind: Relayed, mut msg: Value) {
         match kind {
             Relayed::Initialize => {
@@ -1419,14 +1574,12 @@ impl<S: AsyncCounterStore> Relay<S> {
             }
             Relayed::ToolsCall { record, sent, arguments, chain } => {
                 let ms = sent.elapsed().as_secs_f64() * 1e3;
-                if let Some(state) = upstream_input_required(&msg) {
-                    let state = state.to_owned();
-                    self.remember_continuation(&state, &record.tool, &arguments, chain);
+                let says = msg.get("result").map(ResultSays::of);
+                if let Some(state) = says.as_ref().and_then(|s| s.input_required.as_deref()) {
+                    self.remember_continuation(state, &record.tool, &arguments, chain);
                 }
-                let outcome = match msg.get("result") {
-                    Some(r) if r.get("isError").and_then(Value::as_bool) == Some(true) => {
-                        Outcome::ToolError
-                    }
+                let outcome = match says {
+                    Some(ResultSays { is_error: true, .. }) => Outcome::ToolError,
                     Some(_) => Outcome::Ok,
                     None => Outcome::Error,
                 };
@@ -1621,15 +1774,6 @@ fn not_offered(id: Value, version: &str) -> Value {
         ),
         json!({ "supported": PROTOCOL_VERSIONS, "requested": version, UPSTREAM_STATUS: 400 }),
     )
-}
-
-/// The `requestState` of an `input_required` result (SEP-2322) the upstream answered.
-fn upstream_input_required(msg: &Value) -> Option<&str> {
-    let result = msg.get("result")?;
-    if result.get("resultType").and_then(Value::as_str) != Some("input_required") {
-        return None;
-    }
-    result.get("requestState").and_then(Value::as_str)
 }
 
 fn upstream_gone_error(id: Value) -> Value {

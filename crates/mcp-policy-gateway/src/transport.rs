@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use crate::lines::{Frame, LineReader, LineWriter};
+use crate::lines::{Frame, Line, LineReader, LineWriter};
 
 /// In `error.data` of the error a request without a session gets when the upstream refused it
 /// with an HTTP client error (4xx), or when the gateway refuses it as such an upstream would (a
@@ -32,6 +32,9 @@ pub enum Inbound {
     Message(Value),
     /// Bytes that are not JSON; the relay answers with a parse error.
     Malformed(String),
+    /// A line read from the client's descriptor, not yet parsed (see [`crate::raw`]): the
+    /// relay parses it, and answers a line that is not JSON with a parse error.
+    Line(Vec<u8>),
 }
 
 /// The relay's end of the client connection.
@@ -57,9 +60,9 @@ impl ClientRx {
     pub async fn recv(&mut self) -> Option<Inbound> {
         match self {
             ClientRx::Channel(rx) => rx.recv().await,
-            ClientRx::Lines(lines) => match lines.next().await {
-                Ok(Some(Frame::Json(v))) => Some(Inbound::Message(v)),
-                Ok(Some(Frame::Malformed(why))) => Some(Inbound::Malformed(why)),
+            ClientRx::Lines(lines) => match lines.next_line().await {
+                Ok(Some(Line::Text(bytes))) => Some(Inbound::Line(bytes)),
+                Ok(Some(Line::TooLong(why))) => Some(Inbound::Malformed(why)),
                 Ok(None) => None,
                 Err(e) => {
                     eprintln!("mcp-policy-gateway: cannot read standard input: {e}");
@@ -89,6 +92,14 @@ pub enum ClientTx {
 }
 
 impl ClientTx {
+    /// The client's descriptor, when the relay writes it itself.
+    pub fn lines(&self) -> Option<&Arc<LineWriter>> {
+        match self {
+            ClientTx::Lines(w) => Some(w),
+            ClientTx::Channel(_) | ClientTx::Direct(_) => None,
+        }
+    }
+
     /// Sends `msg`; it comes back when the client has gone.
     pub async fn send(&self, msg: Value) -> Result<(), Value> {
         match self {
@@ -176,6 +187,14 @@ impl UpstreamTx {
         }
     }
 
+    /// The upstream process's stdin, when the relay writes it itself.
+    pub fn lines(&self) -> Option<&LineWriter> {
+        match self {
+            UpstreamTx::Lines(w) => Some(w),
+            UpstreamTx::Channel(_) => None,
+        }
+    }
+
     /// [`UpstreamTx::send`], failing when the message is not taken within `timeout`.
     pub async fn send_timeout(&self, msg: Value, timeout: Duration) -> Result<(), ()> {
         match self {
@@ -209,26 +228,70 @@ pub enum UpstreamRx {
     },
 }
 
+/// What the upstream sent, as [`UpstreamRx::recv_line`] gives it.
+#[derive(Debug)]
+pub enum Received {
+    /// A message.
+    Message(Value),
+    /// A line read from the upstream process's stdout, not yet parsed (see [`crate::raw`]):
+    /// [`UpstreamRx::parse`] makes it a message.
+    Line(Vec<u8>),
+}
+
 impl UpstreamRx {
     /// The next message; `None` when the upstream has gone. Cancel safe.
     pub async fn recv(&mut self) -> Option<Value> {
-        match self {
-            UpstreamRx::Channel(rx) => rx.recv().await,
-            UpstreamRx::Lines { lines, clean } => loop {
-                match lines.next().await {
-                    Ok(Some(Frame::Json(mut v))) => {
-                        clean(&mut v);
+        loop {
+            match self.recv_line().await? {
+                Received::Message(v) => return Some(v),
+                Received::Line(line) => {
+                    if let Some(v) = self.parse(&line) {
                         return Some(v);
                     }
-                    Ok(Some(Frame::Malformed(why))) => eprintln!(
-                        "mcp-policy-gateway: the upstream wrote a line that is not a JSON-RPC \
-                         message ({why}); dropped"
-                    ),
+                }
+            }
+        }
+    }
+
+    /// The next message or line; `None` when the upstream has gone. Cancel safe.
+    pub async fn recv_line(&mut self) -> Option<Received> {
+        match self {
+            UpstreamRx::Channel(rx) => rx.recv().await.map(Received::Message),
+            UpstreamRx::Lines { lines, .. } => loop {
+                match lines.next_line().await {
+                    Ok(Some(Line::Text(bytes))) => return Some(Received::Line(bytes)),
+                    Ok(Some(Line::TooLong(why))) => dropped(&why),
                     Ok(None) | Err(_) => return None,
                 }
             },
         }
     }
+
+    /// A line the upstream wrote, as the message it is; `None` (and a word on stderr) when it
+    /// is not JSON.
+    pub fn parse(&self, line: &[u8]) -> Option<Value> {
+        match crate::lines::parse(line) {
+            Frame::Json(mut v) => {
+                if let UpstreamRx::Lines { clean, .. } = self {
+                    clean(&mut v);
+                }
+                Some(v)
+            }
+            Frame::Malformed(why) => {
+                dropped(&why);
+                None
+            }
+        }
+    }
+}
+
+/// Says on stderr that a line of the upstream's was dropped (without quoting it: it may hold
+/// what the upstream read from its arguments).
+fn dropped(why: &str) {
+    eprintln!(
+        "mcp-policy-gateway: the upstream wrote a line that is not a JSON-RPC message ({why}); \
+         dropped"
+    );
 }
 
 /// How long [`UpstreamRx::discard`] reads what a command upstream still writes.

@@ -1,0 +1,429 @@
+//! The two messages of a tool call, read from their lines without building them as JSON values,
+//! and passed on as the peer wrote them, but for what the gateway must change.
+//!
+//! Over stdio, the time between reading a message and writing it on weighs on a call's latency
+//! far more than its own length: on a virtual machine, a few microseconds more put the process
+//! woken next on a halted vCPU (see round eight of [`docs/performance.md`]). So for the two
+//! messages of an allowed call, the relay reads only what it decides on and what it rewrites,
+//! writes the line on, and does its bookkeeping afterwards:
+//!
+//! - a [`ToolCall`] request: its `id` (replaced by the gateway's own), `params.name`, and
+//!   `params.arguments`, which the policy decides on and which the upstream receives as the
+//!   gateway read them (written again from the value decided on, so that duplicate keys, or
+//!   numbers a parser reads otherwise, cannot show the upstream other arguments than the policy
+//!   saw);
+//! - an [`Answer`] with a `result`: its `id` (replaced by the client's).
+//!
+//! Anything else about a line (another key, a duplicate key of the envelope, an `error`, an
+//! escape in `jsonrpc` or `method`) makes these functions return `None`: the relay then parses
+//! the line as a JSON value and handles it as any other message.
+//!
+//! [`docs/performance.md`]: https://github.com/mcp-policy/mcp-policy/blob/main/docs/performance.md
+
+use std::borrow::Cow;
+use std::ops::Range;
+
+use serde::Deserialize;
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+/// A request's envelope, with nothing else at its top level.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RequestEnvelope<'a> {
+    #[serde(borrow)]
+    jsonrpc: &'a RawValue,
+    #[serde(borrow)]
+    id: &'a RawValue,
+    #[serde(borrow)]
+    method: &'a RawValue,
+    #[serde(borrow)]
+    params: &'a RawValue,
+}
+
+/// The `params` of a `tools/call` the relay handles from its line: a name, arguments and
+/// `_meta`, nothing else (no `requestState`, no `inputResponses`, no task).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CallParams<'a> {
+    #[serde(borrow)]
+    name: Cow<'a, str>,
+    #[serde(borrow, default)]
+    arguments: Option<&'a RawValue>,
+    #[serde(borrow, default, rename = "_meta")]
+    meta: Option<&'a RawValue>,
+}
+
+/// A response's envelope with a `result`, with nothing else at its top level.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResultEnvelope<'a> {
+    #[serde(borrow)]
+    jsonrpc: &'a RawValue,
+    #[serde(borrow)]
+    id: &'a RawValue,
+    #[serde(borrow)]
+    result: &'a RawValue,
+}
+
+/// What the relay reads of a tool's result: whether it is an error, and whether the upstream
+/// asks for input (SEP-2322).
+#[derive(Deserialize)]
+struct ResultHead<'a> {
+    #[serde(borrow, default, rename = "isError")]
+    is_error: Option<&'a RawValue>,
+    #[serde(borrow, default, rename = "resultType")]
+    result_type: Option<&'a RawValue>,
+    #[serde(borrow, default, rename = "requestState")]
+    request_state: Option<&'a RawValue>,
+}
+
+/// Where `part` (a slice of `line`) lies in `line`.
+fn span(line: &[u8], part: &str) -> Option<Range<usize>> {
+    let start = (part.as_ptr() as usize).checked_sub(line.as_ptr() as usize)?;
+    let end = start.checked_add(part.len())?;
+    (line.get(start..end) == Some(part.as_bytes())).then_some(start..end)
+}
+
+/// `line` with the byte ranges of `edits` (apart, in any order) replaced, and a newline.
+fn edited(line: &[u8], mut edits: Vec<(Range<usize>, Vec<u8>)>) -> Vec<u8> {
+    edits.sort_by_key(|(r, _)| r.start);
+    let extra: usize = edits.iter().map(|(_, b)| b.len()).sum();
+    let mut out = Vec::with_capacity(line.len() + extra + 1);
+    let mut at = 0;
+    for (range, bytes) in edits {
+        out.extend_from_slice(line.get(at..range.start).unwrap_or_default());
+        out.extend_from_slice(&bytes);
+        at = range.end;
+    }
+    out.extend_from_slice(line.get(at..).unwrap_or_default());
+    out.push(b'\n');
+    out
+}
+
+/// A `tools/call` request read from its line.
+#[derive(Debug)]
+pub struct ToolCall<'a> {
+    line: &'a [u8],
+    /// The request's id (a string or a number).
+    pub id: Value,
+    id_span: Range<usize>,
+    /// `params.name`.
+    pub name: Cow<'a, str>,
+    /// `params.arguments` (an empty object when absent or `null`).
+    pub arguments: Value,
+    /// Where `params.arguments` is in the line, when it is an object.
+    arguments_span: Option<Range<usize>>,
+    /// Whether `params` has `_meta`.
+    pub has_meta: bool,
+}
+
+/// `line` as a `tools/call` request the relay can decide from its line: `None` when it is
+/// anything else, or has anything the relay must look at as a JSON value.
+pub fn tool_call(line: &[u8]) -> Option<ToolCall<'_>> {
+    let envelope: RequestEnvelope<'_> = serde_json::from_slice(line).ok()?;
+    if envelope.jsonrpc.get() != r#""2.0""# || envelope.method.get() != r#""tools/call""# {
+        return None;
+    }
+    let id: Value = serde_json::from_str(envelope.id.get()).ok()?;
+    if !crate::jsonrpc::valid_id(&id) {
+        return None;
+    }
+    let id_span = span(line, envelope.id.get())?;
+    let params: CallParams<'_> = serde_json::from_str(envelope.params.get()).ok()?;
+    let (arguments, arguments_span) = match params.arguments {
+        None => (Value::Object(serde_json::Map::new()), None),
+        Some(raw) => {
+            let value: Value = serde_json::from_str(raw.get()).ok()?;
+            if !value.is_object() {
+                return None;
+            }
+            (value, Some(span(line, raw.get())?))
+        }
+    };
+    // `_meta` is sent on as it is, but must be what the relay would read as an object (so
+    // that the whole line is a JSON value the relay can fall back on).
+    if let Some(meta) = params.meta
+        && !serde_json::from_str::<Value>(meta.get()).is_ok_and(|m| m.is_object())
+    {
+        return None;
+    }
+    Some(ToolCall {
+        line,
+        id,
+        id_span,
+        name: params.name,
+        arguments,
+        arguments_span,
+        has_meta: params.meta.is_some(),
+    })
+}
+
+impl ToolCall<'_> {
+    /// The line to send the upstream: the request with `id` as its id and the arguments as
+    /// decided on, written again.
+    pub fn with_id(&self, id: &Value) -> Vec<u8> {
+        let mut edits = vec![(self.id_span.clone(), serde_json::to_vec(id).unwrap_or_default())];
+        if let Some(range) = &self.arguments_span {
+            edits.push((range.clone(), serde_json::to_vec(&self.arguments).unwrap_or_default()));
+        }
+        edited(self.line, edits)
+    }
+}
+
+/// A response with a `result`, read from its line, to a request the gateway sent (whose ids are
+/// whole numbers).
+#[derive(Debug)]
+pub struct Answer<'a> {
+    line: &'a [u8],
+    id: &'a str,
+    id_span: Range<usize>,
+    result: &'a RawValue,
+}
+
+/// `line` as a response with a `result` whose id is a whole number: `None` for anything else.
+pub fn answer(line: &[u8]) -> Option<Answer<'_>> {
+    let envelope: ResultEnvelope<'_> = serde_json::from_slice(line).ok()?;
+    let id = envelope.id.get();
+    if envelope.jsonrpc.get() != r#""2.0""# || id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let id_span = span(line, id)?;
+    Some(Answer { line, id, id_span, result: envelope.result })
+}
+
+/// What a tool's result says of itself.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ResultSays {
+    /// `isError` is `true`.
+    pub is_error: bool,
+    /// The `requestState` of a `resultType` `input_required` (a string).
+    pub input_required: Option<String>,
+}
+
+impl ResultSays {
+    /// What `result` (a tool's result as a JSON value) says.
+    pub fn of(result: &Value) -> ResultSays {
+        let input_required = (result.get("resultType").and_then(Value::as_str)
+            == Some("input_required"))
+        .then(|| result.get("requestState").and_then(Value::as_str).map(str::to_owned))
+        .flatten();
+        ResultSays {
+            is_error: result.get("isError").and_then(Value::as_bool) == Some(true),
+            input_required,
+        }
+    }
+}
+
+impl Answer<'_> {
+    /// The key of the answered request's id (as [`crate::jsonrpc::id_key`] gives it).
+    pub fn id_key(&self) -> &str {
+        self.id
+    }
+
+    /// The line to send the client: the answer with `id` as its id.
+    pub fn with_id(&self, id: &Value) -> Vec<u8> {
+        let bytes = serde_json::to_vec(id).unwrap_or_default();
+        edited(self.line, vec![(self.id_span.clone(), bytes)])
+    }
+
+    /// What the result says of itself, as [`ResultSays::of`] reads it from the result as a
+    /// JSON value (which it is parsed as when a key is there twice, or not of the usual type).
+    pub fn says(&self) -> ResultSays {
+        let head: Option<ResultHead<'_>> = serde_json::from_str(self.result.get()).ok();
+        let quick = head.and_then(|h| {
+            let is_error = match h.is_error.map(RawValue::get) {
+                None | Some("false") => false,
+                Some("true") => true,
+                Some(_) => return None,
+            };
+            let input_required = match h.result_type.map(RawValue::get) {
+                None => None,
+                Some(r#""input_required""#) => match h.request_state.map(RawValue::get) {
+                    Some(s) if !s.contains('\\') => s.strip_prefix('"')?.strip_suffix('"').map(str::to_owned),
+                    _ => return None,
+                },
+                Some(t) if t.starts_with('"') && !t.contains('\\') => None,
+                Some(_) => return None,
+            };
+            Some(ResultSays { is_error, input_required })
+        });
+        quick.unwrap_or_else(|| match serde_json::from_str::<Value>(self.result.get()) {
+            Ok(result) => ResultSays::of(&result),
+            Err(_) => ResultSays::default(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use serde_json::json;
+
+    use super::*;
+
+    fn line(v: &Value) -> Vec<u8> {
+        serde_json::to_vec(v).unwrap()
+    }
+
+    fn parsed(bytes: &[u8]) -> Value {
+        assert_eq!(bytes.last(), Some(&b'\n'));
+        serde_json::from_slice(bytes).unwrap()
+    }
+
+    #[test]
+    fn a_call_is_read_and_sent_on_with_the_gateways_id() {
+        let text = br#"{"jsonrpc":"2.0","id":"a-1","method":"tools/call","params":{"name":"echo","arguments":{"run_id":42},"_meta":{"progressToken":7}}}"#;
+        let call = tool_call(text).unwrap();
+        assert_eq!(call.id, json!("a-1"));
+        assert_eq!(call.name, "echo");
+        assert_eq!(call.arguments, json!({"run_id": 42}));
+        assert!(call.has_meta);
+        let sent = parsed(&call.with_id(&json!(17)));
+        let mut expected: Value = serde_json::from_slice(text).unwrap();
+        expected["id"] = json!(17);
+        assert_eq!(sent, expected);
+    }
+
+    #[test]
+    fn the_upstream_gets_the_arguments_the_policy_decided_on() {
+        // A duplicate key: the policy saw the last value, and so must the upstream, whatever
+        // its parser keeps of a duplicate.
+        let text = br#"{"params":{"arguments":{"path":"/safe","path":"/etc/passwd","n":1.0e0},"name":"read"},"id":3,"method":"tools/call","jsonrpc":"2.0"}"#;
+        let call = tool_call(text).unwrap();
+        assert_eq!(call.arguments, json!({"path": "/etc/passwd", "n": 1.0}));
+        let sent = call.with_id(&json!(9));
+        let s = std::str::from_utf8(&sent).unwrap();
+        assert!(!s.contains("/safe"), "{s}");
+        assert!(!s.contains("e0"), "{s}");
+        assert_eq!(parsed(&sent)["params"]["arguments"], call.arguments);
+        assert_eq!(parsed(&sent)["id"], json!(9));
+    }
+
+    #[test]
+    fn absent_or_null_arguments_are_decided_as_empty_and_sent_unchanged() {
+        for params in [json!({"name": "t"}), json!({"name": "t", "arguments": null})] {
+            let msg = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params});
+            let bytes = line(&msg);
+            let call = tool_call(&bytes).unwrap();
+            assert_eq!(call.arguments, json!({}));
+            let mut expected = msg.clone();
+            expected["id"] = json!(2);
+            assert_eq!(parsed(&call.with_id(&json!(2))), expected);
+        }
+    }
+
+    #[test]
+    fn anything_else_is_left_to_the_json_value_path() {
+        let base = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {"name": "t", "arguments": {}, "_meta": {}}});
+        assert!(tool_call(&line(&base)).is_some());
+        let mut cases: Vec<Vec<u8>> = Vec::new();
+        for (pointer, value) in [
+            ("/jsonrpc", json!("1.0")),
+            ("/method", json!("tools/list")),
+            ("/id", json!(null)),
+            ("/id", json!(true)),
+            ("/params/name", json!(5)),
+            ("/params/arguments", json!([1])),
+            ("/params/arguments", json!("x")),
+            ("/params/_meta", json!(5)),
+        ] {
+            let mut m = base.clone();
+            *m.pointer_mut(pointer).unwrap() = value;
+            cases.push(line(&m));
+        }
+        for key in ["requestState", "inputResponses", "task"] {
+            let mut m = base.clone();
+            m["params"][key] = json!({});
+            cases.push(line(&m));
+        }
+        let mut m = base.clone();
+        m["extra"] = json!(1);
+        cases.push(line(&m));
+        let mut m = base.clone();
+        m.as_object_mut().unwrap().remove("params");
+        cases.push(line(&m));
+        // A duplicate key of the envelope, an escape where the relay compares bytes, garbage.
+        cases.push(
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","name":"b"}}"#
+                .to_vec(),
+        );
+        cases.push(
+            br#"{"jsonrpc":"2.0","id":1,"id":2,"method":"tools/call","params":{"name":"a"}}"#
+                .to_vec(),
+        );
+        cases.push(
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools\/call","params":{"name":"a"}}"#.to_vec(),
+        );
+        cases.push(br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a"}} x"#.to_vec());
+        // A number no JSON value holds, where the relay does not parse values.
+        cases.push(
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","_meta":{"n":1e400}}}"#
+                .to_vec(),
+        );
+        cases.push(b"[]".to_vec());
+        for case in cases {
+            assert!(tool_call(&case).is_none(), "{}", String::from_utf8_lossy(&case));
+        }
+    }
+
+    #[test]
+    fn an_answer_is_sent_on_with_the_clients_id() {
+        let text = br#"{"result":{"content":[{"type":"text","text":"id: 12"}]},"id":12,"jsonrpc":"2.0"}"#;
+        let answer = answer(text).unwrap();
+        assert_eq!(answer.id_key(), crate::jsonrpc::id_key(&json!(12)));
+        let sent = parsed(&answer.with_id(&json!("client-7")));
+        let mut expected: Value = serde_json::from_slice(text).unwrap();
+        expected["id"] = json!("client-7");
+        assert_eq!(sent, expected);
+        assert_eq!(answer.says(), ResultSays::default());
+    }
+
+    #[test]
+    fn answers_the_relay_must_look_into_are_left_to_the_json_value_path() {
+        for text in [
+            br#"{"jsonrpc":"2.0","id":1,"error":{"code":1,"message":"m"}}"#.as_slice(),
+            br#"{"jsonrpc":"2.0","id":1,"result":{},"extra":1}"#,
+            br#"{"jsonrpc":"2.0","id":1,"id":2,"result":{}}"#,
+            br#"{"jsonrpc":"2.0","id":"1","result":{}}"#,
+            br#"{"jsonrpc":"2.0","id":1.0,"result":{}}"#,
+            br#"{"jsonrpc":"2.0","id":-1,"result":{}}"#,
+            br#"{"jsonrpc":"1.0","id":1,"result":{}}"#,
+            br#"{"jsonrpc":"2.0","method":"x"}"#,
+            br#"{"jsonrpc":"2.0","id":1,"result":{}"#,
+        ] {
+            assert!(answer(text).is_none(), "{}", String::from_utf8_lossy(text));
+        }
+    }
+
+    #[test]
+    fn a_result_says_what_its_json_value_says() {
+        for result in [
+            json!({}),
+            json!({"isError": true}),
+            json!({"isError": false}),
+            json!({"isError": "true"}),
+            json!({"isError": null}),
+            json!({"resultType": "input_required", "requestState": "s1"}),
+            json!({"resultType": "input_required", "requestState": "a\"b\\c\u{e9}"}),
+            json!({"resultType": "input_required"}),
+            json!({"resultType": "input_required", "requestState": 5}),
+            json!({"resultType": "complete", "requestState": "s"}),
+            json!({"resultType": 3}),
+            json!({"resultType": "input\u{5f}required", "requestState": "s"}),
+            json!({"isError": true, "resultType": "input_required", "requestState": "s"}),
+        ] {
+            let msg = json!({"jsonrpc": "2.0", "id": 1, "result": result});
+            let bytes = line(&msg);
+            assert_eq!(answer(&bytes).unwrap().says(), ResultSays::of(&result), "{result}");
+        }
+        // A duplicate key: as the JSON value reads it (the last).
+        let text = br#"{"jsonrpc":"2.0","id":1,"result":{"isError":true,"isError":false,"resultType":"input_required","requestState":"a","requestState":"b"}}"#;
+        let says = answer(text).unwrap().says();
+        assert_eq!(says, ResultSays { is_error: false, input_required: Some("b".into()) });
+        // An escape in `resultType`: decoded.
+        let text = br#"{"jsonrpc":"2.0","id":1,"result":{"resultType":"input\u005frequired","requestState":"s"}}"#;
+        assert_eq!(answer(text).unwrap().says().input_required.as_deref(), Some("s"));
+    }
+}
