@@ -113,6 +113,51 @@ async fn malformed_input_gets_json_rpc_errors_and_never_reaches_the_upstream() {
     g.wait_exit().await;
 }
 
+/// A hostile client writes a call whose arguments hold a key twice (parsers differ on which
+/// one counts) over the gateway's stdio, where an allowed call is sent on from its line: the
+/// upstream must receive exactly the arguments the policy decided on (each key once), and a
+/// call refused on the duplicate it was decided on must not reach it at all. What the upstream
+/// receives is recorded by `tee` in front of the real filesystem server.
+#[tokio::test]
+async fn the_upstream_receives_exactly_the_arguments_the_policy_decided_on() {
+    let policy = r#"{"version": "1", "default": "deny", "tools": {
+        "write_file": {"deny_if": [{"conditions":
+            [{"path": "args.path", "op": "ends_with", "value": "forbidden.txt"}]}]}}}"#;
+    let Some((fs, server)) = fs_setup(policy) else { return };
+    let record = fs.dir.path().join("upstream-input.jsonl");
+    let mut upstream: Vec<OsString> =
+        vec!["sh".into(), "-c".into(), r#"tee "$0" | "$@""#.into(), record.clone().into()];
+    upstream.extend(server);
+    let mut g = Raw::spawn(gateway_command(&fs.policy, &[], &upstream));
+    g.initialize("2025-06-18", json!({})).await;
+    let (forbidden, fine, later) = (fs.path("forbidden.txt"), fs.path("fine.txt"), fs.path("later.txt"));
+    let call = |id: i64, first: &str, last: &str| {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"write_file","arguments":{{"path":"{first}","content":"x","path":"{last}"}}}}}}"#
+        )
+    };
+    // Decided on the last `path` (fine): allowed, and the upstream gets that one alone.
+    g.send_line(&call(1, &forbidden, &fine)).await;
+    let r = g.response(json!(1)).await;
+    assert!(r["result"].is_object() && r["result"]["isError"] != json!(true), "{r}");
+    // Decided on the last `path` (forbidden): refused, and the upstream gets nothing.
+    g.send_line(&call(2, &later, &forbidden)).await;
+    let r = g.response(json!(2)).await;
+    assert_eq!(r["result"]["isError"], json!(true), "{r}");
+    g.close_stdin();
+    g.wait_exit().await;
+
+    assert!(fs.data.join("fine.txt").exists());
+    assert!(!fs.data.join("forbidden.txt").exists());
+    assert!(!fs.data.join("later.txt").exists());
+    let received = std::fs::read_to_string(&record).unwrap();
+    let calls: Vec<&str> = received.lines().filter(|l| l.contains("tools/call")).collect();
+    assert_eq!(calls.len(), 1, "{received}");
+    assert_eq!(calls[0].matches(r#""path""#).count(), 1, "{}", calls[0]);
+    let sent: Value = serde_json::from_str(calls[0]).unwrap();
+    assert_eq!(sent["params"]["arguments"], json!({"path": fine, "content": "x"}));
+}
+
 #[tokio::test]
 async fn protocol_versions_are_negotiated_across_both_ends() {
     let Some((fs, upstream)) = fs_setup(FS_POLICY) else { return };
