@@ -14,9 +14,9 @@
 //! gateway does; the same relay sleeping at once; the same copy on the gateway's async runtime
 //! (`MCP_POLICY_BENCH_TOKIO_RELAY=1`); and the gateway's own transports with nothing
 //! in between (this executable, started with `MCP_POLICY_BENCH_TRANSPORTS=1`: the gateway's
-//! stdio client link and command upstream link, on one thread with the same spin, each message
-//! parsed and written again, nothing decided), which tells the relay's policy work from the cost
-//! of its I/O.
+//! stdio client link and command upstream link, on one thread with the same spin, each line
+//! relayed unparsed, nothing decided), which tells the relay's policy work from the cost of its
+//! I/O.
 //! `MCP_POLICY_BENCH_BASELINE_BIN=PATH` adds a row for another build of the gateway (an older
 //! commit, say), measured in the same run.
 //!
@@ -195,11 +195,10 @@ fn spinning_runtime() -> tokio::runtime::Runtime {
 }
 
 /// The gateway's transports alone: its stdio client link and its command upstream link, as the
-/// gateway sets them up (one thread, the same spin), relaying each message as it comes (parsed
-/// and written again, as the gateway does) with nothing decided or recorded: what the gateway
-/// adds over this is the relay's own work.
+/// gateway sets them up (one thread, the same spin), relaying each line as it comes, unparsed,
+/// with nothing decided or recorded: what the gateway adds over this is the relay's own work.
 fn transports_relay() {
-    use mcp_policy_gateway::transport::Inbound;
+    use mcp_policy_gateway::transport::{Inbound, Received};
     spinning_runtime().block_on(async {
         // The upstream: this executable as the trivial upstream (it inherits this environment).
         let command: Vec<std::ffi::OsString> = vec![
@@ -212,15 +211,23 @@ fn transports_relay() {
         let (client, written) = mcp_policy_gateway::downstream::stdio::serve();
         let (mut from_client, to_client) = (client.rx, client.tx);
         let (mut from_upstream, to_upstream) = (upstream.rx, upstream.tx);
+        let line = |mut bytes: Vec<u8>| {
+            bytes.push(b'\n');
+            bytes
+        };
         loop {
             tokio::select! {
                 m = from_client.recv() => match m {
-                    Some(Inbound::Message(v)) => to_upstream.send(v).await.unwrap(),
+                    Some(Inbound::Line(l)) => {
+                        to_upstream.lines().unwrap().send_line(line(l)).await.unwrap();
+                    }
                     _ => break,
                 },
-                m = from_upstream.recv() => match m {
-                    Some(v) => to_client.send(v).await.unwrap(),
-                    None => break,
+                m = from_upstream.recv_line() => match m {
+                    Some(Received::Line(l)) => {
+                        to_client.lines().unwrap().send_line(line(l)).await.unwrap();
+                    }
+                    _ => break,
                 },
             }
         }

@@ -60,6 +60,17 @@ pub const EXIT_CONFIG: i32 = 2;
 /// Exit code when the upstream command cannot be started.
 pub const EXIT_SPAWN: i32 = 127;
 
+/// The spin's default budget, in microseconds (`--spin`).
+pub const DEFAULT_SPIN_MICROS: u64 = 200;
+
+/// Whether the gateway serves one client over stdio in front of a command upstream (not the
+/// listener, nor an HTTP upstream, nor counters in Redis): then its relay spins itself before
+/// waiting (see [`spin::for_lines`]), and the runtime need not spin before it sleeps.
+#[must_use]
+pub fn relay_spins(cli: &Cli) -> bool {
+    cli.listen.is_none() && cli.upstream.is_none() && cli.redis.is_none()
+}
+
 /// How long the upstream gets to exit by itself once the client has gone (its stdin is closed).
 const UPSTREAM_GRACE: Duration = Duration::from_secs(3);
 
@@ -77,7 +88,7 @@ pub fn default_threads() -> usize {
 /// code: the upstream's own, or [`EXIT_CONFIG`] / [`EXIT_SPAWN`] when it could not start.
 pub async fn run(cli: Cli) -> i32 {
     // HTTP on either side (branch `http`): see `http_main`.
-    if cli.listen.is_some() || cli.upstream.is_some() || cli.redis.is_some() {
+    if !relay_spins(&cli) {
         return http_main::run(cli).await;
     }
     let Some((text, policy)) = reload::initial_policy(&cli.policy) else { return EXIT_CONFIG };
@@ -118,6 +129,7 @@ pub async fn run(cli: Cli) -> i32 {
         session: Some(session),
         upstream_timeout: cli.upstream_timeout,
         answer_after_client_eof: true,
+        spin: Duration::from_micros(cli.spin.unwrap_or(DEFAULT_SPIN_MICROS)),
         ..RelayConfig::default()
     };
     let log = Arc::new(log);

@@ -16,6 +16,7 @@
 
 use std::collections::VecDeque;
 use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -96,6 +97,13 @@ impl ReadEnd {
         match self {
             ReadEnd::Pipe(p) => p.readable().await,
             ReadEnd::Socket(s) => s.readable().await,
+        }
+    }
+
+    fn fd(&self) -> BorrowedFd<'_> {
+        match self {
+            ReadEnd::Pipe(p) => p.as_fd(),
+            ReadEnd::Socket(s) => s.as_fd(),
         }
     }
 
@@ -203,6 +211,42 @@ impl LineReader {
     pub fn ending_after(mut self, signal: watch::Receiver<bool>, drain: Duration) -> LineReader {
         self.end_signal = Some(EndSignal { signal, drain, deadline: None });
         self
+    }
+
+    /// The descriptor read.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.lines.end.fd()
+    }
+
+    /// Whether [`LineReader::next_line`] returns without waiting for the descriptor: a whole
+    /// line is buffered, more than a line's limit is (to be skipped), or the input has ended.
+    pub fn ready(&self) -> bool {
+        let l = &self.lines;
+        let pending = l.buf.get(l.scanned.max(l.start)..).unwrap_or_default();
+        l.eof || pending.contains(&b'\n') || l.buf.len() - l.start > l.max
+    }
+
+    /// Reads what the descriptor holds now, with one system call of its own, not through the
+    /// runtime (whose readiness lags a turn of its driver behind, a few microseconds: see
+    /// [`crate::spin::for_lines`]); what it reads is what [`LineReader::next_line`] returns
+    /// next. Returns whether anything came, or the end of the input.
+    pub fn read_now(&mut self) -> bool {
+        let l = &mut self.lines;
+        if l.eof {
+            return true;
+        }
+        match nix::unistd::read(l.end.fd(), &mut l.chunk) {
+            Ok(0) => {
+                l.eof = true;
+                true
+            }
+            Ok(n) => {
+                l.buf.extend_from_slice(l.chunk.get(..n).unwrap_or_default());
+                true
+            }
+            // Nothing yet, or an error the runtime's read reports.
+            Err(_) => false,
+        }
     }
 
     /// The next non-blank line, parsed; `None` at the end of the input. Cancel safe: what was

@@ -6,9 +6,6 @@
 use clap::Parser;
 use mcp_policy_gateway::cli::Cli;
 
-/// The spin's default budget, in microseconds (`--spin`).
-const DEFAULT_SPIN: u64 = 200;
-
 fn main() {
     let cli = Cli::parse();
     // One session over stdio: one thread runs the relay, the upstream's pipes and (when they
@@ -29,9 +26,11 @@ fn main() {
         tokio::runtime::Builder::new_current_thread()
     };
     // A short spin before the thread sleeps (see `spin`): only where one thread runs everything
-    // (with several workers, the idle ones would spin for nothing).
-    if threads == 1 {
-        let budget = std::time::Duration::from_micros(cli.spin.unwrap_or(DEFAULT_SPIN));
+    // (with several workers, the idle ones would spin for nothing), and not where the relay
+    // spins itself.
+    if threads == 1 && !mcp_policy_gateway::relay_spins(&cli) {
+        let spin = cli.spin.unwrap_or(mcp_policy_gateway::DEFAULT_SPIN_MICROS);
+        let budget = std::time::Duration::from_micros(spin);
         if !budget.is_zero() {
             builder.on_thread_park(move || mcp_policy_gateway::spin::before_sleep(budget));
         }

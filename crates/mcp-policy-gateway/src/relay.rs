@@ -353,6 +353,10 @@ pub struct RelayConfig {
     /// asked of the client fail at once, and the upstream's requests are no longer put to it.
     /// Otherwise (a session over HTTP, whose client has gone) the relay ends at once.
     pub answer_after_client_eof: bool,
+    /// A client over stdio in front of a command upstream, the relay alone on its thread: before
+    /// it waits for either, it reads their descriptors as data comes for at most this long
+    /// (`--spin`; see [`crate::spin::for_lines`]). Zero: it waits at once.
+    pub spin: Duration,
 }
 
 /// How many requests wait for the upstream's answer to the gateway's `server/discover` (as many
@@ -489,6 +493,7 @@ pub struct Relay<S> {
     probe_inline: bool,
     answer_after_client_eof: bool,
     inline_offer: InlineOffer,
+    spin: Duration,
     /// Requests that waited for the upstream's `server/discover`, to be handled (before the
     /// client's next message) as the upstream can take them.
     replay: VecDeque<Value>,
@@ -552,6 +557,7 @@ impl<S: AsyncCounterStore> Relay<S> {
             probe_inline: config.probe_inline,
             answer_after_client_eof: config.answer_after_client_eof,
             inline_offer: InlineOffer::Unknown,
+            spin: config.spin,
             replay: VecDeque::new(),
         };
         let timed = relay.upstream_timeout.is_some();
@@ -584,6 +590,16 @@ impl<S: AsyncCounterStore> Relay<S> {
             if read_client && let Some(msg) = relay.replay.pop_front() {
                 relay.on_client(msg).await;
                 continue;
+            }
+            if !relay.spin.is_zero()
+                && let Some(upstream) = from_upstream.lines_mut()
+            {
+                // Reads that return without waiting take nothing of the runtime's budget: the
+                // relay gives the thread's other tasks (the writers' flushers, signals, timers)
+                // their turn as often as the runtime's own reads would have.
+                tokio::task::consume_budget().await;
+                let client = if read_client { from_client.lines_mut() } else { None };
+                crate::spin::for_lines(client, upstream, relay.spin);
             }
             tokio::select! {
                 _ = tick.tick(), if timed || relay.asking() => relay.expire().await,
@@ -1107,18 +1123,13 @@ impl<S: AsyncCounterStore> Relay<S> {
         {
             return false;
         }
-        let guard = self.guard.clone();
-        let session = self.session.clone();
-        let evaluated = guard.evaluate(&call.name, &call.arguments, session.as_deref(), None).await;
+        // The gateway's id first: a refused call wastes one, which is harmless.
+        let up_id = self.up_id();
+        let (guard, session) = (&self.guard, self.session.as_deref());
+        let evaluated = guard.evaluate(&call.name, &call.arguments, session, None).await;
         if !guard.dispatches(&evaluated, None) {
-            let verdict = guard.verdict(
-                evaluated,
-                &call.name,
-                &call.arguments,
-                session.as_deref(),
-                None,
-                &self.tools,
-            );
+            let verdict =
+                guard.verdict(evaluated, &call.name, &call.arguments, session, None, &self.tools);
             let raw::ToolCall { id, name, arguments, .. } = call;
             // A line `raw::tool_call` reads is a JSON value: each of its parts is.
             let Frame::Json(msg) = crate::lines::parse(line) else {
@@ -1130,10 +1141,9 @@ impl<S: AsyncCounterStore> Relay<S> {
             return true;
         }
         // Sent first: the bookkeeping waits until the upstream has the call.
-        let up_id = self.up_id();
         let sent = Instant::now();
         let delivered = self.upstream_line(call.with_id(&up_id)).await;
-        let (receipt, record) = guard.dispatched(evaluated, &call.name, session.as_deref(), None);
+        let (receipt, record) = guard.dispatched(evaluated, &call.name, session, None);
         let chain = Chain { decided: sent, rounds: 0 };
         let raw::ToolCall { id, arguments, .. } = call;
         let kind = Relayed::ToolsCall { record: Box::new(record), sent, arguments, chain };

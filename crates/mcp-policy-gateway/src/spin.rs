@@ -9,12 +9,23 @@
 //! upstream) for at most a short budget, and goes to sleep only when nothing came: the CPU time
 //! spent is bounded by the budget per sleep, and nothing is spent while the gateway is idle for
 //! longer. Only where one thread runs everything (stdio, or the listener with `--threads 1`).
+//!
+//! Over stdio with a command upstream, the relay spins itself ([`for_lines`]) instead, reading
+//! the two descriptors as data comes: a message that comes during the spin reaches the relay
+//! without the turn of the runtime's driver (its own `epoll_wait`, the task's wake-up and poll)
+//! that follows a spin before sleeping, which takes about 2.5 µs on the machine of
+//! [`docs/performance.md`]; and each microsecond between a message's arrival and its sending
+//! on weighs several times over on a call's latency there (round eight).
+//!
+//! [`docs/performance.md`]: https://github.com/mcp-policy/mcp-policy/blob/main/docs/performance.md
 
 use std::os::fd::BorrowedFd;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+
+use crate::lines::LineReader;
 
 /// The descriptors the runtime waits on, as an epoll interest list of its own (the runtime's
 /// is out of reach). The kernel drops a descriptor from the list when its file is closed, so
@@ -48,6 +59,47 @@ pub fn before_sleep(budget: Duration) {
     }
 }
 
+/// Spins for at most `budget` until one of the readers has a whole line buffered (or its input
+/// ended), reading their descriptors directly as data comes ([`LineReader::read_now`]), so
+/// that the relay's next read of it returns without waiting. Returns at once when one has.
+pub fn for_lines(client: Option<&mut LineReader>, upstream: &mut LineReader, budget: Duration) {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let mut client = client;
+    if budget.is_zero() || upstream.ready() || client.as_ref().is_some_and(|c| c.ready()) {
+        return;
+    }
+    let start = Instant::now();
+    loop {
+        let (from_client, from_upstream) = {
+            // Without a client to read, the second entry is not polled.
+            let second = client.as_ref().map_or(upstream.fd(), |c| c.fd());
+            let mut fds = [
+                PollFd::new(upstream.fd(), PollFlags::POLLIN),
+                PollFd::new(second, PollFlags::POLLIN),
+            ];
+            let polled = fds.get_mut(..if client.is_some() { 2 } else { 1 }).unwrap_or_default();
+            if poll(polled, PollTimeout::ZERO).is_err() {
+                return;
+            }
+            let fds = if client.is_some() { &fds[..] } else { fds.get(..1).unwrap_or_default() };
+            let seen = |f: Option<&PollFd<'_>>| {
+                f.and_then(PollFd::revents).is_some_and(|e| !e.is_empty())
+            };
+            (seen(fds.get(1)), seen(fds.first()))
+        };
+        if from_upstream && upstream.read_now() && upstream.ready() {
+            return;
+        }
+        if from_client && let Some(c) = client.as_mut() && c.read_now() && c.ready() {
+            return;
+        }
+        if start.elapsed() >= budget {
+            return;
+        }
+        std::hint::spin_loop();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -76,6 +128,72 @@ mod tests {
         // Other tests of this binary open and close descriptors concurrently: a few may come
         // and go, but not one per watched pipe.
         assert!(after < before + 50, "{before} descriptors open before, {after} after");
+    }
+
+    /// A reader of a fresh pipe, registered with the runtime as the relay's are, and its
+    /// writing end.
+    fn pipe_reader() -> (LineReader, std::io::PipeWriter) {
+        let (reader, writer) = std::io::pipe().unwrap();
+        let fd: std::os::fd::OwnedFd = reader.into();
+        nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK))
+            .unwrap();
+        let receiver = tokio::net::unix::pipe::Receiver::from_owned_fd(fd).unwrap();
+        let end = crate::lines::ReadEnd::Pipe(receiver);
+        (LineReader::new(end, 1024), writer)
+    }
+
+    #[tokio::test]
+    async fn the_relays_spin_reads_a_line_as_it_comes_and_not_past_it() {
+        let (mut client, mut to_client) = pipe_reader();
+        let (mut upstream, mut to_upstream) = pipe_reader();
+        // Nothing comes: the spin ends with its budget, nothing ready.
+        let started = Instant::now();
+        for_lines(Some(&mut client), &mut upstream, Duration::from_millis(20));
+        assert!(started.elapsed() >= Duration::from_millis(20));
+        assert!(!client.ready() && !upstream.ready());
+        // Half a line does not end it; the line's end does, with the line buffered.
+        to_client.write_all(b"{\"a\":").unwrap();
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            to_client.write_all(b"1}\n{\"b\":2}\n").unwrap();
+            to_client
+        });
+        for_lines(Some(&mut client), &mut upstream, Duration::from_secs(3600));
+        assert!(client.ready());
+        let mut to_client = writer.join().unwrap();
+        // Both lines, in order, without waiting for the descriptor.
+        for expected in [&b"{\"a\":1}"[..], b"{\"b\":2}"] {
+            let line = tokio::time::timeout(Duration::from_secs(10), client.next_line()).await;
+            assert!(matches!(line, Ok(Ok(Some(crate::lines::Line::Text(t)))) if t == expected));
+        }
+        // The upstream's line ends it too; a client not read (its input waits) is not spun on.
+        to_client.write_all(b"{\"c\":3}\n").unwrap();
+        to_upstream.write_all(b"{\"u\":1}\n").unwrap();
+        for_lines(None, &mut upstream, Duration::from_secs(3600));
+        assert!(upstream.ready() && !client.ready());
+        // The end of the input ends it.
+        drop(to_upstream);
+        let line = upstream.next_line().await.unwrap();
+        assert!(matches!(line, Some(crate::lines::Line::Text(t)) if t == b"{\"u\":1}"));
+        for_lines(None, &mut upstream, Duration::from_secs(3600));
+        assert!(upstream.ready());
+        assert!(upstream.next_line().await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_line_longer_than_the_limit_ends_the_relays_spin() {
+        // The reader's limit is 1024 bytes: the spin buffers no more than about that (and the
+        // chunk it reads) before the relay's read skips it.
+        let (mut client, mut to_client) = pipe_reader();
+        let (mut upstream, _to_upstream) = pipe_reader();
+        to_client.write_all(&[b'x'; 4000]).unwrap();
+        for_lines(Some(&mut client), &mut upstream, Duration::from_secs(3600));
+        assert!(client.ready());
+        to_client.write_all(b"\n{}\n").unwrap();
+        let first = client.next_line().await.unwrap();
+        assert!(matches!(first, Some(crate::lines::Line::TooLong(_))), "{first:?}");
+        let second = client.next_line().await.unwrap();
+        assert!(matches!(second, Some(crate::lines::Line::Text(t)) if t == b"{}"));
     }
 
     #[test]

@@ -73,6 +73,16 @@ impl ClientRx {
     }
 }
 
+impl ClientRx {
+    /// The client's descriptor's reader, when the relay reads it itself.
+    pub fn lines_mut(&mut self) -> Option<&mut LineReader> {
+        match self {
+            ClientRx::Lines(l) => Some(l),
+            ClientRx::Channel(_) => None,
+        }
+    }
+}
+
 impl From<mpsc::Receiver<Inbound>> for ClientRx {
     fn from(rx: mpsc::Receiver<Inbound>) -> Self {
         ClientRx::Channel(rx)
@@ -250,6 +260,14 @@ impl UpstreamRx {
                     }
                 }
             }
+        }
+    }
+
+    /// The upstream process's stdout's reader, when the relay reads it itself.
+    pub fn lines_mut(&mut self) -> Option<&mut LineReader> {
+        match self {
+            UpstreamRx::Lines { lines, .. } => Some(lines),
+            UpstreamRx::Channel(_) => None,
         }
     }
 

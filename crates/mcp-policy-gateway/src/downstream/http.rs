@@ -1593,6 +1593,8 @@ impl<S: AsyncCounterStore + 'static> Server<S> {
             probe_inline: !attributed,
             // The relay ends with the identity's HTTP requests: nobody reads after that.
             answer_after_client_eof: false,
+            // The listener's sessions share the thread: none spins on its own.
+            spin: std::time::Duration::ZERO,
         };
         let relay = SessionRelay { guard, config: relay_config, in_rx, link, handle };
         self.run_relay(&session, relay, move |me| me.remove_inline(&key, &id));
