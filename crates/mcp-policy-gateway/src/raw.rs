@@ -8,10 +8,9 @@
 //! writes the line on, and does its bookkeeping afterwards:
 //!
 //! - a [`ToolCall`] request: its `id` (replaced by the gateway's own), `params.name`, and
-//!   `params.arguments`, which the policy decides on and which the upstream receives as the
-//!   gateway read them (written again from the value decided on, so that duplicate keys, or
-//!   numbers a parser reads otherwise, cannot show the upstream other arguments than the policy
-//!   saw);
+//!   `params.arguments`, which the policy decides on; the request is written again from what
+//!   was read, so that the upstream receives the arguments the policy saw (duplicate keys, or
+//!   numbers a parser reads otherwise, cannot show it others);
 //! - an [`Answer`] with a `result`: its `id` (replaced by the client's).
 //!
 //! Anything else about a line (another key, a duplicate key of the envelope, an `error`, an
@@ -27,31 +26,35 @@ use serde::Deserialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-/// A request's envelope, with nothing else at its top level.
+/// A `tools/call` request the relay handles from its line: nothing else at its top level.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RequestEnvelope<'a> {
+struct Request<'a> {
     #[serde(borrow)]
-    jsonrpc: &'a RawValue,
+    jsonrpc: &'a str,
+    id: Value,
     #[serde(borrow)]
-    id: &'a RawValue,
+    method: &'a str,
     #[serde(borrow)]
-    method: &'a RawValue,
-    #[serde(borrow)]
-    params: &'a RawValue,
+    params: CallParams<'a>,
 }
 
-/// The `params` of a `tools/call` the relay handles from its line: a name, arguments and
-/// `_meta`, nothing else (no `requestState`, no `inputResponses`, no task).
+/// Its `params`: a name, arguments and `_meta`, nothing else (no `requestState`, no
+/// `inputResponses`, no task).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CallParams<'a> {
     #[serde(borrow)]
     name: Cow<'a, str>,
-    #[serde(borrow, default)]
-    arguments: Option<&'a RawValue>,
+    #[serde(default, deserialize_with = "present")]
+    arguments: Option<Value>,
     #[serde(borrow, default, rename = "_meta")]
     meta: Option<&'a RawValue>,
+}
+
+/// A member that is there, `null` included (`None` is for a member that is not).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
 }
 
 /// A response's envelope with a `result`, with nothing else at its top level.
@@ -85,18 +88,12 @@ fn span(line: &[u8], part: &str) -> Option<Range<usize>> {
     (line.get(start..end) == Some(part.as_bytes())).then_some(start..end)
 }
 
-/// `line` with the byte ranges of `edits` (apart, in any order) replaced, and a newline.
-fn edited(line: &[u8], mut edits: Vec<(Range<usize>, Vec<u8>)>) -> Vec<u8> {
-    edits.sort_by_key(|(r, _)| r.start);
-    let extra: usize = edits.iter().map(|(_, b)| b.len()).sum();
-    let mut out = Vec::with_capacity(line.len() + extra + 1);
-    let mut at = 0;
-    for (range, bytes) in edits {
-        out.extend_from_slice(line.get(at..range.start).unwrap_or_default());
-        out.extend_from_slice(&bytes);
-        at = range.end;
-    }
-    out.extend_from_slice(line.get(at..).unwrap_or_default());
+/// `line` with the bytes of `range` replaced by `bytes`, and a newline.
+fn replaced(line: &[u8], range: &Range<usize>, bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(line.len() + bytes.len() + 1);
+    out.extend_from_slice(line.get(..range.start).unwrap_or_default());
+    out.extend_from_slice(bytes);
+    out.extend_from_slice(line.get(range.end..).unwrap_or_default());
     out.push(b'\n');
     out
 }
@@ -104,42 +101,49 @@ fn edited(line: &[u8], mut edits: Vec<(Range<usize>, Vec<u8>)>) -> Vec<u8> {
 /// A `tools/call` request read from its line.
 #[derive(Debug)]
 pub struct ToolCall<'a> {
-    line: &'a [u8],
     /// The request's id (a string or a number).
     pub id: Value,
-    id_span: Range<usize>,
     /// `params.name`.
     pub name: Cow<'a, str>,
     /// `params.arguments` (an empty object when absent or `null`).
     pub arguments: Value,
-    /// Where `params.arguments` is in the line, when it is an object.
-    arguments_span: Option<Range<usize>>,
+    /// How `params.arguments` was written: absent, `null`, or the object.
+    arguments_given: Given,
+    /// `params._meta`, as written (an object).
+    meta: Option<&'a RawValue>,
+}
+
+/// How `params.arguments` was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Given {
+    Absent,
+    Null,
+    Object,
+}
+
+impl ToolCall<'_> {
     /// Whether `params` has `_meta`.
-    pub has_meta: bool,
+    pub fn has_meta(&self) -> bool {
+        self.meta.is_some()
+    }
 }
 
 /// `line` as a `tools/call` request the relay can decide from its line: `None` when it is
 /// anything else, or has anything the relay must look at as a JSON value.
 pub fn tool_call(line: &[u8]) -> Option<ToolCall<'_>> {
-    let envelope: RequestEnvelope<'_> = serde_json::from_slice(line).ok()?;
-    if envelope.jsonrpc.get() != r#""2.0""# || envelope.method.get() != r#""tools/call""# {
+    let request: Request<'_> = serde_json::from_slice(line).ok()?;
+    if request.jsonrpc != "2.0"
+        || request.method != "tools/call"
+        || !crate::jsonrpc::valid_id(&request.id)
+    {
         return None;
     }
-    let id: Value = serde_json::from_str(envelope.id.get()).ok()?;
-    if !crate::jsonrpc::valid_id(&id) {
-        return None;
-    }
-    let id_span = span(line, envelope.id.get())?;
-    let params: CallParams<'_> = serde_json::from_str(envelope.params.get()).ok()?;
-    let (arguments, arguments_span) = match params.arguments {
-        None => (Value::Object(serde_json::Map::new()), None),
-        Some(raw) => {
-            let value: Value = serde_json::from_str(raw.get()).ok()?;
-            if !value.is_object() {
-                return None;
-            }
-            (value, Some(span(line, raw.get())?))
-        }
+    let params = request.params;
+    let (arguments, arguments_given) = match params.arguments {
+        None => (Value::Object(serde_json::Map::new()), Given::Absent),
+        Some(Value::Null) => (Value::Object(serde_json::Map::new()), Given::Null),
+        Some(object @ Value::Object(_)) => (object, Given::Object),
+        Some(_) => return None,
     };
     // `_meta` is sent on as it is, but must be what the relay would read as an object (so
     // that the whole line is a JSON value the relay can fall back on).
@@ -149,25 +153,37 @@ pub fn tool_call(line: &[u8]) -> Option<ToolCall<'_>> {
         return None;
     }
     Some(ToolCall {
-        line,
-        id,
-        id_span,
+        id: request.id,
         name: params.name,
         arguments,
-        arguments_span,
-        has_meta: params.meta.is_some(),
+        arguments_given,
+        meta: params.meta,
     })
 }
 
 impl ToolCall<'_> {
-    /// The line to send the upstream: the request with `id` as its id and the arguments as
-    /// decided on, written again.
+    /// The line to send the upstream: the request with `id` as its id, written again from what
+    /// was read (`_meta` as it came): the upstream gets the arguments the policy decided on.
     pub fn with_id(&self, id: &Value) -> Vec<u8> {
-        let mut edits = vec![(self.id_span.clone(), serde_json::to_vec(id).unwrap_or_default())];
-        if let Some(range) = &self.arguments_span {
-            edits.push((range.clone(), serde_json::to_vec(&self.arguments).unwrap_or_default()));
+        let mut out = Vec::with_capacity(128);
+        out.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
+        let _ = serde_json::to_writer(&mut out, id);
+        out.extend_from_slice(br#","method":"tools/call","params":{"name":"#);
+        let _ = serde_json::to_writer(&mut out, &*self.name);
+        match self.arguments_given {
+            Given::Absent => {}
+            Given::Null => out.extend_from_slice(br#","arguments":null"#),
+            Given::Object => {
+                out.extend_from_slice(br#","arguments":"#);
+                let _ = serde_json::to_writer(&mut out, &self.arguments);
+            }
         }
-        edited(self.line, edits)
+        if let Some(meta) = self.meta {
+            out.extend_from_slice(br#","_meta":"#);
+            out.extend_from_slice(meta.get().as_bytes());
+        }
+        out.extend_from_slice(b"}}\n");
+        out
     }
 }
 
@@ -224,7 +240,7 @@ impl Answer<'_> {
     /// The line to send the client: the answer with `id` as its id.
     pub fn with_id(&self, id: &Value) -> Vec<u8> {
         let bytes = serde_json::to_vec(id).unwrap_or_default();
-        edited(self.line, vec![(self.id_span.clone(), bytes)])
+        replaced(self.line, &self.id_span, &bytes)
     }
 
     /// What the result says of itself, as [`ResultSays::of`] reads it from the result as a
@@ -278,7 +294,7 @@ mod tests {
         assert_eq!(call.id, json!("a-1"));
         assert_eq!(call.name, "echo");
         assert_eq!(call.arguments, json!({"run_id": 42}));
-        assert!(call.has_meta);
+        assert!(call.has_meta());
         let sent = parsed(&call.with_id(&json!(17)));
         let mut expected: Value = serde_json::from_slice(text).unwrap();
         expected["id"] = json!(17);
@@ -427,3 +443,4 @@ mod tests {
         assert_eq!(answer(text).unwrap().says().input_required.as_deref(), Some("s"));
     }
 }
+

@@ -1118,7 +1118,7 @@ impl<S: AsyncCounterStore> Relay<S> {
             return false;
         }
         let Some(call) = raw::tool_call(line) else { return false };
-        if (call.has_meta && self.protocol.is_none())
+        if (call.has_meta() && self.protocol.is_none())
             || self.client_requests.contains_key(&jsonrpc::id_key(&call.id))
         {
             return false;
