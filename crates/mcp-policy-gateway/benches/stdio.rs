@@ -18,7 +18,9 @@
 //! relayed unparsed, nothing decided), which tells the relay's policy work from the cost of its
 //! I/O.
 //! `MCP_POLICY_BENCH_BASELINE_BIN=PATH` adds a row for another build of the gateway (an older
-//! commit, say), measured in the same run.
+//! commit, say), measured in the same run; `MCP_POLICY_BENCH_FLOOR_WORK=2,5` adds rows for the
+//! floor relay spending that many microseconds on each message before writing it on (what a
+//! relay's own time costs a call).
 //!
 //! On a virtual machine, where the kernel runs the client and the upstream (on one vCPU, or on
 //! two) weighs more than anything a process in between does: a wake-up across vCPUs costs tens
@@ -146,6 +148,16 @@ fn floor_relay() {
     let stdin = std::io::stdin();
     let mut out = std::io::stdout();
     let mut buf = vec![0u8; 1 << 16];
+    // Work done on each message before it is written on (`MCP_POLICY_BENCH_FLOOR_WORK`).
+    let work = Duration::from_micros(
+        std::env::var("MCP_POLICY_BENCH_WORK").ok().and_then(|s| s.parse().ok()).unwrap_or(0),
+    );
+    let busy = || {
+        let t = Instant::now();
+        while t.elapsed() < work {
+            std::hint::spin_loop();
+        }
+    };
     let spin = Duration::from_micros(
         std::env::var("MCP_POLICY_BENCH_RELAY").ok().and_then(|s| s.parse().ok()).unwrap_or(200),
     );
@@ -168,6 +180,7 @@ fn floor_relay() {
             if n == 0 {
                 break;
             }
+            busy();
             to_upstream.write_all(&buf[..n]).unwrap();
         }
         if upstream {
@@ -175,6 +188,7 @@ fn floor_relay() {
             if n == 0 {
                 break;
             }
+            busy();
             out.write_all(&buf[..n]).unwrap();
             out.flush().unwrap();
         }
@@ -352,6 +366,19 @@ fn main() {
         Client::start(cmd)
     };
     let mut floor = floor_relay("200");
+    // The floor with some work on each message, in microseconds
+    // (`MCP_POLICY_BENCH_FLOOR_WORK=2,5`): what a relay's own time costs a call.
+    let work: Vec<String> = std::env::var("MCP_POLICY_BENCH_FLOOR_WORK")
+        .map(|v| v.split(',').map(|w| w.trim().to_owned()).filter(|w| !w.is_empty()).collect())
+        .unwrap_or_default();
+    let mut working: Vec<(String, Client)> = work
+        .iter()
+        .map(|w| {
+            let mut cmd = Command::new(std::env::current_exe().unwrap());
+            cmd.env("MCP_POLICY_BENCH_RELAY", "200").env("MCP_POLICY_BENCH_WORK", w);
+            (format!("the floor, spinning, with {w} µs of work per message"), Client::start(cmd))
+        })
+        .collect();
     let mut floor_sleeping = floor_relay("0");
     let mut tokio_floor = {
         let mut cmd = Command::new(std::env::current_exe().unwrap());
@@ -418,6 +445,9 @@ fn main() {
     ];
     if let Some(b) = baseline.as_mut() {
         paths.push(("baseline build (`MCP_POLICY_BENCH_BASELINE_BIN`)", b));
+    }
+    for (name, client) in &mut working {
+        paths.push((name.as_str(), client));
     }
     let (names, mut clients): (Vec<&str>, Vec<&mut Client>) = paths.into_iter().unzip();
     let figures = interleaved(&mut clients, n, block);

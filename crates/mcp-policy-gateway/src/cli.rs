@@ -49,8 +49,9 @@ pub struct Cli {
     /// client's and the upstream's pipes or sockets) for up to MICROS microseconds (0 to 10000;
     /// 0: it sleeps at once). Lowers the latency a call gains where waking a sleeping thread is
     /// slow (virtual machines), for at most MICROS of CPU time per sleep. Default: 200 over
-    /// stdio and for the HTTP listener on one thread; never with `--threads` above 1.
-    /// (`--stdio-spin` is another name for it.)
+    /// stdio and for the HTTP listener on one thread; never with `--threads` above 1. Over stdio
+    /// with a command upstream, the relay itself spins before it waits, reading the pipes as
+    /// data comes. (`--stdio-spin` is another name for it.)
     #[arg(long, alias = "stdio-spin", value_name = "MICROS",
         value_parser = clap::value_parser!(u64).range(0..=10_000))]
     pub spin: Option<u64>,

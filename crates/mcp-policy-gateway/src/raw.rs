@@ -201,7 +201,10 @@ pub struct Answer<'a> {
 pub fn answer(line: &[u8]) -> Option<Answer<'_>> {
     let envelope: ResultEnvelope<'_> = serde_json::from_slice(line).ok()?;
     let id = envelope.id.get();
-    if envelope.jsonrpc.get() != r#""2.0""# || id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
+    if envelope.jsonrpc.get() != r#""2.0""#
+        || id.is_empty()
+        || !id.bytes().all(|b| b.is_ascii_digit())
+    {
         return None;
     }
     let id_span = span(line, id)?;
@@ -256,7 +259,9 @@ impl Answer<'_> {
             let input_required = match h.result_type.map(RawValue::get) {
                 None => None,
                 Some(r#""input_required""#) => match h.request_state.map(RawValue::get) {
-                    Some(s) if !s.contains('\\') => s.strip_prefix('"')?.strip_suffix('"').map(str::to_owned),
+                    Some(s) if !s.contains('\\') => {
+                        s.strip_prefix('"')?.strip_suffix('"').map(str::to_owned)
+                    }
                     _ => return None,
                 },
                 Some(t) if t.starts_with('"') && !t.contains('\\') => None,
@@ -372,7 +377,9 @@ mod tests {
         cases.push(
             br#"{"jsonrpc":"2.0","id":1,"method":"tools\/call","params":{"name":"a"}}"#.to_vec(),
         );
-        cases.push(br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a"}} x"#.to_vec());
+        cases.push(
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a"}} x"#.to_vec(),
+        );
         // A number no JSON value holds, where the relay does not parse values.
         cases.push(
             br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","_meta":{"n":1e400}}}"#
@@ -386,7 +393,8 @@ mod tests {
 
     #[test]
     fn an_answer_is_sent_on_with_the_clients_id() {
-        let text = br#"{"result":{"content":[{"type":"text","text":"id: 12"}]},"id":12,"jsonrpc":"2.0"}"#;
+        let text =
+            br#"{"result":{"content":[{"type":"text","text":"id: 12"}]},"id":12,"jsonrpc":"2.0"}"#;
         let answer = answer(text).unwrap();
         assert_eq!(answer.id_key(), crate::jsonrpc::id_key(&json!(12)));
         let sent = parsed(&answer.with_id(&json!("client-7")));
@@ -443,4 +451,3 @@ mod tests {
         assert_eq!(answer(text).unwrap().says().input_required.as_deref(), Some("s"));
     }
 }
-

@@ -21,9 +21,9 @@ use serde_json::{Value, json};
 use crate::decision_log::{DecisionLog, Outcome, Record};
 use crate::guard::{Guard, ToolCache, Verdict, declined, round_refusal};
 use crate::jsonrpc::{self, Kind};
-use crate::rounds::{ApprovalRounds, Chain, MAX_PENDING_ROUNDS, UpstreamRounds};
 use crate::lines::Frame;
 use crate::raw::{self, ResultSays};
+use crate::rounds::{ApprovalRounds, Chain, MAX_PENDING_ROUNDS, UpstreamRounds};
 use crate::transport::{
     ClientLink, ClientRx, ClientTx, Inbound, Received, UPSTREAM_STATUS, UpstreamLink, UpstreamRx,
     UpstreamTx,
@@ -1104,7 +1104,11 @@ impl<S: AsyncCounterStore> Relay<S> {
         match crate::lines::parse(line) {
             Frame::Json(v) => self.on_client(v).await,
             Frame::Malformed(why) => {
-                let error = jsonrpc::error(Value::Null, jsonrpc::PARSE_ERROR, format!("parse error: {why}"));
+                let error = jsonrpc::error(
+                    Value::Null,
+                    jsonrpc::PARSE_ERROR,
+                    format!("parse error: {why}"),
+                );
                 self.client(error).await;
             }
         }
@@ -1480,7 +1484,8 @@ impl<S: AsyncCounterStore> Relay<S> {
         if !relayed {
             return false;
         }
-        let Some(UpPending::Client { client_id, kind, .. }) = self.up_pending.remove(answer.id_key())
+        let Some(UpPending::Client { client_id, kind, .. }) =
+            self.up_pending.remove(answer.id_key())
         else {
             return false;
         };

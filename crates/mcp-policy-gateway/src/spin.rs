@@ -82,15 +82,18 @@ pub fn for_lines(client: Option<&mut LineReader>, upstream: &mut LineReader, bud
                 return;
             }
             let fds = if client.is_some() { &fds[..] } else { fds.get(..1).unwrap_or_default() };
-            let seen = |f: Option<&PollFd<'_>>| {
-                f.and_then(PollFd::revents).is_some_and(|e| !e.is_empty())
-            };
+            let seen =
+                |f: Option<&PollFd<'_>>| f.and_then(PollFd::revents).is_some_and(|e| !e.is_empty());
             (seen(fds.get(1)), seen(fds.first()))
         };
         if from_upstream && upstream.read_now() && upstream.ready() {
             return;
         }
-        if from_client && let Some(c) = client.as_mut() && c.read_now() && c.ready() {
+        if from_client
+            && let Some(c) = client.as_mut()
+            && c.read_now()
+            && c.ready()
+        {
             return;
         }
         if start.elapsed() >= budget {

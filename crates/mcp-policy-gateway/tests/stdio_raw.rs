@@ -130,7 +130,8 @@ async fn the_upstream_receives_exactly_the_arguments_the_policy_decided_on() {
     upstream.extend(server);
     let mut g = Raw::spawn(gateway_command(&fs.policy, &[], &upstream));
     g.initialize("2025-06-18", json!({})).await;
-    let (forbidden, fine, later) = (fs.path("forbidden.txt"), fs.path("fine.txt"), fs.path("later.txt"));
+    let (forbidden, fine, later) =
+        (fs.path("forbidden.txt"), fs.path("fine.txt"), fs.path("later.txt"));
     let call = |id: i64, first: &str, last: &str| {
         format!(
             r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"write_file","arguments":{{"path":"{first}","content":"x","path":"{last}"}}}}}}"#
