@@ -48,8 +48,11 @@ struct CallParams<'a> {
     name: Cow<'a, str>,
     #[serde(default, deserialize_with = "present")]
     arguments: Option<Value>,
-    #[serde(borrow, default, rename = "_meta")]
-    meta: Option<&'a RawValue>,
+    /// Read as a JSON value where it lies in the line (so that it nests no deeper than the
+    /// JSON-value path reads), and written again from it: a key written twice reaches the
+    /// upstream once, as that path sends it.
+    #[serde(default, rename = "_meta", deserialize_with = "present")]
+    meta: Option<Value>,
 }
 
 /// A member that is there, `null` included (`None` is for a member that is not).
@@ -81,6 +84,52 @@ struct ResultHead<'a> {
     request_state: Option<&'a RawValue>,
 }
 
+/// A JSON value read as [`Value`] reads it (the same numbers, strings and nesting), keeping
+/// nothing of it.
+struct Valid;
+
+impl<'de> Deserialize<'de> for Valid {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Valid, D::Error> {
+        d.deserialize_any(Valid)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Valid {
+    type Value = Valid;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Valid, E> {
+        Ok(Valid)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Valid, E> {
+        Ok(Valid)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Valid, E> {
+        Ok(Valid)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Valid, E> {
+        Ok(Valid)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Valid, E> {
+        Ok(Valid)
+    }
+    fn visit_unit<E>(self) -> Result<Valid, E> {
+        Ok(Valid)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Valid, A::Error> {
+        while seq.next_element::<Valid>()?.is_some() {}
+        Ok(Valid)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Valid, A::Error> {
+        while map.next_key::<Valid>()?.is_some() {
+            map.next_value::<Valid>()?;
+        }
+        Ok(Valid)
+    }
+}
+
 /// Where `part` (a slice of `line`) lies in `line`.
 fn span(line: &[u8], part: &str) -> Option<Range<usize>> {
     let start = (part.as_ptr() as usize).checked_sub(line.as_ptr() as usize)?;
@@ -109,8 +158,8 @@ pub struct ToolCall<'a> {
     pub arguments: Value,
     /// How `params.arguments` was written: absent, `null`, or the object.
     arguments_given: Given,
-    /// `params._meta`, as written (an object).
-    meta: Option<&'a RawValue>,
+    /// `params._meta` (an object).
+    meta: Option<Value>,
 }
 
 /// How `params.arguments` was written.
@@ -145,11 +194,8 @@ pub fn tool_call(line: &[u8]) -> Option<ToolCall<'_>> {
         Some(object @ Value::Object(_)) => (object, Given::Object),
         Some(_) => return None,
     };
-    // `_meta` is sent on as it is, but must be what the relay would read as an object (so
-    // that the whole line is a JSON value the relay can fall back on).
-    if let Some(meta) = params.meta
-        && !serde_json::from_str::<Value>(meta.get()).is_ok_and(|m| m.is_object())
-    {
+    // `_meta` must be an object, as the relay reads it.
+    if params.meta.as_ref().is_some_and(|m| !m.is_object()) {
         return None;
     }
     Some(ToolCall {
@@ -163,7 +209,7 @@ pub fn tool_call(line: &[u8]) -> Option<ToolCall<'_>> {
 
 impl ToolCall<'_> {
     /// The line to send the upstream: the request with `id` as its id, written again from what
-    /// was read (`_meta` as it came): the upstream gets the arguments the policy decided on.
+    /// was read: the upstream gets the arguments the policy decided on.
     pub fn with_id(&self, id: &Value) -> Vec<u8> {
         let mut out = Vec::with_capacity(128);
         out.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
@@ -178,9 +224,9 @@ impl ToolCall<'_> {
                 let _ = serde_json::to_writer(&mut out, &self.arguments);
             }
         }
-        if let Some(meta) = self.meta {
+        if let Some(meta) = &self.meta {
             out.extend_from_slice(br#","_meta":"#);
-            out.extend_from_slice(meta.get().as_bytes());
+            let _ = serde_json::to_writer(&mut out, meta);
         }
         out.extend_from_slice(b"}}\n");
         out
@@ -207,6 +253,10 @@ pub fn answer(line: &[u8]) -> Option<Answer<'_>> {
     {
         return None;
     }
+    // The result is sent on as it is written, so the line must be what the JSON-value path
+    // reads (no lone surrogate, no number out of range, no deeper nesting than it takes): a
+    // line it drops must not reach the client here.
+    serde_json::from_slice::<Valid>(line).ok()?;
     let id_span = span(line, id)?;
     Some(Answer { line, id, id_span, result: envelope.result })
 }
@@ -449,5 +499,92 @@ mod tests {
         // An escape in `resultType`: decoded.
         let text = br#"{"jsonrpc":"2.0","id":1,"result":{"resultType":"input\u005frequired","requestState":"s"}}"#;
         assert_eq!(answer(text).unwrap().says().input_required.as_deref(), Some("s"));
+    }
+}
+
+#[cfg(test)]
+mod differential {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use serde_json::Value;
+
+    use super::*;
+
+    fn is_value(line: &str) -> bool {
+        serde_json::from_str::<Value>(line).is_ok()
+    }
+
+    /// `n` arrays nested in one another.
+    fn deep(n: usize) -> String {
+        format!("{}{}", "[".repeat(n), "]".repeat(n))
+    }
+
+    /// The relay reads a line here only when the JSON-value path would have read it: otherwise
+    /// a line that path refuses (a parse error for a call; a dropped line for an answer) would
+    /// go through, to the upstream or to the client.
+    #[test]
+    fn a_call_is_read_here_only_when_its_line_is_a_json_value() {
+        let mut lines = Vec::new();
+        for n in 110..140 {
+            lines.push(format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"a","_meta":{{"d":{}}}}}}}"#,
+                deep(n)
+            ));
+            lines.push(format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"a","arguments":{{"d":{}}}}}}}"#,
+                deep(n)
+            ));
+        }
+        for bad in [r#""\ud800""#, "1e400", r#""\udc00x""#, "-1e999"] {
+            lines.push(format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"a","_meta":{{"x":{bad}}}}}}}"#
+            ));
+            lines.push(format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"a","arguments":{{"x":{bad}}}}}}}"#
+            ));
+        }
+        for line in &lines {
+            if tool_call(line.as_bytes()).is_some() {
+                assert!(is_value(line), "read here, but not a JSON value: {line}");
+            }
+        }
+    }
+
+    /// `_meta` reaches the upstream as the JSON-value path sends it: a key written twice, once
+    /// (the last, which is what the relay read), and escapes and numbers written again.
+    #[test]
+    fn meta_is_sent_on_as_the_json_value_path_sends_it() {
+        let line = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","_meta":{"progressToken":"p1","progressToken":"p2","n":1.0e0,"\u0061":"\u0062"}}}"#;
+        let call = tool_call(line).unwrap();
+        let sent = call.with_id(&serde_json::json!(5));
+        let text = std::str::from_utf8(&sent).unwrap();
+        assert!(!text.contains("p1"), "{text}");
+        assert_eq!(text.matches("progressToken").count(), 1, "{text}");
+        let mut expected: Value = serde_json::from_slice(line).unwrap();
+        expected["id"] = serde_json::json!(5);
+        let expected = format!("{}\n", serde_json::to_string(&expected).unwrap());
+        let sent: Value = serde_json::from_str(text).unwrap();
+        assert_eq!(sent, serde_json::from_str::<Value>(&expected).unwrap());
+        assert!(text.contains(r#""_meta":{"a":"b","n":1.0,"progressToken":"p2"}"#), "{text}");
+    }
+
+    #[test]
+    fn an_answer_is_read_here_only_when_its_line_is_a_json_value() {
+        let mut lines = Vec::new();
+        for n in 110..140 {
+            lines.push(format!(r#"{{"jsonrpc":"2.0","id":1,"result":{{"d":{}}}}}"#, deep(n)));
+        }
+        for bad in [r#""\ud800""#, "1e400", r#""\udc00x""#, "-1e999", r#""\ud800\u0041""#] {
+            lines.push(format!(r#"{{"jsonrpc":"2.0","id":1,"result":{{"x":{bad}}}}}"#));
+            lines.push(format!(r#"{{"jsonrpc":"2.0","id":1,"result":{{{bad}:1}}}}"#));
+        }
+        for bad in [r#""\ud800""#, "1e400"] {
+            let line = format!(r#"{{"jsonrpc":"2.0","id":1,"result":{{"x":{bad}}}}}"#);
+            assert!(answer(line.as_bytes()).is_none(), "{line}");
+        }
+        for line in &lines {
+            if answer(line.as_bytes()).is_some() {
+                assert!(is_value(line), "read here, but not a JSON value: {line}");
+            }
+        }
     }
 }
