@@ -35,7 +35,7 @@ struct Request<'a> {
     id: Value,
     #[serde(borrow)]
     method: &'a str,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "object")]
     params: CallParams<'a>,
 }
 
@@ -82,6 +82,34 @@ struct ResultHead<'a> {
     result_type: Option<&'a RawValue>,
     #[serde(borrow, default, rename = "requestState")]
     request_state: Option<&'a RawValue>,
+}
+
+/// `T` read from a JSON object only: serde reads a struct from an array too (its fields in
+/// order), which the JSON-value path does not read as a message, nor as `params`.
+fn object<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct Object<T>(std::marker::PhantomData<T>);
+    impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Object<T> {
+        type Value = T;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an object")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+            T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+        }
+    }
+    d.deserialize_map(Object(std::marker::PhantomData))
+}
+
+/// `line` as a `T`, read from a JSON object only (see [`object`]).
+fn from_object<'a, T: Deserialize<'a>>(line: &'a [u8]) -> Option<T> {
+    let mut de = serde_json::Deserializer::from_slice(line);
+    let t = object(&mut de).ok()?;
+    de.end().ok()?;
+    Some(t)
 }
 
 /// A JSON value read as [`Value`] reads it (the same numbers, strings and nesting), keeping
@@ -180,7 +208,7 @@ impl ToolCall<'_> {
 /// `line` as a `tools/call` request the relay can decide from its line: `None` when it is
 /// anything else, or has anything the relay must look at as a JSON value.
 pub fn tool_call(line: &[u8]) -> Option<ToolCall<'_>> {
-    let request: Request<'_> = serde_json::from_slice(line).ok()?;
+    let request: Request<'_> = from_object(line)?;
     if request.jsonrpc != "2.0"
         || request.method != "tools/call"
         || !crate::jsonrpc::valid_id(&request.id)
@@ -245,7 +273,7 @@ pub struct Answer<'a> {
 
 /// `line` as a response with a `result` whose id is a whole number: `None` for anything else.
 pub fn answer(line: &[u8]) -> Option<Answer<'_>> {
-    let envelope: ResultEnvelope<'_> = serde_json::from_slice(line).ok()?;
+    let envelope: ResultEnvelope<'_> = from_object(line)?;
     let id = envelope.id.get();
     if envelope.jsonrpc.get() != r#""2.0""#
         || id.is_empty()
@@ -299,7 +327,11 @@ impl Answer<'_> {
     /// What the result says of itself, as [`ResultSays::of`] reads it from the result as a
     /// JSON value (which it is parsed as when a key is there twice, or not of the usual type).
     pub fn says(&self) -> ResultSays {
-        let head: Option<ResultHead<'_>> = serde_json::from_str(self.result.get()).ok();
+        // Only an object: serde reads a struct from an array too (its fields in order), where
+        // the JSON value has no member at all.
+        let text = self.result.get();
+        let head: Option<ResultHead<'_>> =
+            text.starts_with('{').then(|| serde_json::from_str(text).ok()).flatten();
         let quick = head.and_then(|h| {
             let is_error = match h.is_error.map(RawValue::get) {
                 None | Some("false") => false,
@@ -436,6 +468,11 @@ mod tests {
                 .to_vec(),
         );
         cases.push(b"[]".to_vec());
+        // Arrays, which serde reads a struct from (its fields in order) and the JSON-value path
+        // refuses (a batch; `params` without a name): never a call here.
+        cases.push(br#"["2.0",1,"tools/call",{"name":"a","arguments":{}}]"#.to_vec());
+        cases.push(br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":["a",{}]}"#.to_vec());
+        cases.push(br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":["a"]}"#.to_vec());
         for case in cases {
             assert!(tool_call(&case).is_none(), "{}", String::from_utf8_lossy(&case));
         }
@@ -466,6 +503,8 @@ mod tests {
             br#"{"jsonrpc":"1.0","id":1,"result":{}}"#,
             br#"{"jsonrpc":"2.0","method":"x"}"#,
             br#"{"jsonrpc":"2.0","id":1,"result":{}"#,
+            // An array, which serde reads a struct from, and the JSON-value path drops.
+            br#"["2.0",1,{}]"#,
         ] {
             assert!(answer(text).is_none(), "{}", String::from_utf8_lossy(text));
         }
@@ -491,6 +530,17 @@ mod tests {
             let msg = json!({"jsonrpc": "2.0", "id": 1, "result": result});
             let bytes = line(&msg);
             assert_eq!(answer(&bytes).unwrap().says(), ResultSays::of(&result), "{result}");
+        }
+        // Not an object: a struct is also read from an array (its fields in order), which the
+        // JSON value does not read as one.
+        for result in [
+            json!([true, "input_required", "s"]),
+            json!([false, "input_required", "s"]),
+            json!([true]),
+        ] {
+            let msg = json!({"jsonrpc": "2.0", "id": 1, "result": result});
+            let bytes = line(&msg);
+            assert_eq!(answer(&bytes).unwrap().says(), ResultSays::default(), "{result}");
         }
         // A duplicate key: as the JSON value reads it (the last).
         let text = br#"{"jsonrpc":"2.0","id":1,"result":{"isError":true,"isError":false,"resultType":"input_required","requestState":"a","requestState":"b"}}"#;
