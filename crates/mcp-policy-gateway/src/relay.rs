@@ -591,13 +591,14 @@ impl<S: AsyncCounterStore> Relay<S> {
                 relay.on_client(msg).await;
                 continue;
             }
+            // Reads that return without waiting (a line already buffered, or read by the spin)
+            // and writes that do not wait take nothing of the runtime's budget: the relay gives
+            // the thread's other tasks (the writers' flushers, signals, reload, timers) their
+            // turn as often as the runtime's own reads would have, whether it spins or not.
+            tokio::task::consume_budget().await;
             if !relay.spin.is_zero()
                 && let Some(upstream) = from_upstream.lines_mut()
             {
-                // Reads that return without waiting take nothing of the runtime's budget: the
-                // relay gives the thread's other tasks (the writers' flushers, signals, timers)
-                // their turn as often as the runtime's own reads would have.
-                tokio::task::consume_budget().await;
                 let client = if read_client { from_client.lines_mut() } else { None };
                 crate::spin::for_lines(client, upstream, relay.spin);
             }
