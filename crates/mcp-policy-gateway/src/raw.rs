@@ -268,7 +268,7 @@ pub struct Answer<'a> {
     line: &'a [u8],
     id: &'a str,
     id_span: Range<usize>,
-    result: &'a RawValue,
+    says: ResultSays,
 }
 
 /// `line` as a response with a `result` whose id is a whole number: `None` for anything else.
@@ -286,11 +286,12 @@ pub fn answer(line: &[u8]) -> Option<Answer<'_>> {
     // line it drops must not reach the client here.
     serde_json::from_slice::<Valid>(line).ok()?;
     let id_span = span(line, id)?;
-    Some(Answer { line, id, id_span, result: envelope.result })
+    let says = result_says(envelope.result)?;
+    Some(Answer { line, id, id_span, says })
 }
 
 /// What a tool's result says of itself.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ResultSays {
     /// `isError` is `true`.
     pub is_error: bool,
@@ -325,37 +326,51 @@ impl Answer<'_> {
     }
 
     /// What the result says of itself, as [`ResultSays::of`] reads it from the result as a
-    /// JSON value (which it is parsed as when a key is there twice, or not of the usual type).
+    /// JSON value.
     pub fn says(&self) -> ResultSays {
-        // Only an object: serde reads a struct from an array too (its fields in order), where
-        // the JSON value has no member at all.
-        let text = self.result.get();
-        let head: Option<ResultHead<'_>> =
-            text.starts_with('{').then(|| serde_json::from_str(text).ok()).flatten();
-        let quick = head.and_then(|h| {
-            let is_error = match h.is_error.map(RawValue::get) {
-                None | Some("false") => false,
-                Some("true") => true,
-                Some(_) => return None,
-            };
-            let input_required = match h.result_type.map(RawValue::get) {
-                None => None,
-                Some(r#""input_required""#) => match h.request_state.map(RawValue::get) {
-                    Some(s) if !s.contains('\\') => {
-                        s.strip_prefix('"')?.strip_suffix('"').map(str::to_owned)
-                    }
-                    _ => return None,
-                },
-                Some(t) if t.starts_with('"') && !t.contains('\\') => None,
-                Some(_) => return None,
-            };
-            Some(ResultSays { is_error, input_required })
-        });
-        quick.unwrap_or_else(|| match serde_json::from_str::<Value>(self.result.get()) {
-            Ok(result) => ResultSays::of(&result),
-            Err(_) => ResultSays::default(),
-        })
+        self.says.clone()
     }
+}
+
+/// What `result` says of itself, as [`ResultSays::of`] reads it from the result as a JSON value
+/// (which it is parsed as when a member is not of the usual type); `None` when it has one of
+/// the members read (`isError`, `resultType`, `requestState`) twice: the line is then left to
+/// the JSON-value path, which sends the client the one the relay read (a client whose parser
+/// keeps the first would read another: an error the log calls a success, another state).
+fn result_says(result: &RawValue) -> Option<ResultSays> {
+    // Only an object: serde reads a struct from an array too (its fields in order), where the
+    // JSON value has no member at all.
+    let text = result.get();
+    if !text.starts_with('{') {
+        return Some(ResultSays::default());
+    }
+    // Each member is taken as written, so this fails only on a member given twice.
+    let head: ResultHead<'_> = serde_json::from_str(text).ok()?;
+    Some(quick(&head).unwrap_or_else(|| match serde_json::from_str::<Value>(text) {
+        Ok(result) => ResultSays::of(&result),
+        Err(_) => ResultSays::default(),
+    }))
+}
+
+/// What `h` says, when each member read is of its usual type and written without escapes.
+fn quick(h: &ResultHead<'_>) -> Option<ResultSays> {
+    let is_error = match h.is_error.map(RawValue::get) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => return None,
+    };
+    let input_required = match h.result_type.map(RawValue::get) {
+        None => None,
+        Some(r#""input_required""#) => match h.request_state.map(RawValue::get) {
+            Some(s) if !s.contains('\\') => {
+                s.strip_prefix('"')?.strip_suffix('"').map(str::to_owned)
+            }
+            _ => return None,
+        },
+        Some(t) if t.starts_with('"') && !t.contains('\\') => None,
+        Some(_) => return None,
+    };
+    Some(ResultSays { is_error, input_required })
 }
 
 #[cfg(test)]
@@ -542,10 +557,21 @@ mod tests {
             let bytes = line(&msg);
             assert_eq!(answer(&bytes).unwrap().says(), ResultSays::default(), "{result}");
         }
-        // A duplicate key: as the JSON value reads it (the last).
-        let text = br#"{"jsonrpc":"2.0","id":1,"result":{"isError":true,"isError":false,"resultType":"input_required","requestState":"a","requestState":"b"}}"#;
-        let says = answer(text).unwrap().says();
-        assert_eq!(says, ResultSays { is_error: false, input_required: Some("b".into()) });
+        // A member the relay reads given twice: left to the JSON-value path, which sends the
+        // client the one it read (sent on as written, a client keeping the first would read
+        // a success the log calls an error, or another state than the one bound).
+        for text in [
+            br#"{"jsonrpc":"2.0","id":1,"result":{"isError":false,"isError":true}}"#.as_slice(),
+            br#"{"jsonrpc":"2.0","id":1,"result":{"isError":false,"is\u0045rror":true}}"#,
+            br#"{"jsonrpc":"2.0","id":1,"result":{"resultType":"input_required","requestState":"a","requestState":"b"}}"#,
+            br#"{"jsonrpc":"2.0","id":1,"result":{"resultType":"complete","resultType":"input_required","requestState":"a"}}"#,
+        ] {
+            assert!(answer(text).is_none(), "{}", String::from_utf8_lossy(text));
+        }
+        // Another member given twice is the client's to read, as from the upstream itself.
+        let text =
+            br#"{"jsonrpc":"2.0","id":1,"result":{"content":[],"content":[],"isError":true}}"#;
+        assert!(answer(text).unwrap().says().is_error);
         // An escape in `resultType`: decoded.
         let text = br#"{"jsonrpc":"2.0","id":1,"result":{"resultType":"input\u005frequired","requestState":"s"}}"#;
         assert_eq!(answer(text).unwrap().says().input_required.as_deref(), Some("s"));
