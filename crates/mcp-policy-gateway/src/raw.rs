@@ -35,7 +35,7 @@ struct Request<'a> {
     id: Value,
     #[serde(borrow)]
     method: &'a str,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "object")]
     params: CallParams<'a>,
 }
 
@@ -48,8 +48,11 @@ struct CallParams<'a> {
     name: Cow<'a, str>,
     #[serde(default, deserialize_with = "present")]
     arguments: Option<Value>,
-    #[serde(borrow, default, rename = "_meta")]
-    meta: Option<&'a RawValue>,
+    /// Read as a JSON value where it lies in the line (so that it nests no deeper than the
+    /// JSON-value path reads), and written again from it: a key written twice reaches the
+    /// upstream once, as that path sends it.
+    #[serde(default, rename = "_meta", deserialize_with = "present")]
+    meta: Option<Value>,
 }
 
 /// A member that is there, `null` included (`None` is for a member that is not).
@@ -81,6 +84,80 @@ struct ResultHead<'a> {
     request_state: Option<&'a RawValue>,
 }
 
+/// `T` read from a JSON object only: serde reads a struct from an array too (its fields in
+/// order), which the JSON-value path does not read as a message, nor as `params`.
+fn object<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct Object<T>(std::marker::PhantomData<T>);
+    impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Object<T> {
+        type Value = T;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an object")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+            T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+        }
+    }
+    d.deserialize_map(Object(std::marker::PhantomData))
+}
+
+/// `line` as a `T`, read from a JSON object only (see [`object`]).
+fn from_object<'a, T: Deserialize<'a>>(line: &'a [u8]) -> Option<T> {
+    let mut de = serde_json::Deserializer::from_slice(line);
+    let t = object(&mut de).ok()?;
+    de.end().ok()?;
+    Some(t)
+}
+
+/// A JSON value read as [`Value`] reads it (the same numbers, strings and nesting), keeping
+/// nothing of it.
+struct Valid;
+
+impl<'de> Deserialize<'de> for Valid {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Valid, D::Error> {
+        d.deserialize_any(Valid)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Valid {
+    type Value = Valid;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Valid, E> {
+        Ok(Valid)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Valid, E> {
+        Ok(Valid)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Valid, E> {
+        Ok(Valid)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Valid, E> {
+        Ok(Valid)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Valid, E> {
+        Ok(Valid)
+    }
+    fn visit_unit<E>(self) -> Result<Valid, E> {
+        Ok(Valid)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Valid, A::Error> {
+        while seq.next_element::<Valid>()?.is_some() {}
+        Ok(Valid)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Valid, A::Error> {
+        while map.next_key::<Valid>()?.is_some() {
+            map.next_value::<Valid>()?;
+        }
+        Ok(Valid)
+    }
+}
+
 /// Where `part` (a slice of `line`) lies in `line`.
 fn span(line: &[u8], part: &str) -> Option<Range<usize>> {
     let start = (part.as_ptr() as usize).checked_sub(line.as_ptr() as usize)?;
@@ -109,8 +186,8 @@ pub struct ToolCall<'a> {
     pub arguments: Value,
     /// How `params.arguments` was written: absent, `null`, or the object.
     arguments_given: Given,
-    /// `params._meta`, as written (an object).
-    meta: Option<&'a RawValue>,
+    /// `params._meta` (an object).
+    meta: Option<Value>,
 }
 
 /// How `params.arguments` was written.
@@ -131,7 +208,7 @@ impl ToolCall<'_> {
 /// `line` as a `tools/call` request the relay can decide from its line: `None` when it is
 /// anything else, or has anything the relay must look at as a JSON value.
 pub fn tool_call(line: &[u8]) -> Option<ToolCall<'_>> {
-    let request: Request<'_> = serde_json::from_slice(line).ok()?;
+    let request: Request<'_> = from_object(line)?;
     if request.jsonrpc != "2.0"
         || request.method != "tools/call"
         || !crate::jsonrpc::valid_id(&request.id)
@@ -145,11 +222,8 @@ pub fn tool_call(line: &[u8]) -> Option<ToolCall<'_>> {
         Some(object @ Value::Object(_)) => (object, Given::Object),
         Some(_) => return None,
     };
-    // `_meta` is sent on as it is, but must be what the relay would read as an object (so
-    // that the whole line is a JSON value the relay can fall back on).
-    if let Some(meta) = params.meta
-        && !serde_json::from_str::<Value>(meta.get()).is_ok_and(|m| m.is_object())
-    {
+    // `_meta` must be an object, as the relay reads it.
+    if params.meta.as_ref().is_some_and(|m| !m.is_object()) {
         return None;
     }
     Some(ToolCall {
@@ -163,7 +237,7 @@ pub fn tool_call(line: &[u8]) -> Option<ToolCall<'_>> {
 
 impl ToolCall<'_> {
     /// The line to send the upstream: the request with `id` as its id, written again from what
-    /// was read (`_meta` as it came): the upstream gets the arguments the policy decided on.
+    /// was read: the upstream gets the arguments the policy decided on.
     pub fn with_id(&self, id: &Value) -> Vec<u8> {
         let mut out = Vec::with_capacity(128);
         out.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
@@ -178,9 +252,9 @@ impl ToolCall<'_> {
                 let _ = serde_json::to_writer(&mut out, &self.arguments);
             }
         }
-        if let Some(meta) = self.meta {
+        if let Some(meta) = &self.meta {
             out.extend_from_slice(br#","_meta":"#);
-            out.extend_from_slice(meta.get().as_bytes());
+            let _ = serde_json::to_writer(&mut out, meta);
         }
         out.extend_from_slice(b"}}\n");
         out
@@ -194,12 +268,12 @@ pub struct Answer<'a> {
     line: &'a [u8],
     id: &'a str,
     id_span: Range<usize>,
-    result: &'a RawValue,
+    says: ResultSays,
 }
 
 /// `line` as a response with a `result` whose id is a whole number: `None` for anything else.
 pub fn answer(line: &[u8]) -> Option<Answer<'_>> {
-    let envelope: ResultEnvelope<'_> = serde_json::from_slice(line).ok()?;
+    let envelope: ResultEnvelope<'_> = from_object(line)?;
     let id = envelope.id.get();
     if envelope.jsonrpc.get() != r#""2.0""#
         || id.is_empty()
@@ -207,12 +281,17 @@ pub fn answer(line: &[u8]) -> Option<Answer<'_>> {
     {
         return None;
     }
+    // The result is sent on as it is written, so the line must be what the JSON-value path
+    // reads (no lone surrogate, no number out of range, no deeper nesting than it takes): a
+    // line it drops must not reach the client here.
+    serde_json::from_slice::<Valid>(line).ok()?;
     let id_span = span(line, id)?;
-    Some(Answer { line, id, id_span, result: envelope.result })
+    let says = result_says(envelope.result)?;
+    Some(Answer { line, id, id_span, says })
 }
 
 /// What a tool's result says of itself.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ResultSays {
     /// `isError` is `true`.
     pub is_error: bool,
@@ -247,33 +326,51 @@ impl Answer<'_> {
     }
 
     /// What the result says of itself, as [`ResultSays::of`] reads it from the result as a
-    /// JSON value (which it is parsed as when a key is there twice, or not of the usual type).
+    /// JSON value.
     pub fn says(&self) -> ResultSays {
-        let head: Option<ResultHead<'_>> = serde_json::from_str(self.result.get()).ok();
-        let quick = head.and_then(|h| {
-            let is_error = match h.is_error.map(RawValue::get) {
-                None | Some("false") => false,
-                Some("true") => true,
-                Some(_) => return None,
-            };
-            let input_required = match h.result_type.map(RawValue::get) {
-                None => None,
-                Some(r#""input_required""#) => match h.request_state.map(RawValue::get) {
-                    Some(s) if !s.contains('\\') => {
-                        s.strip_prefix('"')?.strip_suffix('"').map(str::to_owned)
-                    }
-                    _ => return None,
-                },
-                Some(t) if t.starts_with('"') && !t.contains('\\') => None,
-                Some(_) => return None,
-            };
-            Some(ResultSays { is_error, input_required })
-        });
-        quick.unwrap_or_else(|| match serde_json::from_str::<Value>(self.result.get()) {
-            Ok(result) => ResultSays::of(&result),
-            Err(_) => ResultSays::default(),
-        })
+        self.says.clone()
     }
+}
+
+/// What `result` says of itself, as [`ResultSays::of`] reads it from the result as a JSON value
+/// (which it is parsed as when a member is not of the usual type); `None` when it has one of
+/// the members read (`isError`, `resultType`, `requestState`) twice: the line is then left to
+/// the JSON-value path, which sends the client the one the relay read (a client whose parser
+/// keeps the first would read another: an error the log calls a success, another state).
+fn result_says(result: &RawValue) -> Option<ResultSays> {
+    // Only an object: serde reads a struct from an array too (its fields in order), where the
+    // JSON value has no member at all.
+    let text = result.get();
+    if !text.starts_with('{') {
+        return Some(ResultSays::default());
+    }
+    // Each member is taken as written, so this fails only on a member given twice.
+    let head: ResultHead<'_> = serde_json::from_str(text).ok()?;
+    Some(quick(&head).unwrap_or_else(|| match serde_json::from_str::<Value>(text) {
+        Ok(result) => ResultSays::of(&result),
+        Err(_) => ResultSays::default(),
+    }))
+}
+
+/// What `h` says, when each member read is of its usual type and written without escapes.
+fn quick(h: &ResultHead<'_>) -> Option<ResultSays> {
+    let is_error = match h.is_error.map(RawValue::get) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => return None,
+    };
+    let input_required = match h.result_type.map(RawValue::get) {
+        None => None,
+        Some(r#""input_required""#) => match h.request_state.map(RawValue::get) {
+            Some(s) if !s.contains('\\') => {
+                s.strip_prefix('"')?.strip_suffix('"').map(str::to_owned)
+            }
+            _ => return None,
+        },
+        Some(t) if t.starts_with('"') && !t.contains('\\') => None,
+        Some(_) => return None,
+    };
+    Some(ResultSays { is_error, input_required })
 }
 
 #[cfg(test)]
@@ -386,6 +483,11 @@ mod tests {
                 .to_vec(),
         );
         cases.push(b"[]".to_vec());
+        // Arrays, which serde reads a struct from (its fields in order) and the JSON-value path
+        // refuses (a batch; `params` without a name): never a call here.
+        cases.push(br#"["2.0",1,"tools/call",{"name":"a","arguments":{}}]"#.to_vec());
+        cases.push(br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":["a",{}]}"#.to_vec());
+        cases.push(br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":["a"]}"#.to_vec());
         for case in cases {
             assert!(tool_call(&case).is_none(), "{}", String::from_utf8_lossy(&case));
         }
@@ -416,6 +518,8 @@ mod tests {
             br#"{"jsonrpc":"1.0","id":1,"result":{}}"#,
             br#"{"jsonrpc":"2.0","method":"x"}"#,
             br#"{"jsonrpc":"2.0","id":1,"result":{}"#,
+            // An array, which serde reads a struct from, and the JSON-value path drops.
+            br#"["2.0",1,{}]"#,
         ] {
             assert!(answer(text).is_none(), "{}", String::from_utf8_lossy(text));
         }
@@ -442,12 +546,121 @@ mod tests {
             let bytes = line(&msg);
             assert_eq!(answer(&bytes).unwrap().says(), ResultSays::of(&result), "{result}");
         }
-        // A duplicate key: as the JSON value reads it (the last).
-        let text = br#"{"jsonrpc":"2.0","id":1,"result":{"isError":true,"isError":false,"resultType":"input_required","requestState":"a","requestState":"b"}}"#;
-        let says = answer(text).unwrap().says();
-        assert_eq!(says, ResultSays { is_error: false, input_required: Some("b".into()) });
+        // Not an object: a struct is also read from an array (its fields in order), which the
+        // JSON value does not read as one.
+        for result in [
+            json!([true, "input_required", "s"]),
+            json!([false, "input_required", "s"]),
+            json!([true]),
+        ] {
+            let msg = json!({"jsonrpc": "2.0", "id": 1, "result": result});
+            let bytes = line(&msg);
+            assert_eq!(answer(&bytes).unwrap().says(), ResultSays::default(), "{result}");
+        }
+        // A member the relay reads given twice: left to the JSON-value path, which sends the
+        // client the one it read (sent on as written, a client keeping the first would read
+        // a success the log calls an error, or another state than the one bound).
+        for text in [
+            br#"{"jsonrpc":"2.0","id":1,"result":{"isError":false,"isError":true}}"#.as_slice(),
+            br#"{"jsonrpc":"2.0","id":1,"result":{"isError":false,"is\u0045rror":true}}"#,
+            br#"{"jsonrpc":"2.0","id":1,"result":{"resultType":"input_required","requestState":"a","requestState":"b"}}"#,
+            br#"{"jsonrpc":"2.0","id":1,"result":{"resultType":"complete","resultType":"input_required","requestState":"a"}}"#,
+        ] {
+            assert!(answer(text).is_none(), "{}", String::from_utf8_lossy(text));
+        }
+        // Another member given twice is the client's to read, as from the upstream itself.
+        let text =
+            br#"{"jsonrpc":"2.0","id":1,"result":{"content":[],"content":[],"isError":true}}"#;
+        assert!(answer(text).unwrap().says().is_error);
         // An escape in `resultType`: decoded.
         let text = br#"{"jsonrpc":"2.0","id":1,"result":{"resultType":"input\u005frequired","requestState":"s"}}"#;
         assert_eq!(answer(text).unwrap().says().input_required.as_deref(), Some("s"));
+    }
+}
+
+#[cfg(test)]
+mod differential {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use serde_json::Value;
+
+    use super::*;
+
+    fn is_value(line: &str) -> bool {
+        serde_json::from_str::<Value>(line).is_ok()
+    }
+
+    /// `n` arrays nested in one another.
+    fn deep(n: usize) -> String {
+        format!("{}{}", "[".repeat(n), "]".repeat(n))
+    }
+
+    /// The relay reads a line here only when the JSON-value path would have read it: otherwise
+    /// a line that path refuses (a parse error for a call; a dropped line for an answer) would
+    /// go through, to the upstream or to the client.
+    #[test]
+    fn a_call_is_read_here_only_when_its_line_is_a_json_value() {
+        let mut lines = Vec::new();
+        for n in 110..140 {
+            lines.push(format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"a","_meta":{{"d":{}}}}}}}"#,
+                deep(n)
+            ));
+            lines.push(format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"a","arguments":{{"d":{}}}}}}}"#,
+                deep(n)
+            ));
+        }
+        for bad in [r#""\ud800""#, "1e400", r#""\udc00x""#, "-1e999"] {
+            lines.push(format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"a","_meta":{{"x":{bad}}}}}}}"#
+            ));
+            lines.push(format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"a","arguments":{{"x":{bad}}}}}}}"#
+            ));
+        }
+        for line in &lines {
+            if tool_call(line.as_bytes()).is_some() {
+                assert!(is_value(line), "read here, but not a JSON value: {line}");
+            }
+        }
+    }
+
+    /// `_meta` reaches the upstream as the JSON-value path sends it: a key written twice, once
+    /// (the last, which is what the relay read), and escapes and numbers written again.
+    #[test]
+    fn meta_is_sent_on_as_the_json_value_path_sends_it() {
+        let line = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","_meta":{"progressToken":"p1","progressToken":"p2","n":1.0e0,"\u0061":"\u0062"}}}"#;
+        let call = tool_call(line).unwrap();
+        let sent = call.with_id(&serde_json::json!(5));
+        let text = std::str::from_utf8(&sent).unwrap();
+        assert!(!text.contains("p1"), "{text}");
+        assert_eq!(text.matches("progressToken").count(), 1, "{text}");
+        let mut expected: Value = serde_json::from_slice(line).unwrap();
+        expected["id"] = serde_json::json!(5);
+        let expected = format!("{}\n", serde_json::to_string(&expected).unwrap());
+        let sent: Value = serde_json::from_str(text).unwrap();
+        assert_eq!(sent, serde_json::from_str::<Value>(&expected).unwrap());
+        assert!(text.contains(r#""_meta":{"a":"b","n":1.0,"progressToken":"p2"}"#), "{text}");
+    }
+
+    #[test]
+    fn an_answer_is_read_here_only_when_its_line_is_a_json_value() {
+        let mut lines = Vec::new();
+        for n in 110..140 {
+            lines.push(format!(r#"{{"jsonrpc":"2.0","id":1,"result":{{"d":{}}}}}"#, deep(n)));
+        }
+        for bad in [r#""\ud800""#, "1e400", r#""\udc00x""#, "-1e999", r#""\ud800\u0041""#] {
+            lines.push(format!(r#"{{"jsonrpc":"2.0","id":1,"result":{{"x":{bad}}}}}"#));
+            lines.push(format!(r#"{{"jsonrpc":"2.0","id":1,"result":{{{bad}:1}}}}"#));
+        }
+        for bad in [r#""\ud800""#, "1e400"] {
+            let line = format!(r#"{{"jsonrpc":"2.0","id":1,"result":{{"x":{bad}}}}}"#);
+            assert!(answer(line.as_bytes()).is_none(), "{line}");
+        }
+        for line in &lines {
+            if answer(line.as_bytes()).is_some() {
+                assert!(is_value(line), "read here, but not a JSON value: {line}");
+            }
+        }
     }
 }

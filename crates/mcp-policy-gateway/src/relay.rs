@@ -591,13 +591,14 @@ impl<S: AsyncCounterStore> Relay<S> {
                 relay.on_client(msg).await;
                 continue;
             }
+            // Reads that return without waiting (a line already buffered, or read by the spin)
+            // and writes that do not wait take nothing of the runtime's budget: the relay gives
+            // the thread's other tasks (the writers' flushers, signals, reload, timers) their
+            // turn as often as the runtime's own reads would have, whether it spins or not.
+            tokio::task::consume_budget().await;
             if !relay.spin.is_zero()
                 && let Some(upstream) = from_upstream.lines_mut()
             {
-                // Reads that return without waiting take nothing of the runtime's budget: the
-                // relay gives the thread's other tasks (the writers' flushers, signals, timers)
-                // their turn as often as the runtime's own reads would have.
-                tokio::task::consume_budget().await;
                 let client = if read_client { from_client.lines_mut() } else { None };
                 crate::spin::for_lines(client, upstream, relay.spin);
             }
@@ -1144,10 +1145,18 @@ impl<S: AsyncCounterStore> Relay<S> {
             self.decided(id, msg, name.into_owned(), arguments, verdict, false).await;
             return true;
         }
-        // Sent first: the bookkeeping waits until the upstream has the call.
+        // Sent first: the bookkeeping waits until the upstream has the call. Unless sending
+        // waits (the upstream's input is full): the record then says now which policy decided
+        // (one reloaded during the wait did not).
         let sent = Instant::now();
-        let delivered = self.upstream_line(call.with_id(&up_id)).await;
-        let (receipt, record) = guard.dispatched(evaluated, &call.name, session, None);
+        let line = call.with_id(&up_id);
+        let (delivered, (receipt, record)) = if self.to_upstream.has_room() {
+            let delivered = self.upstream_line(line).await;
+            (delivered, guard.dispatched(evaluated, &call.name, session, None))
+        } else {
+            let dispatched = guard.dispatched(evaluated, &call.name, session, None);
+            (self.upstream_line(line).await, dispatched)
+        };
         let chain = Chain { decided: sent, rounds: 0 };
         let raw::ToolCall { id, arguments, .. } = call;
         let kind = Relayed::ToolsCall { record: Box::new(record), sent, arguments, chain };
@@ -2776,5 +2785,110 @@ mod tests {
             (Some(1), Some(jsonrpc::INTERNAL_ERROR))
         );
         assert_eq!(h.task.await.unwrap(), RelayEnd::UpstreamClosed);
+    }
+}
+
+#[cfg(test)]
+mod line_tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use std::os::fd::AsFd;
+
+    use super::*;
+    use crate::decision_log::DecisionLog;
+    use crate::guard::Mode;
+    use crate::lines::{LineReader, LineWriter, ReadEnd, WriteEnd};
+    use mcp_policy::Evaluator;
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+    /// Both ends of a Unix socket pair as tokio sockets: (the relay's, the test's).
+    fn pair() -> (std::os::unix::net::UnixStream, std::os::unix::net::UnixStream) {
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        a.set_nonblocking(true).unwrap();
+        b.set_nonblocking(true).unwrap();
+        (a, b)
+    }
+
+    fn tokio_socket(s: std::os::unix::net::UnixStream) -> tokio::net::UnixStream {
+        tokio::net::UnixStream::from_std(s).unwrap()
+    }
+
+    /// A call sent on from its line to an upstream that takes nothing (its input full) waits
+    /// for it; the policy reloaded meanwhile did not decide it, and the decision log says
+    /// which did (the digest of the policy in force when it was decided).
+    #[tokio::test(start_paused = true)]
+    async fn a_call_waiting_for_a_full_upstream_is_logged_with_the_policy_that_decided_it() {
+        const ALLOW: &str = r#"{"version": "1", "default": "deny", "tools": {"a": {}}}"#;
+        const OTHER: &str = r#"{"version": "1", "default": "deny", "tools": {"a": {}, "b": {}}}"#;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.jsonl");
+        let log = Arc::new(
+            DecisionLog::open(path.to_str().unwrap(), 1 << 20, Default::default()).unwrap(),
+        );
+        let evaluator = Arc::new(Evaluator::new(ALLOW.parse().unwrap()));
+        let decided_by = evaluator.policy().digest().to_owned();
+        let guard = Arc::new(Guard::new(evaluator.clone(), "g", Mode::Enforce));
+        // The client: a socket pair. The upstream's input: a pipe of one page nobody reads.
+        let (relay_client, test_client) = pair();
+        let relay_client_out = relay_client.try_clone().unwrap();
+        let (up_tx, _up_rx) = tokio::net::unix::pipe::pipe().unwrap();
+        nix::fcntl::fcntl(up_tx.as_fd(), nix::fcntl::FcntlArg::F_SETPIPE_SZ(4096)).unwrap();
+        let (relay_up_in, _test_up_out) = pair();
+        let client = ClientLink {
+            tx: ClientTx::Lines(Arc::new(LineWriter::new(
+                WriteEnd::Socket(tokio_socket(relay_client_out)),
+                || {},
+            ))),
+            rx: ClientRx::Lines(LineReader::new(
+                ReadEnd::Socket(tokio_socket(relay_client)),
+                1 << 24,
+            )),
+        };
+        let upstream = UpstreamLink {
+            tx: UpstreamTx::Lines(LineWriter::new(WriteEnd::Pipe(up_tx), || {})),
+            rx: UpstreamRx::Lines {
+                lines: LineReader::new(ReadEnd::Socket(tokio_socket(relay_up_in)), 1 << 24),
+                clean: |_| {},
+            },
+        };
+        let config = RelayConfig::default();
+        let task = tokio::spawn(Relay::run(guard, log.clone(), config, client, upstream));
+        let test_client = tokio_socket(test_client);
+        let (read_half, mut write_half) = test_client.into_split();
+        let mut from_relay = BufReader::new(read_half).lines();
+        // Requests the gateway only relays, until its queue for the upstream is full (the first
+        // fills the pipe and stays queued, the rest of `QUEUED_MAX` with it); then the call.
+        let pad = "x".repeat(8192);
+        let mut text = String::new();
+        for id in 0..crate::lines::QUEUED_MAX {
+            text.push_str(&format!(
+                r#"{{"jsonrpc":"2.0","id":"p{id}","method":"ping","params":{{"pad":"{pad}"}}}}"#
+            ));
+            text.push('\n');
+        }
+        text.push_str(r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"a"}}"#);
+        text.push('\n');
+        write_half.write_all(text.as_bytes()).await.unwrap();
+        // The call is read once the upstream has taken nothing for `UPSTREAM_SEND_TIMEOUT`, then
+        // waits as long again for the upstream to take it: the policy changes meanwhile.
+        tokio::time::sleep(UPSTREAM_SEND_TIMEOUT + UPSTREAM_SEND_TIMEOUT / 2).await;
+        evaluator.reload_from_str(OTHER).unwrap();
+        assert_ne!(evaluator.policy().digest(), decided_by);
+        let answer = loop {
+            let line = from_relay.next_line().await.unwrap().unwrap();
+            let m: Value = serde_json::from_str(&line).unwrap();
+            if m["id"] == 7 {
+                break m;
+            }
+        };
+        assert_eq!(answer["error"]["code"], jsonrpc::INTERNAL_ERROR, "{answer}");
+        assert!(log.finish());
+        let text = std::fs::read_to_string(&path).unwrap();
+        let line: Value =
+            serde_json::from_str(text.lines().find(|l| l.contains(r#""tool":"a""#)).unwrap())
+                .unwrap();
+        assert_eq!(line["outcome"], "upstream_closed", "{line}");
+        assert_eq!(line["policy"], decided_by.as_str(), "{line}");
+        drop(write_half);
+        task.abort();
     }
 }

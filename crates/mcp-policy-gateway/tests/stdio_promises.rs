@@ -400,6 +400,93 @@ async fn the_upstream_runs_where_the_gateway_runs_and_policy_poll_0_waits_for_si
     g.wait_exit().await;
 }
 
+/// A client that pipelines calls without pause keeps the relay busy without its ever waiting
+/// (each line is already read, each answer written at once): SIGHUP (reload) and SIGTERM must
+/// still be handled, with the relay's spin and without it (`--spin 0`).
+async fn signals_are_handled_while_a_client_pipelines_calls_without_pause() {
+    use std::process::{Command, Stdio};
+    use std::sync::mpsc;
+    let patience = support::PATIENCE;
+    for spin in ["0", "200"] {
+        let s = setup();
+        let mut child = Command::new(support::gateway_bin())
+            .args(with(&s.policy, &["--policy-poll", "0", "--spin", spin, "--"]))
+            .args(upstream())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": {"name": "flood", "version": "1"}}});
+        writeln!(stdin, "{init}").unwrap();
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        writeln!(stdin, r#"{{"jsonrpc":"2.0","method":"notifications/initialized"}}"#).unwrap();
+        // Until the gateway has gone (its stdin fails).
+        let writer = std::thread::spawn(move || {
+            let mut id = 1u64;
+            loop {
+                let mut batch = String::new();
+                for _ in 0..500 {
+                    batch.push_str(&format!(
+                        r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"echo","arguments":{{}}}}}}"#
+                    ));
+                    batch.push('\n');
+                    id += 1;
+                }
+                if stdin.write_all(batch.as_bytes()).is_err() {
+                    return;
+                }
+            }
+        });
+        // Says "ran" after the first thousand answers, and "refused" at the first refusal.
+        let (said, heard) = mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            let (mut answers, mut refused) = (0, false);
+            for line in stdout.lines() {
+                let Ok(line) = line else { return };
+                let m: Value = serde_json::from_str(&line).unwrap();
+                answers += 1;
+                if answers == 1000 {
+                    let _ = said.send("ran");
+                }
+                if !refused && m["result"]["isError"] == true {
+                    refused = true;
+                    let _ = said.send("refused");
+                }
+            }
+        });
+        assert_eq!(heard.recv_timeout(patience), Ok("ran"), "--spin {spin}");
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        deny_echo(&s.policy);
+        nix::sys::signal::kill(pid, nix::sys::signal::SIGHUP).unwrap();
+        assert_eq!(
+            heard.recv_timeout(patience),
+            Ok("refused"),
+            "--spin {spin}: SIGHUP was not handled while the client pipelined calls"
+        );
+        nix::sys::signal::kill(pid, nix::sys::signal::SIGTERM).unwrap();
+        let deadline = std::time::Instant::now() + patience;
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("--spin {spin}: SIGTERM was not handled while the client pipelined calls");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert_eq!(status.code(), Some(128 + 15), "--spin {spin}: {status}");
+        writer.join().unwrap();
+        reader.join().unwrap();
+    }
+}
+
 /// The text of the first content of a tool result.
 fn text_of(r: &Value) -> &str {
     r["result"]["content"][0]["text"].as_str().unwrap_or_else(|| panic!("no text: {r}"))
@@ -665,7 +752,7 @@ fn main() {
         scripted_upstream();
         return;
     }
-    let tests: [runner::Test; 9] = [
+    let tests: [runner::Test; 10] = [
         ("the_decision_log_says_what_became_of_each_call", || {
             Box::pin(the_decision_log_says_what_became_of_each_call())
         }),
@@ -692,6 +779,9 @@ fn main() {
         }),
         ("an_accepted_approval_is_decided_again", || {
             Box::pin(an_accepted_approval_is_decided_again())
+        }),
+        ("signals_are_handled_while_a_client_pipelines_calls_without_pause", || {
+            Box::pin(signals_are_handled_while_a_client_pipelines_calls_without_pause())
         }),
     ];
     runner::run(&tests, DEADLINE);

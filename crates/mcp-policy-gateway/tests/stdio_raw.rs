@@ -73,6 +73,20 @@ async fn malformed_input_gets_json_rpc_errors_and_never_reaches_the_upstream() {
         "params": {"name": "write_file", "arguments": {"path": fs.path("batched.txt"), "content": "x"}}}]);
     g.send_line(&batch.to_string()).await;
     assert_eq!(error_code(&g.until(|m| m["id"].is_null()).await), -32600);
+    // So is a message written as an array of its members' values (which serde can read a
+    // struct from), and a call whose `params` is one: neither is a call.
+    let positional = json!(["2.0", 12, "tools/call",
+        {"name": "write_file", "arguments": {"path": fs.path("positional.txt"), "content": "x"}}]);
+    g.send_line(&positional.to_string()).await;
+    assert_eq!(error_code(&g.until(|m| m["id"].is_null()).await), -32600);
+    let r = g
+        .request(
+            13,
+            "tools/call",
+            json!(["write_file", {"path": fs.path("params.txt"), "content": "x"}]),
+        )
+        .await;
+    assert_eq!(error_code(&r), -32602);
     g.send_line(r#"{"jsonrpc":"2.0","id":3,"method":7}"#).await;
     assert_eq!(error_code(&g.response(json!(3)).await), -32600);
     g.send_line(r#"{"id":4,"method":"tools/call","params":{"name":"write_file"}}"#).await;
