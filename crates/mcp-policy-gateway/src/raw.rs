@@ -68,20 +68,7 @@ struct ResultEnvelope<'a> {
     jsonrpc: &'a RawValue,
     #[serde(borrow)]
     id: &'a RawValue,
-    #[serde(borrow)]
-    result: &'a RawValue,
-}
-
-/// What the relay reads of a tool's result: whether it is an error, and whether the upstream
-/// asks for input (SEP-2322).
-#[derive(Deserialize)]
-struct ResultHead<'a> {
-    #[serde(borrow, default, rename = "isError")]
-    is_error: Option<&'a RawValue>,
-    #[serde(borrow, default, rename = "resultType")]
-    result_type: Option<&'a RawValue>,
-    #[serde(borrow, default, rename = "requestState")]
-    request_state: Option<&'a RawValue>,
+    result: Scanned,
 }
 
 /// `T` read from a JSON object only: serde reads a struct from an array too (its fields in
@@ -281,13 +268,8 @@ pub fn answer(line: &[u8]) -> Option<Answer<'_>> {
     {
         return None;
     }
-    // The result is sent on as it is written, so the line must be what the JSON-value path
-    // reads (no lone surrogate, no number out of range, no deeper nesting than it takes): a
-    // line it drops must not reach the client here.
-    serde_json::from_slice::<Valid>(line).ok()?;
     let id_span = span(line, id)?;
-    let says = result_says(envelope.result)?;
-    Some(Answer { line, id, id_span, says })
+    Some(Answer { line, id, id_span, says: envelope.result.0 })
 }
 
 /// What a tool's result says of itself.
@@ -302,14 +284,23 @@ pub struct ResultSays {
 impl ResultSays {
     /// What `result` (a tool's result as a JSON value) says.
     pub fn of(result: &Value) -> ResultSays {
-        let input_required = (result.get("resultType").and_then(Value::as_str)
-            == Some("input_required"))
-        .then(|| result.get("requestState").and_then(Value::as_str).map(str::to_owned))
-        .flatten();
-        ResultSays {
-            is_error: result.get("isError").and_then(Value::as_bool) == Some(true),
-            input_required,
-        }
+        ResultSays::of_members(
+            result.get("isError"),
+            result.get("resultType"),
+            result.get("requestState"),
+        )
+    }
+
+    /// What a result with these members says.
+    fn of_members(
+        is_error: Option<&Value>,
+        result_type: Option<&Value>,
+        request_state: Option<&Value>,
+    ) -> ResultSays {
+        let input_required = (result_type.and_then(Value::as_str) == Some("input_required"))
+            .then(|| request_state.and_then(Value::as_str).map(str::to_owned))
+            .flatten();
+        ResultSays { is_error: is_error.and_then(Value::as_bool) == Some(true), input_required }
     }
 }
 
@@ -332,45 +323,77 @@ impl Answer<'_> {
     }
 }
 
-/// What `result` says of itself, as [`ResultSays::of`] reads it from the result as a JSON value
-/// (which it is parsed as when a member is not of the usual type); `None` when it has one of
-/// the members read (`isError`, `resultType`, `requestState`) twice: the line is then left to
+/// A tool's result, read in the same pass as its envelope: what it says of itself (as
+/// [`ResultSays::of`] reads it from the result as a JSON value), and nothing else kept.
+///
+/// The result is sent on as it is written, so it must be what the JSON-value path reads (no
+/// lone surrogate, no number out of range, no deeper nesting than it takes: a line that path
+/// drops must not reach the client here), and the members the relay reads (`isError`,
+/// `resultType`, `requestState`) must each be there once at most: otherwise the line is left to
 /// the JSON-value path, which sends the client the one the relay read (a client whose parser
 /// keeps the first would read another: an error the log calls a success, another state).
-fn result_says(result: &RawValue) -> Option<ResultSays> {
-    // Only an object: serde reads a struct from an array too (its fields in order), where the
-    // JSON value has no member at all.
-    let text = result.get();
-    if !text.starts_with('{') {
-        return Some(ResultSays::default());
+struct Scanned(ResultSays);
+
+impl<'de> Deserialize<'de> for Scanned {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Scanned, D::Error> {
+        d.deserialize_any(ScannedVisitor)
     }
-    // Each member is taken as written, so this fails only on a member given twice.
-    let head: ResultHead<'_> = serde_json::from_str(text).ok()?;
-    Some(quick(&head).unwrap_or_else(|| match serde_json::from_str::<Value>(text) {
-        Ok(result) => ResultSays::of(&result),
-        Err(_) => ResultSays::default(),
-    }))
 }
 
-/// What `h` says, when each member read is of its usual type and written without escapes.
-fn quick(h: &ResultHead<'_>) -> Option<ResultSays> {
-    let is_error = match h.is_error.map(RawValue::get) {
-        None | Some("false") => false,
-        Some("true") => true,
-        Some(_) => return None,
-    };
-    let input_required = match h.result_type.map(RawValue::get) {
-        None => None,
-        Some(r#""input_required""#) => match h.request_state.map(RawValue::get) {
-            Some(s) if !s.contains('\\') => {
-                s.strip_prefix('"')?.strip_suffix('"').map(str::to_owned)
+struct ScannedVisitor;
+
+impl<'de> serde::de::Visitor<'de> for ScannedVisitor {
+    type Value = Scanned;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    // Anything but an object says nothing (nor does it as a JSON value).
+    fn visit_bool<E>(self, _: bool) -> Result<Scanned, E> {
+        Ok(Scanned(ResultSays::default()))
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Scanned, E> {
+        Ok(Scanned(ResultSays::default()))
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Scanned, E> {
+        Ok(Scanned(ResultSays::default()))
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Scanned, E> {
+        Ok(Scanned(ResultSays::default()))
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Scanned, E> {
+        Ok(Scanned(ResultSays::default()))
+    }
+    fn visit_unit<E>(self) -> Result<Scanned, E> {
+        Ok(Scanned(ResultSays::default()))
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Scanned, A::Error> {
+        Valid.visit_seq(seq)?;
+        Ok(Scanned(ResultSays::default()))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Scanned, A::Error> {
+        use serde::de::Error;
+        let (mut is_error, mut result_type, mut request_state) = (None, None, None);
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            let slot = match &*key {
+                "isError" => &mut is_error,
+                "resultType" => &mut result_type,
+                "requestState" => &mut request_state,
+                _ => {
+                    map.next_value::<Valid>()?;
+                    continue;
+                }
+            };
+            if slot.replace(map.next_value::<Value>()?).is_some() {
+                return Err(A::Error::custom("a member the relay reads is there twice"));
             }
-            _ => return None,
-        },
-        Some(t) if t.starts_with('"') && !t.contains('\\') => None,
-        Some(_) => return None,
-    };
-    Some(ResultSays { is_error, input_required })
+        }
+        Ok(Scanned(ResultSays::of_members(
+            is_error.as_ref(),
+            result_type.as_ref(),
+            request_state.as_ref(),
+        )))
+    }
 }
 
 #[cfg(test)]
