@@ -13,9 +13,9 @@
 //! Over stdio with a command upstream, the relay spins itself ([`for_lines`]) instead, reading
 //! the two descriptors as data comes: a message that comes during the spin reaches the relay
 //! without the turn of the runtime's driver (its own `epoll_wait`, the task's wake-up and poll)
-//! that follows a spin before sleeping, which takes about 2.5 µs on the machine of
-//! [`docs/performance.md`]; and each microsecond between a message's arrival and its sending
-//! on weighs several times over on a call's latency there (round eight).
+//! that follows a spin before sleeping: on the machine of [`docs/performance.md`], the
+//! microseconds between a message's arrival and its sending on often cost a call more than
+//! themselves (round eight).
 //!
 //! [`docs/performance.md`]: https://github.com/mcp-policy/mcp-policy/blob/main/docs/performance.md
 
