@@ -1,9 +1,9 @@
 //! The two messages of a tool call, read from their lines without building them as JSON values,
 //! and passed on as the peer wrote them, but for what the gateway must change.
 //!
-//! Over stdio, the time between reading a message and writing it on weighs on a call's latency
-//! far more than its own length: on a virtual machine, a few microseconds more put the process
-//! woken next on a halted vCPU (see round eight of [`docs/performance.md`]). So for the two
+//! Over stdio, the time between reading a message and writing it on often weighs on a call's
+//! latency more than its own length: on a virtual machine, a few microseconds more may put the
+//! process woken next on a halted vCPU (see round eight of [`docs/performance.md`]). So for the two
 //! messages of an allowed call, the relay reads only what it decides on and what it rewrites,
 //! writes the line on, and does its bookkeeping afterwards:
 //!
