@@ -11,11 +11,14 @@
 //!   `params.arguments`, which the policy decides on; the request is written again from what
 //!   was read, so that the upstream receives the arguments the policy saw (duplicate keys, or
 //!   numbers a parser reads otherwise, cannot show it others);
-//! - an [`Answer`] with a `result`: its `id` (replaced by the client's).
+//! - an [`Answer`] with a `result`: its `id` (replaced by the client's), and the result's
+//!   `isError`, `resultType` and `requestState`, which the relay logs and binds; every other
+//!   member of the result is checked as the JSON-value path reads it, and kept as written.
 //!
-//! Anything else about a line (another key, a duplicate key of the envelope, an `error`, an
-//! escape in `jsonrpc` or `method`) makes these functions return `None`: the relay then parses
-//! the line as a JSON value and handles it as any other message.
+//! Anything else about a line (another key, a duplicate key of the envelope or of those three
+//! members of a result, an `error`, an escape in `jsonrpc` or `method`, an answer's id no `u64`
+//! holds, a line the JSON-value path does not read) makes these functions return `None`: the
+//! relay then parses the line as a JSON value and handles it as any other message.
 //!
 //! [`docs/performance.md`]: https://github.com/mcp-policy/mcp-policy/blob/main/docs/performance.md
 
