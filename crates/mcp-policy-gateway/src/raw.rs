@@ -263,6 +263,15 @@ pub struct Answer<'a> {
 
 /// `line` as a response with a `result` whose id is a whole number: `None` for anything else.
 pub fn answer(line: &[u8]) -> Option<Answer<'_>> {
+    // A carriage return can only be whitespace between tokens here (a string holds none as
+    // written), which the line would keep: a client reading with universal newlines (Node's
+    // `readline`, Python's text mode) would end a line there, and read a message the upstream
+    // wrote inside its result as one of its own, past the relay (a `tools/list` answer without
+    // the gateway's filter, a request whose id the gateway never mapped). The JSON-value path
+    // writes the message again without it.
+    if line.contains(&b'\r') {
+        return None;
+    }
     let envelope: ResultEnvelope<'_> = from_object(line)?;
     let id = envelope.id.get();
     // Digits only, and no more than a `u64` holds: the JSON-value path reads a longer number
@@ -550,6 +559,9 @@ mod tests {
             br#"{"jsonrpc":"2.0","id":1,"result":{}"#,
             // An array, which serde reads a struct from, and the JSON-value path drops.
             br#"["2.0",1,{}]"#,
+            // A carriage return between tokens: a message of its own to a client that ends a
+            // line there.
+            b"{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"x\":\r{\"jsonrpc\":\"2.0\",\"id\":9,\"result\":{}}\r}}",
         ] {
             assert!(answer(text).is_none(), "{}", String::from_utf8_lossy(text));
         }
@@ -816,6 +828,7 @@ mod mutated {
         b"\xc3",
         b"\xed\xa0\x80",
         b"\t",
+        b"\r",
         b"\n",
         b"\x01",
         b"\"isError\":true,",
@@ -875,6 +888,7 @@ mod mutated {
         let mut expected = v.clone();
         jsonrpc::set_id(&mut expected, client_id.clone());
         let sent = a.with_id(&client_id);
+        assert!(!sent.contains(&b'\r'), "{shown}");
         assert_eq!(serde_json::from_slice::<Value>(&sent).unwrap(), expected, "{shown}");
         let first = first_wins(&sent);
         assert_eq!(first["id"], client_id, "{shown}");
