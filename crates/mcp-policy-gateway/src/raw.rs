@@ -11,11 +11,14 @@
 //!   `params.arguments`, which the policy decides on; the request is written again from what
 //!   was read, so that the upstream receives the arguments the policy saw (duplicate keys, or
 //!   numbers a parser reads otherwise, cannot show it others);
-//! - an [`Answer`] with a `result`: its `id` (replaced by the client's).
+//! - an [`Answer`] with a `result`: its `id` (replaced by the client's), and the result's
+//!   `isError`, `resultType` and `requestState`, which the relay logs and binds; every other
+//!   member of the result is checked as the JSON-value path reads it, and kept as written.
 //!
-//! Anything else about a line (another key, a duplicate key of the envelope, an `error`, an
-//! escape in `jsonrpc` or `method`) makes these functions return `None`: the relay then parses
-//! the line as a JSON value and handles it as any other message.
+//! Anything else about a line (another key, a duplicate key of the envelope or of those three
+//! members of a result, an `error`, an escape in `jsonrpc` or `method`, an answer's id no `u64`
+//! holds, a line the JSON-value path does not read) makes these functions return `None`: the
+//! relay then parses the line as a JSON value and handles it as any other message.
 //!
 //! [`docs/performance.md`]: https://github.com/mcp-policy/mcp-policy/blob/main/docs/performance.md
 
@@ -260,11 +263,22 @@ pub struct Answer<'a> {
 
 /// `line` as a response with a `result` whose id is a whole number: `None` for anything else.
 pub fn answer(line: &[u8]) -> Option<Answer<'_>> {
+    // A carriage return can only be whitespace between tokens here (a string holds none as
+    // written), which the line would keep: a client reading with universal newlines (Node's
+    // `readline`, Python's text mode) would end a line there, and read a message the upstream
+    // wrote inside its result as one of its own, past the relay (a `tools/list` answer without
+    // the gateway's filter, a request whose id the gateway never mapped). The JSON-value path
+    // writes the message again without it.
+    if line.contains(&b'\r') {
+        return None;
+    }
     let envelope: ResultEnvelope<'_> = from_object(line)?;
     let id = envelope.id.get();
+    // Digits only, and no more than a `u64` holds: the JSON-value path reads a longer number
+    // as a float, whose key is another (`1.8446744073709552e+19`).
     if envelope.jsonrpc.get() != r#""2.0""#
-        || id.is_empty()
         || !id.bytes().all(|b| b.is_ascii_digit())
+        || id.parse::<u64>().is_err()
     {
         return None;
     }
@@ -538,11 +552,16 @@ mod tests {
             br#"{"jsonrpc":"2.0","id":"1","result":{}}"#,
             br#"{"jsonrpc":"2.0","id":1.0,"result":{}}"#,
             br#"{"jsonrpc":"2.0","id":-1,"result":{}}"#,
+            // More than a `u64` holds: a float as a JSON value, whose key is another.
+            br#"{"jsonrpc":"2.0","id":18446744073709551616,"result":{}}"#,
             br#"{"jsonrpc":"1.0","id":1,"result":{}}"#,
             br#"{"jsonrpc":"2.0","method":"x"}"#,
             br#"{"jsonrpc":"2.0","id":1,"result":{}"#,
             // An array, which serde reads a struct from, and the JSON-value path drops.
             br#"["2.0",1,{}]"#,
+            // A carriage return between tokens: a message of its own to a client that ends a
+            // line there.
+            b"{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"x\":\r{\"jsonrpc\":\"2.0\",\"id\":9,\"result\":{}}\r}}",
         ] {
             assert!(answer(text).is_none(), "{}", String::from_utf8_lossy(text));
         }
@@ -685,5 +704,250 @@ mod differential {
                 assert!(is_value(line), "read here, but not a JSON value: {line}");
             }
         }
+    }
+}
+
+/// Hostile lines, made by mutating well-formed ones at random (a fixed seed, so that a failure
+/// is reproduced): whatever `answer` or `tool_call` reads must be read the same by the JSON-value
+/// path (the same message, the same id, the same result members), and what they send on must
+/// read the same to a peer whether its parser keeps the first or the last of a duplicate key.
+#[cfg(test)]
+mod mutated {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
+    use serde_json::{Map, Value, json};
+
+    use super::*;
+    use crate::jsonrpc::{self, Kind};
+
+    /// A JSON value as a parser that keeps the first of a duplicate key reads it.
+    struct FirstWins(Value);
+
+    impl<'de> Deserialize<'de> for FirstWins {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<FirstWins, D::Error> {
+            d.deserialize_any(FirstWinsVisitor)
+        }
+    }
+
+    struct FirstWinsVisitor;
+
+    impl<'de> serde::de::Visitor<'de> for FirstWinsVisitor {
+        type Value = FirstWins;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a JSON value")
+        }
+        fn visit_bool<E>(self, v: bool) -> Result<FirstWins, E> {
+            Ok(FirstWins(Value::Bool(v)))
+        }
+        fn visit_i64<E>(self, v: i64) -> Result<FirstWins, E> {
+            Ok(FirstWins(Value::from(v)))
+        }
+        fn visit_u64<E>(self, v: u64) -> Result<FirstWins, E> {
+            Ok(FirstWins(Value::from(v)))
+        }
+        fn visit_f64<E>(self, v: f64) -> Result<FirstWins, E> {
+            Ok(FirstWins(Value::from(v)))
+        }
+        fn visit_str<E>(self, v: &str) -> Result<FirstWins, E> {
+            Ok(FirstWins(Value::from(v)))
+        }
+        fn visit_unit<E>(self) -> Result<FirstWins, E> {
+            Ok(FirstWins(Value::Null))
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<FirstWins, A::Error> {
+            let mut out = Vec::new();
+            while let Some(FirstWins(v)) = seq.next_element()? {
+                out.push(v);
+            }
+            Ok(FirstWins(Value::Array(out)))
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<FirstWins, A::Error> {
+            let mut out = Map::new();
+            while let Some(key) = map.next_key::<String>()? {
+                let FirstWins(v) = map.next_value()?;
+                out.entry(key).or_insert(v);
+            }
+            Ok(FirstWins(Value::Object(out)))
+        }
+    }
+
+    fn first_wins(bytes: &[u8]) -> Value {
+        serde_json::from_slice::<FirstWins>(bytes).unwrap().0
+    }
+
+    /// xorshift64*: the same lines on every run.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    /// What a hostile peer splices into a line.
+    const PIECES: &[&[u8]] = &[
+        b"\"",
+        b"\\",
+        b"{",
+        b"}",
+        b"[",
+        b"]",
+        b",",
+        b":",
+        b" ",
+        b"0",
+        b"7",
+        b"-",
+        b".",
+        b"e",
+        b"null",
+        b"true",
+        b"false",
+        b"1e400",
+        b"-1e999",
+        b"18446744073709551616",
+        b"\\ud800",
+        b"\\udc00",
+        b"\\ud83d\\ude00",
+        b"\\u0045",
+        b"\\u0000",
+        b"\\u005f",
+        b"\\/",
+        b"\xff",
+        b"\xc3",
+        b"\xed\xa0\x80",
+        b"\t",
+        b"\r",
+        b"\n",
+        b"\x01",
+        b"\"isError\":true,",
+        b"\"is\\u0045rror\":false,",
+        b"\"isError\":",
+        b"\"resultType\":\"input_required\",",
+        b"\"requestState\":\"evil\",",
+        b"\"req\\u0075estState\":\"x\",",
+        b"\"id\":2,",
+        b"\"i\\u0064\":3,",
+        b"\"jsonrpc\":\"2.0\",",
+        b"\"error\":{\"code\":1,\"message\":\"m\"},",
+        b"\"result\":{},",
+        b"\"method\":\"tools/call\",",
+        b"\"name\":\"b\",",
+        b"\"arguments\":{\"path\":\"/etc\"},",
+        b"\"_meta\":{},",
+        b"\"params\":{\"name\":\"c\"},",
+        b"\"mcp-policy-gateway/relatedRequest\":1,",
+        b"[[[[[[[[[[",
+        b"]]]]]]]]]]",
+    ];
+
+    fn mutate(rng: &mut Rng, line: &mut Vec<u8>) {
+        for _ in 0..=rng.below(3) {
+            let at = rng.below(line.len() + 1);
+            match rng.below(4) {
+                0 if at < line.len() => {
+                    line.remove(at);
+                }
+                1 if at < line.len() => {
+                    let piece = PIECES[rng.below(PIECES.len())];
+                    line.splice(at..(at + 1).min(line.len()), piece.iter().copied());
+                }
+                _ => {
+                    let piece = PIECES[rng.below(PIECES.len())];
+                    line.splice(at..at, piece.iter().copied());
+                }
+            }
+        }
+    }
+
+    fn check_answer(line: &[u8]) -> bool {
+        let Some(a) = answer(line) else { return false };
+        let shown = String::from_utf8_lossy(line);
+        let v: Value = serde_json::from_slice(line)
+            .unwrap_or_else(|e| panic!("read here, not a JSON value ({e}): {shown}"));
+        let Kind::Response { id } = jsonrpc::classify(&v) else {
+            panic!("read here, not a response: {shown}")
+        };
+        assert_eq!(jsonrpc::id_key(id), a.id_key(), "{shown}");
+        let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(keys, ["id", "jsonrpc", "result"], "{shown}");
+        assert_eq!(a.says(), ResultSays::of(&v["result"]), "{shown}");
+        // What the client gets: what the JSON-value path would send, to either parser.
+        let client_id = json!("c-1");
+        let mut expected = v.clone();
+        jsonrpc::set_id(&mut expected, client_id.clone());
+        let sent = a.with_id(&client_id);
+        assert!(!sent.contains(&b'\r'), "{shown}");
+        assert_eq!(serde_json::from_slice::<Value>(&sent).unwrap(), expected, "{shown}");
+        let first = first_wins(&sent);
+        assert_eq!(first["id"], client_id, "{shown}");
+        assert_eq!(first["jsonrpc"], json!("2.0"), "{shown}");
+        assert_eq!(ResultSays::of(&first["result"]), a.says(), "{shown}");
+        true
+    }
+
+    fn check_call(line: &[u8]) -> bool {
+        let Some(c) = tool_call(line) else { return false };
+        let shown = String::from_utf8_lossy(line);
+        let v: Value = serde_json::from_slice(line)
+            .unwrap_or_else(|e| panic!("read here, not a JSON value ({e}): {shown}"));
+        let Kind::Request { id, method: "tools/call" } = jsonrpc::classify(&v) else {
+            panic!("read here, not a `tools/call`: {shown}")
+        };
+        assert_eq!(&c.id, id, "{shown}");
+        let params = v["params"].as_object().unwrap();
+        assert_eq!(params.get("name").and_then(Value::as_str), Some(&*c.name), "{shown}");
+        let arguments = match params.get("arguments") {
+            None | Some(Value::Null) => json!({}),
+            Some(a) => a.clone(),
+        };
+        assert_eq!(c.arguments, arguments, "{shown}");
+        // The upstream gets what the policy decided on, whichever duplicate its parser keeps.
+        let up_id = json!(41);
+        let mut expected = v.clone();
+        jsonrpc::set_id(&mut expected, up_id.clone());
+        let sent = c.with_id(&up_id);
+        assert_eq!(serde_json::from_slice::<Value>(&sent).unwrap(), expected, "{shown}");
+        assert_eq!(first_wins(&sent), expected, "{shown}");
+        true
+    }
+
+    #[test]
+    fn mutated_lines_are_read_here_only_as_the_json_value_path_reads_them() {
+        let answers = [
+            r#"{"jsonrpc":"2.0","id":12,"result":{"content":[{"type":"text","text":"ok \u00e9"}],"isError":false}}"#,
+            r#"{"result":{"resultType":"input_required","requestState":"s1","inputRequests":{}},"id":3,"jsonrpc":"2.0"}"#,
+            r#"{"jsonrpc":"2.0","id":7,"result":{"isError":true,"structuredContent":{"n":[1,2.5,-3e2]}}}"#,
+            r#"{"jsonrpc":"2.0","id":0,"result":[]}"#,
+        ];
+        let calls = [
+            r#"{"jsonrpc":"2.0","id":"a-1","method":"tools/call","params":{"name":"echo","arguments":{"run_id":42,"p":"\u00e9"},"_meta":{"progressToken":7}}}"#,
+            r#"{"params":{"arguments":{"path":"/safe"},"name":"read"},"id":3,"method":"tools/call","jsonrpc":"2.0"}"#,
+            r#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"t","arguments":null}}"#,
+        ];
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let (mut read_answers, mut read_calls) = (0, 0);
+        for round in 0..40_000 {
+            let mut line = answers[round % answers.len()].as_bytes().to_vec();
+            mutate(&mut rng, &mut line);
+            read_answers += usize::from(check_answer(&line));
+            let mut line = calls[round % calls.len()].as_bytes().to_vec();
+            mutate(&mut rng, &mut line);
+            read_calls += usize::from(check_call(&line));
+        }
+        // The mutations leave many lines readable here: the checks above did run.
+        assert!(read_answers > 1_000, "{read_answers}");
+        assert!(read_calls > 1_000, "{read_calls}");
     }
 }

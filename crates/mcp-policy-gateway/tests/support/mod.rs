@@ -267,6 +267,16 @@ impl Raw {
         Some(serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
     }
 
+    /// The next line from the gateway as written (nothing may be queued); `None` at end of
+    /// output.
+    pub async fn next_text(&mut self) -> Option<String> {
+        assert!(self.queue.is_empty(), "messages were read ahead: {:?}", self.queue);
+        tokio::time::timeout(PATIENCE, self.lines.next_line())
+            .await
+            .expect("the gateway wrote nothing for a minute")
+            .unwrap()
+    }
+
     /// Reads until a message satisfies `pred`; others are kept in the queue.
     pub async fn until(&mut self, pred: impl Fn(&Value) -> bool) -> Value {
         let mut kept = VecDeque::new();
