@@ -6,8 +6,9 @@
 //!
 //! The crate is laid out so that the transport-agnostic core is apart from the transports:
 //!
-//! - [`relay`]: one client session relayed to one upstream, as JSON values, with `tools/list`
-//!   and `tools/call` intercepted;
+//! - [`relay`]: one client session relayed to one upstream, as JSON values (over stdio, an
+//!   allowed call and its answer from their lines, see [`raw`]), with `tools/list` and
+//!   `tools/call` intercepted;
 //! - [`guard`]: the policy decisions and the refusals the client sees;
 //! - [`raw`]: the two messages of an allowed call over stdio, read and written from their lines;
 //! - [`rounds`]: the `input_required` rounds kept between a call and its retry;

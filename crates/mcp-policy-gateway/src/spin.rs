@@ -146,7 +146,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_relays_spin_reads_a_line_as_it_comes_and_not_past_it() {
+    async fn the_relays_spin_ends_with_a_whole_line_and_keeps_the_lines_in_order() {
         let (mut client, mut to_client) = pipe_reader();
         let (mut upstream, mut to_upstream) = pipe_reader();
         // Nothing comes: the spin ends with its budget, nothing ready.
