@@ -350,7 +350,8 @@ struct Scanned(ResultSays);
 
 impl<'de> Deserialize<'de> for Scanned {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Scanned, D::Error> {
-        d.deserialize_any(ScannedVisitor)
+        // Only an object: a tool's result is one; anything else is left to the JSON-value path.
+        d.deserialize_map(ScannedVisitor)
     }
 }
 
@@ -360,30 +361,7 @@ impl<'de> serde::de::Visitor<'de> for ScannedVisitor {
     type Value = Scanned;
 
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a JSON value")
-    }
-    // Anything but an object says nothing (nor does it as a JSON value).
-    fn visit_bool<E>(self, _: bool) -> Result<Scanned, E> {
-        Ok(Scanned(ResultSays::default()))
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<Scanned, E> {
-        Ok(Scanned(ResultSays::default()))
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<Scanned, E> {
-        Ok(Scanned(ResultSays::default()))
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<Scanned, E> {
-        Ok(Scanned(ResultSays::default()))
-    }
-    fn visit_str<E>(self, _: &str) -> Result<Scanned, E> {
-        Ok(Scanned(ResultSays::default()))
-    }
-    fn visit_unit<E>(self) -> Result<Scanned, E> {
-        Ok(Scanned(ResultSays::default()))
-    }
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Scanned, A::Error> {
-        Valid.visit_seq(seq)?;
-        Ok(Scanned(ResultSays::default()))
+        f.write_str("an object")
     }
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Scanned, A::Error> {
         use serde::de::Error;
@@ -588,16 +566,18 @@ mod tests {
             let bytes = line(&msg);
             assert_eq!(answer(&bytes).unwrap().says(), ResultSays::of(&result), "{result}");
         }
-        // Not an object: a struct is also read from an array (its fields in order), which the
-        // JSON value does not read as one.
+        // Not an object (a struct is also read from an array, its fields in order): left to
+        // the JSON-value path.
         for result in [
             json!([true, "input_required", "s"]),
             json!([false, "input_required", "s"]),
             json!([true]),
+            json!("text"),
+            json!(null),
+            json!(3),
         ] {
             let msg = json!({"jsonrpc": "2.0", "id": 1, "result": result});
-            let bytes = line(&msg);
-            assert_eq!(answer(&bytes).unwrap().says(), ResultSays::default(), "{result}");
+            assert!(answer(&line(&msg)).is_none(), "{result}");
         }
         // A member the relay reads given twice: left to the JSON-value path, which sends the
         // client the one it read (sent on as written, a client keeping the first would read

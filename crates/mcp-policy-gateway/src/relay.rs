@@ -1136,11 +1136,22 @@ impl<S: AsyncCounterStore> Relay<S> {
             let verdict =
                 guard.verdict(evaluated, &call.name, &call.arguments, session, None, &self.tools);
             let raw::ToolCall { id, name, arguments, .. } = call;
-            // A line `raw::tool_call` reads is a JSON value: each of its parts is.
-            let Frame::Json(msg) = crate::lines::parse(line) else {
-                let error = jsonrpc::error(Value::Null, jsonrpc::PARSE_ERROR, "parse error");
-                self.client(error).await;
-                return true;
+            // A refusal does not need the message (an approval keeps it, to send it on once
+            // approved): it is not parsed again, so a flood of refused calls costs one read each.
+            let msg = match &verdict {
+                Verdict::Refuse { .. } => Value::Null,
+                Verdict::Approve { .. } | Verdict::Dispatch { .. } => {
+                    match crate::lines::parse(line) {
+                        Frame::Json(msg) => msg,
+                        // A line `raw::tool_call` reads is a JSON value: each of its parts is.
+                        Frame::Malformed(_) => {
+                            let error =
+                                jsonrpc::error(Value::Null, jsonrpc::PARSE_ERROR, "parse error");
+                            self.client(error).await;
+                            return true;
+                        }
+                    }
+                }
             };
             self.decided(id, msg, name.into_owned(), arguments, verdict, false).await;
             return true;

@@ -1196,14 +1196,15 @@ mod tests {
         let seen = Seen::default();
         let url = scripted(seen.clone()).await;
         let (mut link, up) = connect(&url).unwrap();
-        let init = jsonrpc::request(
-            json!(1),
-            "initialize",
-            json!({
-            "protocolVersion": "2025-06-18", "capabilities": {},
-            "clientInfo": {"name": "t", "version": "1"}}),
-        );
-        link.tx.send(init).await.unwrap();
+        let initialize = || {
+            jsonrpc::request(
+                json!(1),
+                "initialize",
+                json!({"protocolVersion": "2025-06-18", "capabilities": {},
+                    "clientInfo": {"name": "t", "version": "1"}}),
+            )
+        };
+        link.tx.send(initialize()).await.unwrap();
         assert_eq!(link.rx.recv().await.unwrap()["id"], 1);
         link.tx
             .send(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
@@ -1240,14 +1241,7 @@ mod tests {
         let seen = Seen::default();
         let url = scripted(seen.clone()).await;
         let (mut link, _up) = connect(&url).unwrap();
-        let init = jsonrpc::request(
-            json!(1),
-            "initialize",
-            json!({
-            "protocolVersion": "2025-06-18", "capabilities": {},
-            "clientInfo": {"name": "t", "version": "1"}}),
-        );
-        link.tx.send(init).await.unwrap();
+        link.tx.send(initialize()).await.unwrap();
         assert_eq!(link.rx.recv().await.unwrap()["id"], 1);
         let call = |id: i64, name: &str| {
             jsonrpc::request(json!(id), "tools/call", json!({"name": name, "arguments": {}}))
