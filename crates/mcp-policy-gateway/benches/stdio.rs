@@ -20,7 +20,9 @@
 //! `MCP_POLICY_BENCH_BASELINE_BIN=PATH` adds a row for another build of the gateway (an older
 //! commit, say), measured in the same run; `MCP_POLICY_BENCH_FLOOR_WORK=2,5` adds rows for the
 //! floor relay spending that many microseconds on each message before writing it on (what a
-//! relay's own time costs a call).
+//! relay's own time costs a call). `MCP_POLICY_BENCH_CPU=0` runs every process on CPU 0 (the
+//! paths then differ only by the work and process switches of what is in between), and
+//! `MCP_POLICY_BENCH_ONLY=gateway|floor|direct` measures one path alone, for a profiler.
 //!
 //! On a virtual machine, where the kernel runs the client and the upstream (on one vCPU, or on
 //! two) weighs more than anything a process in between does: a wake-up across vCPUs costs tens
@@ -354,9 +356,40 @@ fn main() {
         trivial::stdio_upstream();
         return;
     }
+    // Every process of the run on one CPU (`MCP_POLICY_BENCH_CPU=N`; the children inherit it):
+    // each path's messages then pass by switching processes on that CPU, and no path pays
+    // for waking another (halted) vCPU, which on a virtual machine weighs more than the
+    // process in between does, and moves with where the kernel happens to place each process.
+    if let Some(cpu) = std::env::var("MCP_POLICY_BENCH_CPU").ok().and_then(|c| c.parse().ok()) {
+        let mut set = nix::sched::CpuSet::new();
+        set.set(cpu).unwrap();
+        nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).unwrap();
+        println!("every process of this run on CPU {cpu} (`MCP_POLICY_BENCH_CPU`)");
+    }
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("policy.json");
     std::fs::write(&policy, POLICY).unwrap();
+    // One path alone, for a profiler to watch (`MCP_POLICY_BENCH_ONLY=gateway|floor|direct`,
+    // `MCP_POLICY_BENCH_CALLS`, default 100,000): its p50 and p99, nothing else.
+    if let Ok(only) = std::env::var("MCP_POLICY_BENCH_ONLY") {
+        let mut client = match only.as_str() {
+            "gateway" => Client::start(gateway_command(&policy, &[])),
+            "floor" => {
+                let mut cmd = Command::new(std::env::current_exe().unwrap());
+                cmd.env("MCP_POLICY_BENCH_RELAY", "200");
+                Client::start(cmd)
+            }
+            "direct" => Client::start(Command::new(std::env::current_exe().unwrap())),
+            other => panic!("MCP_POLICY_BENCH_ONLY: unknown path `{other}`"),
+        };
+        let n = std::env::var("MCP_POLICY_BENCH_CALLS")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(100_000);
+        let (p50, p99, cpu) = percentiles(&mut client, n);
+        println!("{only}: p50 {p50:?}, p99 {p99:?}, its CPU per call {cpu:?}");
+        return;
+    }
     let mut direct = Client::start(Command::new(std::env::current_exe().unwrap()));
     let mut gateway = Client::start(gateway_command(&policy, &[]));
     let mut sleeping = Client::start(gateway_command(&policy, &["--stdio-spin", "0"]));

@@ -478,42 +478,68 @@ impl LineWriter {
 
     /// [`LineWriter::send`] for a message already written as a line (ending with its newline).
     pub async fn send_line(&self, line: Vec<u8>) -> Result<(), Gone> {
-        let mut line = Some(line);
+        // First without registering for room: the common case writes at once.
+        let mut line = match self.try_send_line(line) {
+            Offered::Taken => return Ok(()),
+            Offered::Gone => return Err(Gone),
+            Offered::Full(line) => line,
+        };
         loop {
+            // Registered before the queue is looked at again, so that room made in between
+            // is not missed.
             let room = self.shared.room.notified();
             tokio::pin!(room);
             room.as_mut().enable();
-            {
-                let mut q = self.shared.queue();
-                if q.broken {
-                    return Err(Gone);
-                }
-                let Some(bytes) = line.take() else { return Ok(()) };
-                if q.lines.is_empty() {
-                    match self.shared.end.write_now(&bytes) {
-                        Ok(n) if n == bytes.len() => return Ok(()),
-                        Ok(n) => {
-                            q.push(bytes);
-                            q.offset = n;
-                            self.shared.flush.notify_one();
-                            return Ok(());
-                        }
-                        Err(_) => {
-                            q.broken = true;
-                            self.shared.room.notify_waiters();
-                            return Err(Gone);
-                        }
-                    }
-                }
-                if q.has_room() {
-                    q.push(bytes);
-                    return Ok(());
-                }
-                line = Some(bytes);
-            }
+            line = match self.try_send_line(line) {
+                Offered::Taken => return Ok(()),
+                Offered::Gone => return Err(Gone),
+                Offered::Full(line) => line,
+            };
             room.await;
         }
     }
+
+    /// [`LineWriter::send_line`] without waiting: writes `line` at once when nothing is queued
+    /// (what the descriptor does not take is queued), queues it when the queue has room, and
+    /// gives it back when it has none.
+    pub fn try_send_line(&self, line: Vec<u8>) -> Offered {
+        let mut q = self.shared.queue();
+        if q.broken {
+            return Offered::Gone;
+        }
+        if q.lines.is_empty() {
+            return match self.shared.end.write_now(&line) {
+                Ok(n) if n == line.len() => Offered::Taken,
+                Ok(n) => {
+                    q.push(line);
+                    q.offset = n;
+                    self.shared.flush.notify_one();
+                    Offered::Taken
+                }
+                Err(_) => {
+                    q.broken = true;
+                    self.shared.room.notify_waiters();
+                    Offered::Gone
+                }
+            };
+        }
+        if q.has_room() {
+            q.push(line);
+            return Offered::Taken;
+        }
+        Offered::Full(line)
+    }
+}
+
+/// What [`LineWriter::try_send_line`] did with a line.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Offered {
+    /// Written, or queued to be written in order.
+    Taken,
+    /// The queue is full: the line, given back.
+    Full(Vec<u8>),
+    /// The peer has gone (a write failed).
+    Gone,
 }
 
 impl Drop for LineWriter {
@@ -787,5 +813,42 @@ mod tests {
         drop(rx);
         let r = tokio::time::timeout(Duration::from_secs(30), writer.send(&big)).await.unwrap();
         assert_eq!(r, Err(Gone));
+    }
+
+    #[tokio::test]
+    async fn trying_to_send_writes_queues_or_gives_the_line_back() {
+        let (tx, rx) = pipe_pair();
+        let writer = LineWriter::new(WriteEnd::Pipe(tx), || {});
+        let line =
+            |n: usize| format!("{{\"n\":{n},\"p\":\"{}\"}}\n", "x".repeat(4000)).into_bytes();
+        // Taken until the pipe and then the queue are full; the full queue gives the line back
+        // untouched, and the lines taken reach the reader in order.
+        let mut taken = 0;
+        let back = loop {
+            match writer.try_send_line(line(taken)) {
+                Offered::Taken => taken += 1,
+                Offered::Full(back) => break back,
+                Offered::Gone => panic!("the reader is there"),
+            }
+            assert!(taken <= QUEUED_MAX + 100, "the queue is not bounded");
+        };
+        assert_eq!(back, line(taken));
+        assert!(!writer.has_room());
+        let mut reader = LineReader::new(ReadEnd::Pipe(rx), MAX_MESSAGE_BYTES);
+        for n in 0..taken {
+            let Some(Line::Text(got)) = reader.next_line().await.unwrap() else { panic!("{n}") };
+            assert_eq!(got, line(n)[..line(n).len() - 1], "line {n}");
+        }
+        // Once the reader has gone, the next write fails and says so.
+        drop(reader);
+        let gone = loop {
+            match writer.try_send_line(line(0)) {
+                Offered::Taken => tokio::time::sleep(Duration::from_millis(1)).await,
+                Offered::Full(_) => tokio::time::sleep(Duration::from_millis(1)).await,
+                Offered::Gone => break true,
+            }
+        };
+        assert!(gone);
+        assert!(writer.is_broken());
     }
 }

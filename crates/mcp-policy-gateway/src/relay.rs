@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use crate::decision_log::{DecisionLog, Outcome, Record};
 use crate::guard::{Guard, ToolCache, Verdict, declined, round_refusal};
 use crate::jsonrpc::{self, Kind};
-use crate::lines::Frame;
+use crate::lines::{Frame, Offered};
 use crate::raw::{self, ResultSays};
 use crate::rounds::{ApprovalRounds, Chain, MAX_PENDING_ROUNDS, UpstreamRounds};
 use crate::transport::{
@@ -752,6 +752,12 @@ impl<S: AsyncCounterStore> Relay<S> {
     /// stdin.
     async fn upstream_line(&self, line: Vec<u8>) -> bool {
         let Some(writer) = self.to_upstream.lines() else { return false };
+        // Without a timer when the line is taken at once, as it mostly is.
+        let line = match writer.try_send_line(line) {
+            Offered::Taken => return true,
+            Offered::Gone => return false,
+            Offered::Full(line) => line,
+        };
         matches!(
             tokio::time::timeout(UPSTREAM_SEND_TIMEOUT, writer.send_line(line)).await,
             Ok(Ok(()))
@@ -1495,26 +1501,36 @@ impl<S: AsyncCounterStore> Relay<S> {
     /// [`Relay::upstream_response`] would. Returns whether it was; anything else is left to the
     /// caller.
     async fn answer_line(&mut self, line: &[u8]) -> bool {
-        let Some(writer) = self.to_client.lines().cloned() else { return false };
-        let Some(answer) = raw::answer(line) else { return false };
-        let relayed = matches!(
-            self.up_pending.get(answer.id_key()),
-            Some(UpPending::Client { kind: Relayed::ToolsCall { .. } | Relayed::Other, .. })
-        );
-        if !relayed {
+        if self.to_client.lines().is_none() {
             return false;
         }
-        let Some(UpPending::Client { client_id, kind, .. }) =
-            self.up_pending.remove(answer.id_key())
-        else {
-            return false;
+        let Some(answer) = raw::answer(line) else { return false };
+        let (client_id, kind) = match self.up_pending.remove(answer.id_key()) {
+            Some(UpPending::Client {
+                client_id,
+                kind: kind @ (Relayed::ToolsCall { .. } | Relayed::Other),
+                ..
+            }) => (client_id, kind),
+            // The answers the relay reads itself (rarely: `initialize`, `tools/list`, its own
+            // requests) take the JSON-value path, their entry left as it was.
+            Some(pending) => {
+                self.up_pending.insert(answer.id_key().to_owned(), pending);
+                return false;
+            }
+            None => return false,
         };
         let ms = match &kind {
             Relayed::ToolsCall { sent, .. } => Some(sent.elapsed().as_secs_f64() * 1e3),
             _ => None,
         };
         // A client that has gone is noticed by the reading side.
-        let _ = writer.send_line(answer.with_id(&client_id)).await;
+        let line = answer.with_id(&client_id);
+        if let Some(writer) = self.to_client.lines()
+            && let Offered::Full(line) = writer.try_send_line(line)
+        {
+            let writer = writer.clone();
+            let _ = writer.send_line(line).await;
+        }
         self.client_requests.remove(&jsonrpc::id_key(&client_id));
         if let Relayed::ToolsCall { record, arguments, chain, .. } = kind {
             let says = answer.says();
