@@ -373,7 +373,12 @@ fn main() {
     // `MCP_POLICY_BENCH_CALLS`, default 100,000): its p50 and p99, nothing else.
     if let Ok(only) = std::env::var("MCP_POLICY_BENCH_ONLY") {
         let mut client = match only.as_str() {
-            "gateway" => Client::start(gateway_command(&policy, &[])),
+            "gateway" => {
+                // Options for the gateway (`MCP_POLICY_BENCH_GATEWAY_ARGS`, split at spaces).
+                let args = std::env::var("MCP_POLICY_BENCH_GATEWAY_ARGS").unwrap_or_default();
+                let args: Vec<&str> = args.split_whitespace().collect();
+                Client::start(gateway_command(&policy, &args))
+            }
             "floor" => {
                 let mut cmd = Command::new(std::env::current_exe().unwrap());
                 cmd.env("MCP_POLICY_BENCH_RELAY", "200");
