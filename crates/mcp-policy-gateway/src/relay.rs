@@ -2971,3 +2971,7 @@ mod line_tests {
         task.abort();
     }
 }
+
+#[cfg(test)]
+#[path = "relay_out_of_band_tests.rs"]
+mod out_of_band_tests;
