@@ -1409,7 +1409,8 @@ impl<S: AsyncCounterStore> Relay<S> {
                 Verdict::Dispatch { receipt, record } => {
                     self.dispatch(w.client_id, w.message, record, receipt, w.arguments).await;
                 }
-                Verdict::Refuse { result, record } | Verdict::Approve { refusal: result, record, .. } => {
+                Verdict::Refuse { result, record }
+                | Verdict::Approve { refusal: result, record, .. } => {
                     self.log.write(&record, Outcome::NotDispatched, None);
                     self.client(jsonrpc::result(w.client_id, result)).await;
                 }

@@ -24,8 +24,9 @@ struct OutOfBand {
 impl OutOfBand {
     async fn start() -> OutOfBand {
         let evaluator = Arc::new(Evaluator::new(POLICY.parse().unwrap()));
-        let guard =
-            Arc::new(Guard::new(evaluator.clone(), "g", Mode::Enforce).with_out_of_band_approvals());
+        let guard = Arc::new(
+            Guard::new(evaluator.clone(), "g", Mode::Enforce).with_out_of_band_approvals(),
+        );
         let resolutions = Resolutions::default();
         let config = RelayConfig {
             session: Some("s".into()),

@@ -277,7 +277,8 @@ impl Events {
 
 /// The gateway withdrew its `elicitation/create` `ask` before the response that ends `seen`.
 fn withdrawn(seen: &[Value], ask: &Value) -> bool {
-    seen.iter().any(|m| m["method"] == "notifications/cancelled" && &m["params"]["requestId"] == ask)
+    seen.iter()
+        .any(|m| m["method"] == "notifications/cancelled" && &m["params"]["requestId"] == ask)
 }
 
 async fn the_administrator_approving_first_runs_the_call_once() {
