@@ -611,12 +611,13 @@ impl<S: AsyncCounterStore> Relay<S> {
             }
             tokio::select! {
                 _ = tick.tick(), if timed || relay.asking() => relay.expire().await,
+                // An administrator answered an approval (with the admin API only).
                 r = async {
                     match resolved.as_mut() {
                         Some(rx) => rx.recv().await,
                         None => std::future::pending().await,
                     }
-                } => match r {
+                }, if resolved.is_some() => match r {
                     Ok(id) => relay.resolved_out_of_band(Some(&id)).await,
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                         relay.resolved_out_of_band(None).await;
