@@ -1,6 +1,8 @@
 //! The approvals admin API: `GET /approvals` lists the calls waiting for a human, `POST
 //! /approvals/{id}` with `{"approve": true|false}` resolves one. Both need `Authorization:
 //! Bearer <admin token>` (the content of `--admin-token-file`), compared in constant time.
+//! Each answer recorded is announced on the API's [`Resolutions`], for the relays asking their
+//! clients about the same entry.
 
 // Handlers answer refusals with a ready `Response` as their error.
 #![allow(clippy::result_large_err)]
@@ -14,13 +16,14 @@ use serde_json::{Value, json};
 
 use mcp_policy::ResolveApprovalError;
 
-use crate::approvals::ApprovalAdmin;
+use crate::approvals::{ApprovalAdmin, Resolutions};
 use crate::auth::{bearer, constant_time_eq};
 
 /// The admin API: its token and the approvals it serves.
 pub struct AdminApi {
     token: Vec<u8>,
     approvals: Arc<dyn ApprovalAdmin>,
+    resolutions: Resolutions,
 }
 
 impl std::fmt::Debug for AdminApi {
@@ -42,7 +45,17 @@ impl AdminApi {
                 token.len()
             ));
         }
-        Ok(AdminApi { token: token.as_bytes().to_vec(), approvals })
+        Ok(AdminApi {
+            token: token.as_bytes().to_vec(),
+            approvals,
+            resolutions: Resolutions::default(),
+        })
+    }
+
+    /// Where the answers this API records are announced (for the relays: see
+    /// [`crate::relay::RelayConfig::approval_resolutions`]).
+    pub fn resolutions(&self) -> &Resolutions {
+        &self.resolutions
     }
 
     fn authorized(&self, headers: &HeaderMap) -> Result<(), Response> {
@@ -82,7 +95,10 @@ impl AdminApi {
                 .into_response();
         };
         match self.approvals.resolve(id, approve) {
-            Ok(()) => axum::Json(json!({ "id": id, "approve": approve })).into_response(),
+            Ok(()) => {
+                self.resolutions.announce(id);
+                axum::Json(json!({ "id": id, "approve": approve })).into_response()
+            }
             // Unknown (never issued, spent, evicted, issued under another policy) or expired.
             Err(e @ (ResolveApprovalError::Unknown(_) | ResolveApprovalError::Expired(_))) => {
                 (StatusCode::NOT_FOUND, axum::Json(json!({ "error": e.to_string() })))

@@ -12,11 +12,47 @@
 //!
 //! The admin API is written against the [`ApprovalAdmin`] trait, which every
 //! [`Evaluator`] implements.
+//!
+//! A client that can elicit is asked in band too, and its entry is listed all the same:
+//! whichever answer comes first decides. Each answer the admin API records is announced on
+//! [`Resolutions`], so that a relay still asking its client about that entry decides the call
+//! at once, as the administrator said, and withdraws its question (see `crate::relay`).
 
 use std::time::{Duration, UNIX_EPOCH};
 
 use mcp_policy::{Evaluator, PendingApproval, ResolveApprovalError, Timestamp};
 use serde_json::{Value, json};
+
+/// How many announced answers a relay may not have taken yet before it misses some (it then
+/// decides again every call it asks its client about, see [`Resolutions`]).
+pub const RESOLUTIONS_BACKLOG: usize = 1024;
+
+/// The ids of the approvals the admin API resolved, announced to every relay that subscribed.
+///
+/// An id is announced once the core recorded the answer, so a relay that hears it may decide
+/// the waiting call again without its approval key: the core then applies that answer (an
+/// approval passes once, a refusal refuses once), and an entry still waiting is asked about
+/// again, approving nothing.
+#[derive(Debug, Clone)]
+pub struct Resolutions(tokio::sync::broadcast::Sender<String>);
+
+impl Default for Resolutions {
+    fn default() -> Self {
+        Resolutions(tokio::sync::broadcast::channel(RESOLUTIONS_BACKLOG).0)
+    }
+}
+
+impl Resolutions {
+    /// Announces that the approval `id` was resolved (nobody listening is not an error).
+    pub fn announce(&self, id: &str) {
+        let _ = self.0.send(id.to_owned());
+    }
+
+    /// The ids announced from now on.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.0.subscribe()
+    }
+}
 
 /// What the admin API needs: list what waits, resolve one.
 pub trait ApprovalAdmin: Send + Sync {
@@ -96,6 +132,17 @@ mod tests {
         assert_eq!(evaluator.evaluate(&call).kind(), DecisionKind::Allow, "approved once");
         assert_eq!(evaluator.evaluate(&call).kind(), DecisionKind::Approve);
         assert!(matches!(admin.resolve(&id, true), Err(ResolveApprovalError::Unknown(_))));
+    }
+
+    #[test]
+    fn resolutions_reach_every_subscriber_from_then_on() {
+        let r = Resolutions::default();
+        r.announce("before");
+        let (mut a, mut b) = (r.subscribe(), r.clone().subscribe());
+        r.announce("x");
+        assert_eq!(a.try_recv().unwrap(), "x");
+        assert_eq!(b.try_recv().unwrap(), "x");
+        assert!(a.try_recv().is_err());
     }
 
     #[test]

@@ -97,6 +97,9 @@ pub enum Verdict {
     Approve {
         /// The approval key (secret: never sent to the client).
         key: String,
+        /// The id the admin API lists the call's entry under, when there is one (out-of-band
+        /// approvals enabled, enforce mode).
+        id: Option<String>,
         /// The question for the human.
         prompt: String,
         /// The refusal to answer when nobody can be asked.
@@ -368,7 +371,7 @@ impl<S> Guard<S> {
                     "Approve the call of `{tool}` with arguments {args}? Policy: {}",
                     decision.message()
                 );
-                let waiting = pending_id.map(|id| {
+                let waiting = pending_id.as_deref().map(|id| {
                     format!(
                         " Waiting for an administrator to approve it (approval `{id}`): retry \
                          the same call once it is approved."
@@ -376,7 +379,7 @@ impl<S> Guard<S> {
                 });
                 let refusal =
                     refusal(&decision, waiting.as_deref().unwrap_or(NO_APPROVER), structured);
-                Verdict::Approve { key, prompt, refusal, record }
+                Verdict::Approve { key, id: pending_id, prompt, refusal, record }
             }
             _ => Verdict::Refuse { result: refusal(&decision, "", structured), record },
         }

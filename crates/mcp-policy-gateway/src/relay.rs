@@ -353,6 +353,10 @@ pub struct RelayConfig {
     /// asked of the client fail at once, and the upstream's requests are no longer put to it.
     /// Otherwise (a session over HTTP, whose client has gone) the relay ends at once.
     pub answer_after_client_eof: bool,
+    /// Where the admin API announces the approvals it resolved (over HTTP with
+    /// `--admin-token-file`): a call this relay asks its client about is decided as soon as its
+    /// entry is resolved out of band, and the client's question withdrawn.
+    pub approval_resolutions: Option<crate::approvals::Resolutions>,
     /// A client over stdio in front of a command upstream, the relay alone on its thread: before
     /// it waits for either, it reads their descriptors as data comes for at most this long
     /// (`--spin`; see [`crate::spin::for_lines`]). Zero: it waits at once.
@@ -443,6 +447,8 @@ struct WaitingApproval {
     tool: String,
     arguments: Value,
     key: String,
+    /// The id the admin API lists the entry under (out-of-band approvals only).
+    id: Option<String>,
     record: Record,
 }
 
@@ -522,6 +528,7 @@ impl<S: AsyncCounterStore> Relay<S> {
         upstream: UpstreamLink,
     ) -> RelayEnd {
         let UpstreamLink { tx: to_upstream, rx: mut from_upstream } = upstream;
+        let mut resolved = config.approval_resolutions.as_ref().map(|r| r.subscribe());
         let mut relay = Relay {
             guard,
             log,
@@ -604,6 +611,19 @@ impl<S: AsyncCounterStore> Relay<S> {
             }
             tokio::select! {
                 _ = tick.tick(), if timed || relay.asking() => relay.expire().await,
+                // An administrator answered an approval (with the admin API only).
+                r = async {
+                    match resolved.as_mut() {
+                        Some(rx) => rx.recv().await,
+                        None => std::future::pending().await,
+                    }
+                }, if resolved.is_some() => match r {
+                    Ok(id) => relay.resolved_out_of_band(Some(&id)).await,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        relay.resolved_out_of_band(None).await;
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => resolved = None,
+                },
                 _ = relay.to_upstream.room(), if !read_client => {}
                 _ = async {
                     match stalled_at {
@@ -1016,7 +1036,7 @@ impl<S: AsyncCounterStore> Relay<S> {
                 self.log.write(&record, Outcome::NotDispatched, None);
                 self.client(jsonrpc::result(id, result)).await;
             }
-            Verdict::Approve { key, prompt, refusal, mut record } => {
+            Verdict::Approve { key, id: pending_id, prompt, refusal, mut record } => {
                 if rounds {
                     let token = self.issue_round(key, &tool);
                     self.log.write(&record, Outcome::ApprovalRequested, None);
@@ -1064,6 +1084,7 @@ impl<S: AsyncCounterStore> Relay<S> {
                         tool,
                         arguments,
                         key,
+                        id: pending_id,
                         record,
                     },
                 );
@@ -1351,6 +1372,55 @@ impl<S: AsyncCounterStore> Relay<S> {
             }
             _ => {
                 self.upstream(msg).await;
+            }
+        }
+    }
+
+    /// The admin API resolved the approval `id` (`None`: some approvals, the relay missed
+    /// which). Whichever answer comes first decides: each call this relay asks its client about
+    /// under that entry is decided again now, without its approval key, as the agent's retry
+    /// would be (the core applies the administrator's answer: an approval passes once, a
+    /// refusal refuses once, with `approved_out_of_band` / `refused_out_of_band` in the log).
+    /// The client is told it is no longer asked, and its late answer is ignored. A call whose
+    /// entry still waits (another identical call took the approval) keeps waiting for the
+    /// client, under the entry the core names now.
+    async fn resolved_out_of_band(&mut self, id: Option<&str>) {
+        let keys: Vec<String> = self
+            .approvals
+            .iter()
+            .filter(|(_, w)| w.id.is_some() && (id.is_none() || w.id.as_deref() == id))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for client_key in keys {
+            let Some(w) = self.approvals.get(&client_key) else { continue };
+            let verdict = self
+                .guard
+                .decide(&w.tool, &w.arguments, self.session.as_deref(), None, &self.tools)
+                .await;
+            if let Verdict::Approve { key, id, .. } = verdict {
+                if let Some(w) = self.approvals.get_mut(&client_key) {
+                    (w.key, w.id) = (key, id);
+                }
+                continue;
+            }
+            let Some(w) = self.approvals.remove(&client_key) else { continue };
+            self.client_requests.remove(&client_key);
+            self.down_pending.remove(&jsonrpc::id_key(&w.elicitation_id));
+            self.client(jsonrpc::notification(
+                "notifications/cancelled",
+                json!({ "requestId": w.elicitation_id,
+                        "reason": "an administrator answered this approval" }),
+            ))
+            .await;
+            match verdict {
+                Verdict::Dispatch { receipt, record } => {
+                    self.dispatch(w.client_id, w.message, record, receipt, w.arguments).await;
+                }
+                Verdict::Refuse { result, record }
+                | Verdict::Approve { refusal: result, record, .. } => {
+                    self.log.write(&record, Outcome::NotDispatched, None);
+                    self.client(jsonrpc::result(w.client_id, result)).await;
+                }
             }
         }
     }
@@ -2919,3 +2989,7 @@ mod line_tests {
         task.abort();
     }
 }
+
+#[cfg(test)]
+#[path = "relay_out_of_band_tests.rs"]
+mod out_of_band_tests;

@@ -562,6 +562,7 @@ impl<S: AsyncCounterStore + 'static> Server<S> {
             session: Some(id.clone()),
             upstream_timeout: self.config.upstream_timeout,
             negotiated: Some(session.protocol.clone()),
+            approval_resolutions: self.config.admin.as_ref().map(|a| a.resolutions().clone()),
             ..RelayConfig::default()
         };
         let relay = SessionRelay { guard, config: relay_config, in_rx, link, handle };
@@ -1593,6 +1594,8 @@ impl<S: AsyncCounterStore + 'static> Server<S> {
             probe_inline: !attributed,
             // The relay ends with the identity's HTTP requests: nobody reads after that.
             answer_after_client_eof: false,
+            // Nothing is asked of its clients in band: an approval is a round.
+            approval_resolutions: None,
             // The listener's sessions share the thread: none spins on its own.
             spin: std::time::Duration::ZERO,
         };

@@ -23,11 +23,11 @@ use tokio::net::TcpStream;
 
 /// How long the gateway waits for the upstream to accept a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long an idle pooled connection is kept.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long the process's client ([`Client::shared`]) keeps an idle pooled connection.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// The most idle connections kept to the upstream (the rest are closed when their request is
 /// done).
-const IDLE_MAX: usize = 256;
+pub const IDLE_MAX: usize = 256;
 
 /// Opens plain TCP connections to the upstream, with `TCP_NODELAY`, each watched by the spin.
 #[derive(Clone, Copy, Debug)]
@@ -65,6 +65,7 @@ impl tower_service::Service<Uri> for Connector {
 #[derive(Clone, Debug)]
 pub struct Client {
     pooled: Pooled<Connector, Full<Bytes>>,
+    idle_timeout: Duration,
 }
 
 /// Why a request got no response.
@@ -90,18 +91,29 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 impl Client {
-    /// The process's client (one pool for every upstream session).
+    /// The process's client (one pool for every upstream session), keeping idle connections
+    /// [`IDLE_TIMEOUT`].
     pub fn shared() -> Client {
         static CLIENT: std::sync::OnceLock<Client> = std::sync::OnceLock::new();
-        CLIENT
-            .get_or_init(|| Client {
-                pooled: Pooled::builder(TokioExecutor::new())
-                    .pool_timer(TokioTimer::new())
-                    .pool_idle_timeout(IDLE_TIMEOUT)
-                    .pool_max_idle_per_host(IDLE_MAX)
-                    .build(Connector),
-            })
-            .clone()
+        CLIENT.get_or_init(|| Client::new(IDLE_TIMEOUT)).clone()
+    }
+
+    /// A client with a pool of its own, which keeps a connection that has been idle for
+    /// `idle_timeout` no longer (it closes it), and at most [`IDLE_MAX`] idle ones per host.
+    pub fn new(idle_timeout: Duration) -> Client {
+        Client {
+            pooled: Pooled::builder(TokioExecutor::new())
+                .pool_timer(TokioTimer::new())
+                .pool_idle_timeout(idle_timeout)
+                .pool_max_idle_per_host(IDLE_MAX)
+                .build(Connector),
+            idle_timeout,
+        }
+    }
+
+    /// How long this client keeps an idle pooled connection.
+    pub fn idle_timeout(&self) -> Duration {
+        self.idle_timeout
     }
 
     /// A request of `method` to `uri`.
@@ -223,6 +235,86 @@ mod tests {
             assert_eq!(resp.text(100).await, "ok");
             server.await.unwrap();
         }
+    }
+
+    /// What the counting server saw: a connection accepted (its number), or its client's end
+    /// of it (EOF).
+    #[derive(Debug, PartialEq)]
+    enum Seen {
+        Accepted(usize),
+        Closed(usize),
+    }
+
+    /// A keep-alive HTTP/1.1 server on `listener` answering every request with `200 ok`, and
+    /// telling `seen` of each connection it accepts and each one its client closes.
+    async fn counting_server(
+        listener: tokio::net::TcpListener,
+        seen: tokio::sync::mpsc::UnboundedSender<Seen>,
+    ) {
+        for n in 1.. {
+            let Ok((mut socket, _)) = listener.accept().await else { return };
+            let _ = seen.send(Seen::Accepted(n));
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buf = vec![0u8; 4096];
+                loop {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => {
+                            let _ = seen.send(Seen::Closed(n));
+                            return;
+                        }
+                        Ok(k) => request.extend_from_slice(&buf[..k]),
+                    }
+                    // Requests without a body (GET): each ends with an empty line.
+                    while let Some(end) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+                        request.drain(..end + 4);
+                        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        if socket.write_all(answer).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    }
+
+    /// What the counting server sees next, within a generous bound.
+    async fn next(seen: &mut tokio::sync::mpsc::UnboundedReceiver<Seen>) -> Option<Seen> {
+        let event = tokio::time::timeout(Duration::from_secs(60), seen.recv());
+        event.await.expect("the server saw nothing within a minute")
+    }
+
+    #[test]
+    fn the_shared_client_keeps_idle_connections_90_s() {
+        assert_eq!(Client::shared().idle_timeout(), Duration::from_secs(90));
+    }
+
+    /// An idle connection is reused for the next request within the idle timeout (the server
+    /// sees one connection), and closed once it has been idle that long (the server reads EOF).
+    #[tokio::test]
+    async fn an_idle_connection_is_reused_within_the_timeout_and_closed_after_it() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let uri: Uri = format!("http://{}/mcp", listener.local_addr().unwrap()).parse().unwrap();
+        let (tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+        let server = tokio::spawn(counting_server(listener, tx));
+        // Long enough for the second request to come well within it, short for the test.
+        let client = Client::new(Duration::from_secs(2));
+
+        let resp = client.request(Method::GET, &uri).send().await.unwrap();
+        assert_eq!(resp.text(100).await, "ok");
+        assert_eq!(next(&mut seen).await, Some(Seen::Accepted(1)));
+        // The connection goes back to the pool once its answer has been read.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let resp = client.request(Method::GET, &uri).send().await.unwrap();
+        assert_eq!(resp.text(100).await, "ok");
+
+        // Nothing more until the idle connection is closed: no second connection, before it or
+        // after it (every event of the second request was sent before its answer).
+        assert_eq!(next(&mut seen).await, Some(Seen::Closed(1)), "reused, then closed");
+        let after = seen.try_recv();
+        assert!(after.is_err(), "one connection for both requests: then {after:?}");
+        server.abort();
     }
 
     #[tokio::test]

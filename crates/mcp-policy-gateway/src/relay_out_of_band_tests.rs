@@ -1,0 +1,182 @@
+//! The relay's side of "whichever answer comes first decides" (out-of-band approvals over HTTP,
+//! `RelayConfig::approval_resolutions`): what the end-to-end tests (tests/http_approval_race.rs)
+//! cannot arrange, two calls under one entry and a relay that missed announcements.
+
+use super::*;
+use crate::approvals::{RESOLUTIONS_BACKLOG, Resolutions};
+use crate::guard::Mode;
+use mcp_policy::Evaluator;
+use tokio::sync::mpsc;
+
+const POLICY: &str = r#"{"version": "1", "default": "deny", "tools": {"t": {
+    "approve_if": [{"conditions": [], "reason": "a human must say"}]}}}"#;
+
+/// A relay with out-of-band approvals, its client asking in band (2025-06-18, elicitation).
+struct OutOfBand {
+    evaluator: Arc<Evaluator>,
+    resolutions: Resolutions,
+    client_in: mpsc::Sender<Inbound>,
+    client_out: mpsc::Receiver<Value>,
+    upstream_in: mpsc::Receiver<Value>,
+    upstream_out: mpsc::Sender<Value>,
+}
+
+impl OutOfBand {
+    async fn start() -> OutOfBand {
+        let evaluator = Arc::new(Evaluator::new(POLICY.parse().unwrap()));
+        let guard = Arc::new(
+            Guard::new(evaluator.clone(), "g", Mode::Enforce).with_out_of_band_approvals(),
+        );
+        let resolutions = Resolutions::default();
+        let config = RelayConfig {
+            session: Some("s".into()),
+            approval_resolutions: Some(resolutions.clone()),
+            ..RelayConfig::default()
+        };
+        let (client_in, rx) = mpsc::channel(16);
+        let (tx, client_out) = mpsc::channel(16);
+        let (up_tx, upstream_in) = mpsc::channel(16);
+        let (upstream_out, up_rx) = mpsc::channel(16);
+        tokio::spawn(Relay::run(
+            guard,
+            Arc::new(DecisionLog::disabled()),
+            config,
+            ClientLink { tx: tx.into(), rx: rx.into() },
+            UpstreamLink { tx: up_tx.into(), rx: up_rx.into() },
+        ));
+        let mut h =
+            OutOfBand { evaluator, resolutions, client_in, client_out, upstream_in, upstream_out };
+        h.client_sends(json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": "2025-06-18", "capabilities": {"elicitation": {}},
+                "clientInfo": {"name": "t", "version": "1"}}}))
+            .await;
+        let init = h.upstream_gets().await;
+        h.upstream_sends(json!({"jsonrpc": "2.0", "id": init["id"], "result": {
+            "protocolVersion": "2025-06-18", "capabilities": {"tools": {}},
+            "serverInfo": {"name": "u", "version": "1"}}}))
+            .await;
+        assert_eq!(h.client_gets().await["id"], 1);
+        h
+    }
+
+    async fn client_sends(&self, v: Value) {
+        self.client_in.send(Inbound::Message(v)).await.unwrap();
+    }
+
+    async fn upstream_sends(&self, v: Value) {
+        self.upstream_out.send(v).await.unwrap();
+    }
+
+    async fn upstream_gets(&mut self) -> Value {
+        tokio::time::timeout(Duration::from_secs(30), self.upstream_in.recv())
+            .await
+            .expect("nothing reached the upstream")
+            .unwrap()
+    }
+
+    async fn client_gets(&mut self) -> Value {
+        tokio::time::timeout(Duration::from_secs(30), self.client_out.recv())
+            .await
+            .expect("nothing reached the client")
+            .unwrap()
+    }
+
+    /// A call of `t` with `arguments`: the client is asked; the id of the question.
+    async fn ask(&mut self, id: i64, arguments: Value) -> Value {
+        self.client_sends(json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": {"name": "t", "arguments": arguments}}))
+            .await;
+        let ask = self.client_gets().await;
+        assert_eq!(ask["method"], "elicitation/create", "{ask}");
+        ask["id"].clone()
+    }
+
+    /// The next call reaching the upstream, answered: its arguments.
+    async fn runs(&mut self) -> Value {
+        let call = self.upstream_gets().await;
+        assert_eq!(call["method"], "tools/call", "{call}");
+        self.upstream_sends(json!({"jsonrpc": "2.0", "id": call["id"],
+            "result": {"content": [{"type": "text", "text": "ran"}]}}))
+            .await;
+        call["params"]["arguments"].clone()
+    }
+
+    fn pending_ids(&self) -> Vec<String> {
+        self.evaluator.pending_approvals().into_iter().map(|p| p.id).collect()
+    }
+}
+
+/// Two identical calls asked about at once share one entry: the administrator's approval runs
+/// one of them, once; the other keeps waiting for its client, under the new entry the core
+/// names, and runs when the client accepts it.
+#[tokio::test]
+async fn one_approval_runs_one_of_two_identical_calls_the_other_waits() {
+    let mut h = OutOfBand::start().await;
+    let first = h.ask(10, json!({"a": 1})).await;
+    let second = h.ask(11, json!({"a": 1})).await;
+    let ids = h.pending_ids();
+    assert_eq!(ids.len(), 1, "an identical call reuses the entry");
+    h.evaluator.resolve_approval(&ids[0], true).unwrap();
+    h.resolutions.announce(&ids[0]);
+
+    let cancel = h.client_gets().await;
+    assert_eq!(cancel["method"], "notifications/cancelled", "{cancel}");
+    let withdrawn = cancel["params"]["requestId"].clone();
+    assert!(withdrawn == first || withdrawn == second, "{cancel}");
+    assert_eq!(h.runs().await, json!({"a": 1}));
+    let answered = h.client_gets().await;
+    let (ran, still) = if withdrawn == first { (10, &second) } else { (11, &first) };
+    assert_eq!(answered["id"], ran, "{answered}");
+    assert_eq!(answered["result"]["content"][0]["text"], "ran", "{answered}");
+
+    let now = h.pending_ids();
+    assert_eq!(now.len(), 1, "the other call waits under a new entry: {now:?}");
+    assert_ne!(now[0], ids[0]);
+    h.client_sends(json!({"jsonrpc": "2.0", "id": still,
+        "result": {"action": "accept", "content": {"approve": true}}}))
+        .await;
+    assert_eq!(h.runs().await, json!({"a": 1}));
+    let answered = h.client_gets().await;
+    assert_eq!(answered["id"], if ran == 10 { 11 } else { 10 }, "{answered}");
+    assert!(h.pending_ids().is_empty());
+}
+
+/// A relay that missed announcements (more than [`RESOLUTIONS_BACKLOG`] came at once) decides
+/// again every call it asks about: the resolved one runs, the one still waiting keeps waiting
+/// (nothing is approved that nobody approved).
+#[tokio::test]
+async fn a_relay_that_missed_announcements_still_applies_them() {
+    let mut h = OutOfBand::start().await;
+    let first = h.ask(10, json!({"a": 1})).await;
+    let second = h.ask(11, json!({"b": 2})).await;
+    let ids = h.pending_ids();
+    assert_eq!(ids.len(), 2);
+    let resolved = h
+        .evaluator
+        .pending_approvals()
+        .into_iter()
+        .find(|p| p.arguments == json!({"a": 1}))
+        .unwrap()
+        .id;
+    h.evaluator.resolve_approval(&resolved, true).unwrap();
+    // The relay's task runs only when this one waits (a current-thread runtime): it has
+    // missed the first of these when it reads them.
+    for n in 0..=RESOLUTIONS_BACKLOG {
+        h.resolutions.announce(&format!("other-{n}"));
+    }
+
+    let cancel = h.client_gets().await;
+    assert_eq!(cancel["method"], "notifications/cancelled", "{cancel}");
+    assert_eq!(cancel["params"]["requestId"], first, "{cancel}");
+    assert_eq!(h.runs().await, json!({"a": 1}), "the resolved call runs, the other does not");
+    assert_eq!(h.client_gets().await["id"], 10);
+    let waiting = h.pending_ids();
+    assert_eq!(waiting.len(), 1);
+    assert_ne!(waiting[0], resolved, "the other entry still waits, unchanged");
+
+    h.client_sends(json!({"jsonrpc": "2.0", "id": second,
+        "result": {"action": "accept", "content": {"approve": true}}}))
+        .await;
+    assert_eq!(h.runs().await, json!({"b": 2}));
+    assert_eq!(h.client_gets().await["id"], 11);
+}
