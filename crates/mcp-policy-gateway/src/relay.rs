@@ -456,8 +456,10 @@ struct WaitingApproval {
 enum RoundAnswer {
     /// Accepted with `approve: true`, for the round whose approval key this is.
     Approved(String),
-    /// Declined, cancelled, or not an answer the gateway understands.
-    Declined,
+    /// Declined, cancelled, or not an answer the gateway understands; with the id of the
+    /// call's pending approval when a human declined it (`decline`, or `accept` without
+    /// `approve: true`) and the admin API lists it.
+    Declined(Option<String>),
     /// A `requestState` that no pending round of this tool in this session has (forged,
     /// replayed, expired, another session's or another tool's).
     Unknown,
@@ -978,7 +980,11 @@ impl<S: AsyncCounterStore> Relay<S> {
                 self.decide_approved(id, msg, &tool, &arguments, &key).await;
                 return;
             }
-            Some(RoundAnswer::Declined) => {
+            Some(RoundAnswer::Declined(pending)) => {
+                // As a decline through elicitation: the administrator's entry is refused too.
+                if let Some(pending) = &pending {
+                    let _ = self.guard.evaluator().resolve_approval(pending, false);
+                }
                 let mut record = self.guard.refusal_record(
                     &tool,
                     self.session.as_deref(),
@@ -1038,7 +1044,7 @@ impl<S: AsyncCounterStore> Relay<S> {
             }
             Verdict::Approve { key, id: pending_id, prompt, refusal, mut record } => {
                 if rounds {
-                    let token = self.issue_round(key, &tool);
+                    let token = self.issue_round(key, pending_id, &tool);
                     self.log.write(&record, Outcome::ApprovalRequested, None);
                     let mut requests = serde_json::Map::new();
                     requests.insert(
@@ -1257,25 +1263,31 @@ impl<S: AsyncCounterStore> Relay<S> {
         if !rounds {
             return None;
         }
-        let Some(key) =
+        let Some((key, pending)) =
             token.as_ref().and_then(Value::as_str).and_then(|t| self.redeem_round(t, tool))
         else {
             return Some(RoundAnswer::Unknown);
         };
-        let accepted = response.get("action").and_then(Value::as_str) == Some("accept")
+        let action = response.get("action").and_then(Value::as_str);
+        let accepted = action == Some("accept")
             && response.get("content").and_then(|c| c.get("approve")).and_then(Value::as_bool)
                 == Some(true);
-        Some(if accepted { RoundAnswer::Approved(key) } else { RoundAnswer::Declined })
+        let declined = matches!(action, Some("accept" | "decline"));
+        Some(match (accepted, declined) {
+            (true, _) => RoundAnswer::Approved(key),
+            (false, true) => RoundAnswer::Declined(pending),
+            (false, false) => RoundAnswer::Declined(None),
+        })
     }
 
     /// A new round for the approval `key` of `tool`: its random token (256 bits).
-    fn issue_round(&mut self, key: String, tool: &str) -> String {
-        self.rounds.issue(&self.round_owner, &self.round_quota, key, tool)
+    fn issue_round(&mut self, key: String, pending: Option<String>, tool: &str) -> String {
+        self.rounds.issue(&self.round_owner, &self.round_quota, key, pending, tool)
     }
 
     /// The approval key of the round `token`, once, if it was issued for `tool` to this relay's
     /// owner (its session, or its identity without a session) and has not expired.
-    fn redeem_round(&mut self, token: &str, tool: &str) -> Option<String> {
+    fn redeem_round(&mut self, token: &str, tool: &str) -> Option<(String, Option<String>)> {
         self.rounds.redeem(&self.round_owner, token, tool)
     }
 
@@ -1442,7 +1454,8 @@ impl<S: AsyncCounterStore> Relay<S> {
     async fn approval_answer(&mut self, client_key: &str, answer: &Value) {
         self.client_requests.remove(client_key);
         let Some(waiting) = self.approvals.remove(client_key) else { return };
-        let WaitingApproval { client_id, message, tool, arguments, key, mut record, .. } = waiting;
+        let WaitingApproval { client_id, message, tool, arguments, key, mut record, id, .. } =
+            waiting;
         let how = match answer.get("result") {
             Some(r) => match r.get("action").and_then(Value::as_str) {
                 Some("accept")
@@ -1458,6 +1471,16 @@ impl<S: AsyncCounterStore> Relay<S> {
             None => Some("failed"),
         };
         if let Some(how) = how {
+            // A human who declines in band has answered first: the entry the administrator
+            // sees is refused too (their later answer is 409, and the agent's next identical
+            // call is refused once, as after a refusal out of band), not left for an approval
+            // that would let that call run without anyone asking. A cancelled or failed
+            // elicitation is nobody's answer: the entry stays for the administrator.
+            if how == "declined"
+                && let Some(id) = &id
+            {
+                let _ = self.guard.evaluator().resolve_approval(id, false);
+            }
             record.approval = Some(how);
             self.log.write(&record, Outcome::NotDispatched, None);
             self.client(jsonrpc::result(client_id, declined(&tool, how))).await;

@@ -180,3 +180,67 @@ async fn a_relay_that_missed_announcements_still_applies_them() {
     assert_eq!(h.runs().await, json!({"b": 2}));
     assert_eq!(h.client_gets().await["id"], 11);
 }
+
+/// A human who declines an approval round (`input_required`, clients without `initialize`)
+/// has answered first, as one who declines through elicitation: the administrator's entry is
+/// refused too, not left for a late approval that would run the agent's next identical call
+/// without anyone asking. A cancelled round is nobody's answer: its entry stays.
+#[tokio::test]
+async fn a_declined_round_refuses_the_administrators_entry_a_cancelled_one_leaves_it() {
+    let evaluator = Arc::new(Evaluator::new(POLICY.parse().unwrap()));
+    let guard =
+        Arc::new(Guard::new(evaluator.clone(), "g", Mode::Enforce).with_out_of_band_approvals());
+    let config = RelayConfig { session: Some("s".into()), ..RelayConfig::default() };
+    let (client_in, rx) = mpsc::channel(16);
+    let (tx, mut client_out) = mpsc::channel(16);
+    let (up_tx, _upstream_in) = mpsc::channel::<Value>(16);
+    let (_upstream_out, up_rx) = mpsc::channel::<Value>(16);
+    tokio::spawn(Relay::run(
+        guard,
+        Arc::new(DecisionLog::disabled()),
+        config,
+        ClientLink { tx: tx.into(), rx: rx.into() },
+        UpstreamLink { tx: up_tx.into(), rx: up_rx.into() },
+    ));
+    let meta = json!({
+        META_PROTOCOL_VERSION: "2026-07-28",
+        META_CLIENT_CAPABILITIES: {"elicitation": {"form": {}}},
+    });
+    let mut call = async |id: i64, arguments: &Value, answer: Option<(Value, &Value)>| {
+        let mut params = json!({"name": "t", "arguments": arguments, "_meta": meta});
+        if let Some((response, state)) = answer {
+            params["inputResponses"] = json!({ APPROVAL_INPUT: response });
+            params["requestState"] = state.clone();
+        }
+        let msg = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params});
+        client_in.send(Inbound::Message(msg)).await.unwrap();
+        let r = tokio::time::timeout(Duration::from_secs(30), client_out.recv()).await.unwrap();
+        r.unwrap()["result"].clone()
+    };
+    let pending = || evaluator.pending_approvals().into_iter().map(|p| p.id).collect::<Vec<_>>();
+
+    for (n, response, refused) in [
+        (1, json!({"action": "decline"}), true),
+        (2, json!({"action": "accept", "content": {"approve": false}}), true),
+        (3, json!({"action": "cancel"}), false),
+    ] {
+        let arguments = json!({ "n": n });
+        let round = call(n * 10, &arguments, None).await;
+        assert_eq!(round["resultType"], "input_required", "{round}");
+        let ids = pending();
+        assert_eq!(ids.len(), 1, "{ids:?}");
+        let answered =
+            call(n * 10 + 1, &arguments, Some((response.clone(), &round["requestState"])));
+        assert_eq!(answered.await["isError"], true, "{response}");
+        if refused {
+            assert!(pending().is_empty(), "{response}: the entry is no longer waiting");
+            assert!(evaluator.resolve_approval(&ids[0], true).is_err(), "{response}: answered");
+        } else {
+            assert_eq!(pending(), ids, "{response}: the entry stays for the administrator");
+            evaluator.resolve_approval(&ids[0], false).unwrap();
+            // The refusal is spent by the next identical call, so the next case starts clean.
+            let r = call(n * 10 + 2, &arguments, None).await;
+            assert_eq!(r["isError"], true, "{r}");
+        }
+    }
+}

@@ -224,6 +224,8 @@ impl<K: Hash + Eq + Clone, V> Kept<K, V> {
 struct Round {
     owner: String,
     key: String,
+    /// The id of the approval the administrator sees for this call (with the admin API).
+    pending: Option<String>,
     tool: String,
 }
 
@@ -255,19 +257,33 @@ impl ApprovalRounds {
     /// owner's principal; empty: the owner): its random token (256 bits). What was redeemed or
     /// has expired is forgotten first; then the oldest rounds (of this quota when it has
     /// [`MAX_PENDING_ROUNDS`], else of anyone) make room.
-    pub(crate) fn issue(&self, owner: &str, quota: &str, key: String, tool: &str) -> String {
+    /// `pending`: the id of the approval the administrator sees for the same call, if any.
+    pub(crate) fn issue(
+        &self,
+        owner: &str,
+        quota: &str,
+        key: String,
+        pending: Option<String>,
+        tool: &str,
+    ) -> String {
         let quota = if quota.is_empty() { owner } else { quota };
         let token = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
-        let round = Round { owner: owner.to_owned(), key, tool: tool.to_owned() };
+        let round = Round { owner: owner.to_owned(), key, pending, tool: tool.to_owned() };
         self.kept.insert(token.clone(), quota, round);
         token
     }
 
-    /// The approval key of the round `token`, once, if `owner` was given it for `tool` and it
-    /// has not expired. Another owner's or another tool's use leaves the round as it was.
-    pub(crate) fn redeem(&self, owner: &str, token: &str, tool: &str) -> Option<String> {
+    /// The approval key of the round `token` and the id of its pending approval, once, if
+    /// `owner` was given it for `tool` and it has not expired. Another owner's or another
+    /// tool's use leaves the round as it was.
+    pub(crate) fn redeem(
+        &self,
+        owner: &str,
+        token: &str,
+        tool: &str,
+    ) -> Option<(String, Option<String>)> {
         let (round, fresh) = self.kept.take_if(token, |r| r.owner == owner && r.tool == tool)?;
-        fresh.then_some(round.key)
+        fresh.then_some((round.key, round.pending))
     }
 
     /// How many rounds are kept.
@@ -474,26 +490,26 @@ mod tests {
     #[test]
     fn kept_rounds_are_single_use_bound_to_owner_and_tool_and_bounded() {
         let rounds = ApprovalRounds::new(MAX_PENDING_ROUNDS + 10);
-        let t = rounds.issue("alice", "", "k1".into(), "create");
-        assert_eq!(rounds.redeem("bob", &t, "create"), None);
-        assert_eq!(rounds.redeem("alice", &t, "delete"), None);
-        assert_eq!(rounds.redeem("alice", &t, "create").as_deref(), Some("k1"));
-        assert_eq!(rounds.redeem("alice", &t, "create"), None, "single use");
-        let first_of_bob = rounds.issue("bob", "", "b0".into(), "create");
-        let first_of_alice = rounds.issue("alice", "", "a0".into(), "create");
+        let t = rounds.issue("alice", "", "k1".into(), None, "create");
+        assert_eq!(rounds.redeem("bob", &t, "create").map(|(k, _)| k), None);
+        assert_eq!(rounds.redeem("alice", &t, "delete").map(|(k, _)| k), None);
+        assert_eq!(rounds.redeem("alice", &t, "create").map(|(k, _)| k).as_deref(), Some("k1"));
+        assert_eq!(rounds.redeem("alice", &t, "create").map(|(k, _)| k), None, "single use");
+        let first_of_bob = rounds.issue("bob", "", "b0".into(), None, "create");
+        let first_of_alice = rounds.issue("alice", "", "a0".into(), None, "create");
         for i in 1..MAX_PENDING_ROUNDS {
-            rounds.issue("alice", "", format!("a{i}"), "create");
+            rounds.issue("alice", "", format!("a{i}"), None, "create");
         }
         // Alice's next round takes the place of her own oldest, not bob's.
-        rounds.issue("alice", "", "a-last".into(), "create");
-        assert_eq!(rounds.redeem("alice", &first_of_alice, "create"), None);
+        rounds.issue("alice", "", "a-last".into(), None, "create");
+        assert_eq!(rounds.redeem("alice", &first_of_alice, "create").map(|(k, _)| k), None);
         assert_eq!(rounds.len(), MAX_PENDING_ROUNDS + 1);
         for i in 0..20 {
-            rounds.issue(&format!("o{i}"), "", "k".into(), "create");
+            rounds.issue(&format!("o{i}"), "", "k".into(), None, "create");
         }
         assert!(rounds.len() <= MAX_PENDING_ROUNDS + 10, "{}", rounds.len());
         // The oldest made way for the newest, bob's first of them.
-        assert_eq!(rounds.redeem("bob", &first_of_bob, "create"), None);
+        assert_eq!(rounds.redeem("bob", &first_of_bob, "create").map(|(k, _)| k), None);
     }
 
     /// Redeeming is constant time: the keys of redeemed rounds left in the age lists are
@@ -503,18 +519,21 @@ mod tests {
     #[test]
     fn redeemed_rounds_leave_bounded_age_lists() {
         let rounds = ApprovalRounds::new(MAX_KEPT_ROUNDS);
-        let oldest = rounds.issue("alice", "", "k0".into(), "create");
+        let oldest = rounds.issue("alice", "", "k0".into(), None, "create");
         for i in 0..10_000 {
-            let t = rounds.issue("bob", "", format!("k{i}"), "create");
-            assert!(rounds.redeem("bob", &t, "create").is_some());
+            let t = rounds.issue("bob", "", format!("k{i}"), None, "create");
+            assert!(rounds.redeem("bob", &t, "create").map(|(k, _)| k).is_some());
         }
         // The same within one quota that keeps a round all along.
-        let alices_first = rounds.issue("alice", "", "a0".into(), "create");
+        let alices_first = rounds.issue("alice", "", "a0".into(), None, "create");
         for i in 0..10_000 {
-            let t = rounds.issue("alice", "", format!("a{i}"), "create");
-            assert!(rounds.redeem("alice", &t, "create").is_some());
+            let t = rounds.issue("alice", "", format!("a{i}"), None, "create");
+            assert!(rounds.redeem("alice", &t, "create").map(|(k, _)| k).is_some());
         }
-        assert_eq!(rounds.redeem("alice", &alices_first, "create").as_deref(), Some("a0"));
+        assert_eq!(
+            rounds.redeem("alice", &alices_first, "create").map(|(k, _)| k).as_deref(),
+            Some("a0")
+        );
         {
             let book = rounds.kept.book();
             let alice = &book.quotas["alice"];
@@ -526,15 +545,18 @@ mod tests {
         }
         // The oldest round is still there, and still the first to go when the store is full.
         let small = ApprovalRounds::new(3);
-        let first = small.issue("a", "", "1".into(), "t");
-        let second = small.issue("b", "", "2".into(), "t");
-        assert!(small.redeem("b", &second, "t").is_some());
-        small.issue("c", "", "3".into(), "t");
-        small.issue("d", "", "4".into(), "t");
-        small.issue("e", "", "5".into(), "t");
+        let first = small.issue("a", "", "1".into(), None, "t");
+        let second = small.issue("b", "", "2".into(), None, "t");
+        assert!(small.redeem("b", &second, "t").map(|(k, _)| k).is_some());
+        small.issue("c", "", "3".into(), None, "t");
+        small.issue("d", "", "4".into(), None, "t");
+        small.issue("e", "", "5".into(), None, "t");
         assert_eq!(small.len(), 3);
-        assert_eq!(small.redeem("a", &first, "t"), None, "the oldest made room");
-        assert_eq!(rounds.redeem("alice", &oldest, "create").as_deref(), Some("k0"));
+        assert_eq!(small.redeem("a", &first, "t").map(|(k, _)| k), None, "the oldest made room");
+        assert_eq!(
+            rounds.redeem("alice", &oldest, "create").map(|(k, _)| k).as_deref(),
+            Some("k0")
+        );
     }
 
     /// The store against a model of what it promises (a list of entries, oldest first, scanned
@@ -603,17 +625,23 @@ mod tests {
     #[test]
     fn a_token_per_request_cannot_evict_others_rounds() {
         let rounds = ApprovalRounds::new(MAX_PENDING_ROUNDS * 2);
-        let victim = rounds.issue("bob\0claims", "bob", "kb".into(), "create");
+        let victim = rounds.issue("bob\0claims", "bob", "kb".into(), None, "create");
         for i in 0..MAX_PENDING_ROUNDS * 3 {
-            rounds.issue(&format!("mallory\0jti-{i}"), "mallory", format!("m{i}"), "create");
+            rounds.issue(&format!("mallory\0jti-{i}"), "mallory", format!("m{i}"), None, "create");
         }
         assert!(rounds.len() <= MAX_PENDING_ROUNDS + 1, "{}", rounds.len());
-        assert_eq!(rounds.redeem("bob\0claims", &victim, "create").as_deref(), Some("kb"));
+        assert_eq!(
+            rounds.redeem("bob\0claims", &victim, "create").map(|(k, _)| k).as_deref(),
+            Some("kb")
+        );
         // Still bound to the owner, not the quota: another token of mallory's redeems nothing
         // of the token that was given it.
-        let t = rounds.issue("mallory\0jti-a", "mallory", "ka".into(), "create");
-        assert_eq!(rounds.redeem("mallory\0jti-b", &t, "create"), None);
-        assert_eq!(rounds.redeem("mallory\0jti-a", &t, "create").as_deref(), Some("ka"));
+        let t = rounds.issue("mallory\0jti-a", "mallory", "ka".into(), None, "create");
+        assert_eq!(rounds.redeem("mallory\0jti-b", &t, "create").map(|(k, _)| k), None);
+        assert_eq!(
+            rounds.redeem("mallory\0jti-a", &t, "create").map(|(k, _)| k).as_deref(),
+            Some("ka")
+        );
     }
 
     /// The upstream's own rounds kept for clients without a session: bound to their owner, tool

@@ -383,13 +383,41 @@ async fn the_client_accepting_first_runs_the_call_once() {
     );
 }
 
+async fn the_client_declining_first_refuses_the_entry_too() {
+    let race = Race::start().await;
+    let args = json!({"n": 4});
+    let (mut events, ask) = race.ask(1, args.clone()).await;
+    let id = race.listed(&args).await;
+
+    assert_eq!(race.answer(&ask, false).await, 202);
+    let seen = events.until_response(1).await;
+    let r = &seen.last().unwrap()["result"];
+    assert_eq!(r["isError"], true, "{seen:?}");
+    assert!(race.pending().await.is_empty(), "a declined entry is no longer waiting");
+
+    // The administrator comes too late: the first answer stands, and nothing runs.
+    assert_eq!(race.resolve(&id, true).await, 409, "the human's decline answered first");
+    race.settle(2).await;
+    assert!(race.counted().is_empty(), "{:?}", race.counted());
+
+    // The agent's retry is refused once, as after a refusal out of band (not run on an
+    // administrator's late approval), then asked again.
+    let r = race.client.call(3, "count", args.clone()).await;
+    assert!(text(&r).starts_with("Approval refused"), "{r}");
+    let (mut events, ask) = race.ask(4, args.clone()).await;
+    assert_eq!(race.answer(&ask, true).await, 202);
+    let seen = events.until_response(4).await;
+    assert_eq!(text(&seen.last().unwrap()["result"]), "counted", "{seen:?}");
+    assert_eq!(race.counted(), vec![args]);
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     if args.next().as_deref() == Some("counting-upstream") {
         counting_upstream(&PathBuf::from(args.next().unwrap()));
         return;
     }
-    let tests: [runner::Test; 3] = [
+    let tests: [runner::Test; 4] = [
         ("the_administrator_approving_first_runs_the_call_once", || {
             Box::pin(the_administrator_approving_first_runs_the_call_once())
         }),
@@ -398,6 +426,9 @@ fn main() {
         }),
         ("the_client_accepting_first_runs_the_call_once", || {
             Box::pin(the_client_accepting_first_runs_the_call_once())
+        }),
+        ("the_client_declining_first_refuses_the_entry_too", || {
+            Box::pin(the_client_declining_first_refuses_the_entry_too())
         }),
     ];
     runner::run(&tests, DEADLINE);
