@@ -1424,15 +1424,27 @@ impl<S: AsyncCounterStore> Relay<S> {
                         "reason": "an administrator answered this approval" }),
             ))
             .await;
-            match verdict {
-                Verdict::Dispatch { receipt, record } => {
-                    self.dispatch(w.client_id, w.message, record, receipt, w.arguments).await;
-                }
-                Verdict::Refuse { result, record }
-                | Verdict::Approve { refusal: result, record, .. } => {
-                    self.log.write(&record, Outcome::NotDispatched, None);
-                    self.client(jsonrpc::result(w.client_id, result)).await;
-                }
+            self.answer_out_of_band(w.client_id, w.message, w.arguments, verdict).await;
+        }
+    }
+
+    /// Does what `verdict` says with a call an administrator answered (decided again without
+    /// its approval key): dispatches it, or answers the refusal.
+    async fn answer_out_of_band(
+        &mut self,
+        client_id: Value,
+        message: Value,
+        arguments: Value,
+        verdict: Verdict,
+    ) {
+        match verdict {
+            Verdict::Dispatch { receipt, record } => {
+                self.dispatch(client_id, message, record, receipt, arguments).await;
+            }
+            Verdict::Refuse { result, record }
+            | Verdict::Approve { refusal: result, record, .. } => {
+                self.log.write(&record, Outcome::NotDispatched, None);
+                self.client(jsonrpc::result(client_id, result)).await;
             }
         }
     }
@@ -1476,10 +1488,26 @@ impl<S: AsyncCounterStore> Relay<S> {
             // call is refused once, as after a refusal out of band), not left for an approval
             // that would let that call run without anyone asking. A cancelled or failed
             // elicitation is nobody's answer: the entry stays for the administrator.
-            if how == "declined"
-                && let Some(id) = &id
-            {
-                let _ = self.guard.evaluator().resolve_approval(id, false);
+            // Unless the administrator answered first, the relay not having heard it yet (the
+            // admin API announces after the core recorded the answer, and the relay reads its
+            // client and the announcements in no fixed order): their answer decides, as the
+            // agent's retry would be decided.
+            if let Some(pending) = &id {
+                let answered_first = how != "declined"
+                    || matches!(
+                        self.guard.evaluator().resolve_approval(pending, false),
+                        Err(mcp_policy::ResolveApprovalError::AlreadyResolved(_))
+                    );
+                if answered_first {
+                    let verdict = self
+                        .guard
+                        .decide(&tool, &arguments, self.session.as_deref(), None, &self.tools)
+                        .await;
+                    if !matches!(verdict, Verdict::Approve { .. }) {
+                        self.answer_out_of_band(client_id, message, arguments, verdict).await;
+                        return;
+                    }
+                }
             }
             record.approval = Some(how);
             self.log.write(&record, Outcome::NotDispatched, None);

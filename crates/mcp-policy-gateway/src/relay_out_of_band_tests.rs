@@ -244,3 +244,48 @@ async fn a_declined_round_refuses_the_administrators_entry_a_cancelled_one_leave
         }
     }
 }
+
+/// The administrator answers first, but the client's answer reaches the relay before the
+/// announcement does (the admin API announces after the core recorded the answer, and the
+/// relay reads its client and the announcements in no fixed order): the first answer still
+/// decides. Approved first, the call runs once, whatever the client then says (a decline, a
+/// cancel); refused first, it is refused as the administrator said, and the refusal is spent
+/// with it (the agent's next identical call is asked again, not refused).
+#[tokio::test]
+async fn the_administrator_answering_first_decides_though_the_client_answers_before_the_news() {
+    for (n, approve, answer) in [
+        (1, true, json!({"action": "decline"})),
+        (2, true, json!({"action": "accept", "content": {"approve": false}})),
+        (3, true, json!({"action": "cancel"})),
+        (4, false, json!({"action": "decline"})),
+        (5, false, json!({"action": "cancel"})),
+    ] {
+        let mut h = OutOfBand::start().await;
+        let arguments = json!({ "n": n });
+        let ask = h.ask(10, arguments.clone()).await;
+        let ids = h.pending_ids();
+        assert_eq!(ids.len(), 1);
+        h.evaluator.resolve_approval(&ids[0], approve).unwrap();
+        h.client_sends(json!({"jsonrpc": "2.0", "id": ask, "result": answer})).await;
+        if approve {
+            assert_eq!(h.runs().await, arguments, "{answer}: the administrator approved first");
+            let r = h.client_gets().await;
+            assert_eq!(r["id"], 10, "{r}");
+            assert_eq!(r["result"]["content"][0]["text"], "ran", "{answer}: {r}");
+        } else {
+            let r = h.client_gets().await;
+            assert_eq!(r["id"], 10, "{r}");
+            assert_eq!(r["result"]["isError"], true, "{r}");
+            let text = r["result"]["content"][0]["text"].as_str().unwrap();
+            assert!(text.starts_with("Approval refused"), "{answer}: {text}");
+        }
+        // The late announcement changes nothing; the answer is spent: the next identical call
+        // is asked again.
+        h.resolutions.announce(&ids[0]);
+        let again = h.ask(11, arguments.clone()).await;
+        assert_ne!(again, ask);
+        assert_eq!(h.pending_ids().len(), 1, "{answer}");
+        assert_ne!(h.pending_ids()[0], ids[0], "{answer}");
+        assert!(h.upstream_in.try_recv().is_err(), "{answer}: nothing else ran");
+    }
+}
