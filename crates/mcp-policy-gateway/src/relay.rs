@@ -1409,9 +1409,16 @@ impl<S: AsyncCounterStore> Relay<S> {
                 .guard
                 .decide(&w.tool, &w.arguments, self.session.as_deref(), None, &self.tools)
                 .await;
-            if let Verdict::Approve { key, id, .. } = verdict {
+            if let Verdict::Approve { key, id, record, .. } = verdict {
                 if let Some(w) = self.approvals.get_mut(&client_key) {
-                    (w.key, w.id) = (key, id);
+                    // Under a policy reloaded since the client was asked, its accept approves
+                    // nothing (an approval holds for the policy it was asked under: the old key
+                    // is kept, and fails), but the administrator's answer to the new entry
+                    // still decides the call.
+                    if record.policy == w.record.policy {
+                        w.key = key;
+                    }
+                    w.id = id;
                 }
                 continue;
             }

@@ -289,3 +289,47 @@ async fn the_administrator_answering_first_decides_though_the_client_answers_bef
         assert!(h.upstream_in.try_recv().is_err(), "{answer}: nothing else ran");
     }
 }
+
+/// A policy reloaded while the client is asked drops the entry (an approval holds for the
+/// policy it was asked under). A relay that then decides the call again (it missed
+/// announcements) names the new entry, for the administrator, but the client's accept of the
+/// question asked under the old policy approves nothing under the new one; the
+/// administrator's approval of the new entry runs the call at once.
+#[tokio::test]
+async fn an_accept_asked_under_the_old_policy_approves_nothing_under_the_new_one() {
+    let mut h = OutOfBand::start().await;
+    let ask = h.ask(10, json!({"a": 1})).await;
+    let old = h.pending_ids();
+    assert_eq!(old.len(), 1);
+    h.evaluator
+        .reload(POLICY.replace("a human must say", "a human must say it again").parse().unwrap());
+    assert!(h.pending_ids().is_empty(), "the reload drops the entry");
+    for n in 0..=RESOLUTIONS_BACKLOG {
+        h.resolutions.announce(&format!("other-{n}"));
+    }
+    let mut new = h.pending_ids();
+    while new.is_empty() {
+        tokio::task::yield_now().await;
+        new = h.pending_ids();
+    }
+    assert_ne!(new, old);
+
+    h.client_sends(json!({"jsonrpc": "2.0", "id": ask,
+        "result": {"action": "accept", "content": {"approve": true}}}))
+        .await;
+    let r = h.client_gets().await;
+    assert_eq!(r["id"], 10, "{r}");
+    assert_eq!(r["result"]["isError"], true, "asked under the old policy: {r}");
+    assert!(h.upstream_in.try_recv().is_err(), "nothing ran");
+
+    // Asked again under the new policy, the administrator's approval decides it.
+    let again = h.ask(11, json!({"a": 1})).await;
+    let id = h.pending_ids();
+    assert_eq!(id, new, "the same entry");
+    h.evaluator.resolve_approval(&id[0], true).unwrap();
+    h.resolutions.announce(&id[0]);
+    let cancel = h.client_gets().await;
+    assert_eq!(cancel["params"]["requestId"], again, "{cancel}");
+    assert_eq!(h.runs().await, json!({"a": 1}));
+    assert_eq!(h.client_gets().await["id"], 11);
+}
