@@ -1546,7 +1546,8 @@ impl<S: AsyncCounterStore> Relay<S> {
             }
             Verdict::Refuse { result, mut record }
             | Verdict::Approve { refusal: result, mut record, .. } => {
-                record.approval = Some("accepted");
+                // `refused_out_of_band` stays: an administrator refused first.
+                record.approval.get_or_insert("accepted");
                 self.log.write(&record, Outcome::NotDispatched, None);
                 self.client(jsonrpc::result(client_id, result)).await;
             }

@@ -19,6 +19,8 @@ struct OutOfBand {
     client_out: mpsc::Receiver<Value>,
     upstream_in: mpsc::Receiver<Value>,
     upstream_out: mpsc::Sender<Value>,
+    /// The decision log's `approval` and outcome of each record, in order.
+    logged: Arc<std::sync::Mutex<Vec<(Option<&'static str>, &'static str)>>>,
 }
 
 impl OutOfBand {
@@ -37,15 +39,28 @@ impl OutOfBand {
         let (tx, client_out) = mpsc::channel(16);
         let (up_tx, upstream_in) = mpsc::channel(16);
         let (upstream_out, up_rx) = mpsc::channel(16);
+        let logged = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let theirs = logged.clone();
+        let log =
+            DecisionLog::disabled().with_observer(Arc::new(move |r: &Record, o: Outcome, _| {
+                theirs.lock().unwrap().push((r.approval, o.as_str()));
+            }));
         tokio::spawn(Relay::run(
             guard,
-            Arc::new(DecisionLog::disabled()),
+            Arc::new(log),
             config,
             ClientLink { tx: tx.into(), rx: rx.into() },
             UpstreamLink { tx: up_tx.into(), rx: up_rx.into() },
         ));
-        let mut h =
-            OutOfBand { evaluator, resolutions, client_in, client_out, upstream_in, upstream_out };
+        let mut h = OutOfBand {
+            evaluator,
+            resolutions,
+            client_in,
+            client_out,
+            upstream_in,
+            upstream_out,
+            logged,
+        };
         h.client_sends(json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
             "params": {"protocolVersion": "2025-06-18", "capabilities": {"elicitation": {}},
                 "clientInfo": {"name": "t", "version": "1"}}}))
@@ -249,8 +264,9 @@ async fn a_declined_round_refuses_the_administrators_entry_a_cancelled_one_leave
 /// announcement does (the admin API announces after the core recorded the answer, and the
 /// relay reads its client and the announcements in no fixed order): the first answer still
 /// decides. Approved first, the call runs once, whatever the client then says (a decline, a
-/// cancel); refused first, it is refused as the administrator said, and the refusal is spent
-/// with it (the agent's next identical call is asked again, not refused).
+/// cancel); refused first, it is refused as the administrator said (*"Approval refused"*, also
+/// when the client accepts), and the refusal is spent with it (the agent's next identical call
+/// is asked again, not refused).
 #[tokio::test]
 async fn the_administrator_answering_first_decides_though_the_client_answers_before_the_news() {
     for (n, approve, answer) in [
@@ -259,6 +275,7 @@ async fn the_administrator_answering_first_decides_though_the_client_answers_bef
         (3, true, json!({"action": "cancel"})),
         (4, false, json!({"action": "decline"})),
         (5, false, json!({"action": "cancel"})),
+        (6, false, json!({"action": "accept", "content": {"approve": true}})),
     ] {
         let mut h = OutOfBand::start().await;
         let arguments = json!({ "n": n });
@@ -279,6 +296,13 @@ async fn the_administrator_answering_first_decides_though_the_client_answers_bef
             let text = r["result"]["content"][0]["text"].as_str().unwrap();
             assert!(text.starts_with("Approval refused"), "{answer}: {text}");
         }
+        let (approval, outcome) = h.logged.lock().unwrap().last().copied().unwrap();
+        let expected = if approve {
+            (Some("approved_out_of_band"), "ok")
+        } else {
+            (Some("refused_out_of_band"), "not_dispatched")
+        };
+        assert_eq!((approval, outcome), expected, "{answer}");
         // The late announcement changes nothing; the answer is spent: the next identical call
         // is asked again.
         h.resolutions.announce(&ids[0]);
