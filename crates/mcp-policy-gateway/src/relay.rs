@@ -363,6 +363,10 @@ pub struct RelayConfig {
     pub spin: Duration,
 }
 
+/// How many calls of one relay may wait for its client's human at once (as many as the core
+/// keeps pending for one grant); past this, a call to approve is refused, not asked.
+pub const MAX_WAITING_APPROVALS: usize = mcp_policy::MAX_PENDING_PER_GRANT;
+
 /// How many requests wait for the upstream's answer to the gateway's `server/discover` (as many
 /// as a session may have in flight); past this, requests are refused (429) until it answers.
 const MAX_WAITING_FOR_DISCOVERY: usize = 64;
@@ -1066,6 +1070,16 @@ impl<S: AsyncCounterStore> Relay<S> {
                         Some(if self.guard.out_of_band() { "pending" } else { "unavailable" });
                     self.log.write(&record, Outcome::NotDispatched, None);
                     self.client(jsonrpc::result(id, refusal)).await;
+                    return;
+                }
+                if self.approvals.len() >= MAX_WAITING_APPROVALS {
+                    let message = format!(
+                        "{MAX_WAITING_APPROVALS} tool calls of this session already wait for a \
+                         human's approval: answer them first"
+                    );
+                    record.approval = Some("failed");
+                    self.log.write(&record, Outcome::NotDispatched, None);
+                    self.client(jsonrpc::result(id, round_refusal(&message))).await;
                     return;
                 }
                 self.log.write(&record, Outcome::ApprovalRequested, None);

@@ -357,3 +357,29 @@ async fn an_accept_asked_under_the_old_policy_approves_nothing_under_the_new_one
     assert_eq!(h.runs().await, json!({"a": 1}));
     assert_eq!(h.client_gets().await["id"], 11);
 }
+
+/// A client cannot pile up calls waiting for a human without bound (each one held in memory,
+/// looked at on every announcement, decided again when the relay missed some): past
+/// [`MAX_WAITING_APPROVALS`], a call to approve is refused at once, not asked; once one is
+/// answered, the next is asked again.
+#[tokio::test]
+async fn a_session_has_at_most_so_many_calls_waiting_for_a_human() {
+    let mut h = OutOfBand::start().await;
+    let mut asks = Vec::new();
+    for n in 0..MAX_WAITING_APPROVALS {
+        asks.push(h.ask(100 + i64::try_from(n).unwrap(), json!({ "n": n })).await);
+    }
+    h.client_sends(json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": "t", "arguments": {"n": "one too many"}}}))
+        .await;
+    let r = h.client_gets().await;
+    assert_eq!(r["id"], 1, "{r}");
+    assert_eq!(r["result"]["isError"], true, "{r}");
+    let text = r["result"]["content"][0]["text"].as_str().unwrap();
+    assert!(text.contains("wait for a human's approval"), "{text}");
+    assert_eq!(h.logged.lock().unwrap().last().copied(), Some((Some("failed"), "not_dispatched")));
+
+    h.client_sends(json!({"jsonrpc": "2.0", "id": asks[0], "result": {"action": "decline"}})).await;
+    assert_eq!(h.client_gets().await["id"], 100);
+    h.ask(2, json!({"n": "asked now"})).await;
+}
