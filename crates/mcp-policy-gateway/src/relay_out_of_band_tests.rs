@@ -383,3 +383,27 @@ async fn a_session_has_at_most_so_many_calls_waiting_for_a_human() {
     assert_eq!(h.client_gets().await["id"], 100);
     h.ask(2, json!({"n": "asked now"})).await;
 }
+
+/// A relay whose client is asked about nothing is not woken by the administrator's answers
+/// (each would cost every session's relay a turn): it takes them as it runs for its own
+/// messages, and still applies the ones that come once a call waits.
+#[tokio::test]
+async fn a_relay_asking_nothing_is_not_woken_by_announcements() {
+    let mut h = OutOfBand::start().await;
+    for n in 0..2 * RESOLUTIONS_BACKLOG {
+        h.resolutions.announce(&format!("other-{n}"));
+    }
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(h.resolutions.untaken(), RESOLUTIONS_BACKLOG, "the relay was woken");
+
+    let ask = h.ask(10, json!({"a": 1})).await;
+    let ids = h.pending_ids();
+    h.evaluator.resolve_approval(&ids[0], true).unwrap();
+    h.resolutions.announce(&ids[0]);
+    let cancel = h.client_gets().await;
+    assert_eq!(cancel["params"]["requestId"], ask, "{cancel}");
+    assert_eq!(h.runs().await, json!({"a": 1}));
+    assert_eq!(h.client_gets().await["id"], 10);
+}
