@@ -615,28 +615,13 @@ impl<S: AsyncCounterStore> Relay<S> {
                 let client = if read_client { from_client.lines_mut() } else { None };
                 crate::spin::for_lines(client, upstream, relay.spin);
             }
-            // While no call waits for its client's human, the administrator's answers are
-            // nothing to this relay: it is not woken for them (each would cost every session's
-            // relay a turn), and takes them here as it runs for its own messages. A call asked
-            // about from now on was decided after these, so none of them is its own.
-            if relay.approvals.is_empty()
-                && let Some(rx) = resolved.as_mut()
-            {
-                loop {
-                    match rx.try_recv() {
-                        Ok(_) | Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => {}
-                        Err(tokio::sync::broadcast::error::TryRecvError::Empty) => break,
-                        Err(tokio::sync::broadcast::error::TryRecvError::Closed) => {
-                            resolved = None;
-                            break;
-                        }
-                    }
-                }
-            }
             tokio::select! {
                 _ = tick.tick(), if timed || relay.asking() => relay.expire().await,
-                // An administrator answered an approval (with the admin API only), while a
-                // call waits for its client's human.
+                // An administrator answered an approval (with the admin API only). Only while a
+                // call waits for its client's human: otherwise the answers are nothing to this
+                // relay, and it is not woken for them (each would cost every session's relay a
+                // turn). Those it did not take then are taken once a call waits: each is
+                // applied as the core says now, so an old one decides nothing anew.
                 r = async {
                     match resolved.as_mut() {
                         Some(rx) => rx.recv().await,

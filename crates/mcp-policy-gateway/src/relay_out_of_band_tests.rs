@@ -385,8 +385,8 @@ async fn a_session_has_at_most_so_many_calls_waiting_for_a_human() {
 }
 
 /// A relay whose client is asked about nothing is not woken by the administrator's answers
-/// (each would cost every session's relay a turn): it takes them as it runs for its own
-/// messages, and still applies the ones that come once a call waits.
+/// (each would cost every session's relay a turn); those it left are taken once a call waits,
+/// deciding nothing anew, and the ones that come then are applied.
 #[tokio::test]
 async fn a_relay_asking_nothing_is_not_woken_by_announcements() {
     let mut h = OutOfBand::start().await;
