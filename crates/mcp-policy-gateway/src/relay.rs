@@ -989,9 +989,21 @@ impl<S: AsyncCounterStore> Relay<S> {
                 return;
             }
             Some(RoundAnswer::Declined(pending)) => {
-                // As a decline through elicitation: the administrator's entry is refused too.
-                if let Some(pending) = &pending {
-                    let _ = self.guard.evaluator().resolve_approval(pending, false);
+                // As a decline through elicitation: the administrator's entry is refused too,
+                // unless they answered first: then their answer decides, as for the agent's
+                // retry without an answer.
+                if let Some(pending) = &pending
+                    && let Err(mcp_policy::ResolveApprovalError::AlreadyResolved(_)) =
+                        self.guard.evaluator().resolve_approval(pending, false)
+                {
+                    let verdict = self
+                        .guard
+                        .decide(&tool, &arguments, self.session.as_deref(), None, &self.tools)
+                        .await;
+                    if !matches!(verdict, Verdict::Approve { .. }) {
+                        self.answer_out_of_band(id, msg, arguments, verdict).await;
+                        return;
+                    }
                 }
                 let mut record = self.guard.refusal_record(
                     &tool,

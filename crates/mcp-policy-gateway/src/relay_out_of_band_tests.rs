@@ -407,3 +407,75 @@ async fn a_relay_asking_nothing_is_not_woken_by_announcements() {
     assert_eq!(h.runs().await, json!({"a": 1}));
     assert_eq!(h.client_gets().await["id"], 10);
 }
+
+/// An approval round declined after the administrator answered: their answer decides the
+/// retry, as the agent's retry without an answer would be decided (approved: it runs, once;
+/// refused: *"Approval refused"*, the refusal spent), not a decline that leaves their answer for
+/// a later call.
+#[tokio::test]
+async fn a_round_declined_after_the_administrator_answered_is_decided_by_them() {
+    let evaluator = Arc::new(Evaluator::new(POLICY.parse().unwrap()));
+    let guard =
+        Arc::new(Guard::new(evaluator.clone(), "g", Mode::Enforce).with_out_of_band_approvals());
+    let config = RelayConfig { session: Some("s".into()), ..RelayConfig::default() };
+    let (client_in, rx) = mpsc::channel(16);
+    let (tx, mut client_out) = mpsc::channel(16);
+    let (up_tx, mut upstream_in) = mpsc::channel::<Value>(16);
+    let (upstream_out, up_rx) = mpsc::channel::<Value>(16);
+    tokio::spawn(Relay::run(
+        guard,
+        Arc::new(DecisionLog::disabled()),
+        config,
+        ClientLink { tx: tx.into(), rx: rx.into() },
+        UpstreamLink { tx: up_tx.into(), rx: up_rx.into() },
+    ));
+    let meta = json!({
+        META_PROTOCOL_VERSION: "2026-07-28",
+        META_CLIENT_CAPABILITIES: {"elicitation": {"form": {}}},
+    });
+    for (n, approve) in [(1, true), (2, false)] {
+        let arguments = json!({ "n": n });
+        let params = json!({"name": "t", "arguments": arguments, "_meta": meta});
+        let msg = json!({"jsonrpc": "2.0", "id": n * 10, "method": "tools/call", "params": params});
+        client_in.send(Inbound::Message(msg)).await.unwrap();
+        let round = next(&mut client_out).await["result"].clone();
+        assert_eq!(round["resultType"], "input_required", "{round}");
+        let id = evaluator.pending_approvals().into_iter().find(|p| p.arguments == arguments);
+        evaluator.resolve_approval(&id.unwrap().id, approve).unwrap();
+
+        let mut params = params.clone();
+        params["inputResponses"] = json!({ APPROVAL_INPUT: {"action": "decline"} });
+        params["requestState"] = round["requestState"].clone();
+        let msg =
+            json!({"jsonrpc": "2.0", "id": n * 10 + 1, "method": "tools/call", "params": params});
+        client_in.send(Inbound::Message(msg)).await.unwrap();
+        if approve {
+            let call = next(&mut upstream_in).await;
+            assert_eq!(call["params"]["arguments"], arguments, "{call}");
+            assert!(call["params"].get("inputResponses").is_none(), "{call}");
+            upstream_out
+                .send(json!({"jsonrpc": "2.0", "id": call["id"],
+                    "result": {"content": [{"type": "text", "text": "ran"}]}}))
+                .await
+                .unwrap();
+            let r = next(&mut client_out).await;
+            assert_eq!(r["result"]["content"][0]["text"], "ran", "{r}");
+        } else {
+            let r = next(&mut client_out).await;
+            let text = r["result"]["content"][0]["text"].as_str().unwrap().to_owned();
+            assert!(text.starts_with("Approval refused"), "{text}");
+        }
+        // Spent: the next identical call is asked again.
+        let msg = json!({"jsonrpc": "2.0", "id": n * 10 + 2, "method": "tools/call",
+            "params": {"name": "t", "arguments": arguments, "_meta": meta}});
+        client_in.send(Inbound::Message(msg)).await.unwrap();
+        let again = next(&mut client_out).await["result"].clone();
+        assert_eq!(again["resultType"], "input_required", "{again}");
+        assert!(upstream_in.try_recv().is_err());
+    }
+}
+
+/// The next message on `rx`, within 30 s.
+async fn next<T>(rx: &mut mpsc::Receiver<T>) -> T {
+    tokio::time::timeout(Duration::from_secs(30), rx.recv()).await.expect("nothing came").unwrap()
+}
