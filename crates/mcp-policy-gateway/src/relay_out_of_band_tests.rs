@@ -11,6 +11,9 @@ use tokio::sync::mpsc;
 const POLICY: &str = r#"{"version": "1", "default": "deny", "tools": {"t": {
     "approve_if": [{"conditions": [], "reason": "a human must say"}]}}}"#;
 
+/// A decision-log record's `approval` and outcome.
+type Logged = (Option<&'static str>, &'static str);
+
 /// A relay with out-of-band approvals, its client asking in band (2025-06-18, elicitation).
 struct OutOfBand {
     evaluator: Arc<Evaluator>,
@@ -20,7 +23,7 @@ struct OutOfBand {
     upstream_in: mpsc::Receiver<Value>,
     upstream_out: mpsc::Sender<Value>,
     /// The decision log's `approval` and outcome of each record, in order.
-    logged: Arc<std::sync::Mutex<Vec<(Option<&'static str>, &'static str)>>>,
+    logged: Arc<std::sync::Mutex<Vec<Logged>>>,
 }
 
 impl OutOfBand {
