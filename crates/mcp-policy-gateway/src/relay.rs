@@ -1529,8 +1529,12 @@ impl<S: AsyncCounterStore> Relay<S> {
             // admin API announces after the core recorded the answer, and the relay reads its
             // client and the announcements in no fixed order): their answer decides, as the
             // agent's retry would be decided.
+            // Another call of this client asked about under the same entry (an identical call)
+            // keeps it: the entry is refused with the last decline.
             if let Some(pending) = &id {
+                let shared = self.approvals.values().any(|w| w.id.as_deref() == Some(pending));
                 let answered_first = how != "declined"
+                    || shared
                     || matches!(
                         self.guard.evaluator().resolve_approval(pending, false),
                         Err(mcp_policy::ResolveApprovalError::AlreadyResolved(_))

@@ -482,3 +482,38 @@ async fn a_round_declined_after_the_administrator_answered_is_decided_by_them() 
 async fn next<T>(rx: &mut mpsc::Receiver<T>) -> T {
     tokio::time::timeout(Duration::from_secs(30), rx.recv()).await.expect("nothing came").unwrap()
 }
+
+/// Two identical calls asked about under one entry: the client declining one leaves the entry
+/// for the other, still asked (its accept runs it; the administrator still sees it); declining
+/// the last refuses the entry.
+#[tokio::test]
+async fn declining_one_of_two_identical_calls_leaves_the_entry_for_the_other() {
+    let mut h = OutOfBand::start().await;
+    let first = h.ask(10, json!({"a": 1})).await;
+    let second = h.ask(11, json!({"a": 1})).await;
+    let ids = h.pending_ids();
+    assert_eq!(ids.len(), 1);
+    h.client_sends(json!({"jsonrpc": "2.0", "id": first, "result": {"action": "decline"}})).await;
+    let r = h.client_gets().await;
+    assert_eq!(r["id"], 10, "{r}");
+    assert!(r["result"]["content"][0]["text"].as_str().unwrap().starts_with("Approval declined"));
+    assert_eq!(h.pending_ids(), ids, "the other call still asks under the entry");
+    h.client_sends(json!({"jsonrpc": "2.0", "id": second,
+        "result": {"action": "accept", "content": {"approve": true}}}))
+        .await;
+    assert_eq!(h.runs().await, json!({"a": 1}));
+    assert_eq!(h.client_gets().await["id"], 11);
+
+    // Declining the last one asked refuses the entry.
+    let first = h.ask(12, json!({"a": 1})).await;
+    let second = h.ask(13, json!({"a": 1})).await;
+    let ids = h.pending_ids();
+    for ask in [first, second] {
+        h.client_sends(json!({"jsonrpc": "2.0", "id": ask, "result": {"action": "decline"}})).await;
+        let r = h.client_gets().await;
+        let text = r["result"]["content"][0]["text"].as_str().unwrap().to_owned();
+        assert!(text.starts_with("Approval declined"), "{text}");
+    }
+    assert!(h.pending_ids().is_empty());
+    assert!(h.evaluator.resolve_approval(&ids[0], true).is_err(), "refused with the last");
+}
