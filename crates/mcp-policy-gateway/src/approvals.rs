@@ -52,6 +52,12 @@ impl Resolutions {
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<String> {
         self.0.subscribe()
     }
+
+    /// How many announcements some subscriber has not taken yet.
+    #[cfg(test)]
+    pub(crate) fn untaken(&self) -> usize {
+        self.0.len()
+    }
 }
 
 /// What the admin API needs: list what waits, resolve one.

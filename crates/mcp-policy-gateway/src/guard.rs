@@ -339,9 +339,10 @@ impl<S> Guard<S> {
         let policy = self.evaluator.policy();
         let monitor = self.mode == Mode::Monitor;
         let mut record = self.record(&decision, eval_us, tool, session);
-        // Without a key, a human's answer came out of band: a refusal denies this exact call
+        // A human's refusal came out of band (also with a key: the client accepted after an
+        // administrator refused, the relay not having heard it yet): it denies this exact call
         // once (the core then forgets the entry).
-        if approval_key.is_none() && decision.refused_by_human() {
+        if decision.refused_by_human() {
             record.approval = Some("refused_out_of_band");
             return Verdict::Refuse { result: declined(tool, "refused"), record };
         }
@@ -528,6 +529,28 @@ mod tests {
         assert!(!key.is_empty());
         assert!(!refusal.to_string().contains(&key));
         assert!(refusal["structuredContent"].is_object());
+    }
+
+    /// A key accepted in band after an administrator refused its entry (the relay had not heard
+    /// it yet) is refused as the out-of-band refusal is: the same answer, the same log value.
+    #[tokio::test]
+    async fn a_key_refused_out_of_band_is_refused_as_out_of_band() {
+        let g = guard(POLICY, Mode::Enforce).with_out_of_band_approvals();
+        let cache = ToolCache::default();
+        let args = json!({"x": 1});
+        let Verdict::Approve { key, id: Some(id), .. } =
+            g.decide("write", &args, Some("s"), None, &cache).await
+        else {
+            panic!("expected approve with an id")
+        };
+        g.evaluator().resolve_approval(&id, false).unwrap();
+        let Verdict::Refuse { result, record } =
+            g.decide("write", &args, Some("s"), Some(&key), &cache).await
+        else {
+            panic!("expected a refusal")
+        };
+        assert_eq!(result, declined("write", "refused"));
+        assert_eq!(record.approval, Some("refused_out_of_band"));
     }
 
     #[tokio::test]

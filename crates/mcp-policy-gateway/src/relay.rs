@@ -363,6 +363,10 @@ pub struct RelayConfig {
     pub spin: Duration,
 }
 
+/// How many calls of one relay may wait for its client's human at once (as many as the core
+/// keeps pending for one grant); past this, a call to approve is refused, not asked.
+pub const MAX_WAITING_APPROVALS: usize = mcp_policy::MAX_PENDING_PER_GRANT;
+
 /// How many requests wait for the upstream's answer to the gateway's `server/discover` (as many
 /// as a session may have in flight); past this, requests are refused (429) until it answers.
 const MAX_WAITING_FOR_DISCOVERY: usize = 64;
@@ -613,13 +617,17 @@ impl<S: AsyncCounterStore> Relay<S> {
             }
             tokio::select! {
                 _ = tick.tick(), if timed || relay.asking() => relay.expire().await,
-                // An administrator answered an approval (with the admin API only).
+                // An administrator answered an approval (with the admin API only). Only while a
+                // call waits for its client's human: otherwise the answers are nothing to this
+                // relay, and it is not woken for them (each would cost every session's relay a
+                // turn). Those it did not take then are taken once a call waits: each is
+                // applied as the core says now, so an old one decides nothing anew.
                 r = async {
                     match resolved.as_mut() {
                         Some(rx) => rx.recv().await,
                         None => std::future::pending().await,
                     }
-                }, if resolved.is_some() => match r {
+                }, if resolved.is_some() && !relay.approvals.is_empty() => match r {
                     Ok(id) => relay.resolved_out_of_band(Some(&id)).await,
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                         relay.resolved_out_of_band(None).await;
@@ -981,9 +989,21 @@ impl<S: AsyncCounterStore> Relay<S> {
                 return;
             }
             Some(RoundAnswer::Declined(pending)) => {
-                // As a decline through elicitation: the administrator's entry is refused too.
-                if let Some(pending) = &pending {
-                    let _ = self.guard.evaluator().resolve_approval(pending, false);
+                // As a decline through elicitation: the administrator's entry is refused too,
+                // unless they answered first: then their answer decides, as for the agent's
+                // retry without an answer.
+                if let Some(pending) = &pending
+                    && let Err(mcp_policy::ResolveApprovalError::AlreadyResolved(_)) =
+                        self.guard.evaluator().resolve_approval(pending, false)
+                {
+                    let verdict = self
+                        .guard
+                        .decide(&tool, &arguments, self.session.as_deref(), None, &self.tools)
+                        .await;
+                    if !matches!(verdict, Verdict::Approve { .. }) {
+                        self.answer_out_of_band(id, msg, arguments, verdict).await;
+                        return;
+                    }
                 }
                 let mut record = self.guard.refusal_record(
                     &tool,
@@ -1066,6 +1086,16 @@ impl<S: AsyncCounterStore> Relay<S> {
                         Some(if self.guard.out_of_band() { "pending" } else { "unavailable" });
                     self.log.write(&record, Outcome::NotDispatched, None);
                     self.client(jsonrpc::result(id, refusal)).await;
+                    return;
+                }
+                if self.approvals.len() >= MAX_WAITING_APPROVALS {
+                    let message = format!(
+                        "{MAX_WAITING_APPROVALS} tool calls of this session already wait for a \
+                         human's approval: answer them first"
+                    );
+                    record.approval = Some("failed");
+                    self.log.write(&record, Outcome::NotDispatched, None);
+                    self.client(jsonrpc::result(id, round_refusal(&message))).await;
                     return;
                 }
                 self.log.write(&record, Outcome::ApprovalRequested, None);
@@ -1409,9 +1439,16 @@ impl<S: AsyncCounterStore> Relay<S> {
                 .guard
                 .decide(&w.tool, &w.arguments, self.session.as_deref(), None, &self.tools)
                 .await;
-            if let Verdict::Approve { key, id, .. } = verdict {
+            if let Verdict::Approve { key, id, record, .. } = verdict {
                 if let Some(w) = self.approvals.get_mut(&client_key) {
-                    (w.key, w.id) = (key, id);
+                    // Under a policy reloaded since the client was asked, its accept approves
+                    // nothing (an approval holds for the policy it was asked under: the old key
+                    // is kept, and fails), but the administrator's answer to the new entry
+                    // still decides the call.
+                    if record.policy == w.record.policy {
+                        w.key = key;
+                    }
+                    w.id = id;
                 }
                 continue;
             }
@@ -1424,15 +1461,27 @@ impl<S: AsyncCounterStore> Relay<S> {
                         "reason": "an administrator answered this approval" }),
             ))
             .await;
-            match verdict {
-                Verdict::Dispatch { receipt, record } => {
-                    self.dispatch(w.client_id, w.message, record, receipt, w.arguments).await;
-                }
-                Verdict::Refuse { result, record }
-                | Verdict::Approve { refusal: result, record, .. } => {
-                    self.log.write(&record, Outcome::NotDispatched, None);
-                    self.client(jsonrpc::result(w.client_id, result)).await;
-                }
+            self.answer_out_of_band(w.client_id, w.message, w.arguments, verdict).await;
+        }
+    }
+
+    /// Does what `verdict` says with a call an administrator answered (decided again without
+    /// its approval key): dispatches it, or answers the refusal.
+    async fn answer_out_of_band(
+        &mut self,
+        client_id: Value,
+        message: Value,
+        arguments: Value,
+        verdict: Verdict,
+    ) {
+        match verdict {
+            Verdict::Dispatch { receipt, record } => {
+                self.dispatch(client_id, message, record, receipt, arguments).await;
+            }
+            Verdict::Refuse { result, record }
+            | Verdict::Approve { refusal: result, record, .. } => {
+                self.log.write(&record, Outcome::NotDispatched, None);
+                self.client(jsonrpc::result(client_id, result)).await;
             }
         }
     }
@@ -1476,10 +1525,30 @@ impl<S: AsyncCounterStore> Relay<S> {
             // call is refused once, as after a refusal out of band), not left for an approval
             // that would let that call run without anyone asking. A cancelled or failed
             // elicitation is nobody's answer: the entry stays for the administrator.
-            if how == "declined"
-                && let Some(id) = &id
-            {
-                let _ = self.guard.evaluator().resolve_approval(id, false);
+            // Unless the administrator answered first, the relay not having heard it yet (the
+            // admin API announces after the core recorded the answer, and the relay reads its
+            // client and the announcements in no fixed order): their answer decides, as the
+            // agent's retry would be decided.
+            // Another call of this client asked about under the same entry (an identical call)
+            // keeps it: the entry is refused with the last decline.
+            if let Some(pending) = &id {
+                let shared = self.approvals.values().any(|w| w.id.as_deref() == Some(pending));
+                let answered_first = how != "declined"
+                    || shared
+                    || matches!(
+                        self.guard.evaluator().resolve_approval(pending, false),
+                        Err(mcp_policy::ResolveApprovalError::AlreadyResolved(_))
+                    );
+                if answered_first {
+                    let verdict = self
+                        .guard
+                        .decide(&tool, &arguments, self.session.as_deref(), None, &self.tools)
+                        .await;
+                    if !matches!(verdict, Verdict::Approve { .. }) {
+                        self.answer_out_of_band(client_id, message, arguments, verdict).await;
+                        return;
+                    }
+                }
             }
             record.approval = Some(how);
             self.log.write(&record, Outcome::NotDispatched, None);
@@ -1511,7 +1580,8 @@ impl<S: AsyncCounterStore> Relay<S> {
             }
             Verdict::Refuse { result, mut record }
             | Verdict::Approve { refusal: result, mut record, .. } => {
-                record.approval = Some("accepted");
+                // `refused_out_of_band` stays: an administrator refused first.
+                record.approval.get_or_insert("accepted");
                 self.log.write(&record, Outcome::NotDispatched, None);
                 self.client(jsonrpc::result(client_id, result)).await;
             }

@@ -11,6 +11,9 @@ use tokio::sync::mpsc;
 const POLICY: &str = r#"{"version": "1", "default": "deny", "tools": {"t": {
     "approve_if": [{"conditions": [], "reason": "a human must say"}]}}}"#;
 
+/// A decision-log record's `approval` and outcome.
+type Logged = (Option<&'static str>, &'static str);
+
 /// A relay with out-of-band approvals, its client asking in band (2025-06-18, elicitation).
 struct OutOfBand {
     evaluator: Arc<Evaluator>,
@@ -19,6 +22,8 @@ struct OutOfBand {
     client_out: mpsc::Receiver<Value>,
     upstream_in: mpsc::Receiver<Value>,
     upstream_out: mpsc::Sender<Value>,
+    /// The decision log's `approval` and outcome of each record, in order.
+    logged: Arc<std::sync::Mutex<Vec<Logged>>>,
 }
 
 impl OutOfBand {
@@ -37,15 +42,28 @@ impl OutOfBand {
         let (tx, client_out) = mpsc::channel(16);
         let (up_tx, upstream_in) = mpsc::channel(16);
         let (upstream_out, up_rx) = mpsc::channel(16);
+        let logged = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let theirs = logged.clone();
+        let log =
+            DecisionLog::disabled().with_observer(Arc::new(move |r: &Record, o: Outcome, _| {
+                theirs.lock().unwrap().push((r.approval, o.as_str()));
+            }));
         tokio::spawn(Relay::run(
             guard,
-            Arc::new(DecisionLog::disabled()),
+            Arc::new(log),
             config,
             ClientLink { tx: tx.into(), rx: rx.into() },
             UpstreamLink { tx: up_tx.into(), rx: up_rx.into() },
         ));
-        let mut h =
-            OutOfBand { evaluator, resolutions, client_in, client_out, upstream_in, upstream_out };
+        let mut h = OutOfBand {
+            evaluator,
+            resolutions,
+            client_in,
+            client_out,
+            upstream_in,
+            upstream_out,
+            logged,
+        };
         h.client_sends(json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
             "params": {"protocolVersion": "2025-06-18", "capabilities": {"elicitation": {}},
                 "clientInfo": {"name": "t", "version": "1"}}}))
@@ -243,4 +261,259 @@ async fn a_declined_round_refuses_the_administrators_entry_a_cancelled_one_leave
             assert_eq!(r["isError"], true, "{r}");
         }
     }
+}
+
+/// The administrator answers first, but the client's answer reaches the relay before the
+/// announcement does (the admin API announces after the core recorded the answer, and the
+/// relay reads its client and the announcements in no fixed order): the first answer still
+/// decides. Approved first, the call runs once, whatever the client then says (a decline, a
+/// cancel); refused first, it is refused as the administrator said (*"Approval refused"*, also
+/// when the client accepts), and the refusal is spent with it (the agent's next identical call
+/// is asked again, not refused).
+#[tokio::test]
+async fn the_administrator_answering_first_decides_though_the_client_answers_before_the_news() {
+    for (n, approve, answer) in [
+        (1, true, json!({"action": "decline"})),
+        (2, true, json!({"action": "accept", "content": {"approve": false}})),
+        (3, true, json!({"action": "cancel"})),
+        (4, false, json!({"action": "decline"})),
+        (5, false, json!({"action": "cancel"})),
+        (6, false, json!({"action": "accept", "content": {"approve": true}})),
+    ] {
+        let mut h = OutOfBand::start().await;
+        let arguments = json!({ "n": n });
+        let ask = h.ask(10, arguments.clone()).await;
+        let ids = h.pending_ids();
+        assert_eq!(ids.len(), 1);
+        h.evaluator.resolve_approval(&ids[0], approve).unwrap();
+        h.client_sends(json!({"jsonrpc": "2.0", "id": ask, "result": answer})).await;
+        if approve {
+            assert_eq!(h.runs().await, arguments, "{answer}: the administrator approved first");
+            let r = h.client_gets().await;
+            assert_eq!(r["id"], 10, "{r}");
+            assert_eq!(r["result"]["content"][0]["text"], "ran", "{answer}: {r}");
+        } else {
+            let r = h.client_gets().await;
+            assert_eq!(r["id"], 10, "{r}");
+            assert_eq!(r["result"]["isError"], true, "{r}");
+            let text = r["result"]["content"][0]["text"].as_str().unwrap();
+            assert!(text.starts_with("Approval refused"), "{answer}: {text}");
+        }
+        let (approval, outcome) = h.logged.lock().unwrap().last().copied().unwrap();
+        let expected = if approve {
+            (Some("approved_out_of_band"), "ok")
+        } else {
+            (Some("refused_out_of_band"), "not_dispatched")
+        };
+        assert_eq!((approval, outcome), expected, "{answer}");
+        // The late announcement changes nothing; the answer is spent: the next identical call
+        // is asked again.
+        h.resolutions.announce(&ids[0]);
+        let again = h.ask(11, arguments.clone()).await;
+        assert_ne!(again, ask);
+        assert_eq!(h.pending_ids().len(), 1, "{answer}");
+        assert_ne!(h.pending_ids()[0], ids[0], "{answer}");
+        assert!(h.upstream_in.try_recv().is_err(), "{answer}: nothing else ran");
+    }
+}
+
+/// A policy reloaded while the client is asked drops the entry (an approval holds for the
+/// policy it was asked under). A relay that then decides the call again (it missed
+/// announcements) names the new entry, for the administrator, but the client's accept of the
+/// question asked under the old policy approves nothing under the new one; the
+/// administrator's approval of the new entry runs the call at once.
+#[tokio::test]
+async fn an_accept_asked_under_the_old_policy_approves_nothing_under_the_new_one() {
+    let mut h = OutOfBand::start().await;
+    let ask = h.ask(10, json!({"a": 1})).await;
+    let old = h.pending_ids();
+    assert_eq!(old.len(), 1);
+    h.evaluator
+        .reload(POLICY.replace("a human must say", "a human must say it again").parse().unwrap());
+    assert!(h.pending_ids().is_empty(), "the reload drops the entry");
+    for n in 0..=RESOLUTIONS_BACKLOG {
+        h.resolutions.announce(&format!("other-{n}"));
+    }
+    let mut new = h.pending_ids();
+    while new.is_empty() {
+        tokio::task::yield_now().await;
+        new = h.pending_ids();
+    }
+    assert_ne!(new, old);
+
+    h.client_sends(json!({"jsonrpc": "2.0", "id": ask,
+        "result": {"action": "accept", "content": {"approve": true}}}))
+        .await;
+    let r = h.client_gets().await;
+    assert_eq!(r["id"], 10, "{r}");
+    assert_eq!(r["result"]["isError"], true, "asked under the old policy: {r}");
+    assert!(h.upstream_in.try_recv().is_err(), "nothing ran");
+
+    // Asked again under the new policy, the administrator's approval decides it.
+    let again = h.ask(11, json!({"a": 1})).await;
+    let id = h.pending_ids();
+    assert_eq!(id, new, "the same entry");
+    h.evaluator.resolve_approval(&id[0], true).unwrap();
+    h.resolutions.announce(&id[0]);
+    let cancel = h.client_gets().await;
+    assert_eq!(cancel["params"]["requestId"], again, "{cancel}");
+    assert_eq!(h.runs().await, json!({"a": 1}));
+    assert_eq!(h.client_gets().await["id"], 11);
+}
+
+/// A client cannot pile up calls waiting for a human without bound (each one held in memory,
+/// looked at on every announcement, decided again when the relay missed some): past
+/// [`MAX_WAITING_APPROVALS`], a call to approve is refused at once, not asked; once one is
+/// answered, the next is asked again.
+#[tokio::test]
+async fn a_session_has_at_most_so_many_calls_waiting_for_a_human() {
+    let mut h = OutOfBand::start().await;
+    let mut asks = Vec::new();
+    for n in 0..MAX_WAITING_APPROVALS {
+        asks.push(h.ask(100 + i64::try_from(n).unwrap(), json!({ "n": n })).await);
+    }
+    h.client_sends(json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": "t", "arguments": {"n": "one too many"}}}))
+        .await;
+    let r = h.client_gets().await;
+    assert_eq!(r["id"], 1, "{r}");
+    assert_eq!(r["result"]["isError"], true, "{r}");
+    let text = r["result"]["content"][0]["text"].as_str().unwrap();
+    assert!(text.contains("wait for a human's approval"), "{text}");
+    assert_eq!(h.logged.lock().unwrap().last().copied(), Some((Some("failed"), "not_dispatched")));
+
+    h.client_sends(json!({"jsonrpc": "2.0", "id": asks[0], "result": {"action": "decline"}})).await;
+    assert_eq!(h.client_gets().await["id"], 100);
+    h.ask(2, json!({"n": "asked now"})).await;
+}
+
+/// A relay whose client is asked about nothing is not woken by the administrator's answers
+/// (each would cost every session's relay a turn); those it left are taken once a call waits,
+/// deciding nothing anew, and the ones that come then are applied.
+#[tokio::test]
+async fn a_relay_asking_nothing_is_not_woken_by_announcements() {
+    let mut h = OutOfBand::start().await;
+    for n in 0..2 * RESOLUTIONS_BACKLOG {
+        h.resolutions.announce(&format!("other-{n}"));
+    }
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(h.resolutions.untaken(), RESOLUTIONS_BACKLOG, "the relay was woken");
+
+    let ask = h.ask(10, json!({"a": 1})).await;
+    let ids = h.pending_ids();
+    h.evaluator.resolve_approval(&ids[0], true).unwrap();
+    h.resolutions.announce(&ids[0]);
+    let cancel = h.client_gets().await;
+    assert_eq!(cancel["params"]["requestId"], ask, "{cancel}");
+    assert_eq!(h.runs().await, json!({"a": 1}));
+    assert_eq!(h.client_gets().await["id"], 10);
+}
+
+/// An approval round declined after the administrator answered: their answer decides the
+/// retry, as the agent's retry without an answer would be decided (approved: it runs, once;
+/// refused: *"Approval refused"*, the refusal spent), not a decline that leaves their answer for
+/// a later call.
+#[tokio::test]
+async fn a_round_declined_after_the_administrator_answered_is_decided_by_them() {
+    let evaluator = Arc::new(Evaluator::new(POLICY.parse().unwrap()));
+    let guard =
+        Arc::new(Guard::new(evaluator.clone(), "g", Mode::Enforce).with_out_of_band_approvals());
+    let config = RelayConfig { session: Some("s".into()), ..RelayConfig::default() };
+    let (client_in, rx) = mpsc::channel(16);
+    let (tx, mut client_out) = mpsc::channel(16);
+    let (up_tx, mut upstream_in) = mpsc::channel::<Value>(16);
+    let (upstream_out, up_rx) = mpsc::channel::<Value>(16);
+    tokio::spawn(Relay::run(
+        guard,
+        Arc::new(DecisionLog::disabled()),
+        config,
+        ClientLink { tx: tx.into(), rx: rx.into() },
+        UpstreamLink { tx: up_tx.into(), rx: up_rx.into() },
+    ));
+    let meta = json!({
+        META_PROTOCOL_VERSION: "2026-07-28",
+        META_CLIENT_CAPABILITIES: {"elicitation": {"form": {}}},
+    });
+    for (n, approve) in [(1, true), (2, false)] {
+        let arguments = json!({ "n": n });
+        let params = json!({"name": "t", "arguments": arguments, "_meta": meta});
+        let msg = json!({"jsonrpc": "2.0", "id": n * 10, "method": "tools/call", "params": params});
+        client_in.send(Inbound::Message(msg)).await.unwrap();
+        let round = next(&mut client_out).await["result"].clone();
+        assert_eq!(round["resultType"], "input_required", "{round}");
+        let id = evaluator.pending_approvals().into_iter().find(|p| p.arguments == arguments);
+        evaluator.resolve_approval(&id.unwrap().id, approve).unwrap();
+
+        let mut params = params.clone();
+        params["inputResponses"] = json!({ APPROVAL_INPUT: {"action": "decline"} });
+        params["requestState"] = round["requestState"].clone();
+        let msg =
+            json!({"jsonrpc": "2.0", "id": n * 10 + 1, "method": "tools/call", "params": params});
+        client_in.send(Inbound::Message(msg)).await.unwrap();
+        if approve {
+            let call = next(&mut upstream_in).await;
+            assert_eq!(call["params"]["arguments"], arguments, "{call}");
+            assert!(call["params"].get("inputResponses").is_none(), "{call}");
+            upstream_out
+                .send(json!({"jsonrpc": "2.0", "id": call["id"],
+                    "result": {"content": [{"type": "text", "text": "ran"}]}}))
+                .await
+                .unwrap();
+            let r = next(&mut client_out).await;
+            assert_eq!(r["result"]["content"][0]["text"], "ran", "{r}");
+        } else {
+            let r = next(&mut client_out).await;
+            let text = r["result"]["content"][0]["text"].as_str().unwrap().to_owned();
+            assert!(text.starts_with("Approval refused"), "{text}");
+        }
+        // Spent: the next identical call is asked again.
+        let msg = json!({"jsonrpc": "2.0", "id": n * 10 + 2, "method": "tools/call",
+            "params": {"name": "t", "arguments": arguments, "_meta": meta}});
+        client_in.send(Inbound::Message(msg)).await.unwrap();
+        let again = next(&mut client_out).await["result"].clone();
+        assert_eq!(again["resultType"], "input_required", "{again}");
+        assert!(upstream_in.try_recv().is_err());
+    }
+}
+
+/// The next message on `rx`, within 30 s.
+async fn next<T>(rx: &mut mpsc::Receiver<T>) -> T {
+    tokio::time::timeout(Duration::from_secs(30), rx.recv()).await.expect("nothing came").unwrap()
+}
+
+/// Two identical calls asked about under one entry: the client declining one leaves the entry
+/// for the other, still asked (its accept runs it; the administrator still sees it); declining
+/// the last refuses the entry.
+#[tokio::test]
+async fn declining_one_of_two_identical_calls_leaves_the_entry_for_the_other() {
+    let mut h = OutOfBand::start().await;
+    let first = h.ask(10, json!({"a": 1})).await;
+    let second = h.ask(11, json!({"a": 1})).await;
+    let ids = h.pending_ids();
+    assert_eq!(ids.len(), 1);
+    h.client_sends(json!({"jsonrpc": "2.0", "id": first, "result": {"action": "decline"}})).await;
+    let r = h.client_gets().await;
+    assert_eq!(r["id"], 10, "{r}");
+    assert!(r["result"]["content"][0]["text"].as_str().unwrap().starts_with("Approval declined"));
+    assert_eq!(h.pending_ids(), ids, "the other call still asks under the entry");
+    h.client_sends(json!({"jsonrpc": "2.0", "id": second,
+        "result": {"action": "accept", "content": {"approve": true}}}))
+        .await;
+    assert_eq!(h.runs().await, json!({"a": 1}));
+    assert_eq!(h.client_gets().await["id"], 11);
+
+    // Declining the last one asked refuses the entry.
+    let first = h.ask(12, json!({"a": 1})).await;
+    let second = h.ask(13, json!({"a": 1})).await;
+    let ids = h.pending_ids();
+    for ask in [first, second] {
+        h.client_sends(json!({"jsonrpc": "2.0", "id": ask, "result": {"action": "decline"}})).await;
+        let r = h.client_gets().await;
+        let text = r["result"]["content"][0]["text"].as_str().unwrap().to_owned();
+        assert!(text.starts_with("Approval declined"), "{text}");
+    }
+    assert!(h.pending_ids().is_empty());
+    assert!(h.evaluator.resolve_approval(&ids[0], true).is_err(), "refused with the last");
 }

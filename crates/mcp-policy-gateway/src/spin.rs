@@ -148,7 +148,7 @@ mod tests {
         use nix::unistd::Pid;
         // In a thread of its own: an affinity is the calling thread's.
         std::thread::spawn(|| {
-            let free = runs_on_one_cpu();
+            let one_at_first = runs_on_one_cpu();
             let all = sched_getaffinity(Pid::from_raw(0)).unwrap();
             let first = (0..CpuSet::count()).find(|&c| all.is_set(c).unwrap_or(false)).unwrap();
             let mut one = CpuSet::new();
@@ -156,8 +156,8 @@ mod tests {
             sched_setaffinity(Pid::from_raw(0), &one).unwrap();
             assert!(runs_on_one_cpu(), "held to CPU {first}");
             sched_setaffinity(Pid::from_raw(0), &all).unwrap();
-            assert_eq!(runs_on_one_cpu(), free, "set free again");
-            if free {
+            assert_eq!(runs_on_one_cpu(), one_at_first, "set free again");
+            if one_at_first {
                 eprintln!("this machine gives the test one CPU: the case of several is not run");
             }
         })
