@@ -995,15 +995,10 @@ impl<S: AsyncCounterStore> Relay<S> {
                 if let Some(pending) = &pending
                     && let Err(mcp_policy::ResolveApprovalError::AlreadyResolved(_)) =
                         self.guard.evaluator().resolve_approval(pending, false)
+                    && let Some(verdict) = self.answered_out_of_band(&tool, &arguments).await
                 {
-                    let verdict = self
-                        .guard
-                        .decide(&tool, &arguments, self.session.as_deref(), None, &self.tools)
-                        .await;
-                    if !matches!(verdict, Verdict::Approve { .. }) {
-                        self.answer_out_of_band(id, msg, arguments, verdict).await;
-                        return;
-                    }
+                    self.answer_out_of_band(id, msg, arguments, verdict).await;
+                    return;
                 }
                 let mut record = self.guard.refusal_record(
                     &tool,
@@ -1539,15 +1534,11 @@ impl<S: AsyncCounterStore> Relay<S> {
                         self.guard.evaluator().resolve_approval(pending, false),
                         Err(mcp_policy::ResolveApprovalError::AlreadyResolved(_))
                     );
-                if answered_first {
-                    let verdict = self
-                        .guard
-                        .decide(&tool, &arguments, self.session.as_deref(), None, &self.tools)
-                        .await;
-                    if !matches!(verdict, Verdict::Approve { .. }) {
-                        self.answer_out_of_band(client_id, message, arguments, verdict).await;
-                        return;
-                    }
+                if answered_first
+                    && let Some(verdict) = self.answered_out_of_band(&tool, &arguments).await
+                {
+                    self.answer_out_of_band(client_id, message, arguments, verdict).await;
+                    return;
                 }
             }
             record.approval = Some(how);
@@ -1556,6 +1547,15 @@ impl<S: AsyncCounterStore> Relay<S> {
             return;
         }
         self.decide_approved(client_id, message, &tool, &arguments, &key).await;
+    }
+
+    /// The call of `tool` with `arguments` decided again without a key, as the agent's retry
+    /// would be: the verdict when an administrator has answered its approval (the core's entry
+    /// approved or refused), `None` while the entry still waits.
+    async fn answered_out_of_band(&self, tool: &str, arguments: &Value) -> Option<Verdict> {
+        let verdict =
+            self.guard.decide(tool, arguments, self.session.as_deref(), None, &self.tools).await;
+        (!matches!(verdict, Verdict::Approve { .. })).then_some(verdict)
     }
 
     /// Decides again, with its approval key, a call a human accepted (through elicitation or an

@@ -27,7 +27,8 @@ struct OutOfBand {
 }
 
 impl OutOfBand {
-    async fn start() -> OutOfBand {
+    /// The relay, its client not initialized (for requests of revisions without `initialize`).
+    fn spawn() -> OutOfBand {
         let evaluator = Arc::new(Evaluator::new(POLICY.parse().unwrap()));
         let guard = Arc::new(
             Guard::new(evaluator.clone(), "g", Mode::Enforce).with_out_of_band_approvals(),
@@ -55,7 +56,7 @@ impl OutOfBand {
             ClientLink { tx: tx.into(), rx: rx.into() },
             UpstreamLink { tx: up_tx.into(), rx: up_rx.into() },
         ));
-        let mut h = OutOfBand {
+        OutOfBand {
             evaluator,
             resolutions,
             client_in,
@@ -63,7 +64,12 @@ impl OutOfBand {
             upstream_in,
             upstream_out,
             logged,
-        };
+        }
+    }
+
+    /// The relay, its client initialized (2025-06-18, elicitation).
+    async fn start() -> OutOfBand {
+        let mut h = OutOfBand::spawn();
         h.client_sends(json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
             "params": {"protocolVersion": "2025-06-18", "capabilities": {"elicitation": {}},
                 "clientInfo": {"name": "t", "version": "1"}}}))
@@ -205,59 +211,51 @@ async fn a_relay_that_missed_announcements_still_applies_them() {
 /// without anyone asking. A cancelled round is nobody's answer: its entry stays.
 #[tokio::test]
 async fn a_declined_round_refuses_the_administrators_entry_a_cancelled_one_leaves_it() {
-    let evaluator = Arc::new(Evaluator::new(POLICY.parse().unwrap()));
-    let guard =
-        Arc::new(Guard::new(evaluator.clone(), "g", Mode::Enforce).with_out_of_band_approvals());
-    let config = RelayConfig { session: Some("s".into()), ..RelayConfig::default() };
-    let (client_in, rx) = mpsc::channel(16);
-    let (tx, mut client_out) = mpsc::channel(16);
-    let (up_tx, _upstream_in) = mpsc::channel::<Value>(16);
-    let (_upstream_out, up_rx) = mpsc::channel::<Value>(16);
-    tokio::spawn(Relay::run(
-        guard,
-        Arc::new(DecisionLog::disabled()),
-        config,
-        ClientLink { tx: tx.into(), rx: rx.into() },
-        UpstreamLink { tx: up_tx.into(), rx: up_rx.into() },
-    ));
-    let meta = json!({
-        META_PROTOCOL_VERSION: "2026-07-28",
-        META_CLIENT_CAPABILITIES: {"elicitation": {"form": {}}},
-    });
-    let mut call = async |id: i64, arguments: &Value, answer: Option<(Value, &Value)>| {
+    /// A call of `t` of revision 2026-07-28 (with `answer`: the retry answering a round): its
+    /// result.
+    async fn call(
+        h: &mut OutOfBand,
+        id: i64,
+        arguments: &Value,
+        answer: Option<(&Value, &Value)>,
+    ) -> Value {
+        let meta = json!({
+            META_PROTOCOL_VERSION: "2026-07-28",
+            META_CLIENT_CAPABILITIES: {"elicitation": {"form": {}}},
+        });
         let mut params = json!({"name": "t", "arguments": arguments, "_meta": meta});
         if let Some((response, state)) = answer {
             params["inputResponses"] = json!({ APPROVAL_INPUT: response });
             params["requestState"] = state.clone();
         }
-        let msg = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params});
-        client_in.send(Inbound::Message(msg)).await.unwrap();
-        let r = tokio::time::timeout(Duration::from_secs(30), client_out.recv()).await.unwrap();
-        r.unwrap()["result"].clone()
-    };
-    let pending = || evaluator.pending_approvals().into_iter().map(|p| p.id).collect::<Vec<_>>();
-
+        h.client_sends(
+            json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params}),
+        )
+        .await;
+        h.client_gets().await["result"].clone()
+    }
+    let mut h = OutOfBand::spawn();
     for (n, response, refused) in [
         (1, json!({"action": "decline"}), true),
         (2, json!({"action": "accept", "content": {"approve": false}}), true),
         (3, json!({"action": "cancel"}), false),
     ] {
         let arguments = json!({ "n": n });
-        let round = call(n * 10, &arguments, None).await;
+        let round = call(&mut h, n * 10, &arguments, None).await;
         assert_eq!(round["resultType"], "input_required", "{round}");
-        let ids = pending();
+        let ids = h.pending_ids();
         assert_eq!(ids.len(), 1, "{ids:?}");
-        let answered =
-            call(n * 10 + 1, &arguments, Some((response.clone(), &round["requestState"])));
-        assert_eq!(answered.await["isError"], true, "{response}");
+        let answer = Some((&response, &round["requestState"]));
+        let answered = call(&mut h, n * 10 + 1, &arguments, answer).await;
+        assert_eq!(answered["isError"], true, "{response}");
         if refused {
-            assert!(pending().is_empty(), "{response}: the entry is no longer waiting");
-            assert!(evaluator.resolve_approval(&ids[0], true).is_err(), "{response}: answered");
+            assert!(h.pending_ids().is_empty(), "{response}: the entry is no longer waiting");
+            assert!(h.evaluator.resolve_approval(&ids[0], true).is_err(), "{response}: answered");
         } else {
-            assert_eq!(pending(), ids, "{response}: the entry stays for the administrator");
-            evaluator.resolve_approval(&ids[0], false).unwrap();
+            assert_eq!(h.pending_ids(), ids, "{response}: the entry stays for the administrator");
+            h.evaluator.resolve_approval(&ids[0], false).unwrap();
             // The refusal is spent by the next identical call, so the next case starts clean.
-            let r = call(n * 10 + 2, &arguments, None).await;
+            let r = call(&mut h, n * 10 + 2, &arguments, None).await;
             assert_eq!(r["isError"], true, "{r}");
         }
     }
@@ -417,21 +415,7 @@ async fn a_relay_asking_nothing_is_not_woken_by_announcements() {
 /// a later call.
 #[tokio::test]
 async fn a_round_declined_after_the_administrator_answered_is_decided_by_them() {
-    let evaluator = Arc::new(Evaluator::new(POLICY.parse().unwrap()));
-    let guard =
-        Arc::new(Guard::new(evaluator.clone(), "g", Mode::Enforce).with_out_of_band_approvals());
-    let config = RelayConfig { session: Some("s".into()), ..RelayConfig::default() };
-    let (client_in, rx) = mpsc::channel(16);
-    let (tx, mut client_out) = mpsc::channel(16);
-    let (up_tx, mut upstream_in) = mpsc::channel::<Value>(16);
-    let (upstream_out, up_rx) = mpsc::channel::<Value>(16);
-    tokio::spawn(Relay::run(
-        guard,
-        Arc::new(DecisionLog::disabled()),
-        config,
-        ClientLink { tx: tx.into(), rx: rx.into() },
-        UpstreamLink { tx: up_tx.into(), rx: up_rx.into() },
-    ));
+    let mut h = OutOfBand::spawn();
     let meta = json!({
         META_PROTOCOL_VERSION: "2026-07-28",
         META_CLIENT_CAPABILITIES: {"elicitation": {"form": {}}},
@@ -440,47 +424,40 @@ async fn a_round_declined_after_the_administrator_answered_is_decided_by_them() 
         let arguments = json!({ "n": n });
         let params = json!({"name": "t", "arguments": arguments, "_meta": meta});
         let msg = json!({"jsonrpc": "2.0", "id": n * 10, "method": "tools/call", "params": params});
-        client_in.send(Inbound::Message(msg)).await.unwrap();
-        let round = next(&mut client_out).await["result"].clone();
+        h.client_sends(msg).await;
+        let round = h.client_gets().await["result"].clone();
         assert_eq!(round["resultType"], "input_required", "{round}");
-        let id = evaluator.pending_approvals().into_iter().find(|p| p.arguments == arguments);
-        evaluator.resolve_approval(&id.unwrap().id, approve).unwrap();
+        let id = h.evaluator.pending_approvals().into_iter().find(|p| p.arguments == arguments);
+        h.evaluator.resolve_approval(&id.unwrap().id, approve).unwrap();
 
         let mut params = params.clone();
         params["inputResponses"] = json!({ APPROVAL_INPUT: {"action": "decline"} });
         params["requestState"] = round["requestState"].clone();
         let msg =
             json!({"jsonrpc": "2.0", "id": n * 10 + 1, "method": "tools/call", "params": params});
-        client_in.send(Inbound::Message(msg)).await.unwrap();
+        h.client_sends(msg).await;
         if approve {
-            let call = next(&mut upstream_in).await;
+            let call = h.upstream_gets().await;
             assert_eq!(call["params"]["arguments"], arguments, "{call}");
             assert!(call["params"].get("inputResponses").is_none(), "{call}");
-            upstream_out
-                .send(json!({"jsonrpc": "2.0", "id": call["id"],
-                    "result": {"content": [{"type": "text", "text": "ran"}]}}))
-                .await
-                .unwrap();
-            let r = next(&mut client_out).await;
+            h.upstream_sends(json!({"jsonrpc": "2.0", "id": call["id"],
+                "result": {"content": [{"type": "text", "text": "ran"}]}}))
+                .await;
+            let r = h.client_gets().await;
             assert_eq!(r["result"]["content"][0]["text"], "ran", "{r}");
         } else {
-            let r = next(&mut client_out).await;
+            let r = h.client_gets().await;
             let text = r["result"]["content"][0]["text"].as_str().unwrap().to_owned();
             assert!(text.starts_with("Approval refused"), "{text}");
         }
         // Spent: the next identical call is asked again.
         let msg = json!({"jsonrpc": "2.0", "id": n * 10 + 2, "method": "tools/call",
             "params": {"name": "t", "arguments": arguments, "_meta": meta}});
-        client_in.send(Inbound::Message(msg)).await.unwrap();
-        let again = next(&mut client_out).await["result"].clone();
+        h.client_sends(msg).await;
+        let again = h.client_gets().await["result"].clone();
         assert_eq!(again["resultType"], "input_required", "{again}");
-        assert!(upstream_in.try_recv().is_err());
+        assert!(h.upstream_in.try_recv().is_err());
     }
-}
-
-/// The next message on `rx`, within 30 s.
-async fn next<T>(rx: &mut mpsc::Receiver<T>) -> T {
-    tokio::time::timeout(Duration::from_secs(30), rx.recv()).await.expect("nothing came").unwrap()
 }
 
 /// Two identical calls asked about under one entry: the client declining one leaves the entry
