@@ -108,7 +108,7 @@ impl Race {
         ];
         let gw = gateway(&policy, &extra, &upstream).await;
         let mut client = gw.client();
-        eliciting_initialize(&mut client).await;
+        client.initialize_with(json!({"elicitation": {}})).await.unwrap();
         Race { dir, gw, client }
     }
 
@@ -201,25 +201,6 @@ impl Race {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
-}
-
-/// `initialize` of 2025-06-18 declaring form elicitation, then `notifications/initialized`.
-async fn eliciting_initialize(c: &mut Raw) {
-    let body = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
-        "protocolVersion": "2025-06-18", "capabilities": {"elicitation": {}},
-        "clientInfo": {"name": "race-test", "version": "1"}}});
-    let resp = c.post(&body).send().await.unwrap();
-    assert_eq!(resp.status(), 200);
-    let session = resp.headers().get("mcp-session-id").unwrap().to_str().unwrap().to_owned();
-    let answer = http_support::messages(resp).await;
-    assert!(answer.iter().any(|m| m["id"] == 0 && m.get("result").is_some()), "{answer:?}");
-    c.session = Some(session);
-    let init = c
-        .post(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(init.status(), 202);
 }
 
 /// The messages of an SSE answer, read as they come.

@@ -230,8 +230,16 @@ impl Raw {
     /// `initialize` (its answer read whole) + `notifications/initialized`; the initialize
     /// response message, or the HTTP response when it was refused.
     pub async fn initialize(&mut self) -> Result<Value, reqwest::Response> {
+        self.initialize_with(json!({})).await
+    }
+
+    /// [`Raw::initialize`] declaring `capabilities`.
+    pub async fn initialize_with(
+        &mut self,
+        capabilities: Value,
+    ) -> Result<Value, reqwest::Response> {
         let body = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
-            "protocolVersion": self.version, "capabilities": {},
+            "protocolVersion": self.version, "capabilities": capabilities,
             "clientInfo": {"name": "http-test", "version": "1"}}});
         let resp = self.post(&body).send().await.unwrap();
         if !resp.status().is_success() {
