@@ -223,14 +223,8 @@ impl Events {
         loop {
             while let Some(end) = self.buf.find("\n\n") {
                 let event: String = self.buf.drain(..end + 2).collect();
-                let data: Vec<&str> = event
-                    .lines()
-                    .filter_map(|l| l.strip_prefix("data:"))
-                    .map(str::trim_start)
-                    .collect();
-                let data = data.join("\n");
-                if !data.trim().is_empty() {
-                    return serde_json::from_str(&data).unwrap();
+                if let Some(message) = http_support::event_message(&event) {
+                    return message;
                 }
             }
             let chunk = tokio::time::timeout_at(deadline, self.resp.chunk())

@@ -191,18 +191,16 @@ pub async fn messages(resp: reqwest::Response) -> Vec<Value> {
             v => vec![v],
         };
     }
-    text.split("\n\n")
-        .filter_map(|event| {
-            let data: Vec<&str> = event
-                .lines()
-                .filter_map(|l| l.strip_prefix("data:"))
-                .map(str::trim_start)
-                .collect();
-            // rmcp's server opens its streams with an event without data (a priming event).
-            let data = data.join("\n");
-            (!data.trim().is_empty()).then(|| serde_json::from_str(&data).unwrap())
-        })
-        .collect()
+    text.split("\n\n").filter_map(event_message).collect()
+}
+
+/// The JSON message a server-sent event carries in its `data:` lines; `None` for an event
+/// without data (rmcp's server opens its streams with one, a priming event).
+pub fn event_message(event: &str) -> Option<Value> {
+    let data: Vec<&str> =
+        event.lines().filter_map(|l| l.strip_prefix("data:")).map(str::trim_start).collect();
+    let data = data.join("\n");
+    (!data.trim().is_empty()).then(|| serde_json::from_str(&data).unwrap())
 }
 
 impl Raw {
